@@ -1,0 +1,399 @@
+//! Network architecture: four stages of QuadraBlocks, each block with its own kernel size
+//! and expansion (or an identity), and everything derived from it at compile time —
+//! weight count, arena size, FLOPs — as `const fn`s, so firmware can size `static`s.
+
+use crate::error::Error;
+use crate::kernels::{PackedB, QdwWeights};
+
+/// One block of a stage: a QuadraBlock with kernel `kernel` and expansion `expansion`, or an
+/// identity (`kernel == 0`), which keeps its index and has no weights.
+///
+/// `repr(C)` of two bytes, so a model file's block table can be viewed in place.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BlockSpec {
+    /// QDW kernel size (3, 5 or 7), or 0 for an identity block.
+    pub kernel: u8,
+    /// Hidden expansion E of the channel MLP (hidden = E·C), 0 for an identity block.
+    pub expansion: u8,
+}
+
+impl BlockSpec {
+    /// The identity (skip) block.
+    pub const IDENTITY: BlockSpec = BlockSpec {
+        kernel: 0,
+        expansion: 0,
+    };
+
+    /// A QuadraBlock with kernel `kernel` and expansion `expansion`.
+    pub const fn quadra(kernel: u8, expansion: u8) -> BlockSpec {
+        BlockSpec { kernel, expansion }
+    }
+
+    /// Is this an identity block?
+    pub const fn is_identity(self) -> bool {
+        self.kernel == 0 && self.expansion == 0
+    }
+
+    const fn validate(self) -> Result<(), Error> {
+        if self.is_identity() {
+            return Ok(());
+        }
+        if !matches!(self.kernel, 3 | 5 | 7) {
+            return Err(Error::Arch("block kernel must be 3, 5 or 7"));
+        }
+        if self.expansion < 1 || self.expansion > 8 {
+            return Err(Error::Arch("block expansion must be between 1 and 8"));
+        }
+        Ok(())
+    }
+
+    /// Packed weight floats of one block at width `c`.
+    pub const fn weights_len(self, c: usize) -> usize {
+        if self.is_identity() {
+            return 0;
+        }
+        let (k, e) = (self.kernel as usize, self.expansion as usize);
+        // gamma1, ln1 w/b, qdw taps, qdw bias, gamma2, ln2 w/b, pw1, pw1 bias, pw2, pw2 bias
+        c + 2 * c
+            + QdwWeights::taps_len(k, c)
+            + 3 * c
+            + c
+            + 2 * c
+            + PackedB::packed_len(c, e * c)
+            + e * c
+            + PackedB::packed_len(e * c, c)
+            + c
+    }
+
+    /// Trainable parameters of one block at width `c` (as PyTorch counts them).
+    pub const fn params(self, c: usize) -> usize {
+        if self.is_identity() {
+            return 0;
+        }
+        let (k, e) = (self.kernel as usize, self.expansion as usize);
+        2 * c + 4 * c + 3 * (c * k * k + c) + (e * c * c + e * c) + (e * c * c + c)
+    }
+
+    /// Multiply-adds of one block on an `h x w` map of width `c` (convs and linears).
+    pub const fn macs(self, h: usize, w: usize, c: usize) -> u64 {
+        if self.is_identity() {
+            return 0;
+        }
+        let (k, e) = (self.kernel as u64, self.expansion as u64);
+        let (hw, c) = ((h * w) as u64, c as u64);
+        hw * (3 * k * k * c + 2 * e * c * c)
+    }
+}
+
+/// One stage: its width and its blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stage<'a> {
+    /// Channels of the stage.
+    pub dim: usize,
+    /// The blocks, in order.
+    pub blocks: &'a [BlockSpec],
+}
+
+/// A whole QuadraNet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Arch<'a> {
+    /// Input channels (3 for RGB).
+    pub in_chans: usize,
+    /// Classes of the head.
+    pub num_classes: usize,
+    /// The four stages.
+    pub stages: [Stage<'a>; 4],
+}
+
+/// Rows of a block processed per strip by default: enough that the hidden strip is about
+/// 128 KB, so the strip's LN2 rows, hidden layer and output stay in L2.
+pub const fn default_strip(h: usize, w: usize, c: usize, e: usize) -> usize {
+    let per_row = w * e * c;
+    let s = if per_row == 0 { 1 } else { 32 * 1024 / per_row };
+    if s < 1 {
+        1
+    } else if s > h {
+        if h == 0 {
+            1
+        } else {
+            h
+        }
+    } else {
+        s
+    }
+}
+
+/// Scratch floats a block needs at strip height `strip`: a ring of `K + strip - 1`
+/// zero-padded LN1 rows, one strip of LN2 rows and one strip of the hidden layer.
+pub const fn block_scratch_len(w: usize, c: usize, k: usize, e: usize, strip: usize) -> usize {
+    (k + strip - 1) * (w + k - 1) * c + strip * w * c + strip * w * e * c
+}
+
+/// Where everything lives in the arena for one input size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// `(H, W)` of each stage's activation.
+    pub hw: [(usize, usize); 4],
+    /// Offset of each stage's activation in the activation region.
+    pub offsets: [usize; 4],
+    /// Floats of the activation region (all stages share it: blocks run in place and
+    /// downsamples write each output row behind the rows still to be read).
+    pub act_len: usize,
+    /// Floats of scratch after the activation region (the largest any layer needs).
+    pub scratch_len: usize,
+}
+
+impl Plan {
+    /// Total arena floats.
+    pub const fn arena_len(&self) -> usize {
+        self.act_len + self.scratch_len
+    }
+}
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+impl<'a> Arch<'a> {
+    /// Checks the architecture; the error says what is wrong.
+    pub const fn validate(&self) -> Result<(), Error> {
+        if self.in_chans == 0 {
+            return Err(Error::Arch("in_chans must be at least 1"));
+        }
+        if self.num_classes == 0 {
+            return Err(Error::Arch("num_classes must be at least 1"));
+        }
+        let mut s = 0;
+        while s < 4 {
+            if self.stages[s].dim == 0 {
+                return Err(Error::Arch("every stage dim must be at least 1"));
+            }
+            let mut b = 0;
+            while b < self.stages[s].blocks.len() {
+                if let Err(e) = self.stages[s].blocks[b].validate() {
+                    return Err(e);
+                }
+                b += 1;
+            }
+            s += 1;
+        }
+        Ok(())
+    }
+
+    /// `dims[i]`.
+    pub const fn dim(&self, i: usize) -> usize {
+        self.stages[i].dim
+    }
+
+    /// Spatial size of each stage for an `h x w` input (stem /4, then /2 per downsample,
+    /// flooring like PyTorch's strided convs).
+    pub const fn stage_hw(h: usize, w: usize) -> [(usize, usize); 4] {
+        let (h0, w0) = (h / 4, w / 4);
+        [
+            (h0, w0),
+            (h0 / 2, w0 / 2),
+            (h0 / 4, w0 / 4),
+            (h0 / 8, w0 / 8),
+        ]
+    }
+
+    /// Packed weight floats of the whole network.
+    pub const fn weights_len(&self) -> usize {
+        let c0 = self.dim(0);
+        let mut n = PackedB::packed_len(16 * self.in_chans, c0) + 3 * c0;
+        let mut s = 0;
+        while s < 4 {
+            let d = self.dim(s);
+            if s > 0 {
+                let dp = self.dim(s - 1);
+                n += 2 * dp + PackedB::packed_len(4 * dp, d) + d;
+            }
+            let mut b = 0;
+            while b < self.stages[s].blocks.len() {
+                n += self.stages[s].blocks[b].weights_len(d);
+                b += 1;
+            }
+            s += 1;
+        }
+        let d3 = self.dim(3);
+        n + 2 * d3 + PackedB::packed_len(d3, self.num_classes) + self.num_classes
+    }
+
+    /// Trainable parameters, as PyTorch counts them.
+    pub const fn params(&self) -> usize {
+        let c0 = self.dim(0);
+        let mut n = 16 * self.in_chans * c0 + 3 * c0;
+        let mut s = 0;
+        while s < 4 {
+            let d = self.dim(s);
+            if s > 0 {
+                let dp = self.dim(s - 1);
+                n += 2 * dp + 4 * dp * d + d;
+            }
+            let mut b = 0;
+            while b < self.stages[s].blocks.len() {
+                n += self.stages[s].blocks[b].params(d);
+                b += 1;
+            }
+            s += 1;
+        }
+        let d3 = self.dim(3);
+        n + 2 * d3 + d3 * self.num_classes + self.num_classes
+    }
+
+    /// Multiply-adds of one forward pass on an `h x w` image (a multiply-add is 2 FLOPs).
+    pub const fn macs(&self, h: usize, w: usize) -> u64 {
+        let hw = Self::stage_hw(h, w);
+        let mut n = (hw[0].0 * hw[0].1 * 16 * self.in_chans * self.dim(0)) as u64;
+        let mut s = 0;
+        while s < 4 {
+            let (sh, sw) = hw[s];
+            let d = self.dim(s);
+            if s > 0 {
+                n += (sh * sw * 4 * self.dim(s - 1) * d) as u64;
+            }
+            let mut b = 0;
+            while b < self.stages[s].blocks.len() {
+                n += self.stages[s].blocks[b].macs(sh, sw, d);
+                b += 1;
+            }
+            s += 1;
+        }
+        n + (self.dim(3) * self.num_classes) as u64
+    }
+
+    /// The arena plan for an `h x w` input.
+    pub const fn plan(&self, h: usize, w: usize) -> Plan {
+        let hw = Self::stage_hw(h, w);
+        // Offsets, last stage first: a downsample writes output row y before reading input
+        // rows 2y+2.., so the input must start far enough behind when the output row is
+        // longer than two input rows.
+        let mut offsets = [0usize; 4];
+        let mut i = 3;
+        while i > 0 {
+            let row_out = hw[i].1 * self.dim(i);
+            let row_in = hw[i - 1].1 * self.dim(i - 1);
+            let need = if row_out > 2 * row_in {
+                hw[i].0 * (row_out - 2 * row_in)
+            } else {
+                0
+            };
+            offsets[i - 1] = offsets[i] + need;
+            i -= 1;
+        }
+        let mut act_len = 0;
+        let c0 = self.dim(0);
+        let mut scratch = hw[0].1 * 16 * self.in_chans; // stem patch row
+        scratch = max(scratch, 2 * self.dim(3)); // head: pooled + normed
+        let mut s = 0;
+        while s < 4 {
+            let (sh, sw) = hw[s];
+            let d = self.dim(s);
+            act_len = max(act_len, offsets[s] + sh * sw * d);
+            if s > 0 {
+                scratch = max(scratch, sw * 4 * self.dim(s - 1));
+            }
+            let mut b = 0;
+            while b < self.stages[s].blocks.len() {
+                let blk = self.stages[s].blocks[b];
+                if !blk.is_identity() {
+                    let (k, e) = (blk.kernel as usize, blk.expansion as usize);
+                    let strip = default_strip(sh, sw, d, e);
+                    scratch = max(scratch, block_scratch_len(sw, d, k, e, strip));
+                }
+                b += 1;
+            }
+            s += 1;
+        }
+        let _ = c0;
+        Plan {
+            hw,
+            offsets,
+            act_len,
+            scratch_len: scratch,
+        }
+    }
+
+    /// Arena floats for an `h x w` input: what [`crate::Model::forward`] needs.
+    pub const fn arena_len(&self, h: usize, w: usize) -> usize {
+        self.plan(h, w).arena_len()
+    }
+
+    /// Floats of the largest single activation tensor for an `h x w` input.
+    pub const fn largest_activation(&self, h: usize, w: usize) -> usize {
+        let hw = Self::stage_hw(h, w);
+        let mut m = 0;
+        let mut s = 0;
+        while s < 4 {
+            m = max(m, hw[s].0 * hw[s].1 * self.dim(s));
+            s += 1;
+        }
+        m
+    }
+}
+
+/// The named models of the paper, 3 input channels and 1000 classes, kernel 7, E = 4.
+pub mod presets {
+    use super::{Arch, BlockSpec, Stage};
+
+    const B: BlockSpec = BlockSpec::quadra(7, 4);
+    const D2: [BlockSpec; 2] = [B; 2];
+    const D3: [BlockSpec; 3] = [B; 3];
+    const D18: [BlockSpec; 18] = [B; 18];
+    const D27: [BlockSpec; 27] = [B; 27];
+
+    const fn net(c: usize, blocks: [&'static [BlockSpec]; 4]) -> Arch<'static> {
+        Arch {
+            in_chans: 3,
+            num_classes: 1000,
+            stages: [
+                Stage {
+                    dim: c,
+                    blocks: blocks[0],
+                },
+                Stage {
+                    dim: 2 * c,
+                    blocks: blocks[1],
+                },
+                Stage {
+                    dim: 4 * c,
+                    blocks: blocks[2],
+                },
+                Stage {
+                    dim: 8 * c,
+                    blocks: blocks[3],
+                },
+            ],
+        }
+    }
+
+    /// Depths [2, 3, 18, 2] with base width `c`.
+    pub const fn quadranet25(c: usize) -> Arch<'static> {
+        net(c, [&D2, &D3, &D18, &D2])
+    }
+
+    /// Depths [3, 3, 27, 3] with base width `c`.
+    pub const fn quadranet36(c: usize) -> Arch<'static> {
+        net(c, [&D3, &D3, &D27, &D3])
+    }
+
+    /// Size names of the paper and their base widths.
+    pub const SIZES: [(&str, usize); 5] =
+        [("xxs", 16), ("xs", 32), ("t", 64), ("s", 96), ("b", 128)];
+
+    /// A preset by name: `quadranet25-xxs` … `quadranet36-b`.
+    pub fn by_name(name: &str) -> Option<Arch<'static>> {
+        let (family, size) = name.split_once('-')?;
+        let c = SIZES.iter().find(|(n, _)| *n == size)?.1;
+        match family {
+            "quadranet25" => Some(quadranet25(c)),
+            "quadranet36" => Some(quadranet36(c)),
+            _ => None,
+        }
+    }
+}

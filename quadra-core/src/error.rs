@@ -1,0 +1,87 @@
+//! Error type of the core. Small, `Copy`, no allocation: every variant says what was
+//! expected and what was found, so a caller can print a precise message.
+
+use core::fmt;
+
+/// Which buffer a length error is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Buffer {
+    /// The input image (channels-last `[H, W, in_chans]`).
+    Input,
+    /// The logits output (`num_classes` floats).
+    Output,
+    /// The pooled-feature output (`dims[3]` floats).
+    Features,
+    /// The caller-provided arena.
+    Arena,
+    /// The block scratch.
+    Scratch,
+    /// The activation tensor of a block or conv.
+    Activation,
+    /// The packed weights.
+    Weights,
+}
+
+impl fmt::Display for Buffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Buffer::Input => "input",
+            Buffer::Output => "output",
+            Buffer::Features => "features",
+            Buffer::Arena => "arena",
+            Buffer::Scratch => "scratch",
+            Buffer::Activation => "activation",
+            Buffer::Weights => "weights",
+        })
+    }
+}
+
+/// Everything that can go wrong in the core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// A buffer does not have the length the architecture and input size require.
+    Length {
+        /// Which buffer.
+        buffer: Buffer,
+        /// Required length in elements (for the arena and scratch: at least this many).
+        expected: usize,
+        /// Length handed in.
+        found: usize,
+    },
+    /// The architecture is not one the core can run; the message says why.
+    Arch(&'static str),
+    /// The input spatial size is too small for the network (it must be at least 32x32).
+    InputSize {
+        /// Height handed in.
+        h: usize,
+        /// Width handed in.
+        w: usize,
+    },
+    /// A model file could not be parsed; the message says what is wrong.
+    Format(&'static str),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Length {
+                buffer,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{buffer} has {found} elements, expected {expected}"
+            ),
+            Error::Arch(why) => write!(f, "invalid architecture: {why}"),
+            Error::InputSize { h, w } => write!(
+                f,
+                "input of {h}x{w} is too small: QuadraNet downsamples by 32, so H and W must be at least 32"
+            ),
+            Error::Format(why) => write!(f, "invalid model file: {why}"),
+        }
+    }
+}
+
+impl core::error::Error for Error {}

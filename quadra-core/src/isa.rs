@@ -1,0 +1,119 @@
+//! Which instruction set the kernels run on.
+//!
+//! Three tiers, as in `half`: compile-time target features first ([`Kernels::compiled`]),
+//! runtime detection in `quadra-cpu` (which needs `std`), and the scalar reference last.
+//! A [`Kernels`] value is a token proving that its ISA may be executed on this CPU.
+
+use core::fmt;
+
+/// An instruction set a kernel is written for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Portable scalar reference: the source of truth for every other path.
+    Scalar,
+    /// x86_64 AVX2 + FMA (256-bit).
+    Avx2,
+    /// x86_64 AVX-512F (512-bit).
+    Avx512,
+    /// aarch64 Advanced SIMD (128-bit).
+    Neon,
+}
+
+impl Isa {
+    /// Every ISA, in order of preference (best last).
+    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Neon, Isa::Avx2, Isa::Avx512];
+
+    /// Lower-case name, as accepted by [`Isa::from_name`] (`scalar`, `avx2`, `avx512`, `neon`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+            Isa::Neon => "neon",
+        }
+    }
+
+    /// Parses a name produced by [`Isa::name`].
+    pub fn from_name(name: &str) -> Option<Isa> {
+        Isa::ALL.into_iter().find(|isa| isa.name() == name)
+    }
+
+    /// Is this ISA enabled at compile time (so usable without runtime detection)?
+    pub const fn compiled_in(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            Isa::Avx2 => cfg!(all(
+                target_arch = "x86_64",
+                target_feature = "avx2",
+                target_feature = "fma"
+            )),
+            Isa::Avx512 => cfg!(all(target_arch = "x86_64", target_feature = "avx512f")),
+            Isa::Neon => cfg!(all(target_arch = "aarch64", target_feature = "neon")),
+        }
+    }
+
+    /// Could this ISA ever run in this build (right architecture)?
+    pub const fn exists_for_target(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            Isa::Avx2 | Isa::Avx512 => cfg!(target_arch = "x86_64"),
+            Isa::Neon => cfg!(target_arch = "aarch64"),
+        }
+    }
+}
+
+impl fmt::Display for Isa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A token for running kernels of one ISA. Holding one proves the CPU supports its ISA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Kernels {
+    isa: Isa,
+}
+
+impl Kernels {
+    /// The scalar reference kernels.
+    pub const fn scalar() -> Kernels {
+        Kernels { isa: Isa::Scalar }
+    }
+
+    /// The best ISA enabled at compile time (`-C target-feature` / `-C target-cpu`).
+    pub const fn compiled() -> Kernels {
+        let isa = if Isa::Avx512.compiled_in() {
+            Isa::Avx512
+        } else if Isa::Avx2.compiled_in() {
+            Isa::Avx2
+        } else if Isa::Neon.compiled_in() {
+            Isa::Neon
+        } else {
+            Isa::Scalar
+        };
+        Kernels { isa }
+    }
+
+    /// `isa` if it is enabled at compile time, else `None`.
+    pub const fn for_compiled(isa: Isa) -> Option<Kernels> {
+        if isa.compiled_in() {
+            Some(Kernels { isa })
+        } else {
+            None
+        }
+    }
+
+    /// A token for `isa` without checking.
+    ///
+    /// # Safety
+    /// The CPU running the program must support `isa` (e.g. checked with
+    /// `is_x86_feature_detected!("avx512f")`), and `isa.exists_for_target()` must hold.
+    pub const unsafe fn new_unchecked(isa: Isa) -> Kernels {
+        Kernels { isa }
+    }
+
+    /// The ISA these kernels run on.
+    pub const fn isa(self) -> Isa {
+        self.isa
+    }
+}

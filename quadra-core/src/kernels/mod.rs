@@ -1,0 +1,373 @@
+//! The two hot kernels and their contracts.
+//!
+//! * **QDW row**: one output row of the quadratic depthwise conv, channels-last, reading
+//!   `K` zero-padded input rows once for all three filters.
+//! * **GEMM**: `out = epilogue(A·B)` with A the activations (rows = pixels, row-major with a
+//!   stride), B the weights packed once into [`PANEL`]-column panels, and the epilogue
+//!   (bias, bias+GELU, or gamma-scaled residual add) applied while the tile is in registers.
+//!
+//! [`scalar`] is the reference and source of truth; `x86_avx2`, `x86_avx512` and
+//! `aarch64_neon` instantiate the single generic SIMD body in [`simd`] for their ISA.
+//! The safe functions here validate every length, then dispatch on the [`Kernels`] token.
+
+pub mod scalar;
+pub(crate) mod simd;
+
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod aarch64_neon;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_avx512;
+
+use crate::error::{Buffer, Error};
+use crate::isa::{Isa, Kernels};
+
+/// Width of a packed weight panel, in columns. Every ISA reads the same packed layout.
+pub const PANEL: usize = 16;
+
+fn check_len(buffer: Buffer, expected: usize, found: usize) -> Result<(), Error> {
+    if found < expected {
+        Err(Error::Length {
+            buffer,
+            expected,
+            found,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// Weights of a GEMM, `B[k][n]`, packed in panels of [`PANEL`] columns: panel `p` holds
+/// rows `0..k` of columns `16p..16p+16` contiguously (zero beyond `n`).
+#[derive(Clone, Copy, Debug)]
+pub struct PackedB<'a> {
+    data: &'a [f32],
+    k: usize,
+    n: usize,
+}
+
+impl<'a> PackedB<'a> {
+    /// Length of the packed form of a `k x n` matrix.
+    pub const fn packed_len(k: usize, n: usize) -> usize {
+        k * n.div_ceil(PANEL) * PANEL
+    }
+
+    /// Wraps already packed data.
+    pub fn new(data: &'a [f32], k: usize, n: usize) -> Result<Self, Error> {
+        let expected = Self::packed_len(k, n);
+        if data.len() != expected {
+            return Err(Error::Length {
+                buffer: Buffer::Weights,
+                expected,
+                found: data.len(),
+            });
+        }
+        Ok(PackedB { data, k, n })
+    }
+
+    /// Packs `B[kk][j] = src(kk, j)` into `dst` (length [`PackedB::packed_len`]).
+    pub fn pack(
+        k: usize,
+        n: usize,
+        dst: &mut [f32],
+        mut src: impl FnMut(usize, usize) -> f32,
+    ) -> Result<(), Error> {
+        let expected = Self::packed_len(k, n);
+        if dst.len() != expected {
+            return Err(Error::Length {
+                buffer: Buffer::Weights,
+                expected,
+                found: dst.len(),
+            });
+        }
+        for (p, panel) in dst.chunks_exact_mut(k * PANEL).enumerate() {
+            for (kk, row) in panel.chunks_exact_mut(PANEL).enumerate() {
+                for (jj, v) in row.iter_mut().enumerate() {
+                    let j = p * PANEL + jj;
+                    *v = if j < n { src(kk, j) } else { 0.0 };
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Element `B[kk][j]`.
+    pub fn get(&self, kk: usize, j: usize) -> f32 {
+        self.data[(j / PANEL) * self.k * PANEL + kk * PANEL + j % PANEL]
+    }
+
+    /// Inner dimension.
+    pub const fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Output columns.
+    pub const fn n(&self) -> usize {
+        self.n
+    }
+
+    /// The packed data.
+    pub const fn data(&self) -> &'a [f32] {
+        self.data
+    }
+}
+
+/// What happens to a GEMM tile before it leaves the registers. `acc` is `A·B` for one
+/// output element, `j` its column.
+#[derive(Clone, Copy, Debug)]
+pub enum Epilogue<'a> {
+    /// `out = acc + bias[j]`.
+    Bias(&'a [f32]),
+    /// `out = gelu(acc + bias[j])` (exact-erf GELU in the reference, a rational erf with
+    /// max error about 1e-7 in the SIMD kernels).
+    BiasGelu(&'a [f32]),
+    /// `out += gamma[j]·(acc + bias[j])`: the residual add of a block's PW2.
+    BiasScaleAdd {
+        /// Bias of the layer.
+        bias: &'a [f32],
+        /// Per-channel layer scale.
+        gamma: &'a [f32],
+    },
+}
+
+impl Epilogue<'_> {
+    fn check(&self, n: usize) -> Result<(), Error> {
+        match self {
+            Epilogue::Bias(b) | Epilogue::BiasGelu(b) => check_len(Buffer::Weights, n, b.len()),
+            Epilogue::BiasScaleAdd { bias, gamma } => {
+                check_len(Buffer::Weights, n, bias.len())?;
+                check_len(Buffer::Weights, n, gamma.len())
+            }
+        }
+    }
+}
+
+/// A strided row-major matrix view: row `i` is `data[i*stride .. i*stride + cols]`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    /// Backing data.
+    pub data: &'a [f32],
+    /// Number of rows.
+    pub rows: usize,
+    /// Number of columns.
+    pub cols: usize,
+    /// Distance between rows.
+    pub stride: usize,
+}
+
+/// The mutable counterpart of [`MatRef`].
+#[derive(Debug)]
+pub struct MatMut<'a> {
+    /// Backing data.
+    pub data: &'a mut [f32],
+    /// Number of rows.
+    pub rows: usize,
+    /// Number of columns.
+    pub cols: usize,
+    /// Distance between rows.
+    pub stride: usize,
+}
+
+const fn strided_len(rows: usize, cols: usize, stride: usize) -> usize {
+    if rows == 0 {
+        0
+    } else {
+        (rows - 1) * stride + cols
+    }
+}
+
+/// `out = epilogue(a · b)`. `a` is `m x k`, `b` is `k x n`, `out` is `m x n`.
+pub fn gemm(
+    kern: Kernels,
+    a: MatRef<'_>,
+    b: PackedB<'_>,
+    epi: Epilogue<'_>,
+    out: MatMut<'_>,
+) -> Result<(), Error> {
+    let (m, k, n) = (a.rows, b.k, b.n);
+    if a.cols != k || a.stride < k {
+        return Err(Error::Length {
+            buffer: Buffer::Activation,
+            expected: k,
+            found: a.cols,
+        });
+    }
+    if out.rows != m || out.cols != n || out.stride < n {
+        return Err(Error::Length {
+            buffer: Buffer::Output,
+            expected: n,
+            found: out.cols,
+        });
+    }
+    check_len(Buffer::Activation, strided_len(m, k, a.stride), a.data.len())?;
+    check_len(Buffer::Output, strided_len(m, n, out.stride), out.data.len())?;
+    epi.check(n)?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let (lda, ldo) = (a.stride, out.stride);
+    match kern.isa() {
+        Isa::Scalar => scalar::gemm(a.data, m, lda, b, epi, out.data, ldo),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the token proves the CPU has AVX2+FMA; all lengths were checked above.
+        Isa::Avx2 => unsafe { x86_avx2::gemm(a.data, m, lda, b, epi, out.data, ldo) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the token proves the CPU has AVX-512F; all lengths were checked above.
+        Isa::Avx512 => unsafe { x86_avx512::gemm(a.data, m, lda, b, epi, out.data, ldo) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: the token proves the CPU has NEON; all lengths were checked above.
+        Isa::Neon => unsafe { aarch64_neon::gemm(a.data, m, lda, b, epi, out.data, ldo) },
+        #[allow(unreachable_patterns)]
+        _ => scalar::gemm(a.data, m, lda, b, epi, out.data, ldo),
+    }
+    Ok(())
+}
+
+/// Weights of one quadratic depthwise conv, packed so that the three filters of one tap
+/// sit side by side: `taps[(ky*K + kx)*3C + f*C + ch]` for filter `f` ∈ {a, b, c}, and
+/// `bias[f*C + ch]`.
+#[derive(Clone, Copy, Debug)]
+pub struct QdwWeights<'a> {
+    k: usize,
+    c: usize,
+    taps: &'a [f32],
+    bias: &'a [f32],
+}
+
+impl<'a> QdwWeights<'a> {
+    /// Length of the packed taps for kernel `k` and `c` channels.
+    pub const fn taps_len(k: usize, c: usize) -> usize {
+        k * k * 3 * c
+    }
+
+    /// Wraps packed taps and biases, checking `k` ∈ {3, 5, 7} and the lengths.
+    pub fn new(k: usize, c: usize, taps: &'a [f32], bias: &'a [f32]) -> Result<Self, Error> {
+        if !matches!(k, 3 | 5 | 7) {
+            return Err(Error::Arch("QDW kernel size must be 3, 5 or 7"));
+        }
+        if taps.len() != Self::taps_len(k, c) {
+            return Err(Error::Length {
+                buffer: Buffer::Weights,
+                expected: Self::taps_len(k, c),
+                found: taps.len(),
+            });
+        }
+        if bias.len() != 3 * c {
+            return Err(Error::Length {
+                buffer: Buffer::Weights,
+                expected: 3 * c,
+                found: bias.len(),
+            });
+        }
+        Ok(QdwWeights { k, c, taps, bias })
+    }
+
+    /// Kernel size.
+    pub const fn k(&self) -> usize {
+        self.k
+    }
+    /// Channels.
+    pub const fn c(&self) -> usize {
+        self.c
+    }
+    /// Packed taps.
+    pub const fn taps(&self) -> &'a [f32] {
+        self.taps
+    }
+    /// Packed biases `[ba | bb | bc]`.
+    pub const fn bias(&self) -> &'a [f32] {
+        self.bias
+    }
+}
+
+/// Maximum QDW kernel size.
+pub const MAX_K: usize = 7;
+
+/// One output row of the QDW conv.
+///
+/// `rows[ky]` is input row `y - p + ky` (p = (K-1)/2), zero-padded by `p` pixels on each side:
+/// at least `(w + K - 1)·C` floats, channels-last. With `gamma = None`, `out[x][c]` is set
+/// to `(a + ba)(b + bb) + (c + bc)`; with `Some(gamma)` that value is scaled by `gamma[c]` and
+/// added to `out` (the residual of a QuadraBlock).
+pub fn qdw_row(
+    kern: Kernels,
+    wts: &QdwWeights<'_>,
+    rows: &[&[f32]],
+    w: usize,
+    gamma: Option<&[f32]>,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    let (k, c) = (wts.k, wts.c);
+    if rows.len() != k {
+        return Err(Error::Arch("QDW row needs exactly K input rows"));
+    }
+    for r in rows {
+        check_len(Buffer::Scratch, (w + k - 1) * c, r.len())?;
+    }
+    check_len(Buffer::Activation, w * c, out.len())?;
+    if let Some(g) = gamma {
+        check_len(Buffer::Weights, c, g.len())?;
+    }
+    if w == 0 || c == 0 {
+        return Ok(());
+    }
+    let mut ptrs = [core::ptr::null::<f32>(); MAX_K];
+    for (p, r) in ptrs.iter_mut().zip(rows) {
+        *p = r.as_ptr();
+    }
+    let gamma = gamma.map_or(core::ptr::null(), |g| g.as_ptr());
+    let args = simd::QdwPtrs {
+        rows: ptrs,
+        w,
+        c,
+        taps: wts.taps.as_ptr(),
+        bias: wts.bias.as_ptr(),
+        gamma,
+        out: out.as_mut_ptr(),
+    };
+    match kern.isa() {
+        Isa::Scalar => scalar::qdw_row(wts, rows, w, gamma_slice(args.gamma, c), out),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: token proves AVX2+FMA; every pointer covers the lengths checked above.
+        Isa::Avx2 => unsafe { x86_avx2::qdw_row(k, &args) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: token proves AVX-512F; every pointer covers the lengths checked above.
+        Isa::Avx512 => unsafe { x86_avx512::qdw_row(k, &args) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: token proves NEON; every pointer covers the lengths checked above.
+        Isa::Neon => unsafe { aarch64_neon::qdw_row(k, &args) },
+        #[allow(unreachable_patterns)]
+        _ => scalar::qdw_row(wts, rows, w, gamma_slice(args.gamma, c), out),
+    }
+    Ok(())
+}
+
+fn gamma_slice<'a>(p: *const f32, c: usize) -> Option<&'a [f32]> {
+    if p.is_null() {
+        None
+    } else {
+        // SAFETY: `p` came from a slice of at least `c` elements (checked in `qdw_row`)
+        // that outlives this call.
+        Some(unsafe { core::slice::from_raw_parts(p, c) })
+    }
+}
+
+/// Applies GELU to every element of `x` with the kernels of `kern` (the SIMD paths use the
+/// rational erf; scalar uses libm's `erff`). Used by tests and by unfused baselines.
+pub fn gelu_slice(kern: Kernels, x: &mut [f32]) {
+    match kern.isa() {
+        Isa::Scalar => x.iter_mut().for_each(|v| *v = crate::math::gelu_exact(*v)),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: token proves AVX2+FMA; the pointer/length pair comes from a slice.
+        Isa::Avx2 => unsafe { x86_avx2::gelu_slice(x.as_mut_ptr(), x.len()) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: token proves AVX-512F; the pointer/length pair comes from a slice.
+        Isa::Avx512 => unsafe { x86_avx512::gelu_slice(x.as_mut_ptr(), x.len()) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: token proves NEON; the pointer/length pair comes from a slice.
+        Isa::Neon => unsafe { aarch64_neon::gelu_slice(x.as_mut_ptr(), x.len()) },
+        #[allow(unreachable_patterns)]
+        _ => x.iter_mut().for_each(|v| *v = crate::math::gelu_exact(*v)),
+    }
+}

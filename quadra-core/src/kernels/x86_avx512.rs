@@ -1,0 +1,103 @@
+//! AVX-512F: 16 lanes, 32 zmm registers. GEMM tile 12 x 32 (two panels, 24 accumulators),
+//! QDW 8 pixels per iteration (24 accumulators + 3 weights + 1 input).
+
+use core::arch::x86_64::*;
+
+use super::simd::{self, QdwPtrs, Simd};
+use super::{Epilogue, PackedB};
+
+#[derive(Clone, Copy)]
+pub(crate) struct Avx512;
+
+#[inline(always)]
+fn mask(n: usize) -> __mmask16 {
+    ((1u32 << n) - 1) as __mmask16
+}
+
+// SAFETY: every method is an AVX-512F intrinsic, only reachable from the leaves below,
+// which carry `#[target_feature(enable = "avx512f")]`.
+unsafe impl Simd for Avx512 {
+    type V = __m512;
+    const LANES: usize = 16;
+    #[inline(always)]
+    unsafe fn zero() -> __m512 {
+        _mm512_setzero_ps()
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> __m512 {
+        _mm512_set1_ps(x)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> __m512 {
+        _mm512_loadu_ps(p)
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: __m512) {
+        _mm512_storeu_ps(p, v)
+    }
+    #[inline(always)]
+    unsafe fn load_n(p: *const f32, n: usize) -> __m512 {
+        _mm512_maskz_loadu_ps(mask(n), p)
+    }
+    #[inline(always)]
+    unsafe fn store_n(p: *mut f32, v: __m512, n: usize) {
+        _mm512_mask_storeu_ps(p, mask(n), v)
+    }
+    #[inline(always)]
+    unsafe fn add(a: __m512, b: __m512) -> __m512 {
+        _mm512_add_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn mul(a: __m512, b: __m512) -> __m512 {
+        _mm512_mul_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn div(a: __m512, b: __m512) -> __m512 {
+        _mm512_div_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn fmadd(a: __m512, b: __m512, c: __m512) -> __m512 {
+        _mm512_fmadd_ps(a, b, c)
+    }
+    #[inline(always)]
+    unsafe fn min(a: __m512, b: __m512) -> __m512 {
+        _mm512_min_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn max(a: __m512, b: __m512) -> __m512 {
+        _mm512_max_ps(a, b)
+    }
+}
+
+/// # Safety
+/// CPU must have AVX-512F; lengths as checked by `kernels::gemm`.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn gemm(
+    a: &[f32],
+    m: usize,
+    lda: usize,
+    b: PackedB<'_>,
+    epi: Epilogue<'_>,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    simd::gemm::<Avx512, 12, 2, 1>(a, m, lda, b, epi, out, ldo)
+}
+
+/// # Safety
+/// CPU must have AVX-512F; pointers as checked by `kernels::qdw_row`.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn qdw_row(k: usize, a: &QdwPtrs) {
+    match k {
+        3 => simd::qdw_row::<Avx512, 3, 8>(a),
+        5 => simd::qdw_row::<Avx512, 5, 8>(a),
+        _ => simd::qdw_row::<Avx512, 7, 8>(a),
+    }
+}
+
+/// # Safety
+/// CPU must have AVX-512F; `p` valid for `len` floats.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn gelu_slice(p: *mut f32, len: usize) {
+    simd::gelu_slice::<Avx512>(p, len)
+}

@@ -1,0 +1,53 @@
+//! # quadra-core
+//!
+//! QuadraNet inference with no operating system and no allocator: the quadratic depthwise
+//! conv `Y = (Wa*X + ba) ⊙ (Wb*X + bb) + (Wc*X + bc)`, QuadraBlocks streamed strip by strip
+//! in place, and whole networks over one caller-provided arena whose size is a `const fn`.
+//!
+//! ```
+//! use quadra_core::{arch::presets, Kernels, Model};
+//!
+//! const ARCH: quadra_core::Arch<'static> = presets::quadranet25(16);
+//! const ARENA: usize = ARCH.arena_len(64, 64);
+//! let weights = vec![0.01f32; ARCH.weights_len()];
+//! let model = Model::new(ARCH, &weights).unwrap();
+//! let mut arena = vec![0.0f32; ARENA];
+//! let input = vec![0.5f32; 64 * 64 * 3]; // channels-last [H, W, 3]
+//! let mut logits = vec![0.0f32; 1000];
+//! model.forward(Kernels::compiled(), &input, 64, 64, &mut arena, &mut logits).unwrap();
+//! assert!(logits.iter().all(|v| v.is_finite()));
+//! ```
+//!
+//! ## Kernel paths
+//!
+//! | ISA | GEMM tile | QDW pixels/iter | chosen when |
+//! |---|---|---|---|
+//! | scalar | - | 1 | always available; the reference |
+//! | AVX2 + FMA | 6 x 16 | 4 | `target_feature = "avx2", "fma"` |
+//! | AVX-512F | 12 x 32 | 8 | `target_feature = "avx512f"` |
+//! | NEON | 6 x 16 | 8 | `target_arch = "aarch64"` |
+//!
+//! [`Kernels::compiled`] picks from compile-time features; `quadra-cpu` detects at run time.
+#![no_std]
+#![deny(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod arch;
+pub mod block;
+pub mod error;
+pub mod isa;
+pub mod kernels;
+pub mod math;
+pub mod net;
+
+#[cfg(test)]
+mod tests;
+
+pub use arch::{Arch, BlockSpec, Stage};
+pub use block::{QuadraBlock, QuadraDwConv};
+pub use error::Error;
+pub use isa::{Isa, Kernels};
+pub use net::Model;

@@ -1,0 +1,564 @@
+//! Unit tests of the core: every SIMD path against the scalar reference, the GEMM against
+//! matrixmultiply, the scheduler against an unfused full-tensor reference, and strip
+//! heights against each other.
+
+use std::vec;
+use std::vec::Vec;
+
+use crate::arch::{block_scratch_len, Arch, BlockSpec, Stage};
+use crate::block::{block_forward, qdw_forward, qdw_scratch_len, BlockDims, BlockWeights};
+use crate::isa::{Isa, Kernels};
+use crate::kernels::{self, Epilogue, MatMut, MatRef, PackedB, QdwWeights};
+use crate::math::{erf_rational, gelu_exact, layer_norm};
+use crate::net::{pack_model, Model};
+
+/// Small deterministic PRNG (xorshift64*), uniform in [lo, hi).
+pub(crate) struct Rng(u64);
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub(crate) fn f32(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * ((self.next() >> 40) as f32 / (1u64 << 24) as f32)
+    }
+    pub(crate) fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n).map(|_| self.f32(lo, hi)).collect()
+    }
+    pub(crate) fn usize(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next() % (hi - lo) as u64) as usize
+    }
+}
+
+/// Kernel paths this machine can run. With `QUADRA_REQUIRE_ISA=avx2,avx512` (or `neon`)
+/// the run fails if a named path is not available, so a skipped path cannot hide.
+pub(crate) fn available() -> Vec<Kernels> {
+    let mut v = vec![Kernels::scalar()];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: detected just above.
+            v.push(unsafe { Kernels::new_unchecked(Isa::Avx2) });
+        }
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: detected just above.
+            v.push(unsafe { Kernels::new_unchecked(Isa::Avx512) });
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            // SAFETY: detected just above.
+            v.push(unsafe { Kernels::new_unchecked(Isa::Neon) });
+        }
+    }
+    if let Ok(req) = std::env::var("QUADRA_REQUIRE_ISA") {
+        for name in req.split(',').filter(|s| !s.is_empty()) {
+            let isa = Isa::from_name(name).expect("QUADRA_REQUIRE_ISA names an unknown ISA");
+            assert!(
+                v.iter().any(|k| k.isa() == isa),
+                "QUADRA_REQUIRE_ISA demands {isa}, which this CPU cannot run"
+            );
+        }
+    }
+    v
+}
+
+fn assert_close(got: &[f32], want: &[f32], rel: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = 1.0 + want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= rel * scale,
+            "{what}: element {i}: got {g}, want {w} (tolerance {})",
+            rel * scale
+        );
+    }
+}
+
+#[test]
+fn rational_erf_matches_libm_everywhere() {
+    let mut worst = 0.0f32;
+    let mut x = -10.0f32;
+    while x <= 10.0 {
+        worst = worst.max((erf_rational(x) - libm::erff(x)).abs());
+        x += 1.0 / 4096.0;
+    }
+    // 1e-7 in exact arithmetic; f32 evaluation near |x| = 3.9 (erf within 4e-8 of 1)
+    // rounds to at most ~7 ulp of 1.0.
+    assert!(worst < 5e-7, "max |erf_rational - erff| = {worst}");
+}
+
+#[test]
+fn simd_gelu_matches_exact_gelu() {
+    let xs: Vec<f32> = (-40_000..=40_000).map(|i| i as f32 / 4000.0).collect();
+    let want: Vec<f32> = xs.iter().map(|&x| gelu_exact(x)).collect();
+    for kern in available() {
+        for len in [1usize, 3, 7, 8, 15, 16, 17, xs.len()] {
+            let mut got = xs[..len].to_vec();
+            kernels::gelu_slice(kern, &mut got);
+            for (i, (g, w)) in got.iter().zip(&want[..len]).enumerate() {
+                let tol = 4e-7 * (1.0 + xs[i].abs());
+                assert!((g - w).abs() <= tol, "{:?} gelu({}) = {g}, want {w}", kern.isa(), xs[i]);
+            }
+        }
+    }
+}
+
+fn random_b(rng: &mut Rng, k: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
+    let dense = rng.vec(k * n, -1.0, 1.0);
+    let mut packed = vec![0.0; PackedB::packed_len(k, n)];
+    PackedB::pack(k, n, &mut packed, |kk, j| dense[kk * n + j]).unwrap();
+    (dense, packed)
+}
+
+fn matrixmultiply_ref(a: &[f32], m: usize, lda: usize, k: usize, b: &[f32], n: usize) -> Vec<f32> {
+    let mut c = vec![0.0f32; m * n];
+    // SAFETY: all pointers cover the strided extents given.
+    unsafe {
+        matrixmultiply::sgemm(
+            m, k, n, 1.0, a.as_ptr(), lda as isize, 1, b.as_ptr(), n as isize, 1, 0.0,
+            c.as_mut_ptr(), n as isize, 1,
+        );
+    }
+    c
+}
+
+#[test]
+fn gemm_matches_matrixmultiply_on_awkward_shapes() {
+    let mut rng = Rng::new(1);
+    let ms = [1usize, 2, 3, 5, 6, 7, 11, 12, 13, 25, 37];
+    let ks = [1usize, 2, 3, 7, 16, 17, 48, 67];
+    let ns = [1usize, 3, 8, 15, 16, 17, 31, 32, 33, 48, 64, 97];
+    for kern in available() {
+        for &m in &ms {
+            for &k in &ks {
+                for &n in &ns {
+                    let lda = k + rng.usize(0, 3);
+                    let a = rng.vec(m * lda, -1.0, 1.0);
+                    let (dense, packed) = random_b(&mut rng, k, n);
+                    let b = PackedB::new(&packed, k, n).unwrap();
+                    let bias = rng.vec(n, -0.5, 0.5);
+                    let gamma = rng.vec(n, 0.5, 1.5);
+                    let base = matrixmultiply_ref(&a, m, lda, k, &dense, n);
+                    let ldo = n + 1;
+                    let init = rng.vec(m * ldo, -1.0, 1.0);
+                    for epi in 0..3 {
+                        let mut out = init.clone();
+                        let e = match epi {
+                            0 => Epilogue::Bias(&bias),
+                            1 => Epilogue::BiasGelu(&bias),
+                            _ => Epilogue::BiasScaleAdd { bias: &bias, gamma: &gamma },
+                        };
+                        let am = MatRef { data: &a, rows: m, cols: k, stride: lda };
+                        let om = MatMut { data: &mut out, rows: m, cols: n, stride: ldo };
+                        kernels::gemm(kern, am, b, e, om).unwrap();
+                        let mut want = init.clone();
+                        for i in 0..m {
+                            for j in 0..n {
+                                let v = base[i * n + j] + bias[j];
+                                let o = &mut want[i * ldo + j];
+                                match epi {
+                                    0 => *o = v,
+                                    1 => *o = gelu_exact(v),
+                                    _ => *o += gamma[j] * v,
+                                }
+                            }
+                        }
+                        // Padding columns between rows must be untouched.
+                        let what = std::format!("{:?} m={m} k={k} n={n} epi={epi}", kern.isa());
+                        assert_close(&out, &want, 2e-6 * (k as f32).sqrt().max(1.0), &what);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn random_qdw(rng: &mut Rng, k: usize, c: usize) -> (Vec<f32>, Vec<f32>) {
+    (rng.vec(QdwWeights::taps_len(k, c), -0.3, 0.3), rng.vec(3 * c, -0.5, 0.5))
+}
+
+#[test]
+fn qdw_row_simd_matches_scalar() {
+    let mut rng = Rng::new(2);
+    let kerns = available();
+    for k in [3usize, 5, 7] {
+        for c in [1usize, 3, 4, 5, 8, 9, 15, 16, 17, 24, 31, 33, 64] {
+            let (taps, bias) = random_qdw(&mut rng, k, c);
+            let wts = QdwWeights::new(k, c, &taps, &bias).unwrap();
+            let gamma = rng.vec(c, 0.5, 1.5);
+            for w in 1..=40 {
+                let rows: Vec<Vec<f32>> =
+                    (0..k).map(|_| rng.vec((w + k - 1) * c, -1.0, 1.0)).collect();
+                let refs: Vec<&[f32]> = rows.iter().map(|r| r.as_slice()).collect();
+                let init = rng.vec(w * c, -1.0, 1.0);
+                for g in [None, Some(gamma.as_slice())] {
+                    let mut want = init.clone();
+                    kernels::qdw_row(Kernels::scalar(), &wts, &refs, w, g, &mut want).unwrap();
+                    for &kern in &kerns[1..] {
+                        let mut got = init.clone();
+                        kernels::qdw_row(kern, &wts, &refs, w, g, &mut got).unwrap();
+                        let what = std::format!("{:?} k={k} c={c} w={w}", kern.isa());
+                        assert_close(&got, &want, 1e-5, &what);
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---- An unfused, full-tensor reference of the model (channels-last), for the tests. ----
+
+fn ln_all(x: &[f32], c: usize, w: &[f32], b: &[f32]) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    for (xi, oi) in x.chunks_exact(c).zip(out.chunks_exact_mut(c)) {
+        layer_norm(xi, w, b, oi);
+    }
+    out
+}
+
+/// Depthwise KxK conv, zero padding, from PyTorch-layout weights `[C,1,K,K]`.
+fn dwconv(x: &[f32], h: usize, w: usize, c: usize, k: usize, wt: &[f32], b: &[f32]) -> Vec<f32> {
+    let p = (k / 2) as isize;
+    let mut out = vec![0.0; x.len()];
+    for y in 0..h {
+        for xx in 0..w {
+            for ch in 0..c {
+                let mut acc = b[ch];
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let (iy, ix) = (y as isize + ky as isize - p, xx as isize + kx as isize - p);
+                        if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                            acc += wt[ch * k * k + ky * k + kx] * x[(iy as usize * w + ix as usize) * c + ch];
+                        }
+                    }
+                }
+                out[(y * w + xx) * c + ch] = acc;
+            }
+        }
+    }
+    out
+}
+
+/// Linear from PyTorch layout `[n, k]`.
+fn linear(x: &[f32], k: usize, wt: &[f32], b: &[f32], n: usize) -> Vec<f32> {
+    let m = x.len() / k;
+    let mut out = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let mut acc = b[j];
+            for kk in 0..k {
+                acc += x[i * k + kk] * wt[j * k + kk];
+            }
+            out[i * n + j] = acc;
+        }
+    }
+    out
+}
+
+/// PyTorch-layout tensors of a model, by name.
+struct StateDict(Vec<(std::string::String, Vec<usize>, Vec<f32>)>);
+
+impl StateDict {
+    fn random(arch: &Arch<'_>, seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let mut v = Vec::new();
+        crate::net::visit_tensors::<crate::Error>(arch, |slot| {
+            let n: usize = slot.shape.iter().product();
+            let is_scale = ["gamma", "norm", ".0.1.weight"].iter().any(|p| slot.name.contains(p))
+                && slot.name.ends_with("weight")
+                || slot.name.contains("gamma");
+            let is_ds_norm = slot.name.starts_with("downsample_layers.") && slot.name.contains(".0.weight") && slot.shape.len() == 1;
+            let data = if is_scale || is_ds_norm {
+                rng.vec(n, 0.7, 1.3)
+            } else {
+                let fan_in: usize = slot.shape[1..].iter().product::<usize>().max(1);
+                let s = 1.0 / (fan_in as f32).sqrt();
+                rng.vec(n, -s, s)
+            };
+            v.push((slot.name.into(), slot.shape.to_vec(), data));
+            Ok(())
+        })
+        .unwrap();
+        StateDict(v)
+    }
+    fn get(&self, name: &str) -> &[f32] {
+        &self.0.iter().find(|t| t.0 == name).unwrap_or_else(|| panic!("no tensor {name}")).2
+    }
+    fn pack(&self, arch: &Arch<'_>) -> Vec<f32> {
+        let mut out = vec![0.0; arch.weights_len()];
+        pack_model::<crate::Error>(arch, &mut out, |name, shape| {
+            let t = self.0.iter().find(|t| t.0 == name).unwrap();
+            assert_eq!(t.1, shape);
+            Ok(&t.2)
+        })
+        .unwrap();
+        out
+    }
+}
+
+fn ref_block(sd: &StateDict, pre: &str, x: &mut [f32], h: usize, w: usize, c: usize, k: usize, e: usize) {
+    let g = |n: &str| sd.get(&std::format!("{pre}.{n}"));
+    let n1 = ln_all(x, c, g("norm1.weight"), g("norm1.bias"));
+    let a = dwconv(&n1, h, w, c, k, g("QuadraConv.conv1.weight"), g("QuadraConv.conv1.bias"));
+    let b = dwconv(&n1, h, w, c, k, g("QuadraConv.conv2.weight"), g("QuadraConv.conv2.bias"));
+    let cc = dwconv(&n1, h, w, c, k, g("QuadraConv.conv3.weight"), g("QuadraConv.conv3.bias"));
+    let g1 = g("gamma1");
+    for i in 0..x.len() {
+        x[i] += g1[i % c] * (a[i] * b[i] + cc[i]);
+    }
+    let n2 = ln_all(x, c, g("norm2.weight"), g("norm2.bias"));
+    let mut hid = linear(&n2, c, g("pwconv1.weight"), g("pwconv1.bias"), e * c);
+    hid.iter_mut().for_each(|v| *v = gelu_exact(*v));
+    let o = linear(&hid, e * c, g("pwconv2.weight"), g("pwconv2.bias"), c);
+    let g2 = g("gamma2");
+    for i in 0..x.len() {
+        x[i] += g2[i % c] * o[i];
+    }
+}
+
+fn ref_patch_conv(x: &[f32], h: usize, w: usize, c: usize, p: usize, wt: &[f32], b: &[f32], n: usize) -> (Vec<f32>, usize, usize) {
+    let (ho, wo) = (h / p, w / p);
+    let mut out = vec![0.0; ho * wo * n];
+    for y in 0..ho {
+        for xx in 0..wo {
+            for j in 0..n {
+                let mut acc = b[j];
+                for ci in 0..c {
+                    for ky in 0..p {
+                        for kx in 0..p {
+                            acc += wt[((j * c + ci) * p + ky) * p + kx] * x[((y * p + ky) * w + xx * p + kx) * c + ci];
+                        }
+                    }
+                }
+                out[(y * wo + xx) * n + j] = acc;
+            }
+        }
+    }
+    (out, ho, wo)
+}
+
+fn ref_model(arch: &Arch<'_>, sd: &StateDict, input: &[f32], h: usize, w: usize) -> Vec<f32> {
+    let c0 = arch.dim(0);
+    let (x, mut hh, mut ww) = ref_patch_conv(input, h, w, arch.in_chans, 4, sd.get("downsample_layers.0.0.weight"), sd.get("downsample_layers.0.0.bias"), c0);
+    let mut x = ln_all(&x, c0, sd.get("downsample_layers.0.1.weight"), sd.get("downsample_layers.0.1.bias"));
+    for s in 0..4 {
+        let d = arch.dim(s);
+        if s > 0 {
+            let dp = arch.dim(s - 1);
+            let n = ln_all(&x, dp, sd.get(&std::format!("downsample_layers.{s}.0.weight")), sd.get(&std::format!("downsample_layers.{s}.0.bias")));
+            let r = ref_patch_conv(&n, hh, ww, dp, 2, sd.get(&std::format!("downsample_layers.{s}.1.weight")), sd.get(&std::format!("downsample_layers.{s}.1.bias")), d);
+            (x, hh, ww) = r;
+        }
+        for (b, spec) in arch.stages[s].blocks.iter().enumerate() {
+            if !spec.is_identity() {
+                ref_block(sd, &std::format!("stages.{s}.{b}"), &mut x, hh, ww, d, spec.kernel as usize, spec.expansion as usize);
+            }
+        }
+    }
+    let d3 = arch.dim(3);
+    let mut pooled = vec![0.0f32; d3];
+    for px in x.chunks_exact(d3) {
+        for (p, v) in pooled.iter_mut().zip(px) {
+            *p += v;
+        }
+    }
+    pooled.iter_mut().for_each(|p| *p /= (hh * ww) as f32);
+    let n = ln_all(&pooled, d3, sd.get("norm.weight"), sd.get("norm.bias"));
+    linear(&n, d3, sd.get("head.weight"), sd.get("head.bias"), arch.num_classes)
+}
+
+fn one_block_arch(c: usize, spec: &[BlockSpec]) -> Arch<'_> {
+    Arch {
+        in_chans: 3,
+        num_classes: 5,
+        stages: [
+            Stage { dim: c, blocks: spec },
+            Stage { dim: c, blocks: &[] },
+            Stage { dim: c, blocks: &[] },
+            Stage { dim: c, blocks: &[] },
+        ],
+    }
+}
+
+#[test]
+fn block_matches_unfused_reference_for_every_strip_height() {
+    let mut rng = Rng::new(3);
+    for (c, k, e, h, w) in [(8, 3, 4, 5, 7), (12, 5, 2, 9, 6), (17, 7, 4, 11, 9), (16, 7, 2, 3, 13)] {
+        let spec = [BlockSpec::quadra(k as u8, e as u8)];
+        let arch = one_block_arch(c, &spec);
+        let sd = StateDict::random(&arch, 10 + c as u64);
+        let packed = sd.pack(&arch);
+        // The block's weights sit right after the stem (conv, bias, LN w/b).
+        let off = PackedB::packed_len(48, c) + 3 * c;
+        let bw = BlockWeights::from_packed(c, k, e, &packed[off..off + spec[0].weights_len(c)]).unwrap();
+        let x0 = rng.vec(h * w * c, -2.0, 2.0);
+        let mut want = x0.clone();
+        ref_block(&sd, "stages.0.0", &mut want, h, w, c, k, e);
+        for kern in available() {
+            let mut first: Option<Vec<f32>> = None;
+            for strip in 1..=h + 1 {
+                let mut x = x0.clone();
+                let mut scratch = vec![f32::NAN; block_scratch_len(w, c, k, e, strip)];
+                let d = BlockDims { h, w, c, k, e };
+                block_forward(kern, d, strip, &bw, &mut x, &mut scratch).unwrap();
+                let what = std::format!("{:?} c={c} k={k} e={e} strip={strip}", kern.isa());
+                assert_close(&x, &want, 2e-5, &what);
+                match &first {
+                    None => first = Some(x),
+                    Some(f) => assert!(f == &x, "{what}: strip height changed the result"),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn lone_qdw_matches_reference() {
+    let mut rng = Rng::new(4);
+    for (k, c, h, w) in [(3, 5, 4, 9), (5, 16, 7, 7), (7, 33, 9, 11), (7, 8, 1, 1)] {
+        let wts: Vec<Vec<f32>> = (0..3).map(|_| rng.vec(c * k * k, -0.3, 0.3)).collect();
+        let bias = rng.vec(3 * c, -0.5, 0.5);
+        let mut taps = vec![0.0; QdwWeights::taps_len(k, c)];
+        for (f, wt) in wts.iter().enumerate() {
+            for t in 0..k * k {
+                for ch in 0..c {
+                    taps[t * 3 * c + f * c + ch] = wt[ch * k * k + t];
+                }
+            }
+        }
+        let q = QdwWeights::new(k, c, &taps, &bias).unwrap();
+        let x0 = rng.vec(h * w * c, -1.0, 1.0);
+        let a = dwconv(&x0, h, w, c, k, &wts[0], &bias[..c]);
+        let b = dwconv(&x0, h, w, c, k, &wts[1], &bias[c..2 * c]);
+        let cc = dwconv(&x0, h, w, c, k, &wts[2], &bias[2 * c..]);
+        let want: Vec<f32> = (0..x0.len()).map(|i| a[i] * b[i] + cc[i]).collect();
+        for kern in available() {
+            let mut x = x0.clone();
+            let mut scratch = vec![f32::NAN; qdw_scratch_len(w, c, k)];
+            qdw_forward(kern, h, w, &q, &mut x, &mut scratch).unwrap();
+            assert_close(&x, &want, 1e-5, &std::format!("{:?} k={k} c={c}", kern.isa()));
+        }
+    }
+}
+
+fn check_model(arch: &Arch<'_>, h: usize, w: usize, seed: u64) {
+    let sd = StateDict::random(arch, seed);
+    let packed = sd.pack(arch);
+    let model = Model::new(*arch, &packed).unwrap();
+    let mut rng = Rng::new(seed + 1);
+    let input = rng.vec(h * w * arch.in_chans, -1.0, 1.0);
+    let want = ref_model(arch, &sd, &input, h, w);
+    for kern in available() {
+        let mut arena = vec![f32::NAN; arch.arena_len(h, w)];
+        let mut logits = vec![0.0; arch.num_classes];
+        model.forward(kern, &input, h, w, &mut arena, &mut logits).unwrap();
+        assert_close(&logits, &want, 1e-4, &std::format!("{:?} {h}x{w}", kern.isa()));
+    }
+}
+
+#[test]
+fn small_model_matches_unfused_reference() {
+    const B: [BlockSpec; 2] = [BlockSpec::quadra(3, 4), BlockSpec::quadra(7, 2)];
+    const M: [BlockSpec; 3] = [BlockSpec::quadra(5, 4), BlockSpec::IDENTITY, BlockSpec::quadra(3, 2)];
+    let arch = Arch {
+        in_chans: 3,
+        num_classes: 10,
+        stages: [
+            Stage { dim: 8, blocks: &B },
+            Stage { dim: 16, blocks: &M },
+            Stage { dim: 32, blocks: &B[..1] },
+            Stage { dim: 64, blocks: &B[1..] },
+        ],
+    };
+    check_model(&arch, 32, 32, 5);
+    check_model(&arch, 70, 45, 6);
+}
+
+#[test]
+fn downsample_that_widens_a_lot_still_runs_in_one_region() {
+    // dims that more than double force the planner to start the input behind the output.
+    const B: [BlockSpec; 1] = [BlockSpec::quadra(3, 2)];
+    let arch = Arch {
+        in_chans: 2,
+        num_classes: 3,
+        stages: [
+            Stage { dim: 4, blocks: &B },
+            Stage { dim: 20, blocks: &B },
+            Stage { dim: 12, blocks: &[] },
+            Stage { dim: 40, blocks: &B },
+        ],
+    };
+    assert!(arch.plan(64, 64).offsets[0] > 0);
+    check_model(&arch, 64, 64, 7);
+}
+
+#[test]
+fn arena_is_close_to_largest_activation() {
+    let arch = crate::arch::presets::quadranet36(64);
+    let plan = arch.plan(224, 224);
+    assert_eq!(plan.act_len, arch.largest_activation(224, 224));
+    assert!(plan.scratch_len * 4 < 512 * 1024, "scratch {} floats", plan.scratch_len);
+}
+
+#[test]
+fn errors_name_the_problem() {
+    let arch = crate::arch::presets::quadranet25(16);
+    let w = vec![0.0f32; 10];
+    let e = Model::new(arch, &w).unwrap_err();
+    assert_eq!(
+        std::format!("{e}"),
+        std::format!("weights has 10 elements, expected {}", arch.weights_len())
+    );
+    let w = vec![0.0f32; arch.weights_len()];
+    let m = Model::new(arch, &w).unwrap();
+    let mut logits = vec![0.0; 1000];
+    let mut arena = vec![0.0; 10];
+    let input = vec![0.0; 16 * 16 * 3];
+    let e = m.forward(Kernels::scalar(), &input, 16, 16, &mut arena, &mut logits).unwrap_err();
+    assert!(matches!(e, crate::Error::InputSize { h: 16, w: 16 }));
+    let input = vec![0.0; 32 * 32 * 3];
+    let e = m.forward(Kernels::scalar(), &input, 32, 32, &mut arena, &mut logits).unwrap_err();
+    assert!(matches!(e, crate::Error::Length { buffer: crate::error::Buffer::Arena, .. }));
+    let bad = [BlockSpec::quadra(4, 4)];
+    let bad_arch = one_block_arch(8, &bad);
+    assert_eq!(bad_arch.validate(), Err(crate::Error::Arch("block kernel must be 3, 5 or 7")));
+}
+
+#[test]
+fn static_types_agree_with_dynamic() {
+    use crate::block::{QuadraBlock, QuadraDwConv};
+    const C: usize = 9;
+    let mut rng = Rng::new(8);
+    let spec = BlockSpec::quadra(5, 2);
+    let packed = rng.vec(spec.weights_len(C), -0.3, 0.3);
+    let blk = QuadraBlock::<C, 5, 2>::new(&packed).unwrap();
+    let mut x = [[[0.0f32; C]; 6]; 4];
+    for v in x.iter_mut().flatten().flatten() {
+        *v = rng.f32(-1.0, 1.0);
+    }
+    let mut flat: Vec<f32> = x.iter().flatten().flatten().copied().collect();
+    let mut scratch = [0.0f32; QuadraBlock::<C, 5, 2>::scratch_len::<6, 2>()];
+    blk.forward::<4, 6, 2, { QuadraBlock::<C, 5, 2>::scratch_len::<6, 2>() }>(Kernels::scalar(), &mut x, &mut scratch);
+    let bw = BlockWeights::from_packed(C, 5, 2, &packed).unwrap();
+    let mut s2 = vec![0.0; block_scratch_len(6, C, 5, 2, 1)];
+    block_forward(Kernels::scalar(), BlockDims { h: 4, w: 6, c: C, k: 5, e: 2 }, 1, &bw, &mut flat, &mut s2).unwrap();
+    assert_eq!(x.iter().flatten().flatten().copied().collect::<Vec<_>>(), flat);
+
+    let taps = rng.vec(QuadraDwConv::<C, 3>::TAPS, -0.3, 0.3);
+    let bias = rng.vec(3 * C, -0.3, 0.3);
+    let conv = QuadraDwConv::<C, 3>::new(&taps, &bias).unwrap();
+    let mut scratch = [0.0f32; QuadraDwConv::<C, 3>::scratch_len::<6>()];
+    let mut flat: Vec<f32> = x.iter().flatten().flatten().copied().collect();
+    conv.forward(Kernels::scalar(), &mut x, &mut scratch);
+    let q = QdwWeights::new(3, C, &taps, &bias).unwrap();
+    let mut s2 = vec![0.0; qdw_scratch_len(6, C, 3)];
+    qdw_forward(Kernels::scalar(), 4, 6, &q, &mut flat, &mut s2).unwrap();
+    assert_eq!(x.iter().flatten().flatten().copied().collect::<Vec<_>>(), flat);
+}
