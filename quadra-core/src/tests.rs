@@ -562,3 +562,22 @@ fn static_types_agree_with_dynamic() {
     qdw_forward(Kernels::scalar(), 4, 6, &q, &mut flat, &mut s2).unwrap();
     assert_eq!(x.iter().flatten().flatten().copied().collect::<Vec<_>>(), flat);
 }
+
+#[test]
+fn compiled_kernels_follow_target_features() {
+    // Built with `-C target-feature=+avx2,+fma` (CI does), the no_std selection must not
+    // silently fall back to scalar.
+    let want = if cfg!(all(target_arch = "x86_64", target_feature = "avx512f")) {
+        Isa::Avx512
+    } else if cfg!(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")) {
+        Isa::Avx2
+    } else if cfg!(all(target_arch = "aarch64", target_feature = "neon")) {
+        Isa::Neon
+    } else {
+        Isa::Scalar
+    };
+    assert_eq!(Kernels::compiled().isa(), want);
+    if let Ok(expect) = std::env::var("QUADRA_EXPECT_COMPILED") {
+        assert_eq!(Kernels::compiled().isa().name(), expect);
+    }
+}

@@ -1,0 +1,233 @@
+//! Reading PyTorch checkpoints saved with `safetensors.torch.save_file(model.state_dict())`
+//! and checking them, key by key, against an architecture.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use quadra_core::arch::Arch;
+use quadra_core::net::{pack_tensor, visit_tensors};
+use safetensors::{Dtype, SafeTensors};
+
+/// One tensor, converted to f32, with the dtype it was stored in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    /// PyTorch shape.
+    pub shape: Vec<usize>,
+    /// Stored dtype (`F32`, `F16` or `BF16`).
+    pub dtype: Dtype,
+    /// Values, row-major.
+    pub data: Vec<f32>,
+}
+
+/// A state_dict: tensors by key, and where they came from (for messages).
+#[derive(Clone, Debug, Default)]
+pub struct StateDict {
+    /// File name or other label, used in every error.
+    pub source: String,
+    /// Tensors by state_dict key.
+    pub tensors: BTreeMap<String, Tensor>,
+}
+
+/// One way a checkpoint disagrees with the architecture.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Problem {
+    /// A tensor the architecture needs is absent.
+    Missing {
+        /// Key.
+        name: String,
+        /// Shape the architecture needs.
+        shape: Vec<usize>,
+    },
+    /// A tensor the architecture has no use for.
+    Unexpected {
+        /// Key.
+        name: String,
+        /// Its shape.
+        shape: Vec<usize>,
+    },
+    /// Right key, wrong shape.
+    Shape {
+        /// Key.
+        name: String,
+        /// Shape the architecture needs.
+        expected: Vec<usize>,
+        /// Shape in the file.
+        found: Vec<usize>,
+    },
+    /// NaN or infinite values.
+    NonFinite {
+        /// Key.
+        name: String,
+        /// How many values are not finite.
+        count: usize,
+        /// Flat index of the first.
+        first: usize,
+    },
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Missing { name, shape } => write!(f, "missing tensor '{name}' (expected shape {shape:?})"),
+            Problem::Unexpected { name, shape } => {
+                write!(f, "unexpected tensor '{name}' (shape {shape:?}) is not part of the architecture")
+            }
+            Problem::Shape { name, expected, found } => {
+                write!(f, "tensor '{name}' has shape {found:?}, expected {expected:?}")
+            }
+            Problem::NonFinite { name, count, first } => {
+                write!(f, "tensor '{name}' has {count} non-finite value(s), the first at flat index {first}")
+            }
+        }
+    }
+}
+
+/// Why a checkpoint could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Not a safetensors file (truncated, corrupt header, ...).
+    #[error("{source_name} is not a valid safetensors file: {msg}")]
+    Format {
+        /// File or label.
+        source_name: String,
+        /// What the parser said.
+        msg: String,
+    },
+    /// A tensor in a dtype we cannot read.
+    #[error("{source_name}: tensor '{name}' is {dtype:?}; supported dtypes are F32, F16 and BF16")]
+    Dtype {
+        /// File or label.
+        source_name: String,
+        /// Key.
+        name: String,
+        /// Its dtype.
+        dtype: Dtype,
+    },
+    /// Keys, shapes or values that do not fit the architecture; every problem is listed.
+    #[error("{source_name} does not fit the architecture ({n} problem(s)):\n  {list}", n = problems.len(), list = problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n  "))]
+    Mismatch {
+        /// File or label.
+        source_name: String,
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
+    /// The architecture itself is invalid.
+    #[error("{0}")]
+    Core(#[from] quadra_core::Error),
+}
+
+impl StateDict {
+    /// Reads a safetensors file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, CheckpointError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_bytes(&bytes, &path.display().to_string())
+    }
+
+    /// Parses safetensors bytes; `source` names them in errors.
+    pub fn from_bytes(bytes: &[u8], source: &str) -> Result<Self, CheckpointError> {
+        let st = SafeTensors::deserialize(bytes).map_err(|e| CheckpointError::Format {
+            source_name: source.to_string(),
+            msg: e.to_string(),
+        })?;
+        let mut tensors = BTreeMap::new();
+        for (name, view) in st.tensors() {
+            let raw = view.data();
+            let data: Vec<f32> = match view.dtype() {
+                Dtype::F32 => raw
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+                Dtype::F16 => raw
+                    .chunks_exact(2)
+                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+                Dtype::BF16 => raw
+                    .chunks_exact(2)
+                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+                dtype => {
+                    return Err(CheckpointError::Dtype {
+                        source_name: source.to_string(),
+                        name,
+                        dtype,
+                    })
+                }
+            };
+            let tensor = Tensor {
+                shape: view.shape().to_vec(),
+                dtype: view.dtype(),
+                data,
+            };
+            tensors.insert(name, tensor);
+        }
+        Ok(StateDict {
+            source: source.to_string(),
+            tensors,
+        })
+    }
+
+    /// Checks every key against `arch` and packs the weights for the core. All problems
+    /// (missing, unexpected, misshapen, non-finite) are reported together.
+    pub fn pack(&self, arch: &Arch<'_>) -> Result<Vec<f32>, CheckpointError> {
+        let mut out = vec![0.0f32; arch.weights_len()];
+        let mut problems = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        visit_tensors::<quadra_core::Error>(arch, |slot| {
+            seen.insert(slot.name.to_string());
+            let Some(t) = self.tensors.get(slot.name) else {
+                problems.push(Problem::Missing {
+                    name: slot.name.into(),
+                    shape: slot.shape.to_vec(),
+                });
+                return Ok(());
+            };
+            if t.shape != slot.shape {
+                problems.push(Problem::Shape {
+                    name: slot.name.into(),
+                    expected: slot.shape.to_vec(),
+                    found: t.shape.clone(),
+                });
+                return Ok(());
+            }
+            let bad = t.data.iter().filter(|v| !v.is_finite()).count();
+            if bad > 0 {
+                problems.push(Problem::NonFinite {
+                    name: slot.name.into(),
+                    count: bad,
+                    first: t.data.iter().position(|v| !v.is_finite()).unwrap_or(0),
+                });
+                return Ok(());
+            }
+            pack_tensor(&slot, &t.data, &mut out[slot.offset..])
+        })?;
+        for (name, t) in &self.tensors {
+            if !seen.contains(name) {
+                problems.push(Problem::Unexpected {
+                    name: name.clone(),
+                    shape: t.shape.clone(),
+                });
+            }
+        }
+        if problems.is_empty() {
+            Ok(out)
+        } else {
+            Err(CheckpointError::Mismatch {
+                source_name: self.source.clone(),
+                problems,
+            })
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! # quadra-cpu
+//!
+//! The std runtime around [`quadra_core`]: load a model (a PyTorch safetensors checkpoint
+//! plus its architecture), pick the best kernel path for this CPU at run time, and run
+//! batches given as `ndarray` tensors in NCHW (as PyTorch holds them) or NHWC.
+//!
+//! ```no_run
+//! use quadra_cpu::{config::ArchConfig, checkpoint::StateDict, Network};
+//! let cfg = ArchConfig::preset("quadranet25-xxs")?;
+//! let net = Network::from_state_dict(cfg, &StateDict::load("weights.safetensors")?)?;
+//! let x = ndarray::Array4::<f32>::zeros((1, 3, 224, 224));
+//! let logits = net.forward_nchw(x.view())?; // [1, 1000]
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+
+pub mod checkpoint;
+pub mod config;
+pub mod dispatch;
+
+use ndarray::{Array2, ArrayView4, Axis};
+use quadra_core::{Kernels, Model};
+use rayon::prelude::*;
+
+use checkpoint::{CheckpointError, StateDict};
+use config::ArchConfig;
+
+/// Why a network could not be built or run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The input tensor does not fit the model.
+    #[error("bad input: {0}")]
+    Input(String),
+    /// Reported by the core.
+    #[error(transparent)]
+    Core(#[from] quadra_core::Error),
+    /// The checkpoint does not fit.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The requested kernel path cannot run here.
+    #[error(transparent)]
+    Dispatch(#[from] dispatch::DispatchError),
+    /// The thread pool could not be built.
+    #[error("cannot build a thread pool: {0}")]
+    Pool(String),
+}
+
+/// A loaded network: architecture, packed weights, kernel path and thread pool.
+pub struct Network {
+    config: ArchConfig,
+    weights: Vec<f32>,
+    kernels: Kernels,
+    pool: rayon::ThreadPool,
+}
+
+/// Tensor layout of an input batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// `[N, C, H, W]`, as PyTorch.
+    Nchw,
+    /// `[N, H, W, C]`.
+    Nhwc,
+}
+
+fn pool(threads: usize) -> Result<rayon::ThreadPool, RunError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("quadra-{i}"))
+        .build()
+        .map_err(|e| RunError::Pool(e.to_string()))
+}
+
+impl Network {
+    /// From an architecture and weights already packed for the core.
+    pub fn new(config: ArchConfig, weights: Vec<f32>) -> Result<Self, RunError> {
+        Model::new(config.arch(), &weights)?;
+        Ok(Network {
+            config,
+            weights,
+            kernels: dispatch::default_kernels()?,
+            pool: pool(1)?,
+        })
+    }
+
+    /// From an architecture and a PyTorch state_dict (every key checked).
+    pub fn from_state_dict(config: ArchConfig, sd: &StateDict) -> Result<Self, RunError> {
+        let weights = sd.pack(&config.arch())?;
+        Self::new(config, weights)
+    }
+
+    /// Uses `kernels` instead of the detected (or `QUADRA_KERNEL`) path.
+    pub fn with_kernels(mut self, kernels: Kernels) -> Self {
+        self.kernels = kernels;
+        self
+    }
+
+    /// Runs on a private pool of `threads` threads (the global rayon pool is never used).
+    pub fn with_threads(mut self, threads: usize) -> Result<Self, RunError> {
+        self.pool = pool(threads.max(1))?;
+        Ok(self)
+    }
+
+    /// The kernel path in use.
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
+    }
+
+    /// Threads of the private pool.
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> &ArchConfig {
+        &self.config
+    }
+
+    /// Packed weights.
+    pub fn weights(&self) -> &[f32] {
+        &self.weights
+    }
+
+    fn model(&self) -> Model<'_> {
+        Model::new(self.config.arch(), &self.weights).expect("validated in Network::new")
+    }
+
+    /// Logits `[N, num_classes]` for an NCHW batch.
+    pub fn forward_nchw(&self, x: ArrayView4<'_, f32>) -> Result<Array2<f32>, RunError> {
+        self.run(x, Layout::Nchw, false)
+    }
+
+    /// Logits `[N, num_classes]` for an NHWC batch.
+    pub fn forward_nhwc(&self, x: ArrayView4<'_, f32>) -> Result<Array2<f32>, RunError> {
+        self.run(x, Layout::Nhwc, false)
+    }
+
+    /// Pooled, normalised features before the head, `[N, dims[3]]`.
+    pub fn features(&self, x: ArrayView4<'_, f32>, layout: Layout) -> Result<Array2<f32>, RunError> {
+        self.run(x, layout, true)
+    }
+
+    fn run(&self, x: ArrayView4<'_, f32>, layout: Layout, features: bool) -> Result<Array2<f32>, RunError> {
+        let cfg = &self.config;
+        let (n, c, h, w) = match layout {
+            Layout::Nchw => x.dim(),
+            Layout::Nhwc => {
+                let (n, h, w, c) = x.dim();
+                (n, c, h, w)
+            }
+        };
+        let name = match layout {
+            Layout::Nchw => "[N, C, H, W]",
+            Layout::Nhwc => "[N, H, W, C]",
+        };
+        if c != cfg.in_chans {
+            return Err(RunError::Input(format!(
+                "input has {c} channels, the model expects {} (layout {name}, shape {:?})",
+                cfg.in_chans,
+                x.shape()
+            )));
+        }
+        if h < 32 || w < 32 {
+            return Err(RunError::Input(format!(
+                "input is {h}x{w}; QuadraNet downsamples by 32, so H and W must be at least 32 (shape {:?})",
+                x.shape()
+            )));
+        }
+        let width = if features { cfg.dims[3] } else { cfg.num_classes };
+        let mut out = Array2::<f32>::zeros((n, width));
+        let model = self.model();
+        let arena_len = cfg.arch().arena_len(h, w);
+        let kern = self.kernels;
+        let rows: Vec<_> = out.axis_iter_mut(Axis(0)).collect();
+        self.pool.install(|| {
+            rows.into_par_iter()
+                .enumerate()
+                .try_for_each_init(
+                    || vec![0.0f32; arena_len],
+                    |arena, (i, mut row)| -> Result<(), RunError> {
+                        let img = x.index_axis(Axis(0), i);
+                        let hwc: Vec<f32> = match layout {
+                            Layout::Nchw => img.permuted_axes([1, 2, 0]).iter().copied().collect(),
+                            Layout::Nhwc => img.iter().copied().collect(),
+                        };
+                        let dst = row.as_slice_mut().expect("rows of a fresh Array2 are contiguous");
+                        if features {
+                            model.forward_features(kern, &hwc, h, w, arena, dst)?;
+                        } else {
+                            model.forward(kern, &hwc, h, w, arena, dst)?;
+                        }
+                        Ok(())
+                    },
+                )
+        })?;
+        Ok(out)
+    }
+}
