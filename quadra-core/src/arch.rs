@@ -109,8 +109,10 @@ pub struct Arch<'a> {
 /// Rows of a block processed per strip by default: enough that the hidden strip is about
 /// 128 KB, so the strip's LN2 rows, hidden layer and output stay in L2.
 pub const fn default_strip(h: usize, w: usize, c: usize, e: usize) -> usize {
-    let per_row = w * e * c;
-    let s = if per_row == 0 { 1 } else { 32 * 1024 / per_row };
+    let s = match (32 * 1024usize).checked_div(w * e * c) {
+        Some(s) => s,
+        None => 1,
+    };
     if s < 1 {
         1
     } else if s > h {

@@ -129,9 +129,16 @@ impl<'a> BlockWeights<'a> {
             && self.pw1.n() == d.e * d.c
             && self.pw2.k() == d.e * d.c
             && self.pw2.n() == d.c
-            && [self.gamma1, self.ln1_w, self.ln1_b, self.gamma2, self.ln2_w, self.ln2_b]
-                .iter()
-                .all(|v| v.len() == d.c)
+            && [
+                self.gamma1,
+                self.ln1_w,
+                self.ln1_b,
+                self.gamma2,
+                self.ln2_w,
+                self.ln2_b,
+            ]
+            .iter()
+            .all(|v| v.len() == d.c)
             && self.pw1_b.len() == d.e * d.c
             && self.pw2_b.len() == d.c;
         if ok {
@@ -215,7 +222,12 @@ pub fn qdw_forward(
 ) -> Result<(), Error> {
     let (c, k) = (wts.c(), wts.k());
     expect_len(Buffer::Activation, h * w * c, x.len(), true)?;
-    expect_len(Buffer::Scratch, qdw_scratch_len(w, c, k), scratch.len(), false)?;
+    expect_len(
+        Buffer::Scratch,
+        qdw_scratch_len(w, c, k),
+        scratch.len(),
+        false,
+    )?;
     if h == 0 || w == 0 || c == 0 {
         return Ok(());
     }
@@ -227,7 +239,14 @@ pub fn qdw_forward(
     for y in 0..h {
         ring.fill(x, (y + p) as isize, h, c, None);
         let rows = ring.rows(y, k);
-        kernels::qdw_row(kern, wts, &rows[..k], w, None, &mut x[y * w * c..(y + 1) * w * c])?;
+        kernels::qdw_row(
+            kern,
+            wts,
+            &rows[..k],
+            w,
+            None,
+            &mut x[y * w * c..(y + 1) * w * c],
+        )?;
     }
     Ok(())
 }
@@ -416,7 +435,12 @@ impl<'w, const C: usize, const K: usize, const E: usize> QuadraBlock<'w, C, K, E
         scratch: &mut [f32; N],
     ) {
         const { assert!(S >= 1, "strip height must be at least 1") };
-        const { assert!(N >= block_scratch_len(W, C, K, E, S), "block scratch too small") };
+        const {
+            assert!(
+                N >= block_scratch_len(W, C, K, E, S),
+                "block scratch too small"
+            )
+        };
         let x = x.as_flattened_mut().as_flattened_mut();
         let d = BlockDims {
             h: H,

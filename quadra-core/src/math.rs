@@ -11,7 +11,7 @@ pub const LN_EPS: f32 = 1e-6;
 /// tests. In GELU that is at most ~2 ulp of the result.
 pub(crate) const ERF_P: [f32; 7] = [
     -1.609_603_3e-2,
-    -2.954_599_8e-3,
+    -2.954_6e-3,
     -7.349_906e-4,
     -5.692_506_4e-5,
     -2.101_024e-6,

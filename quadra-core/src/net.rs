@@ -73,9 +73,24 @@ pub fn visit_tensors<E: From<Error>>(
         PackedB::packed_len(16 * cin, c0),
         Packing::PatchConv,
     )?;
-    emit(name(format_args!("{stem}.0.bias"))?, &[c0], c0, Packing::Copy)?;
-    emit(name(format_args!("{stem}.1.weight"))?, &[c0], c0, Packing::Copy)?;
-    emit(name(format_args!("{stem}.1.bias"))?, &[c0], c0, Packing::Copy)?;
+    emit(
+        name(format_args!("{stem}.0.bias"))?,
+        &[c0],
+        c0,
+        Packing::Copy,
+    )?;
+    emit(
+        name(format_args!("{stem}.1.weight"))?,
+        &[c0],
+        c0,
+        Packing::Copy,
+    )?;
+    emit(
+        name(format_args!("{stem}.1.bias"))?,
+        &[c0],
+        c0,
+        Packing::Copy,
+    )?;
     for s in 0..4 {
         let d = arch.dim(s);
         if s > 0 {
@@ -98,12 +113,20 @@ pub fn visit_tensors<E: From<Error>>(
             emit(t("norm1.bias")?, &[d], d, Packing::Copy)?;
             let taps = QdwWeights::taps_len(k, d);
             for f in 0..3u8 {
-                let n = t(["QuadraConv.conv1.weight", "QuadraConv.conv2.weight", "QuadraConv.conv3.weight"][f as usize])?;
+                let n = t([
+                    "QuadraConv.conv1.weight",
+                    "QuadraConv.conv2.weight",
+                    "QuadraConv.conv3.weight",
+                ][f as usize])?;
                 // The three filters share one interleaved region: only the last advances.
                 let len = if f == 2 { taps } else { 0 };
                 emit(n, &[d, 1, k, k], len, Packing::QdwTaps(f))?;
             }
-            for f in ["QuadraConv.conv1.bias", "QuadraConv.conv2.bias", "QuadraConv.conv3.bias"] {
+            for f in [
+                "QuadraConv.conv1.bias",
+                "QuadraConv.conv2.bias",
+                "QuadraConv.conv3.bias",
+            ] {
                 emit(t(f)?, &[d], d, Packing::Copy)?;
             }
             emit(t("gamma2")?, &[d], d, Packing::Copy)?;
@@ -121,7 +144,12 @@ pub fn visit_tensors<E: From<Error>>(
     emit(name(format_args!("norm.weight"))?, &[d3], d3, Packing::Copy)?;
     emit(name(format_args!("norm.bias"))?, &[d3], d3, Packing::Copy)?;
     let head = PackedB::packed_len(d3, nc);
-    emit(name(format_args!("head.weight"))?, &[nc, d3], head, Packing::Linear)?;
+    emit(
+        name(format_args!("head.weight"))?,
+        &[nc, d3],
+        head,
+        Packing::Linear,
+    )?;
     emit(name(format_args!("head.bias"))?, &[nc], nc, Packing::Copy)?;
     Ok(())
 }
@@ -379,7 +407,13 @@ impl<'a> Model<'a> {
                 }
                 let (k, e) = (spec.kernel as usize, spec.expansion as usize);
                 let bw = BlockWeights::read(&mut cur, d, k, e)?;
-                let dims = BlockDims { h: sh, w: sw, c: d, k, e };
+                let dims = BlockDims {
+                    h: sh,
+                    w: sw,
+                    c: d,
+                    k,
+                    e,
+                };
                 block_forward(kern, dims, default_strip(sh, sw, d, e), &bw, x, scratch)?;
             }
         }
@@ -427,7 +461,12 @@ impl<'a> Model<'a> {
                 for t in 0..4 {
                     let (ky, kx) = (t / 2, t % 2);
                     let src = oi + ((2 * y + ky) * wi + 2 * xo + kx) * dp;
-                    layer_norm(&act[src..src + dp], ln_w, ln_b, &mut p[t * dp..(t + 1) * dp]);
+                    layer_norm(
+                        &act[src..src + dp],
+                        ln_w,
+                        ln_b,
+                        &mut p[t * dp..(t + 1) * dp],
+                    );
                 }
             }
             let out = &mut act[oo + y * wo * d..oo + (y + 1) * wo * d];

@@ -104,7 +104,12 @@ fn simd_gelu_matches_exact_gelu() {
             kernels::gelu_slice(kern, &mut got);
             for (i, (g, w)) in got.iter().zip(&want[..len]).enumerate() {
                 let tol = 4e-7 * (1.0 + xs[i].abs());
-                assert!((g - w).abs() <= tol, "{:?} gelu({}) = {g}, want {w}", kern.isa(), xs[i]);
+                assert!(
+                    (g - w).abs() <= tol,
+                    "{:?} gelu({}) = {g}, want {w}",
+                    kern.isa(),
+                    xs[i]
+                );
             }
         }
     }
@@ -122,8 +127,20 @@ fn matrixmultiply_ref(a: &[f32], m: usize, lda: usize, k: usize, b: &[f32], n: u
     // SAFETY: all pointers cover the strided extents given.
     unsafe {
         matrixmultiply::sgemm(
-            m, k, n, 1.0, a.as_ptr(), lda as isize, 1, b.as_ptr(), n as isize, 1, 0.0,
-            c.as_mut_ptr(), n as isize, 1,
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            lda as isize,
+            1,
+            b.as_ptr(),
+            n as isize,
+            1,
+            0.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
         );
     }
     c
@@ -153,10 +170,23 @@ fn gemm_matches_matrixmultiply_on_awkward_shapes() {
                         let e = match epi {
                             0 => Epilogue::Bias(&bias),
                             1 => Epilogue::BiasGelu(&bias),
-                            _ => Epilogue::BiasScaleAdd { bias: &bias, gamma: &gamma },
+                            _ => Epilogue::BiasScaleAdd {
+                                bias: &bias,
+                                gamma: &gamma,
+                            },
                         };
-                        let am = MatRef { data: &a, rows: m, cols: k, stride: lda };
-                        let om = MatMut { data: &mut out, rows: m, cols: n, stride: ldo };
+                        let am = MatRef {
+                            data: &a,
+                            rows: m,
+                            cols: k,
+                            stride: lda,
+                        };
+                        let om = MatMut {
+                            data: &mut out,
+                            rows: m,
+                            cols: n,
+                            stride: ldo,
+                        };
                         kernels::gemm(kern, am, b, e, om).unwrap();
                         let mut want = init.clone();
                         for i in 0..m {
@@ -181,7 +211,10 @@ fn gemm_matches_matrixmultiply_on_awkward_shapes() {
 }
 
 fn random_qdw(rng: &mut Rng, k: usize, c: usize) -> (Vec<f32>, Vec<f32>) {
-    (rng.vec(QdwWeights::taps_len(k, c), -0.3, 0.3), rng.vec(3 * c, -0.5, 0.5))
+    (
+        rng.vec(QdwWeights::taps_len(k, c), -0.3, 0.3),
+        rng.vec(3 * c, -0.5, 0.5),
+    )
 }
 
 #[test]
@@ -194,8 +227,9 @@ fn qdw_row_simd_matches_scalar() {
             let wts = QdwWeights::new(k, c, &taps, &bias).unwrap();
             let gamma = rng.vec(c, 0.5, 1.5);
             for w in 1..=40 {
-                let rows: Vec<Vec<f32>> =
-                    (0..k).map(|_| rng.vec((w + k - 1) * c, -1.0, 1.0)).collect();
+                let rows: Vec<Vec<f32>> = (0..k)
+                    .map(|_| rng.vec((w + k - 1) * c, -1.0, 1.0))
+                    .collect();
                 let refs: Vec<&[f32]> = rows.iter().map(|r| r.as_slice()).collect();
                 let init = rng.vec(w * c, -1.0, 1.0);
                 for g in [None, Some(gamma.as_slice())] {
@@ -233,9 +267,11 @@ fn dwconv(x: &[f32], h: usize, w: usize, c: usize, k: usize, wt: &[f32], b: &[f3
                 let mut acc = b[ch];
                 for ky in 0..k {
                     for kx in 0..k {
-                        let (iy, ix) = (y as isize + ky as isize - p, xx as isize + kx as isize - p);
+                        let (iy, ix) =
+                            (y as isize + ky as isize - p, xx as isize + kx as isize - p);
                         if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                            acc += wt[ch * k * k + ky * k + kx] * x[(iy as usize * w + ix as usize) * c + ch];
+                            acc += wt[ch * k * k + ky * k + kx]
+                                * x[(iy as usize * w + ix as usize) * c + ch];
                         }
                     }
                 }
@@ -271,10 +307,14 @@ impl StateDict {
         let mut v = Vec::new();
         crate::net::visit_tensors::<crate::Error>(arch, |slot| {
             let n: usize = slot.shape.iter().product();
-            let is_scale = ["gamma", "norm", ".0.1.weight"].iter().any(|p| slot.name.contains(p))
+            let is_scale = ["gamma", "norm", ".0.1.weight"]
+                .iter()
+                .any(|p| slot.name.contains(p))
                 && slot.name.ends_with("weight")
                 || slot.name.contains("gamma");
-            let is_ds_norm = slot.name.starts_with("downsample_layers.") && slot.name.contains(".0.weight") && slot.shape.len() == 1;
+            let is_ds_norm = slot.name.starts_with("downsample_layers.")
+                && slot.name.contains(".0.weight")
+                && slot.shape.len() == 1;
             let data = if is_scale || is_ds_norm {
                 rng.vec(n, 0.7, 1.3)
             } else {
@@ -289,7 +329,12 @@ impl StateDict {
         StateDict(v)
     }
     fn get(&self, name: &str) -> &[f32] {
-        &self.0.iter().find(|t| t.0 == name).unwrap_or_else(|| panic!("no tensor {name}")).2
+        &self
+            .0
+            .iter()
+            .find(|t| t.0 == name)
+            .unwrap_or_else(|| panic!("no tensor {name}"))
+            .2
     }
     fn pack(&self, arch: &Arch<'_>) -> Vec<f32> {
         let mut out = vec![0.0; arch.weights_len()];
@@ -303,12 +348,37 @@ impl StateDict {
     }
 }
 
-fn ref_block(sd: &StateDict, pre: &str, x: &mut [f32], h: usize, w: usize, c: usize, k: usize, e: usize) {
+fn ref_block(sd: &StateDict, pre: &str, x: &mut [f32], d: BlockDims) {
+    let BlockDims { h, w, c, k, e } = d;
     let g = |n: &str| sd.get(&std::format!("{pre}.{n}"));
     let n1 = ln_all(x, c, g("norm1.weight"), g("norm1.bias"));
-    let a = dwconv(&n1, h, w, c, k, g("QuadraConv.conv1.weight"), g("QuadraConv.conv1.bias"));
-    let b = dwconv(&n1, h, w, c, k, g("QuadraConv.conv2.weight"), g("QuadraConv.conv2.bias"));
-    let cc = dwconv(&n1, h, w, c, k, g("QuadraConv.conv3.weight"), g("QuadraConv.conv3.bias"));
+    let a = dwconv(
+        &n1,
+        h,
+        w,
+        c,
+        k,
+        g("QuadraConv.conv1.weight"),
+        g("QuadraConv.conv1.bias"),
+    );
+    let b = dwconv(
+        &n1,
+        h,
+        w,
+        c,
+        k,
+        g("QuadraConv.conv2.weight"),
+        g("QuadraConv.conv2.bias"),
+    );
+    let cc = dwconv(
+        &n1,
+        h,
+        w,
+        c,
+        k,
+        g("QuadraConv.conv3.weight"),
+        g("QuadraConv.conv3.bias"),
+    );
     let g1 = g("gamma1");
     for i in 0..x.len() {
         x[i] += g1[i % c] * (a[i] * b[i] + cc[i]);
@@ -323,7 +393,15 @@ fn ref_block(sd: &StateDict, pre: &str, x: &mut [f32], h: usize, w: usize, c: us
     }
 }
 
-fn ref_patch_conv(x: &[f32], h: usize, w: usize, c: usize, p: usize, wt: &[f32], b: &[f32], n: usize) -> (Vec<f32>, usize, usize) {
+/// Patch conv (kernel = stride = `p`) of an `(h, w, c)` channels-last map.
+fn ref_patch_conv(
+    x: &[f32],
+    (h, w, c): (usize, usize, usize),
+    p: usize,
+    wt: &[f32],
+    b: &[f32],
+    n: usize,
+) -> (Vec<f32>, usize, usize) {
     let (ho, wo) = (h / p, w / p);
     let mut out = vec![0.0; ho * wo * n];
     for y in 0..ho {
@@ -333,7 +411,8 @@ fn ref_patch_conv(x: &[f32], h: usize, w: usize, c: usize, p: usize, wt: &[f32],
                 for ci in 0..c {
                     for ky in 0..p {
                         for kx in 0..p {
-                            acc += wt[((j * c + ci) * p + ky) * p + kx] * x[((y * p + ky) * w + xx * p + kx) * c + ci];
+                            acc += wt[((j * c + ci) * p + ky) * p + kx]
+                                * x[((y * p + ky) * w + xx * p + kx) * c + ci];
                         }
                     }
                 }
@@ -346,19 +425,54 @@ fn ref_patch_conv(x: &[f32], h: usize, w: usize, c: usize, p: usize, wt: &[f32],
 
 fn ref_model(arch: &Arch<'_>, sd: &StateDict, input: &[f32], h: usize, w: usize) -> Vec<f32> {
     let c0 = arch.dim(0);
-    let (x, mut hh, mut ww) = ref_patch_conv(input, h, w, arch.in_chans, 4, sd.get("downsample_layers.0.0.weight"), sd.get("downsample_layers.0.0.bias"), c0);
-    let mut x = ln_all(&x, c0, sd.get("downsample_layers.0.1.weight"), sd.get("downsample_layers.0.1.bias"));
+    let (x, mut hh, mut ww) = ref_patch_conv(
+        input,
+        (h, w, arch.in_chans),
+        4,
+        sd.get("downsample_layers.0.0.weight"),
+        sd.get("downsample_layers.0.0.bias"),
+        c0,
+    );
+    let mut x = ln_all(
+        &x,
+        c0,
+        sd.get("downsample_layers.0.1.weight"),
+        sd.get("downsample_layers.0.1.bias"),
+    );
     for s in 0..4 {
         let d = arch.dim(s);
         if s > 0 {
             let dp = arch.dim(s - 1);
-            let n = ln_all(&x, dp, sd.get(&std::format!("downsample_layers.{s}.0.weight")), sd.get(&std::format!("downsample_layers.{s}.0.bias")));
-            let r = ref_patch_conv(&n, hh, ww, dp, 2, sd.get(&std::format!("downsample_layers.{s}.1.weight")), sd.get(&std::format!("downsample_layers.{s}.1.bias")), d);
+            let n = ln_all(
+                &x,
+                dp,
+                sd.get(&std::format!("downsample_layers.{s}.0.weight")),
+                sd.get(&std::format!("downsample_layers.{s}.0.bias")),
+            );
+            let r = ref_patch_conv(
+                &n,
+                (hh, ww, dp),
+                2,
+                sd.get(&std::format!("downsample_layers.{s}.1.weight")),
+                sd.get(&std::format!("downsample_layers.{s}.1.bias")),
+                d,
+            );
             (x, hh, ww) = r;
         }
         for (b, spec) in arch.stages[s].blocks.iter().enumerate() {
             if !spec.is_identity() {
-                ref_block(sd, &std::format!("stages.{s}.{b}"), &mut x, hh, ww, d, spec.kernel as usize, spec.expansion as usize);
+                ref_block(
+                    sd,
+                    &std::format!("stages.{s}.{b}"),
+                    &mut x,
+                    BlockDims {
+                        h: hh,
+                        w: ww,
+                        c: d,
+                        k: spec.kernel as usize,
+                        e: spec.expansion as usize,
+                    },
+                );
             }
         }
     }
@@ -371,7 +485,13 @@ fn ref_model(arch: &Arch<'_>, sd: &StateDict, input: &[f32], h: usize, w: usize)
     }
     pooled.iter_mut().for_each(|p| *p /= (hh * ww) as f32);
     let n = ln_all(&pooled, d3, sd.get("norm.weight"), sd.get("norm.bias"));
-    linear(&n, d3, sd.get("head.weight"), sd.get("head.bias"), arch.num_classes)
+    linear(
+        &n,
+        d3,
+        sd.get("head.weight"),
+        sd.get("head.bias"),
+        arch.num_classes,
+    )
 }
 
 fn one_block_arch(c: usize, spec: &[BlockSpec]) -> Arch<'_> {
@@ -379,10 +499,22 @@ fn one_block_arch(c: usize, spec: &[BlockSpec]) -> Arch<'_> {
         in_chans: 3,
         num_classes: 5,
         stages: [
-            Stage { dim: c, blocks: spec },
-            Stage { dim: c, blocks: &[] },
-            Stage { dim: c, blocks: &[] },
-            Stage { dim: c, blocks: &[] },
+            Stage {
+                dim: c,
+                blocks: spec,
+            },
+            Stage {
+                dim: c,
+                blocks: &[],
+            },
+            Stage {
+                dim: c,
+                blocks: &[],
+            },
+            Stage {
+                dim: c,
+                blocks: &[],
+            },
         ],
     }
 }
@@ -390,17 +522,23 @@ fn one_block_arch(c: usize, spec: &[BlockSpec]) -> Arch<'_> {
 #[test]
 fn block_matches_unfused_reference_for_every_strip_height() {
     let mut rng = Rng::new(3);
-    for (c, k, e, h, w) in [(8, 3, 4, 5, 7), (12, 5, 2, 9, 6), (17, 7, 4, 11, 9), (16, 7, 2, 3, 13)] {
+    for (c, k, e, h, w) in [
+        (8, 3, 4, 5, 7),
+        (12, 5, 2, 9, 6),
+        (17, 7, 4, 11, 9),
+        (16, 7, 2, 3, 13),
+    ] {
         let spec = [BlockSpec::quadra(k as u8, e as u8)];
         let arch = one_block_arch(c, &spec);
         let sd = StateDict::random(&arch, 10 + c as u64);
         let packed = sd.pack(&arch);
         // The block's weights sit right after the stem (conv, bias, LN w/b).
         let off = PackedB::packed_len(48, c) + 3 * c;
-        let bw = BlockWeights::from_packed(c, k, e, &packed[off..off + spec[0].weights_len(c)]).unwrap();
+        let bw =
+            BlockWeights::from_packed(c, k, e, &packed[off..off + spec[0].weights_len(c)]).unwrap();
         let x0 = rng.vec(h * w * c, -2.0, 2.0);
         let mut want = x0.clone();
-        ref_block(&sd, "stages.0.0", &mut want, h, w, c, k, e);
+        ref_block(&sd, "stages.0.0", &mut want, BlockDims { h, w, c, k, e });
         for kern in available() {
             let mut first: Option<Vec<f32>> = None;
             for strip in 1..=h + 1 {
@@ -443,7 +581,12 @@ fn lone_qdw_matches_reference() {
             let mut x = x0.clone();
             let mut scratch = vec![f32::NAN; qdw_scratch_len(w, c, k)];
             qdw_forward(kern, h, w, &q, &mut x, &mut scratch).unwrap();
-            assert_close(&x, &want, 1e-5, &std::format!("{:?} k={k} c={c}", kern.isa()));
+            assert_close(
+                &x,
+                &want,
+                1e-5,
+                &std::format!("{:?} k={k} c={c}", kern.isa()),
+            );
         }
     }
 }
@@ -458,23 +601,43 @@ fn check_model(arch: &Arch<'_>, h: usize, w: usize, seed: u64) {
     for kern in available() {
         let mut arena = vec![f32::NAN; arch.arena_len(h, w)];
         let mut logits = vec![0.0; arch.num_classes];
-        model.forward(kern, &input, h, w, &mut arena, &mut logits).unwrap();
-        assert_close(&logits, &want, 1e-4, &std::format!("{:?} {h}x{w}", kern.isa()));
+        model
+            .forward(kern, &input, h, w, &mut arena, &mut logits)
+            .unwrap();
+        assert_close(
+            &logits,
+            &want,
+            1e-4,
+            &std::format!("{:?} {h}x{w}", kern.isa()),
+        );
     }
 }
 
 #[test]
 fn small_model_matches_unfused_reference() {
     const B: [BlockSpec; 2] = [BlockSpec::quadra(3, 4), BlockSpec::quadra(7, 2)];
-    const M: [BlockSpec; 3] = [BlockSpec::quadra(5, 4), BlockSpec::IDENTITY, BlockSpec::quadra(3, 2)];
+    const M: [BlockSpec; 3] = [
+        BlockSpec::quadra(5, 4),
+        BlockSpec::IDENTITY,
+        BlockSpec::quadra(3, 2),
+    ];
     let arch = Arch {
         in_chans: 3,
         num_classes: 10,
         stages: [
             Stage { dim: 8, blocks: &B },
-            Stage { dim: 16, blocks: &M },
-            Stage { dim: 32, blocks: &B[..1] },
-            Stage { dim: 64, blocks: &B[1..] },
+            Stage {
+                dim: 16,
+                blocks: &M,
+            },
+            Stage {
+                dim: 32,
+                blocks: &B[..1],
+            },
+            Stage {
+                dim: 64,
+                blocks: &B[1..],
+            },
         ],
     };
     check_model(&arch, 32, 32, 5);
@@ -490,9 +653,18 @@ fn downsample_that_widens_a_lot_still_runs_in_one_region() {
         num_classes: 3,
         stages: [
             Stage { dim: 4, blocks: &B },
-            Stage { dim: 20, blocks: &B },
-            Stage { dim: 12, blocks: &[] },
-            Stage { dim: 40, blocks: &B },
+            Stage {
+                dim: 20,
+                blocks: &B,
+            },
+            Stage {
+                dim: 12,
+                blocks: &[],
+            },
+            Stage {
+                dim: 40,
+                blocks: &B,
+            },
         ],
     };
     assert!(arch.plan(64, 64).offsets[0] > 0);
@@ -504,7 +676,11 @@ fn arena_is_close_to_largest_activation() {
     let arch = crate::arch::presets::quadranet36(64);
     let plan = arch.plan(224, 224);
     assert_eq!(plan.act_len, arch.largest_activation(224, 224));
-    assert!(plan.scratch_len * 4 < 512 * 1024, "scratch {} floats", plan.scratch_len);
+    assert!(
+        plan.scratch_len * 4 < 512 * 1024,
+        "scratch {} floats",
+        plan.scratch_len
+    );
 }
 
 #[test]
@@ -521,14 +697,27 @@ fn errors_name_the_problem() {
     let mut logits = vec![0.0; 1000];
     let mut arena = vec![0.0; 10];
     let input = vec![0.0; 16 * 16 * 3];
-    let e = m.forward(Kernels::scalar(), &input, 16, 16, &mut arena, &mut logits).unwrap_err();
+    let e = m
+        .forward(Kernels::scalar(), &input, 16, 16, &mut arena, &mut logits)
+        .unwrap_err();
     assert!(matches!(e, crate::Error::InputSize { h: 16, w: 16 }));
     let input = vec![0.0; 32 * 32 * 3];
-    let e = m.forward(Kernels::scalar(), &input, 32, 32, &mut arena, &mut logits).unwrap_err();
-    assert!(matches!(e, crate::Error::Length { buffer: crate::error::Buffer::Arena, .. }));
+    let e = m
+        .forward(Kernels::scalar(), &input, 32, 32, &mut arena, &mut logits)
+        .unwrap_err();
+    assert!(matches!(
+        e,
+        crate::Error::Length {
+            buffer: crate::error::Buffer::Arena,
+            ..
+        }
+    ));
     let bad = [BlockSpec::quadra(4, 4)];
     let bad_arch = one_block_arch(8, &bad);
-    assert_eq!(bad_arch.validate(), Err(crate::Error::Arch("block kernel must be 3, 5 or 7")));
+    assert_eq!(
+        bad_arch.validate(),
+        Err(crate::Error::Arch("block kernel must be 3, 5 or 7"))
+    );
 }
 
 #[test]
@@ -545,11 +734,32 @@ fn static_types_agree_with_dynamic() {
     }
     let mut flat: Vec<f32> = x.iter().flatten().flatten().copied().collect();
     let mut scratch = [0.0f32; QuadraBlock::<C, 5, 2>::scratch_len::<6, 2>()];
-    blk.forward::<4, 6, 2, { QuadraBlock::<C, 5, 2>::scratch_len::<6, 2>() }>(Kernels::scalar(), &mut x, &mut scratch);
+    blk.forward::<4, 6, 2, { QuadraBlock::<C, 5, 2>::scratch_len::<6, 2>() }>(
+        Kernels::scalar(),
+        &mut x,
+        &mut scratch,
+    );
     let bw = BlockWeights::from_packed(C, 5, 2, &packed).unwrap();
     let mut s2 = vec![0.0; block_scratch_len(6, C, 5, 2, 1)];
-    block_forward(Kernels::scalar(), BlockDims { h: 4, w: 6, c: C, k: 5, e: 2 }, 1, &bw, &mut flat, &mut s2).unwrap();
-    assert_eq!(x.iter().flatten().flatten().copied().collect::<Vec<_>>(), flat);
+    block_forward(
+        Kernels::scalar(),
+        BlockDims {
+            h: 4,
+            w: 6,
+            c: C,
+            k: 5,
+            e: 2,
+        },
+        1,
+        &bw,
+        &mut flat,
+        &mut s2,
+    )
+    .unwrap();
+    assert_eq!(
+        x.iter().flatten().flatten().copied().collect::<Vec<_>>(),
+        flat
+    );
 
     let taps = rng.vec(QuadraDwConv::<C, 3>::TAPS, -0.3, 0.3);
     let bias = rng.vec(3 * C, -0.3, 0.3);
@@ -560,7 +770,10 @@ fn static_types_agree_with_dynamic() {
     let q = QdwWeights::new(3, C, &taps, &bias).unwrap();
     let mut s2 = vec![0.0; qdw_scratch_len(6, C, 3)];
     qdw_forward(Kernels::scalar(), 4, 6, &q, &mut flat, &mut s2).unwrap();
-    assert_eq!(x.iter().flatten().flatten().copied().collect::<Vec<_>>(), flat);
+    assert_eq!(
+        x.iter().flatten().flatten().copied().collect::<Vec<_>>(),
+        flat
+    );
 }
 
 #[test]
@@ -569,7 +782,11 @@ fn compiled_kernels_follow_target_features() {
     // silently fall back to scalar.
     let want = if cfg!(all(target_arch = "x86_64", target_feature = "avx512f")) {
         Isa::Avx512
-    } else if cfg!(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")) {
+    } else if cfg!(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    )) {
         Isa::Avx2
     } else if cfg!(all(target_arch = "aarch64", target_feature = "neon")) {
         Isa::Neon

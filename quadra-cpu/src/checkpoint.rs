@@ -69,12 +69,24 @@ pub enum Problem {
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Problem::Missing { name, shape } => write!(f, "missing tensor '{name}' (expected shape {shape:?})"),
-            Problem::Unexpected { name, shape } => {
-                write!(f, "unexpected tensor '{name}' (shape {shape:?}) is not part of the architecture")
+            Problem::Missing { name, shape } => {
+                write!(f, "missing tensor '{name}' (expected shape {shape:?})")
             }
-            Problem::Shape { name, expected, found } => {
-                write!(f, "tensor '{name}' has shape {found:?}, expected {expected:?}")
+            Problem::Unexpected { name, shape } => {
+                write!(
+                    f,
+                    "unexpected tensor '{name}' (shape {shape:?}) is not part of the architecture"
+                )
+            }
+            Problem::Shape {
+                name,
+                expected,
+                found,
+            } => {
+                write!(
+                    f,
+                    "tensor '{name}' has shape {found:?}, expected {expected:?}"
+                )
             }
             Problem::NonFinite { name, count, first } => {
                 write!(f, "tensor '{name}' has {count} non-finite value(s), the first at flat index {first}")

@@ -81,10 +81,14 @@ fn invalid(msg: impl Into<String>) -> ConfigError {
 
 fn block(kernel: usize, expansion: usize, at: &str) -> Result<BlockSpec, ConfigError> {
     if !matches!(kernel, 3 | 5 | 7) {
-        return Err(invalid(format!("{at}: kernel must be 3, 5 or 7, found {kernel}")));
+        return Err(invalid(format!(
+            "{at}: kernel must be 3, 5 or 7, found {kernel}"
+        )));
     }
     if !(1..=8).contains(&expansion) {
-        return Err(invalid(format!("{at}: expansion must be between 1 and 8, found {expansion}")));
+        return Err(invalid(format!(
+            "{at}: expansion must be between 1 and 8, found {expansion}"
+        )));
     }
     Ok(BlockSpec::quadra(kernel as u8, expansion as u8))
 }
@@ -136,11 +140,12 @@ impl ArchConfig {
     }
 
     fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
-        let dims: [usize; 4] = raw
-            .dims
-            .as_slice()
-            .try_into()
-            .map_err(|_| invalid(format!("\"dims\" must have 4 entries, found {}", raw.dims.len())))?;
+        let dims: [usize; 4] = raw.dims.as_slice().try_into().map_err(|_| {
+            invalid(format!(
+                "\"dims\" must have 4 entries, found {}",
+                raw.dims.len()
+            ))
+        })?;
         if raw.in_chans == 0 {
             return Err(invalid("\"in_chans\" must be at least 1"));
         }
@@ -152,7 +157,10 @@ impl ArchConfig {
         }
         if let Some(d) = &raw.depths {
             if d.len() != 4 {
-                return Err(invalid(format!("\"depths\" must have 4 entries, found {}", d.len())));
+                return Err(invalid(format!(
+                    "\"depths\" must have 4 entries, found {}",
+                    d.len()
+                )));
             }
         }
         let blocks: [Vec<BlockSpec>; 4] = if let Some(stages) = raw.blocks {
@@ -160,7 +168,10 @@ impl ArchConfig {
                 return Err(invalid("give either \"kernels\" or \"blocks\", not both"));
             }
             if stages.len() != 4 {
-                return Err(invalid(format!("\"blocks\" must have 4 stages, found {}", stages.len())));
+                return Err(invalid(format!(
+                    "\"blocks\" must have 4 stages, found {}",
+                    stages.len()
+                )));
             }
             let mut out: [Vec<BlockSpec>; 4] = Default::default();
             for (s, stage) in stages.into_iter().enumerate() {
@@ -193,7 +204,10 @@ impl ArchConfig {
                 .ok_or_else(|| invalid("\"depths\" is required unless \"blocks\" is given"))?;
             let kernels = match raw.kernels {
                 Some(k) if k.len() != 4 => {
-                    return Err(invalid(format!("\"kernels\" must have 4 entries, found {}", k.len())))
+                    return Err(invalid(format!(
+                        "\"kernels\" must have 4 entries, found {}",
+                        k.len()
+                    )))
                 }
                 Some(k) => k,
                 None => vec![raw.kernel.unwrap_or(7); 4],
@@ -221,7 +235,9 @@ impl ArchConfig {
     pub fn to_json(&self) -> String {
         let depths: Vec<usize> = self.blocks.iter().map(Vec::len).collect();
         let all: Vec<&BlockSpec> = self.blocks.iter().flatten().collect();
-        let uniform = all.first().filter(|f| !f.is_identity() && all.iter().all(|b| b == *f));
+        let uniform = all
+            .first()
+            .filter(|f| !f.is_identity() && all.iter().all(|b| b == *f));
         let mut v = serde_json::json!({
             "in_chans": self.in_chans,
             "num_classes": self.num_classes,
@@ -279,7 +295,10 @@ mod tests {
             r#"{"dims":[8,16,32,64],"blocks":[[{"kernel":3,"expansion":2},"identity"],[],[],[{"kernel":5,"expansion":4}]]}"#,
         )
         .unwrap();
-        assert_eq!(c.blocks[0], vec![BlockSpec::quadra(3, 2), BlockSpec::IDENTITY]);
+        assert_eq!(
+            c.blocks[0],
+            vec![BlockSpec::quadra(3, 2), BlockSpec::IDENTITY]
+        );
         for cfg in [a, b, c] {
             assert_eq!(ArchConfig::from_json(&cfg.to_json()).unwrap(), cfg);
         }
@@ -288,19 +307,43 @@ mod tests {
     #[test]
     fn invalid_configs_say_why() {
         let cases = [
-            (r#"{"dims":[8,16,32],"depths":[1,1,1,1]}"#, "\"dims\" must have 4 entries, found 3"),
-            (r#"{"dims":[8,16,32,64],"depths":[1,1,1,1],"kernel":4}"#, "stage 0: kernel must be 3, 5 or 7, found 4"),
-            (r#"{"dims":[8,16,32,64],"depths":[1,1,1,1],"expansion":9}"#, "expansion must be between 1 and 8"),
-            (r#"{"dims":[8,16,32,64],"depths":[2,1,1,1],"blocks":[["identity"],[],[],[]]}"#, "\"depths\" says 2 blocks"),
-            (r#"{"dims":[8,16,32,64],"blocks":[["skip"],[],[],[]]}"#, "\"skip\" is not a block"),
+            (
+                r#"{"dims":[8,16,32],"depths":[1,1,1,1]}"#,
+                "\"dims\" must have 4 entries, found 3",
+            ),
+            (
+                r#"{"dims":[8,16,32,64],"depths":[1,1,1,1],"kernel":4}"#,
+                "stage 0: kernel must be 3, 5 or 7, found 4",
+            ),
+            (
+                r#"{"dims":[8,16,32,64],"depths":[1,1,1,1],"expansion":9}"#,
+                "expansion must be between 1 and 8",
+            ),
+            (
+                r#"{"dims":[8,16,32,64],"depths":[2,1,1,1],"blocks":[["identity"],[],[],[]]}"#,
+                "\"depths\" says 2 blocks",
+            ),
+            (
+                r#"{"dims":[8,16,32,64],"blocks":[["skip"],[],[],[]]}"#,
+                "\"skip\" is not a block",
+            ),
             (r#"{"dims":[8,16,32,64]}"#, "\"depths\" is required"),
-            (r#"{"dims":[8,16,32,64],"depths":[1,1,1,1],"colour":1}"#, "unknown field `colour`"),
-            (r#"{"dims":[8,0,32,64],"depths":[1,1,1,1]}"#, "dims[1] must be at least 1"),
+            (
+                r#"{"dims":[8,16,32,64],"depths":[1,1,1,1],"colour":1}"#,
+                "unknown field `colour`",
+            ),
+            (
+                r#"{"dims":[8,0,32,64],"depths":[1,1,1,1]}"#,
+                "dims[1] must be at least 1",
+            ),
         ];
         for (json, want) in cases {
             let e = ArchConfig::from_json(json).unwrap_err().to_string();
             assert!(e.contains(want), "{json}: got '{e}', want '{want}'");
         }
-        assert!(ArchConfig::preset("quadranet99-t").unwrap_err().to_string().contains("quadranet25-xxs"));
+        assert!(ArchConfig::preset("quadranet99-t")
+            .unwrap_err()
+            .to_string()
+            .contains("quadranet25-xxs"));
     }
 }

@@ -46,7 +46,10 @@ pub fn kernels_for(isa: Isa) -> Result<Kernels, DispatchError> {
 
 /// Every kernel path this CPU can run, scalar first, best last.
 pub fn available() -> Vec<Kernels> {
-    Isa::ALL.into_iter().filter_map(|i| kernels_for(i).ok()).collect()
+    Isa::ALL
+        .into_iter()
+        .filter_map(|i| kernels_for(i).ok())
+        .collect()
 }
 
 /// The best kernels this CPU can run (detected once, then cached).

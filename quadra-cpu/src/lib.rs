@@ -135,11 +135,20 @@ impl Network {
     }
 
     /// Pooled, normalised features before the head, `[N, dims[3]]`.
-    pub fn features(&self, x: ArrayView4<'_, f32>, layout: Layout) -> Result<Array2<f32>, RunError> {
+    pub fn features(
+        &self,
+        x: ArrayView4<'_, f32>,
+        layout: Layout,
+    ) -> Result<Array2<f32>, RunError> {
         self.run(x, layout, true)
     }
 
-    fn run(&self, x: ArrayView4<'_, f32>, layout: Layout, features: bool) -> Result<Array2<f32>, RunError> {
+    fn run(
+        &self,
+        x: ArrayView4<'_, f32>,
+        layout: Layout,
+        features: bool,
+    ) -> Result<Array2<f32>, RunError> {
         let cfg = &self.config;
         let (n, c, h, w) = match layout {
             Layout::Nchw => x.dim(),
@@ -165,32 +174,36 @@ impl Network {
                 x.shape()
             )));
         }
-        let width = if features { cfg.dims[3] } else { cfg.num_classes };
+        let width = if features {
+            cfg.dims[3]
+        } else {
+            cfg.num_classes
+        };
         let mut out = Array2::<f32>::zeros((n, width));
         let model = self.model();
         let arena_len = cfg.arch().arena_len(h, w);
         let kern = self.kernels;
         let rows: Vec<_> = out.axis_iter_mut(Axis(0)).collect();
         self.pool.install(|| {
-            rows.into_par_iter()
-                .enumerate()
-                .try_for_each_init(
-                    || vec![0.0f32; arena_len],
-                    |arena, (i, mut row)| -> Result<(), RunError> {
-                        let img = x.index_axis(Axis(0), i);
-                        let hwc: Vec<f32> = match layout {
-                            Layout::Nchw => img.permuted_axes([1, 2, 0]).iter().copied().collect(),
-                            Layout::Nhwc => img.iter().copied().collect(),
-                        };
-                        let dst = row.as_slice_mut().expect("rows of a fresh Array2 are contiguous");
-                        if features {
-                            model.forward_features(kern, &hwc, h, w, arena, dst)?;
-                        } else {
-                            model.forward(kern, &hwc, h, w, arena, dst)?;
-                        }
-                        Ok(())
-                    },
-                )
+            rows.into_par_iter().enumerate().try_for_each_init(
+                || vec![0.0f32; arena_len],
+                |arena, (i, mut row)| -> Result<(), RunError> {
+                    let img = x.index_axis(Axis(0), i);
+                    let hwc: Vec<f32> = match layout {
+                        Layout::Nchw => img.permuted_axes([1, 2, 0]).iter().copied().collect(),
+                        Layout::Nhwc => img.iter().copied().collect(),
+                    };
+                    let dst = row
+                        .as_slice_mut()
+                        .expect("rows of a fresh Array2 are contiguous");
+                    if features {
+                        model.forward_features(kern, &hwc, h, w, arena, dst)?;
+                    } else {
+                        model.forward(kern, &hwc, h, w, arena, dst)?;
+                    }
+                    Ok(())
+                },
+            )
         })?;
         Ok(out)
     }

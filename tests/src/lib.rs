@@ -44,7 +44,10 @@ pub fn kernel_paths() -> Vec<Kernels> {
     if let Ok(req) = std::env::var("QUADRA_REQUIRE_ISA") {
         for name in req.split(',').filter(|s| !s.is_empty()) {
             let isa = Isa::from_name(name).expect("QUADRA_REQUIRE_ISA names an unknown ISA");
-            assert!(v.iter().any(|k| k.isa() == isa), "QUADRA_REQUIRE_ISA demands {isa}, unavailable here");
+            assert!(
+                v.iter().any(|k| k.isa() == isa),
+                "QUADRA_REQUIRE_ISA demands {isa}, unavailable here"
+            );
         }
     }
     v
@@ -54,8 +57,15 @@ pub fn kernel_paths() -> Vec<Kernels> {
 pub fn assert_matches_torch(ours: &[f32], torch: &[f32], what: &str) -> f32 {
     assert_eq!(ours.len(), torch.len(), "{what}: output length");
     let scale = 1.0 + torch.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let diff = ours.iter().zip(torch).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(diff.is_finite() && diff <= 1e-4 * scale, "{what}: max |ours - torch| = {diff}, tolerance {}", 1e-4 * scale);
+    let diff = ours
+        .iter()
+        .zip(torch)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        diff.is_finite() && diff <= 1e-4 * scale,
+        "{what}: max |ours - torch| = {diff}, tolerance {}",
+        1e-4 * scale
+    );
     diff
 }
 

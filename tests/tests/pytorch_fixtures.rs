@@ -12,20 +12,33 @@ use quadra_tests::{assert_matches_torch, fixture, kernel_paths, nchw_to_hwc};
 
 fn meta_usize(meta: &str, key: &str) -> usize {
     let v: serde_json::Value = serde_json::from_str(meta).unwrap();
-    v[key].as_u64().unwrap_or_else(|| panic!("fixture description has no {key}")) as usize
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("fixture description has no {key}")) as usize
 }
 
 fn qdw_fixture(name: &str) {
     let f = fixture(name);
-    let (k, c, h, w) = (meta_usize(&f.meta, "kernel"), meta_usize(&f.meta, "channels"), meta_usize(&f.meta, "h"), meta_usize(&f.meta, "w"));
+    let (k, c, h, w) = (
+        meta_usize(&f.meta, "kernel"),
+        meta_usize(&f.meta, "channels"),
+        meta_usize(&f.meta, "h"),
+        meta_usize(&f.meta, "w"),
+    );
     let mut taps = vec![0.0; QdwWeights::taps_len(k, c)];
     let mut bias = vec![0.0; 3 * c];
     for fi in 0..3 {
         let wt = &f.weights.tensors[&format!("conv{}.weight", fi + 1)];
         let shape = [c, 1, k, k];
-        let slot = TensorSlot { name: "qdw", shape: &shape, offset: 0, packing: Packing::QdwTaps(fi as u8) };
+        let slot = TensorSlot {
+            name: "qdw",
+            shape: &shape,
+            offset: 0,
+            packing: Packing::QdwTaps(fi as u8),
+        };
         pack_tensor(&slot, &wt.data, &mut taps).unwrap();
-        bias[fi * c..(fi + 1) * c].copy_from_slice(&f.weights.tensors[&format!("conv{}.bias", fi + 1)].data);
+        bias[fi * c..(fi + 1) * c]
+            .copy_from_slice(&f.weights.tensors[&format!("conv{}.bias", fi + 1)].data);
     }
     let q = QdwWeights::new(k, c, &taps, &bias).unwrap();
     let x0 = nchw_to_hwc(&f.input.data, c, h, w);
@@ -56,16 +69,26 @@ fn qdw_k7_matches_pytorch() {
 #[test]
 fn block_matches_pytorch() {
     let f = fixture("block");
-    let (k, e, c, h, w) = ["kernel", "expansion", "channels", "h", "w"].map(|key| meta_usize(&f.meta, key)).into();
+    let (k, e, c, h, w) = ["kernel", "expansion", "channels", "h", "w"]
+        .map(|key| meta_usize(&f.meta, key))
+        .into();
     let spec = [BlockSpec::quadra(k as u8, e as u8)];
     let stage = |blocks| Stage { dim: c, blocks };
-    let arch = Arch { in_chans: 1, num_classes: 1, stages: [stage(&spec[..]), stage(&[]), stage(&[]), stage(&[])] };
+    let arch = Arch {
+        in_chans: 1,
+        num_classes: 1,
+        stages: [stage(&spec[..]), stage(&[]), stage(&[]), stage(&[])],
+    };
     let mut packed = vec![0.0; spec[0].weights_len(c)];
     let mut base = None;
     visit_tensors::<quadra_core::Error>(&arch, |slot| {
         if let Some(key) = slot.name.strip_prefix("stages.0.0.") {
             let b = *base.get_or_insert(slot.offset);
-            pack_tensor(&slot, &f.weights.tensors[key].data, &mut packed[slot.offset - b..])?;
+            pack_tensor(
+                &slot,
+                &f.weights.tensors[key].data,
+                &mut packed[slot.offset - b..],
+            )?;
         }
         Ok(())
     })
@@ -76,8 +99,17 @@ fn block_matches_pytorch() {
     for kern in kernel_paths() {
         for strip in [1, 3, h] {
             let mut x = x0.clone();
-            let mut scratch = vec![f32::NAN; quadra_core::arch::block_scratch_len(w, c, k, e, strip)];
-            block_forward(kern, BlockDims { h, w, c, k, e }, strip, &bw, &mut x, &mut scratch).unwrap();
+            let mut scratch =
+                vec![f32::NAN; quadra_core::arch::block_scratch_len(w, c, k, e, strip)];
+            block_forward(
+                kern,
+                BlockDims { h, w, c, k, e },
+                strip,
+                &bw,
+                &mut x,
+                &mut scratch,
+            )
+            .unwrap();
             assert_matches_torch(&x, &want, &format!("block on {} strip {strip}", kern.isa()));
         }
     }
@@ -91,9 +123,15 @@ fn net_fixture(name: &str) {
     let x = ArrayView4::from_shape(shape, &f.input.data).unwrap();
     let base = Network::from_state_dict(cfg, &f.weights).unwrap();
     for kern in kernel_paths() {
-        let net = Network::new(base.config().clone(), base.weights().to_vec()).unwrap().with_kernels(kern);
+        let net = Network::new(base.config().clone(), base.weights().to_vec())
+            .unwrap()
+            .with_kernels(kern);
         let y = net.forward_nchw(x).unwrap();
-        let d = assert_matches_torch(y.as_slice().unwrap(), &f.output.data, &format!("{name} on {}", kern.isa()));
+        let d = assert_matches_torch(
+            y.as_slice().unwrap(),
+            &f.output.data,
+            &format!("{name} on {}", kern.isa()),
+        );
         eprintln!("{name} on {}: max |ours - torch| = {d:.3e}", kern.isa());
     }
 }

@@ -200,8 +200,16 @@ pub fn gemm(
             found: out.cols,
         });
     }
-    check_len(Buffer::Activation, strided_len(m, k, a.stride), a.data.len())?;
-    check_len(Buffer::Output, strided_len(m, n, out.stride), out.data.len())?;
+    check_len(
+        Buffer::Activation,
+        strided_len(m, k, a.stride),
+        a.data.len(),
+    )?;
+    check_len(
+        Buffer::Output,
+        strided_len(m, n, out.stride),
+        out.data.len(),
+    )?;
     epi.check(n)?;
     if m == 0 || n == 0 {
         return Ok(());

@@ -281,19 +281,59 @@ unsafe fn gemm_cols<S: Simd, const MR: usize, const NV: usize>(
 ) {
     let mut i0 = 0;
     while i0 + MR <= m {
-        tile::<S, MR, NV>(a.add(i0 * lda), lda, k, b, pstride, cols, epi, out.add(i0 * ldo), ldo);
+        tile::<S, MR, NV>(
+            a.add(i0 * lda),
+            lda,
+            k,
+            b,
+            pstride,
+            cols,
+            epi,
+            out.add(i0 * ldo),
+            ldo,
+        );
         i0 += MR;
     }
     if MR > 4 && i0 + 4 <= m {
-        tile::<S, 4, NV>(a.add(i0 * lda), lda, k, b, pstride, cols, epi, out.add(i0 * ldo), ldo);
+        tile::<S, 4, NV>(
+            a.add(i0 * lda),
+            lda,
+            k,
+            b,
+            pstride,
+            cols,
+            epi,
+            out.add(i0 * ldo),
+            ldo,
+        );
         i0 += 4;
     }
     if MR > 2 && i0 + 2 <= m {
-        tile::<S, 2, NV>(a.add(i0 * lda), lda, k, b, pstride, cols, epi, out.add(i0 * ldo), ldo);
+        tile::<S, 2, NV>(
+            a.add(i0 * lda),
+            lda,
+            k,
+            b,
+            pstride,
+            cols,
+            epi,
+            out.add(i0 * ldo),
+            ldo,
+        );
         i0 += 2;
     }
     while i0 < m {
-        tile::<S, 1, NV>(a.add(i0 * lda), lda, k, b, pstride, cols, epi, out.add(i0 * ldo), ldo);
+        tile::<S, 1, NV>(
+            a.add(i0 * lda),
+            lda,
+            k,
+            b,
+            pstride,
+            cols,
+            epi,
+            out.add(i0 * ldo),
+            ldo,
+        );
         i0 += 1;
     }
 }

@@ -1,0 +1,34 @@
+//! Shared pieces of the benchmarks: deterministic random data, FLOP counts, and the
+//! unfused baselines the fused kernels are compared against.
+
+use quadra_core::kernels::QdwWeights;
+
+/// Deterministic pseudo-random floats in [-1, 1).
+pub fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s >> 12;
+            s ^= s << 25;
+            s ^= s >> 27;
+            ((s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 23) as f32) - 1.0
+        })
+        .collect()
+}
+
+/// FLOPs of one QDW conv (3 depthwise convs; a multiply-add is 2 FLOPs, plus the product
+/// and the sum of the quadratic term).
+pub fn qdw_flops(h: usize, w: usize, c: usize, k: usize) -> u64 {
+    (h * w * c) as u64 * (3 * 2 * k * k + 2) as u64
+}
+
+/// Random packed QDW weights.
+pub fn qdw_weights(k: usize, c: usize) -> (Vec<f32>, Vec<f32>) {
+    (
+        random(QdwWeights::taps_len(k, c), 1)
+            .iter()
+            .map(|v| v * 0.1)
+            .collect(),
+        random(3 * c, 2),
+    )
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: formatting, clippy, native tests on every kernel path
+# this CPU has, the no_std compile-time dispatch, NEON under qemu, and the bare-metal build.
+# Installs the aarch64 cross toolchain first if it is missing (needs root or sudo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+step() { printf '\n=== %s\n' "$*"; }
+
+step "aarch64 toolchain"
+bash scripts/setup-aarch64.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+# Demand every SIMD path that /proc/cpuinfo says this CPU has, so a detection bug cannot
+# quietly skip one.
+req=""
+if grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo; then req="avx2"; fi
+if grep -qw avx512f /proc/cpuinfo; then req="$req,avx512"; fi
+step "native tests (kernel paths demanded: scalar${req:+,$req})"
+QUADRA_REQUIRE_ISA="$req" cargo test --workspace --release
+
+if grep -qw avx2 /proc/cpuinfo; then
+  step "no_std compile-time dispatch with -C target-feature=+avx2,+fma"
+  QUADRA_EXPECT_COMPILED=avx2 RUSTFLAGS="-C target-feature=+avx2,+fma" CARGO_TARGET_DIR=target/avx2 \
+    cargo test --release -p quadra-core --lib compiled_kernels
+fi
+
+step "aarch64 under qemu: quadra-core and the PyTorch fixtures on NEON"
+(
+  source scripts/aarch64-env.sh
+  QUADRA_REQUIRE_ISA=neon cargo test --release --target aarch64-unknown-linux-gnu -p quadra-core -p quadra-tests
+)
+
+step "bare-metal build: quadra-core for aarch64-unknown-none (no std, no alloc)"
+RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=target/baremetal \
+  cargo build --release -Zbuild-std=core --target aarch64-unknown-none -p quadra-core
+
+step "all tests passed"
