@@ -3,7 +3,8 @@
 //! weight count, arena size, FLOPs — as `const fn`s, so firmware can size `static`s.
 
 use crate::error::Error;
-use crate::kernels::{PackedB, QdwWeights};
+use crate::kernels::QdwWeights;
+use crate::weights::{mat_pad, vec_pad, WeightsLen};
 
 /// One block of a stage: a QuadraBlock with kernel `kernel` and expansion `expansion`, or an
 /// identity (`kernel == 0`), which keeps its index and has no weights.
@@ -48,22 +49,23 @@ impl BlockSpec {
         Ok(())
     }
 
-    /// Packed weight floats of one block at width `c`.
-    pub const fn weights_len(self, c: usize) -> usize {
+    /// Weight stream lengths of one block at width `c`.
+    pub const fn weights_len(self, c: usize) -> WeightsLen {
         if self.is_identity() {
-            return 0;
+            return WeightsLen { vecs: 0, mats: 0 };
         }
         let (k, e) = (self.kernel as usize, self.expansion as usize);
-        // gamma1, ln1 w/b, qdw taps, qdw bias, gamma2, ln2 w/b, pw1, pw1 bias, pw2, pw2 bias
-        c + 2 * c
-            + QdwWeights::taps_len(k, c)
-            + 3 * c
-            + c
-            + 2 * c
-            + PackedB::packed_len(c, e * c)
-            + e * c
-            + PackedB::packed_len(e * c, c)
-            + c
+        // gamma1, ln1 w/b; qdw taps + scales + bias; gamma2, ln2 w/b; pw1 + bias; pw2 + bias
+        WeightsLen::vecs(3, c)
+            .add(WeightsLen {
+                vecs: 2 * vec_pad(3 * c),
+                mats: mat_pad(QdwWeights::taps_len(k, c)),
+            })
+            .add(WeightsLen::vecs(3, c))
+            .add(WeightsLen::gemm(c, e * c))
+            .add(WeightsLen::vecs(1, e * c))
+            .add(WeightsLen::gemm(e * c, c))
+            .add(WeightsLen::vecs(1, c))
     }
 
     /// Trainable parameters of one block at width `c` (as PyTorch counts them).
@@ -204,26 +206,33 @@ impl<'a> Arch<'a> {
         ]
     }
 
-    /// Packed weight floats of the whole network.
-    pub const fn weights_len(&self) -> usize {
+    /// Weight stream lengths of the whole network.
+    pub const fn weights_len(&self) -> WeightsLen {
         let c0 = self.dim(0);
-        let mut n = PackedB::packed_len(16 * self.in_chans, c0) + 3 * c0;
+        // stem conv, bias, LN w/b
+        let mut n = WeightsLen::gemm(16 * self.in_chans, c0).add(WeightsLen::vecs(3, c0));
         let mut s = 0;
         while s < 4 {
             let d = self.dim(s);
             if s > 0 {
                 let dp = self.dim(s - 1);
-                n += 2 * dp + PackedB::packed_len(4 * dp, d) + d;
+                // LN w/b, conv, bias
+                n = n
+                    .add(WeightsLen::vecs(2, dp))
+                    .add(WeightsLen::gemm(4 * dp, d))
+                    .add(WeightsLen::vecs(1, d));
             }
             let mut b = 0;
             while b < self.stages[s].blocks.len() {
-                n += self.stages[s].blocks[b].weights_len(d);
+                n = n.add(self.stages[s].blocks[b].weights_len(d));
                 b += 1;
             }
             s += 1;
         }
-        let d3 = self.dim(3);
-        n + 2 * d3 + PackedB::packed_len(d3, self.num_classes) + self.num_classes
+        let (d3, nc) = (self.dim(3), self.num_classes);
+        n.add(WeightsLen::vecs(2, d3))
+            .add(WeightsLen::gemm(d3, nc))
+            .add(WeightsLen::vecs(1, nc))
     }
 
     /// Trainable parameters, as PyTorch counts them.

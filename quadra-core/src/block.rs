@@ -10,8 +10,9 @@
 use crate::arch::block_scratch_len;
 use crate::error::{Buffer, Error};
 use crate::isa::Kernels;
-use crate::kernels::{self, Epilogue, MatMut, MatRef, PackedB, QdwWeights, MAX_K};
+use crate::kernels::{self, Epilogue, MatData, MatMut, MatRef, PackedB, QdwWeights, MAX_K};
 use crate::math::layer_norm;
+use crate::weights::{Cursor, Weights, WeightsLen};
 
 /// Shape of one block application.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,70 +56,37 @@ pub struct BlockWeights<'a> {
     pub pw2_b: &'a [f32],
 }
 
-/// Reads packed tensors one after another.
-pub(crate) struct Cursor<'a> {
-    data: &'a [f32],
-}
-
-impl<'a> Cursor<'a> {
-    pub(crate) fn new(data: &'a [f32]) -> Self {
-        Cursor { data }
-    }
-
-    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [f32], Error> {
-        if n > self.data.len() {
-            return Err(Error::Length {
-                buffer: Buffer::Weights,
-                expected: n,
-                found: self.data.len(),
-            });
-        }
-        let (head, rest) = self.data.split_at(n);
-        self.data = rest;
-        Ok(head)
-    }
-
-    pub(crate) fn take_b(&mut self, k: usize, n: usize) -> Result<PackedB<'a>, Error> {
-        PackedB::new(self.take(PackedB::packed_len(k, n))?, k, n)
-    }
-
-    pub(crate) fn remaining(&self) -> usize {
-        self.data.len()
-    }
-}
-
 impl<'a> BlockWeights<'a> {
-    /// Views one block's packed weights (`BlockSpec::weights_len` floats, in the order of
-    /// the packed model layout).
-    pub fn from_packed(c: usize, k: usize, e: usize, data: &'a [f32]) -> Result<Self, Error> {
-        let mut cur = Cursor::new(data);
-        let w = Self::read(&mut cur, c, k, e)?;
-        if cur.remaining() != 0 {
+    /// Views one block's weights (`BlockSpec::weights_len` of both streams, in the
+    /// order of the packed model layout).
+    pub fn from_weights(c: usize, k: usize, e: usize, w: Weights<'a>) -> Result<Self, Error> {
+        let mut cur = Cursor::new(w);
+        let bw = Self::read(&mut cur, c, k, e)?;
+        let left = cur.remaining();
+        if left != WeightsLen::default() {
+            let found = w.len();
             return Err(Error::Length {
                 buffer: Buffer::Weights,
-                expected: data.len() - cur.remaining(),
-                found: data.len(),
+                expected: found.vecs - left.vecs,
+                found: found.vecs,
             });
         }
-        Ok(w)
+        Ok(bw)
     }
 
     pub(crate) fn read(cur: &mut Cursor<'a>, c: usize, k: usize, e: usize) -> Result<Self, Error> {
         Ok(BlockWeights {
-            gamma1: cur.take(c)?,
-            ln1_w: cur.take(c)?,
-            ln1_b: cur.take(c)?,
-            qdw: {
-                let taps = cur.take(QdwWeights::taps_len(k, c))?;
-                QdwWeights::new(k, c, taps, cur.take(3 * c)?)?
-            },
-            gamma2: cur.take(c)?,
-            ln2_w: cur.take(c)?,
-            ln2_b: cur.take(c)?,
-            pw1: cur.take_b(c, e * c)?,
-            pw1_b: cur.take(e * c)?,
-            pw2: cur.take_b(e * c, c)?,
-            pw2_b: cur.take(c)?,
+            gamma1: cur.vec(c)?,
+            ln1_w: cur.vec(c)?,
+            ln1_b: cur.vec(c)?,
+            qdw: cur.qdw(k, c)?,
+            gamma2: cur.vec(c)?,
+            ln2_w: cur.vec(c)?,
+            ln2_b: cur.vec(c)?,
+            pw1: cur.gemm(c, e * c)?,
+            pw1_b: cur.vec(e * c)?,
+            pw2: cur.gemm(e * c, c)?,
+            pw2_b: cur.vec(c)?,
         })
     }
 
@@ -372,12 +340,12 @@ impl<'w, const C: usize, const K: usize> QuadraDwConv<'w, C, K> {
     /// Packed taps length.
     pub const TAPS: usize = K * K * 3 * C;
 
-    /// Wraps packed weights (see [`QdwWeights`]); `K` must be 3, 5 or 7 (a compile error
-    /// otherwise).
-    pub fn new(taps: &'w [f32], bias: &'w [f32]) -> Result<Self, Error> {
+    /// Wraps packed taps, scales and biases (see [`QdwWeights`]); `K` must be 3, 5 or 7
+    /// (a compile error otherwise).
+    pub fn new(taps: MatData<'w>, scales: &'w [f32], bias: &'w [f32]) -> Result<Self, Error> {
         const { assert!(K == 3 || K == 5 || K == 7, "QDW kernel must be 3, 5 or 7") };
         Ok(QuadraDwConv {
-            wts: QdwWeights::new(K, C, taps, bias)?,
+            wts: QdwWeights::new(K, C, taps, scales, bias)?,
         })
     }
 
@@ -409,15 +377,15 @@ pub struct QuadraBlock<'w, const C: usize, const K: usize, const E: usize> {
 }
 
 impl<'w, const C: usize, const K: usize, const E: usize> QuadraBlock<'w, C, K, E> {
-    /// Packed weight floats of this block.
-    pub const WEIGHTS: usize = crate::arch::BlockSpec::quadra(K as u8, E as u8).weights_len(C);
+    /// Stream lengths of this block's weights.
+    pub const WEIGHTS: WeightsLen = crate::arch::BlockSpec::quadra(K as u8, E as u8).weights_len(C);
 
-    /// Views packed block weights ([`Self::WEIGHTS`] floats in the packed model order).
-    pub fn new(weights: &'w [f32]) -> Result<Self, Error> {
+    /// Views block weights ([`Self::WEIGHTS`] in the packed model order).
+    pub fn new(weights: Weights<'w>) -> Result<Self, Error> {
         const { assert!(K == 3 || K == 5 || K == 7, "QDW kernel must be 3, 5 or 7") };
         const { assert!(E >= 1 && E <= 8, "expansion must be 1..=8") };
         Ok(QuadraBlock {
-            wts: BlockWeights::from_packed(C, K, E, weights)?,
+            wts: BlockWeights::from_weights(C, K, E, weights)?,
         })
     }
 

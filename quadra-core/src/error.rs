@@ -61,6 +61,8 @@ pub enum Error {
     },
     /// A model file could not be parsed; the message says what is wrong.
     Format(&'static str),
+    /// A weight does not fit in f16 (beyond ±65504).
+    F16Range,
 }
 
 impl fmt::Display for Error {
@@ -80,6 +82,7 @@ impl fmt::Display for Error {
                 "input of {h}x{w} is too small: QuadraNet downsamples by 32, so H and W must be at least 32"
             ),
             Error::Format(why) => write!(f, "invalid model file: {why}"),
+            Error::F16Range => f.write_str("a weight is outside the f16 range (±65504)"),
         }
     }
 }

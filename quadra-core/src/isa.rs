@@ -11,7 +11,7 @@ use core::fmt;
 pub enum Isa {
     /// Portable scalar reference: the source of truth for every other path.
     Scalar,
-    /// x86_64 AVX2 + FMA (256-bit).
+    /// x86_64 AVX2 + FMA + F16C (256-bit).
     Avx2,
     /// x86_64 AVX-512F (512-bit).
     Avx512,
@@ -45,7 +45,8 @@ impl Isa {
             Isa::Avx2 => cfg!(all(
                 target_arch = "x86_64",
                 target_feature = "avx2",
-                target_feature = "fma"
+                target_feature = "fma",
+                target_feature = "f16c"
             )),
             Isa::Avx512 => cfg!(all(target_arch = "x86_64", target_feature = "avx512f")),
             Isa::Neon => cfg!(all(target_arch = "aarch64", target_feature = "neon")),

@@ -9,8 +9,10 @@
 //!
 //! const ARCH: quadra_core::Arch<'static> = presets::quadranet25(16);
 //! const ARENA: usize = ARCH.arena_len(64, 64);
-//! let weights = vec![0.01f32; ARCH.weights_len()];
-//! let model = Model::new(ARCH, &weights).unwrap();
+//! let len = ARCH.weights_len();
+//! let (vecs, mats) = (vec![0.01f32; len.vecs], vec![0.01f32; len.mats]);
+//! let weights = quadra_core::Weights { vecs: &vecs, mats: quadra_core::MatData::F32(&mats) };
+//! let model = Model::new(ARCH, weights).unwrap();
 //! let mut arena = vec![0.0f32; ARENA];
 //! let input = vec![0.5f32; 64 * 64 * 3]; // channels-last [H, W, 3]
 //! let mut logits = vec![0.0f32; 1000];
@@ -38,10 +40,12 @@ extern crate std;
 pub mod arch;
 pub mod block;
 pub mod error;
+pub mod format;
 pub mod isa;
 pub mod kernels;
 pub mod math;
 pub mod net;
+pub mod weights;
 
 #[cfg(test)]
 mod tests;
@@ -49,5 +53,8 @@ mod tests;
 pub use arch::{Arch, BlockSpec, Stage};
 pub use block::{QuadraBlock, QuadraDwConv};
 pub use error::Error;
+pub use format::QnetFile;
 pub use isa::{Isa, Kernels};
+pub use kernels::{Dtype, MatData};
 pub use net::Model;
+pub use weights::{Weights, WeightsLen};

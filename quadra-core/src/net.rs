@@ -4,25 +4,30 @@
 use core::fmt::Write;
 
 use crate::arch::{default_strip, Arch, Plan};
-use crate::block::{block_forward, BlockDims, BlockWeights, Cursor};
+use crate::block::{block_forward, BlockDims, BlockWeights};
 use crate::error::{Buffer, Error};
 use crate::isa::Kernels;
-use crate::kernels::{self, Epilogue, MatMut, MatRef, PackedB, QdwWeights};
+use crate::kernels::{self, Epilogue, MatMut, MatRef, PackedB, QdwWeights, PANEL};
 use crate::math::layer_norm;
+use crate::weights::{mat_pad, vec_pad, Cursor, Weights};
 
 /// How a PyTorch tensor is laid out in the packed weights.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Packing {
-    /// Copied as is (vectors).
+    /// A vector, copied into the vector stream.
     Copy,
-    /// A `[n, k]` Linear weight, packed as `B[k][n]` panels.
+    /// A `[n, k]` Linear weight, packed as `B[k][n]` panels in the matrix stream; its `n`
+    /// column scales start at the slot's vector offset.
     Linear,
-    /// A `[n, c, kh, kw]` patch conv weight, packed as `B[(ky·kw + kx)·c + ci][n]` panels, the
-    /// order in which a channels-last patch is gathered.
+    /// A `[n, c, kh, kw]` patch conv weight, packed as `B[(ky·kw + kx)·c + ci][n]` panels,
+    /// the order in which a channels-last patch is gathered; scales as for `Linear`.
     PatchConv,
     /// Filter `f` (0 = a, 1 = b, 2 = c) of a QDW conv, `[d, 1, K, K]`, interleaved into the
-    /// taps that start at the slot's offset.
+    /// taps that start at the slot's matrix offset; its scales are `f·d..` of the `3d`
+    /// scales at the slot's vector offset.
     QdwTaps(u8),
+    /// Bias of filter `f` of a QDW conv: `f·d..` of the `3d` biases at the vector offset.
+    QdwBias(u8),
 }
 
 /// One tensor of the state_dict and where it goes.
@@ -32,10 +37,12 @@ pub struct TensorSlot<'n> {
     pub name: &'n str,
     /// PyTorch shape.
     pub shape: &'n [usize],
-    /// Offset of its packed form in the packed weights.
-    pub offset: usize,
     /// How it is packed.
     pub packing: Packing,
+    /// Offset in the vector stream (the vector itself, or the matrix's scales).
+    pub vec_offset: usize,
+    /// Offset in the matrix stream (matrices only).
+    pub mat_offset: usize,
 }
 
 type Name = heapless::String<64>;
@@ -47,60 +54,102 @@ fn name(args: core::fmt::Arguments<'_>) -> Result<Name, Error> {
     Ok(n)
 }
 
+/// Walks the layout, handing out offsets in both streams.
+struct Walk<F> {
+    vo: usize,
+    mo: usize,
+    f: F,
+}
+
+impl<E, F: FnMut(TensorSlot<'_>) -> Result<(), E>> Walk<F> {
+    fn emit(&mut self, n: &str, shape: &[usize], packing: Packing) -> Result<(), E> {
+        (self.f)(TensorSlot {
+            name: n,
+            shape,
+            packing,
+            vec_offset: self.vo,
+            mat_offset: self.mo,
+        })
+    }
+
+    fn vec(&mut self, n: Name, len: usize) -> Result<(), E> {
+        self.emit(&n, &[len], Packing::Copy)?;
+        self.vo += vec_pad(len);
+        Ok(())
+    }
+
+    fn gemm(&mut self, n: Name, shape: &[usize], packing: Packing) -> Result<(), E> {
+        let cols = shape[0];
+        let k = shape[1..].iter().product::<usize>();
+        self.emit(&n, shape, packing)?;
+        self.mo += mat_pad(PackedB::packed_len(k, cols));
+        self.vo += vec_pad(cols);
+        Ok(())
+    }
+
+    fn qdw(
+        &mut self,
+        prefix: &dyn Fn(&str) -> Result<Name, Error>,
+        d: usize,
+        k: usize,
+    ) -> Result<(), E>
+    where
+        E: From<Error>,
+    {
+        for f in 0..3u8 {
+            let n = prefix(
+                [
+                    "QuadraConv.conv1.weight",
+                    "QuadraConv.conv2.weight",
+                    "QuadraConv.conv3.weight",
+                ][f as usize],
+            )?;
+            self.emit(&n, &[d, 1, k, k], Packing::QdwTaps(f))?;
+        }
+        self.mo += mat_pad(QdwWeights::taps_len(k, d));
+        self.vo += vec_pad(3 * d);
+        for f in 0..3u8 {
+            let n = prefix(
+                [
+                    "QuadraConv.conv1.bias",
+                    "QuadraConv.conv2.bias",
+                    "QuadraConv.conv3.bias",
+                ][f as usize],
+            )?;
+            self.emit(&n, &[d], Packing::QdwBias(f))?;
+        }
+        self.vo += vec_pad(3 * d);
+        Ok(())
+    }
+}
+
 /// Visits every tensor of the official state_dict of `arch`, in packed order, with its
-/// name, shape, packed offset and packing. Identity blocks have no tensors.
+/// name, shape, packing and stream offsets. Identity blocks have no tensors.
 pub fn visit_tensors<E: From<Error>>(
     arch: &Arch<'_>,
-    mut f: impl FnMut(TensorSlot<'_>) -> Result<(), E>,
+    f: impl FnMut(TensorSlot<'_>) -> Result<(), E>,
 ) -> Result<(), E> {
     arch.validate()?;
-    let mut off = 0usize;
-    let mut emit = |n: Name, shape: &[usize], len: usize, packing: Packing| {
-        let r = f(TensorSlot {
-            name: &n,
-            shape,
-            offset: off,
-            packing,
-        });
-        off += len;
-        r
-    };
+    let mut w = Walk { vo: 0, mo: 0, f };
     let (cin, c0) = (arch.in_chans, arch.dim(0));
     let stem = "downsample_layers.0";
-    emit(
+    w.gemm(
         name(format_args!("{stem}.0.weight"))?,
         &[c0, cin, 4, 4],
-        PackedB::packed_len(16 * cin, c0),
         Packing::PatchConv,
     )?;
-    emit(
-        name(format_args!("{stem}.0.bias"))?,
-        &[c0],
-        c0,
-        Packing::Copy,
-    )?;
-    emit(
-        name(format_args!("{stem}.1.weight"))?,
-        &[c0],
-        c0,
-        Packing::Copy,
-    )?;
-    emit(
-        name(format_args!("{stem}.1.bias"))?,
-        &[c0],
-        c0,
-        Packing::Copy,
-    )?;
+    w.vec(name(format_args!("{stem}.0.bias"))?, c0)?;
+    w.vec(name(format_args!("{stem}.1.weight"))?, c0)?;
+    w.vec(name(format_args!("{stem}.1.bias"))?, c0)?;
     for s in 0..4 {
         let d = arch.dim(s);
         if s > 0 {
             let dp = arch.dim(s - 1);
             let ds = |what: &str| name(format_args!("downsample_layers.{s}.{what}"));
-            emit(ds("0.weight")?, &[dp], dp, Packing::Copy)?;
-            emit(ds("0.bias")?, &[dp], dp, Packing::Copy)?;
-            let len = PackedB::packed_len(4 * dp, d);
-            emit(ds("1.weight")?, &[d, dp, 2, 2], len, Packing::PatchConv)?;
-            emit(ds("1.bias")?, &[d], d, Packing::Copy)?;
+            w.vec(ds("0.weight")?, dp)?;
+            w.vec(ds("0.bias")?, dp)?;
+            w.gemm(ds("1.weight")?, &[d, dp, 2, 2], Packing::PatchConv)?;
+            w.vec(ds("1.bias")?, d)?;
         }
         for (b, spec) in arch.stages[s].blocks.iter().enumerate() {
             if spec.is_identity() {
@@ -108,55 +157,48 @@ pub fn visit_tensors<E: From<Error>>(
             }
             let (k, e) = (spec.kernel as usize, spec.expansion as usize);
             let t = |what: &str| name(format_args!("stages.{s}.{b}.{what}"));
-            emit(t("gamma1")?, &[d], d, Packing::Copy)?;
-            emit(t("norm1.weight")?, &[d], d, Packing::Copy)?;
-            emit(t("norm1.bias")?, &[d], d, Packing::Copy)?;
-            let taps = QdwWeights::taps_len(k, d);
-            for f in 0..3u8 {
-                let n = t([
-                    "QuadraConv.conv1.weight",
-                    "QuadraConv.conv2.weight",
-                    "QuadraConv.conv3.weight",
-                ][f as usize])?;
-                // The three filters share one interleaved region: only the last advances.
-                let len = if f == 2 { taps } else { 0 };
-                emit(n, &[d, 1, k, k], len, Packing::QdwTaps(f))?;
-            }
-            for f in [
-                "QuadraConv.conv1.bias",
-                "QuadraConv.conv2.bias",
-                "QuadraConv.conv3.bias",
-            ] {
-                emit(t(f)?, &[d], d, Packing::Copy)?;
-            }
-            emit(t("gamma2")?, &[d], d, Packing::Copy)?;
-            emit(t("norm2.weight")?, &[d], d, Packing::Copy)?;
-            emit(t("norm2.bias")?, &[d], d, Packing::Copy)?;
-            let (ec, pw1) = (e * d, PackedB::packed_len(d, e * d));
-            emit(t("pwconv1.weight")?, &[ec, d], pw1, Packing::Linear)?;
-            emit(t("pwconv1.bias")?, &[ec], ec, Packing::Copy)?;
-            let pw2 = PackedB::packed_len(ec, d);
-            emit(t("pwconv2.weight")?, &[d, ec], pw2, Packing::Linear)?;
-            emit(t("pwconv2.bias")?, &[d], d, Packing::Copy)?;
+            w.vec(t("gamma1")?, d)?;
+            w.vec(t("norm1.weight")?, d)?;
+            w.vec(t("norm1.bias")?, d)?;
+            w.qdw(&t, d, k)?;
+            w.vec(t("gamma2")?, d)?;
+            w.vec(t("norm2.weight")?, d)?;
+            w.vec(t("norm2.bias")?, d)?;
+            w.gemm(t("pwconv1.weight")?, &[e * d, d], Packing::Linear)?;
+            w.vec(t("pwconv1.bias")?, e * d)?;
+            w.gemm(t("pwconv2.weight")?, &[d, e * d], Packing::Linear)?;
+            w.vec(t("pwconv2.bias")?, d)?;
         }
     }
     let (d3, nc) = (arch.dim(3), arch.num_classes);
-    emit(name(format_args!("norm.weight"))?, &[d3], d3, Packing::Copy)?;
-    emit(name(format_args!("norm.bias"))?, &[d3], d3, Packing::Copy)?;
-    let head = PackedB::packed_len(d3, nc);
-    emit(
+    w.vec(name(format_args!("norm.weight"))?, d3)?;
+    w.vec(name(format_args!("norm.bias"))?, d3)?;
+    w.gemm(
         name(format_args!("head.weight"))?,
         &[nc, d3],
-        head,
         Packing::Linear,
     )?;
-    emit(name(format_args!("head.bias"))?, &[nc], nc, Packing::Copy)?;
+    w.vec(name(format_args!("head.bias"))?, nc)?;
     Ok(())
 }
 
-/// Packs one tensor (PyTorch layout, `shape` as in its slot) into `dst`, which starts at the
-/// slot's offset.
-pub fn pack_tensor(slot: &TensorSlot<'_>, src: &[f32], dst: &mut [f32]) -> Result<(), Error> {
+fn region(dst: &mut [f32], start: usize, len: usize) -> Result<&mut [f32], Error> {
+    let found = dst.len();
+    dst.get_mut(start..start + len).ok_or(Error::Length {
+        buffer: Buffer::Weights,
+        expected: start + len,
+        found,
+    })
+}
+
+/// Packs one tensor (PyTorch layout, `shape` as in its slot) into the f32 streams `vecs`
+/// and `mats`, setting matrix scales to 1.
+pub fn pack_tensor(
+    slot: &TensorSlot<'_>,
+    src: &[f32],
+    vecs: &mut [f32],
+    mats: &mut [f32],
+) -> Result<(), Error> {
     let numel: usize = slot.shape.iter().product();
     if src.len() != numel {
         return Err(Error::Length {
@@ -165,87 +207,233 @@ pub fn pack_tensor(slot: &TensorSlot<'_>, src: &[f32], dst: &mut [f32]) -> Resul
             found: src.len(),
         });
     }
-    let len = match slot.packing {
-        Packing::Copy => numel,
-        Packing::Linear => PackedB::packed_len(slot.shape[1], slot.shape[0]),
-        Packing::PatchConv => PackedB::packed_len(numel / slot.shape[0], slot.shape[0]),
-        Packing::QdwTaps(_) => QdwWeights::taps_len(slot.shape[2], slot.shape[0]),
-    };
-    let Some(dst) = dst.get_mut(..len) else {
-        return Err(Error::Length {
-            buffer: Buffer::Weights,
-            expected: len,
-            found: dst.len(),
-        });
-    };
+    let (vo, mo) = (slot.vec_offset, slot.mat_offset);
     match slot.packing {
-        Packing::Copy => dst.copy_from_slice(src),
-        Packing::Linear => {
-            let (n, k) = (slot.shape[0], slot.shape[1]);
-            PackedB::pack(k, n, dst, |kk, j| src[j * k + kk])?;
-        }
-        Packing::PatchConv => {
-            let (n, c, kh, kw) = (slot.shape[0], slot.shape[1], slot.shape[2], slot.shape[3]);
-            PackedB::pack(c * kh * kw, n, dst, |kk, j| {
+        Packing::Copy => region(vecs, vo, numel)?.copy_from_slice(src),
+        Packing::Linear | Packing::PatchConv => {
+            let n = slot.shape[0];
+            let k = numel / n.max(1);
+            // Linear [n, k] is the PatchConv [n, c, 1, 1] case.
+            let (c, kh, kw) = match slot.shape {
+                [_, c, kh, kw] => (*c, *kh, *kw),
+                _ => (k, 1, 1),
+            };
+            let dst = region(mats, mo, PackedB::packed_len(k, n))?;
+            PackedB::pack(k, n, dst, |kk, j| {
                 let (t, ci) = (kk / c, kk % c);
                 let (ky, kx) = (t / kw, t % kw);
                 src[((j * c + ci) * kh + ky) * kw + kx]
             })?;
+            region(vecs, vo, n)?.fill(1.0);
         }
         Packing::QdwTaps(f) => {
             let (d, k, f) = (slot.shape[0], slot.shape[2], f as usize);
+            let taps = region(mats, mo, QdwWeights::taps_len(k, d))?;
             for t in 0..k * k {
                 for ch in 0..d {
-                    dst[t * 3 * d + f * d + ch] = src[ch * k * k + t];
+                    taps[t * 3 * d + f * d + ch] = src[ch * k * k + t];
                 }
             }
+            region(vecs, vo + f * d, d)?.fill(1.0);
+        }
+        Packing::QdwBias(f) => {
+            let d = slot.shape[0];
+            region(vecs, vo + f as usize * d, d)?.copy_from_slice(src);
         }
     }
     Ok(())
 }
 
-/// Packs a whole state_dict into `out` (`arch.weights_len()` floats). `get(name, shape)`
-/// returns the tensor in PyTorch layout as f32, or an error naming what is wrong with it.
+/// Packs a whole state_dict into f32 streams `vecs` and `mats` (lengths from
+/// `arch.weights_len()`). `get(name, shape)` returns the tensor in PyTorch layout as f32,
+/// or an error naming what is wrong with it.
 pub fn pack_model<'s, E: From<Error>>(
     arch: &Arch<'_>,
-    out: &mut [f32],
+    vecs: &mut [f32],
+    mats: &mut [f32],
     mut get: impl FnMut(&str, &[usize]) -> Result<&'s [f32], E>,
 ) -> Result<(), E> {
-    let need = arch.weights_len();
-    if out.len() != need {
-        return Err(Error::Length {
-            buffer: Buffer::Weights,
-            expected: need,
-            found: out.len(),
+    let want = arch.weights_len();
+    for (expected, found) in [(want.vecs, vecs.len()), (want.mats, mats.len())] {
+        if expected != found {
+            return Err(Error::Length {
+                buffer: Buffer::Weights,
+                expected,
+                found,
+            }
+            .into());
         }
-        .into());
     }
+    vecs.fill(0.0);
+    mats.fill(0.0);
     visit_tensors(arch, |slot| {
         let src = get(slot.name, slot.shape)?;
-        pack_tensor(&slot, src, &mut out[slot.offset..])?;
+        pack_tensor(&slot, src, vecs, mats)?;
         Ok(())
     })
 }
 
-/// A network ready to run: an architecture and its packed f32 weights.
+/// A matrix stream being written in a narrower type.
+#[derive(Debug)]
+pub enum MatDataMut<'a> {
+    /// f16 bit patterns.
+    F16(&'a mut [u16]),
+    /// int8 values with per-output-channel scales.
+    I8(&'a mut [i8]),
+}
+
+/// How much one tensor lost to quantisation.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub struct QuantError {
+    /// Largest absolute error of a weight.
+    pub max_abs: f32,
+    /// `‖w - q‖ / ‖w‖` over the tensor.
+    pub rel_rms: f32,
+}
+
+/// Which packed elements belong to which output channel of one matrix slot.
+enum Channels {
+    /// GEMM panels: channel `j` of `n` is column `j`, `k` elements.
+    Panels { k: usize, n: usize },
+    /// QDW taps of filter `f`: channel `f·d + ch`, `kk` taps each.
+    Taps { d: usize, kk: usize, f: usize },
+}
+
+impl Channels {
+    fn of(slot: &TensorSlot<'_>) -> Option<Channels> {
+        match slot.packing {
+            Packing::Linear | Packing::PatchConv => {
+                let n = slot.shape[0];
+                Some(Channels::Panels {
+                    k: slot.shape[1..].iter().product(),
+                    n,
+                })
+            }
+            Packing::QdwTaps(f) => Some(Channels::Taps {
+                d: slot.shape[0],
+                kk: slot.shape[2] * slot.shape[3],
+                f: f as usize,
+            }),
+            Packing::Copy | Packing::QdwBias(_) => None,
+        }
+    }
+
+    /// `(channel count, elements per channel)`.
+    fn dims(&self) -> (usize, usize) {
+        match *self {
+            Channels::Panels { k, n } => (n, k),
+            Channels::Taps { d, kk, .. } => (d, kk),
+        }
+    }
+
+    /// Offset in the matrix region of element `e` of channel `ch`, and the channel's scale
+    /// offset from the slot's vector offset.
+    fn index(&self, ch: usize, e: usize) -> (usize, usize) {
+        match *self {
+            Channels::Panels { k, .. } => ((ch / PANEL) * k * PANEL + e * PANEL + ch % PANEL, ch),
+            Channels::Taps { d, f, .. } => (e * 3 * d + f * d + ch, f * d + ch),
+        }
+    }
+}
+
+/// Rewrites one matrix slot of the f32 matrix stream `mats` into `out` (f16, or int8 with
+/// symmetric per-output-channel scales written into `vecs`). Returns the error the
+/// quantisation made, or `None` for a slot that is not a matrix.
+pub fn quantize_slot(
+    slot: &TensorSlot<'_>,
+    mats: &[f32],
+    vecs: &mut [f32],
+    out: &mut MatDataMut<'_>,
+) -> Result<Option<QuantError>, Error> {
+    let Some(map) = Channels::of(slot) else {
+        return Ok(None);
+    };
+    let (chans, per) = map.dims();
+    let (mo, vo) = (slot.mat_offset, slot.vec_offset);
+    let bad = Error::Length {
+        buffer: Buffer::Weights,
+        expected: mo + map.index(chans.saturating_sub(1), per.saturating_sub(1)).0 + 1,
+        found: mats.len(),
+    };
+    let (mut max_abs, mut err2, mut norm2) = (0.0f32, 0.0f64, 0.0f64);
+    for ch in 0..chans {
+        let scale = match out {
+            MatDataMut::F16(_) => 1.0,
+            MatDataMut::I8(_) => {
+                let mut amax = 0.0f32;
+                for e in 0..per {
+                    amax = amax.max(mats.get(mo + map.index(ch, e).0).ok_or(bad)?.abs());
+                }
+                amax / 127.0
+            }
+        };
+        if let MatDataMut::I8(_) = out {
+            *vecs.get_mut(vo + map.index(ch, 0).1).ok_or(bad)? = scale;
+        }
+        for e in 0..per {
+            let i = mo + map.index(ch, e).0;
+            let v = *mats.get(i).ok_or(bad)?;
+            let back = match out {
+                MatDataMut::F16(o) => {
+                    let h = half::f16::from_f32(v);
+                    if !h.is_finite() {
+                        return Err(Error::F16Range);
+                    }
+                    *o.get_mut(i).ok_or(bad)? = h.to_bits();
+                    h.to_f32()
+                }
+                MatDataMut::I8(o) => {
+                    let q = if scale > 0.0 {
+                        libm::roundf(v / scale).clamp(-127.0, 127.0)
+                    } else {
+                        0.0
+                    };
+                    *o.get_mut(i).ok_or(bad)? = q as i8;
+                    q * scale
+                }
+            };
+            let d = (v - back).abs();
+            max_abs = max_abs.max(d);
+            err2 += (d as f64) * (d as f64);
+            norm2 += (v as f64) * (v as f64);
+        }
+    }
+    let rel_rms = if norm2 > 0.0 {
+        libm::sqrt(err2 / norm2) as f32
+    } else {
+        0.0
+    };
+    Ok(Some(QuantError { max_abs, rel_rms }))
+}
+
+/// A network ready to run: an architecture and its packed weights.
 #[derive(Clone, Copy, Debug)]
 pub struct Model<'a> {
     arch: Arch<'a>,
-    weights: &'a [f32],
+    weights: Weights<'a>,
 }
 
 impl<'a> Model<'a> {
-    /// Checks the architecture and that `weights` has exactly `arch.weights_len()` floats.
-    pub fn new(arch: Arch<'a>, weights: &'a [f32]) -> Result<Self, Error> {
+    /// Checks the architecture and that both weight streams have exactly the lengths
+    /// `arch.weights_len()` gives.
+    pub fn new(arch: Arch<'a>, weights: Weights<'a>) -> Result<Self, Error> {
         arch.validate()?;
-        if weights.len() != arch.weights_len() {
-            return Err(Error::Length {
-                buffer: Buffer::Weights,
-                expected: arch.weights_len(),
-                found: weights.len(),
-            });
+        let (want, got) = (arch.weights_len(), weights.len());
+        for (expected, found) in [(want.vecs, got.vecs), (want.mats, got.mats)] {
+            if expected != found {
+                return Err(Error::Length {
+                    buffer: Buffer::Weights,
+                    expected,
+                    found,
+                });
+            }
         }
         Ok(Model { arch, weights })
+    }
+
+    /// The weights.
+    pub const fn weights(&self) -> Weights<'a> {
+        self.weights
     }
 
     /// The architecture.
@@ -276,8 +464,8 @@ impl<'a> Model<'a> {
         let d3 = self.arch.dim(3);
         let (_, scratch) = arena.split_at_mut(plan.act_len);
         let (normed, _) = scratch[d3..2 * d3].split_at_mut(d3);
-        let head = cur.take_b(d3, nc)?;
-        let bias = cur.take(nc)?;
+        let head = cur.gemm(d3, nc)?;
+        let bias = cur.vec(nc)?;
         kernels::gemm(
             kern,
             MatRef {
@@ -357,9 +545,9 @@ impl<'a> Model<'a> {
         // Stem: 4x4 stride-4 patches, one output row at a time, then LN in place.
         let c0 = arch.dim(0);
         let (h0, w0) = plan.hw[0];
-        let stem = cur.take_b(16 * cin, c0)?;
-        let stem_b = cur.take(c0)?;
-        let (ln_w, ln_b) = (cur.take(c0)?, cur.take(c0)?);
+        let stem = cur.gemm(16 * cin, c0)?;
+        let stem_b = cur.vec(c0)?;
+        let (ln_w, ln_b) = (cur.vec(c0)?, cur.vec(c0)?);
         let x0 = &mut act[plan.offsets[0]..plan.offsets[0] + h0 * w0 * c0];
         for y in 0..h0 {
             let patch = &mut scratch[..w0 * 16 * cin];
@@ -431,7 +619,7 @@ impl<'a> Model<'a> {
         }
         let inv = 1.0 / (h3 * w3) as f32;
         pooled.iter_mut().for_each(|p| *p *= inv);
-        let (nw, nb) = (cur.take(d3)?, cur.take(d3)?);
+        let (nw, nb) = (cur.vec(d3)?, cur.vec(d3)?);
         layer_norm(pooled, nw, nb, &mut rest[..d3]);
         Ok((cur, plan))
     }
@@ -451,9 +639,9 @@ impl<'a> Model<'a> {
         let (dp, d) = (self.arch.dim(s - 1), self.arch.dim(s));
         let (ho, wo) = plan.hw[s];
         let wi = plan.hw[s - 1].1;
-        let (ln_w, ln_b) = (cur.take(dp)?, cur.take(dp)?);
-        let conv = cur.take_b(4 * dp, d)?;
-        let bias = cur.take(d)?;
+        let (ln_w, ln_b) = (cur.vec(dp)?, cur.vec(dp)?);
+        let conv = cur.gemm(4 * dp, d)?;
+        let bias = cur.vec(d)?;
         let (oi, oo) = (plan.offsets[s - 1], plan.offsets[s]);
         for y in 0..ho {
             let patch = &mut scratch[..wo * 4 * dp];
@@ -490,4 +678,22 @@ impl<'a> Model<'a> {
         }
         Ok(())
     }
+}
+
+/// Rewrites the f32 matrix stream `mats` of a packed model into `out` (f16, or int8 with
+/// per-output-channel scales written into `vecs`), calling `report(name, error)` for
+/// every weight tensor quantised.
+pub fn quantize_model(
+    arch: &Arch<'_>,
+    vecs: &mut [f32],
+    mats: &[f32],
+    mut out: MatDataMut<'_>,
+    mut report: impl FnMut(&str, QuantError),
+) -> Result<(), Error> {
+    visit_tensors(arch, |slot| {
+        if let Some(e) = quantize_slot(&slot, mats, vecs, &mut out)? {
+            report(slot.name, e);
+        }
+        Ok(())
+    })
 }

@@ -8,9 +8,10 @@ use std::vec::Vec;
 use crate::arch::{block_scratch_len, Arch, BlockSpec, Stage};
 use crate::block::{block_forward, qdw_forward, qdw_scratch_len, BlockDims, BlockWeights};
 use crate::isa::{Isa, Kernels};
-use crate::kernels::{self, Epilogue, MatMut, MatRef, PackedB, QdwWeights};
+use crate::kernels::{self, Dtype, Epilogue, MatData, MatMut, MatRef, PackedB, QdwWeights};
 use crate::math::{erf_rational, gelu_exact, layer_norm};
-use crate::net::{pack_model, Model};
+use crate::net::{pack_model, quantize_model, visit_tensors, MatDataMut, Model};
+use crate::weights::Weights;
 
 /// Small deterministic PRNG (xorshift64*), uniform in [lo, hi).
 pub(crate) struct Rng(u64);
@@ -115,11 +116,65 @@ fn simd_gelu_matches_exact_gelu() {
     }
 }
 
-fn random_b(rng: &mut Rng, k: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
+/// A matrix in all three storage types, each with its per-column scales, plus the values
+/// the stored data stands for (`stored · scale`).
+struct Stored {
+    f32: Vec<f32>,
+    f16: Vec<u16>,
+    i8: Vec<i8>,
+    ones: Vec<f32>,
+    i8_scales: Vec<f32>,
+}
+
+impl Stored {
+    /// Quantises `packed` with `channel(i)` giving the scale index of element `i`
+    /// (`None` for padding) among `chans` channels.
+    fn new(packed: &[f32], chans: usize, channel: impl Fn(usize) -> Option<usize>) -> Self {
+        let mut amax = vec![0.0f32; chans];
+        for (i, v) in packed.iter().enumerate() {
+            if let Some(c) = channel(i) {
+                amax[c] = amax[c].max(v.abs());
+            }
+        }
+        let i8_scales: Vec<f32> = amax.iter().map(|a| a / 127.0).collect();
+        let i8 = packed
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match channel(i) {
+                Some(c) if i8_scales[c] > 0.0 => (v / i8_scales[c]).round() as i8,
+                _ => 0,
+            })
+            .collect();
+        Stored {
+            f32: packed.to_vec(),
+            f16: packed
+                .iter()
+                .map(|v| half::f16::from_f32(*v).to_bits())
+                .collect(),
+            i8,
+            ones: vec![1.0; chans],
+            i8_scales,
+        }
+    }
+
+    fn data(&self, dtype: Dtype) -> (MatData<'_>, &[f32]) {
+        match dtype {
+            Dtype::F32 => (MatData::F32(&self.f32), &self.ones),
+            Dtype::F16 => (MatData::F16(&self.f16), &self.ones),
+            Dtype::I8 => (MatData::I8(&self.i8), &self.i8_scales),
+        }
+    }
+}
+
+const DTYPES: [Dtype; 3] = [Dtype::F32, Dtype::F16, Dtype::I8];
+
+fn random_b(rng: &mut Rng, k: usize, n: usize) -> Stored {
     let dense = rng.vec(k * n, -1.0, 1.0);
     let mut packed = vec![0.0; PackedB::packed_len(k, n)];
     PackedB::pack(k, n, &mut packed, |kk, j| dense[kk * n + j]).unwrap();
-    (dense, packed)
+    Stored::new(&packed, n, |i| {
+        Some(PackedB::column_of(k, i)).filter(|&j| j < n)
+    })
 }
 
 fn matrixmultiply_ref(a: &[f32], m: usize, lda: usize, k: usize, b: &[f32], n: usize) -> Vec<f32> {
@@ -152,21 +207,26 @@ fn gemm_matches_matrixmultiply_on_awkward_shapes() {
     let ms = [1usize, 2, 3, 5, 6, 7, 11, 12, 13, 25, 37];
     let ks = [1usize, 2, 3, 7, 16, 17, 48, 67];
     let ns = [1usize, 3, 8, 15, 16, 17, 31, 32, 33, 48, 64, 97];
-    for kern in available() {
-        for &m in &ms {
-            for &k in &ks {
-                for &n in &ns {
-                    let lda = k + rng.usize(0, 3);
-                    let a = rng.vec(m * lda, -1.0, 1.0);
-                    let (dense, packed) = random_b(&mut rng, k, n);
-                    let b = PackedB::new(&packed, k, n).unwrap();
-                    let bias = rng.vec(n, -0.5, 0.5);
-                    let gamma = rng.vec(n, 0.5, 1.5);
+    let kerns = available();
+    for &m in &ms {
+        for &k in &ks {
+            for &n in &ns {
+                let lda = k + rng.usize(0, 3);
+                let a = rng.vec(m * lda, -1.0, 1.0);
+                let stored = random_b(&mut rng, k, n);
+                let bias = rng.vec(n, -0.5, 0.5);
+                let gamma = rng.vec(n, 0.5, 1.5);
+                let ldo = n + 1;
+                let init = rng.vec(m * ldo, -1.0, 1.0);
+                for dtype in DTYPES {
+                    let (data, scales) = stored.data(dtype);
+                    let b = PackedB::new(data, scales, k, n).unwrap();
+                    // What the stored weights stand for, as a dense matrix.
+                    let dense: Vec<f32> = (0..k * n)
+                        .map(|i| b.get(i / n, i % n) * scales[i % n])
+                        .collect();
                     let base = matrixmultiply_ref(&a, m, lda, k, &dense, n);
-                    let ldo = n + 1;
-                    let init = rng.vec(m * ldo, -1.0, 1.0);
                     for epi in 0..3 {
-                        let mut out = init.clone();
                         let e = match epi {
                             0 => Epilogue::Bias(&bias),
                             1 => Epilogue::BiasGelu(&bias),
@@ -175,19 +235,6 @@ fn gemm_matches_matrixmultiply_on_awkward_shapes() {
                                 gamma: &gamma,
                             },
                         };
-                        let am = MatRef {
-                            data: &a,
-                            rows: m,
-                            cols: k,
-                            stride: lda,
-                        };
-                        let om = MatMut {
-                            data: &mut out,
-                            rows: m,
-                            cols: n,
-                            stride: ldo,
-                        };
-                        kernels::gemm(kern, am, b, e, om).unwrap();
                         let mut want = init.clone();
                         for i in 0..m {
                             for j in 0..n {
@@ -200,9 +247,28 @@ fn gemm_matches_matrixmultiply_on_awkward_shapes() {
                                 }
                             }
                         }
-                        // Padding columns between rows must be untouched.
-                        let what = std::format!("{:?} m={m} k={k} n={n} epi={epi}", kern.isa());
-                        assert_close(&out, &want, 2e-6 * (k as f32).sqrt().max(1.0), &what);
+                        for &kern in &kerns {
+                            let mut out = init.clone();
+                            let am = MatRef {
+                                data: &a,
+                                rows: m,
+                                cols: k,
+                                stride: lda,
+                            };
+                            let om = MatMut {
+                                data: &mut out,
+                                rows: m,
+                                cols: n,
+                                stride: ldo,
+                            };
+                            kernels::gemm(kern, am, b, e, om).unwrap();
+                            // Padding between output rows must stay untouched too.
+                            let what = std::format!(
+                                "{:?} {dtype:?} m={m} k={k} n={n} epi={epi}",
+                                kern.isa()
+                            );
+                            assert_close(&out, &want, 2e-6 * (k as f32).sqrt().max(1.0), &what);
+                        }
                     }
                 }
             }
@@ -210,9 +276,10 @@ fn gemm_matches_matrixmultiply_on_awkward_shapes() {
     }
 }
 
-fn random_qdw(rng: &mut Rng, k: usize, c: usize) -> (Vec<f32>, Vec<f32>) {
+fn random_qdw(rng: &mut Rng, k: usize, c: usize) -> (Stored, Vec<f32>) {
+    let taps = rng.vec(QdwWeights::taps_len(k, c), -0.3, 0.3);
     (
-        rng.vec(QdwWeights::taps_len(k, c), -0.3, 0.3),
+        Stored::new(&taps, 3 * c, |i| Some(i % (3 * c))),
         rng.vec(3 * c, -0.5, 0.5),
     )
 }
@@ -223,8 +290,7 @@ fn qdw_row_simd_matches_scalar() {
     let kerns = available();
     for k in [3usize, 5, 7] {
         for c in [1usize, 3, 4, 5, 8, 9, 15, 16, 17, 24, 31, 33, 64] {
-            let (taps, bias) = random_qdw(&mut rng, k, c);
-            let wts = QdwWeights::new(k, c, &taps, &bias).unwrap();
+            let (stored, bias) = random_qdw(&mut rng, k, c);
             let gamma = rng.vec(c, 0.5, 1.5);
             for w in 1..=40 {
                 let rows: Vec<Vec<f32>> = (0..k)
@@ -232,14 +298,18 @@ fn qdw_row_simd_matches_scalar() {
                     .collect();
                 let refs: Vec<&[f32]> = rows.iter().map(|r| r.as_slice()).collect();
                 let init = rng.vec(w * c, -1.0, 1.0);
-                for g in [None, Some(gamma.as_slice())] {
-                    let mut want = init.clone();
-                    kernels::qdw_row(Kernels::scalar(), &wts, &refs, w, g, &mut want).unwrap();
-                    for &kern in &kerns[1..] {
-                        let mut got = init.clone();
-                        kernels::qdw_row(kern, &wts, &refs, w, g, &mut got).unwrap();
-                        let what = std::format!("{:?} k={k} c={c} w={w}", kern.isa());
-                        assert_close(&got, &want, 1e-5, &what);
+                for dtype in DTYPES {
+                    let (taps, scales) = stored.data(dtype);
+                    let wts = QdwWeights::new(k, c, taps, scales, &bias).unwrap();
+                    for g in [None, Some(gamma.as_slice())] {
+                        let mut want = init.clone();
+                        kernels::qdw_row(Kernels::scalar(), &wts, &refs, w, g, &mut want).unwrap();
+                        for &kern in &kerns[1..] {
+                            let mut got = init.clone();
+                            kernels::qdw_row(kern, &wts, &refs, w, g, &mut got).unwrap();
+                            let what = std::format!("{:?} {dtype:?} k={k} c={c} w={w}", kern.isa());
+                            assert_close(&got, &want, 1e-5, &what);
+                        }
                     }
                 }
             }
@@ -336,15 +406,31 @@ impl StateDict {
             .unwrap_or_else(|| panic!("no tensor {name}"))
             .2
     }
-    fn pack(&self, arch: &Arch<'_>) -> Vec<f32> {
-        let mut out = vec![0.0; arch.weights_len()];
-        pack_model::<crate::Error>(arch, &mut out, |name, shape| {
+    fn pack(&self, arch: &Arch<'_>) -> Packed {
+        let len = arch.weights_len();
+        let (mut vecs, mut mats) = (vec![0.0; len.vecs], vec![0.0; len.mats]);
+        pack_model::<crate::Error>(arch, &mut vecs, &mut mats, |name, shape| {
             let t = self.0.iter().find(|t| t.0 == name).unwrap();
             assert_eq!(t.1, shape);
             Ok(&t.2)
         })
         .unwrap();
-        out
+        Packed { vecs, mats }
+    }
+}
+
+/// A packed f32 model.
+struct Packed {
+    vecs: Vec<f32>,
+    mats: Vec<f32>,
+}
+
+impl Packed {
+    fn weights(&self) -> Weights<'_> {
+        Weights {
+            vecs: &self.vecs,
+            mats: MatData::F32(&self.mats),
+        }
     }
 }
 
@@ -532,10 +618,21 @@ fn block_matches_unfused_reference_for_every_strip_height() {
         let arch = one_block_arch(c, &spec);
         let sd = StateDict::random(&arch, 10 + c as u64);
         let packed = sd.pack(&arch);
-        // The block's weights sit right after the stem (conv, bias, LN w/b).
-        let off = PackedB::packed_len(48, c) + 3 * c;
-        let bw =
-            BlockWeights::from_packed(c, k, e, &packed[off..off + spec[0].weights_len(c)]).unwrap();
+        let mut start = None;
+        visit_tensors::<crate::Error>(&arch, |slot| {
+            if slot.name.starts_with("stages.0.0.") && start.is_none() {
+                start = Some((slot.vec_offset, slot.mat_offset));
+            }
+            Ok(())
+        })
+        .unwrap();
+        let (vo, mo) = start.unwrap();
+        let len = spec[0].weights_len(c);
+        let block_w = Weights {
+            vecs: &packed.vecs[vo..vo + len.vecs],
+            mats: MatData::F32(&packed.mats[mo..mo + len.mats]),
+        };
+        let bw = BlockWeights::from_weights(c, k, e, block_w).unwrap();
         let x0 = rng.vec(h * w * c, -2.0, 2.0);
         let mut want = x0.clone();
         ref_block(&sd, "stages.0.0", &mut want, BlockDims { h, w, c, k, e });
@@ -571,7 +668,8 @@ fn lone_qdw_matches_reference() {
                 }
             }
         }
-        let q = QdwWeights::new(k, c, &taps, &bias).unwrap();
+        let ones = vec![1.0; 3 * c];
+        let q = QdwWeights::new(k, c, MatData::F32(&taps), &ones, &bias).unwrap();
         let x0 = rng.vec(h * w * c, -1.0, 1.0);
         let a = dwconv(&x0, h, w, c, k, &wts[0], &bias[..c]);
         let b = dwconv(&x0, h, w, c, k, &wts[1], &bias[c..2 * c]);
@@ -594,7 +692,7 @@ fn lone_qdw_matches_reference() {
 fn check_model(arch: &Arch<'_>, h: usize, w: usize, seed: u64) {
     let sd = StateDict::random(arch, seed);
     let packed = sd.pack(arch);
-    let model = Model::new(*arch, &packed).unwrap();
+    let model = Model::new(*arch, packed.weights()).unwrap();
     let mut rng = Rng::new(seed + 1);
     let input = rng.vec(h * w * arch.in_chans, -1.0, 1.0);
     let want = ref_model(arch, &sd, &input, h, w);
@@ -686,14 +784,29 @@ fn arena_is_close_to_largest_activation() {
 #[test]
 fn errors_name_the_problem() {
     let arch = crate::arch::presets::quadranet25(16);
-    let w = vec![0.0f32; 10];
-    let e = Model::new(arch, &w).unwrap_err();
+    let len = arch.weights_len();
+    let (v, mats) = (vec![0.0f32; 10], vec![0.0f32; len.mats]);
+    let e = Model::new(
+        arch,
+        Weights {
+            vecs: &v,
+            mats: MatData::F32(&mats),
+        },
+    )
+    .unwrap_err();
     assert_eq!(
         std::format!("{e}"),
-        std::format!("weights has 10 elements, expected {}", arch.weights_len())
+        std::format!("weights has 10 elements, expected {}", len.vecs)
     );
-    let w = vec![0.0f32; arch.weights_len()];
-    let m = Model::new(arch, &w).unwrap();
+    let v = vec![0.0f32; len.vecs];
+    let m = Model::new(
+        arch,
+        Weights {
+            vecs: &v,
+            mats: MatData::F32(&mats),
+        },
+    )
+    .unwrap();
     let mut logits = vec![0.0; 1000];
     let mut arena = vec![0.0; 10];
     let input = vec![0.0; 16 * 16 * 3];
@@ -726,8 +839,13 @@ fn static_types_agree_with_dynamic() {
     const C: usize = 9;
     let mut rng = Rng::new(8);
     let spec = BlockSpec::quadra(5, 2);
-    let packed = rng.vec(spec.weights_len(C), -0.3, 0.3);
-    let blk = QuadraBlock::<C, 5, 2>::new(&packed).unwrap();
+    let len = spec.weights_len(C);
+    let (vecs, mats) = (rng.vec(len.vecs, -0.3, 0.3), rng.vec(len.mats, -0.3, 0.3));
+    let packed = Weights {
+        vecs: &vecs,
+        mats: MatData::F32(&mats),
+    };
+    let blk = QuadraBlock::<C, 5, 2>::new(packed).unwrap();
     let mut x = [[[0.0f32; C]; 6]; 4];
     for v in x.iter_mut().flatten().flatten() {
         *v = rng.f32(-1.0, 1.0);
@@ -739,7 +857,7 @@ fn static_types_agree_with_dynamic() {
         &mut x,
         &mut scratch,
     );
-    let bw = BlockWeights::from_packed(C, 5, 2, &packed).unwrap();
+    let bw = BlockWeights::from_weights(C, 5, 2, packed).unwrap();
     let mut s2 = vec![0.0; block_scratch_len(6, C, 5, 2, 1)];
     block_forward(
         Kernels::scalar(),
@@ -763,11 +881,12 @@ fn static_types_agree_with_dynamic() {
 
     let taps = rng.vec(QuadraDwConv::<C, 3>::TAPS, -0.3, 0.3);
     let bias = rng.vec(3 * C, -0.3, 0.3);
-    let conv = QuadraDwConv::<C, 3>::new(&taps, &bias).unwrap();
+    let ones = [1.0f32; 3 * C];
+    let conv = QuadraDwConv::<C, 3>::new(MatData::F32(&taps), &ones, &bias).unwrap();
     let mut scratch = [0.0f32; QuadraDwConv::<C, 3>::scratch_len::<6>()];
     let mut flat: Vec<f32> = x.iter().flatten().flatten().copied().collect();
     conv.forward(Kernels::scalar(), &mut x, &mut scratch);
-    let q = QdwWeights::new(3, C, &taps, &bias).unwrap();
+    let q = QdwWeights::new(3, C, MatData::F32(&taps), &ones, &bias).unwrap();
     let mut s2 = vec![0.0; qdw_scratch_len(6, C, 3)];
     qdw_forward(Kernels::scalar(), 4, 6, &q, &mut flat, &mut s2).unwrap();
     assert_eq!(
@@ -797,4 +916,201 @@ fn compiled_kernels_follow_target_features() {
     if let Ok(expect) = std::env::var("QUADRA_EXPECT_COMPILED") {
         assert_eq!(Kernels::compiled().isa().name(), expect);
     }
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+#[test]
+fn f16_and_int8_models_track_f32() {
+    const B: [BlockSpec; 2] = [BlockSpec::quadra(3, 4), BlockSpec::quadra(7, 2)];
+    let arch = Arch {
+        in_chans: 3,
+        num_classes: 50,
+        stages: [
+            Stage {
+                dim: 16,
+                blocks: &B,
+            },
+            Stage {
+                dim: 32,
+                blocks: &B[..1],
+            },
+            Stage {
+                dim: 64,
+                blocks: &B[1..],
+            },
+            Stage {
+                dim: 128,
+                blocks: &B[..1],
+            },
+        ],
+    };
+    let sd = StateDict::random(&arch, 21);
+    let mut packed = sd.pack(&arch);
+    let (h, w) = (64, 64);
+    let input = Rng::new(22).vec(h * w * 3, -1.0, 1.0);
+    let run = |wts: Weights<'_>, kern: Kernels| {
+        let model = Model::new(arch, wts).unwrap();
+        let mut arena = vec![0.0; arch.arena_len(h, w)];
+        let mut logits = vec![0.0; arch.num_classes];
+        model
+            .forward(kern, &input, h, w, &mut arena, &mut logits)
+            .unwrap();
+        logits
+    };
+    let want = run(packed.weights(), Kernels::scalar());
+    let mut f16 = vec![0u16; packed.mats.len()];
+    let mut seen = 0;
+    let mut vecs = packed.vecs.clone();
+    quantize_model(
+        &arch,
+        &mut vecs,
+        &packed.mats,
+        MatDataMut::F16(&mut f16),
+        |_, e| {
+            assert!(e.rel_rms < 1e-3);
+            seen += 1;
+        },
+    )
+    .unwrap();
+    // stem, 3 downsamples, head, and per block 3 QDW filters + 2 linears.
+    assert_eq!(seen, 1 + 3 + 1 + 5 * 5);
+    let mut i8s = vec![0i8; packed.mats.len()];
+    quantize_model(
+        &arch,
+        &mut packed.vecs,
+        &packed.mats,
+        MatDataMut::I8(&mut i8s),
+        |n, e| {
+            assert!(e.rel_rms < 0.02, "{n}: {e:?}");
+        },
+    )
+    .unwrap();
+    for kern in available() {
+        let got = run(
+            Weights {
+                vecs: &vecs,
+                mats: MatData::F16(&f16),
+            },
+            kern,
+        );
+        let c = cosine(&got, &want);
+        assert!(c >= 0.9999, "{:?} f16 cosine {c}", kern.isa());
+        let got = run(
+            Weights {
+                vecs: &packed.vecs,
+                mats: MatData::I8(&i8s),
+            },
+            kern,
+        );
+        let c = cosine(&got, &want);
+        assert!(c >= 0.999, "{:?} int8 cosine {c}", kern.isa());
+    }
+}
+
+/// 64-byte aligned copy of some bytes (tests only).
+struct AlignedBuf(Vec<crate::format::Aligned<[u8; 64]>>, usize);
+
+impl AlignedBuf {
+    fn new(bytes: &[u8]) -> Self {
+        let mut v: Vec<crate::format::Aligned<[u8; 64]>> = (0..bytes.len().div_ceil(64))
+            .map(|_| crate::format::Aligned([0u8; 64]))
+            .collect();
+        for (chunk, src) in v.iter_mut().zip(bytes.chunks(64)) {
+            chunk.0[..src.len()].copy_from_slice(src);
+        }
+        AlignedBuf(v, bytes.len())
+    }
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: the Vec holds `0.len() * 64` contiguous initialised bytes (Aligned is
+        // repr(C) around [u8; 64] with size 64), of which the first `1` are used.
+        unsafe { core::slice::from_raw_parts(self.0.as_ptr().cast::<u8>(), self.1) }
+    }
+}
+
+#[test]
+fn qnet_roundtrips_and_rejects_every_corruption() {
+    use crate::format::{write, FileLayout, QnetFile};
+    const B: [BlockSpec; 2] = [BlockSpec::quadra(3, 2), BlockSpec::IDENTITY];
+    let arch = Arch {
+        in_chans: 1,
+        num_classes: 4,
+        stages: [
+            Stage { dim: 4, blocks: &B },
+            Stage {
+                dim: 8,
+                blocks: &B[..1],
+            },
+            Stage {
+                dim: 8,
+                blocks: &[],
+            },
+            Stage {
+                dim: 16,
+                blocks: &B[1..],
+            },
+        ],
+    };
+    let sd = StateDict::random(&arch, 31);
+    let packed = sd.pack(&arch);
+    let meta = r#"{"source":"test"}"#;
+    let lay = FileLayout::of(&arch, Dtype::F32, meta.len());
+    let mut out = vec![0u8; lay.len];
+    write(&arch, packed.weights(), meta, &mut out).unwrap();
+    let buf = AlignedBuf::new(&out);
+    let file = QnetFile::parse(buf.bytes()).unwrap();
+    assert_eq!(file.arch, arch);
+    assert_eq!(file.meta, meta);
+    let (h, w) = (32, 32);
+    let input = Rng::new(32).vec(h * w, -1.0, 1.0);
+    let mut arena = vec![0.0; arch.arena_len(h, w)];
+    let (mut a, mut b) = (vec![0.0; 4], vec![0.0; 4]);
+    file.model()
+        .unwrap()
+        .forward(Kernels::scalar(), &input, h, w, &mut arena, &mut a)
+        .unwrap();
+    Model::new(arch, packed.weights())
+        .unwrap()
+        .forward(Kernels::scalar(), &input, h, w, &mut arena, &mut b)
+        .unwrap();
+    assert_eq!(a, b);
+
+    // Every truncation is an error.
+    for cut in 0..out.len() {
+        let t = AlignedBuf::new(&out[..cut]);
+        assert!(
+            QnetFile::parse(t.bytes()).is_err(),
+            "truncated to {cut} bytes parsed"
+        );
+    }
+    // Every single-bit flip is an error (the CRC sees it; header checks see the rest).
+    let mut rng = Rng::new(33);
+    for _ in 0..2000 {
+        let mut c = out.clone();
+        let i = rng.usize(0, c.len());
+        c[i] ^= 1 << rng.usize(0, 8);
+        let t = AlignedBuf::new(&c);
+        assert!(
+            QnetFile::parse(t.bytes()).is_err(),
+            "bit flip at byte {i} parsed"
+        );
+    }
+    // A misaligned buffer is reported, not read.
+    let mut shifted = vec![0u8; out.len() + 1];
+    shifted[1..].copy_from_slice(&out);
+    let t = AlignedBuf::new(&shifted);
+    let e = QnetFile::parse(&t.bytes()[1..]).unwrap_err();
+    assert!(std::format!("{e}").contains("aligned"), "{e}");
+    // Another version is refused by name.
+    let mut v2 = out.clone();
+    v2[8] = 2;
+    let crc = crate::format::file_crc(&v2);
+    v2[96..100].copy_from_slice(&crc.to_le_bytes());
+    let t = AlignedBuf::new(&v2);
+    assert!(std::format!("{}", QnetFile::parse(t.bytes()).unwrap_err()).contains("version"));
 }

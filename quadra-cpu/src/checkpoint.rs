@@ -7,6 +7,8 @@ use std::path::Path;
 
 use quadra_core::arch::Arch;
 use quadra_core::net::{pack_tensor, visit_tensors};
+
+use crate::weights::{OwnedMats, OwnedWeights};
 use safetensors::{Dtype, SafeTensors};
 
 /// One tensor, converted to f32, with the dtype it was stored in.
@@ -191,10 +193,11 @@ impl StateDict {
         })
     }
 
-    /// Checks every key against `arch` and packs the weights for the core. All problems
-    /// (missing, unexpected, misshapen, non-finite) are reported together.
-    pub fn pack(&self, arch: &Arch<'_>) -> Result<Vec<f32>, CheckpointError> {
-        let mut out = vec![0.0f32; arch.weights_len()];
+    /// Checks every key against `arch` and packs the weights for the core as f32 streams.
+    /// All problems (missing, unexpected, misshapen, non-finite) are reported together.
+    pub fn pack(&self, arch: &Arch<'_>) -> Result<OwnedWeights, CheckpointError> {
+        let len = arch.weights_len();
+        let (mut vecs, mut mats) = (vec![0.0f32; len.vecs], vec![0.0f32; len.mats]);
         let mut problems = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
         visit_tensors::<quadra_core::Error>(arch, |slot| {
@@ -223,7 +226,7 @@ impl StateDict {
                 });
                 return Ok(());
             }
-            pack_tensor(&slot, &t.data, &mut out[slot.offset..])
+            pack_tensor(&slot, &t.data, &mut vecs, &mut mats)
         })?;
         for (name, t) in &self.tensors {
             if !seen.contains(name) {
@@ -234,7 +237,10 @@ impl StateDict {
             }
         }
         if problems.is_empty() {
-            Ok(out)
+            Ok(OwnedWeights {
+                vecs,
+                mats: OwnedMats::F32(mats),
+            })
         } else {
             Err(CheckpointError::Mismatch {
                 source_name: self.source.clone(),

@@ -17,6 +17,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod dispatch;
+pub mod weights;
 
 use ndarray::{Array2, ArrayView4, Axis};
 use quadra_core::{Kernels, Model};
@@ -24,6 +25,7 @@ use rayon::prelude::*;
 
 use checkpoint::{CheckpointError, StateDict};
 use config::ArchConfig;
+use weights::{LoadedModel, OwnedWeights};
 
 /// Why a network could not be built or run.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,9 @@ pub enum RunError {
     /// The requested kernel path cannot run here.
     #[error(transparent)]
     Dispatch(#[from] dispatch::DispatchError),
+    /// A model file could not be read or parsed.
+    #[error("{0}")]
+    Model(String),
     /// The thread pool could not be built.
     #[error("cannot build a thread pool: {0}")]
     Pool(String),
@@ -48,7 +53,8 @@ pub enum RunError {
 /// A loaded network: architecture, packed weights, kernel path and thread pool.
 pub struct Network {
     config: ArchConfig,
-    weights: Vec<f32>,
+    weights: OwnedWeights,
+    meta: String,
     kernels: Kernels,
     pool: rayon::ThreadPool,
 }
@@ -72,11 +78,12 @@ fn pool(threads: usize) -> Result<rayon::ThreadPool, RunError> {
 
 impl Network {
     /// From an architecture and weights already packed for the core.
-    pub fn new(config: ArchConfig, weights: Vec<f32>) -> Result<Self, RunError> {
-        Model::new(config.arch(), &weights)?;
+    pub fn new(config: ArchConfig, weights: OwnedWeights) -> Result<Self, RunError> {
+        Model::new(config.arch(), weights.view())?;
         Ok(Network {
             config,
             weights,
+            meta: String::new(),
             kernels: dispatch::default_kernels()?,
             pool: pool(1)?,
         })
@@ -86,6 +93,23 @@ impl Network {
     pub fn from_state_dict(config: ArchConfig, sd: &StateDict) -> Result<Self, RunError> {
         let weights = sd.pack(&config.arch())?;
         Self::new(config, weights)
+    }
+
+    /// From a loaded `.qnet` model.
+    pub fn from_loaded(m: LoadedModel) -> Result<Self, RunError> {
+        let mut n = Self::new(m.config, m.weights)?;
+        n.meta = m.meta;
+        Ok(n)
+    }
+
+    /// Loads a `.qnet` file.
+    pub fn load(path: impl AsRef<std::path::Path>) -> Result<Self, RunError> {
+        Self::from_loaded(LoadedModel::load(path)?)
+    }
+
+    /// Metadata of the model file (empty if none).
+    pub fn meta(&self) -> &str {
+        &self.meta
     }
 
     /// Uses `kernels` instead of the detected (or `QUADRA_KERNEL`) path.
@@ -116,12 +140,12 @@ impl Network {
     }
 
     /// Packed weights.
-    pub fn weights(&self) -> &[f32] {
+    pub fn weights(&self) -> &OwnedWeights {
         &self.weights
     }
 
-    fn model(&self) -> Model<'_> {
-        Model::new(self.config.arch(), &self.weights).expect("validated in Network::new")
+    fn model(&self) -> Result<Model<'_>, RunError> {
+        Ok(Model::new(self.config.arch(), self.weights.view())?)
     }
 
     /// Logits `[N, num_classes]` for an NCHW batch.
@@ -180,7 +204,7 @@ impl Network {
             cfg.num_classes
         };
         let mut out = Array2::<f32>::zeros((n, width));
-        let model = self.model();
+        let model = self.model()?;
         let arena_len = cfg.arch().arena_len(h, w);
         let kern = self.kernels;
         let rows: Vec<_> = out.axis_iter_mut(Axis(0)).collect();

@@ -2,10 +2,11 @@
 //! definition, run through the library on every kernel path this CPU has.
 
 use ndarray::ArrayView4;
-use quadra_core::arch::{Arch, BlockSpec, Stage};
+use quadra_core::arch::{block_scratch_len, Arch, BlockSpec, Stage};
 use quadra_core::block::{block_forward, qdw_forward, qdw_scratch_len, BlockDims, BlockWeights};
 use quadra_core::kernels::QdwWeights;
 use quadra_core::net::{pack_tensor, visit_tensors, Packing, TensorSlot};
+use quadra_core::{MatData, Weights};
 use quadra_cpu::config::ArchConfig;
 use quadra_cpu::Network;
 use quadra_tests::{assert_matches_torch, fixture, kernel_paths, nchw_to_hwc};
@@ -19,28 +20,25 @@ fn meta_usize(meta: &str, key: &str) -> usize {
 
 fn qdw_fixture(name: &str) {
     let f = fixture(name);
-    let (k, c, h, w) = (
-        meta_usize(&f.meta, "kernel"),
-        meta_usize(&f.meta, "channels"),
-        meta_usize(&f.meta, "h"),
-        meta_usize(&f.meta, "w"),
-    );
+    let [k, c, h, w] = ["kernel", "channels", "h", "w"].map(|key| meta_usize(&f.meta, key));
     let mut taps = vec![0.0; QdwWeights::taps_len(k, c)];
-    let mut bias = vec![0.0; 3 * c];
-    for fi in 0..3 {
+    let mut scales = vec![0.0; 3 * c];
+    for fi in 0..3u8 {
         let wt = &f.weights.tensors[&format!("conv{}.weight", fi + 1)];
         let shape = [c, 1, k, k];
         let slot = TensorSlot {
             name: "qdw",
             shape: &shape,
-            offset: 0,
-            packing: Packing::QdwTaps(fi as u8),
+            packing: Packing::QdwTaps(fi),
+            vec_offset: 0,
+            mat_offset: 0,
         };
-        pack_tensor(&slot, &wt.data, &mut taps).unwrap();
-        bias[fi * c..(fi + 1) * c]
-            .copy_from_slice(&f.weights.tensors[&format!("conv{}.bias", fi + 1)].data);
+        pack_tensor(&slot, &wt.data, &mut scales, &mut taps).unwrap();
     }
-    let q = QdwWeights::new(k, c, &taps, &bias).unwrap();
+    let bias: Vec<f32> = (1..=3)
+        .flat_map(|i| f.weights.tensors[&format!("conv{i}.bias")].data.clone())
+        .collect();
+    let q = QdwWeights::new(k, c, MatData::F32(&taps), &scales, &bias).unwrap();
     let x0 = nchw_to_hwc(&f.input.data, c, h, w);
     let want = nchw_to_hwc(&f.output.data, c, h, w);
     for kern in kernel_paths() {
@@ -69,9 +67,8 @@ fn qdw_k7_matches_pytorch() {
 #[test]
 fn block_matches_pytorch() {
     let f = fixture("block");
-    let (k, e, c, h, w) = ["kernel", "expansion", "channels", "h", "w"]
-        .map(|key| meta_usize(&f.meta, key))
-        .into();
+    let [k, e, c, h, w] =
+        ["kernel", "expansion", "channels", "h", "w"].map(|key| meta_usize(&f.meta, key));
     let spec = [BlockSpec::quadra(k as u8, e as u8)];
     let stage = |blocks| Stage { dim: c, blocks };
     let arch = Arch {
@@ -79,38 +76,35 @@ fn block_matches_pytorch() {
         num_classes: 1,
         stages: [stage(&spec[..]), stage(&[]), stage(&[]), stage(&[])],
     };
-    let mut packed = vec![0.0; spec[0].weights_len(c)];
+    // Pack the block's tensors where a one-block network would hold them.
+    let len = arch.weights_len();
+    let (mut vecs, mut mats) = (vec![0.0; len.vecs], vec![0.0; len.mats]);
     let mut base = None;
     visit_tensors::<quadra_core::Error>(&arch, |slot| {
         if let Some(key) = slot.name.strip_prefix("stages.0.0.") {
-            let b = *base.get_or_insert(slot.offset);
-            pack_tensor(
-                &slot,
-                &f.weights.tensors[key].data,
-                &mut packed[slot.offset - b..],
-            )?;
+            base.get_or_insert((slot.vec_offset, slot.mat_offset));
+            pack_tensor(&slot, &f.weights.tensors[key].data, &mut vecs, &mut mats)?;
         }
         Ok(())
     })
     .unwrap();
-    let bw = BlockWeights::from_packed(c, k, e, &packed).unwrap();
+    let (vo, mo) = base.unwrap();
+    let bl = spec[0].weights_len(c);
+    let block_w = Weights {
+        vecs: &vecs[vo..vo + bl.vecs],
+        mats: MatData::F32(&mats[mo..mo + bl.mats]),
+    };
+    let bw = BlockWeights::from_weights(c, k, e, block_w).unwrap();
     let x0 = nchw_to_hwc(&f.input.data, c, h, w);
     let want = nchw_to_hwc(&f.output.data, c, h, w);
     for kern in kernel_paths() {
         for strip in [1, 3, h] {
             let mut x = x0.clone();
-            let mut scratch =
-                vec![f32::NAN; quadra_core::arch::block_scratch_len(w, c, k, e, strip)];
-            block_forward(
-                kern,
-                BlockDims { h, w, c, k, e },
-                strip,
-                &bw,
-                &mut x,
-                &mut scratch,
-            )
-            .unwrap();
-            assert_matches_torch(&x, &want, &format!("block on {} strip {strip}", kern.isa()));
+            let mut scratch = vec![f32::NAN; block_scratch_len(w, c, k, e, strip)];
+            let d = BlockDims { h, w, c, k, e };
+            block_forward(kern, d, strip, &bw, &mut x, &mut scratch).unwrap();
+            let what = format!("block on {} strip {strip}", kern.isa());
+            assert_matches_torch(&x, &want, &what);
         }
     }
 }
@@ -123,16 +117,13 @@ fn net_fixture(name: &str) {
     let x = ArrayView4::from_shape(shape, &f.input.data).unwrap();
     let base = Network::from_state_dict(cfg, &f.weights).unwrap();
     for kern in kernel_paths() {
-        let net = Network::new(base.config().clone(), base.weights().to_vec())
+        let net = Network::new(base.config().clone(), base.weights().clone())
             .unwrap()
             .with_kernels(kern);
         let y = net.forward_nchw(x).unwrap();
-        let d = assert_matches_torch(
-            y.as_slice().unwrap(),
-            &f.output.data,
-            &format!("{name} on {}", kern.isa()),
-        );
-        eprintln!("{name} on {}: max |ours - torch| = {d:.3e}", kern.isa());
+        let what = format!("{name} on {}", kern.isa());
+        let d = assert_matches_torch(y.as_slice().unwrap(), &f.output.data, &what);
+        eprintln!("{what}: max |ours - torch| = {d:.3e}");
     }
 }
 

@@ -3,8 +3,7 @@
 
 use core::arch::aarch64::*;
 
-use super::simd::{self, QdwPtrs, Simd};
-use super::{Epilogue, PackedB};
+use super::simd::{self, Elem, GemmArgs, QdwArgs, Simd};
 
 #[derive(Clone, Copy)]
 pub(crate) struct Neon;
@@ -27,6 +26,26 @@ unsafe impl Simd for Neon {
         vld1q_f32(p)
     }
     #[inline(always)]
+    unsafe fn load_f16(p: *const u16) -> float32x4_t {
+        // Widen the half's sign|exponent|mantissa into f32 position, then rebias the
+        // exponent by multiplying by 2^112: exact for normals, subnormals and zero.
+        let h = vmovl_u16(vld1_u16(p));
+        let sign = vshlq_n_u32::<16>(vandq_u32(h, vdupq_n_u32(0x8000)));
+        let em = vshlq_n_u32::<13>(vandq_u32(h, vdupq_n_u32(0x7fff)));
+        let mag = vmulq_f32(
+            vreinterpretq_f32_u32(em),
+            vdupq_n_f32(f32::from_bits(0x7780_0000)),
+        );
+        vreinterpretq_f32_u32(vorrq_u32(vreinterpretq_u32_f32(mag), sign))
+    }
+    #[inline(always)]
+    unsafe fn load_i8(p: *const i8) -> float32x4_t {
+        // Exactly 4 bytes: read them as one unaligned i32.
+        let word = core::ptr::read_unaligned(p as *const i32);
+        let b = vreinterpret_s8_s32(vdup_n_s32(word));
+        vcvtq_f32_s32(vmovl_s16(vget_low_s16(vmovl_s8(b))))
+    }
+    #[inline(always)]
     unsafe fn store(p: *mut f32, v: float32x4_t) {
         vst1q_f32(p, v)
     }
@@ -41,10 +60,6 @@ unsafe impl Simd for Neon {
         let mut tmp = [0.0f32; 4];
         vst1q_f32(tmp.as_mut_ptr(), v);
         core::ptr::copy_nonoverlapping(tmp.as_ptr(), p, n);
-    }
-    #[inline(always)]
-    unsafe fn add(a: float32x4_t, b: float32x4_t) -> float32x4_t {
-        vaddq_f32(a, b)
     }
     #[inline(always)]
     unsafe fn mul(a: float32x4_t, b: float32x4_t) -> float32x4_t {
@@ -71,26 +86,18 @@ unsafe impl Simd for Neon {
 /// # Safety
 /// CPU must have NEON; lengths as checked by `kernels::gemm`.
 #[target_feature(enable = "neon")]
-pub(crate) unsafe fn gemm(
-    a: &[f32],
-    m: usize,
-    lda: usize,
-    b: PackedB<'_>,
-    epi: Epilogue<'_>,
-    out: &mut [f32],
-    ldo: usize,
-) {
-    simd::gemm::<Neon, 6, 4, 4>(a, m, lda, b, epi, out, ldo)
+pub(crate) unsafe fn gemm<W: Elem>(g: &GemmArgs, b: *const W) {
+    simd::gemm::<Neon, W, 6, 4, 4>(g, b)
 }
 
 /// # Safety
 /// CPU must have NEON; pointers as checked by `kernels::qdw_row`.
 #[target_feature(enable = "neon")]
-pub(crate) unsafe fn qdw_row(k: usize, a: &QdwPtrs) {
+pub(crate) unsafe fn qdw_row<W: Elem>(k: usize, a: &QdwArgs, taps: *const W) {
     match k {
-        3 => simd::qdw_row::<Neon, 3, 8>(a),
-        5 => simd::qdw_row::<Neon, 5, 8>(a),
-        _ => simd::qdw_row::<Neon, 7, 8>(a),
+        3 => simd::qdw_row::<Neon, W, 3, 8>(a, taps),
+        5 => simd::qdw_row::<Neon, W, 5, 8>(a, taps),
+        _ => simd::qdw_row::<Neon, W, 7, 8>(a, taps),
     }
 }
 

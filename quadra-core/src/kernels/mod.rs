@@ -38,11 +38,108 @@ fn check_len(buffer: Buffer, expected: usize, found: usize) -> Result<(), Error>
     }
 }
 
+/// Storage type of the weight matrices (GEMM panels and QDW taps). Vectors (biases, norms,
+/// layer scales, quantisation scales) are always f32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dtype {
+    /// 32-bit float.
+    F32,
+    /// IEEE half precision (stored as its bits).
+    F16,
+    /// Symmetric int8 with one f32 scale per output channel.
+    I8,
+}
+
+impl Dtype {
+    /// Bytes per element.
+    pub const fn size(self) -> usize {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::F16 => 2,
+            Dtype::I8 => 1,
+        }
+    }
+
+    /// Lower-case name: `f32`, `f16`, `int8`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::F16 => "f16",
+            Dtype::I8 => "int8",
+        }
+    }
+
+    /// Parses [`Dtype::name`].
+    pub fn from_name(s: &str) -> Option<Dtype> {
+        [Dtype::F32, Dtype::F16, Dtype::I8]
+            .into_iter()
+            .find(|d| d.name() == s)
+    }
+}
+
+/// Weight matrix elements in their storage type.
+#[derive(Clone, Copy, Debug)]
+pub enum MatData<'a> {
+    /// f32 values.
+    F32(&'a [f32]),
+    /// f16 bit patterns.
+    F16(&'a [u16]),
+    /// int8 values (to be multiplied by the per-channel scale).
+    I8(&'a [i8]),
+}
+
+impl<'a> MatData<'a> {
+    /// Number of elements.
+    pub const fn len(&self) -> usize {
+        match self {
+            MatData::F32(v) => v.len(),
+            MatData::F16(v) => v.len(),
+            MatData::I8(v) => v.len(),
+        }
+    }
+
+    /// Is it empty?
+    pub const fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Storage type.
+    pub const fn dtype(&self) -> Dtype {
+        match self {
+            MatData::F32(_) => Dtype::F32,
+            MatData::F16(_) => Dtype::F16,
+            MatData::I8(_) => Dtype::I8,
+        }
+    }
+
+    /// Element `i` as f32 (before any scale).
+    #[inline]
+    pub fn get(&self, i: usize) -> f32 {
+        match self {
+            MatData::F32(v) => v[i],
+            MatData::F16(v) => half::f16::from_bits(v[i]).to_f32(),
+            MatData::I8(v) => v[i] as f32,
+        }
+    }
+
+    /// Elements `start..start + len`, or `None` if out of range.
+    pub fn sub(&self, start: usize, len: usize) -> Option<MatData<'a>> {
+        let r = start..start.checked_add(len)?;
+        Some(match self {
+            MatData::F32(v) => MatData::F32(v.get(r)?),
+            MatData::F16(v) => MatData::F16(v.get(r)?),
+            MatData::I8(v) => MatData::I8(v.get(r)?),
+        })
+    }
+}
+
 /// Weights of a GEMM, `B[k][n]`, packed in panels of [`PANEL`] columns: panel `p` holds
-/// rows `0..k` of columns `16p..16p+16` contiguously (zero beyond `n`).
+/// rows `0..k` of columns `16p..16p+16` contiguously (zero beyond `n`). Column `j` is
+/// multiplied by `scales[j]` (1 for f32 and f16 storage).
 #[derive(Clone, Copy, Debug)]
 pub struct PackedB<'a> {
-    data: &'a [f32],
+    data: MatData<'a>,
+    scales: &'a [f32],
     k: usize,
     n: usize,
 }
@@ -53,17 +150,18 @@ impl<'a> PackedB<'a> {
         k * n.div_ceil(PANEL) * PANEL
     }
 
-    /// Wraps already packed data.
-    pub fn new(data: &'a [f32], k: usize, n: usize) -> Result<Self, Error> {
-        let expected = Self::packed_len(k, n);
-        if data.len() != expected {
-            return Err(Error::Length {
-                buffer: Buffer::Weights,
-                expected,
-                found: data.len(),
-            });
+    /// Wraps already packed data and its per-column scales.
+    pub fn new(data: MatData<'a>, scales: &'a [f32], k: usize, n: usize) -> Result<Self, Error> {
+        for (expected, found) in [(Self::packed_len(k, n), data.len()), (n, scales.len())] {
+            if expected != found {
+                return Err(Error::Length {
+                    buffer: Buffer::Weights,
+                    expected,
+                    found,
+                });
+            }
         }
-        Ok(PackedB { data, k, n })
+        Ok(PackedB { data, scales, k, n })
     }
 
     /// Packs `B[kk][j] = src(kk, j)` into `dst` (length [`PackedB::packed_len`]).
@@ -92,9 +190,16 @@ impl<'a> PackedB<'a> {
         Ok(())
     }
 
-    /// Element `B[kk][j]`.
+    /// Output column of element `i` of the packed data of a matrix with inner dimension
+    /// `k` (`>= n` for padding).
+    pub const fn column_of(k: usize, i: usize) -> usize {
+        (i / (k * PANEL)) * PANEL + i % PANEL
+    }
+
+    /// Stored element `B[kk][j]` as f32, before the column scale.
     pub fn get(&self, kk: usize, j: usize) -> f32 {
-        self.data[(j / PANEL) * self.k * PANEL + kk * PANEL + j % PANEL]
+        self.data
+            .get((j / PANEL) * self.k * PANEL + kk * PANEL + j % PANEL)
     }
 
     /// Inner dimension.
@@ -108,13 +213,18 @@ impl<'a> PackedB<'a> {
     }
 
     /// The packed data.
-    pub const fn data(&self) -> &'a [f32] {
+    pub const fn data(&self) -> MatData<'a> {
         self.data
+    }
+
+    /// Per-column scales.
+    pub const fn scales(&self) -> &'a [f32] {
+        self.scales
     }
 }
 
-/// What happens to a GEMM tile before it leaves the registers. `acc` is `A·B` for one
-/// output element, `j` its column.
+/// What happens to a GEMM tile before it leaves the registers. `acc` is
+/// `scales[j]·Σ A·B` for one output element, `j` its column.
 #[derive(Clone, Copy, Debug)]
 pub enum Epilogue<'a> {
     /// `out = acc + bias[j]`.
@@ -215,31 +325,55 @@ pub fn gemm(
         return Ok(());
     }
     let (lda, ldo) = (a.stride, out.stride);
-    match kern.isa() {
-        Isa::Scalar => scalar::gemm(a.data, m, lda, b, epi, out.data, ldo),
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the token proves the CPU has AVX2+FMA; all lengths were checked above.
-        Isa::Avx2 => unsafe { x86_avx2::gemm(a.data, m, lda, b, epi, out.data, ldo) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the token proves the CPU has AVX-512F; all lengths were checked above.
-        Isa::Avx512 => unsafe { x86_avx512::gemm(a.data, m, lda, b, epi, out.data, ldo) },
-        #[cfg(target_arch = "aarch64")]
-        // SAFETY: the token proves the CPU has NEON; all lengths were checked above.
-        Isa::Neon => unsafe { aarch64_neon::gemm(a.data, m, lda, b, epi, out.data, ldo) },
-        #[allow(unreachable_patterns)]
-        _ => scalar::gemm(a.data, m, lda, b, epi, out.data, ldo),
+    if kern.isa() == Isa::Scalar {
+        scalar::gemm(a.data, m, lda, b, epi, out.data, ldo);
+        return Ok(());
+    }
+    let g = simd::GemmArgs {
+        a: a.data.as_ptr(),
+        m,
+        lda,
+        k,
+        n,
+        scales: b.scales.as_ptr(),
+        epi: simd::EpiPtrs::new(epi),
+        out: out.data.as_mut_ptr(),
+        ldo,
+    };
+    match b.data {
+        MatData::F32(d) => simd_gemm(kern, &g, d.as_ptr()),
+        MatData::F16(d) => simd_gemm(kern, &g, d.as_ptr()),
+        MatData::I8(d) => simd_gemm(kern, &g, d.as_ptr()),
     }
     Ok(())
 }
 
+fn simd_gemm<W: simd::Elem>(kern: Kernels, g: &simd::GemmArgs, b: *const W) {
+    match kern.isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the token proves AVX2+FMA+F16C; `gemm` checked every length behind the
+        // pointers in `g` and `b`.
+        Isa::Avx2 => unsafe { x86_avx2::gemm(g, b) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the token proves AVX-512F; lengths checked by `gemm`.
+        Isa::Avx512 => unsafe { x86_avx512::gemm(g, b) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: the token proves NEON; lengths checked by `gemm`.
+        Isa::Neon => unsafe { aarch64_neon::gemm(g, b) },
+        // Scalar is handled by the caller; an ISA of another architecture cannot be held.
+        _ => {}
+    }
+}
+
 /// Weights of one quadratic depthwise conv, packed so that the three filters of one tap
-/// sit side by side: `taps[(ky*K + kx)*3C + f*C + ch]` for filter `f` ∈ {a, b, c}, and
-/// `bias[f*C + ch]`.
+/// sit side by side: `taps[(ky*K + kx)*3C + f*C + ch]` for filter `f` ∈ {a, b, c}, with
+/// `scales[f*C + ch]` (1 unless int8) and `bias[f*C + ch]`.
 #[derive(Clone, Copy, Debug)]
 pub struct QdwWeights<'a> {
     k: usize,
     c: usize,
-    taps: &'a [f32],
+    taps: MatData<'a>,
+    scales: &'a [f32],
     bias: &'a [f32],
 }
 
@@ -249,26 +383,37 @@ impl<'a> QdwWeights<'a> {
         k * k * 3 * c
     }
 
-    /// Wraps packed taps and biases, checking `k` ∈ {3, 5, 7} and the lengths.
-    pub fn new(k: usize, c: usize, taps: &'a [f32], bias: &'a [f32]) -> Result<Self, Error> {
+    /// Wraps packed taps, scales and biases, checking `k` ∈ {3, 5, 7} and the lengths.
+    pub fn new(
+        k: usize,
+        c: usize,
+        taps: MatData<'a>,
+        scales: &'a [f32],
+        bias: &'a [f32],
+    ) -> Result<Self, Error> {
         if !matches!(k, 3 | 5 | 7) {
             return Err(Error::Arch("QDW kernel size must be 3, 5 or 7"));
         }
-        if taps.len() != Self::taps_len(k, c) {
-            return Err(Error::Length {
-                buffer: Buffer::Weights,
-                expected: Self::taps_len(k, c),
-                found: taps.len(),
-            });
+        for (expected, found) in [
+            (Self::taps_len(k, c), taps.len()),
+            (3 * c, scales.len()),
+            (3 * c, bias.len()),
+        ] {
+            if expected != found {
+                return Err(Error::Length {
+                    buffer: Buffer::Weights,
+                    expected,
+                    found,
+                });
+            }
         }
-        if bias.len() != 3 * c {
-            return Err(Error::Length {
-                buffer: Buffer::Weights,
-                expected: 3 * c,
-                found: bias.len(),
-            });
-        }
-        Ok(QdwWeights { k, c, taps, bias })
+        Ok(QdwWeights {
+            k,
+            c,
+            taps,
+            scales,
+            bias,
+        })
     }
 
     /// Kernel size.
@@ -280,8 +425,12 @@ impl<'a> QdwWeights<'a> {
         self.c
     }
     /// Packed taps.
-    pub const fn taps(&self) -> &'a [f32] {
+    pub const fn taps(&self) -> MatData<'a> {
         self.taps
+    }
+    /// Per (filter, channel) scales.
+    pub const fn scales(&self) -> &'a [f32] {
+        self.scales
     }
     /// Packed biases `[ba | bb | bc]`.
     pub const fn bias(&self) -> &'a [f32] {
@@ -320,44 +469,44 @@ pub fn qdw_row(
     if w == 0 || c == 0 {
         return Ok(());
     }
+    if kern.isa() == Isa::Scalar {
+        scalar::qdw_row(wts, rows, w, gamma, out);
+        return Ok(());
+    }
     let mut ptrs = [core::ptr::null::<f32>(); MAX_K];
     for (p, r) in ptrs.iter_mut().zip(rows) {
         *p = r.as_ptr();
     }
-    let gamma = gamma.map_or(core::ptr::null(), |g| g.as_ptr());
-    let args = simd::QdwPtrs {
+    let args = simd::QdwArgs {
         rows: ptrs,
         w,
         c,
-        taps: wts.taps.as_ptr(),
+        scales: wts.scales.as_ptr(),
         bias: wts.bias.as_ptr(),
-        gamma,
+        gamma: gamma.map_or(core::ptr::null(), |g| g.as_ptr()),
         out: out.as_mut_ptr(),
     };
-    match kern.isa() {
-        Isa::Scalar => scalar::qdw_row(wts, rows, w, gamma_slice(args.gamma, c), out),
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: token proves AVX2+FMA; every pointer covers the lengths checked above.
-        Isa::Avx2 => unsafe { x86_avx2::qdw_row(k, &args) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: token proves AVX-512F; every pointer covers the lengths checked above.
-        Isa::Avx512 => unsafe { x86_avx512::qdw_row(k, &args) },
-        #[cfg(target_arch = "aarch64")]
-        // SAFETY: token proves NEON; every pointer covers the lengths checked above.
-        Isa::Neon => unsafe { aarch64_neon::qdw_row(k, &args) },
-        #[allow(unreachable_patterns)]
-        _ => scalar::qdw_row(wts, rows, w, gamma_slice(args.gamma, c), out),
+    match wts.taps {
+        MatData::F32(t) => simd_qdw(kern, k, &args, t.as_ptr()),
+        MatData::F16(t) => simd_qdw(kern, k, &args, t.as_ptr()),
+        MatData::I8(t) => simd_qdw(kern, k, &args, t.as_ptr()),
     }
     Ok(())
 }
 
-fn gamma_slice<'a>(p: *const f32, c: usize) -> Option<&'a [f32]> {
-    if p.is_null() {
-        None
-    } else {
-        // SAFETY: `p` came from a slice of at least `c` elements (checked in `qdw_row`)
-        // that outlives this call.
-        Some(unsafe { core::slice::from_raw_parts(p, c) })
+fn simd_qdw<W: simd::Elem>(kern: Kernels, k: usize, a: &simd::QdwArgs, taps: *const W) {
+    match kern.isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: token proves AVX2+FMA+F16C; `qdw_row` checked every length behind `a`.
+        Isa::Avx2 => unsafe { x86_avx2::qdw_row(k, a, taps) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: token proves AVX-512F; lengths checked by `qdw_row`.
+        Isa::Avx512 => unsafe { x86_avx512::qdw_row(k, a, taps) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: token proves NEON; lengths checked by `qdw_row`.
+        Isa::Neon => unsafe { aarch64_neon::qdw_row(k, a, taps) },
+        // Scalar is handled by the caller; an ISA of another architecture cannot be held.
+        _ => {}
     }
 }
 

@@ -4,7 +4,8 @@
 use super::{Epilogue, PackedB, QdwWeights};
 use crate::math::gelu_exact;
 
-/// Reference GEMM: `out[i][j] = epi(sum_kk a[i][kk]·b[kk][j])`, accumulating in `kk` order.
+/// Reference GEMM: `out[i][j] = epi(scale[j]·Σ_kk a[i][kk]·b[kk][j] + bias[j])`,
+/// accumulating in `kk` order.
 pub fn gemm(
     a: &[f32],
     m: usize,
@@ -14,7 +15,7 @@ pub fn gemm(
     out: &mut [f32],
     ldo: usize,
 ) {
-    let (k, n) = (b.k(), b.n());
+    let (k, n, scales) = (b.k(), b.n(), b.scales());
     for i in 0..m {
         let arow = &a[i * lda..i * lda + k];
         for j in 0..n {
@@ -24,15 +25,18 @@ pub fn gemm(
             }
             let o = &mut out[i * ldo + j];
             match epi {
-                Epilogue::Bias(bias) => *o = acc + bias[j],
-                Epilogue::BiasGelu(bias) => *o = gelu_exact(acc + bias[j]),
-                Epilogue::BiasScaleAdd { bias, gamma } => *o += gamma[j] * (acc + bias[j]),
+                Epilogue::Bias(bias) => *o = acc * scales[j] + bias[j],
+                Epilogue::BiasGelu(bias) => *o = gelu_exact(acc * scales[j] + bias[j]),
+                Epilogue::BiasScaleAdd { bias, gamma } => {
+                    *o += gamma[j] * (acc * scales[j] + bias[j])
+                }
             }
         }
     }
 }
 
-/// Reference QDW row (see [`super::qdw_row`] for the contract).
+/// Reference QDW row (see [`super::qdw_row`] for the contract): for each filter
+/// `f`, `v_f = scale_f·Σ taps_f·x + bias_f`, then `y = v_a·v_b + v_c`.
 pub fn qdw_row(
     wts: &QdwWeights<'_>,
     rows: &[&[f32]],
@@ -41,19 +45,20 @@ pub fn qdw_row(
     out: &mut [f32],
 ) {
     let (k, c) = (wts.k(), wts.c());
-    let (taps, bias) = (wts.taps(), wts.bias());
+    let (taps, scales, bias) = (wts.taps(), wts.scales(), wts.bias());
     for x in 0..w {
         for ch in 0..c {
-            let (mut a, mut b, mut cc) = (bias[ch], bias[c + ch], bias[2 * c + ch]);
+            let mut acc = [0.0f32; 3];
             for (ky, row) in rows.iter().enumerate() {
                 for kx in 0..k {
                     let t = (ky * k + kx) * 3 * c;
                     let v = row[(x + kx) * c + ch];
-                    a += taps[t + ch] * v;
-                    b += taps[t + c + ch] * v;
-                    cc += taps[t + 2 * c + ch] * v;
+                    for (f, a) in acc.iter_mut().enumerate() {
+                        *a += taps.get(t + f * c + ch) * v;
+                    }
                 }
             }
+            let [a, b, cc] = [0, 1, 2].map(|f| acc[f] * scales[f * c + ch] + bias[f * c + ch]);
             let y = a * b + cc;
             let o = &mut out[x * c + ch];
             match gamma {

@@ -1,8 +1,9 @@
 //! The SIMD algorithms, written once over the [`Simd`] trait and monomorphised per ISA
-//! inside a `#[target_feature]` leaf (`x86_avx2`, `x86_avx512`, `aarch64_neon`).
-//! Everything here is `#[inline(always)]` so that it is compiled with the leaf's features.
+//! (and per weight storage type, [`Elem`]) inside a `#[target_feature]` leaf
+//! (`x86_avx2`, `x86_avx512`, `aarch64_neon`). Everything here is `#[inline(always)]` so
+//! that it is compiled with the leaf's features.
 
-use super::{Epilogue, PackedB, MAX_K, PANEL};
+use super::{Epilogue, MAX_K, PANEL};
 use crate::math::{ERF_CLAMP, ERF_P, ERF_Q};
 
 /// One ISA's vector of f32 lanes.
@@ -10,25 +11,72 @@ use crate::math::{ERF_CLAMP, ERF_P, ERF_Q};
 /// # Safety
 /// Every method may only be called where the ISA is available (inside a leaf function
 /// carrying its `#[target_feature]`). Pointer arguments must be valid for the lanes
-/// they touch: `LANES` for `load`/`store`, `n` for the `_n` forms.
+/// they touch: `LANES` elements for `load*`/`store`, `n` for the `_n` forms.
 pub(crate) unsafe trait Simd {
     type V: Copy;
     const LANES: usize;
     unsafe fn zero() -> Self::V;
     unsafe fn splat(x: f32) -> Self::V;
     unsafe fn load(p: *const f32) -> Self::V;
+    /// Loads `LANES` f16 bit patterns, widened to f32.
+    unsafe fn load_f16(p: *const u16) -> Self::V;
+    /// Loads `LANES` int8 values, converted to f32.
+    unsafe fn load_i8(p: *const i8) -> Self::V;
     unsafe fn store(p: *mut f32, v: Self::V);
     /// Loads `n < LANES` lanes, the rest zero.
     unsafe fn load_n(p: *const f32, n: usize) -> Self::V;
     /// Stores the first `n < LANES` lanes.
     unsafe fn store_n(p: *mut f32, v: Self::V, n: usize);
-    unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
     unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
     unsafe fn div(a: Self::V, b: Self::V) -> Self::V;
     /// `a·b + c`.
     unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
     unsafe fn min(a: Self::V, b: Self::V) -> Self::V;
     unsafe fn max(a: Self::V, b: Self::V) -> Self::V;
+}
+
+/// A weight storage element the kernels widen to f32 on load.
+pub(crate) trait Elem: Copy {
+    const ZERO: Self;
+    /// # Safety
+    /// As [`Simd::load`], for `S::LANES` elements of `Self`.
+    unsafe fn load<S: Simd>(p: *const Self) -> S::V;
+}
+
+impl Elem for f32 {
+    const ZERO: f32 = 0.0;
+    #[inline(always)]
+    unsafe fn load<S: Simd>(p: *const f32) -> S::V {
+        S::load(p)
+    }
+}
+
+impl Elem for u16 {
+    const ZERO: u16 = 0;
+    #[inline(always)]
+    unsafe fn load<S: Simd>(p: *const u16) -> S::V {
+        S::load_f16(p)
+    }
+}
+
+impl Elem for i8 {
+    const ZERO: i8 = 0;
+    #[inline(always)]
+    unsafe fn load<S: Simd>(p: *const i8) -> S::V {
+        S::load_i8(p)
+    }
+}
+
+/// Loads `n <= LANES` weight elements (a channel tail) through a zeroed stack copy.
+#[inline(always)]
+unsafe fn load_w<S: Simd, W: Elem, const FULL: bool>(p: *const W, n: usize) -> S::V {
+    if FULL {
+        W::load::<S>(p)
+    } else {
+        let mut tmp = [W::ZERO; 16];
+        core::ptr::copy_nonoverlapping(p, tmp.as_mut_ptr(), n);
+        W::load::<S>(tmp.as_ptr())
+    }
 }
 
 #[inline(always)]
@@ -107,11 +155,11 @@ pub(crate) unsafe fn gelu_slice<S: Simd>(p: *mut f32, len: usize) {
 }
 
 /// Raw form of one QDW row call, built by `kernels::qdw_row` after validation.
-pub(crate) struct QdwPtrs {
+pub(crate) struct QdwArgs {
     pub rows: [*const f32; MAX_K],
     pub w: usize,
     pub c: usize,
-    pub taps: *const f32,
+    pub scales: *const f32,
     pub bias: *const f32,
     /// Null: store the QDW result. Non-null: `out += gamma ⊙ result`.
     pub gamma: *const f32,
@@ -122,52 +170,57 @@ pub(crate) struct QdwPtrs {
 /// file with `3P` accumulators). Taps are the outer loop; each input vector loaded feeds
 /// the three filters.
 #[inline(always)]
-pub(crate) unsafe fn qdw_row<S: Simd, const K: usize, const P: usize>(a: &QdwPtrs) {
+pub(crate) unsafe fn qdw_row<S: Simd, W: Elem, const K: usize, const P: usize>(
+    a: &QdwArgs,
+    taps: *const W,
+) {
     let mut c0 = 0;
     while c0 + S::LANES <= a.c {
-        qdw_chunk::<S, K, P, true>(a, c0, S::LANES);
+        qdw_chunk::<S, W, K, P, true>(a, taps, c0, S::LANES);
         c0 += S::LANES;
     }
     if c0 < a.c {
-        qdw_chunk::<S, K, P, false>(a, c0, a.c - c0);
+        qdw_chunk::<S, W, K, P, false>(a, taps, c0, a.c - c0);
     }
 }
 
 #[inline(always)]
-unsafe fn qdw_chunk<S: Simd, const K: usize, const P: usize, const FULL: bool>(
-    a: &QdwPtrs,
+unsafe fn qdw_chunk<S: Simd, W: Elem, const K: usize, const P: usize, const FULL: bool>(
+    a: &QdwArgs,
+    taps: *const W,
     c0: usize,
     nv: usize,
 ) {
     let mut x0 = 0;
     while x0 + P <= a.w {
-        qdw_pixels::<S, K, P, FULL>(a, x0, c0, nv);
+        qdw_pixels::<S, W, K, P, FULL>(a, taps, x0, c0, nv);
         x0 += P;
     }
     while x0 < a.w {
-        qdw_pixels::<S, K, 1, FULL>(a, x0, c0, nv);
+        qdw_pixels::<S, W, K, 1, FULL>(a, taps, x0, c0, nv);
         x0 += 1;
     }
 }
 
 #[inline(always)]
-unsafe fn qdw_pixels<S: Simd, const K: usize, const Q: usize, const FULL: bool>(
-    a: &QdwPtrs,
+unsafe fn qdw_pixels<S: Simd, W: Elem, const K: usize, const Q: usize, const FULL: bool>(
+    a: &QdwArgs,
+    taps: *const W,
     x0: usize,
     c0: usize,
     nv: usize,
 ) {
     let c = a.c;
-    let mut acc_a = [ld::<S, FULL>(a.bias.add(c0), nv); Q];
-    let mut acc_b = [ld::<S, FULL>(a.bias.add(c + c0), nv); Q];
-    let mut acc_c = [ld::<S, FULL>(a.bias.add(2 * c + c0), nv); Q];
+    let mut acc_a = [S::zero(); Q];
+    let mut acc_b = [S::zero(); Q];
+    let mut acc_c = [S::zero(); Q];
     for ky in 0..K {
         let row = a.rows[ky].add(x0 * c + c0);
         for kx in 0..K {
-            let wp = a.taps.add((ky * K + kx) * 3 * c + c0);
-            let wa = ld::<S, FULL>(wp, nv);
-            let wb = ld::<S, FULL>(wp.add(c), nv);
-            let wc = ld::<S, FULL>(wp.add(2 * c), nv);
+            let wp = taps.add((ky * K + kx) * 3 * c + c0);
+            let wa = load_w::<S, W, FULL>(wp, nv);
+            let wb = load_w::<S, W, FULL>(wp.add(c), nv);
+            let wc = load_w::<S, W, FULL>(wp.add(2 * c), nv);
             for q in 0..Q {
                 let xv = ld::<S, FULL>(row.add((q + kx) * c), nv);
                 acc_a[q] = S::fmadd(wa, xv, acc_a[q]);
@@ -176,164 +229,170 @@ unsafe fn qdw_pixels<S: Simd, const K: usize, const Q: usize, const FULL: bool>(
             }
         }
     }
+    let (sa, sb, sc) = (
+        ld::<S, FULL>(a.scales.add(c0), nv),
+        ld::<S, FULL>(a.scales.add(c + c0), nv),
+        ld::<S, FULL>(a.scales.add(2 * c + c0), nv),
+    );
+    let (ba, bb, bc) = (
+        ld::<S, FULL>(a.bias.add(c0), nv),
+        ld::<S, FULL>(a.bias.add(c + c0), nv),
+        ld::<S, FULL>(a.bias.add(2 * c + c0), nv),
+    );
     let out = a.out.add(x0 * c + c0);
-    if a.gamma.is_null() {
-        for q in 0..Q {
-            st::<S, FULL>(out.add(q * c), S::fmadd(acc_a[q], acc_b[q], acc_c[q]), nv);
-        }
+    let g = if a.gamma.is_null() {
+        S::zero()
     } else {
-        let g = ld::<S, FULL>(a.gamma.add(c0), nv);
-        for q in 0..Q {
-            let p = out.add(q * c);
-            let y = S::fmadd(acc_a[q], acc_b[q], acc_c[q]);
+        ld::<S, FULL>(a.gamma.add(c0), nv)
+    };
+    for q in 0..Q {
+        let va = S::fmadd(acc_a[q], sa, ba);
+        let vb = S::fmadd(acc_b[q], sb, bb);
+        let vc = S::fmadd(acc_c[q], sc, bc);
+        let y = S::fmadd(va, vb, vc);
+        let p = out.add(q * c);
+        if a.gamma.is_null() {
+            st::<S, FULL>(p, y, nv);
+        } else {
             st::<S, FULL>(p, S::fmadd(g, y, ld::<S, FULL>(p, nv)), nv);
         }
     }
 }
 
 #[derive(Clone, Copy)]
-enum EpiKind {
+pub(crate) enum EpiKind {
     Bias,
     Gelu,
     ScaleAdd,
 }
 
+/// The epilogue as raw pointers (lengths checked by `kernels::gemm`).
 #[derive(Clone, Copy)]
-struct EpiPtrs {
+pub(crate) struct EpiPtrs {
     kind: EpiKind,
     bias: *const f32,
     gamma: *const f32,
 }
 
-/// `out = epi(A·B)`. Column tiles of `NV` vectors (a multiple of [`PANEL`] columns) outer,
-/// row tiles of `MR` pixels inner, so a weight panel stays in L1 while A streams through.
-/// `NVH` is the vector count of a single panel, used for the last tile when a tile spans
-/// two panels and only one is left.
+impl EpiPtrs {
+    pub(crate) fn new(epi: Epilogue<'_>) -> Self {
+        match epi {
+            Epilogue::Bias(bias) => EpiPtrs {
+                kind: EpiKind::Bias,
+                bias: bias.as_ptr(),
+                gamma: core::ptr::null(),
+            },
+            Epilogue::BiasGelu(bias) => EpiPtrs {
+                kind: EpiKind::Gelu,
+                bias: bias.as_ptr(),
+                gamma: core::ptr::null(),
+            },
+            Epilogue::BiasScaleAdd { bias, gamma } => EpiPtrs {
+                kind: EpiKind::ScaleAdd,
+                bias: bias.as_ptr(),
+                gamma: gamma.as_ptr(),
+            },
+        }
+    }
+
+    unsafe fn offset(self, j: usize) -> Self {
+        EpiPtrs {
+            kind: self.kind,
+            bias: self.bias.add(j),
+            gamma: if self.gamma.is_null() {
+                self.gamma
+            } else {
+                self.gamma.add(j)
+            },
+        }
+    }
+}
+
+/// Raw form of one GEMM call (everything but B), built by `kernels::gemm`.
+pub(crate) struct GemmArgs {
+    pub a: *const f32,
+    pub m: usize,
+    pub lda: usize,
+    pub k: usize,
+    pub n: usize,
+    pub scales: *const f32,
+    pub epi: EpiPtrs,
+    pub out: *mut f32,
+    pub ldo: usize,
+}
+
+/// Pointers and strides of one column tile, shared by its row tiles.
+#[derive(Clone, Copy)]
+struct Tile<W> {
+    lda: usize,
+    k: usize,
+    b: *const W,
+    pstride: usize,
+    cols: usize,
+    scales: *const f32,
+    epi: EpiPtrs,
+    ldo: usize,
+}
+
+/// `out = epi(scales ⊙ A·B)`. Column tiles of `NV` vectors (a multiple of [`PANEL`]
+/// columns) outer, row tiles of `MR` pixels inner, so a weight panel stays in L1 while A
+/// streams through. `NVH` is the vector count of a single panel, used for the last tile
+/// when a tile spans two panels and only one is left.
 ///
 /// # Safety
 /// The lengths checked in `kernels::gemm` must hold.
 #[inline(always)]
-pub(crate) unsafe fn gemm<S: Simd, const MR: usize, const NV: usize, const NVH: usize>(
-    a: &[f32],
-    m: usize,
-    lda: usize,
-    b: PackedB<'_>,
-    epi: Epilogue<'_>,
-    out: &mut [f32],
-    ldo: usize,
+pub(crate) unsafe fn gemm<S: Simd, W: Elem, const MR: usize, const NV: usize, const NVH: usize>(
+    g: &GemmArgs,
+    b: *const W,
 ) {
-    let (k, n) = (b.k(), b.n());
     let tile_cols = NV * S::LANES;
-    let epi = match epi {
-        Epilogue::Bias(bias) => EpiPtrs {
-            kind: EpiKind::Bias,
-            bias: bias.as_ptr(),
-            gamma: core::ptr::null(),
-        },
-        Epilogue::BiasGelu(bias) => EpiPtrs {
-            kind: EpiKind::Gelu,
-            bias: bias.as_ptr(),
-            gamma: core::ptr::null(),
-        },
-        Epilogue::BiasScaleAdd { bias, gamma } => EpiPtrs {
-            kind: EpiKind::ScaleAdd,
-            bias: bias.as_ptr(),
-            gamma: gamma.as_ptr(),
-        },
-    };
-    let (ap, bp, op) = (a.as_ptr(), b.data().as_ptr(), out.as_mut_ptr());
-    let pstride = k * PANEL;
+    let pstride = g.k * PANEL;
     let mut j0 = 0;
-    while j0 < n {
-        let cols = (n - j0).min(tile_cols);
-        let bt = bp.add((j0 / PANEL) * pstride);
-        let e = EpiPtrs {
-            bias: epi.bias.add(j0),
-            gamma: if epi.gamma.is_null() {
-                epi.gamma
-            } else {
-                epi.gamma.add(j0)
-            },
-            ..epi
+    while j0 < g.n {
+        let cols = (g.n - j0).min(tile_cols);
+        let t = Tile {
+            lda: g.lda,
+            k: g.k,
+            b: b.add((j0 / PANEL) * pstride),
+            pstride,
+            cols,
+            scales: g.scales.add(j0),
+            epi: g.epi.offset(j0),
+            ldo: g.ldo,
         };
         if tile_cols > PANEL && cols <= PANEL {
-            gemm_cols::<S, MR, NVH>(ap, m, lda, k, bt, pstride, cols, e, op.add(j0), ldo);
+            gemm_cols::<S, W, MR, NVH>(g.a, g.m, t, g.out.add(j0));
         } else {
-            gemm_cols::<S, MR, NV>(ap, m, lda, k, bt, pstride, cols, e, op.add(j0), ldo);
+            gemm_cols::<S, W, MR, NV>(g.a, g.m, t, g.out.add(j0));
         }
         j0 += cols;
     }
 }
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_cols<S: Simd, const MR: usize, const NV: usize>(
+unsafe fn gemm_cols<S: Simd, W: Elem, const MR: usize, const NV: usize>(
     a: *const f32,
     m: usize,
-    lda: usize,
-    k: usize,
-    b: *const f32,
-    pstride: usize,
-    cols: usize,
-    epi: EpiPtrs,
+    t: Tile<W>,
     out: *mut f32,
-    ldo: usize,
 ) {
+    let (lda, ldo) = (t.lda, t.ldo);
     let mut i0 = 0;
     while i0 + MR <= m {
-        tile::<S, MR, NV>(
-            a.add(i0 * lda),
-            lda,
-            k,
-            b,
-            pstride,
-            cols,
-            epi,
-            out.add(i0 * ldo),
-            ldo,
-        );
+        tile::<S, W, MR, NV>(a.add(i0 * lda), &t, out.add(i0 * ldo));
         i0 += MR;
     }
     if MR > 4 && i0 + 4 <= m {
-        tile::<S, 4, NV>(
-            a.add(i0 * lda),
-            lda,
-            k,
-            b,
-            pstride,
-            cols,
-            epi,
-            out.add(i0 * ldo),
-            ldo,
-        );
+        tile::<S, W, 4, NV>(a.add(i0 * lda), &t, out.add(i0 * ldo));
         i0 += 4;
     }
     if MR > 2 && i0 + 2 <= m {
-        tile::<S, 2, NV>(
-            a.add(i0 * lda),
-            lda,
-            k,
-            b,
-            pstride,
-            cols,
-            epi,
-            out.add(i0 * ldo),
-            ldo,
-        );
+        tile::<S, W, 2, NV>(a.add(i0 * lda), &t, out.add(i0 * ldo));
         i0 += 2;
     }
     while i0 < m {
-        tile::<S, 1, NV>(
-            a.add(i0 * lda),
-            lda,
-            k,
-            b,
-            pstride,
-            cols,
-            epi,
-            out.add(i0 * ldo),
-            ldo,
-        );
+        tile::<S, W, 1, NV>(a.add(i0 * lda), &t, out.add(i0 * ldo));
         i0 += 1;
     }
 }
@@ -341,48 +400,44 @@ unsafe fn gemm_cols<S: Simd, const MR: usize, const NV: usize>(
 /// One `M x (NV·LANES)` tile: `M·NV` accumulators live in registers across the whole
 /// inner dimension, then the epilogue runs on them before the single store.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile<S: Simd, const M: usize, const NV: usize>(
+unsafe fn tile<S: Simd, W: Elem, const M: usize, const NV: usize>(
     a: *const f32,
-    lda: usize,
-    k: usize,
-    b: *const f32,
-    pstride: usize,
-    cols: usize,
-    epi: EpiPtrs,
+    t: &Tile<W>,
     out: *mut f32,
-    ldo: usize,
 ) {
     let mut acc = [[S::zero(); NV]; M];
-    for kk in 0..k {
+    for kk in 0..t.k {
         let mut bv = [S::zero(); NV];
         for (j, v) in bv.iter_mut().enumerate() {
             let col = j * S::LANES;
-            *v = S::load(b.add((col / PANEL) * pstride + kk * PANEL + col % PANEL));
+            *v = W::load::<S>(t.b.add((col / PANEL) * t.pstride + kk * PANEL + col % PANEL));
         }
         for (i, row) in acc.iter_mut().enumerate() {
-            let av = S::splat(*a.add(i * lda + kk));
+            let av = S::splat(*a.add(i * t.lda + kk));
             for (acc, &bvj) in row.iter_mut().zip(bv.iter()) {
                 *acc = S::fmadd(av, bvj, *acc);
             }
         }
     }
+    let (epi, ldo) = (t.epi, t.ldo);
     for j in 0..NV {
         let c0 = j * S::LANES;
-        if c0 >= cols {
+        if c0 >= t.cols {
             break;
         }
-        let nv = (cols - c0).min(S::LANES);
+        let nv = (t.cols - c0).min(S::LANES);
+        let scale = ld_any::<S>(t.scales.add(c0), nv);
         let bias = ld_any::<S>(epi.bias.add(c0), nv);
         match epi.kind {
             EpiKind::Bias => {
                 for (i, row) in acc.iter().enumerate() {
-                    st_any::<S>(out.add(i * ldo + c0), S::add(row[j], bias), nv);
+                    let v = S::fmadd(row[j], scale, bias);
+                    st_any::<S>(out.add(i * ldo + c0), v, nv);
                 }
             }
             EpiKind::Gelu => {
                 for (i, row) in acc.iter().enumerate() {
-                    let v = gelu::<S>(S::add(row[j], bias));
+                    let v = gelu::<S>(S::fmadd(row[j], scale, bias));
                     st_any::<S>(out.add(i * ldo + c0), v, nv);
                 }
             }
@@ -390,7 +445,7 @@ unsafe fn tile<S: Simd, const M: usize, const NV: usize>(
                 let g = ld_any::<S>(epi.gamma.add(c0), nv);
                 for (i, row) in acc.iter().enumerate() {
                     let p = out.add(i * ldo + c0);
-                    let v = S::fmadd(g, S::add(row[j], bias), ld_any::<S>(p, nv));
+                    let v = S::fmadd(g, S::fmadd(row[j], scale, bias), ld_any::<S>(p, nv));
                     st_any::<S>(p, v, nv);
                 }
             }

@@ -1,10 +1,9 @@
-//! AVX2 + FMA: 8 lanes, 16 ymm registers. GEMM tile 6 x 16 (12 accumulators), QDW 4 pixels
+//! AVX2 + FMA (+ F16C for f16 weights): 8 lanes, 16 ymm registers. GEMM tile 6 x 16 (12 accumulators), QDW 4 pixels
 //! per iteration (12 accumulators + 3 weights + 1 input).
 
 use core::arch::x86_64::*;
 
-use super::simd::{self, QdwPtrs, Simd};
-use super::{Epilogue, PackedB};
+use super::simd::{self, Elem, GemmArgs, QdwArgs, Simd};
 
 #[derive(Clone, Copy)]
 pub(crate) struct Avx2;
@@ -18,7 +17,7 @@ unsafe fn mask(n: usize) -> __m256i {
 }
 
 // SAFETY: every method is an AVX/AVX2/FMA intrinsic, only reachable from the leaves below,
-// which carry `#[target_feature(enable = "avx2,fma")]`.
+// which carry `#[target_feature(enable = "avx2,fma,f16c")]`.
 unsafe impl Simd for Avx2 {
     type V = __m256;
     const LANES: usize = 8;
@@ -35,6 +34,14 @@ unsafe impl Simd for Avx2 {
         _mm256_loadu_ps(p)
     }
     #[inline(always)]
+    unsafe fn load_f16(p: *const u16) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    }
+    #[inline(always)]
+    unsafe fn load_i8(p: *const i8) -> __m256 {
+        _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const __m128i)))
+    }
+    #[inline(always)]
     unsafe fn store(p: *mut f32, v: __m256) {
         _mm256_storeu_ps(p, v)
     }
@@ -45,10 +52,6 @@ unsafe impl Simd for Avx2 {
     #[inline(always)]
     unsafe fn store_n(p: *mut f32, v: __m256, n: usize) {
         _mm256_maskstore_ps(p, mask(n), v)
-    }
-    #[inline(always)]
-    unsafe fn add(a: __m256, b: __m256) -> __m256 {
-        _mm256_add_ps(a, b)
     }
     #[inline(always)]
     unsafe fn mul(a: __m256, b: __m256) -> __m256 {
@@ -73,34 +76,26 @@ unsafe impl Simd for Avx2 {
 }
 
 /// # Safety
-/// CPU must have AVX2 and FMA; lengths as checked by `kernels::gemm`.
-#[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn gemm(
-    a: &[f32],
-    m: usize,
-    lda: usize,
-    b: PackedB<'_>,
-    epi: Epilogue<'_>,
-    out: &mut [f32],
-    ldo: usize,
-) {
-    simd::gemm::<Avx2, 6, 2, 2>(a, m, lda, b, epi, out, ldo)
+/// CPU must have AVX2, FMA and F16C; lengths as checked by `kernels::gemm`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn gemm<W: Elem>(g: &GemmArgs, b: *const W) {
+    simd::gemm::<Avx2, W, 6, 2, 2>(g, b)
 }
 
 /// # Safety
-/// CPU must have AVX2 and FMA; pointers as checked by `kernels::qdw_row`.
-#[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn qdw_row(k: usize, a: &QdwPtrs) {
+/// CPU must have AVX2, FMA and F16C; pointers as checked by `kernels::qdw_row`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn qdw_row<W: Elem>(k: usize, a: &QdwArgs, taps: *const W) {
     match k {
-        3 => simd::qdw_row::<Avx2, 3, 4>(a),
-        5 => simd::qdw_row::<Avx2, 5, 4>(a),
-        _ => simd::qdw_row::<Avx2, 7, 4>(a),
+        3 => simd::qdw_row::<Avx2, W, 3, 4>(a, taps),
+        5 => simd::qdw_row::<Avx2, W, 5, 4>(a, taps),
+        _ => simd::qdw_row::<Avx2, W, 7, 4>(a, taps),
     }
 }
 
 /// # Safety
-/// CPU must have AVX2 and FMA; `p` valid for `len` floats.
-#[target_feature(enable = "avx2,fma")]
+/// CPU must have AVX2, FMA and F16C; `p` valid for `len` floats.
+#[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn gelu_slice(p: *mut f32, len: usize) {
     simd::gelu_slice::<Avx2>(p, len)
 }

@@ -3,8 +3,7 @@
 
 use core::arch::x86_64::*;
 
-use super::simd::{self, QdwPtrs, Simd};
-use super::{Epilogue, PackedB};
+use super::simd::{self, Elem, GemmArgs, QdwArgs, Simd};
 
 #[derive(Clone, Copy)]
 pub(crate) struct Avx512;
@@ -32,6 +31,14 @@ unsafe impl Simd for Avx512 {
         _mm512_loadu_ps(p)
     }
     #[inline(always)]
+    unsafe fn load_f16(p: *const u16) -> __m512 {
+        _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
+    }
+    #[inline(always)]
+    unsafe fn load_i8(p: *const i8) -> __m512 {
+        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i)))
+    }
+    #[inline(always)]
     unsafe fn store(p: *mut f32, v: __m512) {
         _mm512_storeu_ps(p, v)
     }
@@ -42,10 +49,6 @@ unsafe impl Simd for Avx512 {
     #[inline(always)]
     unsafe fn store_n(p: *mut f32, v: __m512, n: usize) {
         _mm512_mask_storeu_ps(p, mask(n), v)
-    }
-    #[inline(always)]
-    unsafe fn add(a: __m512, b: __m512) -> __m512 {
-        _mm512_add_ps(a, b)
     }
     #[inline(always)]
     unsafe fn mul(a: __m512, b: __m512) -> __m512 {
@@ -72,26 +75,18 @@ unsafe impl Simd for Avx512 {
 /// # Safety
 /// CPU must have AVX-512F; lengths as checked by `kernels::gemm`.
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn gemm(
-    a: &[f32],
-    m: usize,
-    lda: usize,
-    b: PackedB<'_>,
-    epi: Epilogue<'_>,
-    out: &mut [f32],
-    ldo: usize,
-) {
-    simd::gemm::<Avx512, 12, 2, 1>(a, m, lda, b, epi, out, ldo)
+pub(crate) unsafe fn gemm<W: Elem>(g: &GemmArgs, b: *const W) {
+    simd::gemm::<Avx512, W, 12, 2, 1>(g, b)
 }
 
 /// # Safety
 /// CPU must have AVX-512F; pointers as checked by `kernels::qdw_row`.
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn qdw_row(k: usize, a: &QdwPtrs) {
+pub(crate) unsafe fn qdw_row<W: Elem>(k: usize, a: &QdwArgs, taps: *const W) {
     match k {
-        3 => simd::qdw_row::<Avx512, 3, 8>(a),
-        5 => simd::qdw_row::<Avx512, 5, 8>(a),
-        _ => simd::qdw_row::<Avx512, 7, 8>(a),
+        3 => simd::qdw_row::<Avx512, W, 3, 8>(a, taps),
+        5 => simd::qdw_row::<Avx512, W, 5, 8>(a, taps),
+        _ => simd::qdw_row::<Avx512, W, 7, 8>(a, taps),
     }
 }
 

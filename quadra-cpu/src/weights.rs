@@ -1,0 +1,176 @@
+//! Owned weights, conversion to f16/int8, and `.qnet` files.
+
+use std::path::Path;
+
+use quadra_core::arch::Arch;
+use quadra_core::format::{self, Aligned, FileLayout, QnetFile};
+use quadra_core::net::{quantize_model, MatDataMut, QuantError};
+use quadra_core::{Dtype, MatData, Weights};
+
+use crate::config::ArchConfig;
+use crate::RunError;
+
+/// An owned matrix stream.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OwnedMats {
+    /// f32 values.
+    F32(Vec<f32>),
+    /// f16 bit patterns.
+    F16(Vec<u16>),
+    /// int8 values.
+    I8(Vec<i8>),
+}
+
+/// Owned weight streams.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OwnedWeights {
+    /// f32 vector stream.
+    pub vecs: Vec<f32>,
+    /// Matrix stream.
+    pub mats: OwnedMats,
+}
+
+/// Quantisation error of one tensor, by name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorQuantError {
+    /// state_dict key.
+    pub name: String,
+    /// The error.
+    pub error: QuantError,
+}
+
+impl OwnedWeights {
+    /// Borrowed view for the core.
+    pub fn view(&self) -> Weights<'_> {
+        Weights {
+            vecs: &self.vecs,
+            mats: match &self.mats {
+                OwnedMats::F32(v) => MatData::F32(v),
+                OwnedMats::F16(v) => MatData::F16(v),
+                OwnedMats::I8(v) => MatData::I8(v),
+            },
+        }
+    }
+
+    /// Matrix storage type.
+    pub fn dtype(&self) -> Dtype {
+        self.view().mats.dtype()
+    }
+
+    /// Copies borrowed weights.
+    pub fn from_view(w: Weights<'_>) -> Self {
+        OwnedWeights {
+            vecs: w.vecs.to_vec(),
+            mats: match w.mats {
+                MatData::F32(v) => OwnedMats::F32(v.to_vec()),
+                MatData::F16(v) => OwnedMats::F16(v.to_vec()),
+                MatData::I8(v) => OwnedMats::I8(v.to_vec()),
+            },
+        }
+    }
+
+    /// These f32 weights with the matrices stored as `dtype` (int8: symmetric,
+    /// per output channel), and the error each tensor took.
+    pub fn quantize(
+        &self,
+        arch: &Arch<'_>,
+        dtype: Dtype,
+    ) -> Result<(OwnedWeights, Vec<TensorQuantError>), RunError> {
+        let OwnedMats::F32(mats) = &self.mats else {
+            return Err(RunError::Input("only f32 weights can be quantised".into()));
+        };
+        let mut vecs = self.vecs.clone();
+        let mut report = Vec::new();
+        let mut rec = |name: &str, error| {
+            report.push(TensorQuantError {
+                name: name.to_string(),
+                error,
+            })
+        };
+        let out = match dtype {
+            Dtype::F32 => return Ok((self.clone(), Vec::new())),
+            Dtype::F16 => {
+                let mut o = vec![0u16; mats.len()];
+                quantize_model(arch, &mut vecs, mats, MatDataMut::F16(&mut o), &mut rec)?;
+                OwnedMats::F16(o)
+            }
+            Dtype::I8 => {
+                let mut o = vec![0i8; mats.len()];
+                quantize_model(arch, &mut vecs, mats, MatDataMut::I8(&mut o), &mut rec)?;
+                OwnedMats::I8(o)
+            }
+        };
+        Ok((OwnedWeights { vecs, mats: out }, report))
+    }
+
+    /// The `.qnet` bytes of `config` with these weights and `meta`.
+    pub fn to_qnet(&self, config: &ArchConfig, meta: &str) -> Result<Vec<u8>, RunError> {
+        let arch = config.arch();
+        let mut out = vec![0u8; FileLayout::of(&arch, self.dtype(), meta.len()).len];
+        format::write(&arch, self.view(), meta, &mut out)?;
+        Ok(out)
+    }
+}
+
+/// Bytes held at 64-byte alignment, as `QnetFile::parse` wants them.
+pub struct AlignedBytes {
+    chunks: Vec<Aligned<[u8; 64]>>,
+    len: usize,
+}
+
+impl AlignedBytes {
+    /// Copies `bytes` into an aligned buffer.
+    pub fn new(bytes: &[u8]) -> Self {
+        let mut chunks: Vec<Aligned<[u8; 64]>> = (0..bytes.len().div_ceil(64))
+            .map(|_| Aligned([0u8; 64]))
+            .collect();
+        for (c, src) in chunks.iter_mut().zip(bytes.chunks(64)) {
+            c.0[..src.len()].copy_from_slice(src);
+        }
+        AlignedBytes {
+            chunks,
+            len: bytes.len(),
+        }
+    }
+
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        // SAFETY: `Aligned<[u8; 64]>` is repr(C) with size 64 and no padding, so the Vec's
+        // buffer is `chunks.len() * 64` contiguous initialised bytes; `len` never exceeds it.
+        unsafe { std::slice::from_raw_parts(self.chunks.as_ptr().cast::<u8>(), self.len) }
+    }
+}
+
+/// A model loaded from a `.qnet` file: architecture, weights and metadata, owned.
+#[derive(Clone, Debug)]
+pub struct LoadedModel {
+    /// Architecture.
+    pub config: ArchConfig,
+    /// Weights.
+    pub weights: OwnedWeights,
+    /// Metadata (free-form JSON).
+    pub meta: String,
+}
+
+impl LoadedModel {
+    /// Parses `.qnet` bytes (validated: magic, version, checksum, shapes). `source` names
+    /// them in errors.
+    pub fn from_bytes(bytes: &[u8], source: &str) -> Result<Self, RunError> {
+        let buf = AlignedBytes::new(bytes);
+        let f = QnetFile::parse(buf.as_bytes())
+            .map_err(|e| RunError::Model(format!("{source}: {e}")))?;
+        Ok(LoadedModel {
+            config: ArchConfig::from_arch(&f.arch),
+            weights: OwnedWeights::from_view(f.weights),
+            meta: f.meta.to_string(),
+        })
+    }
+
+    /// Reads and parses a `.qnet` file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, RunError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path)
+            .map_err(|e| RunError::Model(format!("cannot read {}: {e}", path.display())))?;
+        Self::from_bytes(&bytes, &path.display().to_string())
+    }
+}
