@@ -1,0 +1,103 @@
+//! `quadra inspect`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use quadra_cpu::weights::LoadedModel;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The .qnet file.
+    model: PathBuf,
+    /// Input size for FLOPs and arena: `224` or `HxW`.
+    #[arg(long, default_value = "224", value_parser = crate::parse_size)]
+    input_size: (usize, usize),
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let bytes = std::fs::metadata(&a.model).map(|m| m.len()).unwrap_or(0);
+    let m = LoadedModel::load(&a.model)?;
+    let arch = m.config.arch();
+    let (h, w) = a.input_size;
+    let plan = arch.plan(h, w);
+    let wl = arch.weights_len();
+    let dtype = m.weights.dtype();
+    let blocks: Vec<Vec<String>> = m
+        .config
+        .blocks
+        .iter()
+        .map(|s| {
+            s.iter()
+                .map(|b| {
+                    if b.is_identity() {
+                        "identity".into()
+                    } else {
+                        format!("k{}e{}", b.kernel, b.expansion)
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let flops = 2 * arch.macs(h, w);
+    let report = serde_json::json!({
+        "file": a.model.display().to_string(),
+        "file_bytes": bytes,
+        "dtype": dtype.name(),
+        "in_chans": m.config.in_chans,
+        "num_classes": m.config.num_classes,
+        "dims": m.config.dims,
+        "blocks": blocks,
+        "parameters": arch.params(),
+        "weight_bytes": wl.bytes(dtype),
+        "input": [h, w],
+        "flops": flops,
+        "arena_bytes": plan.arena_len() * 4,
+        "activation_bytes": plan.act_len * 4,
+        "scratch_bytes": plan.scratch_len * 4,
+        "largest_activation_bytes": arch.largest_activation(h, w) * 4,
+        "meta": serde_json::from_str::<serde_json::Value>(&m.meta).unwrap_or(serde_json::Value::String(m.meta.clone())),
+    });
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{}  ({} bytes, matrices {})",
+        a.model.display(),
+        bytes,
+        dtype.name()
+    );
+    println!(
+        "  input      {} channels, {} classes",
+        m.config.in_chans, m.config.num_classes
+    );
+    for (s, st) in blocks.iter().enumerate() {
+        println!(
+            "  stage {s}    dim {:4}  {} blocks: {}",
+            m.config.dims[s],
+            st.len(),
+            st.join(" ")
+        );
+    }
+    println!("  parameters {}", arch.params());
+    println!("  weights    {} bytes", wl.bytes(dtype));
+    println!(
+        "  at {h}x{w}:  {:.3} GFLOP per image ({} multiply-adds)",
+        flops as f64 / 1e9,
+        flops / 2
+    );
+    println!(
+        "  arena      {} bytes = activations {} + scratch {} (largest activation {})",
+        plan.arena_len() * 4,
+        plan.act_len * 4,
+        plan.scratch_len * 4,
+        arch.largest_activation(h, w) * 4
+    );
+    if !m.meta.is_empty() {
+        println!("  metadata   {}", m.meta);
+    }
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! `quadra`: convert PyTorch QuadraNet checkpoints into `.qnet` model files or compiled-in
+//! Rust model tables, inspect them, run them, and demo the bundled trained model.
+
+mod bundled;
+mod convert;
+mod demo;
+mod emit;
+mod infer;
+mod inspect;
+mod npy;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "quadra",
+    version,
+    about = "QuadraNet on edge CPUs: convert, inspect, infer, demo"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Convert a PyTorch checkpoint (safetensors) into a .qnet file and/or compiled-in Rust.
+    Convert(convert::Args),
+    /// Describe a .qnet file: architecture, parameters, bytes, FLOPs, arena.
+    Inspect(inspect::Args),
+    /// Run a .qnet model on an .npy batch or on image files.
+    Infer(infer::Args),
+    /// Classify the bundled handwritten-digit test set with the compiled-in int8 model.
+    Demo(demo::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Convert(a) => convert::run(a),
+        Cmd::Inspect(a) => inspect::run(a),
+        Cmd::Infer(a) => infer::run(a),
+        Cmd::Demo(a) => demo::run(a),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses `224` or `224x160` as (H, W).
+pub fn parse_size(s: &str) -> Result<(usize, usize), String> {
+    let (h, w) = s.split_once('x').unwrap_or((s, s));
+    let p = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("'{s}' is not a size like 224 or 224x160"))
+    };
+    let (h, w) = (p(h)?, p(w)?);
+    if h < 32 || w < 32 {
+        return Err(format!(
+            "input size {h}x{w} is too small: QuadraNet downsamples by 32"
+        ));
+    }
+    Ok((h, w))
+}
