@@ -127,7 +127,7 @@ pub enum CheckpointError {
         dtype: Dtype,
     },
     /// Keys, shapes or values that do not fit the architecture; every problem is listed.
-    #[error("{source_name} does not fit the architecture ({n} problem(s)):\n  {list}", n = problems.len(), list = problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n  "))]
+    #[error("{source_name} does not fit the architecture ({n} problem(s)):\n  {list}", n = problems.len(), list = list_problems(problems))]
     Mismatch {
         /// File or label.
         source_name: String,
@@ -137,6 +137,16 @@ pub enum CheckpointError {
     /// The architecture itself is invalid.
     #[error("{0}")]
     Core(#[from] quadra_core::Error),
+}
+
+/// The first problems, one per line, and how many more there are.
+fn list_problems(problems: &[Problem]) -> String {
+    const SHOWN: usize = 30;
+    let mut lines: Vec<String> = problems.iter().take(SHOWN).map(|p| p.to_string()).collect();
+    if problems.len() > SHOWN {
+        lines.push(format!("... and {} more", problems.len() - SHOWN));
+    }
+    lines.join("\n  ")
 }
 
 impl StateDict {

@@ -1,0 +1,110 @@
+//! The bundled default model (issue: a real, trained default model): the f32 weights
+//! reproduce PyTorch's logits, the compiled-in int8 model is as accurate as PyTorch to
+//! within one test image, and the committed int8 file is exactly what converting the
+//! committed checkpoint gives.
+
+use std::path::PathBuf;
+
+use ndarray::{Array1, Array2, Array4};
+use ndarray_npy::ReadNpyExt;
+use quadra_core::Dtype;
+use quadra_cpu::checkpoint::StateDict;
+use quadra_cpu::config::ArchConfig;
+use quadra_cpu::weights::LoadedModel;
+use quadra_cpu::Network;
+use quadra_tests::{assert_matches_torch, kernel_paths};
+
+#[allow(dead_code)]
+#[path = "../../models/digits/rust/model.rs"]
+mod bundled;
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/digits")
+}
+
+fn npy<T: ndarray_npy::ReadableElement, D: ndarray::Dimension>(name: &str) -> ndarray::Array<T, D> {
+    let f = std::fs::File::open(dir().join(name)).unwrap();
+    ndarray::ArrayD::<T>::read_npy(f)
+        .unwrap()
+        .into_dimensionality()
+        .unwrap()
+}
+
+fn f32_network() -> Network {
+    let cfg = ArchConfig::from_json(&std::fs::read_to_string(dir().join("digits.json")).unwrap())
+        .unwrap();
+    let sd = StateDict::load(dir().join("digits.safetensors")).unwrap();
+    Network::from_state_dict(cfg, &sd).unwrap()
+}
+
+fn report() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir().join("train_report.json")).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn f32_logits_match_pytorch_on_the_test_set() {
+    let x: Array4<f32> = npy("test_images.npy");
+    let want: Array2<f32> = npy("pytorch_logits.npy");
+    let base = f32_network();
+    for kern in kernel_paths() {
+        let net = Network::new(base.config().clone(), base.weights().clone())
+            .unwrap()
+            .with_kernels(kern);
+        let y = net.forward_nchw(x.view()).unwrap();
+        for (i, (a, b)) in y.outer_iter().zip(want.outer_iter()).enumerate() {
+            let what = format!("{} image {i}", kern.isa());
+            assert_matches_torch(&a.to_vec(), &b.to_vec(), &what);
+        }
+    }
+}
+
+#[test]
+fn compiled_in_int8_model_is_within_one_image_of_pytorch() {
+    let x: Array4<f32> = npy("test_images.npy");
+    let labels: Array1<i64> = npy("test_labels.npy");
+    let pytorch_correct = report()["correct"].as_i64().unwrap();
+    let model = bundled::model().unwrap();
+    let flat = x.as_slice().unwrap();
+    let mut arena = vec![0.0f32; bundled::ARENA_LEN];
+    let mut logits = [0.0f32; bundled::NUM_CLASSES];
+    for kern in kernel_paths() {
+        let mut correct = 0i64;
+        for (i, &label) in labels.iter().enumerate() {
+            let img = &flat[i * bundled::INPUT_LEN..(i + 1) * bundled::INPUT_LEN];
+            model
+                .forward(
+                    kern,
+                    img,
+                    bundled::INPUT_H,
+                    bundled::INPUT_W,
+                    &mut arena,
+                    &mut logits,
+                )
+                .unwrap();
+            let pred = (0..logits.len()).fold(0, |b, j| if logits[j] > logits[b] { j } else { b });
+            correct += (pred as i64 == label) as i64;
+        }
+        assert!(
+            (correct - pytorch_correct).abs() <= 1,
+            "{}: int8 {correct} correct, PyTorch {pytorch_correct}",
+            kern.isa()
+        );
+        assert!(correct * 10 > labels.len() as i64 * 9, "well above chance");
+    }
+}
+
+#[test]
+fn committed_int8_file_is_the_conversion_of_the_committed_checkpoint() {
+    let committed = LoadedModel::load(dir().join("rust/model.qnet")).unwrap();
+    let net = f32_network();
+    let (again, _) = net
+        .weights()
+        .quantize(&net.config().arch(), Dtype::I8)
+        .unwrap();
+    assert_eq!(committed.config, *net.config());
+    assert!(
+        committed.weights == again,
+        "models/digits/rust/model.qnet is stale: reconvert it"
+    );
+}

@@ -1,0 +1,428 @@
+//! The `quadra` binary as a user runs it: official-definition checkpoints converted in
+//! every dtype and run with `quadra infer`, and broken inputs that must fail with a clear
+//! message and a non-zero exit, never a panic.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ndarray::{Array2, Array4, ArrayD};
+use ndarray_npy::{ReadNpyExt, WriteNpyExt};
+use quadra_cpu::checkpoint::StateDict;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+/// A fresh scratch directory per test.
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("quadra-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn quadra(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_quadra"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = quadra(args);
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success(), "quadra {args:?} failed:\n{out}\n{err}");
+    out.into_owned()
+}
+
+/// Runs and expects a clean failure whose message contains every `needle`.
+fn fails(args: &[&str], needles: &[&str]) {
+    let o = quadra(args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success(),
+        "quadra {args:?} should fail, stdout: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "quadra {args:?}: exit code {:?} (a crash?), stderr: {err}",
+        o.status.code()
+    );
+    assert!(!err.contains("panicked"), "quadra {args:?} panicked: {err}");
+    for n in needles {
+        assert!(
+            err.contains(n),
+            "quadra {args:?}: message lacks '{n}':\n{err}"
+        );
+    }
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// Writes a fixture's config and input; returns (config path, input path, torch output).
+fn prepare(name: &str, dir: &Path) -> (PathBuf, PathBuf, Vec<f32>, usize) {
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join(format!("{name}.json"))).unwrap(),
+    )
+    .unwrap();
+    let cfg = dir.join("config.json");
+    std::fs::write(&cfg, meta["config"].to_string()).unwrap();
+    let io = StateDict::load(fixtures().join(format!("{name}.io.safetensors"))).unwrap();
+    let x = &io.tensors["input"];
+    let s = &x.shape;
+    let arr = Array4::from_shape_vec((s[0], s[1], s[2], s[3]), x.data.clone()).unwrap();
+    let xp = dir.join("x.npy");
+    arr.write_npy(std::fs::File::create(&xp).unwrap()).unwrap();
+    let y = &io.tensors["output"];
+    (cfg, xp, y.data.clone(), y.shape[1])
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let n = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (n(a) * n(b))
+}
+
+#[test]
+fn checkpoints_convert_in_every_dtype_and_match_pytorch() {
+    for name in ["net_small", "net_mixed", "net_searched", "quadranet25_xxs"] {
+        let dir = scratch(name);
+        let (cfg, x, want, classes) = prepare(name, &dir);
+        let weights = fixtures().join(format!("{name}.weights.safetensors"));
+        for (dtype, min_cos) in [("f32", 0.0), ("f16", 0.9999), ("int8", 0.999)] {
+            let m = dir.join(format!("{dtype}.qnet"));
+            let out = ok(&[
+                "convert",
+                "--weights",
+                p(&weights),
+                "--config",
+                p(&cfg),
+                "--dtype",
+                dtype,
+                "--input-size",
+                "64",
+                "--out",
+                p(&m),
+            ]);
+            assert!(out.contains("tensors match the architecture"), "{out}");
+            if dtype != "f32" {
+                assert!(
+                    out.contains("quantisation error per tensor") && out.contains("cosine"),
+                    "{out}"
+                );
+            }
+            let y = dir.join(format!("{dtype}.npy"));
+            ok(&[
+                "infer",
+                "--model",
+                p(&m),
+                "--input",
+                p(&x),
+                "--output",
+                p(&y),
+                "--threads",
+                "2",
+            ]);
+            let got = Array2::<f32>::read_npy(std::fs::File::open(&y).unwrap()).unwrap();
+            assert_eq!(got.shape()[1], classes);
+            let got = got.into_raw_vec_and_offset().0;
+            if dtype == "f32" {
+                let scale = 1.0 + want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                let diff = got
+                    .iter()
+                    .zip(&want)
+                    .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(diff <= 1e-4 * scale, "{name} f32: max diff {diff}");
+            } else {
+                let c = cosine(&got, &want);
+                assert!(c >= min_cos, "{name} {dtype}: cosine {c}");
+            }
+        }
+        let json = ok(&[
+            "inspect",
+            p(&dir.join("int8.qnet")),
+            "--json",
+            "--input-size",
+            "64",
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["dtype"], "int8");
+        assert!(v["arena_bytes"].as_u64().unwrap() > 0 && v["flops"].as_u64().unwrap() > 0);
+    }
+}
+
+#[test]
+fn emit_rust_writes_a_module_and_the_bytes() {
+    let dir = scratch("emit");
+    let (cfg, _, _, _) = prepare("net_small", &dir);
+    let weights = fixtures().join("net_small.weights.safetensors");
+    let out = dir.join("gen");
+    ok(&[
+        "convert",
+        "--weights",
+        p(&weights),
+        "--config",
+        p(&cfg),
+        "--dtype",
+        "f16",
+        "--emit-rust",
+        p(&out),
+        "--input-size",
+        "64",
+    ]);
+    let src = std::fs::read_to_string(out.join("model.rs")).unwrap();
+    assert!(src.contains("pub const ARENA_LEN: usize = ARCH.arena_len(INPUT_H, INPUT_W);"));
+    assert!(src.contains("include_bytes!(\"model.qnet\")"));
+    assert!(std::fs::metadata(out.join("model.qnet")).unwrap().len() > 1000);
+}
+
+/// Writes `tensors` (name -> (shape, data)) as an f32 safetensors file.
+fn write_safetensors(path: &Path, tensors: &HashMap<String, (Vec<usize>, Vec<f32>)>) {
+    let bytes: HashMap<String, Vec<u8>> = tensors
+        .iter()
+        .map(|(k, (_, d))| (k.clone(), d.iter().flat_map(|v| v.to_le_bytes()).collect()))
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(k, (shape, _))| {
+            (
+                k.clone(),
+                safetensors::tensor::TensorView::new(
+                    safetensors::Dtype::F32,
+                    shape.clone(),
+                    &bytes[k],
+                )
+                .unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, &None, path).unwrap();
+}
+
+#[test]
+fn broken_checkpoints_and_configs_are_named_and_refused() {
+    let dir = scratch("broken-ckpt");
+    let (cfg, _, _, _) = prepare("net_small", &dir);
+    let src = fixtures().join("net_small.weights.safetensors");
+    let sd = StateDict::load(&src).unwrap();
+    let base: HashMap<String, (Vec<usize>, Vec<f32>)> = sd
+        .tensors
+        .iter()
+        .map(|(k, t)| (k.clone(), (t.shape.clone(), t.data.clone())))
+        .collect();
+    let out = dir.join("m.qnet");
+    let convert = |w: &Path, needles: &[&str]| {
+        fails(
+            &[
+                "convert",
+                "--weights",
+                p(w),
+                "--config",
+                p(&cfg),
+                "--out",
+                p(&out),
+            ],
+            needles,
+        )
+    };
+
+    let mut t = base.clone();
+    t.remove("stages.2.1.pwconv1.weight");
+    let w = dir.join("missing.safetensors");
+    write_safetensors(&w, &t);
+    convert(
+        &w,
+        &[
+            "missing.safetensors",
+            "missing tensor 'stages.2.1.pwconv1.weight'",
+            "expected shape [128, 32]",
+        ],
+    );
+
+    let mut t = base.clone();
+    t.insert("stages.0.0.extra".into(), (vec![3], vec![1.0; 3]));
+    let w = dir.join("extra.safetensors");
+    write_safetensors(&w, &t);
+    convert(&w, &["unexpected tensor 'stages.0.0.extra'"]);
+
+    let mut t = base.clone();
+    t.insert("head.weight".into(), (vec![10, 63], vec![0.0; 630]));
+    let w = dir.join("shape.safetensors");
+    write_safetensors(&w, &t);
+    convert(
+        &w,
+        &["tensor 'head.weight' has shape [10, 63], expected [10, 64]"],
+    );
+
+    let mut t = base.clone();
+    t.get_mut("stages.1.0.gamma1").unwrap().1[3] = f32::NAN;
+    let w = dir.join("nan.safetensors");
+    write_safetensors(&w, &t);
+    convert(
+        &w,
+        &["tensor 'stages.1.0.gamma1' has 1 non-finite value(s), the first at flat index 3"],
+    );
+
+    let bytes = std::fs::read(&src).unwrap();
+    let w = dir.join("truncated.safetensors");
+    std::fs::write(&w, &bytes[..bytes.len() / 2]).unwrap();
+    convert(
+        &w,
+        &["truncated.safetensors is not a valid safetensors file"],
+    );
+    let w = dir.join("garbage.safetensors");
+    std::fs::write(&w, b"\xff\xff\xff\xff\xff\xff\xff\x7fhello").unwrap();
+    convert(&w, &["garbage.safetensors is not a valid safetensors file"]);
+    convert(
+        &dir.join("absent.safetensors"),
+        &["cannot read", "absent.safetensors"],
+    );
+
+    // A config that contradicts the weights: every disagreement is listed.
+    fails(
+        &[
+            "convert",
+            "--weights",
+            p(&src),
+            "--preset",
+            "quadranet25-xxs",
+            "--out",
+            p(&out),
+        ],
+        &[
+            "does not fit the architecture",
+            "has shape [8, 3, 4, 4], expected [16, 3, 4, 4]",
+            "more",
+        ],
+    );
+    let bad = dir.join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"dims":[8,16,32,64],"depths":[1,1,2,1],"kernel":9}"#,
+    )
+    .unwrap();
+    fails(
+        &[
+            "convert",
+            "--weights",
+            p(&src),
+            "--config",
+            p(&bad),
+            "--out",
+            p(&out),
+        ],
+        &["bad.json", "kernel must be 3, 5 or 7, found 9"],
+    );
+    fails(
+        &[
+            "convert",
+            "--weights",
+            p(&src),
+            "--preset",
+            "quadranet99",
+            "--out",
+            p(&out),
+        ],
+        &["unknown preset 'quadranet99'"],
+    );
+}
+
+#[test]
+fn broken_model_files_and_inputs_are_refused() {
+    let dir = scratch("broken-model");
+    let (cfg, x, _, _) = prepare("net_small", &dir);
+    let w = fixtures().join("net_small.weights.safetensors");
+    let m = dir.join("m.qnet");
+    ok(&[
+        "convert",
+        "--weights",
+        p(&w),
+        "--config",
+        p(&cfg),
+        "--dtype",
+        "int8",
+        "--out",
+        p(&m),
+        "--input-size",
+        "64",
+    ]);
+    let y = dir.join("y.npy");
+    let bytes = std::fs::read(&m).unwrap();
+    let infer = |model: &Path, input: &Path, needles: &[&str]| {
+        fails(
+            &[
+                "infer",
+                "--model",
+                p(model),
+                "--input",
+                p(input),
+                "--output",
+                p(&y),
+            ],
+            needles,
+        )
+    };
+
+    let bad = dir.join("truncated.qnet");
+    for cut in [0, 7, 100, 128, bytes.len() / 2, bytes.len() - 1] {
+        std::fs::write(&bad, &bytes[..cut]).unwrap();
+        infer(&bad, &x, &["truncated.qnet", "invalid model file"]);
+    }
+    let mut s = 12345u64;
+    for _ in 0..40 {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let mut c = bytes.clone();
+        let i = (s >> 33) as usize % c.len();
+        c[i] ^= 1 << ((s >> 20) % 8);
+        std::fs::write(&bad, &c).unwrap();
+        infer(&bad, &x, &["invalid model file"]);
+    }
+    let mut v2 = bytes.clone();
+    v2[8] = 9;
+    std::fs::write(&bad, &v2).unwrap();
+    infer(&bad, &x, &["invalid model file"]);
+
+    // Inputs of the wrong shape, channels, size or dtype.
+    let write4 = |name: &str, shape: (usize, usize, usize, usize)| {
+        let path = dir.join(name);
+        Array4::<f32>::zeros(shape)
+            .write_npy(std::fs::File::create(&path).unwrap())
+            .unwrap();
+        path
+    };
+    infer(
+        &m,
+        &write4("c4.npy", (1, 4, 64, 64)),
+        &["input has 4 channels, the model expects 3"],
+    );
+    infer(
+        &m,
+        &write4("small.npy", (1, 3, 16, 64)),
+        &["16x64", "at least 32"],
+    );
+    let r3 = dir.join("r3.npy");
+    ArrayD::<f32>::zeros(vec![3, 64, 64])
+        .write_npy(std::fs::File::create(&r3).unwrap())
+        .unwrap();
+    infer(&m, &r3, &["r3.npy", "rank 4"]);
+    let i64s = dir.join("i64.npy");
+    ArrayD::<i64>::zeros(vec![1, 3, 64, 64])
+        .write_npy(std::fs::File::create(&i64s).unwrap())
+        .unwrap();
+    infer(&m, &i64s, &["i64.npy", "float32"]);
+    infer(&m, &dir.join("absent.npy"), &["cannot open", "absent.npy"]);
+    fails(
+        &["infer", "--model", p(&m), "--image", p(&x)],
+        &["cannot decode image", "x.npy"],
+    );
+}
