@@ -30,14 +30,20 @@ if grep -qw avx2 /proc/cpuinfo; then
     cargo test --release -p quadra-core --lib compiled_kernels
 fi
 
-step "aarch64 under qemu: quadra-core and the PyTorch fixtures on NEON"
+step "aarch64 under qemu: core, PyTorch fixtures, digits model and the firmware's hosted twin on NEON"
 (
   source scripts/aarch64-env.sh
-  QUADRA_REQUIRE_ISA=neon cargo test --release --target aarch64-unknown-linux-gnu -p quadra-core -p quadra-tests
+  QUADRA_REQUIRE_ISA=neon cargo test --release --target aarch64-unknown-linux-gnu \
+    -p quadra-core -p quadra-tests -p quadra-firmware-example
 )
 
-step "bare-metal build: quadra-core for aarch64-unknown-none (no std, no alloc)"
+step "bare-metal build: quadra-core and the firmware example for aarch64-unknown-none (no std, no alloc)"
 RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=target/baremetal \
-  cargo build --release -Zbuild-std=core --target aarch64-unknown-none -p quadra-core
+  cargo build --release -Zbuild-std=core --target aarch64-unknown-none -p quadra-core -p quadra-firmware-example
+lib=target/baremetal/aarch64-unknown-none/release/libquadra_firmware_example.a
+if aarch64-linux-gnu-nm -u "$lib" | grep -qiE 'rust_alloc|rdl_alloc|malloc'; then
+  echo "the firmware staticlib references an allocator"; exit 1
+fi
+echo "firmware staticlib: $(stat -c %s "$lib") bytes, no allocator symbols"
 
 step "all tests passed"
