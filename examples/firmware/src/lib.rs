@@ -131,7 +131,8 @@ mod tests {
         let mut correct = 0;
         let mut classes = Vec::new();
         for (i, &label) in labels.iter().enumerate() {
-            let img: &[f32; INPUT_LEN] = flat[i * INPUT_LEN..(i + 1) * INPUT_LEN].try_into().unwrap();
+            let img: &[f32; INPUT_LEN] =
+                flat[i * INPUT_LEN..(i + 1) * INPUT_LEN].try_into().unwrap();
             let (class, logits) = c.classify(img).unwrap();
             assert!(logits.iter().all(|v| v.is_finite()));
             correct += (class as i64 == label) as usize;
@@ -139,7 +140,11 @@ mod tests {
         }
         // PyTorch scored 357/360 (models/digits/train_report.json); int8 within one image.
         assert!(correct >= 356, "{correct}/{} correct", labels.len());
-        std::eprintln!("firmware classifier: {correct}/{} on {}", labels.len(), Kernels::compiled().isa());
+        std::eprintln!(
+            "firmware classifier: {correct}/{} on {}",
+            labels.len(),
+            Kernels::compiled().isa()
+        );
         assert!(classes.iter().any(|&k| k != classes[0]));
     }
 }
