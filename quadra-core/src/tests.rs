@@ -897,7 +897,7 @@ fn static_types_agree_with_dynamic() {
 
 #[test]
 fn compiled_kernels_follow_target_features() {
-    // Built with `-C target-feature=+avx2,+fma` (CI does), the no_std selection must not
+    // Built with `-C target-feature=+avx2,+fma,+f16c` (CI does), the no_std selection must not
     // silently fall back to scalar.
     let want = if cfg!(all(target_arch = "x86_64", target_feature = "avx512f")) {
         Isa::Avx512
