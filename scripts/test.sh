@@ -25,7 +25,7 @@ step "native tests (kernel paths demanded: scalar${req:+,$req})"
 QUADRA_REQUIRE_ISA="$req" cargo test --workspace --release
 
 if grep -qw avx2 /proc/cpuinfo; then
-  step "no_std compile-time dispatch with -C target-feature=+avx2,+fma,+f16c,+f16c"
+  step "no_std compile-time dispatch with -C target-feature=+avx2,+fma,+f16c"
   QUADRA_EXPECT_COMPILED=avx2 RUSTFLAGS="-C target-feature=+avx2,+fma,+f16c" CARGO_TARGET_DIR=target/avx2 \
     cargo test --release -p quadra-core --lib compiled_kernels
 fi

@@ -2,6 +2,7 @@
 //! and expansion (or an identity), and everything derived from it at compile time —
 //! weight count, arena size, FLOPs — as `const fn`s, so firmware can size `static`s.
 
+use crate::block::band_scratch_len;
 use crate::error::Error;
 use crate::kernels::QdwWeights;
 use crate::weights::{mat_pad, vec_pad, WeightsLen};
@@ -144,6 +145,8 @@ pub struct Plan {
     /// Floats of the activation region (all stages share it: blocks run in place and
     /// downsamples write each output row behind the rows still to be read).
     pub act_len: usize,
+    /// Floats of scratch each band of a split layer gets.
+    pub band_scratch: usize,
     /// Floats of scratch after the activation region (the largest any layer needs).
     pub scratch_len: usize,
 }
@@ -278,8 +281,15 @@ impl<'a> Arch<'a> {
         n + (self.dim(3) * self.num_classes) as u64
     }
 
-    /// The arena plan for an `h x w` input.
+    /// The arena plan for an `h x w` input run on one thread.
     pub const fn plan(&self, h: usize, w: usize) -> Plan {
+        self.plan_with(h, w, 1)
+    }
+
+    /// The arena plan for an `h x w` input whose layers are split into `bands` bands run
+    /// in parallel (each band has its own scratch).
+    pub const fn plan_with(&self, h: usize, w: usize, bands: usize) -> Plan {
+        let bands = if bands == 0 { 1 } else { bands };
         let hw = Self::stage_hw(h, w);
         // Offsets, last stage first: a downsample writes output row y before reading input
         // rows 2y+2.., so the input must start far enough behind when the output row is
@@ -298,16 +308,17 @@ impl<'a> Arch<'a> {
             i -= 1;
         }
         let mut act_len = 0;
-        let c0 = self.dim(0);
-        let mut scratch = hw[0].1 * 16 * self.in_chans; // stem patch row
-        scratch = max(scratch, 2 * self.dim(3)); // head: pooled + normed
+        // Per band: a stem patch row, and each block's band scratch.
+        let mut band = hw[0].1 * 16 * self.in_chans + self.dim(0);
+        // Serial layers: the downsamples' patch rows and the head.
+        let mut serial = 2 * self.dim(3);
         let mut s = 0;
         while s < 4 {
             let (sh, sw) = hw[s];
             let d = self.dim(s);
             act_len = max(act_len, offsets[s] + sh * sw * d);
             if s > 0 {
-                scratch = max(scratch, sw * 4 * self.dim(s - 1));
+                serial = max(serial, sw * 4 * self.dim(s - 1));
             }
             let mut b = 0;
             while b < self.stages[s].blocks.len() {
@@ -315,24 +326,37 @@ impl<'a> Arch<'a> {
                 if !blk.is_identity() {
                     let (k, e) = (blk.kernel as usize, blk.expansion as usize);
                     let strip = default_strip(sh, sw, d, e);
-                    scratch = max(scratch, block_scratch_len(sw, d, k, e, strip));
+                    band = max(
+                        band,
+                        if bands > 1 {
+                            band_scratch_len(sw, d, k, e, strip)
+                        } else {
+                            block_scratch_len(sw, d, k, e, strip)
+                        },
+                    );
                 }
                 b += 1;
             }
             s += 1;
         }
-        let _ = c0;
         Plan {
             hw,
             offsets,
             act_len,
-            scratch_len: scratch,
+            band_scratch: band,
+            scratch_len: max(serial, bands * band),
         }
     }
 
     /// Arena floats for an `h x w` input: what [`crate::Model::forward`] needs.
     pub const fn arena_len(&self, h: usize, w: usize) -> usize {
         self.plan(h, w).arena_len()
+    }
+
+    /// Arena floats for an `h x w` input run `bands` bands wide
+    /// ([`crate::Model::forward_with`]).
+    pub const fn arena_len_with(&self, h: usize, w: usize, bands: usize) -> usize {
+        self.plan_with(h, w, bands).arena_len()
     }
 
     /// Floats of the largest single activation tensor for an `h x w` input.

@@ -122,18 +122,23 @@ struct Ring<'s> {
     buf: &'s mut [f32],
     slots: usize,
     row_len: usize,
+    c: usize,
     p: usize,
 }
 
 impl<'s> Ring<'s> {
-    fn new(buf: &'s mut [f32], slots: usize, w: usize, c: usize, k: usize) -> Self {
+    /// A ring over `buf`; `clear` zeroes it (the padding columns must be zero).
+    fn new(buf: &'s mut [f32], slots: usize, w: usize, c: usize, k: usize, clear: bool) -> Self {
         let row_len = (w + k - 1) * c;
         let buf = &mut buf[..slots * row_len];
-        buf.fill(0.0);
+        if clear {
+            buf.fill(0.0);
+        }
         Ring {
             buf,
             slots,
             row_len,
+            c,
             p: (k - 1) / 2,
         }
     }
@@ -142,17 +147,21 @@ impl<'s> Ring<'s> {
         ((y + self.p as isize) as usize) % self.slots
     }
 
-    /// Fills the slot of row `y` from `x`, normalised by `ln` if given; zero outside `0..h`.
-    fn fill(&mut self, x: &[f32], y: isize, h: usize, c: usize, ln: Option<(&[f32], &[f32])>) {
-        let (s, rl, p) = (self.slot(y), self.row_len, self.p);
-        let dst = &mut self.buf[s * rl..(s + 1) * rl];
-        if y < 0 || y as usize >= h {
+    fn slot_mut(&mut self, y: isize) -> &mut [f32] {
+        let (s, rl) = (self.slot(y), self.row_len);
+        &mut self.buf[s * rl..(s + 1) * rl]
+    }
+
+    /// Fills the slot of row `y` from the unpadded row `src`, normalised by `ln` if given;
+    /// with no source (outside the image) the row is zero.
+    fn fill(&mut self, y: isize, src: Option<&[f32]>, ln: Option<(&[f32], &[f32])>) {
+        let (c, p) = (self.c, self.p);
+        let dst = self.slot_mut(y);
+        let Some(src) = src else {
             dst.fill(0.0);
             return;
-        }
-        let w = rl / c - 2 * p;
-        let src = &x[y as usize * w * c..(y as usize + 1) * w * c];
-        let inner = &mut dst[p * c..(p + w) * c];
+        };
+        let inner = &mut dst[p * c..p * c + src.len()];
         match ln {
             None => inner.copy_from_slice(src),
             Some((lw, lb)) => {
@@ -171,6 +180,11 @@ impl<'s> Ring<'s> {
         }
         rows
     }
+}
+
+/// Row `y` of an `[h, row]` tensor, or `None` outside `0..h`.
+fn row_of(x: &[f32], y: isize, h: usize, row: usize) -> Option<&[f32]> {
+    (y >= 0 && (y as usize) < h).then(|| &x[y as usize * row..(y as usize + 1) * row])
 }
 
 /// Scratch floats of a lone QDW conv on rows of width `w`.
@@ -200,12 +214,14 @@ pub fn qdw_forward(
         return Ok(());
     }
     let p = (k - 1) / 2;
-    let mut ring = Ring::new(scratch, k, w, c, k);
+    let row = w * c;
+    let mut ring = Ring::new(scratch, k, w, c, k, true);
     for y in -(p as isize)..p as isize {
-        ring.fill(x, y, h, c, None);
+        ring.fill(y, row_of(x, y, h, row), None);
     }
     for y in 0..h {
-        ring.fill(x, (y + p) as isize, h, c, None);
+        let yb = (y + p) as isize;
+        ring.fill(yb, row_of(x, yb, h, row), None);
         let rows = ring.rows(y, k);
         kernels::qdw_row(
             kern,
@@ -248,41 +264,153 @@ pub fn block_forward(
     x: &mut [f32],
     scratch: &mut [f32],
 ) -> Result<(), Error> {
-    let BlockDims { h, w, c, k, e } = d;
-    wts.check(&d)?;
+    block_prepare_band(d, strip, wts, x, 0, d.h, scratch)?;
+    block_run_band(kern, d, strip, wts, x, 0, scratch)
+}
+
+/// Scratch floats of one band of a block run in bands: the block scratch plus `(K-1)/2`
+/// LN1 rows below the band, captured before any band writes.
+pub const fn band_scratch_len(w: usize, c: usize, k: usize, e: usize, strip: usize) -> usize {
+    block_scratch_len(w, c, k, e, strip) + (k - 1) / 2 * (w + k - 1) * c
+}
+
+struct BandScratch<'s> {
+    ring: &'s mut [f32],
+    ln2: &'s mut [f32],
+    hidden: &'s mut [f32],
+    below: &'s mut [f32],
+}
+
+fn split_scratch<'s>(
+    d: &BlockDims,
+    strip: usize,
+    scratch: &'s mut [f32],
+    band: bool,
+) -> Result<BandScratch<'s>, Error> {
+    let BlockDims { w, c, k, e, .. } = *d;
+    let need = if band {
+        band_scratch_len(w, c, k, e, strip)
+    } else {
+        block_scratch_len(w, c, k, e, strip)
+    };
+    expect_len(Buffer::Scratch, need, scratch.len(), false)?;
+    let (ring, rest) = scratch.split_at_mut((k + strip - 1) * (w + k - 1) * c);
+    let (ln2, rest) = rest.split_at_mut(strip * w * c);
+    let (hidden, rest) = rest.split_at_mut(strip * w * e * c);
+    let below = if band {
+        &mut rest[..(k - 1) / 2 * (w + k - 1) * c]
+    } else {
+        &mut rest[..0]
+    };
+    Ok(BandScratch {
+        ring,
+        ln2,
+        hidden,
+        below,
+    })
+}
+
+fn check_block(d: &BlockDims, strip: usize, wts: &BlockWeights<'_>) -> Result<(), Error> {
+    wts.check(d)?;
     if strip == 0 {
         return Err(Error::Arch("strip height must be at least 1"));
     }
+    Ok(())
+}
+
+/// First half of running rows `y0..y1` of a block as an independent band: normalises,
+/// from the still unmodified full activation `x`, the `(K-1)/2` rows on each side of the
+/// band (and its first rows) into the band's scratch. Every band must be prepared before
+/// any band runs; then the bands can run in parallel and give exactly the result of
+/// [`block_forward`]. With `y0 = 0, y1 = h` the below-band rows are not needed, and
+/// [`block_scratch_len`] suffices.
+pub fn block_prepare_band(
+    d: BlockDims,
+    strip: usize,
+    wts: &BlockWeights<'_>,
+    x: &[f32],
+    y0: usize,
+    y1: usize,
+    scratch: &mut [f32],
+) -> Result<(), Error> {
+    check_block(&d, strip, wts)?;
+    let BlockDims { h, w, c, k, .. } = d;
     expect_len(Buffer::Activation, h * w * c, x.len(), true)?;
-    let need = block_scratch_len(w, c, k, e, strip);
-    expect_len(Buffer::Scratch, need, scratch.len(), false)?;
-    if h == 0 || w == 0 || c == 0 {
+    if y0 > y1 || y1 > h {
+        return Err(Error::Arch("band rows must lie inside the activation"));
+    }
+    let sc = split_scratch(&d, strip, scratch, y1 < h)?;
+    if w == 0 || c == 0 {
         return Ok(());
     }
     let p = (k - 1) / 2;
-    let slots = k + strip - 1;
-    let (ring_buf, rest) = scratch.split_at_mut(slots * (w + k - 1) * c);
-    let (ln2, rest) = rest.split_at_mut(strip * w * c);
-    let hidden = &mut rest[..strip * w * e * c];
-    let mut ring = Ring::new(ring_buf, slots, w, c, k);
     let ln1 = Some((wts.ln1_w, wts.ln1_b));
-    for y in -(p as isize)..p as isize {
-        ring.fill(x, y, h, c, ln1);
-    }
     let row = w * c;
-    let mut y0 = 0;
-    while y0 < h {
-        let s = strip.min(h - y0);
-        // Normalise the rows this strip reaches below itself before any row is overwritten.
-        for y in y0 + p..y0 + s + p {
-            ring.fill(x, y as isize, h, c, ln1);
+    let mut ring = Ring::new(sc.ring, k + strip - 1, w, c, k, true);
+    for y in y0 as isize - p as isize..(y0 + p) as isize {
+        ring.fill(y, row_of(x, y, h, row), ln1);
+    }
+    if y1 < h {
+        let mut below = Ring::new(sc.below, p, w, c, k, true);
+        for y in y1..y1 + p {
+            below.fill(y as isize, row_of(x, y as isize, h, row), ln1);
         }
-        for y in y0..y0 + s {
+    }
+    Ok(())
+}
+
+/// Second half of a band (see [`block_prepare_band`]): runs rows `y0..y0 + rows` of the
+/// block in place on `x_band`, which holds exactly those rows.
+pub fn block_run_band(
+    kern: Kernels,
+    d: BlockDims,
+    strip: usize,
+    wts: &BlockWeights<'_>,
+    x_band: &mut [f32],
+    y0: usize,
+    scratch: &mut [f32],
+) -> Result<(), Error> {
+    check_block(&d, strip, wts)?;
+    let BlockDims { h, w, c, k, e } = d;
+    let row = w * c;
+    if row == 0 {
+        return Ok(());
+    }
+    if !x_band.len().is_multiple_of(row) || y0 + x_band.len() / row > h {
+        return Err(Error::Arch("band rows must lie inside the activation"));
+    }
+    let y1 = y0 + x_band.len() / row;
+    let sc = split_scratch(&d, strip, scratch, y1 < h)?;
+    let p = (k - 1) / 2;
+    let ln1 = Some((wts.ln1_w, wts.ln1_b));
+    let mut ring = Ring::new(sc.ring, k + strip - 1, w, c, k, false);
+    let below = (y1 < h).then(|| Ring::new(sc.below, p, w, c, k, false));
+    let (ln2, hidden) = (sc.ln2, sc.hidden);
+    let mut s0 = y0;
+    while s0 < y1 {
+        let s = strip.min(y1 - s0);
+        // Normalise the rows this strip reaches below itself before any row is overwritten:
+        // from the band itself, or from the rows captured below it.
+        for y in s0 + p..s0 + s + p {
+            if y < y1 {
+                ring.fill(
+                    y as isize,
+                    row_of(x_band, (y - y0) as isize, y1 - y0, row),
+                    ln1,
+                );
+            } else if let (true, Some(b)) = (y < h, below.as_ref()) {
+                ring.slot_mut(y as isize)
+                    .copy_from_slice(b.rows(y + p, 1)[0]);
+            } else {
+                ring.fill(y as isize, None, None);
+            }
+        }
+        for y in s0..s0 + s {
             let rows = ring.rows(y, k);
-            let out = &mut x[y * row..(y + 1) * row];
+            let out = &mut x_band[(y - y0) * row..(y - y0 + 1) * row];
             kernels::qdw_row(kern, &wts.qdw, &rows[..k], w, Some(wts.gamma1), out)?;
         }
-        let xs = &mut x[y0 * row..(y0 + s) * row];
+        let xs = &mut x_band[(s0 - y0) * row..(s0 - y0 + s) * row];
         let m = s * w;
         for (xi, oi) in xs.chunks_exact(c).zip(ln2.chunks_exact_mut(c)) {
             layer_norm(xi, wts.ln2_w, wts.ln2_b, oi);
@@ -325,7 +453,7 @@ pub fn block_forward(
                 stride: c,
             },
         )?;
-        y0 += s;
+        s0 += s;
     }
     Ok(())
 }

@@ -4,8 +4,9 @@
 use core::fmt::Write;
 
 use crate::arch::{default_strip, Arch, Plan};
-use crate::block::{block_forward, BlockDims, BlockWeights};
+use crate::block::{block_forward, block_prepare_band, block_run_band, BlockDims, BlockWeights};
 use crate::error::{Buffer, Error};
+use crate::exec::{band_rows, Executor, Serial, MAX_BANDS};
 use crate::isa::Kernels;
 use crate::kernels::{self, Epilogue, MatMut, MatRef, PackedB, QdwWeights, PANEL};
 use crate::math::layer_norm;
@@ -452,6 +453,23 @@ impl<'a> Model<'a> {
         arena: &mut [f32],
         logits: &mut [f32],
     ) -> Result<(), Error> {
+        self.forward_with(&Serial, kern, input, h, w, arena, logits)
+    }
+
+    /// [`Model::forward`] with each layer split into `exec.width()` bands run by `exec`;
+    /// `arena` needs `arch.arena_len_with(h, w, exec.width())` floats. The logits are
+    /// bit-identical to [`Model::forward`]'s.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_with<E: Executor>(
+        &self,
+        exec: &E,
+        kern: Kernels,
+        input: &[f32],
+        h: usize,
+        w: usize,
+        arena: &mut [f32],
+        logits: &mut [f32],
+    ) -> Result<(), Error> {
         let nc = self.arch.num_classes;
         if logits.len() != nc {
             return Err(Error::Length {
@@ -460,7 +478,7 @@ impl<'a> Model<'a> {
                 found: logits.len(),
             });
         }
-        let (mut cur, plan) = self.run_body(kern, input, h, w, arena)?;
+        let (mut cur, plan) = self.run_body(exec, kern, input, h, w, arena)?;
         let d3 = self.arch.dim(3);
         let (_, scratch) = arena.split_at_mut(plan.act_len);
         let (normed, _) = scratch[d3..2 * d3].split_at_mut(d3);
@@ -486,9 +504,11 @@ impl<'a> Model<'a> {
     }
 
     /// The pooled, normalised embedding before the head (`dims[3]` floats): what a new
-    /// head would be trained on.
-    pub fn forward_features(
+    /// head would be trained on. Runs like [`Model::forward_with`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_features<E: Executor>(
         &self,
+        exec: &E,
         kern: Kernels,
         input: &[f32],
         h: usize,
@@ -504,15 +524,16 @@ impl<'a> Model<'a> {
                 found: features.len(),
             });
         }
-        let (_, plan) = self.run_body(kern, input, h, w, arena)?;
+        let (_, plan) = self.run_body(exec, kern, input, h, w, arena)?;
         features.copy_from_slice(&arena[plan.act_len + d3..plan.act_len + 2 * d3]);
         Ok(())
     }
 
     /// Stem, stages, pooling and the final norm. Leaves the normalised pooled features at
     /// `scratch[d3..2·d3]` and returns the weight cursor at the head.
-    fn run_body(
+    fn run_body<E: Executor>(
         &self,
+        exec: &E,
         kern: Kernels,
         input: &[f32],
         h: usize,
@@ -531,7 +552,8 @@ impl<'a> Model<'a> {
                 found: input.len(),
             });
         }
-        let plan = arch.plan(h, w);
+        let bands = exec.width().clamp(1, MAX_BANDS);
+        let plan = arch.plan_with(h, w, bands);
         if arena.len() < plan.arena_len() {
             return Err(Error::Length {
                 buffer: Buffer::Arena,
@@ -542,44 +564,25 @@ impl<'a> Model<'a> {
         let (act, scratch) = arena.split_at_mut(plan.act_len);
         let mut cur = Cursor::new(self.weights);
 
-        // Stem: 4x4 stride-4 patches, one output row at a time, then LN in place.
+        // Stem: 4x4 stride-4 patches, then LN, in bands of output rows.
         let c0 = arch.dim(0);
         let (h0, w0) = plan.hw[0];
-        let stem = cur.gemm(16 * cin, c0)?;
-        let stem_b = cur.vec(c0)?;
-        let (ln_w, ln_b) = (cur.vec(c0)?, cur.vec(c0)?);
-        let x0 = &mut act[plan.offsets[0]..plan.offsets[0] + h0 * w0 * c0];
-        for y in 0..h0 {
-            let patch = &mut scratch[..w0 * 16 * cin];
-            for (xo, p) in patch.chunks_exact_mut(16 * cin).enumerate() {
-                for ky in 0..4 {
-                    let src = ((4 * y + ky) * w + 4 * xo) * cin;
-                    p[ky * 4 * cin..(ky + 1) * 4 * cin].copy_from_slice(&input[src..src + 4 * cin]);
-                }
-            }
-            let out = &mut x0[y * w0 * c0..(y + 1) * w0 * c0];
-            kernels::gemm(
-                kern,
-                MatRef {
-                    data: patch,
-                    rows: w0,
-                    cols: 16 * cin,
-                    stride: 16 * cin,
-                },
-                stem,
-                Epilogue::Bias(stem_b),
-                MatMut {
-                    data: out,
-                    rows: w0,
-                    cols: c0,
-                    stride: c0,
-                },
-            )?;
-            let tmp = &mut scratch[..c0];
-            for px in out.chunks_exact_mut(c0) {
-                layer_norm(px, ln_w, ln_b, tmp);
-                px.copy_from_slice(tmp);
-            }
+        let stem = Stem {
+            conv: cur.gemm(16 * cin, c0)?,
+            bias: cur.vec(c0)?,
+            ln_w: cur.vec(c0)?,
+            ln_b: cur.vec(c0)?,
+            cin,
+            w,
+            w0,
+        };
+        {
+            let x0 = &mut act[plan.offsets[0]..plan.offsets[0] + h0 * w0 * c0];
+            let mut tasks = bands_of(x0, w0 * c0, h0, bands, scratch, plan.band_scratch)?;
+            exec.run(&mut tasks, &|t| {
+                t.res = stem.rows(kern, input, t.y0, t.x, t.scratch)
+            });
+            finish(&tasks)?;
         }
 
         for s in 0..4 {
@@ -602,7 +605,23 @@ impl<'a> Model<'a> {
                     k,
                     e,
                 };
-                block_forward(kern, dims, default_strip(sh, sw, d, e), &bw, x, scratch)?;
+                let strip = default_strip(sh, sw, d, e);
+                let nb = bands.min(sh);
+                if nb <= 1 {
+                    block_forward(kern, dims, strip, &bw, x, scratch)?;
+                    continue;
+                }
+                // Capture every band's boundary rows before any band writes, then run
+                // the bands independently.
+                for (i, sc) in scratch.chunks_mut(plan.band_scratch).take(nb).enumerate() {
+                    let (y0, y1) = band_rows(sh, nb, i);
+                    block_prepare_band(dims, strip, &bw, x, y0, y1, sc)?;
+                }
+                let mut tasks = bands_of(x, sw * d, sh, nb, scratch, plan.band_scratch)?;
+                exec.run(&mut tasks, &|t| {
+                    t.res = block_run_band(kern, dims, strip, &bw, t.x, t.y0, t.scratch)
+                });
+                finish(&tasks)?;
             }
         }
 
@@ -696,4 +715,119 @@ pub fn quantize_model(
         }
         Ok(())
     })
+}
+
+/// One band of a layer: its rows of the activation, its scratch, and its outcome.
+struct Band<'x> {
+    x: &'x mut [f32],
+    y0: usize,
+    scratch: &'x mut [f32],
+    res: Result<(), Error>,
+}
+
+/// Splits `rows` rows of `row` floats into `bands` bands, each with `per` floats of scratch.
+fn bands_of<'x>(
+    mut x: &'x mut [f32],
+    row: usize,
+    rows: usize,
+    bands: usize,
+    scratch: &'x mut [f32],
+    per: usize,
+) -> Result<heapless::Vec<Band<'x>, MAX_BANDS>, Error> {
+    let nb = bands.clamp(1, MAX_BANDS).min(rows.max(1));
+    let mut out = heapless::Vec::new();
+    let mut sc = scratch.chunks_mut(per.max(1));
+    for i in 0..nb {
+        let (y0, y1) = band_rows(rows, nb, i);
+        let (head, tail) = core::mem::take(&mut x).split_at_mut((y1 - y0) * row);
+        x = tail;
+        let scratch = sc.next().ok_or(Error::Length {
+            buffer: Buffer::Scratch,
+            expected: nb * per,
+            found: 0,
+        })?;
+        let band = Band {
+            x: head,
+            y0,
+            scratch,
+            res: Ok(()),
+        };
+        if out.push(band).is_err() {
+            return Err(Error::Arch("too many bands"));
+        }
+    }
+    Ok(out)
+}
+
+/// The first error of any band.
+fn finish(bands: &[Band<'_>]) -> Result<(), Error> {
+    bands.iter().try_for_each(|b| b.res)
+}
+
+/// The stem's weights and shapes: 4x4 stride-4 patch conv, then LN.
+struct Stem<'w> {
+    conv: PackedB<'w>,
+    bias: &'w [f32],
+    ln_w: &'w [f32],
+    ln_b: &'w [f32],
+    cin: usize,
+    w: usize,
+    w0: usize,
+}
+
+impl Stem<'_> {
+    /// Output rows `y0..` (as many as `out` holds) from the `[h, w, cin]` input.
+    fn rows(
+        &self,
+        kern: Kernels,
+        input: &[f32],
+        y0: usize,
+        out: &mut [f32],
+        scratch: &mut [f32],
+    ) -> Result<(), Error> {
+        let (cin, w, w0) = (self.cin, self.w, self.w0);
+        let c0 = self.bias.len();
+        let k = 16 * cin;
+        let patch_len = w0 * k;
+        if scratch.len() < patch_len + c0 {
+            return Err(Error::Length {
+                buffer: Buffer::Scratch,
+                expected: patch_len + c0,
+                found: scratch.len(),
+            });
+        }
+        let (patch, tmp) = scratch.split_at_mut(patch_len);
+        for (i, out) in out.chunks_exact_mut(w0 * c0).enumerate() {
+            let y = y0 + i;
+            for (xo, p) in patch.chunks_exact_mut(k).enumerate() {
+                for ky in 0..4 {
+                    let src = ((4 * y + ky) * w + 4 * xo) * cin;
+                    p[ky * 4 * cin..(ky + 1) * 4 * cin].copy_from_slice(&input[src..src + 4 * cin]);
+                }
+            }
+            kernels::gemm(
+                kern,
+                MatRef {
+                    data: patch,
+                    rows: w0,
+                    cols: k,
+                    stride: k,
+                },
+                self.conv,
+                Epilogue::Bias(self.bias),
+                MatMut {
+                    data: out,
+                    rows: w0,
+                    cols: c0,
+                    stride: c0,
+                },
+            )?;
+            let tmp = &mut tmp[..c0];
+            for px in out.chunks_exact_mut(c0) {
+                layer_norm(px, self.ln_w, self.ln_b, tmp);
+                px.copy_from_slice(tmp);
+            }
+        }
+        Ok(())
+    }
 }

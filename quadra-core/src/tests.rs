@@ -1114,3 +1114,66 @@ fn qnet_roundtrips_and_rejects_every_corruption() {
     let t = AlignedBuf::new(&v2);
     assert!(std::format!("{}", QnetFile::parse(t.bytes()).unwrap_err()).contains("version"));
 }
+
+/// Splits layers into `0` bands and runs them serially in reverse order (any order must
+/// give the same result).
+struct SplitReverse(usize);
+
+impl crate::exec::Executor for SplitReverse {
+    fn width(&self) -> usize {
+        self.0
+    }
+    fn run<T: Send>(&self, tasks: &mut [T], f: &(dyn Fn(&mut T) + Sync)) {
+        tasks.iter_mut().rev().for_each(f);
+    }
+}
+
+#[test]
+fn bands_give_bit_identical_results() {
+    const B: [BlockSpec; 3] = [
+        BlockSpec::quadra(7, 4),
+        BlockSpec::quadra(3, 2),
+        BlockSpec::quadra(5, 4),
+    ];
+    let arch = Arch {
+        in_chans: 3,
+        num_classes: 10,
+        stages: [
+            Stage { dim: 8, blocks: &B },
+            Stage {
+                dim: 16,
+                blocks: &B[1..],
+            },
+            Stage {
+                dim: 24,
+                blocks: &B[..1],
+            },
+            Stage {
+                dim: 40,
+                blocks: &B[2..],
+            },
+        ],
+    };
+    let sd = StateDict::random(&arch, 41);
+    let packed = sd.pack(&arch);
+    let model = Model::new(arch, packed.weights()).unwrap();
+    for (h, w) in [(64, 64), (96, 40), (70, 45)] {
+        let input = Rng::new(42).vec(h * w * 3, -1.0, 1.0);
+        for kern in available() {
+            let mut arena = vec![0.0; arch.arena_len(h, w)];
+            let mut want = vec![0.0; 10];
+            model
+                .forward(kern, &input, h, w, &mut arena, &mut want)
+                .unwrap();
+            for bands in [2, 3, 5, 16] {
+                let mut arena = vec![f32::NAN; arch.arena_len_with(h, w, bands)];
+                let mut got = vec![0.0; 10];
+                let exec = SplitReverse(bands);
+                model
+                    .forward_with(&exec, kern, &input, h, w, &mut arena, &mut got)
+                    .unwrap();
+                assert_eq!(got, want, "{:?} {h}x{w} in {bands} bands", kern.isa());
+            }
+        }
+    }
+}

@@ -20,7 +20,7 @@ pub mod dispatch;
 pub mod weights;
 
 use ndarray::{Array2, ArrayView4, Axis};
-use quadra_core::{Kernels, Model};
+use quadra_core::{Executor, Kernels, Model, Serial};
 use rayon::prelude::*;
 
 use checkpoint::{CheckpointError, StateDict};
@@ -205,30 +205,100 @@ impl Network {
         };
         let mut out = Array2::<f32>::zeros((n, width));
         let model = self.model()?;
-        let arena_len = cfg.arch().arena_len(h, w);
         let kern = self.kernels;
-        let rows: Vec<_> = out.axis_iter_mut(Axis(0)).collect();
-        self.pool.install(|| {
-            rows.into_par_iter().enumerate().try_for_each_init(
-                || vec![0.0f32; arena_len],
-                |arena, (i, mut row)| -> Result<(), RunError> {
-                    let img = x.index_axis(Axis(0), i);
-                    let hwc: Vec<f32> = match layout {
-                        Layout::Nchw => img.permuted_axes([1, 2, 0]).iter().copied().collect(),
-                        Layout::Nhwc => img.iter().copied().collect(),
-                    };
-                    let dst = row
-                        .as_slice_mut()
-                        .expect("rows of a fresh Array2 are contiguous");
-                    if features {
-                        model.forward_features(kern, &hwc, h, w, arena, dst)?;
-                    } else {
-                        model.forward(kern, &hwc, h, w, arena, dst)?;
-                    }
-                    Ok(())
-                },
-            )
-        })?;
+        let threads = self.threads();
+        let one = |exec: &dyn ExecRef, arena: &mut [f32], i: usize, dst: &mut [f32]| {
+            let img = x.index_axis(Axis(0), i);
+            let hwc: Vec<f32> = match layout {
+                Layout::Nchw => img.permuted_axes([1, 2, 0]).iter().copied().collect(),
+                Layout::Nhwc => img.iter().copied().collect(),
+            };
+            exec.forward(&model, kern, &hwc, (h, w), arena, dst, features)
+        };
+        if n >= threads || threads == 1 {
+            // Enough images to keep every thread busy: one image per task, unsplit layers.
+            let arena_len = cfg.arch().arena_len(h, w);
+            let rows: Vec<_> = out.axis_iter_mut(Axis(0)).collect();
+            self.pool.install(|| {
+                rows.into_par_iter().enumerate().try_for_each_init(
+                    || vec![0.0f32; arena_len],
+                    |arena, (i, mut row)| {
+                        let dst = row
+                            .as_slice_mut()
+                            .expect("rows of a fresh Array2 are contiguous");
+                        one(&Serial, arena, i, dst)
+                    },
+                )
+            })?;
+        } else {
+            // Fewer images than threads: each image's layers split into bands of rows.
+            let exec = PoolExec {
+                pool: &self.pool,
+                width: threads,
+            };
+            let mut arena = vec![0.0f32; cfg.arch().arena_len_with(h, w, threads)];
+            for (i, mut row) in out.axis_iter_mut(Axis(0)).enumerate() {
+                let dst = row
+                    .as_slice_mut()
+                    .expect("rows of a fresh Array2 are contiguous");
+                one(&exec, &mut arena, i, dst)?;
+            }
+        }
         Ok(out)
+    }
+}
+
+/// Splits each layer into `width` bands of rows and runs them on the private pool.
+struct PoolExec<'p> {
+    pool: &'p rayon::ThreadPool,
+    width: usize,
+}
+
+impl Executor for PoolExec<'_> {
+    fn width(&self) -> usize {
+        self.width
+    }
+
+    fn run<T: Send>(&self, tasks: &mut [T], f: &(dyn Fn(&mut T) + Sync)) {
+        if tasks.len() <= 1 {
+            tasks.iter_mut().for_each(f);
+        } else {
+            self.pool.install(|| tasks.par_iter_mut().for_each(f));
+        }
+    }
+}
+
+/// A forward pass through some executor (an object-safe face of the generic core API).
+trait ExecRef: Sync {
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        model: &Model<'_>,
+        kern: Kernels,
+        hwc: &[f32],
+        hw: (usize, usize),
+        arena: &mut [f32],
+        dst: &mut [f32],
+        features: bool,
+    ) -> Result<(), RunError>;
+}
+
+impl<E: Executor> ExecRef for E {
+    fn forward(
+        &self,
+        model: &Model<'_>,
+        kern: Kernels,
+        hwc: &[f32],
+        (h, w): (usize, usize),
+        arena: &mut [f32],
+        dst: &mut [f32],
+        features: bool,
+    ) -> Result<(), RunError> {
+        if features {
+            model.forward_features(self, kern, hwc, h, w, arena, dst)?;
+        } else {
+            model.forward_with(self, kern, hwc, h, w, arena, dst)?;
+        }
+        Ok(())
     }
 }

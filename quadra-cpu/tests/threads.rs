@@ -1,0 +1,108 @@
+//! Results are bit-identical for any thread count and any batch split, and equal to the
+//! single-threaded no_std core path.
+
+use ndarray::{s, Array4};
+use quadra_core::{Kernels, Model};
+use quadra_cpu::config::ArchConfig;
+use quadra_cpu::weights::{OwnedMats, OwnedWeights};
+use quadra_cpu::{dispatch, Layout, Network};
+
+fn random(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s >> 12;
+            s ^= s << 25;
+            s ^= s >> 27;
+            lo + (hi - lo)
+                * ((s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32)
+        })
+        .collect()
+}
+
+fn network(preset: &str) -> Network {
+    let cfg = ArchConfig::preset(preset).unwrap();
+    let len = cfg.arch().weights_len();
+    let w = OwnedWeights {
+        vecs: random(len.vecs, 1, 0.5, 1.5),
+        mats: OwnedMats::F32(random(len.mats, 2, -0.08, 0.08)),
+    };
+    Network::new(cfg, w).unwrap()
+}
+
+fn core_serial(net: &Network, kern: Kernels, x: &Array4<f32>) -> Vec<Vec<f32>> {
+    let arch = net.config().arch();
+    let model = Model::new(arch, net.weights().view()).unwrap();
+    let (_, _, h, w) = x.dim();
+    let mut arena = vec![0.0; arch.arena_len(h, w)];
+    x.outer_iter()
+        .map(|img| {
+            let hwc: Vec<f32> = img.permuted_axes([1, 2, 0]).iter().copied().collect();
+            let mut logits = vec![0.0; arch.num_classes];
+            model
+                .forward(kern, &hwc, h, w, &mut arena, &mut logits)
+                .unwrap();
+            logits
+        })
+        .collect()
+}
+
+#[test]
+fn any_thread_count_and_batch_split_is_bit_identical() {
+    let (n, h, w) = (3, 96, 64);
+    let x = Array4::from_shape_vec((n, 3, h, w), random(n * 3 * h * w, 3, -2.0, 2.0)).unwrap();
+    for kern in dispatch::available() {
+        let base = network("quadranet25-xxs").with_kernels(kern);
+        let want = core_serial(&base, kern, &x);
+        for threads in [1, 2, 3] {
+            let net = network("quadranet25-xxs")
+                .with_kernels(kern)
+                .with_threads(threads)
+                .unwrap();
+            let batch = net.forward_nchw(x.view()).unwrap();
+            for i in 0..n {
+                let single = net.forward_nchw(x.slice(s![i..i + 1, .., .., ..])).unwrap();
+                let what = format!("{} {threads} threads image {i}", kern.isa());
+                assert_eq!(batch.row(i).to_vec(), want[i], "{what}: batch of {n}");
+                assert_eq!(single.row(0).to_vec(), want[i], "{what}: batch of 1");
+            }
+            let two = net.forward_nchw(x.slice(s![1..3, .., .., ..])).unwrap();
+            assert_eq!(
+                two.row(1).to_vec(),
+                want[2],
+                "{} {threads} threads: batch of 2",
+                kern.isa()
+            );
+            // NHWC input and the pooled features go through the same paths.
+            let nhwc = x
+                .view()
+                .permuted_axes([0, 2, 3, 1])
+                .as_standard_layout()
+                .to_owned();
+            assert_eq!(net.forward_nhwc(nhwc.view()).unwrap(), batch);
+            let f1 = net.features(x.view(), Layout::Nchw).unwrap();
+            let f = base
+                .features(x.slice(s![0..1, .., .., ..]), Layout::Nchw)
+                .unwrap();
+            assert_eq!(f1.row(0), f.row(0));
+        }
+    }
+}
+
+#[test]
+fn bad_inputs_are_reported() {
+    let net = network("quadranet25-xxs");
+    let e = net
+        .forward_nchw(Array4::zeros((1, 4, 64, 64)).view())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("input has 4 channels, the model expects 3"),
+        "{e}"
+    );
+    let e = net
+        .forward_nchw(Array4::zeros((1, 3, 31, 64)).view())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("at least 32"), "{e}");
+}
