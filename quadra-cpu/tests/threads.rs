@@ -60,11 +60,11 @@ fn any_thread_count_and_batch_split_is_bit_identical() {
                 .with_threads(threads)
                 .unwrap();
             let batch = net.forward_nchw(x.view()).unwrap();
-            for i in 0..n {
+            for (i, want_i) in want.iter().enumerate() {
                 let single = net.forward_nchw(x.slice(s![i..i + 1, .., .., ..])).unwrap();
                 let what = format!("{} {threads} threads image {i}", kern.isa());
-                assert_eq!(batch.row(i).to_vec(), want[i], "{what}: batch of {n}");
-                assert_eq!(single.row(0).to_vec(), want[i], "{what}: batch of 1");
+                assert_eq!(&batch.row(i).to_vec(), want_i, "{what}: batch of {n}");
+                assert_eq!(&single.row(0).to_vec(), want_i, "{what}: batch of 1");
             }
             let two = net.forward_nchw(x.slice(s![1..3, .., .., ..])).unwrap();
             assert_eq!(
