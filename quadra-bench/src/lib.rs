@@ -1,6 +1,8 @@
 //! Shared pieces of the benchmarks: deterministic random data, FLOP counts, and the
 //! unfused baselines the fused kernels are compared against.
 
+pub mod peak;
+
 use quadra_core::kernels::QdwWeights;
 
 /// Deterministic pseudo-random floats in [-1, 1).
@@ -31,4 +33,33 @@ pub fn qdw_weights(k: usize, c: usize) -> (Vec<f32>, Vec<f32>) {
             .collect(),
         random(3 * c, 2),
     )
+}
+
+/// Random weight streams for `len`: vectors (norm weights, layer scales, scales) around 1,
+/// matrices small, so activations stay in a realistic range. Latency does not depend on
+/// the values.
+pub fn random_weights(
+    len: quadra_core::WeightsLen,
+    seed: u64,
+) -> quadra_cpu::weights::OwnedWeights {
+    quadra_cpu::weights::OwnedWeights {
+        vecs: random(len.vecs, seed)
+            .iter()
+            .map(|v| 1.0 + 0.3 * v)
+            .collect(),
+        mats: quadra_cpu::weights::OwnedMats::F32(
+            random(len.mats, seed + 1)
+                .iter()
+                .map(|v| 0.05 * v)
+                .collect(),
+        ),
+    }
+}
+
+/// Peak resident set size of this process in bytes (Linux `VmHWM`), if known.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }

@@ -89,6 +89,17 @@ impl BlockSpec {
     }
 }
 
+/// Largest input channel count.
+pub const MAX_IN_CHANS: usize = 1024;
+/// Largest class count.
+pub const MAX_CLASSES: usize = 1 << 20;
+/// Largest stage width.
+pub const MAX_DIM: usize = 1 << 14;
+/// Most blocks in a network.
+pub const MAX_BLOCKS: usize = 4096;
+/// Largest input height or width.
+pub const MAX_SIDE: usize = 1 << 15;
+
 /// One stage: its width and its blocks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stage<'a> {
@@ -167,18 +178,25 @@ const fn max(a: usize, b: usize) -> usize {
 }
 
 impl<'a> Arch<'a> {
-    /// Checks the architecture; the error says what is wrong.
+    /// Checks the architecture; the error says what is wrong. Sizes are bounded
+    /// ([`MAX_IN_CHANS`], [`MAX_CLASSES`], [`MAX_DIM`], [`MAX_BLOCKS`]) so that every size
+    /// derived from them fits a 64-bit `usize`.
     pub const fn validate(&self) -> Result<(), Error> {
-        if self.in_chans == 0 {
-            return Err(Error::Arch("in_chans must be at least 1"));
+        if self.in_chans == 0 || self.in_chans > MAX_IN_CHANS {
+            return Err(Error::Arch("in_chans must be between 1 and 1024"));
         }
-        if self.num_classes == 0 {
-            return Err(Error::Arch("num_classes must be at least 1"));
+        if self.num_classes == 0 || self.num_classes > MAX_CLASSES {
+            return Err(Error::Arch("num_classes must be between 1 and 1048576"));
         }
+        let mut total = 0;
         let mut s = 0;
         while s < 4 {
-            if self.stages[s].dim == 0 {
-                return Err(Error::Arch("every stage dim must be at least 1"));
+            if self.stages[s].dim == 0 || self.stages[s].dim > MAX_DIM {
+                return Err(Error::Arch("every stage dim must be between 1 and 16384"));
+            }
+            total += self.stages[s].blocks.len();
+            if total > MAX_BLOCKS {
+                return Err(Error::Arch("a network may have at most 4096 blocks"));
             }
             let mut b = 0;
             while b < self.stages[s].blocks.len() {

@@ -268,6 +268,11 @@ pub fn block_forward(
     block_run_band(kern, d, strip, wts, x, 0, scratch)
 }
 
+/// The default strip height of a block of shape `d` (see [`crate::arch::default_strip`]).
+pub const fn default_strip_for(d: &BlockDims) -> usize {
+    crate::arch::default_strip(d.h, d.w, d.c, d.e)
+}
+
 /// Scratch floats of one band of a block run in bands: the block scratch plus `(K-1)/2`
 /// LN1 rows below the band, captured before any band writes.
 pub const fn band_scratch_len(w: usize, c: usize, k: usize, e: usize, strip: usize) -> usize {

@@ -52,7 +52,8 @@ pub enum Error {
     },
     /// The architecture is not one the core can run; the message says why.
     Arch(&'static str),
-    /// The input spatial size is too small for the network (it must be at least 32x32).
+    /// The input spatial size is out of range: at least 32x32 (the network downsamples by
+    /// 32), at most 32768 on a side.
     InputSize {
         /// Height handed in.
         h: usize,
@@ -79,7 +80,7 @@ impl fmt::Display for Error {
             Error::Arch(why) => write!(f, "invalid architecture: {why}"),
             Error::InputSize { h, w } => write!(
                 f,
-                "input of {h}x{w} is too small: QuadraNet downsamples by 32, so H and W must be at least 32"
+                "input of {h}x{w} is out of range: QuadraNet downsamples by 32, so H and W must be between 32 and 32768"
             ),
             Error::Format(why) => write!(f, "invalid model file: {why}"),
             Error::F16Range => f.write_str("a weight is outside the f16 range (±65504)"),

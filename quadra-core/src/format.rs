@@ -40,8 +40,7 @@ pub const MAGIC: [u8; 8] = *b"\x89QNET\r\n\x1a";
 pub const VERSION: u32 = 1;
 /// Header bytes before the block table.
 pub const HEADER_LEN: usize = 128;
-/// Most blocks a file may declare (guards against absurd headers).
-pub const MAX_BLOCKS: usize = 4096;
+pub use crate::arch::MAX_BLOCKS;
 
 /// A 64-byte-aligned wrapper for embedding a model:
 /// `static M: &Aligned<[u8]> = &Aligned(*include_bytes!("model.qnet"));`

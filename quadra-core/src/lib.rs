@@ -52,7 +52,7 @@ pub mod weights;
 mod tests;
 
 pub use arch::{Arch, BlockSpec, Stage};
-pub use block::{QuadraBlock, QuadraDwConv};
+pub use block::{default_strip_for, QuadraBlock, QuadraDwConv};
 pub use error::Error;
 pub use exec::{Executor, Serial};
 pub use format::QnetFile;

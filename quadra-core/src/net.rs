@@ -3,7 +3,7 @@
 
 use core::fmt::Write;
 
-use crate::arch::{default_strip, Arch, Plan};
+use crate::arch::{default_strip, Arch, BlockSpec, Plan, MAX_SIDE};
 use crate::block::{block_forward, block_prepare_band, block_run_band, BlockDims, BlockWeights};
 use crate::error::{Buffer, Error};
 use crate::exec::{band_rows, Executor, Serial, MAX_BANDS};
@@ -407,6 +407,29 @@ pub fn quantize_slot(
     Ok(Some(QuantError { max_abs, rel_rms }))
 }
 
+/// A layer of the network, reported by [`Model::forward_observed`] as it completes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layer {
+    /// Stem: 4x4 stride-4 conv and LN.
+    Stem,
+    /// LN and 2x2 stride-2 conv into stage `stage` (1..=3).
+    Downsample {
+        /// The stage it feeds.
+        stage: usize,
+    },
+    /// Block `index` of stage `stage` (identity blocks are reported too).
+    Block {
+        /// Stage (0..=3).
+        stage: usize,
+        /// Index within the stage.
+        index: usize,
+        /// Its kernel and expansion.
+        spec: BlockSpec,
+    },
+    /// Mean pool, LN and the linear head.
+    Head,
+}
+
 /// A network ready to run: an architecture and its packed weights.
 #[derive(Clone, Copy, Debug)]
 pub struct Model<'a> {
@@ -470,6 +493,24 @@ impl<'a> Model<'a> {
         arena: &mut [f32],
         logits: &mut [f32],
     ) -> Result<(), Error> {
+        self.forward_observed(exec, kern, input, h, w, arena, logits, &mut |_| {})
+    }
+
+    /// [`Model::forward_with`], calling `on_layer` as each layer completes (stem, each
+    /// downsample, each block including identities, head): with a clock, a per-layer
+    /// latency table.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_observed<E: Executor>(
+        &self,
+        exec: &E,
+        kern: Kernels,
+        input: &[f32],
+        h: usize,
+        w: usize,
+        arena: &mut [f32],
+        logits: &mut [f32],
+        on_layer: &mut dyn FnMut(Layer),
+    ) -> Result<(), Error> {
         let nc = self.arch.num_classes;
         if logits.len() != nc {
             return Err(Error::Length {
@@ -478,7 +519,7 @@ impl<'a> Model<'a> {
                 found: logits.len(),
             });
         }
-        let (mut cur, plan) = self.run_body(exec, kern, input, h, w, arena)?;
+        let (mut cur, plan) = self.run_body(exec, kern, input, h, w, arena, on_layer)?;
         let d3 = self.arch.dim(3);
         let (_, scratch) = arena.split_at_mut(plan.act_len);
         let (normed, _) = scratch[d3..2 * d3].split_at_mut(d3);
@@ -500,7 +541,9 @@ impl<'a> Model<'a> {
                 cols: nc,
                 stride: nc,
             },
-        )
+        )?;
+        on_layer(Layer::Head);
+        Ok(())
     }
 
     /// The pooled, normalised embedding before the head (`dims[3]` floats): what a new
@@ -524,13 +567,14 @@ impl<'a> Model<'a> {
                 found: features.len(),
             });
         }
-        let (_, plan) = self.run_body(exec, kern, input, h, w, arena)?;
+        let (_, plan) = self.run_body(exec, kern, input, h, w, arena, &mut |_| {})?;
         features.copy_from_slice(&arena[plan.act_len + d3..plan.act_len + 2 * d3]);
         Ok(())
     }
 
     /// Stem, stages, pooling and the final norm. Leaves the normalised pooled features at
     /// `scratch[d3..2·d3]` and returns the weight cursor at the head.
+    #[allow(clippy::too_many_arguments)]
     fn run_body<E: Executor>(
         &self,
         exec: &E,
@@ -539,9 +583,10 @@ impl<'a> Model<'a> {
         h: usize,
         w: usize,
         arena: &mut [f32],
+        obs: &mut dyn FnMut(Layer),
     ) -> Result<(Cursor<'a>, Plan), Error> {
         let arch = &self.arch;
-        if h < 32 || w < 32 {
+        if h < 32 || w < 32 || h > MAX_SIDE || w > MAX_SIDE {
             return Err(Error::InputSize { h, w });
         }
         let cin = arch.in_chans;
@@ -584,16 +629,24 @@ impl<'a> Model<'a> {
             });
             finish(&tasks)?;
         }
+        obs(Layer::Stem);
 
         for s in 0..4 {
             let (sh, sw) = plan.hw[s];
             let d = arch.dim(s);
             if s > 0 {
                 self.downsample(kern, &mut cur, &plan, s, act, scratch)?;
+                obs(Layer::Downsample { stage: s });
             }
             let x = &mut act[plan.offsets[s]..plan.offsets[s] + sh * sw * d];
-            for spec in arch.stages[s].blocks {
+            for (index, spec) in arch.stages[s].blocks.iter().enumerate() {
+                let done = Layer::Block {
+                    stage: s,
+                    index,
+                    spec: *spec,
+                };
                 if spec.is_identity() {
+                    obs(done);
                     continue;
                 }
                 let (k, e) = (spec.kernel as usize, spec.expansion as usize);
@@ -605,23 +658,8 @@ impl<'a> Model<'a> {
                     k,
                     e,
                 };
-                let strip = default_strip(sh, sw, d, e);
-                let nb = bands.min(sh);
-                if nb <= 1 {
-                    block_forward(kern, dims, strip, &bw, x, scratch)?;
-                    continue;
-                }
-                // Capture every band's boundary rows before any band writes, then run
-                // the bands independently.
-                for (i, sc) in scratch.chunks_mut(plan.band_scratch).take(nb).enumerate() {
-                    let (y0, y1) = band_rows(sh, nb, i);
-                    block_prepare_band(dims, strip, &bw, x, y0, y1, sc)?;
-                }
-                let mut tasks = bands_of(x, sw * d, sh, nb, scratch, plan.band_scratch)?;
-                exec.run(&mut tasks, &|t| {
-                    t.res = block_run_band(kern, dims, strip, &bw, t.x, t.y0, t.scratch)
-                });
-                finish(&tasks)?;
+                run_block(exec, kern, dims, &bw, x, scratch, plan.band_scratch)?;
+                obs(done);
             }
         }
 
@@ -715,6 +753,38 @@ pub fn quantize_model(
         }
         Ok(())
     })
+}
+
+/// One QuadraBlock in place on `x`, its rows split into `exec.width()` bands (each with
+/// `band_scratch` floats of `scratch`: [`crate::arch::Plan::band_scratch`], or
+/// [`crate::block::band_scratch_len`] at the default strip). Bit-identical to
+/// [`block_forward`].
+pub fn run_block<E: Executor>(
+    exec: &E,
+    kern: Kernels,
+    dims: BlockDims,
+    bw: &BlockWeights<'_>,
+    x: &mut [f32],
+    scratch: &mut [f32],
+    band_scratch: usize,
+) -> Result<(), Error> {
+    let BlockDims { h, w, c, e, .. } = dims;
+    let strip = default_strip(h, w, c, e);
+    let nb = exec.width().clamp(1, MAX_BANDS).min(h);
+    if nb <= 1 {
+        return block_forward(kern, dims, strip, bw, x, scratch);
+    }
+    // Capture every band's boundary rows before any band writes, then run the bands
+    // independently.
+    for (i, sc) in scratch.chunks_mut(band_scratch).take(nb).enumerate() {
+        let (y0, y1) = band_rows(h, nb, i);
+        block_prepare_band(dims, strip, bw, x, y0, y1, sc)?;
+    }
+    let mut tasks = bands_of(x, w * c, h, nb, scratch, band_scratch)?;
+    exec.run(&mut tasks, &|t| {
+        t.res = block_run_band(kern, dims, strip, bw, t.x, t.y0, t.scratch)
+    });
+    finish(&tasks)
 }
 
 /// One band of a layer: its rows of the activation, its scratch, and its outcome.

@@ -1177,3 +1177,48 @@ fn bands_give_bit_identical_results() {
         }
     }
 }
+
+#[test]
+fn absurd_sizes_in_a_model_file_are_refused_not_overflowed() {
+    // Found by the fuzzer: a stage width of 0xf6000004 overflowed the size arithmetic.
+    let seed = include_bytes!("../../fuzz/corpus/qnet_parse/tiny-f32.qnet");
+    for (at, value) in [
+        (28usize, 0xf600_0004u32),
+        (16, 1 << 20),
+        (20, u32::MAX),
+        (24, 1 << 15),
+    ] {
+        let mut b = seed.to_vec();
+        b[at..at + 4].copy_from_slice(&value.to_le_bytes());
+        let crc = crate::format::file_crc(&b);
+        b[96..100].copy_from_slice(&crc.to_le_bytes());
+        let t = AlignedBuf::new(&b);
+        let e = crate::format::QnetFile::parse(t.bytes()).unwrap_err();
+        assert!(
+            matches!(e, crate::Error::Arch(_)),
+            "header field at {at} = {value}: {e}"
+        );
+    }
+    let arch = crate::arch::presets::quadranet25(16);
+    let len = arch.weights_len();
+    let (v, m) = (vec![0.0; len.vecs], vec![0.0; len.mats]);
+    let model = Model::new(
+        arch,
+        Weights {
+            vecs: &v,
+            mats: MatData::F32(&m),
+        },
+    )
+    .unwrap();
+    let e = model
+        .forward(
+            Kernels::scalar(),
+            &[],
+            1 << 40,
+            1 << 40,
+            &mut [],
+            &mut [0.0; 1000],
+        )
+        .unwrap_err();
+    assert!(matches!(e, crate::Error::InputSize { .. }), "{e}");
+}

@@ -134,6 +134,16 @@ impl Network {
         self.pool.current_num_threads()
     }
 
+    /// An executor splitting each layer into one band per thread of the private pool,
+    /// for the core API (`Model::forward_with`); size arenas with
+    /// `arena_len_with(h, w, threads)`.
+    pub fn executor(&self) -> PoolExec<'_> {
+        PoolExec {
+            pool: &self.pool,
+            width: self.threads(),
+        }
+    }
+
     /// The architecture.
     pub fn config(&self) -> &ArchConfig {
         &self.config
@@ -144,7 +154,9 @@ impl Network {
         &self.weights
     }
 
-    fn model(&self) -> Result<Model<'_>, RunError> {
+    /// The core model over these weights (for the core API directly, e.g.
+    /// `Model::forward_observed`).
+    pub fn model(&self) -> Result<Model<'_>, RunError> {
         Ok(Model::new(self.config.arch(), self.weights.view())?)
     }
 
@@ -248,8 +260,8 @@ impl Network {
     }
 }
 
-/// Splits each layer into `width` bands of rows and runs them on the private pool.
-struct PoolExec<'p> {
+/// Splits each layer into `width` bands of rows and runs them on a rayon pool.
+pub struct PoolExec<'p> {
     pool: &'p rayon::ThreadPool,
     width: usize,
 }

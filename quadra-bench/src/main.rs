@@ -1,0 +1,355 @@
+//! `quadra-bench`: latency, throughput, GFLOP/s, arena and peak RSS of a QuadraNet on this
+//! device, plus a per-layer latency table and a ProxylessNAS-style latency lookup table of
+//! every candidate block (K ∈ {3,5,7}, E ∈ {2,4}) at every stage's shape.
+//!
+//! No criterion, links statically for aarch64: copy it to a Raspberry Pi 5 or a phone.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Parser;
+use quadra_bench::{peak::fma_peak_gflops, peak_rss_bytes, random, random_weights};
+use quadra_core::arch::{Arch, BlockSpec};
+use quadra_core::block::{band_scratch_len, BlockDims, BlockWeights};
+use quadra_core::net::{run_block, Layer};
+use quadra_core::{default_strip_for, Isa};
+use quadra_cpu::config::ArchConfig;
+use quadra_cpu::weights::LoadedModel;
+use quadra_cpu::{dispatch, Network};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(
+    name = "quadra-bench",
+    version,
+    about = "Measure a QuadraNet on this device"
+)]
+struct Args {
+    /// Built-in architecture with random weights (default quadranet25-xxs).
+    #[arg(long, conflicts_with = "model")]
+    preset: Option<String>,
+    /// A .qnet model file.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Input size: `224` or `HxW`.
+    #[arg(long, default_value = "224", value_parser = parse_size)]
+    input_size: (usize, usize),
+    /// Threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Kernel path: scalar, avx2, avx512, neon (default: the best this CPU runs).
+    #[arg(long)]
+    kernel: Option<String>,
+    /// Timed runs.
+    #[arg(long, default_value_t = 20)]
+    iters: usize,
+    /// Untimed warm-up runs.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Write the latency lookup table as YAML (ProxylessNAS key format).
+    #[arg(long)]
+    lut_yaml: Option<PathBuf>,
+    /// Write the latency lookup table as JSON.
+    #[arg(long)]
+    lut_json: Option<PathBuf>,
+    /// Skip measuring the candidate blocks (the per-layer table of the model stays).
+    #[arg(long)]
+    no_candidates: bool,
+}
+
+fn parse_size(s: &str) -> Result<(usize, usize), String> {
+    let (h, w) = s.split_once('x').unwrap_or((s, s));
+    let p = |v: &str| {
+        v.parse::<usize>()
+            .map_err(|_| format!("'{s}' is not a size like 224 or 224x160"))
+    };
+    let (h, w) = (p(h)?, p(w)?);
+    if h < 32 || w < 32 {
+        return Err(format!(
+            "input size {h}x{w} is too small: QuadraNet downsamples by 32"
+        ));
+    }
+    Ok((h, w))
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// ProxylessNAS latency-table key of one layer.
+fn key(arch: &Arch<'_>, (h, w): (usize, usize), layer: Layer) -> String {
+    let hw = Arch::stage_hw(h, w);
+    match layer {
+        Layer::Stem => format!(
+            "Stem-input:{h}x{w}x{}-output:{}x{}x{}-expand:1-kernel:4-stride:4-idskip:0",
+            arch.in_chans,
+            hw[0].0,
+            hw[0].1,
+            arch.dim(0)
+        ),
+        Layer::Downsample { stage: s } => format!(
+            "Downsample-input:{}x{}x{}-output:{}x{}x{}-expand:1-kernel:2-stride:2-idskip:0",
+            hw[s - 1].0,
+            hw[s - 1].1,
+            arch.dim(s - 1),
+            hw[s].0,
+            hw[s].1,
+            arch.dim(s)
+        ),
+        Layer::Block { stage: s, spec, .. } => block_key(hw[s], arch.dim(s), spec),
+        Layer::Head => format!(
+            "Logits-input:{}x{}x{}-output:{}",
+            hw[3].0,
+            hw[3].1,
+            arch.dim(3),
+            arch.num_classes
+        ),
+    }
+}
+
+fn block_key((h, w): (usize, usize), c: usize, spec: BlockSpec) -> String {
+    if spec.is_identity() {
+        format!("Identity-input:{h}x{w}x{c}-output:{h}x{w}x{c}-expand:0-kernel:0-stride:1-idskip:1")
+    } else {
+        format!(
+            "QuadraBlock-input:{h}x{w}x{c}-output:{h}x{w}x{c}-expand:{}-kernel:{}-stride:1-idskip:1",
+            spec.expansion, spec.kernel
+        )
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let a = Args::parse();
+    let (h, w) = a.input_size;
+    let (mut net, name) = match (&a.model, &a.preset) {
+        (Some(p), _) => (
+            Network::from_loaded(LoadedModel::load(p)?)?,
+            p.display().to_string(),
+        ),
+        (None, preset) => {
+            let name = preset.clone().unwrap_or_else(|| "quadranet25-xxs".into());
+            let cfg = ArchConfig::preset(&name)?;
+            let wts = random_weights(cfg.arch().weights_len(), 7);
+            (Network::new(cfg, wts)?, format!("{name} (random weights)"))
+        }
+    };
+    if let Some(k) = &a.kernel {
+        let isa = Isa::from_name(k).ok_or_else(|| format!("unknown kernel path '{k}'"))?;
+        net = net.with_kernels(dispatch::kernels_for(isa)?);
+    }
+    let net = net.with_threads(a.threads)?;
+    let kern = net.kernels();
+    let threads = net.threads();
+    let arch = net.config().arch();
+    let model = net.model()?;
+    let exec = net.executor();
+    let plan = arch.plan_with(h, w, threads);
+    let mut arena = vec![0.0f32; plan.arena_len()];
+    let input = random(h * w * arch.in_chans, 11);
+    let mut logits = vec![0.0f32; arch.num_classes];
+
+    // Whole-model latency, single image.
+    for _ in 0..a.warmup {
+        model.forward_with(&exec, kern, &input, h, w, &mut arena, &mut logits)?;
+    }
+    let mut times = Vec::with_capacity(a.iters);
+    for _ in 0..a.iters.max(1) {
+        let t = Instant::now();
+        model.forward_with(&exec, kern, &input, h, w, &mut arena, &mut logits)?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let (p50, p90, min) = (percentile(&times, 0.5), percentile(&times, 0.9), times[0]);
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+
+    // Per-layer latency of the model itself.
+    let mut layers: Vec<(Layer, f64)> = Vec::new();
+    for it in 0..a.iters.max(1) {
+        let mut i = 0;
+        let mut last = Instant::now();
+        model.forward_observed(
+            &exec,
+            kern,
+            &input,
+            h,
+            w,
+            &mut arena,
+            &mut logits,
+            &mut |l| {
+                let now = Instant::now();
+                let dt = (now - last).as_secs_f64();
+                last = now;
+                if it == 0 {
+                    layers.push((l, dt));
+                } else {
+                    layers[i].1 += dt;
+                }
+                i += 1;
+            },
+        )?;
+    }
+    for l in &mut layers {
+        l.1 /= a.iters.max(1) as f64;
+    }
+    let layer_sum: f64 = layers.iter().map(|l| l.1).sum();
+
+    // Candidate blocks of the search space at every stage's shape.
+    let mut candidates: Vec<(String, f64)> = Vec::new();
+    if !a.no_candidates {
+        let hw = Arch::stage_hw(h, w);
+        for (s, &(sh, sw)) in hw.iter().enumerate() {
+            let c = arch.dim(s);
+            for k in [3u8, 5, 7] {
+                for e in [2u8, 4] {
+                    let spec = BlockSpec::quadra(k, e);
+                    let wl = spec.weights_len(c);
+                    let wts = random_weights(wl, 13);
+                    let bw = BlockWeights::from_weights(c, k as usize, e as usize, wts.view())?;
+                    let dims = BlockDims {
+                        h: sh,
+                        w: sw,
+                        c,
+                        k: k as usize,
+                        e: e as usize,
+                    };
+                    let strip = default_strip_for(&dims);
+                    let per = band_scratch_len(sw, c, k as usize, e as usize, strip);
+                    let mut scratch = vec![0.0f32; per * threads];
+                    let x0 = random(sh * sw * c, 17);
+                    let mut x = x0.clone();
+                    let mut ts = Vec::new();
+                    for i in 0..a.iters.max(1) + a.warmup {
+                        x.copy_from_slice(&x0);
+                        let t = Instant::now();
+                        run_block(&exec, kern, dims, &bw, &mut x, &mut scratch, per)?;
+                        if i >= a.warmup {
+                            ts.push(t.elapsed().as_secs_f64());
+                        }
+                    }
+                    ts.sort_by(f64::total_cmp);
+                    candidates.push((block_key((sh, sw), c, spec), percentile(&ts, 0.5)));
+                }
+            }
+        }
+    }
+
+    let macs = arch.macs(h, w);
+    let gflops = 2.0 * macs as f64 / p50 / 1e9;
+    let peak = fma_peak_gflops(kern.isa());
+    let rss = peak_rss_bytes();
+    // An unfused, layer-by-layer runtime holds at least the block input, LN2 output,
+    // hidden layer and its GELU at once: (2 + 2E)·H·W·C floats in the worst block.
+    let hw = Arch::stage_hw(h, w);
+    let unfused_peak = (0..4)
+        .flat_map(|s| arch.stages[s].blocks.iter().map(move |b| (s, *b)))
+        .filter(|(_, b)| !b.is_identity())
+        .map(|(s, b)| (2 + 2 * b.expansion as usize) * hw[s].0 * hw[s].1 * arch.dim(s))
+        .max()
+        .unwrap_or(0);
+    let layer_rows: Vec<serde_json::Value> = layers
+        .iter()
+        .map(|(l, t)| json!({"layer": format!("{l:?}"), "key": key(&arch, (h, w), *l), "mean_ms": t * 1e3}))
+        .collect();
+    let mut lut = serde_json::Map::new();
+    for (l, t) in &layers {
+        if !matches!(l, Layer::Block { .. }) {
+            lut.insert(key(&arch, (h, w), *l), json!({"mean": t * 1e3}));
+        }
+    }
+    for (k, t) in &candidates {
+        lut.insert(k.clone(), json!({"mean": t * 1e3}));
+    }
+    let report = json!({
+        "model": name,
+        "input": [h, w],
+        "kernel": kern.isa().name(),
+        "threads": threads,
+        "latency_ms": {"p50": p50 * 1e3, "p90": p90 * 1e3, "min": min * 1e3, "mean": mean * 1e3},
+        "images_per_s": 1.0 / mean,
+        "multiply_adds": macs,
+        "gflops": gflops,
+        "fma_peak_gflops_per_core": peak,
+        "fraction_of_peak": gflops / (peak * threads as f64),
+        "arena_bytes": plan.arena_len() * 4,
+        "activation_bytes": plan.act_len * 4,
+        "scratch_bytes": plan.scratch_len * 4,
+        "largest_activation_bytes": arch.largest_activation(h, w) * 4,
+        "unfused_block_peak_bytes": unfused_peak * 4,
+        "peak_rss_bytes": rss,
+        "layers": layer_rows,
+        "layer_sum_ms": layer_sum * 1e3,
+    });
+    if let Some(p) = &a.lut_json {
+        std::fs::write(p, serde_json::to_string_pretty(&lut)?)?;
+    }
+    if let Some(p) = &a.lut_yaml {
+        let mut y = String::new();
+        for (k, v) in &lut {
+            y.push_str(&format!(
+                "{k}:\n  mean: {:.6}\n",
+                v["mean"].as_f64().unwrap_or(0.0)
+            ));
+        }
+        std::fs::write(p, y)?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("model       {name}, {h}x{w}, batch 1");
+    println!("kernels     {} , {threads} thread(s)", kern.isa());
+    println!(
+        "latency     p50 {:.3} ms   p90 {:.3} ms   min {:.3} ms   ({} runs)",
+        p50 * 1e3,
+        p90 * 1e3,
+        min * 1e3,
+        times.len()
+    );
+    println!("throughput  {:.1} images/s", 1.0 / mean);
+    println!(
+        "compute     {:.3} GFLOP/image, {:.1} GFLOP/s = {:.0}% of the FMA peak ({:.1} GFLOP/s per core x {threads})",
+        2.0 * macs as f64 / 1e9,
+        gflops,
+        100.0 * gflops / (peak * threads as f64),
+        peak
+    );
+    println!(
+        "arena       {} bytes = activations {} + scratch {}; largest activation {} ({:.2}x)",
+        plan.arena_len() * 4,
+        plan.act_len * 4,
+        plan.scratch_len * 4,
+        arch.largest_activation(h, w) * 4,
+        plan.arena_len() as f64 / arch.largest_activation(h, w) as f64
+    );
+    println!(
+        "unfused     a layer-by-layer runtime holds at least {} bytes in its worst block",
+        unfused_peak * 4
+    );
+    if let Some(r) = rss {
+        println!("peak RSS    {r} bytes");
+    }
+    println!("\nper layer (mean ms over {} runs):", a.iters.max(1));
+    for (l, t) in &layers {
+        println!(
+            "  {:>9.4}  {:5.1}%  {}",
+            t * 1e3,
+            100.0 * t / layer_sum,
+            key(&arch, (h, w), *l)
+        );
+    }
+    println!(
+        "  {:>9.4}  sum of layers ({:.1}% of the whole-model mean)",
+        layer_sum * 1e3,
+        100.0 * layer_sum / mean
+    );
+    if !candidates.is_empty() {
+        println!("\ncandidate blocks (median ms):");
+        for (k, t) in &candidates {
+            println!("  {:>9.4}  {k}", t * 1e3);
+        }
+    }
+    Ok(())
+}

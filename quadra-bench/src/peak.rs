@@ -1,0 +1,112 @@
+//! The machine's FMA peak, measured: 12 independent chains of fused multiply-adds on the
+//! widest vectors the kernel path uses, enough to cover FMA latency on two ports.
+
+use std::time::Instant;
+
+use quadra_core::Isa;
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use core::arch::x86_64::*;
+
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn avx512(iters: u64) -> f32 {
+        let (a, b) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+        let mut acc = [_mm512_set1_ps(1.0); 12];
+        for _ in 0..iters {
+            for v in acc.iter_mut() {
+                *v = _mm512_fmadd_ps(*v, a, b);
+            }
+        }
+        acc.iter().map(|v| _mm512_reduce_add_ps(*v)).sum()
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn avx2(iters: u64) -> f32 {
+        let (a, b) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+        let mut acc = [_mm256_set1_ps(1.0); 12];
+        for _ in 0..iters {
+            for v in acc.iter_mut() {
+                *v = _mm256_fmadd_ps(*v, a, b);
+            }
+        }
+        let mut out = [0.0f32; 8];
+        let mut s = 0.0;
+        for v in acc {
+            _mm256_storeu_ps(out.as_mut_ptr(), v);
+            s += out.iter().sum::<f32>();
+        }
+        s
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod arm {
+    use core::arch::aarch64::*;
+
+    /// # Safety
+    /// The CPU must have NEON.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn neon(iters: u64) -> f32 {
+        let (a, b) = (vdupq_n_f32(0.999_999), vdupq_n_f32(1e-7));
+        let mut acc = [vdupq_n_f32(1.0); 12];
+        for _ in 0..iters {
+            for v in acc.iter_mut() {
+                *v = vfmaq_f32(b, *v, a);
+            }
+        }
+        acc.iter().map(|v| vaddvq_f32(*v)).sum()
+    }
+}
+
+fn scalar(iters: u64) -> f32 {
+    let mut acc = [1.0f32; 12];
+    for _ in 0..iters {
+        for v in acc.iter_mut() {
+            *v = v.mul_add(0.999_999, 1e-7);
+        }
+    }
+    acc.iter().sum()
+}
+
+/// (lanes, run) of the peak loop for `isa` on this CPU.
+fn chains(isa: Isa) -> (u64, Box<dyn Fn(u64) -> f32>) {
+    if quadra_cpu::dispatch::kernels_for(isa).is_err() {
+        return (1, Box::new(scalar));
+    }
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: runtime detection just confirmed AVX-512F.
+        Isa::Avx512 => (16, Box::new(|n| unsafe { x86::avx512(n) })),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: runtime detection just confirmed AVX2 and FMA.
+        Isa::Avx2 => (8, Box::new(|n| unsafe { x86::avx2(n) })),
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: runtime detection just confirmed NEON.
+        Isa::Neon => (4, Box::new(|n| unsafe { arm::neon(n) })),
+        _ => (1, Box::new(scalar)),
+    }
+}
+
+/// Single-core FMA peak in GFLOP/s (a multiply-add is 2 FLOPs) for the vectors of `isa`;
+/// the best of a few runs of about 50 ms.
+pub fn fma_peak_gflops(isa: Isa) -> f64 {
+    let (lanes, run) = chains(isa);
+    let mut iters = 1u64 << 16;
+    let mut best: f64 = 0.0;
+    for _ in 0..12 {
+        let t = Instant::now();
+        let r = run(iters);
+        let dt = t.elapsed().as_secs_f64();
+        std::hint::black_box(r);
+        best = best.max((iters * 12 * lanes * 2) as f64 / dt / 1e9);
+        if dt < 0.05 {
+            iters *= 2;
+        }
+    }
+    best
+}
