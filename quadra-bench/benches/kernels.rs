@@ -32,9 +32,99 @@ fn qdw(cr: &mut Criterion) {
     g.finish();
 }
 
+/// The pointwise GEMMs of a block strip: PW1 (C -> 4C, bias + GELU) and PW2 (4C -> C,
+/// gamma + residual), against matrixmultiply (plain product) on the same shapes.
+fn gemm(cr: &mut Criterion) {
+    use quadra_core::kernels::{gemm, Epilogue, MatMut, MatRef, PackedB};
+    let mut g = cr.benchmark_group("gemm");
+    for (m, k, n) in [
+        (224usize, 64usize, 256usize),
+        (224, 256, 64),
+        (196, 128, 512),
+        (196, 512, 128),
+    ] {
+        let a = random(m * k, 1);
+        let dense = random(k * n, 2);
+        let mut packed = vec![0.0; PackedB::packed_len(k, n)];
+        PackedB::pack(k, n, &mut packed, |kk, j| dense[kk * n + j]).unwrap();
+        let ones = vec![1.0; n];
+        let b = PackedB::new(MatData::F32(&packed), &ones, k, n).unwrap();
+        let bias = random(n, 3);
+        let mut out = vec![0.0; m * n];
+        g.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        let id = format!("m{m}_k{k}_n{n}");
+        for kern in quadra_cpu::dispatch::available().into_iter().skip(1) {
+            g.bench_function(
+                BenchmarkId::new(format!("{}/gelu", kern.isa()), &id),
+                |bch| {
+                    bch.iter(|| {
+                        let am = MatRef {
+                            data: &a,
+                            rows: m,
+                            cols: k,
+                            stride: k,
+                        };
+                        let om = MatMut {
+                            data: &mut out,
+                            rows: m,
+                            cols: n,
+                            stride: n,
+                        };
+                        gemm(kern, am, b, Epilogue::BiasGelu(&bias), om).unwrap()
+                    })
+                },
+            );
+            g.bench_function(
+                BenchmarkId::new(format!("{}/bias", kern.isa()), &id),
+                |bch| {
+                    bch.iter(|| {
+                        let am = MatRef {
+                            data: &a,
+                            rows: m,
+                            cols: k,
+                            stride: k,
+                        };
+                        let om = MatMut {
+                            data: &mut out,
+                            rows: m,
+                            cols: n,
+                            stride: n,
+                        };
+                        gemm(kern, am, b, Epilogue::Bias(&bias), om).unwrap()
+                    })
+                },
+            );
+        }
+        g.bench_function(BenchmarkId::new("matrixmultiply", &id), |bch| {
+            bch.iter(|| {
+                // SAFETY: a is m x k, dense k x n, out m x n, all row-major and in bounds.
+                unsafe {
+                    matrixmultiply::sgemm(
+                        m,
+                        k,
+                        n,
+                        1.0,
+                        a.as_ptr(),
+                        k as isize,
+                        1,
+                        dense.as_ptr(),
+                        n as isize,
+                        1,
+                        0.0,
+                        out.as_mut_ptr(),
+                        n as isize,
+                        1,
+                    )
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).warm_up_time(std::time::Duration::from_millis(300)).measurement_time(std::time::Duration::from_secs(1));
-    targets = qdw
+    targets = qdw, gemm
 }
 criterion_main!(benches);

@@ -419,36 +419,37 @@ unsafe fn tile<S: Simd, W: Elem, const M: usize, const NV: usize>(
             }
         }
     }
-    let (epi, ldo) = (t.epi, t.ldo);
-    for j in 0..NV {
-        let c0 = j * S::LANES;
-        if c0 >= t.cols {
-            break;
+    // Park the accumulators in a stack tile with constant indices only: that keeps the
+    // compiler from holding `acc` in memory through the k loop (it did, storing after every
+    // FMA, when the epilogue below indexed it directly).
+    debug_assert!(M <= 12 && NV * S::LANES <= 32);
+    let mut tile = core::mem::MaybeUninit::<[[f32; 32]; 12]>::uninit();
+    let tp = tile.as_mut_ptr().cast::<f32>();
+    for (i, row) in acc.iter().enumerate() {
+        for (j, v) in row.iter().enumerate() {
+            S::store(tp.add(i * 32 + j * S::LANES), *v);
         }
+    }
+    let (epi, ldo) = (t.epi, t.ldo);
+    let mut c0 = 0;
+    while c0 < t.cols {
         let nv = (t.cols - c0).min(S::LANES);
         let scale = ld_any::<S>(t.scales.add(c0), nv);
         let bias = ld_any::<S>(epi.bias.add(c0), nv);
-        match epi.kind {
-            EpiKind::Bias => {
-                for (i, row) in acc.iter().enumerate() {
-                    let v = S::fmadd(row[j], scale, bias);
-                    st_any::<S>(out.add(i * ldo + c0), v, nv);
-                }
-            }
-            EpiKind::Gelu => {
-                for (i, row) in acc.iter().enumerate() {
-                    let v = gelu::<S>(S::fmadd(row[j], scale, bias));
-                    st_any::<S>(out.add(i * ldo + c0), v, nv);
-                }
-            }
-            EpiKind::ScaleAdd => {
-                let g = ld_any::<S>(epi.gamma.add(c0), nv);
-                for (i, row) in acc.iter().enumerate() {
-                    let p = out.add(i * ldo + c0);
-                    let v = S::fmadd(g, S::fmadd(row[j], scale, bias), ld_any::<S>(p, nv));
-                    st_any::<S>(p, v, nv);
-                }
-            }
+        let g = match epi.kind {
+            EpiKind::ScaleAdd => ld_any::<S>(epi.gamma.add(c0), nv),
+            _ => S::zero(),
+        };
+        for i in 0..M {
+            let v = S::fmadd(S::load(tp.add(i * 32 + c0)), scale, bias);
+            let p = out.add(i * ldo + c0);
+            let v = match epi.kind {
+                EpiKind::Bias => v,
+                EpiKind::Gelu => gelu::<S>(v),
+                EpiKind::ScaleAdd => S::fmadd(g, v, ld_any::<S>(p, nv)),
+            };
+            st_any::<S>(p, v, nv);
         }
+        c0 += S::LANES;
     }
 }
