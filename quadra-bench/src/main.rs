@@ -121,6 +121,13 @@ fn block_key((h, w): (usize, usize), c: usize, spec: BlockSpec) -> String {
     }
 }
 
+/// What one measurement run found.
+struct Measured {
+    times: Vec<f64>,
+    layers: Vec<(Layer, f64)>,
+    candidates: Vec<(String, f64)>,
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = Args::parse();
     let (h, w) = a.input_size;
@@ -145,97 +152,108 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let threads = net.threads();
     let arch = net.config().arch();
     let model = net.model()?;
-    let exec = net.executor();
     let plan = arch.plan_with(h, w, threads);
-    let mut arena = vec![0.0f32; plan.arena_len()];
-    let input = random(h * w * arch.in_chans, 11);
-    let mut logits = vec![0.0f32; arch.num_classes];
+    let measured = net.with_executor(|exec| -> Result<Measured, quadra_core::Error> {
+        let mut arena = vec![0.0f32; plan.arena_len()];
+        let input = random(h * w * arch.in_chans, 11);
+        let mut logits = vec![0.0f32; arch.num_classes];
 
-    // Whole-model latency, single image.
-    for _ in 0..a.warmup {
-        model.forward_with(&exec, kern, &input, h, w, &mut arena, &mut logits)?;
-    }
-    let mut times = Vec::with_capacity(a.iters);
-    for _ in 0..a.iters.max(1) {
-        let t = Instant::now();
-        model.forward_with(&exec, kern, &input, h, w, &mut arena, &mut logits)?;
-        times.push(t.elapsed().as_secs_f64());
-    }
-    times.sort_by(f64::total_cmp);
-    let (p50, p90, min) = (percentile(&times, 0.5), percentile(&times, 0.9), times[0]);
-    let mean = times.iter().sum::<f64>() / times.len() as f64;
+        // Whole-model latency, single image.
+        for _ in 0..a.warmup {
+            model.forward_with(exec, kern, &input, h, w, &mut arena, &mut logits)?;
+        }
+        let mut times = Vec::with_capacity(a.iters);
+        for _ in 0..a.iters.max(1) {
+            let t = Instant::now();
+            model.forward_with(exec, kern, &input, h, w, &mut arena, &mut logits)?;
+            times.push(t.elapsed().as_secs_f64());
+        }
+        times.sort_by(f64::total_cmp);
 
-    // Per-layer latency of the model itself.
-    let mut layers: Vec<(Layer, f64)> = Vec::new();
-    for it in 0..a.iters.max(1) {
-        let mut i = 0;
-        let mut last = Instant::now();
-        model.forward_observed(
-            &exec,
-            kern,
-            &input,
-            h,
-            w,
-            &mut arena,
-            &mut logits,
-            &mut |l| {
-                let now = Instant::now();
-                let dt = (now - last).as_secs_f64();
-                last = now;
-                if it == 0 {
-                    layers.push((l, dt));
-                } else {
-                    layers[i].1 += dt;
-                }
-                i += 1;
-            },
-        )?;
-    }
-    for l in &mut layers {
-        l.1 /= a.iters.max(1) as f64;
-    }
-    let layer_sum: f64 = layers.iter().map(|l| l.1).sum();
-
-    // Candidate blocks of the search space at every stage's shape.
-    let mut candidates: Vec<(String, f64)> = Vec::new();
-    if !a.no_candidates {
-        let hw = Arch::stage_hw(h, w);
-        for (s, &(sh, sw)) in hw.iter().enumerate() {
-            let c = arch.dim(s);
-            for k in [3u8, 5, 7] {
-                for e in [2u8, 4] {
-                    let spec = BlockSpec::quadra(k, e);
-                    let wl = spec.weights_len(c);
-                    let wts = random_weights(wl, 13);
-                    let bw = BlockWeights::from_weights(c, k as usize, e as usize, wts.view())?;
-                    let dims = BlockDims {
-                        h: sh,
-                        w: sw,
-                        c,
-                        k: k as usize,
-                        e: e as usize,
-                    };
-                    let strip = default_strip_for(&dims);
-                    let per = band_scratch_len(sw, c, k as usize, e as usize, strip);
-                    let mut scratch = vec![0.0f32; per * threads];
-                    let x0 = random(sh * sw * c, 17);
-                    let mut x = x0.clone();
-                    let mut ts = Vec::new();
-                    for i in 0..a.iters.max(1) + a.warmup {
-                        x.copy_from_slice(&x0);
-                        let t = Instant::now();
-                        run_block(&exec, kern, dims, &bw, &mut x, &mut scratch, per)?;
-                        if i >= a.warmup {
-                            ts.push(t.elapsed().as_secs_f64());
-                        }
+        // Per-layer latency of the model itself.
+        let mut layers: Vec<(Layer, f64)> = Vec::new();
+        for it in 0..a.iters.max(1) {
+            let mut i = 0;
+            let mut last = Instant::now();
+            model.forward_observed(
+                exec,
+                kern,
+                &input,
+                h,
+                w,
+                &mut arena,
+                &mut logits,
+                &mut |l| {
+                    let now = Instant::now();
+                    let dt = (now - last).as_secs_f64();
+                    last = now;
+                    if it == 0 {
+                        layers.push((l, dt));
+                    } else {
+                        layers[i].1 += dt;
                     }
-                    ts.sort_by(f64::total_cmp);
-                    candidates.push((block_key((sh, sw), c, spec), percentile(&ts, 0.5)));
+                    i += 1;
+                },
+            )?;
+        }
+        for l in &mut layers {
+            l.1 /= a.iters.max(1) as f64;
+        }
+
+        // Candidate blocks of the search space at every stage's shape.
+        let mut candidates: Vec<(String, f64)> = Vec::new();
+        if !a.no_candidates {
+            let hw = Arch::stage_hw(h, w);
+            for (s, &(sh, sw)) in hw.iter().enumerate() {
+                let c = arch.dim(s);
+                for k in [3u8, 5, 7] {
+                    for e in [2u8, 4] {
+                        let spec = BlockSpec::quadra(k, e);
+                        let wl = spec.weights_len(c);
+                        let wts = random_weights(wl, 13);
+                        let bw = BlockWeights::from_weights(c, k as usize, e as usize, wts.view())?;
+                        let dims = BlockDims {
+                            h: sh,
+                            w: sw,
+                            c,
+                            k: k as usize,
+                            e: e as usize,
+                        };
+                        let strip = default_strip_for(&dims);
+                        let per = band_scratch_len(sw, c, k as usize, e as usize, strip);
+                        let mut scratch = vec![0.0f32; per * threads];
+                        let x0 = random(sh * sw * c, 17);
+                        let mut x = x0.clone();
+                        let mut ts = Vec::new();
+                        for i in 0..a.iters.max(1) + a.warmup {
+                            x.copy_from_slice(&x0);
+                            let t = Instant::now();
+                            run_block(exec, kern, dims, &bw, &mut x, &mut scratch, per)?;
+                            if i >= a.warmup {
+                                ts.push(t.elapsed().as_secs_f64());
+                            }
+                        }
+                        ts.sort_by(f64::total_cmp);
+                        candidates.push((block_key((sh, sw), c, spec), percentile(&ts, 0.5)));
+                    }
                 }
             }
         }
-    }
 
+        Ok(Measured {
+            times,
+            layers,
+            candidates,
+        })
+    })?;
+    let Measured {
+        times,
+        layers,
+        candidates,
+    } = measured;
+    let (p50, p90, min) = (percentile(&times, 0.5), percentile(&times, 0.9), times[0]);
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    let layer_sum: f64 = layers.iter().map(|l| l.1).sum();
     let macs = arch.macs(h, w);
     let gflops = 2.0 * macs as f64 / p50 / 1e9;
     let peak = fma_peak_gflops(kern.isa());

@@ -351,8 +351,10 @@ pub fn block_prepare_band(
     let p = (k - 1) / 2;
     let ln1 = Some((wts.ln1_w, wts.ln1_b));
     let row = w * c;
+    // Only rows other bands own are captured here; the band normalises its own rows
+    // when it runs.
     let mut ring = Ring::new(sc.ring, k + strip - 1, w, c, k, true);
-    for y in y0 as isize - p as isize..(y0 + p) as isize {
+    for y in y0 as isize - p as isize..y0 as isize {
         ring.fill(y, row_of(x, y, h, row), ln1);
     }
     if y1 < h {
@@ -391,24 +393,16 @@ pub fn block_run_band(
     let mut ring = Ring::new(sc.ring, k + strip - 1, w, c, k, false);
     let below = (y1 < h).then(|| Ring::new(sc.below, p, w, c, k, false));
     let (ln2, hidden) = (sc.ln2, sc.hidden);
+    let rows = (y0, y1, h);
+    for y in y0..y0 + p {
+        fill_band_row(&mut ring, x_band, below.as_ref(), y, rows, ln1);
+    }
     let mut s0 = y0;
     while s0 < y1 {
         let s = strip.min(y1 - s0);
-        // Normalise the rows this strip reaches below itself before any row is overwritten:
-        // from the band itself, or from the rows captured below it.
+        // Normalise the rows this strip reaches below itself before any row is overwritten.
         for y in s0 + p..s0 + s + p {
-            if y < y1 {
-                ring.fill(
-                    y as isize,
-                    row_of(x_band, (y - y0) as isize, y1 - y0, row),
-                    ln1,
-                );
-            } else if let (true, Some(b)) = (y < h, below.as_ref()) {
-                ring.slot_mut(y as isize)
-                    .copy_from_slice(b.rows(y + p, 1)[0]);
-            } else {
-                ring.fill(y as isize, None, None);
-            }
+            fill_band_row(&mut ring, x_band, below.as_ref(), y, rows, ln1);
         }
         for y in s0..s0 + s {
             let rows = ring.rows(y, k);
@@ -461,6 +455,32 @@ pub fn block_run_band(
         s0 += s;
     }
     Ok(())
+}
+
+/// Row `y` (at or below the band `rows = (y0, y1, h)`) into the ring: from the band itself,
+/// from the rows captured below it, or zero past the bottom.
+fn fill_band_row(
+    ring: &mut Ring<'_>,
+    x_band: &[f32],
+    below: Option<&Ring<'_>>,
+    y: usize,
+    (y0, y1, h): (usize, usize, usize),
+    ln1: Option<(&[f32], &[f32])>,
+) {
+    let row = x_band.len() / (y1 - y0).max(1);
+    if y < y1 {
+        ring.fill(
+            y as isize,
+            row_of(x_band, (y - y0) as isize, y1 - y0, row),
+            ln1,
+        );
+    } else if let (true, Some(b)) = (y < h, below) {
+        let p = ring.p;
+        ring.slot_mut(y as isize)
+            .copy_from_slice(b.rows(y + p, 1)[0]);
+    } else {
+        ring.fill(y as isize, None, None);
+    }
 }
 
 /// A quadratic depthwise conv whose channel count `C` and kernel `K` are part of its type.

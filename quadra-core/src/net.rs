@@ -774,11 +774,28 @@ pub fn run_block<E: Executor>(
     if nb <= 1 {
         return block_forward(kern, dims, strip, bw, x, scratch);
     }
-    // Capture every band's boundary rows before any band writes, then run the bands
-    // independently.
-    for (i, sc) in scratch.chunks_mut(band_scratch).take(nb).enumerate() {
-        let (y0, y1) = band_rows(h, nb, i);
-        block_prepare_band(dims, strip, bw, x, y0, y1, sc)?;
+    // Every band first captures the rows it needs from its neighbours (all bands only
+    // read), then all bands run and write their own rows.
+    {
+        let xs: &[f32] = x;
+        let mut prep: heapless::Vec<Band<'_>, MAX_BANDS> = heapless::Vec::new();
+        for (i, sc) in scratch.chunks_mut(band_scratch).take(nb).enumerate() {
+            let (y0, y1) = band_rows(h, nb, i);
+            let band = Band {
+                x: &mut [],
+                y0,
+                y1,
+                scratch: sc,
+                res: Ok(()),
+            };
+            if prep.push(band).is_err() {
+                return Err(Error::Arch("too many bands"));
+            }
+        }
+        exec.run(&mut prep, &|t| {
+            t.res = block_prepare_band(dims, strip, bw, xs, t.y0, t.y1, t.scratch)
+        });
+        finish(&prep)?;
     }
     let mut tasks = bands_of(x, w * c, h, nb, scratch, band_scratch)?;
     exec.run(&mut tasks, &|t| {
@@ -791,6 +808,7 @@ pub fn run_block<E: Executor>(
 struct Band<'x> {
     x: &'x mut [f32],
     y0: usize,
+    y1: usize,
     scratch: &'x mut [f32],
     res: Result<(), Error>,
 }
@@ -819,6 +837,7 @@ fn bands_of<'x>(
         let band = Band {
             x: head,
             y0,
+            y1,
             scratch,
             res: Ok(()),
         };

@@ -17,6 +17,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod dispatch;
+mod gang;
 pub mod weights;
 
 use ndarray::{Array2, ArrayView4, Axis};
@@ -25,6 +26,8 @@ use rayon::prelude::*;
 
 use checkpoint::{CheckpointError, StateDict};
 use config::ArchConfig;
+pub use gang::GangExec;
+use gang::{Gang, StopOnDrop};
 use weights::{LoadedModel, OwnedWeights};
 
 /// Why a network could not be built or run.
@@ -134,13 +137,29 @@ impl Network {
         self.pool.current_num_threads()
     }
 
-    /// An executor splitting each layer into one band per thread of the private pool,
-    /// for the core API (`Model::forward_with`); size arenas with
-    /// `arena_len_with(h, w, threads)`.
-    pub fn executor(&self) -> PoolExec<'_> {
-        PoolExec {
-            pool: &self.pool,
-            width: self.threads(),
+    /// Runs `f` with an executor that splits each layer into one band per thread of the
+    /// private pool (for the core API, `Model::forward_with`; size arenas with
+    /// `arena_len_with(h, w, threads)`). The pool's threads stay with `f` until it returns,
+    /// so bands start and end with a spin instead of a wake-up.
+    pub fn with_executor<R: Send>(&self, f: impl FnOnce(&GangExec<'_>) -> R + Send) -> R {
+        let gang = Gang::new(self.threads());
+        let f = std::sync::Mutex::new(Some(f));
+        let result = std::sync::Mutex::new(None);
+        self.pool.broadcast(|ctx| {
+            if ctx.index() != 0 {
+                gang.work(ctx.index());
+                return;
+            }
+            let _stop = StopOnDrop(&gang);
+            let f = f.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(f) = f {
+                let r = f(&GangExec { gang: &gang });
+                *result.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+            }
+        });
+        match result.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(r) => r,
+            None => panic!("the pool's thread 0 did not run the driver"),
         }
     }
 
@@ -243,40 +262,22 @@ impl Network {
                 )
             })?;
         } else {
-            // Fewer images than threads: each image's layers split into bands of rows.
-            let exec = PoolExec {
-                pool: &self.pool,
-                width: threads,
-            };
-            let mut arena = vec![0.0f32; cfg.arch().arena_len_with(h, w, threads)];
-            for (i, mut row) in out.axis_iter_mut(Axis(0)).enumerate() {
-                let dst = row
-                    .as_slice_mut()
-                    .expect("rows of a fresh Array2 are contiguous");
-                one(&exec, &mut arena, i, dst)?;
-            }
+            // Fewer images than threads: each image's layers split into bands of rows, run
+            // by a gang of the pool's threads held for the whole batch.
+            let arena_len = cfg.arch().arena_len_with(h, w, threads);
+            let rows = self.with_executor(|exec| {
+                let mut arena = vec![0.0f32; arena_len];
+                let mut rows = vec![0.0f32; n * width];
+                rows.chunks_exact_mut(width)
+                    .enumerate()
+                    .try_for_each(|(i, dst)| one(exec, &mut arena, i, dst))
+                    .map(|()| rows)
+            })?;
+            out.as_slice_mut()
+                .expect("a fresh Array2 is contiguous")
+                .copy_from_slice(&rows);
         }
         Ok(out)
-    }
-}
-
-/// Splits each layer into `width` bands of rows and runs them on a rayon pool.
-pub struct PoolExec<'p> {
-    pool: &'p rayon::ThreadPool,
-    width: usize,
-}
-
-impl Executor for PoolExec<'_> {
-    fn width(&self) -> usize {
-        self.width
-    }
-
-    fn run<T: Send>(&self, tasks: &mut [T], f: &(dyn Fn(&mut T) + Sync)) {
-        if tasks.len() <= 1 {
-            tasks.iter_mut().for_each(f);
-        } else {
-            self.pool.install(|| tasks.par_iter_mut().for_each(f));
-        }
     }
 }
 
