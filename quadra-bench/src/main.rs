@@ -58,6 +58,90 @@ struct Args {
     /// Skip measuring the candidate blocks (the per-layer table of the model stays).
     #[arg(long)]
     no_candidates: bool,
+    /// Measure one operator instead of a model: `qdw:CxHxK` or `block:CxHxKxE` (an HxH
+    /// map of C channels, random weights).
+    #[arg(long)]
+    op: Option<String>,
+}
+
+/// `--op`: one QDW conv or one QuadraBlock, median of `iters` runs.
+fn bench_op(a: &Args, spec: &str) -> Result<(), Box<dyn std::error::Error>> {
+    use quadra_core::block::{qdw_forward, qdw_scratch_len};
+    use quadra_core::kernels::QdwWeights;
+    use quadra_core::MatData;
+    let bad = || format!("--op '{spec}': expected qdw:CxHxK or block:CxHxKxE");
+    let (kind, dims) = spec.split_once(':').ok_or_else(bad)?;
+    let n: Vec<usize> = dims
+        .split('x')
+        .map(|v| v.parse().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    let (c, h, k) = match n[..] {
+        [c, h, k] | [c, h, k, _] => (c, h, k),
+        _ => return Err(bad().into()),
+    };
+    let e = n.get(3).copied().unwrap_or(4);
+    let kern = match &a.kernel {
+        Some(name) => dispatch::kernels_for(Isa::from_name(name).ok_or_else(bad)?)?,
+        None => dispatch::default_kernels()?,
+    };
+    let x0 = random(h * h * c, 5);
+    let mut x = x0.clone();
+    let mut ts = Vec::new();
+    let flops;
+    match kind {
+        "qdw" => {
+            let (taps, bias) = (random(QdwWeights::taps_len(k, c), 1), random(3 * c, 2));
+            let ones = vec![1.0; 3 * c];
+            let wts = QdwWeights::new(k, c, MatData::F32(&taps), &ones, &bias)?;
+            let mut scratch = vec![0.0; qdw_scratch_len(h, c, k)];
+            for i in 0..a.iters + a.warmup {
+                x.copy_from_slice(&x0);
+                let t = Instant::now();
+                qdw_forward(kern, h, h, &wts, &mut x, &mut scratch)?;
+                if i >= a.warmup {
+                    ts.push(t.elapsed().as_secs_f64());
+                }
+            }
+            flops = quadra_bench::qdw_flops(h, h, c, k);
+        }
+        "block" => {
+            let spec = BlockSpec::quadra(k as u8, e as u8);
+            let wts = random_weights(spec.weights_len(c), 3);
+            let bw = BlockWeights::from_weights(c, k, e, wts.view())?;
+            let dims = BlockDims { h, w: h, c, k, e };
+            let per = band_scratch_len(h, c, k, e, default_strip_for(&dims));
+            let cfg = ArchConfig::preset("quadranet25-xxs")?;
+            let net = Network::new(cfg.clone(), random_weights(cfg.arch().weights_len(), 1))?
+                .with_threads(a.threads)?;
+            let mut scratch = vec![0.0f32; per * net.threads()];
+            ts = net.with_executor(|exec| -> Result<Vec<f64>, quadra_core::Error> {
+                let mut ts = Vec::new();
+                for i in 0..a.iters + a.warmup {
+                    x.copy_from_slice(&x0);
+                    let t = Instant::now();
+                    run_block(exec, kern, dims, &bw, &mut x, &mut scratch, per)?;
+                    if i >= a.warmup {
+                        ts.push(t.elapsed().as_secs_f64());
+                    }
+                }
+                Ok(ts)
+            })?;
+            flops = 2 * spec.macs(h, h, c);
+        }
+        _ => return Err(bad().into()),
+    }
+    ts.sort_by(f64::total_cmp);
+    let p50 = percentile(&ts, 0.5);
+    let gflops = flops as f64 / p50 / 1e9;
+    let peak = fma_peak_gflops(kern.isa());
+    let report = json!({"op": spec, "kernel": kern.isa().name(), "op_ms": p50 * 1e3, "op_gflops": gflops,
+                        "fma_peak_gflops_per_core": peak, "flops": flops});
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{spec} on {}: {:.4} ms, {gflops:.1} GFLOP/s ({:.0}% of the {peak:.1} GFLOP/s FMA peak)", kern.isa(), p50 * 1e3, 100.0 * gflops / peak);
+    }
+    Ok(())
 }
 
 fn parse_size(s: &str) -> Result<(usize, usize), String> {
@@ -130,6 +214,9 @@ struct Measured {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = Args::parse();
+    if let Some(op) = &a.op {
+        return bench_op(&a, op);
+    }
     let (h, w) = a.input_size;
     let (mut net, name) = match (&a.model, &a.preset) {
         (Some(p), _) => (

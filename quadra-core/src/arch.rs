@@ -327,7 +327,7 @@ impl<'a> Arch<'a> {
         }
         let mut act_len = 0;
         // Per band: a stem patch row, and each block's band scratch.
-        let mut band = hw[0].1 * 16 * self.in_chans + self.dim(0);
+        let mut band = hw[0].1 * 16 * self.in_chans;
         // Serial layers: the downsamples' patch rows and the head.
         let mut serial = 2 * self.dim(3);
         let mut s = 0;

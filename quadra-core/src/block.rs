@@ -11,7 +11,6 @@ use crate::arch::block_scratch_len;
 use crate::error::{Buffer, Error};
 use crate::isa::Kernels;
 use crate::kernels::{self, Epilogue, MatData, MatMut, MatRef, PackedB, QdwWeights, MAX_K};
-use crate::math::layer_norm;
 use crate::weights::{Cursor, Weights, WeightsLen};
 
 /// Shape of one block application.
@@ -154,22 +153,19 @@ impl<'s> Ring<'s> {
 
     /// Fills the slot of row `y` from the unpadded row `src`, normalised by `ln` if given;
     /// with no source (outside the image) the row is zero.
-    fn fill(&mut self, y: isize, src: Option<&[f32]>, ln: Option<(&[f32], &[f32])>) {
+    fn fill(&mut self, y: isize, src: Option<&[f32]>, ln: Option<Ln<'_>>) -> Result<(), Error> {
         let (c, p) = (self.c, self.p);
         let dst = self.slot_mut(y);
         let Some(src) = src else {
             dst.fill(0.0);
-            return;
+            return Ok(());
         };
         let inner = &mut dst[p * c..p * c + src.len()];
         match ln {
             None => inner.copy_from_slice(src),
-            Some((lw, lb)) => {
-                for (xi, oi) in src.chunks_exact(c).zip(inner.chunks_exact_mut(c)) {
-                    layer_norm(xi, lw, lb, oi);
-                }
-            }
+            Some((kern, lw, lb)) => kernels::layer_norm_rows(kern, src, c, lw, lb, inner)?,
         }
+        Ok(())
     }
 
     fn rows(&self, y: usize, k: usize) -> [&[f32]; MAX_K] {
@@ -181,6 +177,9 @@ impl<'s> Ring<'s> {
         rows
     }
 }
+
+/// A LayerNorm to apply: kernels, weight, bias.
+type Ln<'w> = (Kernels, &'w [f32], &'w [f32]);
 
 /// Row `y` of an `[h, row]` tensor, or `None` outside `0..h`.
 fn row_of(x: &[f32], y: isize, h: usize, row: usize) -> Option<&[f32]> {
@@ -217,11 +216,11 @@ pub fn qdw_forward(
     let row = w * c;
     let mut ring = Ring::new(scratch, k, w, c, k, true);
     for y in -(p as isize)..p as isize {
-        ring.fill(y, row_of(x, y, h, row), None);
+        ring.fill(y, row_of(x, y, h, row), None)?;
     }
     for y in 0..h {
         let yb = (y + p) as isize;
-        ring.fill(yb, row_of(x, yb, h, row), None);
+        ring.fill(yb, row_of(x, yb, h, row), None)?;
         let rows = ring.rows(y, k);
         kernels::qdw_row(
             kern,
@@ -264,7 +263,7 @@ pub fn block_forward(
     x: &mut [f32],
     scratch: &mut [f32],
 ) -> Result<(), Error> {
-    block_prepare_band(d, strip, wts, x, 0, d.h, scratch)?;
+    block_prepare_band(kern, d, strip, wts, x, 0, d.h, scratch)?;
     block_run_band(kern, d, strip, wts, x, 0, scratch)
 }
 
@@ -330,6 +329,7 @@ fn check_block(d: &BlockDims, strip: usize, wts: &BlockWeights<'_>) -> Result<()
 /// [`block_forward`]. With `y0 = 0, y1 = h` the below-band rows are not needed, and
 /// [`block_scratch_len`] suffices.
 pub fn block_prepare_band(
+    kern: Kernels,
     d: BlockDims,
     strip: usize,
     wts: &BlockWeights<'_>,
@@ -349,18 +349,18 @@ pub fn block_prepare_band(
         return Ok(());
     }
     let p = (k - 1) / 2;
-    let ln1 = Some((wts.ln1_w, wts.ln1_b));
+    let ln1 = Some((kern, wts.ln1_w, wts.ln1_b));
     let row = w * c;
     // Only rows other bands own are captured here; the band normalises its own rows
     // when it runs.
     let mut ring = Ring::new(sc.ring, k + strip - 1, w, c, k, true);
     for y in y0 as isize - p as isize..y0 as isize {
-        ring.fill(y, row_of(x, y, h, row), ln1);
+        ring.fill(y, row_of(x, y, h, row), ln1)?;
     }
     if y1 < h {
         let mut below = Ring::new(sc.below, p, w, c, k, true);
         for y in y1..y1 + p {
-            below.fill(y as isize, row_of(x, y as isize, h, row), ln1);
+            below.fill(y as isize, row_of(x, y as isize, h, row), ln1)?;
         }
     }
     Ok(())
@@ -389,20 +389,20 @@ pub fn block_run_band(
     let y1 = y0 + x_band.len() / row;
     let sc = split_scratch(&d, strip, scratch, y1 < h)?;
     let p = (k - 1) / 2;
-    let ln1 = Some((wts.ln1_w, wts.ln1_b));
+    let ln1 = Some((kern, wts.ln1_w, wts.ln1_b));
     let mut ring = Ring::new(sc.ring, k + strip - 1, w, c, k, false);
     let below = (y1 < h).then(|| Ring::new(sc.below, p, w, c, k, false));
     let (ln2, hidden) = (sc.ln2, sc.hidden);
     let rows = (y0, y1, h);
     for y in y0..y0 + p {
-        fill_band_row(&mut ring, x_band, below.as_ref(), y, rows, ln1);
+        fill_band_row(&mut ring, x_band, below.as_ref(), y, rows, ln1)?;
     }
     let mut s0 = y0;
     while s0 < y1 {
         let s = strip.min(y1 - s0);
         // Normalise the rows this strip reaches below itself before any row is overwritten.
         for y in s0 + p..s0 + s + p {
-            fill_band_row(&mut ring, x_band, below.as_ref(), y, rows, ln1);
+            fill_band_row(&mut ring, x_band, below.as_ref(), y, rows, ln1)?;
         }
         for y in s0..s0 + s {
             let rows = ring.rows(y, k);
@@ -411,9 +411,7 @@ pub fn block_run_band(
         }
         let xs = &mut x_band[(s0 - y0) * row..(s0 - y0 + s) * row];
         let m = s * w;
-        for (xi, oi) in xs.chunks_exact(c).zip(ln2.chunks_exact_mut(c)) {
-            layer_norm(xi, wts.ln2_w, wts.ln2_b, oi);
-        }
+        kernels::layer_norm_rows(kern, xs, c, wts.ln2_w, wts.ln2_b, &mut ln2[..m * c])?;
         let ec = e * c;
         kernels::gemm(
             kern,
@@ -465,21 +463,22 @@ fn fill_band_row(
     below: Option<&Ring<'_>>,
     y: usize,
     (y0, y1, h): (usize, usize, usize),
-    ln1: Option<(&[f32], &[f32])>,
-) {
+    ln1: Option<Ln<'_>>,
+) -> Result<(), Error> {
     let row = x_band.len() / (y1 - y0).max(1);
     if y < y1 {
         ring.fill(
             y as isize,
             row_of(x_band, (y - y0) as isize, y1 - y0, row),
             ln1,
-        );
+        )
     } else if let (true, Some(b)) = (y < h, below) {
         let p = ring.p;
         ring.slot_mut(y as isize)
             .copy_from_slice(b.rows(y + p, 1)[0]);
+        Ok(())
     } else {
-        ring.fill(y as isize, None, None);
+        ring.fill(y as isize, None, None)
     }
 }
 

@@ -74,3 +74,15 @@ pub fn layer_norm_rows(x: &[f32], c: usize, w: &[f32], b: &[f32], out: &mut [f32
         layer_norm(xi, w, b, oi);
     }
 }
+
+/// [`layer_norm`] in place (for channel counts too large for a stack buffer).
+pub fn layer_norm_inplace(x: &mut [f32], w: &[f32], b: &[f32]) {
+    let n = x.len();
+    let inv_n = 1.0 / n as f32;
+    let mean = x.iter().sum::<f32>() * inv_n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() * inv_n;
+    let rstd = 1.0 / libm::sqrtf(var + LN_EPS);
+    for ((v, &w), &b) in x.iter_mut().zip(w).zip(b) {
+        *v = (*v - mean) * rstd * w + b;
+    }
+}

@@ -9,7 +9,6 @@ use crate::error::{Buffer, Error};
 use crate::exec::{band_rows, Executor, Serial, MAX_BANDS};
 use crate::isa::Kernels;
 use crate::kernels::{self, Epilogue, MatMut, MatRef, PackedB, QdwWeights, PANEL};
-use crate::math::layer_norm;
 use crate::weights::{mat_pad, vec_pad, Cursor, Weights};
 
 /// How a PyTorch tensor is laid out in the packed weights.
@@ -677,7 +676,7 @@ impl<'a> Model<'a> {
         let inv = 1.0 / (h3 * w3) as f32;
         pooled.iter_mut().for_each(|p| *p *= inv);
         let (nw, nb) = (cur.vec(d3)?, cur.vec(d3)?);
-        layer_norm(pooled, nw, nb, &mut rest[..d3]);
+        kernels::layer_norm_rows(kern, pooled, d3, nw, nb, &mut rest[..d3])?;
         Ok((cur, plan))
     }
 
@@ -706,12 +705,8 @@ impl<'a> Model<'a> {
                 for t in 0..4 {
                     let (ky, kx) = (t / 2, t % 2);
                     let src = oi + ((2 * y + ky) * wi + 2 * xo + kx) * dp;
-                    layer_norm(
-                        &act[src..src + dp],
-                        ln_w,
-                        ln_b,
-                        &mut p[t * dp..(t + 1) * dp],
-                    );
+                    let dst = &mut p[t * dp..(t + 1) * dp];
+                    kernels::layer_norm_rows(kern, &act[src..src + dp], dp, ln_w, ln_b, dst)?;
                 }
             }
             let out = &mut act[oo + y * wo * d..oo + (y + 1) * wo * d];
@@ -793,7 +788,7 @@ pub fn run_block<E: Executor>(
             }
         }
         exec.run(&mut prep, &|t| {
-            t.res = block_prepare_band(dims, strip, bw, xs, t.y0, t.y1, t.scratch)
+            t.res = block_prepare_band(kern, dims, strip, bw, xs, t.y0, t.y1, t.scratch)
         });
         finish(&prep)?;
     }
@@ -878,14 +873,14 @@ impl Stem<'_> {
         let c0 = self.bias.len();
         let k = 16 * cin;
         let patch_len = w0 * k;
-        if scratch.len() < patch_len + c0 {
+        if scratch.len() < patch_len {
             return Err(Error::Length {
                 buffer: Buffer::Scratch,
-                expected: patch_len + c0,
+                expected: patch_len,
                 found: scratch.len(),
             });
         }
-        let (patch, tmp) = scratch.split_at_mut(patch_len);
+        let patch = &mut scratch[..patch_len];
         for (i, out) in out.chunks_exact_mut(w0 * c0).enumerate() {
             let y = y0 + i;
             for (xo, p) in patch.chunks_exact_mut(k).enumerate() {
@@ -911,11 +906,7 @@ impl Stem<'_> {
                     stride: c0,
                 },
             )?;
-            let tmp = &mut tmp[..c0];
-            for px in out.chunks_exact_mut(c0) {
-                layer_norm(px, self.ln_w, self.ln_b, tmp);
-                px.copy_from_slice(tmp);
-            }
+            kernels::layer_norm_rows_inplace(kern, out, c0, self.ln_w, self.ln_b)?;
         }
         Ok(())
     }

@@ -1222,3 +1222,28 @@ fn absurd_sizes_in_a_model_file_are_refused_not_overflowed() {
         .unwrap_err();
     assert!(matches!(e, crate::Error::InputSize { .. }), "{e}");
 }
+
+#[test]
+fn simd_layer_norm_matches_scalar() {
+    let mut rng = Rng::new(51);
+    for c in [1usize, 3, 7, 8, 15, 16, 17, 31, 33, 64, 100, 257] {
+        let rows = 5;
+        // An offset mean and a spread: the two-pass variance must hold up.
+        let x: Vec<f32> = rng
+            .vec(rows * c, -3.0, 3.0)
+            .iter()
+            .map(|v| v + 40.0)
+            .collect();
+        let (w, b) = (rng.vec(c, 0.5, 1.5), rng.vec(c, -0.5, 0.5));
+        let mut want = vec![0.0; rows * c];
+        crate::math::layer_norm_rows(&x, c, &w, &b, &mut want);
+        for kern in available() {
+            let mut got = vec![f32::NAN; rows * c];
+            kernels::layer_norm_rows(kern, &x, c, &w, &b, &mut got).unwrap();
+            assert_close(&got, &want, 2e-5, &std::format!("{:?} c={c}", kern.isa()));
+            let mut inplace = x.clone();
+            kernels::layer_norm_rows_inplace(kern, &mut inplace, c, &w, &b).unwrap();
+            assert_eq!(inplace, got, "{:?} c={c} in place", kern.isa());
+        }
+    }
+}

@@ -62,6 +62,22 @@ unsafe impl Simd for Neon {
         core::ptr::copy_nonoverlapping(tmp.as_ptr(), p, n);
     }
     #[inline(always)]
+    unsafe fn add(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        vaddq_f32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn sub(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        vsubq_f32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn reduce_add(v: float32x4_t) -> f32 {
+        vaddvq_f32(v)
+    }
+    #[inline(always)]
+    unsafe fn sqrt(a: float32x4_t) -> float32x4_t {
+        vsqrtq_f32(a)
+    }
+    #[inline(always)]
     unsafe fn mul(a: float32x4_t, b: float32x4_t) -> float32x4_t {
         vmulq_f32(a, b)
     }
@@ -106,4 +122,19 @@ pub(crate) unsafe fn qdw_row<W: Elem>(k: usize, a: &QdwArgs, taps: *const W) {
 #[target_feature(enable = "neon")]
 pub(crate) unsafe fn gelu_slice(p: *mut f32, len: usize) {
     simd::gelu_slice::<Neon>(p, len)
+}
+
+/// # Safety
+/// CPU must have NEON; pointers valid as `simd::layer_norm_rows` requires.
+#[target_feature(enable = "neon")]
+pub(crate) unsafe fn layer_norm_rows(
+    x: *const f32,
+    rows: usize,
+    c: usize,
+    w: *const f32,
+    b: *const f32,
+    eps: f32,
+    out: *mut f32,
+) {
+    simd::layer_norm_rows::<Neon>(x, rows, c, w, b, eps, out)
 }

@@ -528,3 +528,88 @@ pub fn gelu_slice(kern: Kernels, x: &mut [f32]) {
         _ => x.iter_mut().for_each(|v| *v = crate::math::gelu_exact(*v)),
     }
 }
+
+/// LayerNorm (eps 1e-6, over channels) of consecutive channel vectors of length `c`:
+/// `x` and `out` hold the same number of them. The scalar path is `math::layer_norm`.
+pub fn layer_norm_rows(
+    kern: Kernels,
+    x: &[f32],
+    c: usize,
+    w: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+) -> Result<(), Error> {
+    if c == 0 {
+        return Ok(());
+    }
+    check_len(Buffer::Weights, c, w.len())?;
+    check_len(Buffer::Weights, c, b.len())?;
+    let rows = x.len() / c;
+    check_len(Buffer::Output, rows * c, out.len())?;
+    if kern.isa() == Isa::Scalar {
+        crate::math::layer_norm_rows(&x[..rows * c], c, &w[..c], &b[..c], &mut out[..rows * c]);
+        return Ok(());
+    }
+    ln_simd(kern, x.as_ptr(), rows, c, w, b, out.as_mut_ptr());
+    Ok(())
+}
+
+/// [`layer_norm_rows`] in place.
+pub fn layer_norm_rows_inplace(
+    kern: Kernels,
+    x: &mut [f32],
+    c: usize,
+    w: &[f32],
+    b: &[f32],
+) -> Result<(), Error> {
+    if c == 0 {
+        return Ok(());
+    }
+    check_len(Buffer::Weights, c, w.len())?;
+    check_len(Buffer::Weights, c, b.len())?;
+    let rows = x.len() / c;
+    if kern.isa() == Isa::Scalar {
+        let mut tmp = [0.0f32; 64];
+        for px in x.chunks_exact_mut(c) {
+            if c <= tmp.len() {
+                crate::math::layer_norm(px, &w[..c], &b[..c], &mut tmp[..c]);
+                px.copy_from_slice(&tmp[..c]);
+            } else {
+                crate::math::layer_norm_inplace(px, &w[..c], &b[..c]);
+            }
+        }
+        return Ok(());
+    }
+    let p = x.as_mut_ptr();
+    ln_simd(kern, p, rows, c, w, b, p);
+    Ok(())
+}
+
+/// The SIMD LayerNorm leaves; `x` may equal `out` (each element is read before it is
+/// written).
+fn ln_simd(
+    kern: Kernels,
+    xp: *const f32,
+    rows: usize,
+    c: usize,
+    w: &[f32],
+    b: &[f32],
+    op: *mut f32,
+) {
+    let eps = crate::math::LN_EPS;
+    let (wp, bp) = (w.as_ptr(), b.as_ptr());
+    match kern.isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the token proves AVX2+FMA+F16C; the callers checked `rows·c` floats
+        // behind `xp` and `op` and `c` behind `wp` and `bp`.
+        Isa::Avx2 => unsafe { x86_avx2::layer_norm_rows(xp, rows, c, wp, bp, eps, op) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the token proves AVX-512F; lengths as above.
+        Isa::Avx512 => unsafe { x86_avx512::layer_norm_rows(xp, rows, c, wp, bp, eps, op) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: the token proves NEON; lengths as above.
+        Isa::Neon => unsafe { aarch64_neon::layer_norm_rows(xp, rows, c, wp, bp, eps, op) },
+        // Scalar is handled by the callers; an ISA of another architecture cannot be held.
+        _ => {}
+    }
+}

@@ -27,8 +27,13 @@ pub(crate) unsafe trait Simd {
     unsafe fn load_n(p: *const f32, n: usize) -> Self::V;
     /// Stores the first `n < LANES` lanes.
     unsafe fn store_n(p: *mut f32, v: Self::V, n: usize);
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
     unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
+    /// Sum of the lanes.
+    unsafe fn reduce_add(v: Self::V) -> f32;
     unsafe fn div(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn sqrt(a: Self::V) -> Self::V;
     /// `a·b + c`.
     unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
     unsafe fn min(a: Self::V, b: Self::V) -> Self::V;
@@ -453,3 +458,62 @@ unsafe fn tile<S: Simd, W: Elem, const M: usize, const NV: usize>(
         c0 += S::LANES;
     }
 }
+
+/// LayerNorm of `rows` consecutive channel vectors of length `c` (two-pass mean and biased
+/// variance, as the scalar reference).
+///
+/// # Safety
+/// `x` and `out` valid for `rows·c` floats, `w` and `b` for `c`.
+#[inline(always)]
+pub(crate) unsafe fn layer_norm_rows<S: Simd>(
+    x: *const f32,
+    rows: usize,
+    c: usize,
+    w: *const f32,
+    b: *const f32,
+    eps: f32,
+    out: *mut f32,
+) {
+    let inv_n = 1.0 / c as f32;
+    for r in 0..rows {
+        let (xr, or) = (x.add(r * c), out.add(r * c));
+        let mut acc = S::zero();
+        let mut i = 0;
+        while i < c {
+            let n = (c - i).min(S::LANES);
+            acc = S::add(acc, ld_any::<S>(xr.add(i), n));
+            i += n;
+        }
+        let mean = S::reduce_add(acc) * inv_n;
+        let mv = S::splat(mean);
+        let mut acc = S::zero();
+        let mut i = 0;
+        while i < c {
+            let n = (c - i).min(S::LANES);
+            // Lanes past `n` load as zero; mask them out of the squared deviations.
+            let d = S::sub(ld_any::<S>(xr.add(i), n), mv);
+            let d = if n == S::LANES {
+                d
+            } else {
+                S::mul(d, ld_any::<S>(ONES.as_ptr(), n))
+            };
+            acc = S::fmadd(d, d, acc);
+            i += n;
+        }
+        let var = S::reduce_add(acc) * inv_n;
+        // In-register square root: libm's `sqrtf` is legacy-SSE inline assembly, and
+        // running it with dirty upper vector state costs hundreds of cycles per row.
+        let rstd = S::div(S::splat(1.0), S::sqrt(S::splat(var + eps)));
+        let mut i = 0;
+        while i < c {
+            let n = (c - i).min(S::LANES);
+            let d = S::mul(S::sub(ld_any::<S>(xr.add(i), n), mv), rstd);
+            let y = S::fmadd(d, ld_any::<S>(w.add(i), n), ld_any::<S>(b.add(i), n));
+            st_any::<S>(or.add(i), y, n);
+            i += n;
+        }
+    }
+}
+
+/// Sixteen ones, for masking a partial vector.
+static ONES: [f32; 16] = [1.0; 16];

@@ -54,6 +54,24 @@ unsafe impl Simd for Avx2 {
         _mm256_maskstore_ps(p, mask(n), v)
     }
     #[inline(always)]
+    unsafe fn add(a: __m256, b: __m256) -> __m256 {
+        _mm256_add_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn sub(a: __m256, b: __m256) -> __m256 {
+        _mm256_sub_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn reduce_add(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)))
+    }
+    #[inline(always)]
+    unsafe fn sqrt(a: __m256) -> __m256 {
+        _mm256_sqrt_ps(a)
+    }
+    #[inline(always)]
     unsafe fn mul(a: __m256, b: __m256) -> __m256 {
         _mm256_mul_ps(a, b)
     }
@@ -98,4 +116,19 @@ pub(crate) unsafe fn qdw_row<W: Elem>(k: usize, a: &QdwArgs, taps: *const W) {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn gelu_slice(p: *mut f32, len: usize) {
     simd::gelu_slice::<Avx2>(p, len)
+}
+
+/// # Safety
+/// CPU must have AVX2, FMA and F16C; pointers valid as `simd::layer_norm_rows` requires.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn layer_norm_rows(
+    x: *const f32,
+    rows: usize,
+    c: usize,
+    w: *const f32,
+    b: *const f32,
+    eps: f32,
+    out: *mut f32,
+) {
+    simd::layer_norm_rows::<Avx2>(x, rows, c, w, b, eps, out)
 }

@@ -51,6 +51,22 @@ unsafe impl Simd for Avx512 {
         _mm512_mask_storeu_ps(p, mask(n), v)
     }
     #[inline(always)]
+    unsafe fn add(a: __m512, b: __m512) -> __m512 {
+        _mm512_add_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn sub(a: __m512, b: __m512) -> __m512 {
+        _mm512_sub_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn reduce_add(v: __m512) -> f32 {
+        _mm512_reduce_add_ps(v)
+    }
+    #[inline(always)]
+    unsafe fn sqrt(a: __m512) -> __m512 {
+        _mm512_sqrt_ps(a)
+    }
+    #[inline(always)]
     unsafe fn mul(a: __m512, b: __m512) -> __m512 {
         _mm512_mul_ps(a, b)
     }
@@ -95,4 +111,19 @@ pub(crate) unsafe fn qdw_row<W: Elem>(k: usize, a: &QdwArgs, taps: *const W) {
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn gelu_slice(p: *mut f32, len: usize) {
     simd::gelu_slice::<Avx512>(p, len)
+}
+
+/// # Safety
+/// CPU must have AVX-512F; pointers valid as `simd::layer_norm_rows` requires.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn layer_norm_rows(
+    x: *const f32,
+    rows: usize,
+    c: usize,
+    w: *const f32,
+    b: *const f32,
+    eps: f32,
+    out: *mut f32,
+) {
+    simd::layer_norm_rows::<Avx512>(x, rows, c, w, b, eps, out)
 }

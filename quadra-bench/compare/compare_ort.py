@@ -1,0 +1,135 @@
+"""Side by side on this machine: quadra against ONNX Runtime (CPU provider, graph
+optimisations on, same thread count) on the same QuadraNet, exported from the official
+PyTorch definition with the same weights.
+
+    pip install torch onnx onnxruntime safetensors numpy
+    cargo build --release -p quadra-tools -p quadra-bench
+    python3 quadra-bench/compare/compare_ort.py                       # QuadraNet25-XXS and 36-T, 1 and 2 threads
+    python3 quadra-bench/compare/compare_ort.py --models quadranet36-s --threads 4 --iters 30
+
+Prints one table (median latency per image, batch 1, 224x224) and writes it as JSON with
+--json. Timings are medians over --iters runs after warm-up; run it on an idle machine.
+"""
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tools" / "reference"))
+from quadranet import QuadraBlock1_dw, QuadraConv, QuadraNet, randomize_  # noqa: E402
+
+SIZES = {"xxs": 16, "xs": 32, "t": 64, "s": 96, "b": 128}
+
+
+def preset(name):
+    family, size = name.split("-")
+    depths = {"quadranet25": [2, 3, 18, 2], "quadranet36": [3, 3, 27, 3]}[family]
+    c = SIZES[size]
+    return {"in_chans": 3, "num_classes": 1000, "dims": [c, 2 * c, 4 * c, 8 * c], "depths": depths,
+            "kernel": 7, "expansion": 4}
+
+
+def ort_median(onnx_path, x, threads, iters, warmup):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    for _ in range(warmup):
+        out = sess.run(None, {name: x})
+    ts = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        out = sess.run(None, {name: x})
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts)) * 1e3, out[0]
+
+
+def export(module, x, path):
+    torch.onnx.export(module, (torch.from_numpy(x),), str(path), opset_version=17,
+                      input_names=["x"], output_names=["y"], dynamo=False)
+
+
+def run(cmd):
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"{' '.join(map(str, cmd))} failed:\n{r.stdout}\n{r.stderr}")
+    return r.stdout
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["quadranet25-xxs", "quadranet36-t"])
+    ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--json", type=pathlib.Path)
+    ap.add_argument("--target-dir", type=pathlib.Path, default=ROOT / "target" / "release")
+    a = ap.parse_args()
+    quadra, bench = a.target_dir / "quadra", a.target_dir / "quadra-bench"
+    for b in (quadra, bench):
+        if not b.exists():
+            sys.exit(f"{b} is missing: cargo build --release -p quadra-tools -p quadra-bench")
+    torch.set_grad_enabled(False)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 3, 224, 224), dtype=np.float32)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = pathlib.Path(tmp)
+        for name in a.models:
+            cfg = preset(name)
+            net = randomize_(QuadraNet(cfg), 0).eval()
+            from safetensors.torch import save_file
+            save_file({k: v.contiguous() for k, v in net.state_dict().items()}, tmp / f"{name}.safetensors")
+            (tmp / f"{name}.json").write_text(json.dumps(cfg))
+            qnet = tmp / f"{name}.qnet"
+            run([quadra, "convert", "--weights", tmp / f"{name}.safetensors", "--config", tmp / f"{name}.json", "--out", qnet])
+            onnx_path = tmp / f"{name}.onnx"
+            export(net, x, onnx_path)
+            # Same model, same input: both must agree before their speeds are compared.
+            np.save(tmp / "x.npy", x)
+            run([quadra, "infer", "--model", qnet, "--input", tmp / "x.npy", "--output", tmp / "y.npy"])
+            ours = np.load(tmp / "y.npy")
+            for t in a.threads:
+                ort_ms, ort_out = ort_median(onnx_path, x, t, a.iters, a.warmup)
+                rep = json.loads(run([bench, "--model", qnet, "--threads", str(t), "--iters", str(a.iters),
+                                      "--warmup", str(a.warmup), "--json", "--no-candidates"]))
+                q_ms = rep["latency_ms"]["p50"]
+                diff = float(np.abs(ours - ort_out).max())
+                rows.append({"model": name, "threads": t, "ort_ms": ort_ms, "quadra_ms": q_ms,
+                             "speedup": ort_ms / q_ms, "quadra_gflops": rep["gflops"],
+                             "fma_peak_gflops_per_core": rep["fma_peak_gflops_per_core"],
+                             "arena_bytes": rep["arena_bytes"], "max_abs_diff_vs_ort": diff})
+                print(f"{name:16s} {t} thr  ORT {ort_ms:8.2f} ms  quadra {q_ms:8.2f} ms  "
+                      f"speedup {ort_ms / q_ms:5.2f}x  (outputs agree to {diff:.1e})", flush=True)
+        # One QDW (C=64, 56x56, K=7) and one QuadraBlock (C=64, 56x56, E=4), single thread.
+        xo = rng.standard_normal((1, 64, 56, 56), dtype=np.float32)
+        for label, mod in [("qdw c64 56x56 k7", randomize_(QuadraConv(64, 7), 1)),
+                           ("block c64 56x56 k7 e4", randomize_(QuadraBlock1_dw(64, 7, 4), 2))]:
+            path = tmp / "op.onnx"
+            export(mod.eval(), xo, path)
+            ort_ms, _ = ort_median(path, xo, 1, a.iters * 5, a.warmup)
+            op = "qdw" if label.startswith("qdw") else "block"
+            rep = json.loads(run([bench, "--op", f"{op}:64x56x7x4", "--threads", "1", "--iters", str(a.iters * 5),
+                                  "--json"]))
+            q_ms = rep["op_ms"]
+            rows.append({"model": label, "threads": 1, "ort_ms": ort_ms, "quadra_ms": q_ms, "speedup": ort_ms / q_ms,
+                         "quadra_gflops": rep["op_gflops"], "fma_peak_gflops_per_core": rep["fma_peak_gflops_per_core"]})
+            print(f"{label:22s} 1 thr  ORT {ort_ms:8.3f} ms  quadra {q_ms:8.3f} ms  speedup {ort_ms / q_ms:5.2f}x  "
+                  f"({rep['op_gflops']:.1f} GFLOP/s, peak {rep['fma_peak_gflops_per_core']:.1f})", flush=True)
+    if a.json:
+        a.json.write_text(json.dumps(rows, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
