@@ -263,7 +263,7 @@ pub fn block_forward(
     x: &mut [f32],
     scratch: &mut [f32],
 ) -> Result<(), Error> {
-    block_prepare_band(kern, d, strip, wts, x, 0, d.h, scratch)?;
+    block_prepare_band(kern, d, strip, wts, x, (0, d.h), scratch)?;
     block_run_band(kern, d, strip, wts, x, 0, scratch)
 }
 
@@ -322,9 +322,9 @@ fn check_block(d: &BlockDims, strip: usize, wts: &BlockWeights<'_>) -> Result<()
     Ok(())
 }
 
-/// First half of running rows `y0..y1` of a block as an independent band: normalises,
-/// from the still unmodified full activation `x`, the `(K-1)/2` rows on each side of the
-/// band (and its first rows) into the band's scratch. Every band must be prepared before
+/// First half of running rows `y0..y1` (`band`) of a block as an independent band:
+/// normalises, from the still unmodified full activation `x`, the `(K-1)/2` rows on each
+/// side of the band that neighbouring bands own into the band's scratch. Every band must be prepared before
 /// any band runs; then the bands can run in parallel and give exactly the result of
 /// [`block_forward`]. With `y0 = 0, y1 = h` the below-band rows are not needed, and
 /// [`block_scratch_len`] suffices.
@@ -334,8 +334,7 @@ pub fn block_prepare_band(
     strip: usize,
     wts: &BlockWeights<'_>,
     x: &[f32],
-    y0: usize,
-    y1: usize,
+    (y0, y1): (usize, usize),
     scratch: &mut [f32],
 ) -> Result<(), Error> {
     check_block(&d, strip, wts)?;

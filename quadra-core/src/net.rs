@@ -788,7 +788,7 @@ pub fn run_block<E: Executor>(
             }
         }
         exec.run(&mut prep, &|t| {
-            t.res = block_prepare_band(kern, dims, strip, bw, xs, t.y0, t.y1, t.scratch)
+            t.res = block_prepare_band(kern, dims, strip, bw, xs, (t.y0, t.y1), t.scratch)
         });
         finish(&prep)?;
     }
