@@ -1,6 +1,7 @@
 //! Shared pieces of the benchmarks: deterministic random data, FLOP counts, and the
 //! unfused baselines the fused kernels are compared against.
 
+pub mod baseline;
 pub mod peak;
 
 use quadra_core::kernels::QdwWeights;

@@ -1247,3 +1247,39 @@ fn simd_layer_norm_matches_scalar() {
         }
     }
 }
+
+#[test]
+fn plain_depthwise_row_simd_matches_scalar() {
+    let mut rng = Rng::new(61);
+    let kerns = available();
+    for k in [3usize, 5, 7] {
+        for c in [1usize, 5, 8, 16, 17, 33, 64] {
+            let taps = rng.vec(k * k * c, -0.3, 0.3);
+            let bias = rng.vec(c, -0.5, 0.5);
+            for w in [1usize, 2, 7, 8, 9, 15, 16, 17, 40] {
+                let rows: Vec<Vec<f32>> = (0..k)
+                    .map(|_| rng.vec((w + k - 1) * c, -1.0, 1.0))
+                    .collect();
+                let refs: Vec<&[f32]> = rows.iter().map(|r| r.as_slice()).collect();
+                let mut want = vec![0.0; w * c];
+                let conv = kernels::DwConv {
+                    k,
+                    c,
+                    taps: &taps,
+                    bias: &bias,
+                };
+                kernels::dw_row(Kernels::scalar(), &conv, &refs, w, &mut want).unwrap();
+                for &kern in &kerns[1..] {
+                    let mut got = vec![f32::NAN; w * c];
+                    kernels::dw_row(kern, &conv, &refs, w, &mut got).unwrap();
+                    assert_close(
+                        &got,
+                        &want,
+                        1e-5,
+                        &std::format!("{:?} k={k} c={c} w={w}", kern.isa()),
+                    );
+                }
+            }
+        }
+    }
+}

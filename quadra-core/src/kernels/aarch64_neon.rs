@@ -3,7 +3,7 @@
 
 use core::arch::aarch64::*;
 
-use super::simd::{self, Elem, GemmArgs, QdwArgs, Simd};
+use super::simd::{self, DwArgs, Elem, GemmArgs, QdwArgs, Simd};
 
 #[derive(Clone, Copy)]
 pub(crate) struct Neon;
@@ -137,4 +137,15 @@ pub(crate) unsafe fn layer_norm_rows(
     out: *mut f32,
 ) {
     simd::layer_norm_rows::<Neon>(x, rows, c, w, b, eps, out)
+}
+
+/// # Safety
+/// CPU must have NEON; pointers as checked by `kernels::dw_row`.
+#[target_feature(enable = "neon")]
+pub(crate) unsafe fn dw_row(k: usize, a: &DwArgs) {
+    match k {
+        3 => simd::dw_row::<Neon, 3, 8>(a),
+        5 => simd::dw_row::<Neon, 5, 8>(a),
+        _ => simd::dw_row::<Neon, 7, 8>(a),
+    }
 }

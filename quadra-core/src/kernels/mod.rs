@@ -613,3 +613,79 @@ fn ln_simd(
         _ => {}
     }
 }
+
+/// A plain (linear) depthwise KxK conv: `taps[(ky·K + kx)·C + ch]`, `bias[ch]`.
+#[derive(Clone, Copy, Debug)]
+pub struct DwConv<'a> {
+    /// Kernel size (3, 5 or 7).
+    pub k: usize,
+    /// Channels.
+    pub c: usize,
+    /// Taps, `K·K·C`.
+    pub taps: &'a [f32],
+    /// Bias, `C`.
+    pub bias: &'a [f32],
+}
+
+/// One output row of a plain depthwise conv: `out[x][ch] = bias[ch] +
+/// Σ taps[(ky·K + kx)·C + ch] · rows[ky][(x + kx)·C + ch]`, rows zero-padded as for
+/// [`qdw_row`]. Not part of QuadraNet: the baselines that price the quadratic term use it.
+pub fn dw_row(
+    kern: Kernels,
+    conv: &DwConv<'_>,
+    rows: &[&[f32]],
+    w: usize,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    let DwConv { k, c, taps, bias } = *conv;
+    if !matches!(k, 3 | 5 | 7) || rows.len() != k {
+        return Err(Error::Arch(
+            "depthwise conv needs K in {3, 5, 7} and K rows",
+        ));
+    }
+    check_len(Buffer::Weights, k * k * c, taps.len())?;
+    check_len(Buffer::Weights, c, bias.len())?;
+    for r in rows {
+        check_len(Buffer::Scratch, (w + k - 1) * c, r.len())?;
+    }
+    check_len(Buffer::Activation, w * c, out.len())?;
+    if kern.isa() == Isa::Scalar || w == 0 || c == 0 {
+        for x in 0..w {
+            for ch in 0..c {
+                let mut acc = bias[ch];
+                for (ky, row) in rows.iter().enumerate() {
+                    for kx in 0..k {
+                        acc += taps[(ky * k + kx) * c + ch] * row[(x + kx) * c + ch];
+                    }
+                }
+                out[x * c + ch] = acc;
+            }
+        }
+        return Ok(());
+    }
+    let mut ptrs = [core::ptr::null::<f32>(); MAX_K];
+    for (p, r) in ptrs.iter_mut().zip(rows) {
+        *p = r.as_ptr();
+    }
+    let a = simd::DwArgs {
+        rows: ptrs,
+        w,
+        c,
+        taps: taps.as_ptr(),
+        bias: bias.as_ptr(),
+        out: out.as_mut_ptr(),
+    };
+    match kern.isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: token proves AVX2+FMA+F16C; every length behind `a` checked above.
+        Isa::Avx2 => unsafe { x86_avx2::dw_row(k, &a) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: token proves AVX-512F; lengths checked above.
+        Isa::Avx512 => unsafe { x86_avx512::dw_row(k, &a) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: token proves NEON; lengths checked above.
+        Isa::Neon => unsafe { aarch64_neon::dw_row(k, &a) },
+        _ => {}
+    }
+    Ok(())
+}

@@ -3,7 +3,7 @@
 
 use core::arch::x86_64::*;
 
-use super::simd::{self, Elem, GemmArgs, QdwArgs, Simd};
+use super::simd::{self, DwArgs, Elem, GemmArgs, QdwArgs, Simd};
 
 #[derive(Clone, Copy)]
 pub(crate) struct Avx512;
@@ -126,4 +126,15 @@ pub(crate) unsafe fn layer_norm_rows(
     out: *mut f32,
 ) {
     simd::layer_norm_rows::<Avx512>(x, rows, c, w, b, eps, out)
+}
+
+/// # Safety
+/// CPU must have AVX-512F; pointers as checked by `kernels::dw_row`.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn dw_row(k: usize, a: &DwArgs) {
+    match k {
+        3 => simd::dw_row::<Avx512, 3, 8>(a),
+        5 => simd::dw_row::<Avx512, 5, 8>(a),
+        _ => simd::dw_row::<Avx512, 7, 8>(a),
+    }
 }
