@@ -128,24 +128,15 @@ fn networks(cr: &mut Criterion) {
         let cfg = ArchConfig::preset(name).unwrap();
         let arch = cfg.arch();
         g.throughput(Throughput::Elements(2 * arch.macs(224, 224)));
-        let input = random(224 * 224 * 3, 8);
+        let x =
+            ndarray::Array4::from_shape_vec((1, 3, 224, 224), random(224 * 224 * 3, 8)).unwrap();
         for threads in [1usize, 2] {
             let net = Network::new(cfg.clone(), random_weights(arch.weights_len(), 9))
                 .unwrap()
                 .with_threads(threads)
                 .unwrap();
-            let model = net.model().unwrap();
-            let mut arena = vec![0.0; arch.arena_len_with(224, 224, threads)];
-            let mut logits = vec![0.0; 1000];
-            let kern = net.kernels();
-            net.with_executor(|exec| {
-                g.bench_function(BenchmarkId::new(name, format!("{threads}_threads")), |b| {
-                    b.iter(|| {
-                        model
-                            .forward_with(exec, kern, &input, 224, 224, &mut arena, &mut logits)
-                            .unwrap()
-                    })
-                });
+            g.bench_function(BenchmarkId::new(name, format!("{threads}_threads")), |b| {
+                b.iter(|| net.forward_nchw(x.view()).unwrap())
             });
         }
     }
