@@ -37,6 +37,15 @@ step "aarch64 under qemu: core, PyTorch fixtures, digits model and the firmware'
     -p quadra-core -p quadra-tests -p quadra-firmware-example
 )
 
+step "the aarch64 quadra-bench binary, built as documented and run end to end under qemu"
+bash scripts/build-bench-aarch64.sh
+qemu-aarch64-static target/cross/aarch64-unknown-linux-gnu/release/quadra-bench \
+  --preset quadranet25-xxs --input-size 64 --iters 2 --warmup 1 --threads 2 \
+  --lut-yaml target/cross/lut.yaml --json > target/cross/bench.json
+grep -q '"kernel": "neon"' target/cross/bench.json
+grep -q 'QuadraBlock-input:16x16x16-output:16x16x16-expand:2-kernel:3-stride:1-idskip:1' target/cross/lut.yaml
+echo "quadra-bench ran under qemu (timings there mean nothing)"
+
 step "bare-metal build: quadra-core and the firmware example for aarch64-unknown-none (no std, no alloc)"
 RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=target/baremetal \
   cargo build --release -Zbuild-std=core --target aarch64-unknown-none -p quadra-core -p quadra-firmware-example

@@ -61,14 +61,14 @@ impl UnfusedQdw {
     ) -> Result<(), Error> {
         let padded = pad(x, h, w, self.c, self.k / 2);
         let mut t = [vec![0.0; x.len()], vec![0.0; x.len()], vec![0.0; x.len()]];
-        for f in 0..3 {
+        for (f, out) in t.iter_mut().enumerate() {
             let conv = DwConv {
                 k: self.k,
                 c: self.c,
                 taps: &self.taps[f],
                 bias: &self.bias[f],
             };
-            dw_full(kern, &conv, &padded, h, w, &mut t[f])?;
+            dw_full(kern, &conv, &padded, h, w, out)?;
         }
         for (((o, a), b), c) in y.iter_mut().zip(&t[0]).zip(&t[1]).zip(&t[2]) {
             *o = a * b + c;
