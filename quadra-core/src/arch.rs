@@ -120,10 +120,29 @@ pub struct Arch<'a> {
     pub stages: [Stage<'a>; 4],
 }
 
-/// Rows of a block processed per strip by default: enough that the hidden strip is about
-/// 128 KB, so the strip's LN2 rows, hidden layer and output stay in L2.
+/// Hidden channels computed at a time: PW1 produces this many hidden channels for a whole
+/// strip, PW2 adds their contribution into the residual, then the next slice. The hidden
+/// strip in scratch is `strip·W·HIDDEN_CHUNK` floats whatever the expansion, so strips can
+/// be tall and every weight panel is reused across many pixels.
+pub const HIDDEN_CHUNK: usize = 128;
+
+/// Width of the hidden slice of a block: `min(E·C, HIDDEN_CHUNK)`.
+pub const fn hidden_chunk(c: usize, e: usize) -> usize {
+    if e * c < HIDDEN_CHUNK {
+        e * c
+    } else {
+        HIDDEN_CHUNK
+    }
+}
+
+/// Floats of LN2 rows plus hidden slice a strip may take (320 KB): enough that a
+/// 14x14x256 or 7x7x512 block is one strip (its PW weights are read once per image),
+/// small enough to stay near L2.
+pub const STRIP_BUDGET: usize = 80 * 1024;
+
+/// Rows of a block processed per strip by default: as many as [`STRIP_BUDGET`] allows.
 pub const fn default_strip(h: usize, w: usize, c: usize, e: usize) -> usize {
-    let s = match (32 * 1024usize).checked_div(w * e * c) {
+    let s = match STRIP_BUDGET.checked_div(w * (c + hidden_chunk(c, e))) {
         Some(s) => s,
         None => 1,
     };
@@ -140,10 +159,10 @@ pub const fn default_strip(h: usize, w: usize, c: usize, e: usize) -> usize {
     }
 }
 
-/// Scratch floats a block needs at strip height `strip`: a ring of `K + strip - 1`
-/// zero-padded LN1 rows, one strip of LN2 rows and one strip of the hidden layer.
+/// Scratch floats a block needs at strip height `strip`: a ring of `K` zero-padded LN1
+/// rows, one strip of LN2 rows and one strip of a hidden slice.
 pub const fn block_scratch_len(w: usize, c: usize, k: usize, e: usize, strip: usize) -> usize {
-    (k + strip - 1) * (w + k - 1) * c + strip * w * c + strip * w * e * c
+    k * (w + k - 1) * c + strip * w * c + strip * w * hidden_chunk(c, e)
 }
 
 /// Where everything lives in the arena for one input size.

@@ -1,13 +1,12 @@
 //! The streaming tile scheduler: a QuadraBlock (or a lone QDW conv) run in place on its
 //! activation, strip of rows by strip of rows.
 //!
-//! Scratch holds a ring of `K + strip - 1` zero-padded LN1-normalised rows, one strip of
-//! LN2 rows and one strip of the hidden layer. Before the rows of a strip are overwritten,
-//! the rows the next strips still need are already normalised into the ring, so the block
-//! can write its output over its input. The three QDW partial results and the hidden
-//! `[H, W, E·C]` tensor never exist in full.
+//! Scratch holds a ring of `K` zero-padded LN1-normalised rows, one strip of LN2 rows and
+//! one strip of a slice of the hidden layer. Each row is normalised into the ring before
+//! the row `K/2` above it is overwritten, so the block writes its output over its input.
+//! The three QDW partial results and the hidden `[H, W, E·C]` tensor never exist in full.
 
-use crate::arch::block_scratch_len;
+use crate::arch::{block_scratch_len, hidden_chunk};
 use crate::error::{Buffer, Error};
 use crate::isa::Kernels;
 use crate::kernels::{self, Epilogue, MatData, MatMut, MatRef, PackedB, QdwWeights, MAX_K};
@@ -298,9 +297,9 @@ fn split_scratch<'s>(
         block_scratch_len(w, c, k, e, strip)
     };
     expect_len(Buffer::Scratch, need, scratch.len(), false)?;
-    let (ring, rest) = scratch.split_at_mut((k + strip - 1) * (w + k - 1) * c);
+    let (ring, rest) = scratch.split_at_mut(k * (w + k - 1) * c);
     let (ln2, rest) = rest.split_at_mut(strip * w * c);
-    let (hidden, rest) = rest.split_at_mut(strip * w * e * c);
+    let (hidden, rest) = rest.split_at_mut(strip * w * hidden_chunk(c, e));
     let below = if band {
         &mut rest[..(k - 1) / 2 * (w + k - 1) * c]
     } else {
@@ -352,7 +351,7 @@ pub fn block_prepare_band(
     let row = w * c;
     // Only rows other bands own are captured here; the band normalises its own rows
     // when it runs.
-    let mut ring = Ring::new(sc.ring, k + strip - 1, w, c, k, true);
+    let mut ring = Ring::new(sc.ring, k, w, c, k, true);
     for y in y0 as isize - p as isize..y0 as isize {
         ring.fill(y, row_of(x, y, h, row), ln1)?;
     }
@@ -389,7 +388,7 @@ pub fn block_run_band(
     let sc = split_scratch(&d, strip, scratch, y1 < h)?;
     let p = (k - 1) / 2;
     let ln1 = Some((kern, wts.ln1_w, wts.ln1_b));
-    let mut ring = Ring::new(sc.ring, k + strip - 1, w, c, k, false);
+    let mut ring = Ring::new(sc.ring, k, w, c, k, false);
     let below = (y1 < h).then(|| Ring::new(sc.below, p, w, c, k, false));
     let (ln2, hidden) = (sc.ln2, sc.hidden);
     let rows = (y0, y1, h);
@@ -399,56 +398,71 @@ pub fn block_run_band(
     let mut s0 = y0;
     while s0 < y1 {
         let s = strip.min(y1 - s0);
-        // Normalise the rows this strip reaches below itself before any row is overwritten.
-        for y in s0 + p..s0 + s + p {
-            fill_band_row(&mut ring, x_band, below.as_ref(), y, rows, ln1)?;
-        }
+        // Row by row: normalise the row K/2 below (still untouched) into the ring, whose
+        // K slots then hold exactly the rows this output row reads, and overwrite the row.
         for y in s0..s0 + s {
-            let rows = ring.rows(y, k);
+            fill_band_row(&mut ring, x_band, below.as_ref(), y + p, rows, ln1)?;
+            let taps = ring.rows(y, k);
             let out = &mut x_band[(y - y0) * row..(y - y0 + 1) * row];
-            kernels::qdw_row(kern, &wts.qdw, &rows[..k], w, Some(wts.gamma1), out)?;
+            kernels::qdw_row(kern, &wts.qdw, &taps[..k], w, Some(wts.gamma1), out)?;
         }
         let xs = &mut x_band[(s0 - y0) * row..(s0 - y0 + s) * row];
         let m = s * w;
         kernels::layer_norm_rows(kern, xs, c, wts.ln2_w, wts.ln2_b, &mut ln2[..m * c])?;
-        let ec = e * c;
-        kernels::gemm(
-            kern,
-            MatRef {
-                data: &ln2[..m * c],
-                rows: m,
-                cols: c,
-                stride: c,
-            },
-            wts.pw1,
-            Epilogue::BiasGelu(wts.pw1_b),
-            MatMut {
-                data: &mut hidden[..m * ec],
-                rows: m,
-                cols: ec,
-                stride: ec,
-            },
-        )?;
-        kernels::gemm(
-            kern,
-            MatRef {
-                data: &hidden[..m * ec],
-                rows: m,
-                cols: ec,
-                stride: ec,
-            },
-            wts.pw2,
-            Epilogue::BiasScaleAdd {
-                bias: wts.pw2_b,
-                gamma: wts.gamma2,
-            },
-            MatMut {
-                data: xs,
-                rows: m,
-                cols: c,
-                stride: c,
-            },
-        )?;
+        // The hidden layer a slice at a time: PW1 + GELU into the slice, then PW2 adds
+        // the slice's contribution into the residual (bias with the first slice).
+        let (ec, hc) = (e * c, hidden_chunk(c, e));
+        let mut j0 = 0;
+        while j0 < ec {
+            let j1 = (j0 + hc).min(ec);
+            let nh = j1 - j0;
+            let (Some(pw1), Some(pw2)) = (wts.pw1.cols(j0, j1), wts.pw2.rows(j0, j1)) else {
+                return Err(Error::Arch("hidden slice outside the PW weights"));
+            };
+            kernels::gemm(
+                kern,
+                MatRef {
+                    data: &ln2[..m * c],
+                    rows: m,
+                    cols: c,
+                    stride: c,
+                },
+                pw1,
+                Epilogue::BiasGelu(&wts.pw1_b[j0..j1]),
+                MatMut {
+                    data: &mut hidden[..m * nh],
+                    rows: m,
+                    cols: nh,
+                    stride: nh,
+                },
+            )?;
+            let epi = if j0 == 0 {
+                Epilogue::BiasScaleAdd {
+                    bias: wts.pw2_b,
+                    gamma: wts.gamma2,
+                }
+            } else {
+                Epilogue::ScaleAdd { gamma: wts.gamma2 }
+            };
+            kernels::gemm(
+                kern,
+                MatRef {
+                    data: &hidden[..m * nh],
+                    rows: m,
+                    cols: nh,
+                    stride: nh,
+                },
+                pw2,
+                epi,
+                MatMut {
+                    data: &mut *xs,
+                    rows: m,
+                    cols: c,
+                    stride: c,
+                },
+            )?;
+            j0 = j1;
+        }
         s0 += s;
     }
     Ok(())

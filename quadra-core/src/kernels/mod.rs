@@ -142,6 +142,8 @@ pub struct PackedB<'a> {
     scales: &'a [f32],
     k: usize,
     n: usize,
+    /// Distance between panels (`K·16` of the matrix this view was cut from).
+    pstride: usize,
 }
 
 impl<'a> PackedB<'a> {
@@ -161,7 +163,47 @@ impl<'a> PackedB<'a> {
                 });
             }
         }
-        Ok(PackedB { data, scales, k, n })
+        Ok(PackedB {
+            data,
+            scales,
+            k,
+            n,
+            pstride: k * PANEL,
+        })
+    }
+
+    /// Columns `j0..j1` (`j0` a multiple of [`PANEL`]): whole panels, no copy.
+    pub fn cols(&self, j0: usize, j1: usize) -> Option<PackedB<'a>> {
+        if !j0.is_multiple_of(PANEL) || j0 >= j1 || j1 > self.n {
+            return None;
+        }
+        let panels = (j1 - j0).div_ceil(PANEL);
+        let len = (panels - 1) * self.pstride + self.k * PANEL;
+        Some(PackedB {
+            data: self.data.sub((j0 / PANEL) * self.pstride, len)?,
+            scales: self.scales.get(j0..j1)?,
+            n: j1 - j0,
+            ..*self
+        })
+    }
+
+    /// Rows `k0..k1` of the inner dimension: the same panels, a shorter k, no copy.
+    pub fn rows(&self, k0: usize, k1: usize) -> Option<PackedB<'a>> {
+        if k0 >= k1 || k1 > self.k {
+            return None;
+        }
+        let panels = self.n.div_ceil(PANEL);
+        let len = (panels - 1) * self.pstride + (k1 - k0) * PANEL;
+        Some(PackedB {
+            data: self.data.sub(k0 * PANEL, len)?,
+            k: k1 - k0,
+            ..*self
+        })
+    }
+
+    /// Distance between panels in the data.
+    pub const fn panel_stride(&self) -> usize {
+        self.pstride
     }
 
     /// Packs `B[kk][j] = src(kk, j)` into `dst` (length [`PackedB::packed_len`]).
@@ -199,7 +241,7 @@ impl<'a> PackedB<'a> {
     /// Stored element `B[kk][j]` as f32, before the column scale.
     pub fn get(&self, kk: usize, j: usize) -> f32 {
         self.data
-            .get((j / PANEL) * self.k * PANEL + kk * PANEL + j % PANEL)
+            .get((j / PANEL) * self.pstride + kk * PANEL + j % PANEL)
     }
 
     /// Inner dimension.
@@ -239,6 +281,12 @@ pub enum Epilogue<'a> {
         /// Per-channel layer scale.
         gamma: &'a [f32],
     },
+    /// `out += gamma[j]·acc`: a further slice of the hidden layer added into the
+    /// residual (PW2 split over the hidden dimension).
+    ScaleAdd {
+        /// Per-channel layer scale.
+        gamma: &'a [f32],
+    },
 }
 
 impl Epilogue<'_> {
@@ -249,6 +297,7 @@ impl Epilogue<'_> {
                 check_len(Buffer::Weights, n, bias.len())?;
                 check_len(Buffer::Weights, n, gamma.len())
             }
+            Epilogue::ScaleAdd { gamma } => check_len(Buffer::Weights, n, gamma.len()),
         }
     }
 }
@@ -335,6 +384,7 @@ pub fn gemm(
         lda,
         k,
         n,
+        pstride: b.pstride,
         scales: b.scales.as_ptr(),
         epi: simd::EpiPtrs::new(epi),
         out: out.data.as_mut_ptr(),

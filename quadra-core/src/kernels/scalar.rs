@@ -30,6 +30,7 @@ pub fn gemm(
                 Epilogue::BiasScaleAdd { bias, gamma } => {
                     *o += gamma[j] * (acc * scales[j] + bias[j])
                 }
+                Epilogue::ScaleAdd { gamma } => *o += gamma[j] * (acc * scales[j]),
             }
         }
     }

@@ -297,13 +297,22 @@ impl EpiPtrs {
                 bias: bias.as_ptr(),
                 gamma: gamma.as_ptr(),
             },
+            Epilogue::ScaleAdd { gamma } => EpiPtrs {
+                kind: EpiKind::ScaleAdd,
+                bias: core::ptr::null(),
+                gamma: gamma.as_ptr(),
+            },
         }
     }
 
     unsafe fn offset(self, j: usize) -> Self {
         EpiPtrs {
             kind: self.kind,
-            bias: self.bias.add(j),
+            bias: if self.bias.is_null() {
+                self.bias
+            } else {
+                self.bias.add(j)
+            },
             gamma: if self.gamma.is_null() {
                 self.gamma
             } else {
@@ -320,6 +329,8 @@ pub(crate) struct GemmArgs {
     pub lda: usize,
     pub k: usize,
     pub n: usize,
+    /// Distance between weight panels.
+    pub pstride: usize,
     pub scales: *const f32,
     pub epi: EpiPtrs,
     pub out: *mut f32,
@@ -352,7 +363,7 @@ pub(crate) unsafe fn gemm<S: Simd, W: Elem, const MR: usize, const NV: usize, co
     b: *const W,
 ) {
     let tile_cols = NV * S::LANES;
-    let pstride = g.k * PANEL;
+    let pstride = g.pstride;
     let mut j0 = 0;
     while j0 < g.n {
         let cols = (g.n - j0).min(tile_cols);
@@ -440,7 +451,11 @@ unsafe fn tile<S: Simd, W: Elem, const M: usize, const NV: usize>(
     while c0 < t.cols {
         let nv = (t.cols - c0).min(S::LANES);
         let scale = ld_any::<S>(t.scales.add(c0), nv);
-        let bias = ld_any::<S>(epi.bias.add(c0), nv);
+        let bias = if epi.bias.is_null() {
+            S::zero()
+        } else {
+            ld_any::<S>(epi.bias.add(c0), nv)
+        };
         let g = match epi.kind {
             EpiKind::ScaleAdd => ld_any::<S>(epi.gamma.add(c0), nv),
             _ => S::zero(),
