@@ -201,6 +201,16 @@ unsafe fn qdw_chunk<S: Simd, W: Elem, const K: usize, const P: usize, const FULL
         qdw_pixels::<S, W, K, P, FULL>(a, taps, x0, c0, nv);
         x0 += P;
     }
+    // The remainder in halving groups: one pixel at a time would leave three dependent
+    // FMA chains per tap and starve the FMA units on narrow maps (14 or 7 wide).
+    if P > 4 && x0 + 4 <= a.w {
+        qdw_pixels::<S, W, K, 4, FULL>(a, taps, x0, c0, nv);
+        x0 += 4;
+    }
+    if P > 2 && x0 + 2 <= a.w {
+        qdw_pixels::<S, W, K, 2, FULL>(a, taps, x0, c0, nv);
+        x0 += 2;
+    }
     while x0 < a.w {
         qdw_pixels::<S, W, K, 1, FULL>(a, taps, x0, c0, nv);
         x0 += 1;
