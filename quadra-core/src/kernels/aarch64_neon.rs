@@ -78,6 +78,13 @@ unsafe impl Simd for Neon {
         vsqrtq_f32(a)
     }
     #[inline(always)]
+    unsafe fn recip(a: float32x4_t) -> float32x4_t {
+        // 8-bit estimate, two Newton steps (vrecps gives 2 - ar).
+        let r = vrecpeq_f32(a);
+        let r = vmulq_f32(r, vrecpsq_f32(a, r));
+        vmulq_f32(r, vrecpsq_f32(a, r))
+    }
+    #[inline(always)]
     unsafe fn mul(a: float32x4_t, b: float32x4_t) -> float32x4_t {
         vmulq_f32(a, b)
     }

@@ -72,6 +72,12 @@ unsafe impl Simd for Avx2 {
         _mm256_sqrt_ps(a)
     }
     #[inline(always)]
+    unsafe fn recip(a: __m256) -> __m256 {
+        // 12-bit estimate, one Newton step: r + r(1 - ar).
+        let r = _mm256_rcp_ps(a);
+        _mm256_fmadd_ps(r, _mm256_fnmadd_ps(a, r, _mm256_set1_ps(1.0)), r)
+    }
+    #[inline(always)]
     unsafe fn mul(a: __m256, b: __m256) -> __m256 {
         _mm256_mul_ps(a, b)
     }

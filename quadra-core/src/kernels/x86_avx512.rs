@@ -67,6 +67,12 @@ unsafe impl Simd for Avx512 {
         _mm512_sqrt_ps(a)
     }
     #[inline(always)]
+    unsafe fn recip(a: __m512) -> __m512 {
+        // 14-bit estimate, one Newton step: r + r(1 - ar).
+        let r = _mm512_rcp14_ps(a);
+        _mm512_fmadd_ps(r, _mm512_fnmadd_ps(a, r, _mm512_set1_ps(1.0)), r)
+    }
+    #[inline(always)]
     unsafe fn mul(a: __m512, b: __m512) -> __m512 {
         _mm512_mul_ps(a, b)
     }
