@@ -16,7 +16,6 @@ pub fn module_source(
     source: &str,
     dtype: Dtype,
 ) -> String {
-    let arch = config.arch();
     let (h, w) = input;
     let mut s = String::new();
     let _ = writeln!(
@@ -93,8 +92,7 @@ pub fn module_source(
     let _ = writeln!(s, "}};");
     let _ = writeln!(
         s,
-        "/// Arena floats for one `INPUT_H x INPUT_W` image ({} bytes).",
-        arch.arena_len(h, w) * 4
+        "/// Arena floats for one `INPUT_H x INPUT_W` image, as this quadra-core plans it."
     );
     let _ = writeln!(
         s,

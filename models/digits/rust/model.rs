@@ -46,7 +46,7 @@ pub const ARCH: Arch<'static> = Arch {
         },
     ],
 };
-/// Arena floats for one `INPUT_H x INPUT_W` image (37120 bytes).
+/// Arena floats for one `INPUT_H x INPUT_W` image, as this quadra-core plans it.
 pub const ARENA_LEN: usize = ARCH.arena_len(INPUT_H, INPUT_W);
 
 /// Parses and checks the compiled-in model (magic, version, checksum, and that it
