@@ -10,7 +10,7 @@
 //!
 //! Throughput is in FLOPs (a multiply-add is 2): criterion's "elem/s" are FLOP/s.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use quadra_bench::baseline::{block_layer_by_layer, Mixer, UnfusedQdw};
 use quadra_bench::{qdw_flops, random, random_weights};
 use quadra_core::arch::{default_strip, BlockSpec};
@@ -33,25 +33,16 @@ fn qdw_fusion(cr: &mut Criterion) {
     let bias = random(3 * c, 2);
     let ones = vec![1.0; 3 * c];
     let wts = QdwWeights::new(k, c, MatData::F32(&taps), &ones, &bias).unwrap();
-    let unfused = UnfusedQdw {
-        taps: [0, 1, 2].map(|f| {
-            (0..k * k * c)
-                .map(|i| taps[(i / c) * 3 * c + f * c + i % c])
-                .collect()
-        }),
-        bias: [0, 1, 2].map(|f| bias[f * c..(f + 1) * c].to_vec()),
-        k,
-        c,
-    };
+    let unfused = UnfusedQdw::from_packed(&taps, &bias, k, c);
     let x0 = random(hw * hw * c, 3);
     g.throughput(Throughput::Elements(qdw_flops(hw, hw, c, k)));
-    let mut x = x0.clone();
     let mut scratch = vec![0.0; qdw_scratch_len(hw, c, k)];
     g.bench_function(BenchmarkId::new("fused", "c64_56x56_k7"), |b| {
-        b.iter(|| {
-            x.copy_from_slice(&x0);
-            qdw_forward(kern, hw, hw, &wts, &mut x, &mut scratch).unwrap()
-        })
+        b.iter_batched_ref(
+            || x0.clone(),
+            |x| qdw_forward(kern, hw, hw, &wts, x, &mut scratch).unwrap(),
+            BatchSize::LargeInput,
+        )
     });
     let mut y = vec![0.0; x0.len()];
     g.bench_function(BenchmarkId::new("unfused", "c64_56x56_k7"), |b| {
@@ -68,7 +59,6 @@ fn blocks(cr: &mut Criterion) {
         let owned = random_weights(spec.weights_len(c), 4);
         let bw = BlockWeights::from_weights(c, 7, 4, owned.view()).unwrap();
         let x0 = random(hw * hw * c, 5);
-        let mut x = x0.clone();
         let dims = BlockDims {
             h: hw,
             w: hw,
@@ -81,16 +71,18 @@ fn blocks(cr: &mut Criterion) {
         let quad_flops = 2 * spec.macs(hw, hw, c);
         g.throughput(Throughput::Elements(quad_flops));
         g.bench_function("quadra_streamed", |b| {
-            b.iter(|| {
-                x.copy_from_slice(&x0);
-                run_block(&Serial, kern, dims, &bw, &mut x, &mut scratch, per).unwrap()
-            })
+            b.iter_batched_ref(
+                || x0.clone(),
+                |x| run_block(&Serial, kern, dims, &bw, x, &mut scratch, per).unwrap(),
+                BatchSize::LargeInput,
+            )
         });
         g.bench_function("quadra_layer_by_layer", |b| {
-            b.iter(|| {
-                x.copy_from_slice(&x0);
-                block_layer_by_layer(kern, &bw, &Mixer::Quadratic, (hw, hw, c), &mut x).unwrap()
-            })
+            b.iter_batched_ref(
+                || x0.clone(),
+                |x| block_layer_by_layer(kern, &bw, &Mixer::Quadratic, (hw, hw, c), x).unwrap(),
+                BatchSize::LargeInput,
+            )
         });
         let dw_taps = random(49 * c, 6);
         let dw_bias = random(c, 7);
@@ -105,17 +97,19 @@ fn blocks(cr: &mut Criterion) {
             mlp_flops + (hw * hw * c) as u64 * 2 * 49,
         ));
         g.bench_function("conv_layer_by_layer", |b| {
-            b.iter(|| {
-                x.copy_from_slice(&x0);
-                block_layer_by_layer(kern, &bw, &Mixer::Linear(conv), (hw, hw, c), &mut x).unwrap()
-            })
+            b.iter_batched_ref(
+                || x0.clone(),
+                |x| block_layer_by_layer(kern, &bw, &Mixer::Linear(conv), (hw, hw, c), x).unwrap(),
+                BatchSize::LargeInput,
+            )
         });
         g.throughput(Throughput::Elements(mlp_flops));
         g.bench_function("skip_layer_by_layer", |b| {
-            b.iter(|| {
-                x.copy_from_slice(&x0);
-                block_layer_by_layer(kern, &bw, &Mixer::Skip, (hw, hw, c), &mut x).unwrap()
-            })
+            b.iter_batched_ref(
+                || x0.clone(),
+                |x| block_layer_by_layer(kern, &bw, &Mixer::Skip, (hw, hw, c), x).unwrap(),
+                BatchSize::LargeInput,
+            )
         });
         g.finish();
     }

@@ -1,6 +1,6 @@
 //! QDW per kernel path and shape. Run: `cargo bench -p quadra-bench --bench kernels`.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use quadra_bench::{qdw_flops, qdw_weights, random};
 use quadra_core::block::{qdw_forward, qdw_scratch_len};
 use quadra_core::kernels::QdwWeights;
@@ -19,12 +19,12 @@ fn qdw(cr: &mut Criterion) {
             for kern in quadra_cpu::dispatch::available() {
                 let id =
                     BenchmarkId::new(format!("{}/k{k}", kern.isa()), format!("c{c}_{hw}x{hw}"));
-                let mut x = x0.clone();
                 g.bench_function(id, |b| {
-                    b.iter(|| {
-                        x.copy_from_slice(&x0);
-                        qdw_forward(kern, hw, hw, &wts, &mut x, &mut scratch).unwrap()
-                    })
+                    b.iter_batched_ref(
+                        || x0.clone(),
+                        |x| qdw_forward(kern, hw, hw, &wts, x, &mut scratch).unwrap(),
+                        BatchSize::LargeInput,
+                    )
                 });
             }
         }
@@ -54,46 +54,31 @@ fn gemm(cr: &mut Criterion) {
         g.throughput(Throughput::Elements((2 * m * k * n) as u64));
         let id = format!("m{m}_k{k}_n{n}");
         for kern in quadra_cpu::dispatch::available().into_iter().skip(1) {
-            g.bench_function(
-                BenchmarkId::new(format!("{}/gelu", kern.isa()), &id),
-                |bch| {
-                    bch.iter(|| {
-                        let am = MatRef {
-                            data: &a,
-                            rows: m,
-                            cols: k,
-                            stride: k,
-                        };
-                        let om = MatMut {
-                            data: &mut out,
-                            rows: m,
-                            cols: n,
-                            stride: n,
-                        };
-                        gemm(kern, am, b, Epilogue::BiasGelu(&bias), om).unwrap()
-                    })
-                },
-            );
-            g.bench_function(
-                BenchmarkId::new(format!("{}/bias", kern.isa()), &id),
-                |bch| {
-                    bch.iter(|| {
-                        let am = MatRef {
-                            data: &a,
-                            rows: m,
-                            cols: k,
-                            stride: k,
-                        };
-                        let om = MatMut {
-                            data: &mut out,
-                            rows: m,
-                            cols: n,
-                            stride: n,
-                        };
-                        gemm(kern, am, b, Epilogue::Bias(&bias), om).unwrap()
-                    })
-                },
-            );
+            for (label, epi) in [
+                ("gelu", Epilogue::BiasGelu(&bias)),
+                ("bias", Epilogue::Bias(&bias)),
+            ] {
+                g.bench_function(
+                    BenchmarkId::new(format!("{}/{label}", kern.isa()), &id),
+                    |bch| {
+                        bch.iter(|| {
+                            let am = MatRef {
+                                data: &a,
+                                rows: m,
+                                cols: k,
+                                stride: k,
+                            };
+                            let om = MatMut {
+                                data: &mut out,
+                                rows: m,
+                                cols: n,
+                                stride: n,
+                            };
+                            gemm(kern, am, b, epi, om).unwrap()
+                        })
+                    },
+                );
+            }
         }
         g.bench_function(BenchmarkId::new("matrixmultiply", &id), |bch| {
             bch.iter(|| {

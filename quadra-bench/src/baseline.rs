@@ -50,6 +50,21 @@ pub struct UnfusedQdw {
 }
 
 impl UnfusedQdw {
+    /// The three filters of packed QDW taps (`[(ky·K + kx)·3C + f·C + ch]`, biases
+    /// `[f·C + ch]`) as three separate depthwise convs.
+    pub fn from_packed(taps: &[f32], bias: &[f32], k: usize, c: usize) -> Self {
+        UnfusedQdw {
+            taps: [0, 1, 2].map(|f| {
+                (0..k * k * c)
+                    .map(|i| taps[(i / c) * 3 * c + f * c + i % c])
+                    .collect()
+            }),
+            bias: [0, 1, 2].map(|f| bias[f * c..(f + 1) * c].to_vec()),
+            k,
+            c,
+        }
+    }
+
     /// `y = (Wa*x + ba) ⊙ (Wb*x + bb) + (Wc*x + bc)` with full intermediates.
     pub fn run(
         &self,

@@ -32,7 +32,7 @@ struct Args {
     #[arg(long)]
     model: Option<PathBuf>,
     /// Input size: `224` or `HxW`.
-    #[arg(long, default_value = "224", value_parser = parse_size)]
+    #[arg(long, default_value = "224", value_parser = quadra_cpu::parse_input_size)]
     input_size: (usize, usize),
     /// Threads.
     #[arg(long, default_value_t = 1)]
@@ -142,21 +142,6 @@ fn bench_op(a: &Args, spec: &str) -> Result<(), Box<dyn std::error::Error>> {
         println!("{spec} on {}: {:.4} ms, {gflops:.1} GFLOP/s ({:.0}% of the {peak:.1} GFLOP/s FMA peak)", kern.isa(), p50 * 1e3, 100.0 * gflops / peak);
     }
     Ok(())
-}
-
-fn parse_size(s: &str) -> Result<(usize, usize), String> {
-    let (h, w) = s.split_once('x').unwrap_or((s, s));
-    let p = |v: &str| {
-        v.parse::<usize>()
-            .map_err(|_| format!("'{s}' is not a size like 224 or 224x160"))
-    };
-    let (h, w) = (p(h)?, p(w)?);
-    if h < 32 || w < 32 {
-        return Err(format!(
-            "input size {h}x{w} is too small: QuadraNet downsamples by 32"
-        ));
-    }
-    Ok((h, w))
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {

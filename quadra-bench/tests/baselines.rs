@@ -23,16 +23,7 @@ fn baselines_compute_the_same_thing() {
         let (c, h, w, k) = (24, 9, 11, 5);
         let taps = random(QdwWeights::taps_len(k, c), 1);
         let bias = random(3 * c, 2);
-        let unfused = UnfusedQdw {
-            taps: [0, 1, 2].map(|f| {
-                (0..k * k * c)
-                    .map(|i| taps[(i / c) * 3 * c + f * c + i % c])
-                    .collect()
-            }),
-            bias: [0, 1, 2].map(|f| bias[f * c..(f + 1) * c].to_vec()),
-            k,
-            c,
-        };
+        let unfused = UnfusedQdw::from_packed(&taps, &bias, k, c);
         let ones = vec![1.0; 3 * c];
         let wts = QdwWeights::new(k, c, MatData::F32(&taps), &ones, &bias).unwrap();
         let x = random(h * w * c, 3);

@@ -62,6 +62,24 @@ pub struct Network {
     pool: rayon::ThreadPool,
 }
 
+/// Parses an input size given as `224` or `224x160` (H x W) for command lines; sizes
+/// under 32 (QuadraNet downsamples by 32) are refused.
+pub fn parse_input_size(s: &str) -> Result<(usize, usize), String> {
+    let (h, w) = s.split_once('x').unwrap_or((s, s));
+    let p = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("'{s}' is not a size like 224 or 224x160"))
+    };
+    let (h, w) = (p(h)?, p(w)?);
+    if h < 32 || w < 32 {
+        return Err(format!(
+            "input size {h}x{w} is too small: QuadraNet downsamples by 32"
+        ));
+    }
+    Ok((h, w))
+}
+
 /// Tensor layout of an input batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {

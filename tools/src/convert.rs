@@ -31,7 +31,7 @@ pub struct Args {
     #[arg(long)]
     emit_rust: Option<PathBuf>,
     /// Input size for the arena constant and the accuracy check: `224` or `HxW`.
-    #[arg(long, default_value = "224", value_parser = crate::parse_size)]
+    #[arg(long, default_value = "224", value_parser = quadra_cpu::parse_input_size)]
     input_size: (usize, usize),
     /// Inputs (float32 .npy, [N, C, H, W]) for the f16/int8 accuracy check; random if absent.
     #[arg(long)]

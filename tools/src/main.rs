@@ -52,20 +52,3 @@ fn main() -> ExitCode {
         }
     }
 }
-
-/// Parses `224` or `224x160` as (H, W).
-pub fn parse_size(s: &str) -> Result<(usize, usize), String> {
-    let (h, w) = s.split_once('x').unwrap_or((s, s));
-    let p = |v: &str| {
-        v.trim()
-            .parse::<usize>()
-            .map_err(|_| format!("'{s}' is not a size like 224 or 224x160"))
-    };
-    let (h, w) = (p(h)?, p(w)?);
-    if h < 32 || w < 32 {
-        return Err(format!(
-            "input size {h}x{w} is too small: QuadraNet downsamples by 32"
-        ));
-    }
-    Ok((h, w))
-}

@@ -26,6 +26,18 @@ use crate::isa::{Isa, Kernels};
 /// Width of a packed weight panel, in columns. Every ISA reads the same packed layout.
 pub const PANEL: usize = 16;
 
+/// Every `(expected, found)` weight length pair must match exactly.
+fn check_weights_exact(pairs: &[(usize, usize)]) -> Result<(), Error> {
+    match pairs.iter().find(|(e, f)| e != f) {
+        Some(&(expected, found)) => Err(Error::Length {
+            buffer: Buffer::Weights,
+            expected,
+            found,
+        }),
+        None => Ok(()),
+    }
+}
+
 fn check_len(buffer: Buffer, expected: usize, found: usize) -> Result<(), Error> {
     if found < expected {
         Err(Error::Length {
@@ -154,15 +166,7 @@ impl<'a> PackedB<'a> {
 
     /// Wraps already packed data and its per-column scales.
     pub fn new(data: MatData<'a>, scales: &'a [f32], k: usize, n: usize) -> Result<Self, Error> {
-        for (expected, found) in [(Self::packed_len(k, n), data.len()), (n, scales.len())] {
-            if expected != found {
-                return Err(Error::Length {
-                    buffer: Buffer::Weights,
-                    expected,
-                    found,
-                });
-            }
-        }
+        check_weights_exact(&[(Self::packed_len(k, n), data.len()), (n, scales.len())])?;
         Ok(PackedB {
             data,
             scales,
@@ -444,19 +448,11 @@ impl<'a> QdwWeights<'a> {
         if !matches!(k, 3 | 5 | 7) {
             return Err(Error::Arch("QDW kernel size must be 3, 5 or 7"));
         }
-        for (expected, found) in [
+        check_weights_exact(&[
             (Self::taps_len(k, c), taps.len()),
             (3 * c, scales.len()),
             (3 * c, bias.len()),
-        ] {
-            if expected != found {
-                return Err(Error::Length {
-                    buffer: Buffer::Weights,
-                    expected,
-                    found,
-                });
-            }
-        }
+        ])?;
         Ok(QdwWeights {
             k,
             c,
