@@ -19,6 +19,7 @@ use quadra_core::kernels::{DwConv, QdwWeights};
 use quadra_core::net::run_block;
 use quadra_core::{MatData, Serial};
 use quadra_cpu::config::ArchConfig;
+use quadra_cpu::AlignedF32;
 use quadra_cpu::Network;
 
 fn best() -> quadra_core::Kernels {
@@ -36,11 +37,11 @@ fn qdw_fusion(cr: &mut Criterion) {
     let unfused = UnfusedQdw::from_packed(&taps, &bias, k, c);
     let x0 = random(hw * hw * c, 3);
     g.throughput(Throughput::Elements(qdw_flops(hw, hw, c, k)));
-    let mut scratch = vec![0.0; qdw_scratch_len(hw, c, k)];
+    let mut scratch = AlignedF32::zeros(qdw_scratch_len(hw, c, k));
     g.bench_function(BenchmarkId::new("fused", "c64_56x56_k7"), |b| {
         b.iter_batched_ref(
             || x0.clone(),
-            |x| qdw_forward(kern, hw, hw, &wts, x, &mut scratch).unwrap(),
+            |x| qdw_forward(kern, hw, hw, &wts, x, scratch.as_mut_slice()).unwrap(),
             BatchSize::LargeInput,
         )
     });
@@ -67,13 +68,13 @@ fn blocks(cr: &mut Criterion) {
             e: 4,
         };
         let per = band_scratch_len(hw, c, 7, 4, default_strip(hw, hw, c, 4));
-        let mut scratch = vec![0.0; per];
+        let mut scratch = AlignedF32::zeros(per);
         let quad_flops = 2 * spec.macs(hw, hw, c);
         g.throughput(Throughput::Elements(quad_flops));
         g.bench_function("quadra_streamed", |b| {
             b.iter_batched_ref(
                 || x0.clone(),
-                |x| run_block(&Serial, kern, dims, &bw, x, &mut scratch, per).unwrap(),
+                |x| run_block(&Serial, kern, dims, &bw, x, scratch.as_mut_slice(), per).unwrap(),
                 BatchSize::LargeInput,
             )
         });

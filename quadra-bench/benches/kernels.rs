@@ -5,6 +5,7 @@ use quadra_bench::{qdw_flops, qdw_weights, random};
 use quadra_core::block::{qdw_forward, qdw_scratch_len};
 use quadra_core::kernels::QdwWeights;
 use quadra_core::MatData;
+use quadra_cpu::AlignedF32;
 
 fn qdw(cr: &mut Criterion) {
     let mut g = cr.benchmark_group("qdw");
@@ -14,7 +15,7 @@ fn qdw(cr: &mut Criterion) {
             let ones = vec![1.0; 3 * c];
             let wts = QdwWeights::new(k, c, MatData::F32(&taps), &ones, &bias).unwrap();
             let x0 = random(hw * hw * c, 3);
-            let mut scratch = vec![0.0; qdw_scratch_len(hw, c, k)];
+            let mut scratch = AlignedF32::zeros(qdw_scratch_len(hw, c, k));
             g.throughput(Throughput::Elements(qdw_flops(hw, hw, c, k)));
             for kern in quadra_cpu::dispatch::available() {
                 let id =
@@ -22,7 +23,7 @@ fn qdw(cr: &mut Criterion) {
                 g.bench_function(id, |b| {
                     b.iter_batched_ref(
                         || x0.clone(),
-                        |x| qdw_forward(kern, hw, hw, &wts, x, &mut scratch).unwrap(),
+                        |x| qdw_forward(kern, hw, hw, &wts, x, scratch.as_mut_slice()).unwrap(),
                         BatchSize::LargeInput,
                     )
                 });

@@ -15,7 +15,7 @@ use quadra_core::net::{run_block, Layer};
 use quadra_core::{default_strip_for, Isa};
 use quadra_cpu::config::ArchConfig;
 use quadra_cpu::weights::LoadedModel;
-use quadra_cpu::{dispatch, Network};
+use quadra_cpu::{dispatch, AlignedF32, Network};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -85,7 +85,6 @@ fn bench_op(a: &Args, spec: &str) -> Result<(), Box<dyn std::error::Error>> {
         None => dispatch::default_kernels()?,
     };
     let x0 = random(h * h * c, 5);
-    let mut x = x0.clone();
     let mut ts = Vec::new();
     let flops;
     match kind {
@@ -93,11 +92,13 @@ fn bench_op(a: &Args, spec: &str) -> Result<(), Box<dyn std::error::Error>> {
             let (taps, bias) = (random(QdwWeights::taps_len(k, c), 1), random(3 * c, 2));
             let ones = vec![1.0; 3 * c];
             let wts = QdwWeights::new(k, c, MatData::F32(&taps), &ones, &bias)?;
-            let mut scratch = vec![0.0; qdw_scratch_len(h, c, k)];
+            let mut scratch = AlignedF32::zeros(qdw_scratch_len(h, c, k));
+            let mut xa = AlignedF32::zeros(x0.len());
+            let x = xa.as_mut_slice();
             for i in 0..a.iters + a.warmup {
                 x.copy_from_slice(&x0);
                 let t = Instant::now();
-                qdw_forward(kern, h, h, &wts, &mut x, &mut scratch)?;
+                qdw_forward(kern, h, h, &wts, x, scratch.as_mut_slice())?;
                 if i >= a.warmup {
                     ts.push(t.elapsed().as_secs_f64());
                 }
@@ -113,13 +114,15 @@ fn bench_op(a: &Args, spec: &str) -> Result<(), Box<dyn std::error::Error>> {
             let cfg = ArchConfig::preset("quadranet25-xxs")?;
             let net = Network::new(cfg.clone(), random_weights(cfg.arch().weights_len(), 1))?
                 .with_threads(a.threads)?;
-            let mut scratch = vec![0.0f32; per * net.threads()];
+            let mut scratch = AlignedF32::zeros(per * net.threads());
+            let mut xa = AlignedF32::zeros(x0.len());
+            let x = xa.as_mut_slice();
             ts = net.with_executor(|exec| -> Result<Vec<f64>, quadra_core::Error> {
                 let mut ts = Vec::new();
                 for i in 0..a.iters + a.warmup {
                     x.copy_from_slice(&x0);
                     let t = Instant::now();
-                    run_block(exec, kern, dims, &bw, &mut x, &mut scratch, per)?;
+                    run_block(exec, kern, dims, &bw, x, scratch.as_mut_slice(), per)?;
                     if i >= a.warmup {
                         ts.push(t.elapsed().as_secs_f64());
                     }
@@ -226,18 +229,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model = net.model()?;
     let plan = arch.plan_with(h, w, threads);
     let measured = net.with_executor(|exec| -> Result<Measured, quadra_core::Error> {
-        let mut arena = vec![0.0f32; plan.arena_len()];
+        let mut arena_buf = AlignedF32::zeros(plan.arena_len());
+        let arena = arena_buf.as_mut_slice();
         let input = random(h * w * arch.in_chans, 11);
         let mut logits = vec![0.0f32; arch.num_classes];
 
         // Whole-model latency, single image.
         for _ in 0..a.warmup {
-            model.forward_with(exec, kern, &input, h, w, &mut arena, &mut logits)?;
+            model.forward_with(exec, kern, &input, h, w, arena, &mut logits)?;
         }
         let mut times = Vec::with_capacity(a.iters);
         for _ in 0..a.iters.max(1) {
             let t = Instant::now();
-            model.forward_with(exec, kern, &input, h, w, &mut arena, &mut logits)?;
+            model.forward_with(exec, kern, &input, h, w, arena, &mut logits)?;
             times.push(t.elapsed().as_secs_f64());
         }
         times.sort_by(f64::total_cmp);
@@ -247,26 +251,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for it in 0..a.iters.max(1) {
             let mut i = 0;
             let mut last = Instant::now();
-            model.forward_observed(
-                exec,
-                kern,
-                &input,
-                h,
-                w,
-                &mut arena,
-                &mut logits,
-                &mut |l| {
-                    let now = Instant::now();
-                    let dt = (now - last).as_secs_f64();
-                    last = now;
-                    if it == 0 {
-                        layers.push((l, dt));
-                    } else {
-                        layers[i].1 += dt;
-                    }
-                    i += 1;
-                },
-            )?;
+            model.forward_observed(exec, kern, &input, h, w, arena, &mut logits, &mut |l| {
+                let now = Instant::now();
+                let dt = (now - last).as_secs_f64();
+                last = now;
+                if it == 0 {
+                    layers.push((l, dt));
+                } else {
+                    layers[i].1 += dt;
+                }
+                i += 1;
+            })?;
         }
         for l in &mut layers {
             l.1 /= a.iters.max(1) as f64;
@@ -293,14 +288,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         };
                         let strip = default_strip_for(&dims);
                         let per = band_scratch_len(sw, c, k as usize, e as usize, strip);
-                        let mut scratch = vec![0.0f32; per * threads];
+                        let mut scratch = AlignedF32::zeros(per * threads);
                         let x0 = random(sh * sw * c, 17);
-                        let mut x = x0.clone();
+                        let mut xa = AlignedF32::zeros(x0.len());
+                        let x = xa.as_mut_slice();
                         let mut ts = Vec::new();
                         for i in 0..a.iters.max(1) + a.warmup {
                             x.copy_from_slice(&x0);
                             let t = Instant::now();
-                            run_block(exec, kern, dims, &bw, &mut x, &mut scratch, per)?;
+                            run_block(exec, kern, dims, &bw, x, scratch.as_mut_slice(), per)?;
                             if i >= a.warmup {
                                 ts.push(t.elapsed().as_secs_f64());
                             }

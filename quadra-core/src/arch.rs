@@ -162,7 +162,7 @@ pub const fn default_strip(h: usize, w: usize, c: usize, e: usize) -> usize {
 /// Scratch floats a block needs at strip height `strip`: a ring of `K` zero-padded LN1
 /// rows, one strip of LN2 rows and one strip of a hidden slice.
 pub const fn block_scratch_len(w: usize, c: usize, k: usize, e: usize, strip: usize) -> usize {
-    k * (w + k - 1) * c + strip * w * c + strip * w * hidden_chunk(c, e)
+    vec_pad(k * (w + k - 1) * c) + vec_pad(strip * w * c) + vec_pad(strip * w * hidden_chunk(c, e))
 }
 
 /// Where everything lives in the arena for one input size.
@@ -341,7 +341,7 @@ impl<'a> Arch<'a> {
             } else {
                 0
             };
-            offsets[i - 1] = offsets[i] + need;
+            offsets[i - 1] = offsets[i] + vec_pad(need);
             i -= 1;
         }
         let mut act_len = 0;
@@ -376,10 +376,13 @@ impl<'a> Arch<'a> {
             }
             s += 1;
         }
+        // Every region starts 64-byte aligned when the arena does (unaligned vector loads
+        // that straddle cache lines cost the QDW kernel a third of its speed).
+        let band = vec_pad(band);
         Plan {
             hw,
             offsets,
-            act_len,
+            act_len: vec_pad(act_len),
             band_scratch: band,
             scratch_len: max(serial, bands * band),
         }

@@ -10,7 +10,7 @@ use crate::arch::{block_scratch_len, hidden_chunk};
 use crate::error::{Buffer, Error};
 use crate::isa::Kernels;
 use crate::kernels::{self, Epilogue, MatData, MatMut, MatRef, PackedB, QdwWeights, MAX_K};
-use crate::weights::{Cursor, Weights, WeightsLen};
+use crate::weights::{vec_pad, Cursor, Weights, WeightsLen};
 
 /// Shape of one block application.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -297,9 +297,9 @@ fn split_scratch<'s>(
         block_scratch_len(w, c, k, e, strip)
     };
     expect_len(Buffer::Scratch, need, scratch.len(), false)?;
-    let (ring, rest) = scratch.split_at_mut(k * (w + k - 1) * c);
-    let (ln2, rest) = rest.split_at_mut(strip * w * c);
-    let (hidden, rest) = rest.split_at_mut(strip * w * hidden_chunk(c, e));
+    let (ring, rest) = scratch.split_at_mut(vec_pad(k * (w + k - 1) * c));
+    let (ln2, rest) = rest.split_at_mut(vec_pad(strip * w * c));
+    let (hidden, rest) = rest.split_at_mut(vec_pad(strip * w * hidden_chunk(c, e)));
     let below = if band {
         &mut rest[..(k - 1) / 2 * (w + k - 1) * c]
     } else {

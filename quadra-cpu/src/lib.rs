@@ -80,6 +80,28 @@ pub fn parse_input_size(s: &str) -> Result<(usize, usize), String> {
     Ok((h, w))
 }
 
+/// A zeroed f32 buffer whose first element is 64-byte aligned: arenas want it (the
+/// kernels' vector loads then never straddle cache lines).
+pub struct AlignedF32 {
+    buf: Vec<f32>,
+    off: usize,
+    len: usize,
+}
+
+impl AlignedF32 {
+    /// `len` zeros, 64-byte aligned.
+    pub fn zeros(len: usize) -> Self {
+        let buf = vec![0.0f32; len + 16];
+        let off = buf.as_ptr().align_offset(64).min(16);
+        AlignedF32 { buf, off, len }
+    }
+
+    /// The buffer.
+    pub fn as_mut_slice(&mut self) -> &mut [f32] {
+        &mut self.buf[self.off..self.off + self.len]
+    }
+}
+
 /// Tensor layout of an input batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {
@@ -270,12 +292,12 @@ impl Network {
             let rows: Vec<_> = out.axis_iter_mut(Axis(0)).collect();
             self.pool.install(|| {
                 rows.into_par_iter().enumerate().try_for_each_init(
-                    || vec![0.0f32; arena_len],
+                    || AlignedF32::zeros(arena_len),
                     |arena, (i, mut row)| {
                         let dst = row
                             .as_slice_mut()
                             .expect("rows of a fresh Array2 are contiguous");
-                        one(&Serial, arena, i, dst)
+                        one(&Serial, arena.as_mut_slice(), i, dst)
                     },
                 )
             })?;
@@ -284,11 +306,11 @@ impl Network {
             // by a gang of the pool's threads held for the whole batch.
             let arena_len = cfg.arch().arena_len_with(h, w, threads);
             let rows = self.with_executor(|exec| {
-                let mut arena = vec![0.0f32; arena_len];
+                let mut arena = AlignedF32::zeros(arena_len);
                 let mut rows = vec![0.0f32; n * width];
                 rows.chunks_exact_mut(width)
                     .enumerate()
-                    .try_for_each(|(i, dst)| one(exec, &mut arena, i, dst))
+                    .try_for_each(|(i, dst)| one(exec, arena.as_mut_slice(), i, dst))
                     .map(|()| rows)
             })?;
             out.as_slice_mut()

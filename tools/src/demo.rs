@@ -65,7 +65,8 @@ pub fn run(a: Args) -> Result<()> {
     let flat = images.as_slice().expect("standard layout");
     let per = bundled::INPUT_LEN;
     // One arena, sized at compile time; one channel, so NCHW is already channels-last.
-    let mut arena = vec![0.0f32; bundled::ARENA_LEN];
+    let mut arena_buf = quadra_cpu::AlignedF32::zeros(bundled::ARENA_LEN);
+    let arena = arena_buf.as_mut_slice();
     let mut logits = [0.0f32; bundled::NUM_CLASSES];
     let mut preds = Vec::with_capacity(n);
     let mut times = Vec::with_capacity(n);
@@ -77,7 +78,7 @@ pub fn run(a: Args) -> Result<()> {
             img,
             bundled::INPUT_H,
             bundled::INPUT_W,
-            &mut arena,
+            arena,
             &mut logits,
         )?;
         times.push(t.elapsed().as_secs_f64());

@@ -22,8 +22,11 @@ pub mod model;
 
 use model::{ARENA_LEN, INPUT_H, INPUT_LEN, INPUT_W, NUM_CLASSES};
 
-/// The activation arena, sized at compile time.
-static mut ARENA: [f32; ARENA_LEN] = [0.0; ARENA_LEN];
+/// The activation arena, sized at compile time and 64-byte aligned (the kernels' vector
+/// loads then never straddle cache lines).
+#[repr(C, align(64))]
+struct Arena([f32; ARENA_LEN]);
+static mut ARENA: Arena = Arena([0.0; ARENA_LEN]);
 static ARENA_TAKEN: AtomicBool = AtomicBool::new(false);
 
 /// The model plus exclusive use of the static arena.
@@ -41,7 +44,7 @@ impl Classifier {
         }
         // SAFETY: the swap above succeeds exactly once per program, so this is the only
         // reference ever made to ARENA.
-        let arena = unsafe { &mut *core::ptr::addr_of_mut!(ARENA) };
+        let arena = unsafe { &mut (*core::ptr::addr_of_mut!(ARENA)).0 };
         Some(model::model().map(|model| Classifier { model, arena }))
     }
 
