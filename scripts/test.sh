@@ -30,11 +30,11 @@ if grep -qw avx2 /proc/cpuinfo; then
     cargo test --release -p quadra-core --lib compiled_kernels
 fi
 
-step "aarch64 under qemu: core, PyTorch fixtures, digits model and the firmware's hosted twin on NEON"
+step "aarch64 under qemu: core, runtime (threads), PyTorch fixtures, digits model, firmware twin on NEON"
 (
   source scripts/aarch64-env.sh
   QUADRA_REQUIRE_ISA=neon cargo test --release --target aarch64-unknown-linux-gnu \
-    -p quadra-core -p quadra-tests -p quadra-firmware-example
+    -p quadra-core -p quadra-cpu -p quadra-tests -p quadra-firmware-example
 )
 
 step "the aarch64 quadra-bench binary, built as documented and run end to end under qemu"

@@ -108,3 +108,29 @@ fn committed_int8_file_is_the_conversion_of_the_committed_checkpoint() {
         "models/digits/rust/model.qnet is stale: reconvert it"
     );
 }
+
+#[test]
+fn f16_model_is_within_one_image_of_pytorch() {
+    let x: Array4<f32> = npy("test_images.npy");
+    let labels: Array1<i64> = npy("test_labels.npy");
+    let pytorch_correct = report()["correct"].as_i64().unwrap();
+    let f32_net = f32_network();
+    let (f16, _) = f32_net
+        .weights()
+        .quantize(&f32_net.config().arch(), Dtype::F16)
+        .unwrap();
+    let net = Network::new(f32_net.config().clone(), f16).unwrap();
+    let y = net.forward_nchw(x.view()).unwrap();
+    let correct = y
+        .outer_iter()
+        .zip(labels.iter())
+        .filter(|(row, &l)| {
+            let pred = (0..row.len()).fold(0, |b, j| if row[j] > row[b] { j } else { b });
+            pred as i64 == l
+        })
+        .count() as i64;
+    assert!(
+        (correct - pytorch_correct).abs() <= 1,
+        "f16 {correct} correct, PyTorch {pytorch_correct}"
+    );
+}

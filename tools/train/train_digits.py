@@ -41,6 +41,11 @@ def prepare(x):
 
 
 def main():
+    import argparse
+    ap = argparse.ArgumentParser(description="Train the bundled digits QuadraNet.")
+    ap.add_argument("--out", type=pathlib.Path, default=ROOT / "models" / "digits",
+                    help="output directory (default: models/digits)")
+    args = ap.parse_args()
     torch.manual_seed(SEED)
     np.random.seed(SEED)
     torch.set_num_threads(2)
@@ -79,7 +84,7 @@ def main():
     with torch.no_grad():
         logits = model(xte)
     correct = int((logits.argmax(1) == yte).sum())
-    out = ROOT / "models" / "digits"
+    out = args.out
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / "digits.safetensors")
     (out / "digits.json").write_text(json.dumps(CONFIG) + "\n")
