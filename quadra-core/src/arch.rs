@@ -172,8 +172,9 @@ pub struct Plan {
     pub hw: [(usize, usize); 4],
     /// Offset of each stage's activation in the activation region.
     pub offsets: [usize; 4],
-    /// Floats of the activation region (all stages share it: blocks run in place and
-    /// downsamples write each output row behind the rows still to be read).
+    /// Floats of the activation region. On one thread all stages share it (blocks run in
+    /// place, downsamples write each output row behind the rows still to be read); split
+    /// into bands, stages alternate between two regions so downsamples run in bands too.
     pub act_len: usize,
     /// Floats of scratch each band of a split layer gets.
     pub band_scratch: usize,
@@ -328,21 +329,30 @@ impl<'a> Arch<'a> {
     pub const fn plan_with(&self, h: usize, w: usize, bands: usize) -> Plan {
         let bands = if bands == 0 { 1 } else { bands };
         let hw = Self::stage_hw(h, w);
-        // Offsets, last stage first: a downsample writes output row y before reading input
-        // rows 2y+2.., so the input must start far enough behind when the output row is
-        // longer than two input rows.
+        // One thread: all stages share one region. Offsets, last stage first: a downsample
+        // writes output row y before reading input rows 2y+2.., so the input must start
+        // far enough behind when the output row is longer than two input rows. Several
+        // bands: stages alternate between two regions, so downsamples can run in bands.
         let mut offsets = [0usize; 4];
-        let mut i = 3;
-        while i > 0 {
-            let row_out = hw[i].1 * self.dim(i);
-            let row_in = hw[i - 1].1 * self.dim(i - 1);
-            let need = if row_out > 2 * row_in {
-                hw[i].0 * (row_out - 2 * row_in)
-            } else {
-                0
-            };
-            offsets[i - 1] = offsets[i] + vec_pad(need);
-            i -= 1;
+        if bands > 1 {
+            let a = vec_pad(max(
+                hw[0].0 * hw[0].1 * self.dim(0),
+                hw[2].0 * hw[2].1 * self.dim(2),
+            ));
+            offsets = [0, a, 0, a];
+        } else {
+            let mut i = 3;
+            while i > 0 {
+                let row_out = hw[i].1 * self.dim(i);
+                let row_in = hw[i - 1].1 * self.dim(i - 1);
+                let need = if row_out > 2 * row_in {
+                    hw[i].0 * (row_out - 2 * row_in)
+                } else {
+                    0
+                };
+                offsets[i - 1] = offsets[i] + vec_pad(need);
+                i -= 1;
+            }
         }
         let mut act_len = 0;
         // Per band: a stem patch row, and each block's band scratch.
@@ -355,7 +365,13 @@ impl<'a> Arch<'a> {
             let d = self.dim(s);
             act_len = max(act_len, offsets[s] + sh * sw * d);
             if s > 0 {
-                serial = max(serial, sw * 4 * self.dim(s - 1));
+                // A downsample's patch row: per band when the stages alternate regions.
+                let patch = sw * 4 * self.dim(s - 1);
+                if bands > 1 {
+                    band = max(band, patch);
+                } else {
+                    serial = max(serial, patch);
+                }
             }
             let mut b = 0;
             while b < self.stages[s].blocks.len() {

@@ -634,7 +634,7 @@ impl<'a> Model<'a> {
             let (sh, sw) = plan.hw[s];
             let d = arch.dim(s);
             if s > 0 {
-                self.downsample(kern, &mut cur, &plan, s, act, scratch)?;
+                self.downsample(exec, kern, &mut cur, &plan, s, act, scratch)?;
                 obs(Layer::Downsample { stage: s });
             }
             let x = &mut act[plan.offsets[s]..plan.offsets[s] + sh * sw * d];
@@ -680,11 +680,14 @@ impl<'a> Model<'a> {
         Ok((cur, plan))
     }
 
-    /// LN + 2x2 stride-2 conv from stage `s-1` to stage `s`, one output row at a time. The
-    /// output row `y` is written only after input rows `2y, 2y+1` are gathered, and the plan
-    /// places it behind every input row still to be read.
-    fn downsample(
+    /// LN + 2x2 stride-2 conv from stage `s-1` to stage `s`, one output row at a time.
+    /// When the plan gives both stages one region, output row `y` is written only after
+    /// input rows `2y, 2y+1` are gathered, behind every input row still to be read; when
+    /// they have separate regions, bands of output rows run through `exec`.
+    #[allow(clippy::too_many_arguments)]
+    fn downsample<E: Executor>(
         &self,
+        exec: &E,
         kern: Kernels,
         cur: &mut Cursor<'a>,
         plan: &Plan,
@@ -694,41 +697,114 @@ impl<'a> Model<'a> {
     ) -> Result<(), Error> {
         let (dp, d) = (self.arch.dim(s - 1), self.arch.dim(s));
         let (ho, wo) = plan.hw[s];
-        let wi = plan.hw[s - 1].1;
-        let (ln_w, ln_b) = (cur.vec(dp)?, cur.vec(dp)?);
-        let conv = cur.gemm(4 * dp, d)?;
-        let bias = cur.vec(d)?;
+        let (hi, wi) = plan.hw[s - 1];
+        let ds = Downsample {
+            ln_w: cur.vec(dp)?,
+            ln_b: cur.vec(dp)?,
+            conv: cur.gemm(4 * dp, d)?,
+            bias: cur.vec(d)?,
+            wi,
+            wo,
+        };
         let (oi, oo) = (plan.offsets[s - 1], plan.offsets[s]);
+        let (in_len, out_len) = (hi * wi * dp, ho * wo * d);
+        if oi + in_len <= oo || oo + out_len <= oi {
+            // Separate regions: input read-only, output rows in bands.
+            let (input, output) = if oi < oo {
+                let (a, b) = act.split_at_mut(oo);
+                (&a[oi..oi + in_len], &mut b[..out_len])
+            } else {
+                let (a, b) = act.split_at_mut(oi);
+                (&b[..in_len], &mut a[oo..oo + out_len])
+            };
+            let mut tasks = bands_of(output, wo * d, ho, exec.width(), scratch, plan.band_scratch)?;
+            exec.run(&mut tasks, &|t| {
+                t.res = (|| {
+                    for (i, row) in t.x.chunks_exact_mut(wo * d).enumerate() {
+                        ds.gather(kern, input, t.y0 + i, t.scratch)?;
+                        ds.conv(kern, t.scratch, row)?;
+                    }
+                    Ok(())
+                })()
+            });
+            return finish(&tasks);
+        }
         for y in 0..ho {
-            let patch = &mut scratch[..wo * 4 * dp];
-            for (xo, p) in patch.chunks_exact_mut(4 * dp).enumerate() {
-                for t in 0..4 {
-                    let (ky, kx) = (t / 2, t % 2);
-                    let src = oi + ((2 * y + ky) * wi + 2 * xo + kx) * dp;
-                    let dst = &mut p[t * dp..(t + 1) * dp];
-                    kernels::layer_norm_rows(kern, &act[src..src + dp], dp, ln_w, ln_b, dst)?;
-                }
-            }
-            let out = &mut act[oo + y * wo * d..oo + (y + 1) * wo * d];
-            kernels::gemm(
+            ds.gather(kern, &act[oi..oi + in_len], y, scratch)?;
+            ds.conv(
                 kern,
-                MatRef {
-                    data: patch,
-                    rows: wo,
-                    cols: 4 * dp,
-                    stride: 4 * dp,
-                },
-                conv,
-                Epilogue::Bias(bias),
-                MatMut {
-                    data: out,
-                    rows: wo,
-                    cols: d,
-                    stride: d,
-                },
+                scratch,
+                &mut act[oo + y * wo * d..oo + (y + 1) * wo * d],
             )?;
         }
         Ok(())
+    }
+}
+
+/// A downsample's weights and widths.
+struct Downsample<'w> {
+    ln_w: &'w [f32],
+    ln_b: &'w [f32],
+    conv: PackedB<'w>,
+    bias: &'w [f32],
+    wi: usize,
+    wo: usize,
+}
+
+impl Downsample<'_> {
+    /// LN'd 2x2 patches of input rows `2y, 2y+1` into `patch` (`wo` rows of `4·C_in`).
+    fn gather(
+        &self,
+        kern: Kernels,
+        input: &[f32],
+        y: usize,
+        patch: &mut [f32],
+    ) -> Result<(), Error> {
+        let dp = self.ln_w.len();
+        let found = patch.len();
+        let patch = patch.get_mut(..self.wo * 4 * dp).ok_or(Error::Length {
+            buffer: Buffer::Scratch,
+            expected: self.wo * 4 * dp,
+            found,
+        })?;
+        for (xo, p) in patch.chunks_exact_mut(4 * dp).enumerate() {
+            for t in 0..4 {
+                let (ky, kx) = (t / 2, t % 2);
+                let src = ((2 * y + ky) * self.wi + 2 * xo + kx) * dp;
+                let dst = &mut p[t * dp..(t + 1) * dp];
+                kernels::layer_norm_rows(
+                    kern,
+                    &input[src..src + dp],
+                    dp,
+                    self.ln_w,
+                    self.ln_b,
+                    dst,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The 2x2 conv of gathered patches into one output row.
+    fn conv(&self, kern: Kernels, patch: &[f32], out: &mut [f32]) -> Result<(), Error> {
+        let (k, d) = (self.conv.k(), self.conv.n());
+        kernels::gemm(
+            kern,
+            MatRef {
+                data: &patch[..self.wo * k],
+                rows: self.wo,
+                cols: k,
+                stride: k,
+            },
+            self.conv,
+            Epilogue::Bias(self.bias),
+            MatMut {
+                data: out,
+                rows: self.wo,
+                cols: d,
+                stride: d,
+            },
+        )
     }
 }
 
