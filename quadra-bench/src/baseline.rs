@@ -150,24 +150,26 @@ pub fn block_layer_by_layer(
                 Mixer::Linear(conv) => conv.k,
                 _ => wts.qdw.k(),
             };
-            let padded = pad(&n1, h, w, c, k / 2);
             let mut mixed = vec![0.0; x.len()];
             match mixer {
-                Mixer::Linear(conv) => dw_full(kern, conv, &padded, h, w, &mut mixed)?,
+                Mixer::Linear(conv) => {
+                    let padded = pad(&n1, h, w, c, k / 2);
+                    dw_full(kern, conv, &padded, h, w, &mut mixed)?
+                }
                 _ => {
-                    let prow = (w + k - 1) * c;
+                    // The QDW kernel reads channel-blocked padded rows.
+                    let prow = kernels::qdw_row_len(w, c, k);
+                    let mut blocked = vec![0.0; (h + k - 1) * prow];
+                    for y in 0..h {
+                        let dst = &mut blocked[(y + k / 2) * prow..(y + k / 2 + 1) * prow];
+                        kernels::block_row(&n1[y * w * c..(y + 1) * w * c], w, c, k, dst);
+                    }
                     for y in 0..h {
                         let rows: Vec<&[f32]> = (0..k)
-                            .map(|ky| &padded[(y + ky) * prow..(y + ky + 1) * prow])
+                            .map(|ky| &blocked[(y + ky) * prow..(y + ky + 1) * prow])
                             .collect();
-                        kernels::qdw_row(
-                            kern,
-                            &wts.qdw,
-                            &rows,
-                            w,
-                            None,
-                            &mut mixed[y * w * c..(y + 1) * w * c],
-                        )?;
+                        let out = &mut mixed[y * w * c..(y + 1) * w * c];
+                        kernels::qdw_row(kern, &wts.qdw, &rows, w, None, out)?;
                     }
                 }
             }

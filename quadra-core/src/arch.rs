@@ -4,7 +4,7 @@
 
 use crate::block::band_scratch_len;
 use crate::error::Error;
-use crate::kernels::QdwWeights;
+use crate::kernels::{qdw_row_len, QdwWeights};
 use crate::weights::{mat_pad, vec_pad, WeightsLen};
 
 /// One block of a stage: a QuadraBlock with kernel `kernel` and expansion `expansion`, or an
@@ -159,10 +159,14 @@ pub const fn default_strip(h: usize, w: usize, c: usize, e: usize) -> usize {
     }
 }
 
-/// Scratch floats a block needs at strip height `strip`: a ring of `K` zero-padded LN1
-/// rows, one strip of LN2 rows and one strip of a hidden slice.
+/// Scratch floats a block needs at strip height `strip`: a ring of `K` zero-padded,
+/// channel-blocked LN1 rows and the row being normalised, one strip of LN2 rows and one
+/// strip of a hidden slice.
 pub const fn block_scratch_len(w: usize, c: usize, k: usize, e: usize, strip: usize) -> usize {
-    vec_pad(k * (w + k - 1) * c) + vec_pad(strip * w * c) + vec_pad(strip * w * hidden_chunk(c, e))
+    vec_pad(k * qdw_row_len(w, c, k))
+        + vec_pad(w * c)
+        + vec_pad(strip * w * c)
+        + vec_pad(strip * w * hidden_chunk(c, e))
 }
 
 /// Where everything lives in the arena for one input size.

@@ -9,7 +9,9 @@
 use crate::arch::{block_scratch_len, hidden_chunk};
 use crate::error::{Buffer, Error};
 use crate::isa::Kernels;
-use crate::kernels::{self, Epilogue, MatData, MatMut, MatRef, PackedB, QdwWeights, MAX_K};
+use crate::kernels::{
+    self, qdw_row_len, Epilogue, MatData, MatMut, MatRef, PackedB, QdwWeights, MAX_K,
+};
 use crate::weights::{vec_pad, Cursor, Weights, WeightsLen};
 
 /// Shape of one block application.
@@ -120,14 +122,16 @@ struct Ring<'s> {
     buf: &'s mut [f32],
     slots: usize,
     row_len: usize,
+    w: usize,
     c: usize,
+    k: usize,
     p: usize,
 }
 
 impl<'s> Ring<'s> {
     /// A ring over `buf`; `clear` zeroes it (the padding columns must be zero).
     fn new(buf: &'s mut [f32], slots: usize, w: usize, c: usize, k: usize, clear: bool) -> Self {
-        let row_len = (w + k - 1) * c;
+        let row_len = qdw_row_len(w, c, k);
         let buf = &mut buf[..slots * row_len];
         if clear {
             buf.fill(0.0);
@@ -136,7 +140,9 @@ impl<'s> Ring<'s> {
             buf,
             slots,
             row_len,
+            w,
             c,
+            k,
             p: (k - 1) / 2,
         }
     }
@@ -150,19 +156,29 @@ impl<'s> Ring<'s> {
         &mut self.buf[s * rl..(s + 1) * rl]
     }
 
-    /// Fills the slot of row `y` from the unpadded row `src`, normalised by `ln` if given;
-    /// with no source (outside the image) the row is zero.
-    fn fill(&mut self, y: isize, src: Option<&[f32]>, ln: Option<Ln<'_>>) -> Result<(), Error> {
-        let (c, p) = (self.c, self.p);
+    /// Fills the slot of row `y` from the unpadded channels-last row `src` (normalised by
+    /// `ln` into `tmp` first, if given), channel-blocked; with no source (outside the
+    /// image) the row is zero.
+    fn fill(
+        &mut self,
+        y: isize,
+        src: Option<&[f32]>,
+        ln: Option<Ln<'_>>,
+        tmp: &mut [f32],
+    ) -> Result<(), Error> {
+        let (w, c, k) = (self.w, self.c, self.k);
         let dst = self.slot_mut(y);
         let Some(src) = src else {
             dst.fill(0.0);
             return Ok(());
         };
-        let inner = &mut dst[p * c..p * c + src.len()];
         match ln {
-            None => inner.copy_from_slice(src),
-            Some((kern, lw, lb)) => kernels::layer_norm_rows(kern, src, c, lw, lb, inner)?,
+            None => kernels::block_row(src, w, c, k, dst),
+            Some((kern, lw, lb)) => {
+                let t = &mut tmp[..src.len()];
+                kernels::layer_norm_rows(kern, src, c, lw, lb, t)?;
+                kernels::block_row(t, w, c, k, dst);
+            }
         }
         Ok(())
     }
@@ -187,7 +203,7 @@ fn row_of(x: &[f32], y: isize, h: usize, row: usize) -> Option<&[f32]> {
 
 /// Scratch floats of a lone QDW conv on rows of width `w`.
 pub const fn qdw_scratch_len(w: usize, c: usize, k: usize) -> usize {
-    k * (w + k - 1) * c
+    k * qdw_row_len(w, c, k)
 }
 
 /// A lone quadratic depthwise conv over `x` (`[h, w, c]`, channels-last), in place:
@@ -215,11 +231,11 @@ pub fn qdw_forward(
     let row = w * c;
     let mut ring = Ring::new(scratch, k, w, c, k, true);
     for y in -(p as isize)..p as isize {
-        ring.fill(y, row_of(x, y, h, row), None)?;
+        ring.fill(y, row_of(x, y, h, row), None, &mut [])?;
     }
     for y in 0..h {
         let yb = (y + p) as isize;
-        ring.fill(yb, row_of(x, yb, h, row), None)?;
+        ring.fill(yb, row_of(x, yb, h, row), None, &mut [])?;
         let rows = ring.rows(y, k);
         kernels::qdw_row(
             kern,
@@ -274,11 +290,12 @@ pub const fn default_strip_for(d: &BlockDims) -> usize {
 /// Scratch floats of one band of a block run in bands: the block scratch plus `(K-1)/2`
 /// LN1 rows below the band, captured before any band writes.
 pub const fn band_scratch_len(w: usize, c: usize, k: usize, e: usize, strip: usize) -> usize {
-    block_scratch_len(w, c, k, e, strip) + (k - 1) / 2 * (w + k - 1) * c
+    block_scratch_len(w, c, k, e, strip) + (k - 1) / 2 * qdw_row_len(w, c, k)
 }
 
 struct BandScratch<'s> {
     ring: &'s mut [f32],
+    tmp: &'s mut [f32],
     ln2: &'s mut [f32],
     hidden: &'s mut [f32],
     below: &'s mut [f32],
@@ -297,16 +314,18 @@ fn split_scratch<'s>(
         block_scratch_len(w, c, k, e, strip)
     };
     expect_len(Buffer::Scratch, need, scratch.len(), false)?;
-    let (ring, rest) = scratch.split_at_mut(vec_pad(k * (w + k - 1) * c));
+    let (ring, rest) = scratch.split_at_mut(vec_pad(k * qdw_row_len(w, c, k)));
+    let (tmp, rest) = rest.split_at_mut(vec_pad(w * c));
     let (ln2, rest) = rest.split_at_mut(vec_pad(strip * w * c));
     let (hidden, rest) = rest.split_at_mut(vec_pad(strip * w * hidden_chunk(c, e)));
     let below = if band {
-        &mut rest[..(k - 1) / 2 * (w + k - 1) * c]
+        &mut rest[..(k - 1) / 2 * qdw_row_len(w, c, k)]
     } else {
         &mut rest[..0]
     };
     Ok(BandScratch {
         ring,
+        tmp,
         ln2,
         hidden,
         below,
@@ -353,12 +372,12 @@ pub fn block_prepare_band(
     // when it runs.
     let mut ring = Ring::new(sc.ring, k, w, c, k, true);
     for y in y0 as isize - p as isize..y0 as isize {
-        ring.fill(y, row_of(x, y, h, row), ln1)?;
+        ring.fill(y, row_of(x, y, h, row), ln1, &mut *sc.tmp)?;
     }
     if y1 < h {
         let mut below = Ring::new(sc.below, p, w, c, k, true);
         for y in y1..y1 + p {
-            below.fill(y as isize, row_of(x, y as isize, h, row), ln1)?;
+            below.fill(y as isize, row_of(x, y as isize, h, row), ln1, &mut *sc.tmp)?;
         }
     }
     Ok(())
@@ -390,10 +409,10 @@ pub fn block_run_band(
     let ln1 = Some((kern, wts.ln1_w, wts.ln1_b));
     let mut ring = Ring::new(sc.ring, k, w, c, k, false);
     let below = (y1 < h).then(|| Ring::new(sc.below, p, w, c, k, false));
-    let (ln2, hidden) = (sc.ln2, sc.hidden);
+    let (ln2, hidden, tmp) = (sc.ln2, sc.hidden, sc.tmp);
     let rows = (y0, y1, h);
     for y in y0..y0 + p {
-        fill_band_row(&mut ring, x_band, below.as_ref(), y, rows, ln1)?;
+        fill_band_row(&mut ring, x_band, below.as_ref(), y, rows, (ln1, &mut *tmp))?;
     }
     let mut s0 = y0;
     while s0 < y1 {
@@ -401,7 +420,14 @@ pub fn block_run_band(
         // Row by row: normalise the row K/2 below (still untouched) into the ring, whose
         // K slots then hold exactly the rows this output row reads, and overwrite the row.
         for y in s0..s0 + s {
-            fill_band_row(&mut ring, x_band, below.as_ref(), y + p, rows, ln1)?;
+            fill_band_row(
+                &mut ring,
+                x_band,
+                below.as_ref(),
+                y + p,
+                rows,
+                (ln1, &mut *tmp),
+            )?;
             let taps = ring.rows(y, k);
             let out = &mut x_band[(y - y0) * row..(y - y0 + 1) * row];
             kernels::qdw_row(kern, &wts.qdw, &taps[..k], w, Some(wts.gamma1), out)?;
@@ -476,22 +502,19 @@ fn fill_band_row(
     below: Option<&Ring<'_>>,
     y: usize,
     (y0, y1, h): (usize, usize, usize),
-    ln1: Option<Ln<'_>>,
+    (ln1, tmp): (Option<Ln<'_>>, &mut [f32]),
 ) -> Result<(), Error> {
     let row = x_band.len() / (y1 - y0).max(1);
     if y < y1 {
-        ring.fill(
-            y as isize,
-            row_of(x_band, (y - y0) as isize, y1 - y0, row),
-            ln1,
-        )
+        let src = row_of(x_band, (y - y0) as isize, y1 - y0, row);
+        ring.fill(y as isize, src, ln1, tmp)
     } else if let (true, Some(b)) = (y < h, below) {
         let p = ring.p;
         ring.slot_mut(y as isize)
             .copy_from_slice(b.rows(y + p, 1)[0]);
         Ok(())
     } else {
-        ring.fill(y as isize, None, None)
+        ring.fill(y as isize, None, None, tmp)
     }
 }
 

@@ -294,7 +294,7 @@ fn qdw_row_simd_matches_scalar() {
             let gamma = rng.vec(c, 0.5, 1.5);
             for w in 1..=40 {
                 let rows: Vec<Vec<f32>> = (0..k)
-                    .map(|_| rng.vec((w + k - 1) * c, -1.0, 1.0))
+                    .map(|_| rng.vec(kernels::qdw_row_len(w, c, k), -1.0, 1.0))
                     .collect();
                 let refs: Vec<&[f32]> = rows.iter().map(|r| r.as_slice()).collect();
                 let init = rng.vec(w * c, -1.0, 1.0);

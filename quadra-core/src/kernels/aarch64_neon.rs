@@ -1,5 +1,6 @@
 //! NEON (Advanced SIMD): 4 lanes, 32 q registers. GEMM tile 6 x 16 (24 accumulators),
-//! QDW 8 pixels per iteration (24 accumulators + 3 weights + 1 input).
+//! QDW 7 pixels per iteration (21 accumulators; every QuadraNet map width is a multiple
+//! of 7).
 
 use core::arch::aarch64::*;
 
@@ -118,9 +119,9 @@ pub(crate) unsafe fn gemm<W: Elem>(g: &GemmArgs, b: *const W) {
 #[target_feature(enable = "neon")]
 pub(crate) unsafe fn qdw_row<W: Elem>(k: usize, a: &QdwArgs, taps: *const W) {
     match k {
-        3 => simd::qdw_row::<Neon, W, 3, 8>(a, taps),
-        5 => simd::qdw_row::<Neon, W, 5, 8>(a, taps),
-        _ => simd::qdw_row::<Neon, W, 7, 8>(a, taps),
+        3 => simd::qdw_row::<Neon, W, 3, 7>(a, taps),
+        5 => simd::qdw_row::<Neon, W, 5, 7>(a, taps),
+        _ => simd::qdw_row::<Neon, W, 7, 7>(a, taps),
     }
 }
 

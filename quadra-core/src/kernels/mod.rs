@@ -487,10 +487,34 @@ impl<'a> QdwWeights<'a> {
 /// Maximum QDW kernel size.
 pub const MAX_K: usize = 7;
 
+/// Channels per block of a QDW input row (see [`qdw_row`]).
+pub const CBLOCK: usize = 16;
+
+/// Floats of one zero-padded, channel-blocked QDW input row: `ceil(C/16)` blocks of
+/// `(w + K - 1)` pixels of 16 channels.
+pub const fn qdw_row_len(w: usize, c: usize, k: usize) -> usize {
+    c.div_ceil(CBLOCK) * (w + k - 1) * CBLOCK
+}
+
+/// Writes the unpadded channels-last row `src` (`w` pixels of `c`) into the channel-blocked
+/// padded row `dst` ([`qdw_row_len`] floats), leaving its padding as it is (zero).
+pub fn block_row(src: &[f32], w: usize, c: usize, k: usize, dst: &mut [f32]) {
+    let (p, pw) = ((k - 1) / 2, w + k - 1);
+    for (px, pix) in src.chunks_exact(c).take(w).enumerate() {
+        for (b, chunk) in pix.chunks(CBLOCK).enumerate() {
+            let at = (b * pw + p + px) * CBLOCK;
+            dst[at..at + chunk.len()].copy_from_slice(chunk);
+        }
+    }
+}
+
 /// One output row of the QDW conv.
 ///
-/// `rows[ky]` is input row `y - p + ky` (p = (K-1)/2), zero-padded by `p` pixels on each side:
-/// at least `(w + K - 1)·C` floats, channels-last. With `gamma = None`, `out[x][c]` is set
+/// `rows[ky]` is input row `y - p + ky` (p = (K-1)/2), zero-padded by `p` pixels on each side
+/// and channel-blocked: channel `ch` of padded pixel `px` is at
+/// `((ch / 16)·(w + K - 1) + px)·16 + ch % 16` ([`qdw_row_len`] floats, see [`block_row`]),
+/// so neighbouring pixels are a constant 64 bytes apart whatever C is, and the kernels'
+/// addresses need no per-pixel arithmetic. `out` is channels-last. With `gamma = None`, `out[x][c]` is set
 /// to `(a + ba)(b + bb) + (c + bc)`; with `Some(gamma)` that value is scaled by `gamma[c]` and
 /// added to `out` (the residual of a QuadraBlock).
 pub fn qdw_row(
@@ -506,7 +530,7 @@ pub fn qdw_row(
         return Err(Error::Arch("QDW row needs exactly K input rows"));
     }
     for r in rows {
-        check_len(Buffer::Scratch, (w + k - 1) * c, r.len())?;
+        check_len(Buffer::Scratch, qdw_row_len(w, c, k), r.len())?;
     }
     check_len(Buffer::Activation, w * c, out.len())?;
     if let Some(g) = gamma {

@@ -1,7 +1,7 @@
 //! Scalar reference kernels: the plain definition of each contract in `kernels`.
 //! Every SIMD path is tested against these.
 
-use super::{Epilogue, PackedB, QdwWeights};
+use super::{Epilogue, PackedB, QdwWeights, CBLOCK};
 use crate::math::gelu_exact;
 
 /// Reference GEMM: `out[i][j] = epi(scale[j]·Σ_kk a[i][kk]·b[kk][j] + bias[j])`,
@@ -47,13 +47,14 @@ pub fn qdw_row(
 ) {
     let (k, c) = (wts.k(), wts.c());
     let (taps, scales, bias) = (wts.taps(), wts.scales(), wts.bias());
+    let pw = w + k - 1;
     for x in 0..w {
         for ch in 0..c {
             let mut acc = [0.0f32; 3];
             for (ky, row) in rows.iter().enumerate() {
                 for kx in 0..k {
                     let t = (ky * k + kx) * 3 * c;
-                    let v = row[(x + kx) * c + ch];
+                    let v = row[((ch / CBLOCK) * pw + x + kx) * CBLOCK + ch % CBLOCK];
                     for (f, a) in acc.iter_mut().enumerate() {
                         *a += taps.get(t + f * c + ch) * v;
                     }

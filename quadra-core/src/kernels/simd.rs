@@ -3,7 +3,7 @@
 //! (`x86_avx2`, `x86_avx512`, `aarch64_neon`). Everything here is `#[inline(always)]` so
 //! that it is compiled with the leaf's features.
 
-use super::{Epilogue, MAX_K, PANEL};
+use super::{Epilogue, CBLOCK, MAX_K, PANEL};
 use crate::math::{ERF_CLAMP, ERF_P, ERF_Q};
 
 /// One ISA's vector of f32 lanes.
@@ -232,15 +232,17 @@ unsafe fn qdw_pixels<S: Simd, W: Elem, const K: usize, const Q: usize, const FUL
     let mut acc_a = [S::zero(); Q];
     let mut acc_b = [S::zero(); Q];
     let mut acc_c = [S::zero(); Q];
+    // Channel-blocked rows: this chunk's pixels are CBLOCK floats apart.
+    let blk = ((c0 / CBLOCK) * (a.w + K - 1) + x0) * CBLOCK + c0 % CBLOCK;
     for ky in 0..K {
-        let row = a.rows[ky].add(x0 * c + c0);
+        let row = a.rows[ky].add(blk);
         for kx in 0..K {
             let wp = taps.add((ky * K + kx) * 3 * c + c0);
             let wa = load_w::<S, W, FULL>(wp, nv);
             let wb = load_w::<S, W, FULL>(wp.add(c), nv);
             let wc = load_w::<S, W, FULL>(wp.add(2 * c), nv);
             for q in 0..Q {
-                let xv = ld::<S, FULL>(row.add((q + kx) * c), nv);
+                let xv = ld::<S, FULL>(row.add((q + kx) * CBLOCK), nv);
                 acc_a[q] = S::fmadd(wa, xv, acc_a[q]);
                 acc_b[q] = S::fmadd(wb, xv, acc_b[q]);
                 acc_c[q] = S::fmadd(wc, xv, acc_c[q]);

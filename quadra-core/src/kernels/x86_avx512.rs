@@ -1,5 +1,6 @@
 //! AVX-512F: 16 lanes, 32 zmm registers. GEMM tile 12 x 32 (two panels, 24 accumulators),
-//! QDW 8 pixels per iteration (24 accumulators + 3 weights + 1 input).
+//! QDW 7 pixels per iteration (21 accumulators; every QuadraNet map width, 56/28/14/7, is
+//! a multiple of 7, and 8 pixels spilled registers).
 
 use core::arch::x86_64::*;
 
@@ -106,9 +107,9 @@ pub(crate) unsafe fn gemm<W: Elem>(g: &GemmArgs, b: *const W) {
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn qdw_row<W: Elem>(k: usize, a: &QdwArgs, taps: *const W) {
     match k {
-        3 => simd::qdw_row::<Avx512, W, 3, 8>(a, taps),
-        5 => simd::qdw_row::<Avx512, W, 5, 8>(a, taps),
-        _ => simd::qdw_row::<Avx512, W, 7, 8>(a, taps),
+        3 => simd::qdw_row::<Avx512, W, 3, 7>(a, taps),
+        5 => simd::qdw_row::<Avx512, W, 5, 7>(a, taps),
+        _ => simd::qdw_row::<Avx512, W, 7, 7>(a, taps),
     }
 }
 
