@@ -13,10 +13,10 @@
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use quadra_bench::baseline::{block_layer_by_layer, Mixer, UnfusedQdw};
 use quadra_bench::{qdw_flops, random, random_weights};
-use quadra_core::arch::{default_strip, BlockSpec};
-use quadra_core::block::{band_scratch_len, qdw_forward, qdw_scratch_len, BlockDims, BlockWeights};
+use quadra_core::arch::BlockSpec;
+use quadra_core::block::{qdw_forward, qdw_scratch_len, BlockDims, BlockWeights};
 use quadra_core::kernels::{DwConv, QdwWeights};
-use quadra_core::net::run_block;
+use quadra_core::net::{run_block, run_block_scratch};
 use quadra_core::{MatData, Serial};
 use quadra_cpu::config::ArchConfig;
 use quadra_cpu::AlignedF32;
@@ -67,8 +67,8 @@ fn blocks(cr: &mut Criterion) {
             k: 7,
             e: 4,
         };
-        let per = band_scratch_len(hw, c, 7, 4, default_strip(hw, hw, c, 4));
-        let mut scratch = AlignedF32::zeros(per);
+        let (per, total) = run_block_scratch(dims, 1);
+        let mut scratch = AlignedF32::zeros(total);
         let quad_flops = 2 * spec.macs(hw, hw, c);
         g.throughput(Throughput::Elements(quad_flops));
         g.bench_function("quadra_streamed", |b| {

@@ -10,9 +10,9 @@ use std::time::Instant;
 use clap::Parser;
 use quadra_bench::{peak::fma_peak_gflops, peak_rss_bytes, random, random_weights};
 use quadra_core::arch::{Arch, BlockSpec};
-use quadra_core::block::{band_scratch_len, BlockDims, BlockWeights};
-use quadra_core::net::{run_block, Layer};
-use quadra_core::{default_strip_for, Isa};
+use quadra_core::block::{BlockDims, BlockWeights};
+use quadra_core::net::{run_block, run_block_scratch, Layer};
+use quadra_core::Isa;
 use quadra_cpu::config::ArchConfig;
 use quadra_cpu::weights::LoadedModel;
 use quadra_cpu::{dispatch, AlignedF32, Network};
@@ -110,11 +110,11 @@ fn bench_op(a: &Args, spec: &str) -> Result<(), Box<dyn std::error::Error>> {
             let wts = random_weights(spec.weights_len(c), 3);
             let bw = BlockWeights::from_weights(c, k, e, wts.view())?;
             let dims = BlockDims { h, w: h, c, k, e };
-            let per = band_scratch_len(h, c, k, e, default_strip_for(&dims));
             let cfg = ArchConfig::preset("quadranet25-xxs")?;
             let net = Network::new(cfg.clone(), random_weights(cfg.arch().weights_len(), 1))?
                 .with_threads(a.threads)?;
-            let mut scratch = AlignedF32::zeros(per * net.threads());
+            let (per, total) = run_block_scratch(dims, net.threads());
+            let mut scratch = AlignedF32::zeros(total);
             let mut xa = AlignedF32::zeros(x0.len());
             let x = xa.as_mut_slice();
             ts = net.with_executor(|exec| -> Result<Vec<f64>, quadra_core::Error> {
@@ -286,9 +286,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                             k: k as usize,
                             e: e as usize,
                         };
-                        let strip = default_strip_for(&dims);
-                        let per = band_scratch_len(sw, c, k as usize, e as usize, strip);
-                        let mut scratch = AlignedF32::zeros(per * threads);
+                        let (per, total) = run_block_scratch(dims, threads);
+                        let mut scratch = AlignedF32::zeros(total);
                         let x0 = random(sh * sw * c, 17);
                         let mut xa = AlignedF32::zeros(x0.len());
                         let x = xa.as_mut_slice();

@@ -159,6 +159,25 @@ pub const fn default_strip(h: usize, w: usize, c: usize, e: usize) -> usize {
     }
 }
 
+/// Hidden-slice groups of the grouped channel MLP.
+pub const MLP_GROUPS: usize = 2;
+
+/// Does a block of this shape run its channel MLP in [`MLP_GROUPS`] groups of hidden
+/// slices (see `block::mlp_group`)? Chosen by shape alone, so every thread count computes
+/// the same thing: when the whole map is one strip and the PW weights dwarf the activation
+/// (`E·C ≥ 8·H·W`, e.g. 7x7x512), so that splitting rows between threads would only make each
+/// thread stream all the weights.
+pub const fn grouped_mlp(h: usize, w: usize, c: usize, e: usize) -> bool {
+    default_strip(h, w, c, e) >= h && e * c >= MLP_GROUPS * HIDDEN_CHUNK && e * c >= 8 * h * w
+}
+
+/// Shared scratch floats of a grouped-MLP block: LN2 of every pixel, one accumulator per
+/// extra group, one hidden slice per group, and a vector of ones.
+pub const fn grouped_scratch_len(h: usize, w: usize, c: usize, e: usize) -> usize {
+    let m = h * w;
+    MLP_GROUPS * vec_pad(m * c) + MLP_GROUPS * vec_pad(m * hidden_chunk(c, e)) + vec_pad(c)
+}
+
 /// Scratch floats a block needs at strip height `strip`: a ring of `K` zero-padded,
 /// channel-blocked LN1 rows and the row being normalised, one strip of LN2 rows and one
 /// strip of a hidden slice.
@@ -363,6 +382,8 @@ impl<'a> Arch<'a> {
         let mut band = hw[0].1 * 16 * self.in_chans;
         // Serial layers: the downsamples' patch rows and the head.
         let mut serial = 2 * self.dim(3);
+        // Grouped-MLP blocks: their band chunks plus the buffers the groups share.
+        let mut grouped_total = 0;
         let mut s = 0;
         while s < 4 {
             let (sh, sw) = hw[s];
@@ -382,15 +403,26 @@ impl<'a> Arch<'a> {
                 let blk = self.stages[s].blocks[b];
                 if !blk.is_identity() {
                     let (k, e) = (blk.kernel as usize, blk.expansion as usize);
-                    let strip = default_strip(sh, sw, d, e);
-                    band = max(
-                        band,
-                        if bands > 1 {
-                            band_scratch_len(sw, d, k, e, strip)
-                        } else {
-                            block_scratch_len(sw, d, k, e, strip)
-                        },
-                    );
+                    let grouped = grouped_mlp(sh, sw, d, e);
+                    let strip = if grouped {
+                        1
+                    } else {
+                        default_strip(sh, sw, d, e)
+                    };
+                    let per = vec_pad(if bands > 1 {
+                        band_scratch_len(sw, d, k, e, strip)
+                    } else {
+                        block_scratch_len(sw, d, k, e, strip)
+                    });
+                    if grouped {
+                        // Its own band chunks, then the shared buffers.
+                        grouped_total = max(
+                            grouped_total,
+                            bands * per + grouped_scratch_len(sh, sw, d, e),
+                        );
+                    } else {
+                        band = max(band, per);
+                    }
                 }
                 b += 1;
             }
@@ -404,7 +436,7 @@ impl<'a> Arch<'a> {
             offsets,
             act_len: vec_pad(act_len),
             band_scratch: band,
-            scratch_len: max(serial, bands * band),
+            scratch_len: max(max(serial, bands * band), grouped_total),
         }
     }
 

@@ -494,6 +494,139 @@ pub fn block_run_band(
     Ok(())
 }
 
+/// The spatial half of a block on band rows `y0..` (`x_band`), for the grouped channel MLP
+/// ([`crate::arch::grouped_mlp`]): `x = x + gamma1 ⊙ QDW(LN1(x))` in place, then `LN2(x)` of
+/// the band's rows into `ln2_out`. Prepare the band with [`block_prepare_band`] at strip 1;
+/// `scratch` needs its scratch at strip 1.
+pub fn block_qdw_band(
+    kern: Kernels,
+    d: BlockDims,
+    wts: &BlockWeights<'_>,
+    x_band: &mut [f32],
+    y0: usize,
+    scratch: &mut [f32],
+    ln2_out: &mut [f32],
+) -> Result<(), Error> {
+    check_block(&d, 1, wts)?;
+    let BlockDims { h, w, c, k, .. } = d;
+    let row = w * c;
+    if row == 0 {
+        return Ok(());
+    }
+    if !x_band.len().is_multiple_of(row) || y0 + x_band.len() / row > h {
+        return Err(Error::Arch("band rows must lie inside the activation"));
+    }
+    expect_len(Buffer::Scratch, x_band.len(), ln2_out.len(), false)?;
+    let y1 = y0 + x_band.len() / row;
+    let sc = split_scratch(&d, 1, scratch, y1 < h)?;
+    let p = (k - 1) / 2;
+    let ln1 = Some((kern, wts.ln1_w, wts.ln1_b));
+    let mut ring = Ring::new(sc.ring, k, w, c, k, false);
+    let below = (y1 < h).then(|| Ring::new(sc.below, p, w, c, k, false));
+    let tmp = sc.tmp;
+    let rows = (y0, y1, h);
+    for y in y0..y0 + p {
+        fill_band_row(&mut ring, x_band, below.as_ref(), y, rows, (ln1, &mut *tmp))?;
+    }
+    for y in y0..y1 {
+        fill_band_row(
+            &mut ring,
+            x_band,
+            below.as_ref(),
+            y + p,
+            rows,
+            (ln1, &mut *tmp),
+        )?;
+        let taps = ring.rows(y, k);
+        let out = &mut x_band[(y - y0) * row..(y - y0 + 1) * row];
+        kernels::qdw_row(kern, &wts.qdw, &taps[..k], w, Some(wts.gamma1), out)?;
+    }
+    kernels::layer_norm_rows(
+        kern,
+        x_band,
+        c,
+        wts.ln2_w,
+        wts.ln2_b,
+        &mut ln2_out[..x_band.len()],
+    )
+}
+
+/// One group of the grouped channel MLP over all `m` pixels: for hidden slices
+/// `group, group + groups, …`, PW1 + GELU into `hidden`, then PW2 added into `out`. Group 0
+/// adds `gamma2 ⊙ (… + bias)` into the residual (`out` = the activation); the other groups
+/// add the raw products into their own zeroed accumulator (`gamma = ones`), combined later
+/// in group order, so the result does not depend on how groups are spread over threads.
+#[allow(clippy::too_many_arguments)]
+pub fn mlp_group(
+    kern: Kernels,
+    d: BlockDims,
+    wts: &BlockWeights<'_>,
+    ln2: &[f32],
+    (group, groups): (usize, usize),
+    hidden: &mut [f32],
+    ones: &[f32],
+    out: &mut [f32],
+) -> Result<(), Error> {
+    let BlockDims { h, w, c, e, .. } = d;
+    let m = h * w;
+    let (ec, hc) = (e * c, hidden_chunk(c, e));
+    expect_len(Buffer::Scratch, m * hc, hidden.len(), false)?;
+    let mut slice = group;
+    let mut first = true;
+    while slice * hc < ec {
+        let (j0, j1) = (slice * hc, ((slice + 1) * hc).min(ec));
+        let nh = j1 - j0;
+        let (Some(pw1), Some(pw2)) = (wts.pw1.cols(j0, j1), wts.pw2.rows(j0, j1)) else {
+            return Err(Error::Arch("hidden slice outside the PW weights"));
+        };
+        kernels::gemm(
+            kern,
+            MatRef {
+                data: &ln2[..m * c],
+                rows: m,
+                cols: c,
+                stride: c,
+            },
+            pw1,
+            Epilogue::BiasGelu(&wts.pw1_b[j0..j1]),
+            MatMut {
+                data: &mut hidden[..m * nh],
+                rows: m,
+                cols: nh,
+                stride: nh,
+            },
+        )?;
+        let epi = match (group, first) {
+            (0, true) => Epilogue::BiasScaleAdd {
+                bias: wts.pw2_b,
+                gamma: wts.gamma2,
+            },
+            (0, false) => Epilogue::ScaleAdd { gamma: wts.gamma2 },
+            _ => Epilogue::ScaleAdd { gamma: ones },
+        };
+        kernels::gemm(
+            kern,
+            MatRef {
+                data: &hidden[..m * nh],
+                rows: m,
+                cols: nh,
+                stride: nh,
+            },
+            pw2,
+            epi,
+            MatMut {
+                data: &mut out[..m * c],
+                rows: m,
+                cols: c,
+                stride: c,
+            },
+        )?;
+        first = false;
+        slice += groups;
+    }
+    Ok(())
+}
+
 /// Row `y` (at or below the band `rows = (y0, y1, h)`) into the ring: from the band itself,
 /// from the rows captured below it, or zero past the bottom.
 fn fill_band_row(

@@ -3,8 +3,14 @@
 
 use core::fmt::Write;
 
-use crate::arch::{default_strip, Arch, BlockSpec, Plan, MAX_SIDE};
-use crate::block::{block_forward, block_prepare_band, block_run_band, BlockDims, BlockWeights};
+use crate::arch::{
+    block_scratch_len, default_strip, grouped_mlp, grouped_scratch_len, hidden_chunk, Arch,
+    BlockSpec, Plan, MAX_SIDE, MLP_GROUPS,
+};
+use crate::block::{
+    band_scratch_len, block_forward, block_prepare_band, block_qdw_band, block_run_band, mlp_group,
+    BlockDims, BlockWeights,
+};
 use crate::error::{Buffer, Error};
 use crate::exec::{band_rows, Executor, Serial, MAX_BANDS};
 use crate::isa::Kernels;
@@ -828,8 +834,9 @@ pub fn quantize_model(
 
 /// One QuadraBlock in place on `x`, its rows split into `exec.width()` bands (each with
 /// `band_scratch` floats of `scratch`: [`crate::arch::Plan::band_scratch`], or
-/// [`crate::block::band_scratch_len`] at the default strip). Bit-identical to
-/// [`block_forward`].
+/// [`run_block_scratch`]`.0`; `scratch` needs [`run_block_scratch`]`.1` floats). Blocks
+/// that [`grouped_mlp`] picks run their channel MLP in hidden-slice groups instead. The
+/// result does not depend on `exec.width()`.
 pub fn run_block<E: Executor>(
     exec: &E,
     kern: Kernels,
@@ -840,6 +847,9 @@ pub fn run_block<E: Executor>(
     band_scratch: usize,
 ) -> Result<(), Error> {
     let BlockDims { h, w, c, e, .. } = dims;
+    if grouped_mlp(h, w, c, e) {
+        return run_block_grouped(exec, kern, dims, bw, x, scratch);
+    }
     let strip = default_strip(h, w, c, e);
     let nb = exec.width().clamp(1, MAX_BANDS).min(h);
     if nb <= 1 {
@@ -873,6 +883,158 @@ pub fn run_block<E: Executor>(
         t.res = block_run_band(kern, dims, strip, bw, t.x, t.y0, t.scratch)
     });
     finish(&tasks)
+}
+
+/// Floats of scratch [`run_block`] needs for `dims` split `bands` wide: `(per band, total)`.
+pub const fn run_block_scratch(dims: BlockDims, bands: usize) -> (usize, usize) {
+    let BlockDims { h, w, c, k, e } = dims;
+    let grouped = grouped_mlp(h, w, c, e);
+    let strip = if grouped {
+        1
+    } else {
+        default_strip(h, w, c, e)
+    };
+    let per = vec_pad(if bands > 1 {
+        band_scratch_len(w, c, k, e, strip)
+    } else {
+        block_scratch_len(w, c, k, e, strip)
+    });
+    let shared = if grouped {
+        grouped_scratch_len(h, w, c, e)
+    } else {
+        0
+    };
+    (per, bands * per + shared)
+}
+
+/// [`run_block`] for a block whose channel MLP runs in hidden-slice groups: bands of rows
+/// do the QDW and LN2, then the groups run (one per thread), then the extra groups'
+/// accumulators are added into the residual in group order.
+fn run_block_grouped<E: Executor>(
+    exec: &E,
+    kern: Kernels,
+    dims: BlockDims,
+    bw: &BlockWeights<'_>,
+    x: &mut [f32],
+    scratch: &mut [f32],
+) -> Result<(), Error> {
+    let BlockDims { h, w, c, e, .. } = dims;
+    let (m, hc) = (h * w, hidden_chunk(c, e));
+    let nb = exec.width().clamp(1, MAX_BANDS).min(h).max(1);
+    // Band chunks sized for this block (plan: `bands · per + shared`).
+    let band_scratch = run_block_scratch(dims, exec.width().clamp(1, MAX_BANDS)).0;
+    let short = |found| Error::Length {
+        buffer: Buffer::Scratch,
+        expected: nb * band_scratch + grouped_scratch_len(h, w, c, e),
+        found,
+    };
+    let found = scratch.len();
+    if found < nb * band_scratch + grouped_scratch_len(h, w, c, e) {
+        return Err(short(found));
+    }
+    let (bands_buf, shared) = scratch.split_at_mut(nb * band_scratch);
+    let (ln2, rest) = shared.split_at_mut(vec_pad(m * c));
+    let (accs, rest) = rest.split_at_mut((MLP_GROUPS - 1) * vec_pad(m * c));
+    let (hiddens, rest) = rest.split_at_mut(MLP_GROUPS * vec_pad(m * hc));
+    let ones = &mut rest[..c];
+    ones.fill(1.0);
+    // Bands: capture neighbours' rows, then QDW + LN2 of their own rows.
+    {
+        let xs: &[f32] = x;
+        let mut prep: heapless::Vec<Band<'_>, MAX_BANDS> = heapless::Vec::new();
+        for (i, sc) in bands_buf.chunks_mut(band_scratch).take(nb).enumerate() {
+            let (y0, y1) = band_rows(h, nb, i);
+            let band = Band {
+                x: &mut [],
+                y0,
+                y1,
+                scratch: sc,
+                res: Ok(()),
+            };
+            if prep.push(band).is_err() {
+                return Err(Error::Arch("too many bands"));
+            }
+        }
+        exec.run(&mut prep, &|t| {
+            t.res = block_prepare_band(kern, dims, 1, bw, xs, (t.y0, t.y1), t.scratch)
+        });
+        finish(&prep)?;
+    }
+    {
+        let tasks = bands_of(x, w * c, h, nb, bands_buf, band_scratch)?;
+        let mut rest_ln2 = &mut ln2[..m * c];
+        let mut paired: heapless::Vec<(Band<'_>, &mut [f32]), MAX_BANDS> = heapless::Vec::new();
+        for t in tasks {
+            let (head, tail) = core::mem::take(&mut rest_ln2).split_at_mut(t.x.len());
+            rest_ln2 = tail;
+            if paired.push((t, head)).is_err() {
+                return Err(Error::Arch("too many bands"));
+            }
+        }
+        exec.run(&mut paired, &|(t, l)| {
+            t.res = block_qdw_band(kern, dims, bw, t.x, t.y0, t.scratch, l)
+        });
+        paired.iter().try_for_each(|(t, _)| t.res)?;
+    }
+    // Groups of hidden slices: group 0 into the residual, the others into accumulators.
+    let ln2: &[f32] = ln2;
+    let ones: &[f32] = ones;
+    {
+        let mut groups: heapless::Vec<Group<'_>, MLP_GROUPS> = heapless::Vec::new();
+        let mut hid = hiddens.chunks_mut(vec_pad(m * hc));
+        let mut acc = accs.chunks_mut(vec_pad(m * c));
+        let first = Group {
+            g: 0,
+            out: &mut x[..],
+            hidden: hid.next().ok_or(short(0))?,
+            res: Ok(()),
+        };
+        if groups.push(first).is_err() {
+            return Err(Error::Arch("too many groups"));
+        }
+        for g in 1..MLP_GROUPS {
+            let out = acc.next().ok_or(short(0))?;
+            out.fill(0.0);
+            let hidden = hid.next().ok_or(short(0))?;
+            let group = Group {
+                g,
+                out,
+                hidden,
+                res: Ok(()),
+            };
+            if groups.push(group).is_err() {
+                return Err(Error::Arch("too many groups"));
+            }
+        }
+        exec.run(&mut groups, &|t| {
+            t.res = mlp_group(
+                kern,
+                dims,
+                bw,
+                ln2,
+                (t.g, MLP_GROUPS),
+                t.hidden,
+                ones,
+                t.out,
+            )
+        });
+        groups.iter().try_for_each(|t| t.res)?;
+    }
+    // Extra groups into the residual, in group order.
+    for a in accs.chunks(vec_pad(m * c)) {
+        for (i, (v, s)) in x.iter_mut().zip(&a[..m * c]).enumerate() {
+            *v += bw.gamma2[i % c] * s;
+        }
+    }
+    Ok(())
+}
+
+/// One group of the grouped MLP: where it adds, its hidden slice buffer, its outcome.
+struct Group<'x> {
+    g: usize,
+    out: &'x mut [f32],
+    hidden: &'x mut [f32],
+    res: Result<(), Error>,
 }
 
 /// One band of a layer: its rows of the activation, its scratch, and its outcome.

@@ -1149,11 +1149,13 @@ fn bands_give_bit_identical_results() {
                 blocks: &B[..1],
             },
             Stage {
-                dim: 40,
-                blocks: &B[2..],
+                dim: 64,
+                blocks: &B[..1],
             },
         ],
     };
+    // Stage 3 (64 channels, E = 4, 2x2 at 64x64) runs the grouped MLP.
+    assert!(crate::arch::grouped_mlp(2, 2, 64, 4));
     let sd = StateDict::random(&arch, 41);
     let packed = sd.pack(&arch);
     let model = Model::new(arch, packed.weights()).unwrap();
