@@ -437,58 +437,7 @@ pub fn block_run_band(
         kernels::layer_norm_rows(kern, xs, c, wts.ln2_w, wts.ln2_b, &mut ln2[..m * c])?;
         // The hidden layer a slice at a time: PW1 + GELU into the slice, then PW2 adds
         // the slice's contribution into the residual (bias with the first slice).
-        let (ec, hc) = (e * c, hidden_chunk(c, e));
-        let mut j0 = 0;
-        while j0 < ec {
-            let j1 = (j0 + hc).min(ec);
-            let nh = j1 - j0;
-            let (Some(pw1), Some(pw2)) = (wts.pw1.cols(j0, j1), wts.pw2.rows(j0, j1)) else {
-                return Err(Error::Arch("hidden slice outside the PW weights"));
-            };
-            kernels::gemm(
-                kern,
-                MatRef {
-                    data: &ln2[..m * c],
-                    rows: m,
-                    cols: c,
-                    stride: c,
-                },
-                pw1,
-                Epilogue::BiasGelu(&wts.pw1_b[j0..j1]),
-                MatMut {
-                    data: &mut hidden[..m * nh],
-                    rows: m,
-                    cols: nh,
-                    stride: nh,
-                },
-            )?;
-            let epi = if j0 == 0 {
-                Epilogue::BiasScaleAdd {
-                    bias: wts.pw2_b,
-                    gamma: wts.gamma2,
-                }
-            } else {
-                Epilogue::ScaleAdd { gamma: wts.gamma2 }
-            };
-            kernels::gemm(
-                kern,
-                MatRef {
-                    data: &hidden[..m * nh],
-                    rows: m,
-                    cols: nh,
-                    stride: nh,
-                },
-                pw2,
-                epi,
-                MatMut {
-                    data: &mut *xs,
-                    rows: m,
-                    cols: c,
-                    stride: c,
-                },
-            )?;
-            j0 = j1;
-        }
+        mlp_group(kern, (c, e), wts, ln2, m, (0, 1), hidden, &[], xs)?;
         s0 += s;
     }
     Ok(())
@@ -551,24 +500,24 @@ pub fn block_qdw_band(
     )
 }
 
-/// One group of the grouped channel MLP over all `m` pixels: for hidden slices
-/// `group, group + groups, …`, PW1 + GELU into `hidden`, then PW2 added into `out`. Group 0
-/// adds `gamma2 ⊙ (… + bias)` into the residual (`out` = the activation); the other groups
-/// add the raw products into their own zeroed accumulator (`gamma = ones`), combined later
-/// in group order, so the result does not depend on how groups are spread over threads.
+/// The channel MLP of `m` pixels (LN2 rows in `ln2`), a 128-channel hidden slice at a time:
+/// for slices `group, group + groups, …`, PW1 + GELU into `hidden`, then PW2 added into
+/// `out`. Group 0 adds `gamma2 ⊙ (… + bias)` into the residual (`out` = the activation
+/// rows); with several groups (the grouped MLP, `arch::grouped_mlp`) the others add the raw
+/// products into their own zeroed accumulators (`gamma = ones`), combined afterwards in
+/// group order, so the result does not depend on how groups are spread over threads.
 #[allow(clippy::too_many_arguments)]
 pub fn mlp_group(
     kern: Kernels,
-    d: BlockDims,
+    (c, e): (usize, usize),
     wts: &BlockWeights<'_>,
     ln2: &[f32],
+    m: usize,
     (group, groups): (usize, usize),
     hidden: &mut [f32],
     ones: &[f32],
     out: &mut [f32],
 ) -> Result<(), Error> {
-    let BlockDims { h, w, c, e, .. } = d;
-    let m = h * w;
     let (ec, hc) = (e * c, hidden_chunk(c, e));
     expect_len(Buffer::Scratch, m * hc, hidden.len(), false)?;
     let mut slice = group;

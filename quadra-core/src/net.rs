@@ -857,27 +857,15 @@ pub fn run_block<E: Executor>(
     }
     // Every band first captures the rows it needs from its neighbours (all bands only
     // read), then all bands run and write their own rows.
-    {
-        let xs: &[f32] = x;
-        let mut prep: heapless::Vec<Band<'_>, MAX_BANDS> = heapless::Vec::new();
-        for (i, sc) in scratch.chunks_mut(band_scratch).take(nb).enumerate() {
-            let (y0, y1) = band_rows(h, nb, i);
-            let band = Band {
-                x: &mut [],
-                y0,
-                y1,
-                scratch: sc,
-                res: Ok(()),
-            };
-            if prep.push(band).is_err() {
-                return Err(Error::Arch("too many bands"));
-            }
-        }
-        exec.run(&mut prep, &|t| {
-            t.res = block_prepare_band(kern, dims, strip, bw, xs, (t.y0, t.y1), t.scratch)
-        });
-        finish(&prep)?;
-    }
+    prepare_bands(
+        exec,
+        kern,
+        (dims, strip),
+        bw,
+        x,
+        scratch,
+        (nb, band_scratch),
+    )?;
     let mut tasks = bands_of(x, w * c, h, nb, scratch, band_scratch)?;
     exec.run(&mut tasks, &|t| {
         t.res = block_run_band(kern, dims, strip, bw, t.x, t.y0, t.scratch)
@@ -939,27 +927,7 @@ fn run_block_grouped<E: Executor>(
     let ones = &mut rest[..c];
     ones.fill(1.0);
     // Bands: capture neighbours' rows, then QDW + LN2 of their own rows.
-    {
-        let xs: &[f32] = x;
-        let mut prep: heapless::Vec<Band<'_>, MAX_BANDS> = heapless::Vec::new();
-        for (i, sc) in bands_buf.chunks_mut(band_scratch).take(nb).enumerate() {
-            let (y0, y1) = band_rows(h, nb, i);
-            let band = Band {
-                x: &mut [],
-                y0,
-                y1,
-                scratch: sc,
-                res: Ok(()),
-            };
-            if prep.push(band).is_err() {
-                return Err(Error::Arch("too many bands"));
-            }
-        }
-        exec.run(&mut prep, &|t| {
-            t.res = block_prepare_band(kern, dims, 1, bw, xs, (t.y0, t.y1), t.scratch)
-        });
-        finish(&prep)?;
-    }
+    prepare_bands(exec, kern, (dims, 1), bw, x, bands_buf, (nb, band_scratch))?;
     {
         let tasks = bands_of(x, w * c, h, nb, bands_buf, band_scratch)?;
         let mut rest_ln2 = &mut ln2[..m * c];
@@ -1007,16 +975,8 @@ fn run_block_grouped<E: Executor>(
             }
         }
         exec.run(&mut groups, &|t| {
-            t.res = mlp_group(
-                kern,
-                dims,
-                bw,
-                ln2,
-                (t.g, MLP_GROUPS),
-                t.hidden,
-                ones,
-                t.out,
-            )
+            let groups = (t.g, MLP_GROUPS);
+            t.res = mlp_group(kern, (c, e), bw, ln2, m, groups, t.hidden, ones, t.out)
         });
         groups.iter().try_for_each(|t| t.res)?;
     }
@@ -1027,6 +987,36 @@ fn run_block_grouped<E: Executor>(
         }
     }
     Ok(())
+}
+
+/// Runs [`block_prepare_band`] for `nb` bands (scratch chunks of `per`) through `exec`.
+fn prepare_bands<E: Executor>(
+    exec: &E,
+    kern: Kernels,
+    (dims, strip): (BlockDims, usize),
+    bw: &BlockWeights<'_>,
+    x: &[f32],
+    scratch: &mut [f32],
+    (nb, per): (usize, usize),
+) -> Result<(), Error> {
+    let mut prep: heapless::Vec<Band<'_>, MAX_BANDS> = heapless::Vec::new();
+    for (i, sc) in scratch.chunks_mut(per).take(nb).enumerate() {
+        let (y0, y1) = band_rows(dims.h, nb, i);
+        let band = Band {
+            x: &mut [],
+            y0,
+            y1,
+            scratch: sc,
+            res: Ok(()),
+        };
+        if prep.push(band).is_err() {
+            return Err(Error::Arch("too many bands"));
+        }
+    }
+    exec.run(&mut prep, &|t| {
+        t.res = block_prepare_band(kern, dims, strip, bw, x, (t.y0, t.y1), t.scratch)
+    });
+    finish(&prep)
 }
 
 /// One group of the grouped MLP: where it adds, its hidden slice buffer, its outcome.
