@@ -395,7 +395,7 @@ pub fn block_run_band(
     scratch: &mut [f32],
 ) -> Result<(), Error> {
     check_block(&d, strip, wts)?;
-    let BlockDims { h, w, c, k, e } = d;
+    let BlockDims { h, w, c, e, .. } = d;
     let row = w * c;
     if row == 0 {
         return Ok(());
@@ -404,33 +404,17 @@ pub fn block_run_band(
         return Err(Error::Arch("band rows must lie inside the activation"));
     }
     let y1 = y0 + x_band.len() / row;
-    let sc = split_scratch(&d, strip, scratch, y1 < h)?;
-    let p = (k - 1) / 2;
-    let ln1 = Some((kern, wts.ln1_w, wts.ln1_b));
-    let mut ring = Ring::new(sc.ring, k, w, c, k, false);
-    let below = (y1 < h).then(|| Ring::new(sc.below, p, w, c, k, false));
-    let (ln2, hidden, tmp) = (sc.ln2, sc.hidden, sc.tmp);
-    let rows = (y0, y1, h);
-    for y in y0..y0 + p {
-        fill_band_row(&mut ring, x_band, below.as_ref(), y, rows, (ln1, &mut *tmp))?;
-    }
+    let mut sc = split_scratch(&d, strip, scratch, y1 < h)?;
+    let (ln2, hidden) = (
+        core::mem::take(&mut sc.ln2),
+        core::mem::take(&mut sc.hidden),
+    );
+    let mut qdw = BandQdw::start(kern, &d, wts, sc, x_band, (y0, y1))?;
     let mut s0 = y0;
     while s0 < y1 {
         let s = strip.min(y1 - s0);
-        // Row by row: normalise the row K/2 below (still untouched) into the ring, whose
-        // K slots then hold exactly the rows this output row reads, and overwrite the row.
         for y in s0..s0 + s {
-            fill_band_row(
-                &mut ring,
-                x_band,
-                below.as_ref(),
-                y + p,
-                rows,
-                (ln1, &mut *tmp),
-            )?;
-            let taps = ring.rows(y, k);
-            let out = &mut x_band[(y - y0) * row..(y - y0 + 1) * row];
-            kernels::qdw_row(kern, &wts.qdw, &taps[..k], w, Some(wts.gamma1), out)?;
+            qdw.row(kern, wts, x_band, y)?;
         }
         let xs = &mut x_band[(s0 - y0) * row..(s0 - y0 + s) * row];
         let m = s * w;
@@ -457,7 +441,7 @@ pub fn block_qdw_band(
     ln2_out: &mut [f32],
 ) -> Result<(), Error> {
     check_block(&d, 1, wts)?;
-    let BlockDims { h, w, c, k, .. } = d;
+    let BlockDims { h, w, c, .. } = d;
     let row = w * c;
     if row == 0 {
         return Ok(());
@@ -468,27 +452,9 @@ pub fn block_qdw_band(
     expect_len(Buffer::Scratch, x_band.len(), ln2_out.len(), false)?;
     let y1 = y0 + x_band.len() / row;
     let sc = split_scratch(&d, 1, scratch, y1 < h)?;
-    let p = (k - 1) / 2;
-    let ln1 = Some((kern, wts.ln1_w, wts.ln1_b));
-    let mut ring = Ring::new(sc.ring, k, w, c, k, false);
-    let below = (y1 < h).then(|| Ring::new(sc.below, p, w, c, k, false));
-    let tmp = sc.tmp;
-    let rows = (y0, y1, h);
-    for y in y0..y0 + p {
-        fill_band_row(&mut ring, x_band, below.as_ref(), y, rows, (ln1, &mut *tmp))?;
-    }
+    let mut qdw = BandQdw::start(kern, &d, wts, sc, x_band, (y0, y1))?;
     for y in y0..y1 {
-        fill_band_row(
-            &mut ring,
-            x_band,
-            below.as_ref(),
-            y + p,
-            rows,
-            (ln1, &mut *tmp),
-        )?;
-        let taps = ring.rows(y, k);
-        let out = &mut x_band[(y - y0) * row..(y - y0 + 1) * row];
-        kernels::qdw_row(kern, &wts.qdw, &taps[..k], w, Some(wts.gamma1), out)?;
+        qdw.row(kern, wts, x_band, y)?;
     }
     kernels::layer_norm_rows(
         kern,
@@ -574,6 +540,70 @@ pub fn mlp_group(
         slice += groups;
     }
     Ok(())
+}
+
+/// The QDW half of a band: its ring (and the rows captured below it), walked row by row.
+struct BandQdw<'s, 'w> {
+    ring: Ring<'s>,
+    below: Option<Ring<'s>>,
+    tmp: &'s mut [f32],
+    ln1: Option<Ln<'w>>,
+    rows: (usize, usize, usize),
+}
+
+impl<'s, 'w> BandQdw<'s, 'w> {
+    /// Over a band's prepared scratch; normalises the band's first `K/2` rows into the ring.
+    fn start(
+        kern: Kernels,
+        d: &BlockDims,
+        wts: &BlockWeights<'w>,
+        sc: BandScratch<'s>,
+        x_band: &[f32],
+        (y0, y1): (usize, usize),
+    ) -> Result<Self, Error> {
+        let (k, p) = (d.k, (d.k - 1) / 2);
+        let mut b = BandQdw {
+            ring: Ring::new(sc.ring, k, d.w, d.c, k, false),
+            below: (y1 < d.h).then(|| Ring::new(sc.below, p, d.w, d.c, k, false)),
+            tmp: sc.tmp,
+            ln1: Some((kern, wts.ln1_w, wts.ln1_b)),
+            rows: (y0, y1, d.h),
+        };
+        for y in y0..y0 + p {
+            b.fill(x_band, y)?;
+        }
+        Ok(b)
+    }
+
+    fn fill(&mut self, x_band: &[f32], y: usize) -> Result<(), Error> {
+        let src = (self.ln1, &mut *self.tmp);
+        fill_band_row(
+            &mut self.ring,
+            x_band,
+            self.below.as_ref(),
+            y,
+            self.rows,
+            src,
+        )
+    }
+
+    /// Normalises the row `K/2` below `y` (still untouched) into the ring, whose `K` slots
+    /// then hold exactly the rows output row `y` reads, and overwrites row `y` in place.
+    fn row(
+        &mut self,
+        kern: Kernels,
+        wts: &BlockWeights<'_>,
+        x_band: &mut [f32],
+        y: usize,
+    ) -> Result<(), Error> {
+        let (k, w) = (self.ring.k, self.ring.w);
+        self.fill(x_band, y + self.ring.p)?;
+        let taps = self.ring.rows(y, k);
+        let row = w * self.ring.c;
+        let y0 = self.rows.0;
+        let out = &mut x_band[(y - y0) * row..(y - y0 + 1) * row];
+        kernels::qdw_row(kern, &wts.qdw, &taps[..k], w, Some(wts.gamma1), out)
+    }
 }
 
 /// Row `y` (at or below the band `rows = (y0, y1, h)`) into the ring: from the band itself,
