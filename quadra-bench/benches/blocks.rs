@@ -30,12 +30,12 @@ fn qdw_fusion(cr: &mut Criterion) {
     let kern = best();
     let mut g = cr.benchmark_group("qdw_fusion");
     let (c, hw, k) = (64, 56, 7);
-    let taps = random(QdwWeights::taps_len(k, c), 1);
+    let taps = AlignedF32::from(random(QdwWeights::taps_len(k, c), 1));
     let bias = random(3 * c, 2);
     let ones = vec![1.0; 3 * c];
     let wts = QdwWeights::new(k, c, MatData::F32(&taps), &ones, &bias).unwrap();
     let unfused = UnfusedQdw::from_packed(&taps, &bias, k, c);
-    let x0 = random(hw * hw * c, 3);
+    let x0 = AlignedF32::from(random(hw * hw * c, 3));
     g.throughput(Throughput::Elements(qdw_flops(hw, hw, c, k)));
     let mut scratch = AlignedF32::zeros(qdw_scratch_len(hw, c, k));
     g.bench_function(BenchmarkId::new("fused", "c64_56x56_k7"), |b| {
@@ -45,7 +45,7 @@ fn qdw_fusion(cr: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
-    let mut y = vec![0.0; x0.len()];
+    let mut y = AlignedF32::zeros(x0.len());
     g.bench_function(BenchmarkId::new("unfused", "c64_56x56_k7"), |b| {
         b.iter(|| unfused.run(kern, &x0, hw, hw, &mut y).unwrap())
     });
@@ -59,7 +59,7 @@ fn blocks(cr: &mut Criterion) {
         let spec = BlockSpec::quadra(7, 4);
         let owned = random_weights(spec.weights_len(c), 4);
         let bw = BlockWeights::from_weights(c, 7, 4, owned.view()).unwrap();
-        let x0 = random(hw * hw * c, 5);
+        let x0 = AlignedF32::from(random(hw * hw * c, 5));
         let dims = BlockDims {
             h: hw,
             w: hw,
@@ -85,7 +85,7 @@ fn blocks(cr: &mut Criterion) {
                 BatchSize::LargeInput,
             )
         });
-        let dw_taps = random(49 * c, 6);
+        let dw_taps = AlignedF32::from(random(49 * c, 6));
         let dw_bias = random(c, 7);
         let conv = DwConv {
             k: 7,

@@ -12,9 +12,10 @@ fn qdw(cr: &mut Criterion) {
     for (c, hw) in [(64usize, 56usize), (128, 28), (256, 14), (512, 7)] {
         for k in [3usize, 5, 7] {
             let (taps, bias) = qdw_weights(k, c);
+            let taps = AlignedF32::from(taps);
             let ones = vec![1.0; 3 * c];
             let wts = QdwWeights::new(k, c, MatData::F32(&taps), &ones, &bias).unwrap();
-            let x0 = random(hw * hw * c, 3);
+            let x0 = AlignedF32::from(random(hw * hw * c, 3));
             let mut scratch = AlignedF32::zeros(qdw_scratch_len(hw, c, k));
             g.throughput(Throughput::Elements(qdw_flops(hw, hw, c, k)));
             for kern in quadra_cpu::dispatch::available() {
@@ -44,14 +45,14 @@ fn gemm(cr: &mut Criterion) {
         (196, 128, 512),
         (196, 512, 128),
     ] {
-        let a = random(m * k, 1);
+        let a = AlignedF32::from(random(m * k, 1));
         let dense = random(k * n, 2);
-        let mut packed = vec![0.0; PackedB::packed_len(k, n)];
+        let mut packed = AlignedF32::zeros(PackedB::packed_len(k, n));
         PackedB::pack(k, n, &mut packed, |kk, j| dense[kk * n + j]).unwrap();
         let ones = vec![1.0; n];
         let b = PackedB::new(MatData::F32(&packed), &ones, k, n).unwrap();
         let bias = random(n, 3);
-        let mut out = vec![0.0; m * n];
+        let mut out = AlignedF32::zeros(m * n);
         g.throughput(Throughput::Elements((2 * m * k * n) as u64));
         let id = format!("m{m}_k{k}_n{n}");
         for kern in quadra_cpu::dispatch::available().into_iter().skip(1) {

@@ -47,12 +47,14 @@ pub fn random_weights(
         vecs: random(len.vecs, seed)
             .iter()
             .map(|v| 1.0 + 0.3 * v)
-            .collect(),
+            .collect::<Vec<_>>()
+            .into(),
         mats: quadra_cpu::weights::OwnedMats::F32(
             random(len.mats, seed + 1)
                 .iter()
                 .map(|v| 0.05 * v)
-                .collect(),
+                .collect::<Vec<_>>()
+                .into(),
         ),
     }
 }

@@ -89,7 +89,8 @@ fn bench_op(a: &Args, spec: &str) -> Result<(), Box<dyn std::error::Error>> {
     let flops;
     match kind {
         "qdw" => {
-            let (taps, bias) = (random(QdwWeights::taps_len(k, c), 1), random(3 * c, 2));
+            let taps = AlignedF32::from(random(QdwWeights::taps_len(k, c), 1));
+            let bias = random(3 * c, 2);
             let ones = vec![1.0; 3 * c];
             let wts = QdwWeights::new(k, c, MatData::F32(&taps), &ones, &bias)?;
             let mut scratch = AlignedF32::zeros(qdw_scratch_len(h, c, k));

@@ -8,6 +8,7 @@ use std::path::Path;
 use quadra_core::arch::Arch;
 use quadra_core::net::{pack_tensor, visit_tensors};
 
+use crate::aligned::AlignedVec;
 use crate::weights::{OwnedMats, OwnedWeights};
 use safetensors::{Dtype, SafeTensors};
 
@@ -207,7 +208,10 @@ impl StateDict {
     /// All problems (missing, unexpected, misshapen, non-finite) are reported together.
     pub fn pack(&self, arch: &Arch<'_>) -> Result<OwnedWeights, CheckpointError> {
         let len = arch.weights_len();
-        let (mut vecs, mut mats) = (vec![0.0f32; len.vecs], vec![0.0f32; len.mats]);
+        let (mut vecs, mut mats) = (
+            AlignedVec::<f32>::zeros(len.vecs),
+            AlignedVec::<f32>::zeros(len.mats),
+        );
         let mut problems = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
         visit_tensors::<quadra_core::Error>(arch, |slot| {

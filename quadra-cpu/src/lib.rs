@@ -14,6 +14,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod aligned;
 pub mod checkpoint;
 pub mod config;
 pub mod dispatch;
@@ -24,6 +25,7 @@ use ndarray::{Array2, ArrayView4, Axis};
 use quadra_core::{Executor, Kernels, Model, Serial};
 use rayon::prelude::*;
 
+pub use aligned::{AlignedF32, AlignedVec};
 use checkpoint::{CheckpointError, StateDict};
 use config::ArchConfig;
 pub use gang::GangExec;
@@ -78,28 +80,6 @@ pub fn parse_input_size(s: &str) -> Result<(usize, usize), String> {
         ));
     }
     Ok((h, w))
-}
-
-/// A zeroed f32 buffer whose first element is 64-byte aligned: arenas want it (the
-/// kernels' vector loads then never straddle cache lines).
-pub struct AlignedF32 {
-    buf: Vec<f32>,
-    off: usize,
-    len: usize,
-}
-
-impl AlignedF32 {
-    /// `len` zeros, 64-byte aligned.
-    pub fn zeros(len: usize) -> Self {
-        let buf = vec![0.0f32; len + 16];
-        let off = buf.as_ptr().align_offset(64).min(16);
-        AlignedF32 { buf, off, len }
-    }
-
-    /// The buffer.
-    pub fn as_mut_slice(&mut self) -> &mut [f32] {
-        &mut self.buf[self.off..self.off + self.len]
-    }
 }
 
 /// Tensor layout of an input batch.

@@ -7,6 +7,7 @@ use quadra_core::format::{self, Aligned, FileLayout, QnetFile};
 use quadra_core::net::{quantize_model, MatDataMut, QuantError};
 use quadra_core::{Dtype, MatData, Weights};
 
+use crate::aligned::AlignedVec;
 use crate::config::ArchConfig;
 use crate::RunError;
 
@@ -14,18 +15,18 @@ use crate::RunError;
 #[derive(Clone, Debug, PartialEq)]
 pub enum OwnedMats {
     /// f32 values.
-    F32(Vec<f32>),
+    F32(AlignedVec<f32>),
     /// f16 bit patterns.
-    F16(Vec<u16>),
+    F16(AlignedVec<u16>),
     /// int8 values.
-    I8(Vec<i8>),
+    I8(AlignedVec<i8>),
 }
 
 /// Owned weight streams.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OwnedWeights {
     /// f32 vector stream.
-    pub vecs: Vec<f32>,
+    pub vecs: AlignedVec<f32>,
     /// Matrix stream.
     pub mats: OwnedMats,
 }
@@ -60,11 +61,11 @@ impl OwnedWeights {
     /// Copies borrowed weights.
     pub fn from_view(w: Weights<'_>) -> Self {
         OwnedWeights {
-            vecs: w.vecs.to_vec(),
+            vecs: w.vecs.into(),
             mats: match w.mats {
-                MatData::F32(v) => OwnedMats::F32(v.to_vec()),
-                MatData::F16(v) => OwnedMats::F16(v.to_vec()),
-                MatData::I8(v) => OwnedMats::I8(v.to_vec()),
+                MatData::F32(v) => OwnedMats::F32(v.into()),
+                MatData::F16(v) => OwnedMats::F16(v.into()),
+                MatData::I8(v) => OwnedMats::I8(v.into()),
             },
         }
     }
@@ -90,12 +91,12 @@ impl OwnedWeights {
         let out = match dtype {
             Dtype::F32 => return Ok((self.clone(), Vec::new())),
             Dtype::F16 => {
-                let mut o = vec![0u16; mats.len()];
+                let mut o = AlignedVec::zeros(mats.len());
                 quantize_model(arch, &mut vecs, mats, MatDataMut::F16(&mut o), &mut rec)?;
                 OwnedMats::F16(o)
             }
             Dtype::I8 => {
-                let mut o = vec![0i8; mats.len()];
+                let mut o = AlignedVec::zeros(mats.len());
                 quantize_model(arch, &mut vecs, mats, MatDataMut::I8(&mut o), &mut rec)?;
                 OwnedMats::I8(o)
             }

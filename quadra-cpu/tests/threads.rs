@@ -24,8 +24,8 @@ fn network(preset: &str) -> Network {
     let cfg = ArchConfig::preset(preset).unwrap();
     let len = cfg.arch().weights_len();
     let w = OwnedWeights {
-        vecs: random(len.vecs, 1, 0.5, 1.5),
-        mats: OwnedMats::F32(random(len.mats, 2, -0.08, 0.08)),
+        vecs: random(len.vecs, 1, 0.5, 1.5).into(),
+        mats: OwnedMats::F32(random(len.mats, 2, -0.08, 0.08).into()),
     };
     Network::new(cfg, w).unwrap()
 }
