@@ -981,9 +981,12 @@ fn run_block_grouped<E: Executor>(
         groups.iter().try_for_each(|t| t.res)?;
     }
     // Extra groups into the residual, in group order.
+    // Pixel by pixel (no `i % c`), so the compiler vectorises it: this runs on one thread.
     for a in accs.chunks(vec_pad(m * c)) {
-        for (i, (v, s)) in x.iter_mut().zip(&a[..m * c]).enumerate() {
-            *v += bw.gamma2[i % c] * s;
+        for (xp, ap) in x.chunks_exact_mut(c).zip(a[..m * c].chunks_exact(c)) {
+            for ((v, s), g) in xp.iter_mut().zip(ap).zip(bw.gamma2) {
+                *v += g * s;
+            }
         }
     }
     Ok(())

@@ -111,7 +111,7 @@ unsafe impl Simd for Neon {
 /// CPU must have NEON; lengths as checked by `kernels::gemm`.
 #[target_feature(enable = "neon")]
 pub(crate) unsafe fn gemm<W: Elem>(g: &GemmArgs, b: *const W) {
-    simd::gemm::<Neon, W, 6, 4, 4>(g, b)
+    simd::gemm::<Neon, W, 6, 4>(g, b)
 }
 
 /// # Safety

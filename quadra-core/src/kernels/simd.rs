@@ -353,6 +353,9 @@ pub(crate) struct GemmArgs {
 }
 
 /// Pointers and strides of one column tile, shared by its row tiles.
+/// Widest GEMM tile, in columns.
+const TILE_COLS: usize = 64;
+
 #[derive(Clone, Copy)]
 struct Tile<W> {
     lda: usize,
@@ -365,19 +368,19 @@ struct Tile<W> {
     ldo: usize,
 }
 
-/// `out = epi(scales ⊙ A·B)`. Column tiles of `NV` vectors (a multiple of [`PANEL`]
-/// columns) outer, row tiles of `MR` pixels inner, so a weight panel stays in L1 while A
-/// streams through. `NVH` is the vector count of a single panel, used for the last tile
-/// when a tile spans two panels and only one is left.
+/// `out = epi(scales ⊙ A·B)`. Column tiles of `NV` vectors (whole [`PANEL`]-column
+/// panels) outer, row tiles of `MR` pixels inner, so the tile's weight panels stay in L1
+/// while A streams through. The last column tile narrows to the panels that are left.
 ///
 /// # Safety
-/// The lengths checked in `kernels::gemm` must hold.
+/// Pointers as checked by `kernels::gemm`; `NV·LANES` a multiple of [`PANEL`] and at most 64.
 #[inline(always)]
-pub(crate) unsafe fn gemm<S: Simd, W: Elem, const MR: usize, const NV: usize, const NVH: usize>(
+pub(crate) unsafe fn gemm<S: Simd, W: Elem, const MR: usize, const NV: usize>(
     g: &GemmArgs,
     b: *const W,
 ) {
     let tile_cols = NV * S::LANES;
+    let per_panel = PANEL / S::LANES;
     let pstride = g.pstride;
     let mut j0 = 0;
     while j0 < g.n {
@@ -392,10 +395,13 @@ pub(crate) unsafe fn gemm<S: Simd, W: Elem, const MR: usize, const NV: usize, co
             epi: g.epi.offset(j0),
             ldo: g.ldo,
         };
-        if tile_cols > PANEL && cols <= PANEL {
-            gemm_cols::<S, W, MR, NVH>(g.a, g.m, t, g.out.add(j0));
-        } else {
-            gemm_cols::<S, W, MR, NV>(g.a, g.m, t, g.out.add(j0));
+        let out = g.out.add(j0);
+        // Vectors of the panels this tile has (the packed matrix is padded to whole panels).
+        match cols.div_ceil(PANEL) * per_panel {
+            1 if NV > 1 => gemm_cols::<S, W, MR, 1>(g.a, g.m, t, out),
+            2 if NV > 2 => gemm_cols::<S, W, MR, 2>(g.a, g.m, t, out),
+            3 if NV > 3 => gemm_cols::<S, W, MR, 3>(g.a, g.m, t, out),
+            _ => gemm_cols::<S, W, MR, NV>(g.a, g.m, t, out),
         }
         j0 += cols;
     }
@@ -453,12 +459,12 @@ unsafe fn tile<S: Simd, W: Elem, const M: usize, const NV: usize>(
     // Park the accumulators in a stack tile with constant indices only: that keeps the
     // compiler from holding `acc` in memory through the k loop (it did, storing after every
     // FMA, when the epilogue below indexed it directly).
-    debug_assert!(M <= 12 && NV * S::LANES <= 32);
-    let mut tile = core::mem::MaybeUninit::<[[f32; 32]; 12]>::uninit();
+    debug_assert!(M <= 12 && NV * S::LANES <= TILE_COLS);
+    let mut tile = core::mem::MaybeUninit::<[[f32; TILE_COLS]; 12]>::uninit();
     let tp = tile.as_mut_ptr().cast::<f32>();
     for (i, row) in acc.iter().enumerate() {
         for (j, v) in row.iter().enumerate() {
-            S::store(tp.add(i * 32 + j * S::LANES), *v);
+            S::store(tp.add(i * TILE_COLS + j * S::LANES), *v);
         }
     }
     let (epi, ldo) = (t.epi, t.ldo);
@@ -476,7 +482,7 @@ unsafe fn tile<S: Simd, W: Elem, const M: usize, const NV: usize>(
             _ => S::zero(),
         };
         for i in 0..M {
-            let v = S::fmadd(S::load(tp.add(i * 32 + c0)), scale, bias);
+            let v = S::fmadd(S::load(tp.add(i * TILE_COLS + c0)), scale, bias);
             let p = out.add(i * ldo + c0);
             let v = match epi.kind {
                 EpiKind::Bias => v,

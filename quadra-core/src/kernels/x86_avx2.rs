@@ -103,7 +103,7 @@ unsafe impl Simd for Avx2 {
 /// CPU must have AVX2, FMA and F16C; lengths as checked by `kernels::gemm`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn gemm<W: Elem>(g: &GemmArgs, b: *const W) {
-    simd::gemm::<Avx2, W, 6, 2, 2>(g, b)
+    simd::gemm::<Avx2, W, 6, 2>(g, b)
 }
 
 /// # Safety

@@ -1,4 +1,5 @@
-//! AVX-512F: 16 lanes, 32 zmm registers. GEMM tile 12 x 32 (two panels, 24 accumulators),
+//! AVX-512F: 16 lanes, 32 zmm registers. GEMM tile 6 x 64 (four panels, 24 accumulators:
+//! 10 loads per 24 FMAs, where 12 x 32 took 14; loads slow the FMAs down on this core),
 //! QDW 7 pixels per iteration (21 accumulators; every QuadraNet map width, 56/28/14/7, is
 //! a multiple of 7, and 8 pixels spilled registers).
 
@@ -99,7 +100,7 @@ unsafe impl Simd for Avx512 {
 /// CPU must have AVX-512F; lengths as checked by `kernels::gemm`.
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn gemm<W: Elem>(g: &GemmArgs, b: *const W) {
-    simd::gemm::<Avx512, W, 12, 2, 1>(g, b)
+    simd::gemm::<Avx512, W, 6, 4>(g, b)
 }
 
 /// # Safety
