@@ -3,7 +3,7 @@
 //! full intermediate tensors, one layer at a time.
 
 use quadra_core::block::BlockWeights;
-use quadra_core::kernels::{self, DwConv, Epilogue, MatMut, MatRef, PackedB};
+use quadra_core::kernels::{self, DwConv, Epilogue, MatMut, MatRef, PackedB, QdwWeights};
 use quadra_core::{Error, Kernels};
 
 /// Zero-pads an `[h, w, c]` tensor by `p` on every side.
@@ -50,13 +50,13 @@ pub struct UnfusedQdw {
 }
 
 impl UnfusedQdw {
-    /// The three filters of packed QDW taps (`[(ky·K + kx)·3C + f·C + ch]`, biases
+    /// The three filters of packed QDW taps ([`QdwWeights::tap_index`], biases
     /// `[f·C + ch]`) as three separate depthwise convs.
     pub fn from_packed(taps: &[f32], bias: &[f32], k: usize, c: usize) -> Self {
         UnfusedQdw {
             taps: [0, 1, 2].map(|f| {
                 (0..k * k * c)
-                    .map(|i| taps[(i / c) * 3 * c + f * c + i % c])
+                    .map(|i| taps[QdwWeights::tap_index(k, i / c, f, i % c)])
                     .collect()
             }),
             bias: [0, 1, 2].map(|f| bias[f * c..(f + 1) * c].to_vec()),

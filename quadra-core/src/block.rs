@@ -638,7 +638,7 @@ pub struct QuadraDwConv<'w, const C: usize, const K: usize> {
 
 impl<'w, const C: usize, const K: usize> QuadraDwConv<'w, C, K> {
     /// Packed taps length.
-    pub const TAPS: usize = K * K * 3 * C;
+    pub const TAPS: usize = QdwWeights::taps_len(K, C);
 
     /// Wraps packed taps, scales and biases (see [`QdwWeights`]); `K` must be 3, 5 or 7
     /// (a compile error otherwise).

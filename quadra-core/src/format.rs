@@ -36,8 +36,10 @@ use crate::weights::Weights;
 
 /// File magic.
 pub const MAGIC: [u8; 8] = *b"\x89QNET\r\n\x1a";
-/// The version this build reads and writes.
-pub const VERSION: u32 = 1;
+/// The version this build reads and writes. Version 2 stores QDW taps channel-blocked
+/// ([`crate::kernels::QdwWeights::tap_index`]); version 1 files (taps by tap, then
+/// channel) are refused, not misread: reconvert them from the checkpoint.
+pub const VERSION: u32 = 2;
 /// Header bytes before the block table.
 pub const HEADER_LEN: usize = 128;
 pub use crate::arch::MAX_BLOCKS;
@@ -273,9 +275,14 @@ impl<'a> QnetFile<'a> {
             return Err(Error::Format("not a .qnet file (bad magic)"));
         }
         let version = rd32(bytes, 8);
+        if version == 1 {
+            return Err(Error::Format(
+                "a version 1 .qnet file (its QDW taps are laid out differently): reconvert it from the checkpoint with `quadra convert`",
+            ));
+        }
         if version != VERSION {
             return Err(Error::Format(
-                "unsupported .qnet version (this build reads version 1)",
+                "unsupported .qnet version (this build reads version 2)",
             ));
         }
         if rd64(bytes, 56) != bytes.len() as u64 {

@@ -237,7 +237,7 @@ pub fn pack_tensor(
             let taps = region(mats, mo, QdwWeights::taps_len(k, d))?;
             for t in 0..k * k {
                 for ch in 0..d {
-                    taps[t * 3 * d + f * d + ch] = src[ch * k * k + t];
+                    taps[QdwWeights::tap_index(k, t, f, ch)] = src[ch * k * k + t];
                 }
             }
             region(vecs, vo + f * d, d)?.fill(1.0);
@@ -301,8 +301,8 @@ pub struct QuantError {
 enum Channels {
     /// GEMM panels: channel `j` of `n` is column `j`, `k` elements.
     Panels { k: usize, n: usize },
-    /// QDW taps of filter `f`: channel `f·d + ch`, `kk` taps each.
-    Taps { d: usize, kk: usize, f: usize },
+    /// QDW taps of filter `f`: channel `f·d + ch`, `k²` taps each.
+    Taps { d: usize, k: usize, f: usize },
 }
 
 impl Channels {
@@ -317,7 +317,7 @@ impl Channels {
             }
             Packing::QdwTaps(f) => Some(Channels::Taps {
                 d: slot.shape[0],
-                kk: slot.shape[2] * slot.shape[3],
+                k: slot.shape[2],
                 f: f as usize,
             }),
             Packing::Copy | Packing::QdwBias(_) => None,
@@ -328,7 +328,7 @@ impl Channels {
     fn dims(&self) -> (usize, usize) {
         match *self {
             Channels::Panels { k, n } => (n, k),
-            Channels::Taps { d, kk, .. } => (d, kk),
+            Channels::Taps { d, k, .. } => (d, k * k),
         }
     }
 
@@ -337,7 +337,7 @@ impl Channels {
     fn index(&self, ch: usize, e: usize) -> (usize, usize) {
         match *self {
             Channels::Panels { k, .. } => ((ch / PANEL) * k * PANEL + e * PANEL + ch % PANEL, ch),
-            Channels::Taps { d, f, .. } => (e * 3 * d + f * d + ch, f * d + ch),
+            Channels::Taps { d, k, f } => (QdwWeights::tap_index(k, e, f, ch), f * d + ch),
         }
     }
 }

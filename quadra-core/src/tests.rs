@@ -278,8 +278,16 @@ fn gemm_matches_matrixmultiply_on_awkward_shapes() {
 
 fn random_qdw(rng: &mut Rng, k: usize, c: usize) -> (Stored, Vec<f32>) {
     let taps = rng.vec(QdwWeights::taps_len(k, c), -0.3, 0.3);
+    // Element i of the channel-blocked taps: lane i % CBLOCK, filter (i / CBLOCK) % 3,
+    // block i / (3·K²·CBLOCK); lanes past `c` are padding.
+    let bl = crate::kernels::CBLOCK;
+    let channel = move |i: usize| {
+        let (lane, rest) = (i % bl, i / bl);
+        let ch = rest / (3 * k * k) * bl + lane;
+        (ch < c).then_some((rest % 3) * c + ch)
+    };
     (
-        Stored::new(&taps, 3 * c, |i| Some(i % (3 * c))),
+        Stored::new(&taps, 3 * c, channel),
         rng.vec(3 * c, -0.5, 0.5),
     )
 }
@@ -664,7 +672,7 @@ fn lone_qdw_matches_reference() {
         for (f, wt) in wts.iter().enumerate() {
             for t in 0..k * k {
                 for ch in 0..c {
-                    taps[t * 3 * c + f * c + ch] = wt[ch * k * k + t];
+                    taps[QdwWeights::tap_index(k, t, f, ch)] = wt[ch * k * k + t];
                 }
             }
         }
@@ -1106,13 +1114,16 @@ fn qnet_roundtrips_and_rejects_every_corruption() {
     let t = AlignedBuf::new(&shifted);
     let e = QnetFile::parse(&t.bytes()[1..]).unwrap_err();
     assert!(std::format!("{e}").contains("aligned"), "{e}");
-    // Another version is refused by name.
-    let mut v2 = out.clone();
-    v2[8] = 2;
-    let crc = crate::format::file_crc(&v2);
-    v2[96..100].copy_from_slice(&crc.to_le_bytes());
-    let t = AlignedBuf::new(&v2);
-    assert!(std::format!("{}", QnetFile::parse(t.bytes()).unwrap_err()).contains("version"));
+    // Other versions are refused by name; version 1 (the old tap layout) with the fix.
+    for (v, says) in [(1u8, "reconvert"), (3, "version")] {
+        let mut other = out.clone();
+        other[8] = v;
+        let crc = crate::format::file_crc(&other);
+        other[96..100].copy_from_slice(&crc.to_le_bytes());
+        let t = AlignedBuf::new(&other);
+        let e = std::format!("{}", QnetFile::parse(t.bytes()).unwrap_err());
+        assert!(e.contains("version") && e.contains(says), "{e}");
+    }
 }
 
 /// Splits layers into `0` bands and runs them serially in reverse order (any order must

@@ -419,9 +419,12 @@ fn simd_gemm<W: simd::Elem>(kern: Kernels, g: &simd::GemmArgs, b: *const W) {
     }
 }
 
-/// Weights of one quadratic depthwise conv, packed so that the three filters of one tap
-/// sit side by side: `taps[(ky*K + kx)*3C + f*C + ch]` for filter `f` ∈ {a, b, c}, with
-/// `scales[f*C + ch]` (1 unless int8) and `bias[f*C + ch]`.
+/// Weights of one quadratic depthwise conv, packed channel-blocked like the activation
+/// rows the kernel reads: for each block of [`CBLOCK`] channels, tap by tap, the three
+/// filters `f` ∈ {a, b, c} side by side (see [`QdwWeights::tap_index`]; the last block is
+/// zero-padded), with `scales[f*C + ch]` (1 unless int8) and `bias[f*C + ch]`. A vector of
+/// channels then finds all its `3·K²` weights in one contiguous run (9.4 KB at K = 7 in
+/// f32) instead of one cache line every `3C` floats.
 #[derive(Clone, Copy, Debug)]
 pub struct QdwWeights<'a> {
     k: usize,
@@ -434,7 +437,13 @@ pub struct QdwWeights<'a> {
 impl<'a> QdwWeights<'a> {
     /// Length of the packed taps for kernel `k` and `c` channels.
     pub const fn taps_len(k: usize, c: usize) -> usize {
-        k * k * 3 * c
+        k * k * 3 * c.div_ceil(CBLOCK) * CBLOCK
+    }
+
+    /// Where the weight of tap `t = ky·K + kx` of filter `f` for channel `ch` sits:
+    /// `((ch / CBLOCK · K² + t) · 3 + f) · CBLOCK + ch % CBLOCK`.
+    pub const fn tap_index(k: usize, t: usize, f: usize, ch: usize) -> usize {
+        (((ch / CBLOCK) * k * k + t) * 3 + f) * CBLOCK + ch % CBLOCK
     }
 
     /// Wraps packed taps, scales and biases, checking `k` ∈ {3, 5, 7} and the lengths.

@@ -53,10 +53,10 @@ pub fn qdw_row(
             let mut acc = [0.0f32; 3];
             for (ky, row) in rows.iter().enumerate() {
                 for kx in 0..k {
-                    let t = (ky * k + kx) * 3 * c;
+                    let t = ky * k + kx;
                     let v = row[((ch / CBLOCK) * pw + x + kx) * CBLOCK + ch % CBLOCK];
                     for (f, a) in acc.iter_mut().enumerate() {
-                        *a += taps.get(t + f * c + ch) * v;
+                        *a += taps.get(QdwWeights::tap_index(k, t, f, ch)) * v;
                     }
                 }
             }

@@ -234,13 +234,15 @@ unsafe fn qdw_pixels<S: Simd, W: Elem, const K: usize, const Q: usize, const FUL
     let mut acc_c = [S::zero(); Q];
     // Channel-blocked rows: this chunk's pixels are CBLOCK floats apart.
     let blk = ((c0 / CBLOCK) * (a.w + K - 1) + x0) * CBLOCK + c0 % CBLOCK;
+    // This chunk's weights: one contiguous run, the three filters of a tap side by side.
+    let wblk = taps.add((c0 / CBLOCK) * K * K * 3 * CBLOCK + c0 % CBLOCK);
     for ky in 0..K {
         let row = a.rows[ky].add(blk);
         for kx in 0..K {
-            let wp = taps.add((ky * K + kx) * 3 * c + c0);
+            let wp = wblk.add((ky * K + kx) * 3 * CBLOCK);
             let wa = load_w::<S, W, FULL>(wp, nv);
-            let wb = load_w::<S, W, FULL>(wp.add(c), nv);
-            let wc = load_w::<S, W, FULL>(wp.add(2 * c), nv);
+            let wb = load_w::<S, W, FULL>(wp.add(CBLOCK), nv);
+            let wc = load_w::<S, W, FULL>(wp.add(2 * CBLOCK), nv);
             for q in 0..Q {
                 let xv = ld::<S, FULL>(row.add((q + kx) * CBLOCK), nv);
                 acc_a[q] = S::fmadd(wa, xv, acc_a[q]);
