@@ -1,5 +1,7 @@
-//! AVX2 + FMA (+ F16C for f16 weights): 8 lanes, 16 ymm registers. GEMM tile 6 x 16 (12 accumulators), QDW 4 pixels
-//! per iteration (12 accumulators + 3 weights + 1 input).
+//! AVX2 + FMA (+ F16C for f16 weights): 8 lanes, 16 ymm registers. GEMM tile 6 x 16 (12
+//! accumulators). QDW 3 pixels per iteration: 9 accumulators + 3 weights leave room to keep
+//! the sliding window of inputs in registers (Q + K - 1 loads per tap row instead of Q·K),
+//! which ran 1.3-1.4x faster than 4 pixels with 12 accumulators and reloaded inputs.
 
 use core::arch::x86_64::*;
 
@@ -111,9 +113,9 @@ pub(crate) unsafe fn gemm<W: Elem>(g: &GemmArgs, b: *const W) {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn qdw_row<W: Elem>(k: usize, a: &QdwArgs, taps: *const W) {
     match k {
-        3 => simd::qdw_row::<Avx2, W, 3, 4>(a, taps),
-        5 => simd::qdw_row::<Avx2, W, 5, 4>(a, taps),
-        _ => simd::qdw_row::<Avx2, W, 7, 4>(a, taps),
+        3 => simd::qdw_row::<Avx2, W, 3, 3>(a, taps),
+        5 => simd::qdw_row::<Avx2, W, 5, 3>(a, taps),
+        _ => simd::qdw_row::<Avx2, W, 7, 3>(a, taps),
     }
 }
 
