@@ -10,7 +10,7 @@ use crate::arch::{block_scratch_len, hidden_chunk};
 use crate::error::{Buffer, Error};
 use crate::isa::Kernels;
 use crate::kernels::{
-    self, qdw_row_len, Epilogue, MatData, MatMut, MatRef, PackedB, QdwWeights, MAX_K,
+    self, qdw_row_len, Epilogue, MatData, MatMut, MatRef, PackedB, QdwWeights, CBLOCK, MAX_K,
 };
 use crate::weights::{vec_pad, Cursor, Weights, WeightsLen};
 
@@ -129,12 +129,17 @@ struct Ring<'s> {
 }
 
 impl<'s> Ring<'s> {
-    /// A ring over `buf`; `clear` zeroes it (the padding columns must be zero).
+    /// A ring over `buf`; `clear` zeroes the padding columns, which must be zero (every
+    /// slot's pixels are written before they are read).
     fn new(buf: &'s mut [f32], slots: usize, w: usize, c: usize, k: usize, clear: bool) -> Self {
         let row_len = qdw_row_len(w, c, k);
         let buf = &mut buf[..slots * row_len];
         if clear {
-            buf.fill(0.0);
+            let (p, pw) = ((k - 1) / 2, w + k - 1);
+            for block in buf.chunks_exact_mut(pw * CBLOCK) {
+                block[..p * CBLOCK].fill(0.0);
+                block[(p + w) * CBLOCK..].fill(0.0);
+            }
         }
         Ring {
             buf,
