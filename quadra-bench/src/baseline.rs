@@ -162,7 +162,7 @@ pub fn block_layer_by_layer(
                     let mut blocked = vec![0.0; (h + k - 1) * prow];
                     for y in 0..h {
                         let dst = &mut blocked[(y + k / 2) * prow..(y + k / 2 + 1) * prow];
-                        kernels::block_row(&n1[y * w * c..(y + 1) * w * c], w, c, k, dst);
+                        kernels::block_row(kern, &n1[y * w * c..(y + 1) * w * c], w, c, k, dst)?;
                     }
                     for y in 0..h {
                         let rows: Vec<&[f32]> = (0..k)

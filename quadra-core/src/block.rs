@@ -162,10 +162,11 @@ impl<'s> Ring<'s> {
     }
 
     /// Fills the slot of row `y` from the unpadded channels-last row `src` (normalised by
-    /// `ln` into `tmp` first, if given), channel-blocked; with no source (outside the
-    /// image) the row is zero.
+    /// `ln` into `tmp` first, if given), channel-blocked with `kern`; with no source
+    /// (outside the image) the row is zero.
     fn fill(
         &mut self,
+        kern: Kernels,
         y: isize,
         src: Option<&[f32]>,
         ln: Option<Ln<'_>>,
@@ -178,11 +179,11 @@ impl<'s> Ring<'s> {
             return Ok(());
         };
         match ln {
-            None => kernels::block_row(src, w, c, k, dst),
-            Some((kern, lw, lb)) => {
+            None => kernels::block_row(kern, src, w, c, k, dst)?,
+            Some((ln_kern, lw, lb)) => {
                 let t = &mut tmp[..src.len()];
-                kernels::layer_norm_rows(kern, src, c, lw, lb, t)?;
-                kernels::block_row(t, w, c, k, dst);
+                kernels::layer_norm_rows(ln_kern, src, c, lw, lb, t)?;
+                kernels::block_row(kern, t, w, c, k, dst)?;
             }
         }
         Ok(())
@@ -236,11 +237,11 @@ pub fn qdw_forward(
     let row = w * c;
     let mut ring = Ring::new(scratch, k, w, c, k, true);
     for y in -(p as isize)..p as isize {
-        ring.fill(y, row_of(x, y, h, row), None, &mut [])?;
+        ring.fill(kern, y, row_of(x, y, h, row), None, &mut [])?;
     }
     for y in 0..h {
         let yb = (y + p) as isize;
-        ring.fill(yb, row_of(x, yb, h, row), None, &mut [])?;
+        ring.fill(kern, yb, row_of(x, yb, h, row), None, &mut [])?;
         let rows = ring.rows(y, k);
         kernels::qdw_row(
             kern,
@@ -377,12 +378,18 @@ pub fn block_prepare_band(
     // when it runs.
     let mut ring = Ring::new(sc.ring, k, w, c, k, true);
     for y in y0 as isize - p as isize..y0 as isize {
-        ring.fill(y, row_of(x, y, h, row), ln1, &mut *sc.tmp)?;
+        ring.fill(kern, y, row_of(x, y, h, row), ln1, &mut *sc.tmp)?;
     }
     if y1 < h {
         let mut below = Ring::new(sc.below, p, w, c, k, true);
         for y in y1..y1 + p {
-            below.fill(y as isize, row_of(x, y as isize, h, row), ln1, &mut *sc.tmp)?;
+            below.fill(
+                kern,
+                y as isize,
+                row_of(x, y as isize, h, row),
+                ln1,
+                &mut *sc.tmp,
+            )?;
         }
     }
     Ok(())
@@ -624,14 +631,16 @@ fn fill_band_row(
     let row = x_band.len() / (y1 - y0).max(1);
     if y < y1 {
         let src = row_of(x_band, (y - y0) as isize, y1 - y0, row);
-        ring.fill(y as isize, src, ln1, tmp)
+        // The copy takes the LayerNorm's kernels (a band always normalises).
+        let kern = ln1.map_or(Kernels::scalar(), |(kern, _, _)| kern);
+        ring.fill(kern, y as isize, src, ln1, tmp)
     } else if let (true, Some(b)) = (y < h, below) {
         let p = ring.p;
         ring.slot_mut(y as isize)
             .copy_from_slice(b.rows(y + p, 1)[0]);
         Ok(())
     } else {
-        ring.fill(y as isize, None, None, tmp)
+        ring.fill(Kernels::scalar(), y as isize, None, None, tmp)
     }
 }
 

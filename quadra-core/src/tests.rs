@@ -293,6 +293,36 @@ fn random_qdw(rng: &mut Rng, k: usize, c: usize) -> (Stored, Vec<f32>) {
 }
 
 #[test]
+fn block_row_simd_writes_the_scalar_bits() {
+    let mut rng = Rng::new(9);
+    for k in [3usize, 5, 7] {
+        for c in [1usize, 3, 4, 7, 8, 9, 15, 16, 17, 31, 33, 64] {
+            for w in [1usize, 2, 5, 7, 14, 19] {
+                let src = rng.vec(w * c, -1.0, 1.0);
+                let len = kernels::qdw_row_len(w, c, k);
+                let mut want = std::vec![0.0f32; len];
+                kernels::block_row(Kernels::scalar(), &src, w, c, k, &mut want).unwrap();
+                for kern in available() {
+                    // Padding must be left alone: start from a marker.
+                    let mut got = std::vec![7.0f32; len];
+                    kernels::block_row(kern, &src, w, c, k, &mut got).unwrap();
+                    for (i, (g, wv)) in got.iter().zip(&want).enumerate() {
+                        let pad = *wv == 0.0 && *g == 7.0;
+                        assert!(
+                            g.to_bits() == wv.to_bits() || pad,
+                            "{:?} k{k} c{c} w{w} at {i}",
+                            kern.isa()
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let short = kernels::block_row(Kernels::scalar(), &[0.0; 3], 2, 2, 3, &mut [0.0; 64]);
+    assert!(short.is_err());
+}
+
+#[test]
 fn qdw_row_simd_matches_scalar() {
     let mut rng = Rng::new(2);
     let kerns = available();

@@ -157,3 +157,10 @@ pub(crate) unsafe fn dw_row(k: usize, a: &DwArgs) {
         _ => simd::dw_row::<Neon, 7, 8>(a),
     }
 }
+
+/// # Safety
+/// CPU must have NEON; lengths as checked by `kernels::block_row`.
+#[target_feature(enable = "neon")]
+pub(crate) unsafe fn block_row(src: *const f32, w: usize, c: usize, k: usize, dst: *mut f32) {
+    simd::block_row::<Neon>(src, w, c, k, dst)
+}

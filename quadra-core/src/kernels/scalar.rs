@@ -70,3 +70,15 @@ pub fn qdw_row(
         }
     }
 }
+
+/// Reference channel-blocked copy of one row (see [`super::block_row`], which checked the
+/// lengths).
+pub fn block_row(src: &[f32], w: usize, c: usize, k: usize, dst: &mut [f32]) {
+    let (p, pw) = ((k - 1) / 2, w + k - 1);
+    for (px, pix) in src.chunks_exact(c.max(1)).take(w).enumerate() {
+        for (b, chunk) in pix.chunks(CBLOCK).enumerate() {
+            let at = (b * pw + p + px) * CBLOCK;
+            dst[at..at + chunk.len()].copy_from_slice(chunk);
+        }
+    }
+}

@@ -151,3 +151,10 @@ pub(crate) unsafe fn dw_row(k: usize, a: &DwArgs) {
         _ => simd::dw_row::<Avx2, 7, 8>(a),
     }
 }
+
+/// # Safety
+/// CPU must have AVX2+FMA; lengths as checked by `kernels::block_row`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn block_row(src: *const f32, w: usize, c: usize, k: usize, dst: *mut f32) {
+    simd::block_row::<Avx2>(src, w, c, k, dst)
+}

@@ -146,3 +146,10 @@ pub(crate) unsafe fn dw_row(k: usize, a: &DwArgs) {
         _ => simd::dw_row::<Avx512, 7, 8>(a),
     }
 }
+
+/// # Safety
+/// CPU must have AVX-512F; lengths as checked by `kernels::block_row`.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn block_row(src: *const f32, w: usize, c: usize, k: usize, dst: *mut f32) {
+    simd::block_row::<Avx512>(src, w, c, k, dst)
+}
