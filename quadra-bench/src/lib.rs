@@ -8,15 +8,18 @@ use quadra_core::kernels::QdwWeights;
 
 /// Deterministic pseudo-random floats in [-1, 1).
 pub fn random(n: usize, seed: u64) -> Vec<f32> {
+    random_iter(seed).take(n).collect()
+}
+
+/// The endless stream [`random`] takes from.
+pub fn random_iter(seed: u64) -> impl Iterator<Item = f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s >> 12;
-            s ^= s << 25;
-            s ^= s >> 27;
-            ((s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 23) as f32) - 1.0
-        })
-        .collect()
+    std::iter::repeat_with(move || {
+        s ^= s >> 12;
+        s ^= s << 25;
+        s ^= s >> 27;
+        ((s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 23) as f32) - 1.0
+    })
 }
 
 /// FLOPs of one QDW conv (3 depthwise convs; a multiply-add is 2 FLOPs, plus the product
@@ -43,19 +46,18 @@ pub fn random_weights(
     len: quadra_core::WeightsLen,
     seed: u64,
 ) -> quadra_cpu::weights::OwnedWeights {
+    // Straight into the aligned buffers: one copy of the weights in memory, so the peak
+    // RSS `quadra-bench` reports is the model's, not this generator's.
+    let fill = |n: usize, seed: u64, f: fn(f32) -> f32| {
+        let mut v = quadra_cpu::AlignedF32::zeros(n);
+        for (d, r) in v.iter_mut().zip(random_iter(seed)) {
+            *d = f(r);
+        }
+        v
+    };
     quadra_cpu::weights::OwnedWeights {
-        vecs: random(len.vecs, seed)
-            .iter()
-            .map(|v| 1.0 + 0.3 * v)
-            .collect::<Vec<_>>()
-            .into(),
-        mats: quadra_cpu::weights::OwnedMats::F32(
-            random(len.mats, seed + 1)
-                .iter()
-                .map(|v| 0.05 * v)
-                .collect::<Vec<_>>()
-                .into(),
-        ),
+        vecs: fill(len.vecs, seed, |v| 1.0 + 0.3 * v),
+        mats: quadra_cpu::weights::OwnedMats::F32(fill(len.mats, seed + 1, |v| 0.05 * v)),
     }
 }
 
