@@ -470,18 +470,33 @@ unsafe fn tile<S: Simd, W: Elem, const M: usize, const NV: usize>(
     out: *mut f32,
 ) {
     let mut acc = [[S::zero(); NV]; M];
-    for kk in 0..t.k {
-        let mut bv = [S::zero(); NV];
-        for (j, v) in bv.iter_mut().enumerate() {
-            let col = j * S::LANES;
-            *v = W::load::<S>(t.b.add((col / PANEL) * t.pstride + kk * PANEL + col % PANEL));
-        }
-        for (i, row) in acc.iter_mut().enumerate() {
-            let av = S::splat(*a.add(i * t.lda + kk));
-            for (acc, &bvj) in row.iter_mut().zip(bv.iter()) {
-                *acc = S::fmadd(av, bvj, *acc);
+    macro_rules! step {
+        ($kk:expr) => {{
+            let kk = $kk;
+            let mut bv = [S::zero(); NV];
+            for (j, v) in bv.iter_mut().enumerate() {
+                let col = j * S::LANES;
+                *v = W::load::<S>(t.b.add((col / PANEL) * t.pstride + kk * PANEL + col % PANEL));
             }
-        }
+            for (i, row) in acc.iter_mut().enumerate() {
+                let av = S::splat(*a.add(i * t.lda + kk));
+                for (acc, &bvj) in row.iter_mut().zip(bv.iter()) {
+                    *acc = S::fmadd(av, bvj, *acc);
+                }
+            }
+        }};
+    }
+    let mut kk = 0;
+    while kk + 4 <= t.k {
+        step!(kk);
+        step!(kk + 1);
+        step!(kk + 2);
+        step!(kk + 3);
+        kk += 4;
+    }
+    while kk < t.k {
+        step!(kk);
+        kk += 1;
     }
     // Park the accumulators in a stack tile with constant indices only: that keeps the
     // compiler from holding `acc` in memory through the k loop (it did, storing after every
