@@ -179,11 +179,10 @@ pub const fn grouped_scratch_len(h: usize, w: usize, c: usize, e: usize) -> usiz
 }
 
 /// Scratch floats a block needs at strip height `strip`: a ring of `K` zero-padded,
-/// channel-blocked LN1 rows and the row being normalised, one strip of LN2 rows and one
-/// strip of a hidden slice.
+/// channel-blocked LN1 rows (LayerNorm writes them in place), one strip of LN2 rows and
+/// one strip of a hidden slice.
 pub const fn block_scratch_len(w: usize, c: usize, k: usize, e: usize, strip: usize) -> usize {
     vec_pad(k * qdw_row_len(w, c, k))
-        + vec_pad(w * c)
         + vec_pad(strip * w * c)
         + vec_pad(strip * w * hidden_chunk(c, e))
 }

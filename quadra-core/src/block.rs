@@ -162,15 +162,14 @@ impl<'s> Ring<'s> {
     }
 
     /// Fills the slot of row `y` from the unpadded channels-last row `src` (normalised by
-    /// `ln` into `tmp` first, if given), channel-blocked with `kern`; with no source
-    /// (outside the image) the row is zero.
+    /// `ln` on the way, if given), channel-blocked with `kern`; with no source (outside the
+    /// image) the row is zero.
     fn fill(
         &mut self,
         kern: Kernels,
         y: isize,
         src: Option<&[f32]>,
         ln: Option<Ln<'_>>,
-        tmp: &mut [f32],
     ) -> Result<(), Error> {
         let (w, c, k) = (self.w, self.c, self.k);
         let dst = self.slot_mut(y);
@@ -181,9 +180,7 @@ impl<'s> Ring<'s> {
         match ln {
             None => kernels::block_row(kern, src, w, c, k, dst)?,
             Some((ln_kern, lw, lb)) => {
-                let t = &mut tmp[..src.len()];
-                kernels::layer_norm_rows(ln_kern, src, c, lw, lb, t)?;
-                kernels::block_row(kern, t, w, c, k, dst)?;
+                kernels::layer_norm_blocked_row(ln_kern, src, w, c, lw, lb, k, dst)?
             }
         }
         Ok(())
@@ -237,11 +234,11 @@ pub fn qdw_forward(
     let row = w * c;
     let mut ring = Ring::new(scratch, k, w, c, k, true);
     for y in -(p as isize)..p as isize {
-        ring.fill(kern, y, row_of(x, y, h, row), None, &mut [])?;
+        ring.fill(kern, y, row_of(x, y, h, row), None)?;
     }
     for y in 0..h {
         let yb = (y + p) as isize;
-        ring.fill(kern, yb, row_of(x, yb, h, row), None, &mut [])?;
+        ring.fill(kern, yb, row_of(x, yb, h, row), None)?;
         let rows = ring.rows(y, k);
         kernels::qdw_row(
             kern,
@@ -301,7 +298,6 @@ pub const fn band_scratch_len(w: usize, c: usize, k: usize, e: usize, strip: usi
 
 struct BandScratch<'s> {
     ring: &'s mut [f32],
-    tmp: &'s mut [f32],
     ln2: &'s mut [f32],
     hidden: &'s mut [f32],
     below: &'s mut [f32],
@@ -321,7 +317,6 @@ fn split_scratch<'s>(
     };
     expect_len(Buffer::Scratch, need, scratch.len(), false)?;
     let (ring, rest) = scratch.split_at_mut(vec_pad(k * qdw_row_len(w, c, k)));
-    let (tmp, rest) = rest.split_at_mut(vec_pad(w * c));
     let (ln2, rest) = rest.split_at_mut(vec_pad(strip * w * c));
     let (hidden, rest) = rest.split_at_mut(vec_pad(strip * w * hidden_chunk(c, e)));
     let below = if band {
@@ -331,7 +326,6 @@ fn split_scratch<'s>(
     };
     Ok(BandScratch {
         ring,
-        tmp,
         ln2,
         hidden,
         below,
@@ -378,18 +372,12 @@ pub fn block_prepare_band(
     // when it runs.
     let mut ring = Ring::new(sc.ring, k, w, c, k, true);
     for y in y0 as isize - p as isize..y0 as isize {
-        ring.fill(kern, y, row_of(x, y, h, row), ln1, &mut *sc.tmp)?;
+        ring.fill(kern, y, row_of(x, y, h, row), ln1)?;
     }
     if y1 < h {
         let mut below = Ring::new(sc.below, p, w, c, k, true);
         for y in y1..y1 + p {
-            below.fill(
-                kern,
-                y as isize,
-                row_of(x, y as isize, h, row),
-                ln1,
-                &mut *sc.tmp,
-            )?;
+            below.fill(kern, y as isize, row_of(x, y as isize, h, row), ln1)?;
         }
     }
     Ok(())
@@ -558,7 +546,6 @@ pub fn mlp_group(
 struct BandQdw<'s, 'w> {
     ring: Ring<'s>,
     below: Option<Ring<'s>>,
-    tmp: &'s mut [f32],
     ln1: Option<Ln<'w>>,
     rows: (usize, usize, usize),
 }
@@ -577,7 +564,6 @@ impl<'s, 'w> BandQdw<'s, 'w> {
         let mut b = BandQdw {
             ring: Ring::new(sc.ring, k, d.w, d.c, k, false),
             below: (y1 < d.h).then(|| Ring::new(sc.below, p, d.w, d.c, k, false)),
-            tmp: sc.tmp,
             ln1: Some((kern, wts.ln1_w, wts.ln1_b)),
             rows: (y0, y1, d.h),
         };
@@ -588,14 +574,13 @@ impl<'s, 'w> BandQdw<'s, 'w> {
     }
 
     fn fill(&mut self, x_band: &[f32], y: usize) -> Result<(), Error> {
-        let src = (self.ln1, &mut *self.tmp);
         fill_band_row(
             &mut self.ring,
             x_band,
             self.below.as_ref(),
             y,
             self.rows,
-            src,
+            self.ln1,
         )
     }
 
@@ -626,21 +611,21 @@ fn fill_band_row(
     below: Option<&Ring<'_>>,
     y: usize,
     (y0, y1, h): (usize, usize, usize),
-    (ln1, tmp): (Option<Ln<'_>>, &mut [f32]),
+    ln1: Option<Ln<'_>>,
 ) -> Result<(), Error> {
     let row = x_band.len() / (y1 - y0).max(1);
     if y < y1 {
         let src = row_of(x_band, (y - y0) as isize, y1 - y0, row);
         // The copy takes the LayerNorm's kernels (a band always normalises).
         let kern = ln1.map_or(Kernels::scalar(), |(kern, _, _)| kern);
-        ring.fill(kern, y as isize, src, ln1, tmp)
+        ring.fill(kern, y as isize, src, ln1)
     } else if let (true, Some(b)) = (y < h, below) {
         let p = ring.p;
         ring.slot_mut(y as isize)
             .copy_from_slice(b.rows(y + p, 1)[0]);
         Ok(())
     } else {
-        ring.fill(Kernels::scalar(), y as isize, None, None, tmp)
+        ring.fill(Kernels::scalar(), y as isize, None, None)
     }
 }
 

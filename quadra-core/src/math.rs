@@ -57,12 +57,8 @@ pub fn gelu_exact(x: f32) -> f32 {
 /// (biased variance, as PyTorch). `x`, `w`, `b`, `out` all have the same length.
 #[inline]
 pub fn layer_norm(x: &[f32], w: &[f32], b: &[f32], out: &mut [f32]) {
-    let n = x.len();
-    debug_assert!(w.len() == n && b.len() == n && out.len() == n);
-    let inv_n = 1.0 / n as f32;
-    let mean = x.iter().sum::<f32>() * inv_n;
-    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() * inv_n;
-    let rstd = 1.0 / libm::sqrtf(var + LN_EPS);
+    debug_assert!(w.len() == x.len() && b.len() == x.len() && out.len() == x.len());
+    let (mean, rstd) = layer_norm_stats(x);
     for (((o, &v), &w), &b) in out.iter_mut().zip(x).zip(w).zip(b) {
         *o = (v - mean) * rstd * w + b;
     }
@@ -75,13 +71,17 @@ pub fn layer_norm_rows(x: &[f32], c: usize, w: &[f32], b: &[f32], out: &mut [f32
     }
 }
 
-/// [`layer_norm`] in place (for channel counts too large for a stack buffer).
-pub fn layer_norm_inplace(x: &mut [f32], w: &[f32], b: &[f32]) {
-    let n = x.len();
-    let inv_n = 1.0 / n as f32;
+/// Mean and `1/sqrt(var + eps)` of one channel vector (two passes, biased variance).
+pub fn layer_norm_stats(x: &[f32]) -> (f32, f32) {
+    let inv_n = 1.0 / x.len() as f32;
     let mean = x.iter().sum::<f32>() * inv_n;
     let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() * inv_n;
-    let rstd = 1.0 / libm::sqrtf(var + LN_EPS);
+    (mean, 1.0 / libm::sqrtf(var + LN_EPS))
+}
+
+/// [`layer_norm`] in place (for channel counts too large for a stack buffer).
+pub fn layer_norm_inplace(x: &mut [f32], w: &[f32], b: &[f32]) {
+    let (mean, rstd) = layer_norm_stats(x);
     for ((v, &w), &b) in x.iter_mut().zip(w).zip(b) {
         *v = (*v - mean) * rstd * w + b;
     }

@@ -323,6 +323,34 @@ fn block_row_simd_writes_the_scalar_bits() {
 }
 
 #[test]
+fn layer_norm_blocked_is_layer_norm_then_block_row() {
+    let mut rng = Rng::new(10);
+    for k in [3usize, 5, 7] {
+        for c in [1usize, 3, 8, 15, 16, 17, 33, 64] {
+            let (lw, lb) = (rng.vec(c, 0.5, 1.5), rng.vec(c, -0.5, 0.5));
+            for w in [1usize, 2, 7, 14] {
+                let src = rng.vec(w * c, -2.0, 2.0);
+                let len = kernels::qdw_row_len(w, c, k);
+                for kern in available() {
+                    let mut normed = std::vec![0.0f32; w * c];
+                    kernels::layer_norm_rows(kern, &src, c, &lw, &lb, &mut normed).unwrap();
+                    let mut want = std::vec![0.0f32; len];
+                    kernels::block_row(kern, &normed, w, c, k, &mut want).unwrap();
+                    let mut got = std::vec![0.0f32; len];
+                    kernels::layer_norm_blocked_row(kern, &src, w, c, &lw, &lb, k, &mut got)
+                        .unwrap();
+                    let same = got
+                        .iter()
+                        .zip(&want)
+                        .all(|(g, v)| g.to_bits() == v.to_bits());
+                    assert!(same, "{:?} k{k} c{c} w{w}", kern.isa());
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn qdw_row_simd_matches_scalar() {
     let mut rng = Rng::new(2);
     let kerns = available();

@@ -135,6 +135,7 @@ pub(crate) unsafe fn gelu_slice(p: *mut f32, len: usize) {
 /// # Safety
 /// CPU must have NEON; pointers valid as `simd::layer_norm_rows` requires.
 #[target_feature(enable = "neon")]
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn layer_norm_rows(
     x: *const f32,
     rows: usize,
@@ -143,8 +144,9 @@ pub(crate) unsafe fn layer_norm_rows(
     b: *const f32,
     eps: f32,
     out: *mut f32,
+    blocks: Option<(usize, usize)>,
 ) {
-    simd::layer_norm_rows::<Neon>(x, rows, c, w, b, eps, out)
+    simd::layer_norm_rows::<Neon>(x, rows, c, w, b, eps, out, blocks)
 }
 
 /// # Safety

@@ -649,7 +649,55 @@ pub fn layer_norm_rows(
         crate::math::layer_norm_rows(&x[..rows * c], c, &w[..c], &b[..c], &mut out[..rows * c]);
         return Ok(());
     }
-    ln_simd(kern, x.as_ptr(), rows, c, w, b, out.as_mut_ptr());
+    ln_simd(kern, x.as_ptr(), rows, c, w, b, out.as_mut_ptr(), None);
+    Ok(())
+}
+
+/// LayerNorm of one channels-last row of `w` pixels straight into the channel-blocked,
+/// padded QDW row `dst` ([`qdw_row_len`] floats, padding left as it is): the same values
+/// as [`layer_norm_rows`] followed by [`block_row`], without the intermediate row.
+#[allow(clippy::too_many_arguments)]
+pub fn layer_norm_blocked_row(
+    kern: Kernels,
+    src: &[f32],
+    w: usize,
+    c: usize,
+    lw: &[f32],
+    lb: &[f32],
+    k: usize,
+    dst: &mut [f32],
+) -> Result<(), Error> {
+    if !matches!(k, 3 | 5 | 7) {
+        return Err(Error::Arch("QDW kernel size must be 3, 5 or 7"));
+    }
+    if c == 0 || w == 0 {
+        return Ok(());
+    }
+    check_len(Buffer::Weights, c, lw.len())?;
+    check_len(Buffer::Weights, c, lb.len())?;
+    check_len(Buffer::Activation, w * c, src.len())?;
+    check_len(Buffer::Scratch, qdw_row_len(w, c, k), dst.len())?;
+    let (p, pw) = ((k - 1) / 2, w + k - 1);
+    if kern.isa() == Isa::Scalar {
+        for (px, pix) in src[..w * c].chunks_exact(c).enumerate() {
+            let (mean, rstd) = crate::math::layer_norm_stats(pix);
+            for (ch, &v) in pix.iter().enumerate() {
+                dst[((ch / CBLOCK) * pw + p + px) * CBLOCK + ch % CBLOCK] =
+                    (v - mean) * rstd * lw[ch] + lb[ch];
+            }
+        }
+        return Ok(());
+    }
+    ln_simd(
+        kern,
+        src.as_ptr(),
+        w,
+        c,
+        lw,
+        lb,
+        dst.as_mut_ptr(),
+        Some((pw, p)),
+    );
     Ok(())
 }
 
@@ -680,12 +728,13 @@ pub fn layer_norm_rows_inplace(
         return Ok(());
     }
     let p = x.as_mut_ptr();
-    ln_simd(kern, p, rows, c, w, b, p);
+    ln_simd(kern, p, rows, c, w, b, p, None);
     Ok(())
 }
 
 /// The SIMD LayerNorm leaves; `x` may equal `out` (each element is read before it is
 /// written).
+#[allow(clippy::too_many_arguments)]
 fn ln_simd(
     kern: Kernels,
     xp: *const f32,
@@ -694,6 +743,7 @@ fn ln_simd(
     w: &[f32],
     b: &[f32],
     op: *mut f32,
+    blocks: Option<(usize, usize)>,
 ) {
     let eps = crate::math::LN_EPS;
     let (wp, bp) = (w.as_ptr(), b.as_ptr());
@@ -701,13 +751,13 @@ fn ln_simd(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the token proves AVX2+FMA+F16C; the callers checked `rows·c` floats
         // behind `xp` and `op` and `c` behind `wp` and `bp`.
-        Isa::Avx2 => unsafe { x86_avx2::layer_norm_rows(xp, rows, c, wp, bp, eps, op) },
+        Isa::Avx2 => unsafe { x86_avx2::layer_norm_rows(xp, rows, c, wp, bp, eps, op, blocks) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the token proves AVX-512F; lengths as above.
-        Isa::Avx512 => unsafe { x86_avx512::layer_norm_rows(xp, rows, c, wp, bp, eps, op) },
+        Isa::Avx512 => unsafe { x86_avx512::layer_norm_rows(xp, rows, c, wp, bp, eps, op, blocks) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: the token proves NEON; lengths as above.
-        Isa::Neon => unsafe { aarch64_neon::layer_norm_rows(xp, rows, c, wp, bp, eps, op) },
+        Isa::Neon => unsafe { aarch64_neon::layer_norm_rows(xp, rows, c, wp, bp, eps, op, blocks) },
         // Scalar is handled by the callers; an ISA of another architecture cannot be held.
         _ => {}
     }

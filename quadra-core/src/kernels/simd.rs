@@ -565,11 +565,15 @@ pub(crate) unsafe fn block_row<S: Simd>(
 }
 
 /// LayerNorm of `rows` consecutive channel vectors of length `c` (two-pass mean and biased
-/// variance, as the scalar reference).
+/// variance, as the scalar reference), written channels-last, or with `blocks = Some((pw,
+/// p))` straight into a channel-blocked QDW row padded to `pw` pixels, row `r` at padded
+/// pixel `p + r` (see `kernels::block_row`).
 ///
 /// # Safety
-/// `x` and `out` valid for `rows·c` floats, `w` and `b` for `c`.
+/// `x` valid for `rows·c` floats, `out` for as many (or for `ceil(c/16)·pw·16` when
+/// blocked, with `p + rows <= pw`), `w` and `b` for `c`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn layer_norm_rows<S: Simd>(
     x: *const f32,
     rows: usize,
@@ -578,10 +582,17 @@ pub(crate) unsafe fn layer_norm_rows<S: Simd>(
     b: *const f32,
     eps: f32,
     out: *mut f32,
+    blocks: Option<(usize, usize)>,
 ) {
     let inv_n = 1.0 / c as f32;
     for r in 0..rows {
-        let (xr, or) = (x.add(r * c), out.add(r * c));
+        let xr = x.add(r * c);
+        // Channel `i` of this row's output (LANES divides CBLOCK: a vector never straddles
+        // two blocks).
+        let or = |i: usize| match blocks {
+            None => out.add(r * c + i),
+            Some((pw, p)) => out.add(((i / CBLOCK) * pw + p + r) * CBLOCK + i % CBLOCK),
+        };
         let mut acc = S::zero();
         let mut i = 0;
         while i < c {
@@ -614,7 +625,7 @@ pub(crate) unsafe fn layer_norm_rows<S: Simd>(
             let n = (c - i).min(S::LANES);
             let d = S::mul(S::sub(ld_any::<S>(xr.add(i), n), mv), rstd);
             let y = S::fmadd(d, ld_any::<S>(w.add(i), n), ld_any::<S>(b.add(i), n));
-            st_any::<S>(or.add(i), y, n);
+            st_any::<S>(or(i), y, n);
             i += n;
         }
     }

@@ -129,6 +129,7 @@ pub(crate) unsafe fn gelu_slice(p: *mut f32, len: usize) {
 /// # Safety
 /// CPU must have AVX2, FMA and F16C; pointers valid as `simd::layer_norm_rows` requires.
 #[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn layer_norm_rows(
     x: *const f32,
     rows: usize,
@@ -137,8 +138,9 @@ pub(crate) unsafe fn layer_norm_rows(
     b: *const f32,
     eps: f32,
     out: *mut f32,
+    blocks: Option<(usize, usize)>,
 ) {
-    simd::layer_norm_rows::<Avx2>(x, rows, c, w, b, eps, out)
+    simd::layer_norm_rows::<Avx2>(x, rows, c, w, b, eps, out, blocks)
 }
 
 /// # Safety
