@@ -64,18 +64,8 @@ fn gemm(cr: &mut Criterion) {
                     BenchmarkId::new(format!("{}/{label}", kern.isa()), &id),
                     |bch| {
                         bch.iter(|| {
-                            let am = MatRef {
-                                data: &a,
-                                rows: m,
-                                cols: k,
-                                stride: k,
-                            };
-                            let om = MatMut {
-                                data: &mut out,
-                                rows: m,
-                                cols: n,
-                                stride: n,
-                            };
+                            let am = MatRef::dense(&a, m, k);
+                            let om = MatMut::dense(&mut out, m, n);
                             gemm(kern, am, b, epi, om).unwrap()
                         })
                     },

@@ -117,18 +117,8 @@ fn linear(
 ) -> Result<Vec<f32>, Error> {
     let (m, n) = (a.len() / k, b.n());
     let mut out = vec![0.0; m * n];
-    let am = MatRef {
-        data: a,
-        rows: m,
-        cols: k,
-        stride: k,
-    };
-    let om = MatMut {
-        data: &mut out,
-        rows: m,
-        cols: n,
-        stride: n,
-    };
+    let am = MatRef::dense(a, m, k);
+    let om = MatMut::dense(&mut out, m, n);
     kernels::gemm(kern, am, b, Epilogue::Bias(bias), om)?;
     Ok(out)
 }

@@ -496,20 +496,10 @@ pub fn mlp_group(
         };
         kernels::gemm(
             kern,
-            MatRef {
-                data: &ln2[..m * c],
-                rows: m,
-                cols: c,
-                stride: c,
-            },
+            MatRef::dense(&ln2[..m * c], m, c),
             pw1,
             Epilogue::BiasGelu(&wts.pw1_b[j0..j1]),
-            MatMut {
-                data: &mut hidden[..m * nh],
-                rows: m,
-                cols: nh,
-                stride: nh,
-            },
+            MatMut::dense(&mut hidden[..m * nh], m, nh),
         )?;
         let epi = match (group, first) {
             (0, true) => Epilogue::BiasScaleAdd {
@@ -521,20 +511,10 @@ pub fn mlp_group(
         };
         kernels::gemm(
             kern,
-            MatRef {
-                data: &hidden[..m * nh],
-                rows: m,
-                cols: nh,
-                stride: nh,
-            },
+            MatRef::dense(&hidden[..m * nh], m, nh),
             pw2,
             epi,
-            MatMut {
-                data: &mut out[..m * c],
-                rows: m,
-                cols: c,
-                stride: c,
-            },
+            MatMut::dense(&mut out[..m * c], m, c),
         )?;
         first = false;
         slice += groups;

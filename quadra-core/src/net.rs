@@ -532,20 +532,10 @@ impl<'a> Model<'a> {
         let bias = cur.vec(nc)?;
         kernels::gemm(
             kern,
-            MatRef {
-                data: normed,
-                rows: 1,
-                cols: d3,
-                stride: d3,
-            },
+            MatRef::dense(normed, 1, d3),
             head,
             Epilogue::Bias(bias),
-            MatMut {
-                data: logits,
-                rows: 1,
-                cols: nc,
-                stride: nc,
-            },
+            MatMut::dense(logits, 1, nc),
         )?;
         on_layer(Layer::Head);
         Ok(())
@@ -796,20 +786,10 @@ impl Downsample<'_> {
         let (k, d) = (self.conv.k(), self.conv.n());
         kernels::gemm(
             kern,
-            MatRef {
-                data: &patch[..self.wo * k],
-                rows: self.wo,
-                cols: k,
-                stride: k,
-            },
+            MatRef::dense(&patch[..self.wo * k], self.wo, k),
             self.conv,
             Epilogue::Bias(self.bias),
-            MatMut {
-                data: out,
-                rows: self.wo,
-                cols: d,
-                stride: d,
-            },
+            MatMut::dense(out, self.wo, d),
         )
     }
 }
@@ -1122,20 +1102,10 @@ impl Stem<'_> {
             }
             kernels::gemm(
                 kern,
-                MatRef {
-                    data: patch,
-                    rows: w0,
-                    cols: k,
-                    stride: k,
-                },
+                MatRef::dense(patch, w0, k),
                 self.conv,
                 Epilogue::Bias(self.bias),
-                MatMut {
-                    data: out,
-                    rows: w0,
-                    cols: c0,
-                    stride: c0,
-                },
+                MatMut::dense(out, w0, c0),
             )?;
             kernels::layer_norm_rows_inplace(kern, out, c0, self.ln_w, self.ln_b)?;
         }

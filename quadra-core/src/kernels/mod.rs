@@ -332,6 +332,30 @@ pub struct MatMut<'a> {
     pub stride: usize,
 }
 
+impl<'a> MatRef<'a> {
+    /// A dense `rows x cols` view (stride = cols) of `data`.
+    pub const fn dense(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        MatRef {
+            data,
+            rows,
+            cols,
+            stride: cols,
+        }
+    }
+}
+
+impl<'a> MatMut<'a> {
+    /// A dense `rows x cols` view (stride = cols) of `data`.
+    pub fn dense(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
+        MatMut {
+            data,
+            rows,
+            cols,
+            stride: cols,
+        }
+    }
+}
+
 const fn strided_len(rows: usize, cols: usize, stride: usize) -> usize {
     if rows == 0 {
         0
