@@ -178,6 +178,36 @@ pub const fn grouped_scratch_len(h: usize, w: usize, c: usize, e: usize) -> usiz
     MLP_GROUPS * vec_pad(m * c) + MLP_GROUPS * vec_pad(m * hidden_chunk(c, e)) + vec_pad(c)
 }
 
+/// Scratch of one block of shape `h x w x c` (kernel `k`, expansion `e`) run in `bands`
+/// bands: `(floats per band, floats shared by all bands)`; only grouped-MLP blocks
+/// ([`grouped_mlp`]) share any.
+pub const fn block_scratch_split(
+    h: usize,
+    w: usize,
+    c: usize,
+    k: usize,
+    e: usize,
+    bands: usize,
+) -> (usize, usize) {
+    let grouped = grouped_mlp(h, w, c, e);
+    let strip = if grouped {
+        1
+    } else {
+        default_strip(h, w, c, e)
+    };
+    let per = vec_pad(if bands > 1 {
+        band_scratch_len(w, c, k, e, strip)
+    } else {
+        block_scratch_len(w, c, k, e, strip)
+    });
+    let shared = if grouped {
+        grouped_scratch_len(h, w, c, e)
+    } else {
+        0
+    };
+    (per, shared)
+}
+
 /// Scratch floats a block needs at strip height `strip`: a ring of `K` zero-padded,
 /// channel-blocked LN1 rows (LayerNorm writes them in place), one strip of LN2 rows and
 /// one strip of a hidden slice.
@@ -402,23 +432,10 @@ impl<'a> Arch<'a> {
                 let blk = self.stages[s].blocks[b];
                 if !blk.is_identity() {
                     let (k, e) = (blk.kernel as usize, blk.expansion as usize);
-                    let grouped = grouped_mlp(sh, sw, d, e);
-                    let strip = if grouped {
-                        1
-                    } else {
-                        default_strip(sh, sw, d, e)
-                    };
-                    let per = vec_pad(if bands > 1 {
-                        band_scratch_len(sw, d, k, e, strip)
-                    } else {
-                        block_scratch_len(sw, d, k, e, strip)
-                    });
-                    if grouped {
+                    let (per, shared) = block_scratch_split(sh, sw, d, k, e, bands);
+                    if shared > 0 {
                         // Its own band chunks, then the shared buffers.
-                        grouped_total = max(
-                            grouped_total,
-                            bands * per + grouped_scratch_len(sh, sw, d, e),
-                        );
+                        grouped_total = max(grouped_total, bands * per + shared);
                     } else {
                         band = max(band, per);
                     }

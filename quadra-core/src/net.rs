@@ -4,12 +4,12 @@
 use core::fmt::Write;
 
 use crate::arch::{
-    block_scratch_len, default_strip, grouped_mlp, grouped_scratch_len, hidden_chunk, Arch,
+    block_scratch_split, default_strip, grouped_mlp, grouped_scratch_len, hidden_chunk, Arch,
     BlockSpec, Plan, MAX_SIDE, MLP_GROUPS,
 };
 use crate::block::{
-    band_scratch_len, block_forward, block_prepare_band, block_qdw_band, block_run_band, mlp_group,
-    BlockDims, BlockWeights,
+    block_forward, block_prepare_band, block_qdw_band, block_run_band, mlp_group, BlockDims,
+    BlockWeights,
 };
 use crate::error::{Buffer, Error};
 use crate::exec::{band_rows, Executor, Serial, MAX_BANDS};
@@ -856,22 +856,7 @@ pub fn run_block<E: Executor>(
 /// Floats of scratch [`run_block`] needs for `dims` split `bands` wide: `(per band, total)`.
 pub const fn run_block_scratch(dims: BlockDims, bands: usize) -> (usize, usize) {
     let BlockDims { h, w, c, k, e } = dims;
-    let grouped = grouped_mlp(h, w, c, e);
-    let strip = if grouped {
-        1
-    } else {
-        default_strip(h, w, c, e)
-    };
-    let per = vec_pad(if bands > 1 {
-        band_scratch_len(w, c, k, e, strip)
-    } else {
-        block_scratch_len(w, c, k, e, strip)
-    });
-    let shared = if grouped {
-        grouped_scratch_len(h, w, c, e)
-    } else {
-        0
-    };
+    let (per, shared) = block_scratch_split(h, w, c, k, e, bands);
     (per, bands * per + shared)
 }
 
