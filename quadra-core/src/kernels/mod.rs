@@ -541,11 +541,7 @@ pub fn block_row(
     k: usize,
     dst: &mut [f32],
 ) -> Result<(), Error> {
-    if !matches!(k, 3 | 5 | 7) {
-        return Err(Error::Arch("QDW kernel size must be 3, 5 or 7"));
-    }
-    check_len(Buffer::Activation, w * c, src.len())?;
-    check_len(Buffer::Scratch, qdw_row_len(w, c, k), dst.len())?;
+    check_blocked_row(src, w, c, k, dst)?;
     match kern.isa() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: token proves AVX2+FMA; lengths checked above.
@@ -559,6 +555,21 @@ pub fn block_row(
         _ => scalar::block_row(src, w, c, k, dst),
     }
     Ok(())
+}
+
+/// The lengths of a channels-last row of `w` pixels and of the blocked QDW row it goes to.
+fn check_blocked_row(src: &[f32], w: usize, c: usize, k: usize, dst: &[f32]) -> Result<(), Error> {
+    if !matches!(k, 3 | 5 | 7) {
+        return Err(Error::Arch("QDW kernel size must be 3, 5 or 7"));
+    }
+    check_len(Buffer::Activation, w * c, src.len())?;
+    check_len(Buffer::Scratch, qdw_row_len(w, c, k), dst.len())
+}
+
+/// LayerNorm weight and bias for `c` channels.
+fn check_ln_weights(c: usize, w: &[f32], b: &[f32]) -> Result<(), Error> {
+    check_len(Buffer::Weights, c, w.len())?;
+    check_len(Buffer::Weights, c, b.len())
 }
 
 /// One output row of the QDW conv.
@@ -665,8 +676,7 @@ pub fn layer_norm_rows(
     if c == 0 {
         return Ok(());
     }
-    check_len(Buffer::Weights, c, w.len())?;
-    check_len(Buffer::Weights, c, b.len())?;
+    check_ln_weights(c, w, b)?;
     let rows = x.len() / c;
     check_len(Buffer::Output, rows * c, out.len())?;
     if kern.isa() == Isa::Scalar {
@@ -691,16 +701,11 @@ pub fn layer_norm_blocked_row(
     k: usize,
     dst: &mut [f32],
 ) -> Result<(), Error> {
-    if !matches!(k, 3 | 5 | 7) {
-        return Err(Error::Arch("QDW kernel size must be 3, 5 or 7"));
-    }
+    check_blocked_row(src, w, c, k, dst)?;
     if c == 0 || w == 0 {
         return Ok(());
     }
-    check_len(Buffer::Weights, c, lw.len())?;
-    check_len(Buffer::Weights, c, lb.len())?;
-    check_len(Buffer::Activation, w * c, src.len())?;
-    check_len(Buffer::Scratch, qdw_row_len(w, c, k), dst.len())?;
+    check_ln_weights(c, lw, lb)?;
     let (p, pw) = ((k - 1) / 2, w + k - 1);
     if kern.isa() == Isa::Scalar {
         for (px, pix) in src[..w * c].chunks_exact(c).enumerate() {
@@ -736,8 +741,7 @@ pub fn layer_norm_rows_inplace(
     if c == 0 {
         return Ok(());
     }
-    check_len(Buffer::Weights, c, w.len())?;
-    check_len(Buffer::Weights, c, b.len())?;
+    check_ln_weights(c, w, b)?;
     let rows = x.len() / c;
     if kern.isa() == Isa::Scalar {
         let mut tmp = [0.0f32; 64];
