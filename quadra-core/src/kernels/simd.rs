@@ -379,10 +379,10 @@ pub(crate) struct GemmArgs {
     pub ldo: usize,
 }
 
-/// Pointers and strides of one column tile, shared by its row tiles.
 /// Widest GEMM tile, in columns.
 const TILE_COLS: usize = 64;
 
+/// Pointers and strides of one column tile, shared by its row tiles.
 #[derive(Clone, Copy)]
 struct Tile<W> {
     lda: usize,
