@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use quadra_core::arch::Arch;
-use quadra_core::format::{self, Aligned, FileLayout, QnetFile};
+use quadra_core::format::{self, FileLayout, QnetFile};
 use quadra_core::net::{quantize_model, MatDataMut, QuantError};
 use quadra_core::{Dtype, MatData, Weights};
 
@@ -113,35 +113,6 @@ impl OwnedWeights {
     }
 }
 
-/// Bytes held at 64-byte alignment, as `QnetFile::parse` wants them.
-pub struct AlignedBytes {
-    chunks: Vec<Aligned<[u8; 64]>>,
-    len: usize,
-}
-
-impl AlignedBytes {
-    /// Copies `bytes` into an aligned buffer.
-    pub fn new(bytes: &[u8]) -> Self {
-        let mut chunks: Vec<Aligned<[u8; 64]>> = (0..bytes.len().div_ceil(64))
-            .map(|_| Aligned([0u8; 64]))
-            .collect();
-        for (c, src) in chunks.iter_mut().zip(bytes.chunks(64)) {
-            c.0[..src.len()].copy_from_slice(src);
-        }
-        AlignedBytes {
-            chunks,
-            len: bytes.len(),
-        }
-    }
-
-    /// The bytes.
-    pub fn as_bytes(&self) -> &[u8] {
-        // SAFETY: `Aligned<[u8; 64]>` is repr(C) with size 64 and no padding, so the Vec's
-        // buffer is `chunks.len() * 64` contiguous initialised bytes; `len` never exceeds it.
-        unsafe { std::slice::from_raw_parts(self.chunks.as_ptr().cast::<u8>(), self.len) }
-    }
-}
-
 /// A model loaded from a `.qnet` file: architecture, weights and metadata, owned.
 #[derive(Clone, Debug)]
 pub struct LoadedModel {
@@ -157,8 +128,9 @@ impl LoadedModel {
     /// Parses `.qnet` bytes (validated: magic, version, checksum, shapes). `source` names
     /// them in errors.
     pub fn from_bytes(bytes: &[u8], source: &str) -> Result<Self, RunError> {
-        let buf = AlignedBytes::new(bytes);
-        let f = QnetFile::parse(buf.as_bytes())
+        // `QnetFile::parse` wants its bytes 64-byte aligned.
+        let buf = AlignedVec::<u8>::from_slice(bytes);
+        let f = QnetFile::parse(buf.as_slice())
             .map_err(|e| RunError::Model(format!("{source}: {e}")))?;
         Ok(LoadedModel {
             config: ArchConfig::from_arch(&f.arch),
