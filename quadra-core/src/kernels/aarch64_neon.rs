@@ -4,7 +4,7 @@
 
 use core::arch::aarch64::*;
 
-use super::simd::{self, DwArgs, Elem, GemmArgs, QdwArgs, Simd};
+use super::simd::{self, DwArgs, Elem, GemmArgs, LnArgs, QdwArgs, Simd};
 
 #[derive(Clone, Copy)]
 pub(crate) struct Neon;
@@ -133,20 +133,10 @@ pub(crate) unsafe fn gelu_slice(p: *mut f32, len: usize) {
 }
 
 /// # Safety
-/// CPU must have NEON; pointers valid as `simd::layer_norm_rows` requires.
+/// CPU must have NEON; pointers in `a` valid as `simd::layer_norm_rows` requires.
 #[target_feature(enable = "neon")]
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn layer_norm_rows(
-    x: *const f32,
-    rows: usize,
-    c: usize,
-    w: *const f32,
-    b: *const f32,
-    eps: f32,
-    out: *mut f32,
-    blocks: Option<(usize, usize)>,
-) {
-    simd::layer_norm_rows::<Neon>(x, rows, c, w, b, eps, out, blocks)
+pub(crate) unsafe fn layer_norm_rows(a: &LnArgs) {
+    simd::layer_norm_rows::<Neon>(a)
 }
 
 /// # Safety

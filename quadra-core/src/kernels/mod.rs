@@ -773,19 +773,27 @@ fn ln_simd(
     op: *mut f32,
     blocks: Option<(usize, usize)>,
 ) {
-    let eps = crate::math::LN_EPS;
-    let (wp, bp) = (w.as_ptr(), b.as_ptr());
+    let a = simd::LnArgs {
+        x: xp,
+        rows,
+        c,
+        w: w.as_ptr(),
+        b: b.as_ptr(),
+        eps: crate::math::LN_EPS,
+        out: op,
+        blocks,
+    };
     match kern.isa() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the token proves AVX2+FMA+F16C; the callers checked `rows·c` floats
-        // behind `xp` and `op` and `c` behind `wp` and `bp`.
-        Isa::Avx2 => unsafe { x86_avx2::layer_norm_rows(xp, rows, c, wp, bp, eps, op, blocks) },
+        // behind `xp` (and the output layout's behind `op`) and `c` behind `w` and `b`.
+        Isa::Avx2 => unsafe { x86_avx2::layer_norm_rows(&a) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the token proves AVX-512F; lengths as above.
-        Isa::Avx512 => unsafe { x86_avx512::layer_norm_rows(xp, rows, c, wp, bp, eps, op, blocks) },
+        Isa::Avx512 => unsafe { x86_avx512::layer_norm_rows(&a) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: the token proves NEON; lengths as above.
-        Isa::Neon => unsafe { aarch64_neon::layer_norm_rows(xp, rows, c, wp, bp, eps, op, blocks) },
+        Isa::Neon => unsafe { aarch64_neon::layer_norm_rows(&a) },
         // Scalar is handled by the callers; an ISA of another architecture cannot be held.
         _ => {}
     }

@@ -564,26 +564,38 @@ pub(crate) unsafe fn block_row<S: Simd>(
     }
 }
 
+/// Raw form of one LayerNorm call (see `kernels::layer_norm_rows`).
+pub(crate) struct LnArgs {
+    pub x: *const f32,
+    pub rows: usize,
+    pub c: usize,
+    pub w: *const f32,
+    pub b: *const f32,
+    pub eps: f32,
+    pub out: *mut f32,
+    /// `None`: channels-last output. `Some((pw, p))`: a channel-blocked QDW row padded to
+    /// `pw` pixels, row `r` at padded pixel `p + r` (see `kernels::block_row`).
+    pub blocks: Option<(usize, usize)>,
+}
+
 /// LayerNorm of `rows` consecutive channel vectors of length `c` (two-pass mean and biased
-/// variance, as the scalar reference), written channels-last, or with `blocks = Some((pw,
-/// p))` straight into a channel-blocked QDW row padded to `pw` pixels, row `r` at padded
-/// pixel `p + r` (see `kernels::block_row`).
+/// variance, as the scalar reference), written as `a.blocks` says.
 ///
 /// # Safety
 /// `x` valid for `rows·c` floats, `out` for as many (or for `ceil(c/16)·pw·16` when
 /// blocked, with `p + rows <= pw`), `w` and `b` for `c`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn layer_norm_rows<S: Simd>(
-    x: *const f32,
-    rows: usize,
-    c: usize,
-    w: *const f32,
-    b: *const f32,
-    eps: f32,
-    out: *mut f32,
-    blocks: Option<(usize, usize)>,
-) {
+pub(crate) unsafe fn layer_norm_rows<S: Simd>(a: &LnArgs) {
+    let LnArgs {
+        x,
+        rows,
+        c,
+        w,
+        b,
+        eps,
+        out,
+        blocks,
+    } = *a;
     let inv_n = 1.0 / c as f32;
     for r in 0..rows {
         let xr = x.add(r * c);

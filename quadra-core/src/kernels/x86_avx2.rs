@@ -5,7 +5,7 @@
 
 use core::arch::x86_64::*;
 
-use super::simd::{self, DwArgs, Elem, GemmArgs, QdwArgs, Simd};
+use super::simd::{self, DwArgs, Elem, GemmArgs, LnArgs, QdwArgs, Simd};
 
 #[derive(Clone, Copy)]
 pub(crate) struct Avx2;
@@ -127,20 +127,10 @@ pub(crate) unsafe fn gelu_slice(p: *mut f32, len: usize) {
 }
 
 /// # Safety
-/// CPU must have AVX2, FMA and F16C; pointers valid as `simd::layer_norm_rows` requires.
+/// CPU must have AVX2, FMA and F16C; pointers in `a` valid as `simd::layer_norm_rows` requires.
 #[target_feature(enable = "avx2,fma,f16c")]
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn layer_norm_rows(
-    x: *const f32,
-    rows: usize,
-    c: usize,
-    w: *const f32,
-    b: *const f32,
-    eps: f32,
-    out: *mut f32,
-    blocks: Option<(usize, usize)>,
-) {
-    simd::layer_norm_rows::<Avx2>(x, rows, c, w, b, eps, out, blocks)
+pub(crate) unsafe fn layer_norm_rows(a: &LnArgs) {
+    simd::layer_norm_rows::<Avx2>(a)
 }
 
 /// # Safety

@@ -5,7 +5,7 @@
 
 use core::arch::x86_64::*;
 
-use super::simd::{self, DwArgs, Elem, GemmArgs, QdwArgs, Simd};
+use super::simd::{self, DwArgs, Elem, GemmArgs, LnArgs, QdwArgs, Simd};
 
 #[derive(Clone, Copy)]
 pub(crate) struct Avx512;
@@ -122,20 +122,10 @@ pub(crate) unsafe fn gelu_slice(p: *mut f32, len: usize) {
 }
 
 /// # Safety
-/// CPU must have AVX-512F; pointers valid as `simd::layer_norm_rows` requires.
+/// CPU must have AVX-512F; pointers in `a` valid as `simd::layer_norm_rows` requires.
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn layer_norm_rows(
-    x: *const f32,
-    rows: usize,
-    c: usize,
-    w: *const f32,
-    b: *const f32,
-    eps: f32,
-    out: *mut f32,
-    blocks: Option<(usize, usize)>,
-) {
-    simd::layer_norm_rows::<Avx512>(x, rows, c, w, b, eps, out, blocks)
+pub(crate) unsafe fn layer_norm_rows(a: &LnArgs) {
+    simd::layer_norm_rows::<Avx512>(a)
 }
 
 /// # Safety
