@@ -186,6 +186,27 @@ impl<'s> Ring<'s> {
         Ok(())
     }
 
+    /// The `k` rows around output row `y` (as [`Ring::rows`]) and, beside them, the slot of
+    /// input row `next`, which must not be one of them (the ring needs `k + 1` slots).
+    fn rows_and_slot(&mut self, y: usize, k: usize, next: isize) -> ([&[f32]; MAX_K], &mut [f32]) {
+        let (first, dst_slot, slots) = (
+            self.slot(y as isize - self.p as isize),
+            self.slot(next),
+            self.slots,
+        );
+        let mut rows: [&[f32]; MAX_K] = [&[]; MAX_K];
+        let mut dst: &mut [f32] = &mut [];
+        for (s, chunk) in self.buf.chunks_exact_mut(self.row_len).enumerate() {
+            let ky = (s + slots - first) % slots;
+            if s == dst_slot {
+                dst = chunk;
+            } else if ky < k {
+                rows[ky] = chunk;
+            }
+        }
+        (rows, dst)
+    }
+
     fn rows(&self, y: usize, k: usize) -> [&[f32]; MAX_K] {
         let mut rows: [&[f32]; MAX_K] = [&[]; MAX_K];
         for (ky, r) in rows.iter_mut().enumerate().take(k) {
@@ -206,7 +227,7 @@ fn row_of(x: &[f32], y: isize, h: usize, row: usize) -> Option<&[f32]> {
 
 /// Scratch floats of a lone QDW conv on rows of width `w`.
 pub const fn qdw_scratch_len(w: usize, c: usize, k: usize) -> usize {
-    k * qdw_row_len(w, c, k)
+    (k + 1) * qdw_row_len(w, c, k)
 }
 
 /// A lone quadratic depthwise conv over `x` (`[h, w, c]`, channels-last), in place:
@@ -232,22 +253,37 @@ pub fn qdw_forward(
     }
     let p = (k - 1) / 2;
     let row = w * c;
-    let mut ring = Ring::new(scratch, k, w, c, k, true);
-    for y in -(p as isize)..p as isize {
+    // k + 1 slots: the kernel blocks the next input row into the spare one as it runs.
+    let mut ring = Ring::new(scratch, k + 1, w, c, k, true);
+    for y in -(p as isize)..=p as isize {
         ring.fill(kern, y, row_of(x, y, h, row), None)?;
     }
     for y in 0..h {
-        let yb = (y + p) as isize;
-        ring.fill(kern, yb, row_of(x, yb, h, row), None)?;
-        let rows = ring.rows(y, k);
-        kernels::qdw_row(
-            kern,
-            wts,
-            &rows[..k],
-            w,
-            None,
-            &mut x[y * w * c..(y + 1) * w * c],
-        )?;
+        let next = y + p + 1;
+        if next < h {
+            let (done, rest) = x.split_at_mut(next * row);
+            let (rows, dst) = ring.rows_and_slot(y, k, next as isize);
+            kernels::qdw_row_and_block(
+                kern,
+                wts,
+                &rows[..k],
+                w,
+                &mut done[y * row..(y + 1) * row],
+                &rest[..row],
+                dst,
+            )?;
+        } else {
+            ring.fill(kern, next as isize, None, None)?;
+            let rows = ring.rows(y, k);
+            kernels::qdw_row(
+                kern,
+                wts,
+                &rows[..k],
+                w,
+                None,
+                &mut x[y * row..(y + 1) * row],
+            )?;
+        }
     }
     Ok(())
 }

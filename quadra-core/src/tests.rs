@@ -375,12 +375,41 @@ fn qdw_row_simd_matches_scalar() {
                             kernels::qdw_row(kern, &wts, &refs, w, g, &mut got).unwrap();
                             let what = std::format!("{:?} {dtype:?} k={k} c={c} w={w}", kern.isa());
                             assert_close(&got, &want, 1e-5, &what);
+                            if g.is_none() {
+                                check_qdw_row_and_block(kern, &wts, &refs, w, &init, &got, &what);
+                            }
                         }
                     }
                 }
             }
         }
     }
+}
+
+/// `qdw_row_and_block` gives `qdw_row`'s bits (`plain`) and writes `block_row`'s bits,
+/// leaving the padding alone; a next row of the wrong length is an error.
+fn check_qdw_row_and_block(
+    kern: Kernels,
+    wts: &QdwWeights<'_>,
+    rows: &[&[f32]],
+    w: usize,
+    init: &[f32],
+    plain: &[f32],
+    what: &str,
+) {
+    let (k, c) = (wts.k(), wts.c());
+    let src: Vec<f32> = (0..w * c).map(|i| i as f32 * 0.5 - 3.0).collect();
+    let len = kernels::qdw_row_len(w, c, k);
+    let mut want = std::vec![7.0f32; len];
+    kernels::block_row(Kernels::scalar(), &src, w, c, k, &mut want).unwrap();
+    let mut got = init.to_vec();
+    let mut dst = std::vec![7.0f32; len];
+    kernels::qdw_row_and_block(kern, wts, rows, w, &mut got, &src, &mut dst).unwrap();
+    let bits = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+    assert!(bits(&got, plain), "{what}: output differs from qdw_row");
+    assert!(bits(&dst, &want), "{what}: next row differs from block_row");
+    let short = kernels::qdw_row_and_block(kern, wts, rows, w, &mut got, &src[1..], &mut dst);
+    assert!(short.is_err(), "{what}: short next row accepted");
 }
 
 // ---- An unfused, full-tensor reference of the model (channels-last), for the tests. ----
@@ -723,7 +752,15 @@ fn block_matches_unfused_reference_for_every_strip_height() {
 #[test]
 fn lone_qdw_matches_reference() {
     let mut rng = Rng::new(4);
-    for (k, c, h, w) in [(3, 5, 4, 9), (5, 16, 7, 7), (7, 33, 9, 11), (7, 8, 1, 1)] {
+    for (k, c, h, w) in [
+        (3, 5, 4, 9),
+        (5, 16, 7, 7),
+        (7, 33, 9, 11),
+        (7, 8, 1, 1),
+        (7, 64, 12, 13),
+        (5, 17, 10, 6),
+        (3, 24, 2, 5),
+    ] {
         let wts: Vec<Vec<f32>> = (0..3).map(|_| rng.vec(c * k * k, -0.3, 0.3)).collect();
         let bias = rng.vec(3 * c, -0.5, 0.5);
         let mut taps = vec![0.0; QdwWeights::taps_len(k, c)];

@@ -172,6 +172,12 @@ pub(crate) struct QdwArgs {
     /// Null: store the QDW result. Non-null: `out += gamma ⊙ result`.
     pub gamma: *const f32,
     pub out: *mut f32,
+    /// Null, or a channels-last row of `w` pixels to copy into the channel-blocked row
+    /// `next_dst` (as `block_row` does) while the taps run: each pixel group copies its
+    /// own pixels and channels, so the copy rides in load and store slots the FMA-bound
+    /// loop leaves free.
+    pub next_src: *const f32,
+    pub next_dst: *mut f32,
 }
 
 /// One QDW output row, `P` output pixels at a time (`P` chosen per ISA to fill the register
@@ -237,6 +243,14 @@ unsafe fn qdw_pixels<S: Simd, W: Elem, const K: usize, const Q: usize, const FUL
     // This chunk's weights: one contiguous run, the three filters of a tap side by side.
     let wblk = taps.add((c0 / CBLOCK) * K * K * 3 * CBLOCK + c0 % CBLOCK);
     let rows: [*const f32; K] = core::array::from_fn(|ky| a.rows[ky].add(blk));
+    if !a.next_src.is_null() {
+        // The same pixels and channels of the next row, to padded pixel `p + x`.
+        let dst = a.next_dst.add(blk + (K - 1) / 2 * CBLOCK);
+        for q in 0..Q {
+            let v = ld::<S, FULL>(a.next_src.add((x0 + q) * c + c0), nv);
+            st::<S, FULL>(dst.add(q * CBLOCK), v, nv);
+        }
+    }
     macro_rules! tap_row {
         ($ky:expr) => {{
             let row = rows[$ky];
