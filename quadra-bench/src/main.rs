@@ -8,7 +8,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Parser;
-use quadra_bench::{peak::fma_peak_gflops, peak_rss_bytes, random, random_weights};
+use quadra_bench::{
+    peak::{fma_peak_gflops, PeakSampler},
+    peak_rss_bytes, random, random_weights,
+};
 use quadra_core::arch::{Arch, BlockSpec};
 use quadra_core::block::{BlockDims, BlockWeights};
 use quadra_core::net::{run_block, run_block_scratch, Layer};
@@ -86,8 +89,10 @@ fn bench_op(a: &Args, spec: &str) -> Result<(), Box<dyn std::error::Error>> {
     };
     let x0 = random(h * h * c, 5);
     let mut ts = Vec::new();
-    // QDW only: the kernel alone, on rows blocked and padded beforehand.
+    // QDW only: the kernel alone, on rows blocked and padded beforehand, and per round
+    // (op, kernel) as fractions of the FMA peak sampled in that round.
     let mut kernel_ts = Vec::new();
+    let mut paired: Vec<(f64, f64)> = Vec::new();
     let flops;
     match kind {
         "qdw" => {
@@ -97,15 +102,6 @@ fn bench_op(a: &Args, spec: &str) -> Result<(), Box<dyn std::error::Error>> {
             let wts = QdwWeights::new(k, c, MatData::F32(&taps), &ones, &bias)?;
             let mut scratch = AlignedF32::zeros(qdw_scratch_len(h, c, k));
             let mut xa = AlignedF32::zeros(x0.len());
-            let x = xa.as_mut_slice();
-            for i in 0..a.iters + a.warmup {
-                x.copy_from_slice(&x0);
-                let t = Instant::now();
-                qdw_forward(kern, h, h, &wts, x, scratch.as_mut_slice())?;
-                if i >= a.warmup {
-                    ts.push(t.elapsed().as_secs_f64());
-                }
-            }
             flops = quadra_bench::qdw_flops(h, h, c, k);
             // The kernel alone: every input row channel-blocked and padded once (what the
             // ring holds, and inside a block what LayerNorm writes), then only `qdw_row`.
@@ -116,17 +112,52 @@ fn bench_op(a: &Args, spec: &str) -> Result<(), Box<dyn std::error::Error>> {
                 kernels::block_row(kern, src, h, c, k, dst)?;
             }
             let mut out = AlignedF32::zeros(h * h * c);
-            for i in 0..a.iters + a.warmup {
+            let mut op = |x: &mut [f32]| -> Result<f64, quadra_core::Error> {
+                x.copy_from_slice(&x0);
+                let t = Instant::now();
+                qdw_forward(kern, h, h, &wts, x, scratch.as_mut_slice())?;
+                Ok(t.elapsed().as_secs_f64())
+            };
+            let alone = |out: &mut [f32]| -> Result<f64, quadra_core::Error> {
                 let t = Instant::now();
                 for (y, o) in out.chunks_exact_mut(h * c).enumerate() {
-                    let rows: Vec<&[f32]> = (0..k)
-                        .map(|ky| &blocked[(y + ky) * prow..(y + ky + 1) * prow])
-                        .collect();
-                    kernels::qdw_row(kern, &wts, &rows, h, None, o)?;
+                    let rows: [&[f32]; kernels::MAX_K] = core::array::from_fn(|ky| {
+                        if ky < k {
+                            &blocked[(y + ky) * prow..(y + ky + 1) * prow]
+                        } else {
+                            &[]
+                        }
+                    });
+                    kernels::qdw_row(kern, &wts, &rows[..k], h, None, o)?;
                 }
-                if i >= a.warmup {
-                    kernel_ts.push(t.elapsed().as_secs_f64());
+                Ok(t.elapsed().as_secs_f64())
+            };
+            for _ in 0..a.warmup {
+                op(xa.as_mut_slice())?;
+                alone(out.as_mut_slice())?;
+            }
+            // Rounds of: a ~10 ms sample of the FMA peak, then a share of the op's runs and
+            // of the kernel's, so each round's ratios compare numbers taken together.
+            let sampler = PeakSampler::new(kern.isa(), 0.01);
+            let rounds = a.iters.clamp(1, 10);
+            for r in 0..rounds {
+                let n = a.iters * (r + 1) / rounds - a.iters * r / rounds;
+                let peak = sampler.sample();
+                let (mut t_op, mut t_alone) = (Vec::new(), Vec::new());
+                // One after the other, not interleaved: each keeps its own data in L2.
+                for _ in 0..n {
+                    t_op.push(op(xa.as_mut_slice())?);
                 }
+                for _ in 0..n {
+                    t_alone.push(alone(out.as_mut_slice())?);
+                }
+                ts.extend_from_slice(&t_op);
+                kernel_ts.extend_from_slice(&t_alone);
+                let fraction = |t: &mut Vec<f64>| {
+                    t.sort_by(f64::total_cmp);
+                    flops as f64 / percentile(t, 0.5) / 1e9 / peak
+                };
+                paired.push((fraction(&mut t_op), fraction(&mut t_alone)));
             }
         }
         "block" => {
@@ -172,12 +203,28 @@ fn bench_op(a: &Args, spec: &str) -> Result<(), Box<dyn std::error::Error>> {
         report["qdw_row_only_ms"] = json!(k50 * 1e3);
         report["qdw_row_only_gflops"] = json!(kg);
     }
+    // Median over rounds of each round's fraction of the peak sampled with it.
+    let paired = (!paired.is_empty()).then(|| {
+        let median = |f: fn(&(f64, f64)) -> f64| {
+            let mut v: Vec<f64> = paired.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            percentile(&v, 0.5)
+        };
+        (median(|p| p.0), median(|p| p.1), paired.len())
+    });
+    if let Some((op, alone, _)) = paired {
+        report["op_peak_fraction_paired"] = json!(op);
+        report["qdw_row_only_peak_fraction_paired"] = json!(alone);
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!("{spec} on {}: {:.4} ms, {gflops:.1} GFLOP/s ({:.0}% of the {peak:.1} GFLOP/s FMA peak)", kern.isa(), p50 * 1e3, 100.0 * gflops / peak);
         if let Some((k50, kg)) = kernel {
             println!("  the kernel alone (qdw_row on rows blocked beforehand): {:.4} ms, {kg:.1} GFLOP/s ({:.0}%)", k50 * 1e3, 100.0 * kg / peak);
+        }
+        if let Some((op, alone, n)) = paired {
+            println!("  against the peak sampled beside them (median of {n} rounds): op {:.0}%, kernel alone {:.0}%", 100.0 * op, 100.0 * alone);
         }
     }
     Ok(())

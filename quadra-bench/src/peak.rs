@@ -94,6 +94,43 @@ fn chains(isa: Isa) -> (u64, Box<dyn Fn(u64) -> f32>) {
     }
 }
 
+/// Short samples of the FMA peak, to pair with measurements of a kernel taken between
+/// them: on a shared machine the core's speed drifts, and a ratio of two numbers measured
+/// seconds apart drifts with it.
+pub struct PeakSampler {
+    lanes: u64,
+    run: Box<dyn Fn(u64) -> f32>,
+    iters: u64,
+}
+
+impl PeakSampler {
+    /// A sampler for the vectors of `isa`, calibrated so that one sample takes about
+    /// `seconds`.
+    pub fn new(isa: Isa, seconds: f64) -> Self {
+        let (lanes, run) = chains(isa);
+        let mut iters = 1u64 << 12;
+        loop {
+            let t = Instant::now();
+            std::hint::black_box(run(iters));
+            let dt = t.elapsed().as_secs_f64();
+            if dt >= seconds / 4.0 || iters >= 1 << 34 {
+                iters = ((iters as f64 * seconds / dt.max(1e-9)) as u64).max(1);
+                break;
+            }
+            iters *= 4;
+        }
+        PeakSampler { lanes, run, iters }
+    }
+
+    /// One sample, GFLOP/s (a multiply-add is 2 FLOPs).
+    pub fn sample(&self) -> f64 {
+        let t = Instant::now();
+        std::hint::black_box((self.run)(self.iters));
+        let dt = t.elapsed().as_secs_f64();
+        (self.iters * 12 * self.lanes * 2) as f64 / dt / 1e9
+    }
+}
+
 /// Single-core FMA peak in GFLOP/s (a multiply-add is 2 FLOPs) for the vectors of `isa`;
 /// the best of a few runs of about 50 ms.
 pub fn fma_peak_gflops(isa: Isa) -> f64 {
