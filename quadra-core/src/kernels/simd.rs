@@ -261,9 +261,16 @@ unsafe fn qdw_pixels<S: Simd, W: Elem, const K: usize, const Q: usize, const FUL
                 let wc = load_w::<S, W, FULL>(wp.add(2 * CBLOCK), nv);
                 for q in 0..Q {
                     let xv = ld::<S, FULL>(row.add((q + kx) * CBLOCK), nv);
-                    acc_a[q] = S::fmadd(wa, xv, acc_a[q]);
-                    acc_b[q] = S::fmadd(wb, xv, acc_b[q]);
-                    acc_c[q] = S::fmadd(wc, xv, acc_c[q]);
+                    if $ky == 0 && kx == 0 {
+                        // The first tap starts the sums: no zeroed registers to copy.
+                        acc_a[q] = S::mul(wa, xv);
+                        acc_b[q] = S::mul(wb, xv);
+                        acc_c[q] = S::mul(wc, xv);
+                    } else {
+                        acc_a[q] = S::fmadd(wa, xv, acc_a[q]);
+                        acc_b[q] = S::fmadd(wb, xv, acc_b[q]);
+                        acc_c[q] = S::fmadd(wc, xv, acc_c[q]);
+                    }
                 }
             }
         }};
