@@ -105,6 +105,13 @@ unsafe impl Simd for Neon {
     unsafe fn max(a: float32x4_t, b: float32x4_t) -> float32x4_t {
         vmaxq_f32(a, b)
     }
+    #[inline(always)]
+    unsafe fn prefetch_l2(p: *const u8) {
+        // SAFETY: PRFM is a hint; it reads nothing architecturally and never faults.
+        unsafe {
+            core::arch::asm!("prfm pldl2keep, [{0}]", in(reg) p, options(nostack, readonly, preserves_flags));
+        }
+    }
 }
 
 /// # Safety

@@ -99,6 +99,10 @@ unsafe impl Simd for Avx2 {
     unsafe fn max(a: __m256, b: __m256) -> __m256 {
         _mm256_max_ps(a, b)
     }
+    #[inline(always)]
+    unsafe fn prefetch_l2(p: *const u8) {
+        _mm_prefetch::<_MM_HINT_T1>(p.cast());
+    }
 }
 
 /// # Safety

@@ -94,6 +94,10 @@ unsafe impl Simd for Avx512 {
     unsafe fn max(a: __m512, b: __m512) -> __m512 {
         _mm512_max_ps(a, b)
     }
+    #[inline(always)]
+    unsafe fn prefetch_l2(p: *const u8) {
+        _mm_prefetch::<_MM_HINT_T1>(p.cast());
+    }
 }
 
 /// # Safety
