@@ -225,7 +225,8 @@ fn row_of(x: &[f32], y: isize, h: usize, row: usize) -> Option<&[f32]> {
     (y >= 0 && (y as usize) < h).then(|| &x[y as usize * row..(y as usize + 1) * row])
 }
 
-/// Scratch floats of a lone QDW conv on rows of width `w`.
+/// Scratch floats of a lone QDW conv on rows of width `w`: `K + 1` channel-blocked rows
+/// (the kernel fills the spare one with the next input row as it runs).
 pub const fn qdw_scratch_len(w: usize, c: usize, k: usize) -> usize {
     (k + 1) * qdw_row_len(w, c, k)
 }
