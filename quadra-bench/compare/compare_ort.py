@@ -6,6 +6,11 @@ PyTorch definition with the same weights.
     cargo build --release -p quadra-tools -p quadra-bench
     python3 quadra-bench/compare/compare_ort.py                       # QuadraNet25-XXS and 36-T, 1 and 2 threads
     python3 quadra-bench/compare/compare_ort.py --models quadranet36-s --threads 4 --iters 30
+    python3 quadra-bench/compare/compare_ort.py --config my.json --weights my.safetensors --input-size 160
+
+--config takes the architecture JSON `quadra convert` takes (a searched config included) and
+--weights the state dict of the official PyTorch definition, saved with safetensors (random
+weights without it).
 
 Prints one table (median latency per image, batch 1, 224x224) and writes it as JSON with
 --json. Timings are medians over --iters runs after warm-up; run it on an idle machine.
@@ -35,6 +40,33 @@ def preset(name):
     c = SIZES[size]
     return {"in_chans": 3, "num_classes": 1000, "dims": [c, 2 * c, 4 * c, 8 * c], "depths": depths,
             "kernel": 7, "expansion": 4}
+
+
+def parse_size(text):
+    h, _, w = text.partition("x")
+    try:
+        return int(h), int(w or h)
+    except ValueError:
+        sys.exit(f"--input-size {text!r}: expected N or HxW")
+
+
+def load_model(cfg, weights, name):
+    """The reference PyTorch module for `cfg`, with `weights` (a safetensors state dict) or
+    random weights."""
+    net = QuadraNet(cfg)
+    if weights is None:
+        return randomize_(net, 0).eval()
+    from safetensors.torch import load_file
+    try:
+        sd = load_file(str(weights))
+        missing, unexpected = net.load_state_dict({k: v.float() for k, v in sd.items()}, strict=False)
+    except (OSError, RuntimeError) as e:
+        sys.exit(f"{weights}: cannot be loaded into the architecture of {name}: {e}")
+    if missing or unexpected:
+        sys.exit(f"{weights}: does not match the architecture of {name}: "
+                 f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                 f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
+    return net.eval()
 
 
 def ort_median(onnx_path, x, threads, iters, warmup):
@@ -69,31 +101,48 @@ def run(cmd):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=["quadranet25-xxs", "quadranet36-t"])
+    ap.add_argument("--models", nargs="+", help="presets (default: quadranet25-xxs quadranet36-t, "
+                    "unless --config is given)")
+    ap.add_argument("--config", type=pathlib.Path, help="your architecture config (JSON)")
+    ap.add_argument("--weights", type=pathlib.Path, help="your weights for --config (safetensors state dict)")
+    ap.add_argument("--input-size", default="224", help="N or HxW [default: 224]")
+    ap.add_argument("--no-ops", action="store_true", help="skip the lone QDW and QuadraBlock comparisons "
+                    "(skipped anyway with --config)")
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--json", type=pathlib.Path)
     ap.add_argument("--target-dir", type=pathlib.Path, default=ROOT / "target" / "release")
     a = ap.parse_args()
+    if a.weights is not None and a.config is None:
+        sys.exit("--weights needs --config (the architecture the weights belong to)")
+    models = []
+    for name in a.models or ([] if a.config else ["quadranet25-xxs", "quadranet36-t"]):
+        models.append((name, preset(name), None))
+    if a.config is not None:
+        try:
+            models.append((a.config.stem, json.loads(a.config.read_text()), a.weights))
+        except (OSError, ValueError) as e:
+            sys.exit(f"--config {a.config}: {e}")
+    h, w = parse_size(a.input_size)
     quadra, bench = a.target_dir / "quadra", a.target_dir / "quadra-bench"
     for b in (quadra, bench):
         if not b.exists():
             sys.exit(f"{b} is missing: cargo build --release -p quadra-tools -p quadra-bench")
     torch.set_grad_enabled(False)
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((1, 3, 224, 224), dtype=np.float32)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
-        for name in a.models:
-            cfg = preset(name)
-            net = randomize_(QuadraNet(cfg), 0).eval()
+        for name, cfg, weights in models:
+            x = rng.standard_normal((1, cfg.get("in_chans", 3), h, w), dtype=np.float32)
+            net = load_model(cfg, weights, name)
             from safetensors.torch import save_file
             save_file({k: v.contiguous() for k, v in net.state_dict().items()}, tmp / f"{name}.safetensors")
             (tmp / f"{name}.json").write_text(json.dumps(cfg))
             qnet = tmp / f"{name}.qnet"
-            run([quadra, "convert", "--weights", tmp / f"{name}.safetensors", "--config", tmp / f"{name}.json", "--out", qnet])
+            run([quadra, "convert", "--weights", tmp / f"{name}.safetensors", "--config", tmp / f"{name}.json",
+                 "--input-size", f"{h}x{w}", "--out", qnet])
             onnx_path = tmp / f"{name}.onnx"
             export(net, x, onnx_path)
             # Same model, same input: both must agree before their speeds are compared.
@@ -103,18 +152,23 @@ def main():
             for t in a.threads:
                 ort_ms, ort_out = ort_median(onnx_path, x, t, a.iters, a.warmup)
                 rep = json.loads(run([bench, "--model", qnet, "--threads", str(t), "--iters", str(a.iters),
-                                      "--warmup", str(a.warmup), "--json", "--no-candidates"]))
+                                      "--warmup", str(a.warmup), "--input-size", f"{h}x{w}", "--json",
+                                      "--no-candidates"]))
                 q_ms = rep["latency_ms"]["p50"]
                 diff = float(np.abs(ours - ort_out).max())
+                if not diff <= 1e-3 * max(1.0, float(np.abs(ort_out).max())):
+                    sys.exit(f"{name}: quadra and ONNX Runtime disagree (max abs difference {diff:.3g}); "
+                             "timings of different results are not compared")
                 rows.append({"model": name, "threads": t, "ort_ms": ort_ms, "quadra_ms": q_ms,
                              "speedup": ort_ms / q_ms, "quadra_gflops": rep["gflops"],
                              "fma_peak_gflops_per_core": rep["fma_peak_gflops_per_core"],
                              "arena_bytes": rep["arena_bytes"], "max_abs_diff_vs_ort": diff})
-                print(f"{name:16s} {t} thr  ORT {ort_ms:8.2f} ms  quadra {q_ms:8.2f} ms  "
+                print(f"{name:16s} {t} thr  ORT {ort_ms:8.{2 if ort_ms >= 1 else 3}f} ms  "
+                      f"quadra {q_ms:8.{2 if q_ms >= 1 else 3}f} ms  "
                       f"speedup {ort_ms / q_ms:5.2f}x  (outputs agree to {diff:.1e})", flush=True)
         # One QDW (C=64, 56x56, K=7) and one QuadraBlock (C=64, 56x56, E=4), single thread.
         xo = rng.standard_normal((1, 64, 56, 56), dtype=np.float32)
-        for label, mod in [("qdw c64 56x56 k7", randomize_(QuadraConv(64, 7), 1)),
+        for label, mod in [] if a.no_ops or a.config else [("qdw c64 56x56 k7", randomize_(QuadraConv(64, 7), 1)),
                            ("block c64 56x56 k7 e4", randomize_(QuadraBlock1_dw(64, 7, 4), 2))]:
             path = tmp / "op.onnx"
             export(mod.eval(), xo, path)
