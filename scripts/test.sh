@@ -44,6 +44,11 @@ qemu-aarch64-static target/cross/aarch64-unknown-linux-gnu/release/quadra-bench 
   --lut-yaml target/cross/lut.yaml --json > target/cross/bench.json
 grep -q '"kernel": "neon"' target/cross/bench.json
 grep -q 'QuadraBlock-input:16x16x16-output:16x16x16-expand:2-kernel:3-stride:1-idskip:1' target/cross/lut.yaml
+for op in qdw:24x14x7 block:24x14x5x2; do
+  qemu-aarch64-static target/cross/aarch64-unknown-linux-gnu/release/quadra-bench \
+    --op "$op" --iters 2 --warmup 1 --json > target/cross/op.json
+  grep -q '"kernel": "neon"' target/cross/op.json
+done
 echo "quadra-bench ran under qemu (timings there mean nothing)"
 
 step "bare-metal build: quadra-core and the firmware example for aarch64-unknown-none (no std, no alloc)"
