@@ -82,6 +82,9 @@ fn bench_op(a: &Args, spec: &str) -> Result<(), Box<dyn std::error::Error>> {
         [c, h, k] | [c, h, k, _] => (c, h, k),
         _ => return Err(bad().into()),
     };
+    if n.contains(&0) {
+        return Err(format!("--op '{spec}': every dimension must be at least 1").into());
+    }
     let e = n.get(3).copied().unwrap_or(4);
     let kern = match &a.kernel {
         Some(name) => dispatch::kernels_for(Isa::from_name(name).ok_or_else(bad)?)?,

@@ -1,0 +1,57 @@
+//! The `quadra-bench` binary on bad arguments: an error naming the problem, never a panic.
+
+use std::process::Command;
+
+fn run(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_quadra-bench"))
+        .args(args)
+        .output()
+        .expect("quadra-bench runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn bad_operators_are_refused_with_the_reason() {
+    for (op, says) in [
+        ("qdw:0x56x7", "at least 1"),
+        ("qdw:64x0x7", "at least 1"),
+        ("block:64x14x7x0", "at least 1"),
+        ("qdw:64x56", "expected qdw:CxHxK"),
+        ("qdw:axbxc", "expected qdw:CxHxK"),
+        ("conv:64x56x7", "expected qdw:CxHxK"),
+        ("qdw:64x14x4", "3, 5 or 7"),
+    ] {
+        let (ok, text) = run(&["--op", op, "--iters", "1", "--warmup", "0"]);
+        assert!(!ok, "{op} accepted: {text}");
+        assert!(text.contains(says), "{op}: {text}");
+        assert!(!text.contains("panicked"), "{op}: {text}");
+    }
+}
+
+#[test]
+fn one_small_qdw_reports_its_paired_fractions() {
+    let (ok, text) = run(&[
+        "--op",
+        "qdw:20x9x5",
+        "--iters",
+        "4",
+        "--warmup",
+        "1",
+        "--json",
+    ]);
+    assert!(ok, "{text}");
+    for key in [
+        "op_ms",
+        "qdw_row_only_ms",
+        "op_peak_fraction_paired",
+        "qdw_row_only_peak_fraction_paired",
+        "fma_peak_gflops_per_core",
+    ] {
+        assert!(
+            text.contains(&format!("\"{key}\"")),
+            "{key} missing: {text}"
+        );
+    }
+}
