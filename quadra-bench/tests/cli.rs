@@ -31,6 +31,20 @@ fn bad_operators_are_refused_with_the_reason() {
 }
 
 #[test]
+fn zero_counts_are_refused() {
+    for args in [
+        ["--op", "qdw:16x14x7", "--iters", "0"],
+        ["--op", "qdw:16x14x7", "--threads", "0"],
+    ] {
+        let (ok, text) = run(&args);
+        assert!(
+            !ok && text.contains("must be at least 1"),
+            "{args:?}: {text}"
+        );
+    }
+}
+
+#[test]
 fn one_small_qdw_reports_its_paired_fractions() {
     let (ok, text) = run(&[
         "--op",
