@@ -38,13 +38,13 @@ struct Args {
     #[arg(long, default_value = "224", value_parser = quadra_cpu::parse_input_size)]
     input_size: (usize, usize),
     /// Threads.
-    #[arg(long, default_value_t = 1, value_parser = at_least_one)]
+    #[arg(long, default_value_t = 1, value_parser = quadra_cpu::parse_count)]
     threads: usize,
     /// Kernel path: scalar, avx2, avx512, neon (default: the best this CPU runs).
     #[arg(long)]
     kernel: Option<String>,
     /// Timed runs.
-    #[arg(long, default_value_t = 20, value_parser = at_least_one)]
+    #[arg(long, default_value_t = 20, value_parser = quadra_cpu::parse_count)]
     iters: usize,
     /// Untimed warm-up runs.
     #[arg(long, default_value_t = 3)]
@@ -65,15 +65,6 @@ struct Args {
     /// map of C channels, random weights).
     #[arg(long)]
     op: Option<String>,
-}
-
-/// A count of at least 1 (threads, timed runs).
-fn at_least_one(text: &str) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(0) => Err("must be at least 1".into()),
-        Ok(n) => Ok(n),
-        Err(e) => Err(e.to_string()),
-    }
 }
 
 /// `--op`: one QDW conv or one QuadraBlock, median of `iters` runs.

@@ -82,6 +82,15 @@ pub fn parse_input_size(s: &str) -> Result<(usize, usize), String> {
     Ok((h, w))
 }
 
+/// Parses a count that must be at least 1 (threads, timed runs) for command lines.
+pub fn parse_count(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("'{s}' is not a whole number")),
+    }
+}
+
 /// Tensor layout of an input batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {

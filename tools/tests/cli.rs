@@ -425,4 +425,22 @@ fn broken_model_files_and_inputs_are_refused() {
         &["infer", "--model", p(&m), "--image", p(&x)],
         &["cannot decode image", "x.npy"],
     );
+    // A usage error: clap's exit code 2, the option named.
+    let o = quadra(&[
+        "infer",
+        "--model",
+        p(&m),
+        "--input",
+        p(&x),
+        "--output",
+        p(&y),
+        "--threads",
+        "0",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--threads") && err.contains("must be at least 1"),
+        "{err}"
+    );
 }
