@@ -681,60 +681,83 @@ pub(crate) struct LnArgs {
 /// blocked, with `p + rows <= pw`), `w` and `b` for `c`.
 #[inline(always)]
 pub(crate) unsafe fn layer_norm_rows<S: Simd>(a: &LnArgs) {
+    let (rows, c) = (a.rows, a.c);
+    let inv_n = 1.0 / c as f32;
+    // Four rows at a time, interleaved in program order: one row is a chain of two
+    // horizontal sums, a square root and a division (~90 cycles at C = 16), and the
+    // out-of-order window alone overlapped too few of them.
+    let mut r = 0;
+    while r + 4 <= rows {
+        ln_rows::<S, 4>(a, r, inv_n);
+        r += 4;
+    }
+    while r < rows {
+        ln_rows::<S, 1>(a, r, inv_n);
+        r += 1;
+    }
+}
+
+/// Rows `r0..r0 + R` of [`layer_norm_rows`], each computed exactly as alone.
+#[inline(always)]
+unsafe fn ln_rows<S: Simd, const R: usize>(a: &LnArgs, r0: usize, inv_n: f32) {
     let LnArgs {
         x,
-        rows,
         c,
         w,
         b,
         eps,
         out,
         blocks,
+        ..
     } = *a;
-    let inv_n = 1.0 / c as f32;
-    for r in 0..rows {
-        let xr = x.add(r * c);
-        // Channel `i` of this row's output (LANES divides CBLOCK: a vector never straddles
-        // two blocks).
-        let or = |i: usize| match blocks {
-            None => out.add(r * c + i),
-            Some((pw, p)) => out.add(((i / CBLOCK) * pw + p + r) * CBLOCK + i % CBLOCK),
-        };
-        let mut acc = S::zero();
-        let mut i = 0;
-        while i < c {
-            let n = (c - i).min(S::LANES);
-            acc = S::add(acc, ld_any::<S>(xr.add(i), n));
-            i += n;
+    let xr: [*const f32; R] = core::array::from_fn(|j| x.add((r0 + j) * c));
+    // Channel `i` of row `r`'s output (LANES divides CBLOCK: a vector never straddles two
+    // blocks).
+    let or = |r: usize, i: usize| match blocks {
+        None => out.add(r * c + i),
+        Some((pw, p)) => out.add(((i / CBLOCK) * pw + p + r) * CBLOCK + i % CBLOCK),
+    };
+    let mut acc = [S::zero(); R];
+    let mut i = 0;
+    while i < c {
+        let n = (c - i).min(S::LANES);
+        for j in 0..R {
+            acc[j] = S::add(acc[j], ld_any::<S>(xr[j].add(i), n));
         }
-        let mean = S::reduce_add(acc) * inv_n;
-        let mv = S::splat(mean);
-        let mut acc = S::zero();
-        let mut i = 0;
-        while i < c {
-            let n = (c - i).min(S::LANES);
+        i += n;
+    }
+    let mv: [S::V; R] = core::array::from_fn(|j| S::splat(S::reduce_add(acc[j]) * inv_n));
+    let mut acc = [S::zero(); R];
+    let mut i = 0;
+    while i < c {
+        let n = (c - i).min(S::LANES);
+        for j in 0..R {
             // Lanes past `n` load as zero; mask them out of the squared deviations.
-            let d = S::sub(ld_any::<S>(xr.add(i), n), mv);
+            let d = S::sub(ld_any::<S>(xr[j].add(i), n), mv[j]);
             let d = if n == S::LANES {
                 d
             } else {
                 S::mul(d, ld_any::<S>(ONES.as_ptr(), n))
             };
-            acc = S::fmadd(d, d, acc);
-            i += n;
+            acc[j] = S::fmadd(d, d, acc[j]);
         }
-        let var = S::reduce_add(acc) * inv_n;
-        // In-register square root: libm's `sqrtf` is legacy-SSE inline assembly, and
-        // running it with dirty upper vector state costs hundreds of cycles per row.
-        let rstd = S::div(S::splat(1.0), S::sqrt(S::splat(var + eps)));
-        let mut i = 0;
-        while i < c {
-            let n = (c - i).min(S::LANES);
-            let d = S::mul(S::sub(ld_any::<S>(xr.add(i), n), mv), rstd);
-            let y = S::fmadd(d, ld_any::<S>(w.add(i), n), ld_any::<S>(b.add(i), n));
-            st_any::<S>(or(i), y, n);
-            i += n;
+        i += n;
+    }
+    // In-register square root: libm's `sqrtf` is legacy-SSE inline assembly, and running
+    // it with dirty upper vector state costs hundreds of cycles per row.
+    let rstd: [S::V; R] = core::array::from_fn(|j| {
+        let var = S::reduce_add(acc[j]) * inv_n;
+        S::div(S::splat(1.0), S::sqrt(S::splat(var + eps)))
+    });
+    let mut i = 0;
+    while i < c {
+        let n = (c - i).min(S::LANES);
+        let (wv, bv) = (ld_any::<S>(w.add(i), n), ld_any::<S>(b.add(i), n));
+        for j in 0..R {
+            let d = S::mul(S::sub(ld_any::<S>(xr[j].add(i), n), mv[j]), rstd[j]);
+            st_any::<S>(or(r0 + j, i), S::fmadd(d, wv, bv), n);
         }
+        i += n;
     }
 }
 
