@@ -135,7 +135,8 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
         for name, cfg, weights in models:
-            x = rng.standard_normal((1, cfg.get("in_chans", 3), h, w), dtype=np.float32)
+            # The same input for every model of the same shape, whatever the order.
+            x = np.random.default_rng(0).standard_normal((1, cfg.get("in_chans", 3), h, w), dtype=np.float32)
             net = load_model(cfg, weights, name)
             from safetensors.torch import save_file
             save_file({k: v.contiguous() for k, v in net.state_dict().items()}, tmp / f"{name}.safetensors")
