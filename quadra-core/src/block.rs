@@ -260,30 +260,19 @@ pub fn qdw_forward(
         ring.fill(kern, y, row_of(x, y, h, row), None)?;
     }
     for y in 0..h {
+        // Input row `next` goes into the spare slot while row `y` is computed.
         let next = y + p + 1;
-        if next < h {
-            let (done, rest) = x.split_at_mut(next * row);
-            let (rows, dst) = ring.rows_and_slot(y, k, next as isize);
-            kernels::qdw_row_and_block(
-                kern,
-                wts,
-                &rows[..k],
-                w,
-                &mut done[y * row..(y + 1) * row],
-                &rest[..row],
-                dst,
-            )?;
-        } else {
-            ring.fill(kern, next as isize, None, None)?;
-            let rows = ring.rows(y, k);
-            kernels::qdw_row(
-                kern,
-                wts,
-                &rows[..k],
-                w,
-                None,
-                &mut x[y * row..(y + 1) * row],
-            )?;
+        let (done, rest) = x.split_at_mut(next.min(h) * row);
+        let out = &mut done[y * row..(y + 1) * row];
+        let (rows, dst) = ring.rows_and_slot(y, k, next as isize);
+        match rest.get(..row) {
+            Some(src) if next < h => {
+                kernels::qdw_row_and_block(kern, wts, &rows[..k], w, out, src, dst)?
+            }
+            _ => {
+                dst.fill(0.0);
+                kernels::qdw_row(kern, wts, &rows[..k], w, None, out)?
+            }
         }
     }
     Ok(())
@@ -420,6 +409,19 @@ pub fn block_prepare_band(
     Ok(())
 }
 
+/// The end row of a band of whole rows starting at `y0`, which must lie inside the
+/// activation; `None` for rows of no floats (nothing to do).
+fn band_end(d: &BlockDims, x_band: &[f32], y0: usize) -> Result<Option<usize>, Error> {
+    let row = d.w * d.c;
+    if row == 0 {
+        return Ok(None);
+    }
+    if !x_band.len().is_multiple_of(row) || y0 + x_band.len() / row > d.h {
+        return Err(Error::Arch("band rows must lie inside the activation"));
+    }
+    Ok(Some(y0 + x_band.len() / row))
+}
+
 /// Second half of a band (see [`block_prepare_band`]): runs rows `y0..y0 + rows` of the
 /// block in place on `x_band`, which holds exactly those rows.
 pub fn block_run_band(
@@ -432,16 +434,12 @@ pub fn block_run_band(
     scratch: &mut [f32],
 ) -> Result<(), Error> {
     check_block(&d, strip, wts)?;
-    let BlockDims { h, w, c, e, .. } = d;
+    let BlockDims { w, c, e, .. } = d;
     let row = w * c;
-    if row == 0 {
+    let Some(y1) = band_end(&d, x_band, y0)? else {
         return Ok(());
-    }
-    if !x_band.len().is_multiple_of(row) || y0 + x_band.len() / row > h {
-        return Err(Error::Arch("band rows must lie inside the activation"));
-    }
-    let y1 = y0 + x_band.len() / row;
-    let mut sc = split_scratch(&d, strip, scratch, y1 < h)?;
+    };
+    let mut sc = split_scratch(&d, strip, scratch, y1 < d.h)?;
     let (ln2, hidden) = (
         core::mem::take(&mut sc.ln2),
         core::mem::take(&mut sc.hidden),
@@ -478,17 +476,12 @@ pub fn block_qdw_band(
     ln2_out: &mut [f32],
 ) -> Result<(), Error> {
     check_block(&d, 1, wts)?;
-    let BlockDims { h, w, c, .. } = d;
-    let row = w * c;
-    if row == 0 {
+    let Some(y1) = band_end(&d, x_band, y0)? else {
         return Ok(());
-    }
-    if !x_band.len().is_multiple_of(row) || y0 + x_band.len() / row > h {
-        return Err(Error::Arch("band rows must lie inside the activation"));
-    }
+    };
     expect_len(Buffer::Scratch, x_band.len(), ln2_out.len(), false)?;
-    let y1 = y0 + x_band.len() / row;
-    let sc = split_scratch(&d, 1, scratch, y1 < h)?;
+    let c = d.c;
+    let sc = split_scratch(&d, 1, scratch, y1 < d.h)?;
     let mut qdw = BandQdw::start(kern, &d, wts, sc, x_band, (y0, y1))?;
     for y in y0..y1 {
         qdw.row(kern, wts, x_band, y)?;
