@@ -142,7 +142,7 @@ fn bench_op(a: &Args, spec: &str) -> Result<(), Box<dyn std::error::Error>> {
             // Rounds of: a ~10 ms sample of the FMA peak, then a share of the op's runs and
             // of the kernel's, so each round's ratios compare numbers taken together.
             let sampler = PeakSampler::new(kern.isa(), 0.01);
-            let rounds = a.iters.clamp(1, 10);
+            let rounds = a.iters.min(10);
             for r in 0..rounds {
                 let n = a.iters * (r + 1) / rounds - a.iters * r / rounds;
                 let peak = sampler.sample();
@@ -325,7 +325,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             model.forward_with(exec, kern, &input, h, w, arena, &mut logits)?;
         }
         let mut times = Vec::with_capacity(a.iters);
-        for _ in 0..a.iters.max(1) {
+        for _ in 0..a.iters {
             let t = Instant::now();
             model.forward_with(exec, kern, &input, h, w, arena, &mut logits)?;
             times.push(t.elapsed().as_secs_f64());
@@ -334,7 +334,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
         // Per-layer latency of the model itself.
         let mut layers: Vec<(Layer, f64)> = Vec::new();
-        for it in 0..a.iters.max(1) {
+        for it in 0..a.iters {
             let mut i = 0;
             let mut last = Instant::now();
             model.forward_observed(exec, kern, &input, h, w, arena, &mut logits, &mut |l| {
@@ -350,7 +350,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             })?;
         }
         for l in &mut layers {
-            l.1 /= a.iters.max(1) as f64;
+            l.1 /= a.iters as f64;
         }
 
         // Candidate blocks of the search space at every stage's shape.
@@ -378,7 +378,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         let mut xa = AlignedF32::zeros(x0.len());
                         let x = xa.as_mut_slice();
                         let mut ts = Vec::new();
-                        for i in 0..a.iters.max(1) + a.warmup {
+                        for i in 0..a.iters + a.warmup {
                             x.copy_from_slice(&x0);
                             let t = Instant::now();
                             run_block(exec, kern, dims, &bw, x, scratch.as_mut_slice(), per)?;
@@ -502,7 +502,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(r) = rss {
         println!("peak RSS    {r} bytes");
     }
-    println!("\nper layer (mean ms over {} runs):", a.iters.max(1));
+    println!("\nper layer (mean ms over {} runs):", a.iters);
     for (l, t) in &layers {
         println!(
             "  {:>9.4}  {:5.1}%  {}",

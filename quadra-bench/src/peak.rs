@@ -132,20 +132,8 @@ impl PeakSampler {
 }
 
 /// Single-core FMA peak in GFLOP/s (a multiply-add is 2 FLOPs) for the vectors of `isa`;
-/// the best of a few runs of about 50 ms.
+/// the best of twelve runs of about 50 ms.
 pub fn fma_peak_gflops(isa: Isa) -> f64 {
-    let (lanes, run) = chains(isa);
-    let mut iters = 1u64 << 16;
-    let mut best: f64 = 0.0;
-    for _ in 0..12 {
-        let t = Instant::now();
-        let r = run(iters);
-        let dt = t.elapsed().as_secs_f64();
-        std::hint::black_box(r);
-        best = best.max((iters * 12 * lanes * 2) as f64 / dt / 1e9);
-        if dt < 0.05 {
-            iters *= 2;
-        }
-    }
-    best
+    let sampler = PeakSampler::new(isa, 0.05);
+    (0..12).map(|_| sampler.sample()).fold(0.0, f64::max)
 }
