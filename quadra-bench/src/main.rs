@@ -15,7 +15,7 @@ use quadra_bench::{
 use quadra_core::arch::{Arch, BlockSpec};
 use quadra_core::block::{BlockDims, BlockWeights};
 use quadra_core::net::{run_block, run_block_scratch, Layer};
-use quadra_core::{kernels, Isa};
+use quadra_core::{kernels, Dtype, Isa};
 use quadra_cpu::config::ArchConfig;
 use quadra_cpu::weights::LoadedModel;
 use quadra_cpu::{dispatch, AlignedF32, Network};
@@ -61,6 +61,10 @@ struct Args {
     /// Skip measuring the candidate blocks (the per-layer table of the model stays).
     #[arg(long)]
     no_candidates: bool,
+    /// Store (and compute) the weights as f32, f16, int8 (weight-only) or w8a8 (int8
+    /// pointwise GEMMs); a model file's f32 weights are converted, others run as stored.
+    #[arg(long, value_parser = quadra_cpu::parse_dtype)]
+    dtype: Option<Dtype>,
     /// Measure one operator instead of a model: `qdw:CxHxK` or `block:CxHxKxE` (an HxH
     /// map of C channels, random weights).
     #[arg(long)]
@@ -304,6 +308,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             (Network::new(cfg, wts)?, format!("{name} (random weights)"))
         }
     };
+    if let Some(dtype) = a.dtype.filter(|d| *d != net.weights().dtype()) {
+        let (wts, _) = net.weights().quantize(&net.config().arch(), dtype)?;
+        let kern = net.kernels();
+        net = Network::new(net.config().clone(), wts)?.with_kernels(kern);
+    }
     if let Some(k) = &a.kernel {
         let isa = Isa::from_name(k).ok_or_else(|| format!("unknown kernel path '{k}'"))?;
         net = net.with_kernels(dispatch::kernels_for(isa)?);
@@ -313,7 +322,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let threads = net.threads();
     let arch = net.config().arch();
     let model = net.model()?;
-    let plan = arch.plan_with(h, w, threads);
+    let dtype = net.weights().dtype();
+    let plan = arch.plan_for(h, w, threads, dtype);
     let measured = net.with_executor(|exec| -> Result<Measured, quadra_core::Error> {
         let mut arena_buf = AlignedF32::zeros(plan.arena_len());
         let arena = arena_buf.as_mut_slice();
@@ -437,6 +447,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "model": name,
         "input": [h, w],
         "kernel": kern.isa().name(),
+        "kernel_path": kern.describe(),
+        "dtype": dtype.name(),
         "threads": threads,
         "latency_ms": {"p50": p50 * 1e3, "p90": p90 * 1e3, "min": min * 1e3, "mean": mean * 1e3},
         "images_per_s": 1.0 / mean,
@@ -471,7 +483,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     println!("model       {name}, {h}x{w}, batch 1");
-    println!("kernels     {} , {threads} thread(s)", kern.isa());
+    println!(
+        "kernels     {} , {threads} thread(s), weights {}",
+        kern.describe(),
+        dtype.name()
+    );
     println!(
         "latency     p50 {:.3} ms   p90 {:.3} ms   min {:.3} ms   ({} runs)",
         p50 * 1e3,

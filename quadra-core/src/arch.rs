@@ -4,7 +4,7 @@
 
 use crate::block::band_scratch_len;
 use crate::error::Error;
-use crate::kernels::{qdw_row_len, QdwWeights};
+use crate::kernels::{qdw_row_len, Dtype, QdwWeights};
 use crate::weights::{mat_pad, vec_pad, WeightsLen};
 
 /// One block of a stage: a QuadraBlock with kernel `kernel` and expansion `expansion`, or an
@@ -173,9 +173,9 @@ pub const fn grouped_mlp(h: usize, w: usize, c: usize, e: usize) -> bool {
 
 /// Shared scratch floats of a grouped-MLP block: LN2 of every pixel, one accumulator per
 /// extra group, one hidden slice per group, and a vector of ones.
-pub const fn grouped_scratch_len(h: usize, w: usize, c: usize, e: usize) -> usize {
+pub const fn grouped_scratch_len(h: usize, w: usize, c: usize, e: usize, q8: bool) -> usize {
     let m = h * w;
-    MLP_GROUPS * vec_pad(m * c) + MLP_GROUPS * vec_pad(m * hidden_chunk(c, e)) + vec_pad(c)
+    MLP_GROUPS * vec_pad(m * c) + MLP_GROUPS * mlp_scratch_len(m, c, e, q8) + vec_pad(c)
 }
 
 /// Scratch of one block of shape `h x w x c` (kernel `k`, expansion `e`) run in `bands`
@@ -188,6 +188,7 @@ pub const fn block_scratch_split(
     k: usize,
     e: usize,
     bands: usize,
+    q8: bool,
 ) -> (usize, usize) {
     let grouped = grouped_mlp(h, w, c, e);
     let strip = if grouped {
@@ -196,12 +197,12 @@ pub const fn block_scratch_split(
         default_strip(h, w, c, e)
     };
     let per = vec_pad(if bands > 1 {
-        band_scratch_len(w, c, k, e, strip)
+        band_scratch_len(w, c, k, e, strip, q8)
     } else {
-        block_scratch_len(w, c, k, e, strip)
+        block_scratch_len_for(w, c, k, e, strip, q8)
     });
     let shared = if grouped {
-        grouped_scratch_len(h, w, c, e)
+        grouped_scratch_len(h, w, c, e, q8)
     } else {
         0
     };
@@ -212,9 +213,35 @@ pub const fn block_scratch_split(
 /// channel-blocked LN1 rows (LayerNorm writes them in place), one strip of LN2 rows and
 /// one strip of a hidden slice.
 pub const fn block_scratch_len(w: usize, c: usize, k: usize, e: usize, strip: usize) -> usize {
+    block_scratch_len_for(w, c, k, e, strip, false)
+}
+
+/// [`block_scratch_len`] for a block whose pointwise GEMMs may compute in int8 (`q8`:
+/// the model is [`crate::Dtype::W8A8`]), which quantises its LN2 rows and hidden slices
+/// into int8 rows beside them.
+pub const fn block_scratch_len_for(
+    w: usize,
+    c: usize,
+    k: usize,
+    e: usize,
+    strip: usize,
+    q8: bool,
+) -> usize {
     vec_pad(k * qdw_row_len(w, c, k))
         + vec_pad(strip * w * c)
-        + vec_pad(strip * w * hidden_chunk(c, e))
+        + mlp_scratch_len(strip * w, c, e, q8)
+}
+
+/// Scratch floats of the channel MLP of `m` pixels ([`crate::block::mlp_group`]): one
+/// hidden slice, and with `q8` the int8 rows of the LN2 input and of the slice.
+pub const fn mlp_scratch_len(m: usize, c: usize, e: usize, q8: bool) -> usize {
+    let hc = hidden_chunk(c, e);
+    vec_pad(m * hc)
+        + if q8 {
+            crate::kernels::q8::scratch_len(m, c) + crate::kernels::q8::scratch_len(m, hc)
+        } else {
+            0
+        }
 }
 
 /// Where everything lives in the arena for one input size.
@@ -379,6 +406,13 @@ impl<'a> Arch<'a> {
     /// The arena plan for an `h x w` input whose layers are split into `bands` bands run
     /// in parallel (each band has its own scratch).
     pub const fn plan_with(&self, h: usize, w: usize, bands: usize) -> Plan {
+        self.plan_for(h, w, bands, Dtype::F32)
+    }
+
+    /// [`Arch::plan_with`] for weights stored as `dtype`: a [`Dtype::W8A8`] model's blocks
+    /// also need their int8 activation rows ([`block_scratch_len_for`]).
+    pub const fn plan_for(&self, h: usize, w: usize, bands: usize, dtype: Dtype) -> Plan {
+        let q8 = matches!(dtype, Dtype::W8A8);
         let bands = if bands == 0 { 1 } else { bands };
         let hw = Self::stage_hw(h, w);
         // One thread: all stages share one region. Offsets, last stage first: a downsample
@@ -432,7 +466,7 @@ impl<'a> Arch<'a> {
                 let blk = self.stages[s].blocks[b];
                 if !blk.is_identity() {
                     let (k, e) = (blk.kernel as usize, blk.expansion as usize);
-                    let (per, shared) = block_scratch_split(sh, sw, d, k, e, bands);
+                    let (per, shared) = block_scratch_split(sh, sw, d, k, e, bands, q8);
                     if shared > 0 {
                         // Its own band chunks, then the shared buffers.
                         grouped_total = max(grouped_total, bands * per + shared);
@@ -465,6 +499,12 @@ impl<'a> Arch<'a> {
     /// ([`crate::Model::forward_with`]).
     pub const fn arena_len_with(&self, h: usize, w: usize, bands: usize) -> usize {
         self.plan_with(h, w, bands).arena_len()
+    }
+
+    /// Arena floats for weights stored as `dtype` ([`Arch::plan_for`]); the same as
+    /// [`Arch::arena_len_with`] except for [`Dtype::W8A8`].
+    pub const fn arena_len_for(&self, h: usize, w: usize, bands: usize, dtype: Dtype) -> usize {
+        self.plan_for(h, w, bands, dtype).arena_len()
     }
 
     /// Floats of the largest single activation tensor for an `h x w` input.

@@ -6,11 +6,11 @@
 //! the row `K/2` above it is overwritten, so the block writes its output over its input.
 //! The three QDW partial results and the hidden `[H, W, E·C]` tensor never exist in full.
 
-use crate::arch::{block_scratch_len, hidden_chunk};
+use crate::arch::{block_scratch_len, block_scratch_len_for, hidden_chunk, mlp_scratch_len};
 use crate::error::{Buffer, Error};
 use crate::isa::Kernels;
 use crate::kernels::{
-    self, qdw_row_len, Epilogue, MatData, MatMut, MatRef, PackedB, QdwWeights, CBLOCK, MAX_K,
+    self, q8, qdw_row_len, Epilogue, MatData, MatMut, MatRef, PackedB, QdwWeights, CBLOCK, MAX_K,
 };
 use crate::weights::{vec_pad, Cursor, Weights, WeightsLen};
 
@@ -83,11 +83,17 @@ impl<'a> BlockWeights<'a> {
             gamma2: cur.vec(c)?,
             ln2_w: cur.vec(c)?,
             ln2_b: cur.vec(c)?,
-            pw1: cur.gemm(c, e * c)?,
+            pw1: cur.pointwise(c, e * c)?,
             pw1_b: cur.vec(e * c)?,
-            pw2: cur.gemm(e * c, c)?,
+            pw2: cur.pointwise(e * c, c)?,
             pw2_b: cur.vec(c)?,
         })
+    }
+
+    /// Does either pointwise GEMM compute in int8 (w8a8 weights in the dot-product layout),
+    /// so that the block's scratch holds int8 activation rows too?
+    pub const fn q8(&self) -> bool {
+        self.pw1.is_dot() || self.pw2.is_dot()
     }
 
     fn check(&self, d: &BlockDims) -> Result<(), Error> {
@@ -318,8 +324,15 @@ pub const fn default_strip_for(d: &BlockDims) -> usize {
 
 /// Scratch floats of one band of a block run in bands: the block scratch plus `(K-1)/2`
 /// LN1 rows below the band, captured before any band writes.
-pub const fn band_scratch_len(w: usize, c: usize, k: usize, e: usize, strip: usize) -> usize {
-    block_scratch_len(w, c, k, e, strip) + (k - 1) / 2 * qdw_row_len(w, c, k)
+pub const fn band_scratch_len(
+    w: usize,
+    c: usize,
+    k: usize,
+    e: usize,
+    strip: usize,
+    q8: bool,
+) -> usize {
+    block_scratch_len_for(w, c, k, e, strip, q8) + (k - 1) / 2 * qdw_row_len(w, c, k)
 }
 
 struct BandScratch<'s> {
@@ -334,17 +347,18 @@ fn split_scratch<'s>(
     strip: usize,
     scratch: &'s mut [f32],
     band: bool,
+    q8: bool,
 ) -> Result<BandScratch<'s>, Error> {
     let BlockDims { w, c, k, e, .. } = *d;
     let need = if band {
-        band_scratch_len(w, c, k, e, strip)
+        band_scratch_len(w, c, k, e, strip, q8)
     } else {
-        block_scratch_len(w, c, k, e, strip)
+        block_scratch_len_for(w, c, k, e, strip, q8)
     };
     expect_len(Buffer::Scratch, need, scratch.len(), false)?;
     let (ring, rest) = scratch.split_at_mut(vec_pad(k * qdw_row_len(w, c, k)));
     let (ln2, rest) = rest.split_at_mut(vec_pad(strip * w * c));
-    let (hidden, rest) = rest.split_at_mut(vec_pad(strip * w * hidden_chunk(c, e)));
+    let (hidden, rest) = rest.split_at_mut(mlp_scratch_len(strip * w, c, e, q8));
     let below = if band {
         &mut rest[..(k - 1) / 2 * qdw_row_len(w, c, k)]
     } else {
@@ -387,7 +401,7 @@ pub fn block_prepare_band(
     if y0 > y1 || y1 > h {
         return Err(Error::Arch("band rows must lie inside the activation"));
     }
-    let sc = split_scratch(&d, strip, scratch, y1 < h)?;
+    let sc = split_scratch(&d, strip, scratch, y1 < h, wts.q8())?;
     if w == 0 || c == 0 {
         return Ok(());
     }
@@ -439,7 +453,7 @@ pub fn block_run_band(
     let Some(y1) = band_end(&d, x_band, y0)? else {
         return Ok(());
     };
-    let mut sc = split_scratch(&d, strip, scratch, y1 < d.h)?;
+    let mut sc = split_scratch(&d, strip, scratch, y1 < d.h, wts.q8())?;
     let (ln2, hidden) = (
         core::mem::take(&mut sc.ln2),
         core::mem::take(&mut sc.hidden),
@@ -481,7 +495,7 @@ pub fn block_qdw_band(
     };
     expect_len(Buffer::Scratch, x_band.len(), ln2_out.len(), false)?;
     let c = d.c;
-    let sc = split_scratch(&d, 1, scratch, y1 < d.h)?;
+    let sc = split_scratch(&d, 1, scratch, y1 < d.h, wts.q8())?;
     let mut qdw = BandQdw::start(kern, &d, wts, sc, x_band, (y0, y1))?;
     for y in y0..y1 {
         qdw.row(kern, wts, x_band, y)?;
@@ -497,11 +511,16 @@ pub fn block_qdw_band(
 }
 
 /// The channel MLP of `m` pixels (LN2 rows in `ln2`), a 128-channel hidden slice at a time:
-/// for slices `group, group + groups, …`, PW1 + GELU into `hidden`, then PW2 added into
+/// for slices `group, group + groups, …`, PW1 + GELU into the slice, then PW2 added into
 /// `out`. Group 0 adds `gamma2 ⊙ (… + bias)` into the residual (`out` = the activation
 /// rows); with several groups (the grouped MLP, `arch::grouped_mlp`) the others add the raw
 /// products into their own zeroed accumulators (`gamma = ones`), combined afterwards in
 /// group order, so the result does not depend on how groups are spread over threads.
+///
+/// `scratch` holds the slice ([`crate::arch::mlp_scratch_len`] floats): with w8a8 weights
+/// ([`BlockWeights::q8`]) also the int8 LN2 rows (quantised once, per pixel) and the int8
+/// slice (quantised per pixel and slice, so each slice's int32 sums are dequantised with
+/// their own scale).
 #[allow(clippy::too_many_arguments)]
 pub fn mlp_group(
     kern: Kernels,
@@ -510,12 +529,28 @@ pub fn mlp_group(
     ln2: &[f32],
     m: usize,
     (group, groups): (usize, usize),
-    hidden: &mut [f32],
+    scratch: &mut [f32],
     ones: &[f32],
     out: &mut [f32],
 ) -> Result<(), Error> {
     let (ec, hc) = (e * c, hidden_chunk(c, e));
-    expect_len(Buffer::Scratch, m * hc, hidden.len(), false)?;
+    let q8 = wts.q8();
+    expect_len(
+        Buffer::Scratch,
+        mlp_scratch_len(m, c, e, q8),
+        scratch.len(),
+        false,
+    )?;
+    let (hidden, rest) = scratch.split_at_mut(vec_pad(m * hc));
+    let (ln2_q, hid_q) = rest.split_at_mut(if q8 { q8::scratch_len(m, c) } else { 0 });
+    let ln2 = MatRef::dense(&ln2[..m * c], m, c);
+    let mut ln2_q = if wts.pw1.is_dot() {
+        let mut q = q8::rows_in(ln2_q, m, c)?;
+        q8::quantize_rows(kern, ln2.data, c, &mut q)?;
+        Some(q)
+    } else {
+        None
+    };
     let mut slice = group;
     let mut first = true;
     while slice * hc < ec {
@@ -524,13 +559,12 @@ pub fn mlp_group(
         let (Some(pw1), Some(pw2)) = (wts.pw1.cols(j0, j1), wts.pw2.rows(j0, j1)) else {
             return Err(Error::Arch("hidden slice outside the PW weights"));
         };
-        kernels::gemm(
-            kern,
-            MatRef::dense(&ln2[..m * c], m, c),
-            pw1,
-            Epilogue::BiasGelu(&wts.pw1_b[j0..j1]),
-            MatMut::dense(&mut hidden[..m * nh], m, nh),
-        )?;
+        let h_out = MatMut::dense(&mut hidden[..m * nh], m, nh);
+        let gelu = Epilogue::BiasGelu(&wts.pw1_b[j0..j1]);
+        match ln2_q.as_mut() {
+            Some(q) => q8::gemm_q8(kern, q.as_ref(), pw1, gelu, h_out)?,
+            None => kernels::gemm(kern, ln2, pw1, gelu, h_out)?,
+        }
         let epi = match (group, first) {
             (0, true) => Epilogue::BiasScaleAdd {
                 bias: wts.pw2_b,
@@ -539,13 +573,15 @@ pub fn mlp_group(
             (0, false) => Epilogue::ScaleAdd { gamma: wts.gamma2 },
             _ => Epilogue::ScaleAdd { gamma: ones },
         };
-        kernels::gemm(
-            kern,
-            MatRef::dense(&hidden[..m * nh], m, nh),
-            pw2,
-            epi,
-            MatMut::dense(&mut out[..m * c], m, c),
-        )?;
+        let hid = MatRef::dense(&hidden[..m * nh], m, nh);
+        let res = MatMut::dense(&mut out[..m * c], m, c);
+        if pw2.is_dot() {
+            let mut q = q8::rows_in(hid_q, m, nh)?;
+            q8::quantize_rows(kern, hid.data, nh, &mut q)?;
+            q8::gemm_q8(kern, q.as_ref(), pw2, epi, res)?;
+        } else {
+            kernels::gemm(kern, hid, pw2, epi, res)?;
+        }
         first = false;
         slice += groups;
     }
@@ -690,12 +726,18 @@ impl<'w, const C: usize, const K: usize, const E: usize> QuadraBlock<'w, C, K, E
     pub const WEIGHTS: WeightsLen = crate::arch::BlockSpec::quadra(K as u8, E as u8).weights_len(C);
 
     /// Views block weights ([`Self::WEIGHTS`] in the packed model order).
+    /// w8a8 weights are refused: their int8 activation rows need more scratch than
+    /// [`Self::scratch_len`] gives (run them through [`crate::Model`]).
     pub fn new(weights: Weights<'w>) -> Result<Self, Error> {
         const { assert!(K == 3 || K == 5 || K == 7, "QDW kernel must be 3, 5 or 7") };
         const { assert!(E >= 1 && E <= 8, "expansion must be 1..=8") };
-        Ok(QuadraBlock {
-            wts: BlockWeights::from_weights(C, K, E, weights)?,
-        })
+        let wts = BlockWeights::from_weights(C, K, E, weights)?;
+        if wts.q8() {
+            return Err(Error::Arch(
+                "QuadraBlock runs f32, f16 and int8 weights; run w8a8 weights through Model",
+            ));
+        }
+        Ok(QuadraBlock { wts })
     }
 
     /// Scratch floats for rows of width `W` and strip height `S`.

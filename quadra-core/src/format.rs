@@ -7,8 +7,8 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 8 | magic `\x89QNET\r\n\x1a` |
-//! | 8 | 4 | version (1) |
-//! | 12 | 4 | matrix dtype: 0 f32, 1 f16, 2 int8 |
+//! | 8 | 4 | version (3; 2 is read too) |
+//! | 12 | 4 | matrix dtype: 0 f32, 1 f16, 2 int8, 3 w8a8 (version 3 only) |
 //! | 16 | 4 | in_chans |
 //! | 20 | 4 | num_classes |
 //! | 24 | 16 | dims\[4\] |
@@ -36,10 +36,14 @@ use crate::weights::Weights;
 
 /// File magic.
 pub const MAGIC: [u8; 8] = *b"\x89QNET\r\n\x1a";
-/// The version this build reads and writes. Version 2 stores QDW taps channel-blocked
-/// ([`crate::kernels::QdwWeights::tap_index`]); version 1 files (taps by tap, then
-/// channel) are refused, not misread: reconvert them from the checkpoint.
-pub const VERSION: u32 = 2;
+/// The version this build writes. Version 3 adds the w8a8 dtype (code 3: int8 matrices, the
+/// block pointwise panels in the dot-product layout, [`crate::kernels::PackedB::dot_index`]);
+/// otherwise it is version 2, which this build still reads. Version 2 stores QDW taps
+/// channel-blocked ([`crate::kernels::QdwWeights::tap_index`]); version 1 files (taps by
+/// tap, then channel) are refused, not misread: reconvert them from the checkpoint.
+pub const VERSION: u32 = 3;
+/// The oldest version this build reads.
+pub const OLDEST_VERSION: u32 = 2;
 /// Header bytes before the block table.
 pub const HEADER_LEN: usize = 128;
 pub use crate::arch::MAX_BLOCKS;
@@ -138,6 +142,7 @@ const fn dtype_code(d: Dtype) -> u32 {
         Dtype::F32 => 0,
         Dtype::F16 => 1,
         Dtype::I8 => 2,
+        Dtype::W8A8 => 3,
     }
 }
 
@@ -209,7 +214,7 @@ pub fn write(
                 out[m + 2 * i..m + 2 * i + 2].copy_from_slice(&v.to_le_bytes());
             }
         }
-        MatData::I8(d) => {
+        MatData::I8(d) | MatData::W8A8(d) => {
             for (o, v) in out[m..].iter_mut().zip(d) {
                 *o = *v as u8;
             }
@@ -280,9 +285,9 @@ impl<'a> QnetFile<'a> {
                 "a version 1 .qnet file (its QDW taps are laid out differently): reconvert it from the checkpoint with `quadra convert`",
             ));
         }
-        if version != VERSION {
+        if !(OLDEST_VERSION..=VERSION).contains(&version) {
             return Err(Error::Format(
-                "unsupported .qnet version (this build reads version 2)",
+                "unsupported .qnet version (this build reads versions 2 and 3)",
             ));
         }
         if rd64(bytes, 56) != bytes.len() as u64 {
@@ -301,7 +306,13 @@ impl<'a> QnetFile<'a> {
             0 => Dtype::F32,
             1 => Dtype::F16,
             2 => Dtype::I8,
-            _ => return Err(Error::Format("unknown matrix dtype")),
+            3 if version >= 3 => Dtype::W8A8,
+            3 => return Err(Error::Format("matrix dtype w8a8 (3) in a version 2 file")),
+            _ => {
+                return Err(Error::Format(
+                    "unknown matrix dtype (this build knows 0 f32, 1 f16, 2 int8, 3 w8a8)",
+                ))
+            }
         };
         let mut counts = [0usize; 4];
         let mut total = 0usize;
@@ -355,12 +366,14 @@ impl<'a> QnetFile<'a> {
                     Dtype::F32 => MatData::F32(cast(mat_bytes)?),
                     Dtype::F16 => MatData::F16(cast(mat_bytes)?),
                     Dtype::I8 => MatData::I8(cast(mat_bytes)?),
+                    Dtype::W8A8 => MatData::W8A8(cast(mat_bytes)?),
                 },
             }
         };
         if weights.vecs.iter().any(|v| !v.is_finite()) {
             return Err(Error::Format("vector weights contain NaN or infinity"));
         }
+        crate::net::check_scales(&arch, weights)?;
         Ok(QnetFile {
             arch,
             weights,

@@ -69,16 +69,35 @@ impl fmt::Display for Isa {
     }
 }
 
-/// A token for running kernels of one ISA. Holding one proves the CPU supports its ISA.
+/// A token for running kernels of one ISA. Holding one proves the CPU supports its ISA
+/// (and, when [`Kernels::int8_dot`] is set, its int8 dot-product extension).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Kernels {
     isa: Isa,
+    dot: bool,
+}
+
+/// Is the int8 dot-product extension of `isa` enabled at compile time: AVX-512 VNNI (with
+/// AVX-512BW) for [`Isa::Avx512`], FEAT_DotProd for [`Isa::Neon`]?
+const fn dot_compiled_in(isa: Isa) -> bool {
+    match isa {
+        Isa::Avx512 => cfg!(all(
+            target_arch = "x86_64",
+            target_feature = "avx512vnni",
+            target_feature = "avx512bw"
+        )),
+        Isa::Neon => cfg!(all(target_arch = "aarch64", target_feature = "dotprod")),
+        Isa::Scalar | Isa::Avx2 => false,
+    }
 }
 
 impl Kernels {
     /// The scalar reference kernels.
     pub const fn scalar() -> Kernels {
-        Kernels { isa: Isa::Scalar }
+        Kernels {
+            isa: Isa::Scalar,
+            dot: false,
+        }
     }
 
     /// The best ISA enabled at compile time (`-C target-feature` / `-C target-cpu`).
@@ -92,13 +111,19 @@ impl Kernels {
         } else {
             Isa::Scalar
         };
-        Kernels { isa }
+        Kernels {
+            isa,
+            dot: dot_compiled_in(isa),
+        }
     }
 
     /// `isa` if it is enabled at compile time, else `None`.
     pub const fn for_compiled(isa: Isa) -> Option<Kernels> {
         if isa.compiled_in() {
-            Some(Kernels { isa })
+            Some(Kernels {
+                isa,
+                dot: dot_compiled_in(isa),
+            })
         } else {
             None
         }
@@ -110,11 +135,54 @@ impl Kernels {
     /// The CPU running the program must support `isa` (e.g. checked with
     /// `is_x86_feature_detected!("avx512f")`), and `isa.exists_for_target()` must hold.
     pub const unsafe fn new_unchecked(isa: Isa) -> Kernels {
-        Kernels { isa }
+        Kernels {
+            isa,
+            dot: dot_compiled_in(isa),
+        }
+    }
+
+    /// These kernels with the int8 dot-product extension of their ISA (AVX-512 VNNI with
+    /// AVX-512BW for [`Isa::Avx512`], FEAT_DotProd `sdot` for [`Isa::Neon`]) used by the
+    /// w8a8 GEMM; other ISAs have none and are returned unchanged.
+    ///
+    /// # Safety
+    /// The CPU running the program must support that extension (e.g. checked with
+    /// `is_x86_feature_detected!("avx512vnni")` or `is_aarch64_feature_detected!("dotprod")`).
+    pub const unsafe fn with_int8_dot_unchecked(self) -> Kernels {
+        Kernels {
+            isa: self.isa,
+            dot: matches!(self.isa, Isa::Avx512 | Isa::Neon),
+        }
+    }
+
+    /// These kernels without the int8 dot-product extension (the w8a8 GEMM then runs its
+    /// exact 16-bit multiply-add path: `vpmaddwd` on x86, `smull`/`sadalp` on NEON).
+    pub const fn without_int8_dot(self) -> Kernels {
+        Kernels {
+            isa: self.isa,
+            dot: false,
+        }
     }
 
     /// The ISA these kernels run on.
     pub const fn isa(self) -> Isa {
         self.isa
+    }
+
+    /// Do the w8a8 GEMMs use the ISA's int8 dot-product instructions (`vpdpbusd`, `sdot`)?
+    pub const fn int8_dot(self) -> bool {
+        self.dot
+    }
+
+    /// The kernel path in words, e.g. `avx512+vnni`, `neon+dotprod`, `avx2`, `scalar`.
+    pub const fn describe(self) -> &'static str {
+        match (self.isa, self.dot) {
+            (Isa::Scalar, _) => "scalar",
+            (Isa::Avx2, _) => "avx2",
+            (Isa::Avx512, false) => "avx512",
+            (Isa::Avx512, true) => "avx512+vnni",
+            (Isa::Neon, false) => "neon",
+            (Isa::Neon, true) => "neon+dotprod",
+        }
     }
 }

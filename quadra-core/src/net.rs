@@ -4,7 +4,7 @@
 use core::fmt::Write;
 
 use crate::arch::{
-    block_scratch_split, default_strip, grouped_mlp, grouped_scratch_len, hidden_chunk, Arch,
+    block_scratch_split, default_strip, grouped_mlp, grouped_scratch_len, mlp_scratch_len, Arch,
     BlockSpec, Plan, MAX_SIDE, MLP_GROUPS,
 };
 use crate::block::{
@@ -14,7 +14,7 @@ use crate::block::{
 use crate::error::{Buffer, Error};
 use crate::exec::{band_rows, Executor, Serial, MAX_BANDS};
 use crate::isa::Kernels;
-use crate::kernels::{self, Epilogue, MatMut, MatRef, PackedB, QdwWeights, PANEL};
+use crate::kernels::{self, Dtype, Epilogue, MatMut, MatRef, PackedB, QdwWeights, PANEL};
 use crate::weights::{mat_pad, vec_pad, Cursor, Weights};
 
 /// How a PyTorch tensor is laid out in the packed weights.
@@ -25,6 +25,10 @@ pub enum Packing {
     /// A `[n, k]` Linear weight, packed as `B[k][n]` panels in the matrix stream; its `n`
     /// column scales start at the slot's vector offset.
     Linear,
+    /// A block's `pwconv1`/`pwconv2` `[n, k]` Linear weight: packed as [`Packing::Linear`],
+    /// except in a w8a8 model with `k % 4 == 0`, where its int8 panels take the
+    /// dot-product layout ([`PackedB::dot_index`]) of the int8 GEMM.
+    Pointwise,
     /// A `[n, c, kh, kw]` patch conv weight, packed as `B[(ky·kw + kx)·c + ci][n]` panels,
     /// the order in which a channels-last patch is gathered; scales as for `Linear`.
     PatchConv,
@@ -170,9 +174,9 @@ pub fn visit_tensors<E: From<Error>>(
             w.vec(t("gamma2")?, d)?;
             w.vec(t("norm2.weight")?, d)?;
             w.vec(t("norm2.bias")?, d)?;
-            w.gemm(t("pwconv1.weight")?, &[e * d, d], Packing::Linear)?;
+            w.gemm(t("pwconv1.weight")?, &[e * d, d], Packing::Pointwise)?;
             w.vec(t("pwconv1.bias")?, e * d)?;
-            w.gemm(t("pwconv2.weight")?, &[d, e * d], Packing::Linear)?;
+            w.gemm(t("pwconv2.weight")?, &[d, e * d], Packing::Pointwise)?;
             w.vec(t("pwconv2.bias")?, d)?;
         }
     }
@@ -216,7 +220,7 @@ pub fn pack_tensor(
     let (vo, mo) = (slot.vec_offset, slot.mat_offset);
     match slot.packing {
         Packing::Copy => region(vecs, vo, numel)?.copy_from_slice(src),
-        Packing::Linear | Packing::PatchConv => {
+        Packing::Linear | Packing::Pointwise | Packing::PatchConv => {
             let n = slot.shape[0];
             let k = numel / n.max(1);
             // Linear [n, k] is the PatchConv [n, c, 1, 1] case.
@@ -286,6 +290,9 @@ pub enum MatDataMut<'a> {
     F16(&'a mut [u16]),
     /// int8 values with per-output-channel scales.
     I8(&'a mut [i8]),
+    /// int8 as [`MatDataMut::I8`], the block pointwise weights (`k % 4 == 0`) in the
+    /// dot-product layout: a [`crate::Dtype::W8A8`] stream.
+    W8A8(&'a mut [i8]),
 }
 
 /// How much one tensor lost to quantisation.
@@ -301,19 +308,25 @@ pub struct QuantError {
 enum Channels {
     /// GEMM panels: channel `j` of `n` is column `j`, `k` elements.
     Panels { k: usize, n: usize },
+    /// GEMM panels in the dot-product layout ([`PackedB::dot_index`]).
+    DotPanels { k: usize, n: usize },
     /// QDW taps of filter `f`: channel `f·d + ch`, `k²` taps each.
     Taps { d: usize, k: usize, f: usize },
 }
 
 impl Channels {
-    fn of(slot: &TensorSlot<'_>) -> Option<Channels> {
+    /// `dot`: the stream is w8a8, whose pointwise weights take the dot-product layout.
+    fn of(slot: &TensorSlot<'_>, dot: bool) -> Option<Channels> {
         match slot.packing {
-            Packing::Linear | Packing::PatchConv => {
-                let n = slot.shape[0];
-                Some(Channels::Panels {
-                    k: slot.shape[1..].iter().product(),
-                    n,
-                })
+            Packing::Linear | Packing::Pointwise | Packing::PatchConv => {
+                let (n, k) = (slot.shape[0], slot.shape[1..].iter().product::<usize>());
+                Some(
+                    if dot && slot.packing == Packing::Pointwise && k.is_multiple_of(4) {
+                        Channels::DotPanels { k, n }
+                    } else {
+                        Channels::Panels { k, n }
+                    },
+                )
             }
             Packing::QdwTaps(f) => Some(Channels::Taps {
                 d: slot.shape[0],
@@ -327,7 +340,7 @@ impl Channels {
     /// `(channel count, elements per channel)`.
     fn dims(&self) -> (usize, usize) {
         match *self {
-            Channels::Panels { k, n } => (n, k),
+            Channels::Panels { k, n } | Channels::DotPanels { k, n } => (n, k),
             Channels::Taps { d, k, .. } => (d, k * k),
         }
     }
@@ -337,6 +350,7 @@ impl Channels {
     fn index(&self, ch: usize, e: usize) -> (usize, usize) {
         match *self {
             Channels::Panels { k, .. } => ((ch / PANEL) * k * PANEL + e * PANEL + ch % PANEL, ch),
+            Channels::DotPanels { k, .. } => (PackedB::dot_index(k, e, ch), ch),
             Channels::Taps { d, k, f } => (QdwWeights::tap_index(k, e, f, ch), f * d + ch),
         }
     }
@@ -351,7 +365,11 @@ pub fn quantize_slot(
     vecs: &mut [f32],
     out: &mut MatDataMut<'_>,
 ) -> Result<Option<QuantError>, Error> {
-    let Some(map) = Channels::of(slot) else {
+    // The f32 source is in the plain layout; a w8a8 destination may take the dot layout.
+    let (Some(map), Some(dst)) = (
+        Channels::of(slot, false),
+        Channels::of(slot, matches!(out, MatDataMut::W8A8(_))),
+    ) else {
         return Ok(None);
     };
     let (chans, per) = map.dims();
@@ -365,19 +383,25 @@ pub fn quantize_slot(
     for ch in 0..chans {
         let scale = match out {
             MatDataMut::F16(_) => 1.0,
-            MatDataMut::I8(_) => {
+            MatDataMut::I8(_) | MatDataMut::W8A8(_) => {
                 let mut amax = 0.0f32;
                 for e in 0..per {
                     amax = amax.max(mats.get(mo + map.index(ch, e).0).ok_or(bad)?.abs());
                 }
-                amax / 127.0
+                // An all-zero channel quantises to zeros whatever its scale: 1 keeps every
+                // stored scale positive, which loading checks.
+                if amax > 0.0 {
+                    amax / 127.0
+                } else {
+                    1.0
+                }
             }
         };
-        if let MatDataMut::I8(_) = out {
+        if let MatDataMut::I8(_) | MatDataMut::W8A8(_) = out {
             *vecs.get_mut(vo + map.index(ch, 0).1).ok_or(bad)? = scale;
         }
         for e in 0..per {
-            let i = mo + map.index(ch, e).0;
+            let (i, o_at) = (mo + map.index(ch, e).0, mo + dst.index(ch, e).0);
             let v = *mats.get(i).ok_or(bad)?;
             let back = match out {
                 MatDataMut::F16(o) => {
@@ -385,16 +409,12 @@ pub fn quantize_slot(
                     if !h.is_finite() {
                         return Err(Error::F16Range);
                     }
-                    *o.get_mut(i).ok_or(bad)? = h.to_bits();
+                    *o.get_mut(o_at).ok_or(bad)? = h.to_bits();
                     h.to_f32()
                 }
-                MatDataMut::I8(o) => {
-                    let q = if scale > 0.0 {
-                        libm::roundf(v / scale).clamp(-127.0, 127.0)
-                    } else {
-                        0.0
-                    };
-                    *o.get_mut(i).ok_or(bad)? = q as i8;
+                MatDataMut::I8(o) | MatDataMut::W8A8(o) => {
+                    let q = libm::roundf(v / scale).clamp(-127.0, 127.0);
+                    *o.get_mut(o_at).ok_or(bad)? = q as i8;
                     q * scale
                 }
             };
@@ -411,6 +431,46 @@ pub fn quantize_slot(
     };
     Ok(Some(QuantError { max_abs, rel_rms }))
 }
+
+/// Checks the per-output-channel scales of every matrix of int8 and w8a8 weights: finite
+/// and positive (a zero, negative or non-finite scale is a damaged file, not a model), and
+/// small enough that `127 · scale` stays finite. f32 and f16 weights carry no scales.
+pub fn check_scales(arch: &Arch<'_>, weights: Weights<'_>) -> Result<(), Error> {
+    if !matches!(weights.mats.dtype(), Dtype::I8 | Dtype::W8A8) {
+        return Ok(());
+    }
+    visit_tensors(arch, |slot| {
+        let Some(map) = Channels::of(&slot, false) else {
+            return Ok(());
+        };
+        let (chans, _) = map.dims();
+        let first = slot.vec_offset;
+        let n = if let Channels::Taps { .. } = map {
+            // The three filters' scales share one run of 3·d; check it at filter 0.
+            if slot.packing != Packing::QdwTaps(0) {
+                return Ok(());
+            }
+            3 * chans
+        } else {
+            chans
+        };
+        let scales = weights.vecs.get(first..first + n).ok_or(Error::Length {
+            buffer: Buffer::Weights,
+            expected: first + n,
+            found: weights.vecs.len(),
+        })?;
+        if scales.iter().all(|s| *s > 0.0 && *s <= MAX_SCALE) {
+            Ok(())
+        } else {
+            Err(Error::Format(
+                "an int8 weight scale is zero, negative, not finite or above 1e30",
+            ))
+        }
+    })
+}
+
+/// Largest int8 weight scale a model file may hold.
+pub const MAX_SCALE: f32 = 1e30;
 
 /// A layer of the network, reported by [`Model::forward_observed`] as it completes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -470,8 +530,15 @@ impl<'a> Model<'a> {
         &self.arch
     }
 
+    /// Arena floats for `h x w` images run `bands` wide: `arch.arena_len_with(h, w,
+    /// bands)`, more for w8a8 weights ([`Arch::arena_len_for`]).
+    pub const fn arena_len(&self, h: usize, w: usize, bands: usize) -> usize {
+        self.arch
+            .arena_len_for(h, w, bands, self.weights.mats.dtype())
+    }
+
     /// Classifies one image: `input` is channels-last `[h, w, in_chans]`, `logits` gets
-    /// `num_classes` floats, `arena` needs `arch.arena_len(h, w)` floats.
+    /// `num_classes` floats, `arena` needs [`Model::arena_len`]`(h, w, 1)` floats.
     pub fn forward(
         &self,
         kern: Kernels,
@@ -485,7 +552,7 @@ impl<'a> Model<'a> {
     }
 
     /// [`Model::forward`] with each layer split into `exec.width()` bands run by `exec`;
-    /// `arena` needs `arch.arena_len_with(h, w, exec.width())` floats. The logits are
+    /// `arena` needs [`Model::arena_len`]`(h, w, exec.width())` floats. The logits are
     /// bit-identical to [`Model::forward`]'s.
     #[allow(clippy::too_many_arguments)]
     pub fn forward_with<E: Executor>(
@@ -593,7 +660,7 @@ impl<'a> Model<'a> {
             });
         }
         let bands = exec.width().clamp(1, MAX_BANDS);
-        let plan = arch.plan_with(h, w, bands);
+        let plan = arch.plan_for(h, w, bands, self.weights.mats.dtype());
         if arena.len() < plan.arena_len() {
             return Err(Error::Length {
                 buffer: Buffer::Arena,
@@ -855,8 +922,14 @@ pub fn run_block<E: Executor>(
 
 /// Floats of scratch [`run_block`] needs for `dims` split `bands` wide: `(per band, total)`.
 pub const fn run_block_scratch(dims: BlockDims, bands: usize) -> (usize, usize) {
+    run_block_scratch_for(dims, bands, false)
+}
+
+/// [`run_block_scratch`] for a block whose pointwise GEMMs may compute in int8
+/// ([`BlockWeights::q8`]).
+pub const fn run_block_scratch_for(dims: BlockDims, bands: usize, q8: bool) -> (usize, usize) {
     let BlockDims { h, w, c, k, e } = dims;
-    let (per, shared) = block_scratch_split(h, w, c, k, e, bands);
+    let (per, shared) = block_scratch_split(h, w, c, k, e, bands, q8);
     (per, bands * per + shared)
 }
 
@@ -872,23 +945,26 @@ fn run_block_grouped<E: Executor>(
     scratch: &mut [f32],
 ) -> Result<(), Error> {
     let BlockDims { h, w, c, e, .. } = dims;
-    let (m, hc) = (h * w, hidden_chunk(c, e));
+    let m = h * w;
     let nb = exec.width().clamp(1, MAX_BANDS).min(h).max(1);
     // Band chunks sized for this block (plan: `bands · per + shared`).
-    let band_scratch = run_block_scratch(dims, exec.width().clamp(1, MAX_BANDS)).0;
+    let q8 = bw.q8();
+    let band_scratch = run_block_scratch_for(dims, exec.width().clamp(1, MAX_BANDS), q8).0;
+    let need = nb * band_scratch + grouped_scratch_len(h, w, c, e, q8);
     let short = |found| Error::Length {
         buffer: Buffer::Scratch,
-        expected: nb * band_scratch + grouped_scratch_len(h, w, c, e),
+        expected: need,
         found,
     };
     let found = scratch.len();
-    if found < nb * band_scratch + grouped_scratch_len(h, w, c, e) {
+    if found < need {
         return Err(short(found));
     }
+    let per_group = mlp_scratch_len(m, c, e, q8);
     let (bands_buf, shared) = scratch.split_at_mut(nb * band_scratch);
     let (ln2, rest) = shared.split_at_mut(vec_pad(m * c));
     let (accs, rest) = rest.split_at_mut((MLP_GROUPS - 1) * vec_pad(m * c));
-    let (hiddens, rest) = rest.split_at_mut(MLP_GROUPS * vec_pad(m * hc));
+    let (hiddens, rest) = rest.split_at_mut(MLP_GROUPS * per_group);
     let ones = &mut rest[..c];
     ones.fill(1.0);
     // Bands: capture neighbours' rows, then QDW + LN2 of their own rows.
@@ -914,7 +990,7 @@ fn run_block_grouped<E: Executor>(
     let ones: &[f32] = ones;
     {
         let mut groups: heapless::Vec<Group<'_>, MLP_GROUPS> = heapless::Vec::new();
-        let mut hid = hiddens.chunks_mut(vec_pad(m * hc));
+        let mut hid = hiddens.chunks_mut(per_group);
         let mut acc = accs.chunks_mut(vec_pad(m * c));
         let first = Group {
             g: 0,

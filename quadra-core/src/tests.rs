@@ -38,6 +38,9 @@ impl Rng {
 
 /// Kernel paths this machine can run. With `QUADRA_REQUIRE_ISA=avx2,avx512` (or `neon`)
 /// the run fails if a named path is not available, so a skipped path cannot hide.
+/// The AVX-512 and NEON tokens carry their int8 dot-product extension where the CPU has
+/// it; [`available_q8`] adds them without it too. `QUADRA_REQUIRE_ISA` also takes
+/// `avx512+vnni` and `neon+dotprod`.
 pub(crate) fn available() -> Vec<Kernels> {
     let mut v = vec![Kernels::scalar()];
     #[cfg(target_arch = "x86_64")]
@@ -48,25 +51,54 @@ pub(crate) fn available() -> Vec<Kernels> {
         }
         if std::is_x86_feature_detected!("avx512f") {
             // SAFETY: detected just above.
-            v.push(unsafe { Kernels::new_unchecked(Isa::Avx512) });
+            let k = unsafe { Kernels::new_unchecked(Isa::Avx512) };
+            let vnni = std::is_x86_feature_detected!("avx512vnni")
+                && std::is_x86_feature_detected!("avx512bw");
+            if vnni {
+                // SAFETY: VNNI and BW detected just above.
+                v.push(unsafe { k.with_int8_dot_unchecked() });
+            } else {
+                v.push(k);
+            }
         }
     }
     #[cfg(target_arch = "aarch64")]
     {
         if std::arch::is_aarch64_feature_detected!("neon") {
             // SAFETY: detected just above.
-            v.push(unsafe { Kernels::new_unchecked(Isa::Neon) });
+            let k = unsafe { Kernels::new_unchecked(Isa::Neon) };
+            if std::arch::is_aarch64_feature_detected!("dotprod") {
+                // SAFETY: DotProd detected just above.
+                v.push(unsafe { k.with_int8_dot_unchecked() });
+            } else {
+                v.push(k);
+            }
         }
     }
     if let Ok(req) = std::env::var("QUADRA_REQUIRE_ISA") {
         for name in req.split(',').filter(|s| !s.is_empty()) {
-            let isa = Isa::from_name(name).expect("QUADRA_REQUIRE_ISA names an unknown ISA");
+            let (isa, dot) = name.split_once('+').unwrap_or((name, ""));
+            let isa = Isa::from_name(isa).expect("QUADRA_REQUIRE_ISA names an unknown ISA");
             assert!(
-                v.iter().any(|k| k.isa() == isa),
-                "QUADRA_REQUIRE_ISA demands {isa}, which this CPU cannot run"
+                v.iter()
+                    .any(|k| k.isa() == isa && (dot.is_empty() || k.int8_dot())),
+                "QUADRA_REQUIRE_ISA demands {name}, which this CPU cannot run"
             );
         }
     }
+    v
+}
+
+/// [`available`], plus each token that has an int8 dot-product extension without it: every
+/// int8 GEMM path this CPU can run.
+pub(crate) fn available_q8() -> Vec<Kernels> {
+    let mut v = available();
+    let extra: Vec<Kernels> = v
+        .iter()
+        .filter(|k| k.int8_dot())
+        .map(|k| k.without_int8_dot())
+        .collect();
+    v.extend(extra);
     v
 }
 
@@ -161,7 +193,7 @@ impl Stored {
         match dtype {
             Dtype::F32 => (MatData::F32(&self.f32), &self.ones),
             Dtype::F16 => (MatData::F16(&self.f16), &self.ones),
-            Dtype::I8 => (MatData::I8(&self.i8), &self.i8_scales),
+            Dtype::I8 | Dtype::W8A8 => (MatData::I8(&self.i8), &self.i8_scales),
         }
     }
 }
@@ -464,10 +496,10 @@ fn linear(x: &[f32], k: usize, wt: &[f32], b: &[f32], n: usize) -> Vec<f32> {
 }
 
 /// PyTorch-layout tensors of a model, by name.
-struct StateDict(Vec<(std::string::String, Vec<usize>, Vec<f32>)>);
+pub(crate) struct StateDict(Vec<(std::string::String, Vec<usize>, Vec<f32>)>);
 
 impl StateDict {
-    fn random(arch: &Arch<'_>, seed: u64) -> Self {
+    pub(crate) fn random(arch: &Arch<'_>, seed: u64) -> Self {
         let mut rng = Rng::new(seed);
         let mut v = Vec::new();
         crate::net::visit_tensors::<crate::Error>(arch, |slot| {
@@ -501,7 +533,7 @@ impl StateDict {
             .unwrap_or_else(|| panic!("no tensor {name}"))
             .2
     }
-    fn pack(&self, arch: &Arch<'_>) -> Packed {
+    pub(crate) fn pack(&self, arch: &Arch<'_>) -> Packed {
         let len = arch.weights_len();
         let (mut vecs, mut mats) = (vec![0.0; len.vecs], vec![0.0; len.mats]);
         pack_model::<crate::Error>(arch, &mut vecs, &mut mats, |name, shape| {
@@ -515,13 +547,13 @@ impl StateDict {
 }
 
 /// A packed f32 model.
-struct Packed {
-    vecs: Vec<f32>,
-    mats: Vec<f32>,
+pub(crate) struct Packed {
+    pub(crate) vecs: Vec<f32>,
+    pub(crate) mats: Vec<f32>,
 }
 
 impl Packed {
-    fn weights(&self) -> Weights<'_> {
+    pub(crate) fn weights(&self) -> Weights<'_> {
         Weights {
             vecs: &self.vecs,
             mats: MatData::F32(&self.mats),
@@ -1021,7 +1053,7 @@ fn compiled_kernels_follow_target_features() {
     }
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
+pub(crate) fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
     let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
     let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
@@ -1117,10 +1149,10 @@ fn f16_and_int8_models_track_f32() {
 }
 
 /// 64-byte aligned copy of some bytes (tests only).
-struct AlignedBuf(Vec<crate::format::Aligned<[u8; 64]>>, usize);
+pub(crate) struct AlignedBuf(Vec<crate::format::Aligned<[u8; 64]>>, usize);
 
 impl AlignedBuf {
-    fn new(bytes: &[u8]) -> Self {
+    pub(crate) fn new(bytes: &[u8]) -> Self {
         let mut v: Vec<crate::format::Aligned<[u8; 64]>> = (0..bytes.len().div_ceil(64))
             .map(|_| crate::format::Aligned([0u8; 64]))
             .collect();
@@ -1129,7 +1161,7 @@ impl AlignedBuf {
         }
         AlignedBuf(v, bytes.len())
     }
-    fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         // SAFETY: the Vec holds `0.len() * 64` contiguous initialised bytes (Aligned is
         // repr(C) around [u8; 64] with size 64), of which the first `1` are used.
         unsafe { core::slice::from_raw_parts(self.0.as_ptr().cast::<u8>(), self.1) }
@@ -1210,7 +1242,7 @@ fn qnet_roundtrips_and_rejects_every_corruption() {
     let e = QnetFile::parse(&t.bytes()[1..]).unwrap_err();
     assert!(std::format!("{e}").contains("aligned"), "{e}");
     // Other versions are refused by name; version 1 (the old tap layout) with the fix.
-    for (v, says) in [(1u8, "reconvert"), (3, "version")] {
+    for (v, says) in [(1u8, "reconvert"), (4, "version")] {
         let mut other = out.clone();
         other[8] = v;
         let crc = crate::format::file_crc(&other);
@@ -1223,7 +1255,7 @@ fn qnet_roundtrips_and_rejects_every_corruption() {
 
 /// Splits layers into `0` bands and runs them serially in reverse order (any order must
 /// give the same result).
-struct SplitReverse(usize);
+pub(crate) struct SplitReverse(pub(crate) usize);
 
 impl crate::exec::Executor for SplitReverse {
     fn width(&self) -> usize {

@@ -133,6 +133,19 @@ impl<'a> Cursor<'a> {
         PackedB::new(data, self.vec(n)?, k, n)
     }
 
+    /// A block's pointwise GEMM: in a w8a8 stream with `k % 4 == 0`, computed in int8
+    /// from the dot-product layout; otherwise as [`Cursor::gemm`].
+    pub(crate) fn pointwise(&mut self, k: usize, n: usize) -> Result<PackedB<'a>, Error> {
+        if !(matches!(self.mats, MatData::W8A8(_)) && k.is_multiple_of(4)) {
+            return self.gemm(k, n);
+        }
+        match self.mat(PackedB::packed_len(k, n))? {
+            MatData::W8A8(data) => PackedB::new_dot(data, self.vec(n)?, k, n),
+            // A view of a w8a8 stream is w8a8: not reached.
+            other => PackedB::new(other, self.vec(n)?, k, n),
+        }
+    }
+
     pub(crate) fn qdw(&mut self, k: usize, c: usize) -> Result<QdwWeights<'a>, Error> {
         let taps = self.mat(QdwWeights::taps_len(k, c))?;
         let scales = self.vec(3 * c)?;

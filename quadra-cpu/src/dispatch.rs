@@ -24,8 +24,14 @@ pub fn cpu_supports(isa: Isa) -> bool {
         Isa::Scalar => true,
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+        // The AVX-512 kernels fall back on the AVX2 int8 GEMM without VNNI: demand AVX2 and
+        // FMA too (every AVX-512F CPU has them).
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => is_x86_feature_detected!("avx512f"),
+        Isa::Avx512 => {
+            is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+        }
         #[cfg(target_arch = "aarch64")]
         Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
         #[allow(unreachable_patterns)]
@@ -33,16 +39,43 @@ pub fn cpu_supports(isa: Isa) -> bool {
     }
 }
 
-/// Kernels for `isa` if this CPU can run them.
+/// Does this CPU have the int8 dot-product extension of `isa` (AVX-512 VNNI with BW,
+/// or FEAT_DotProd)?
+pub fn cpu_supports_int8_dot(isa: Isa) -> bool {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => {
+            is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512bw")
+        }
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => std::arch::is_aarch64_feature_detected!("dotprod"),
+        #[allow(unreachable_patterns)]
+        _ => false,
+    }
+}
+
+/// Kernels for `isa` if this CPU can run them, with its int8 dot-product extension when
+/// the CPU has it (see [`Kernels::describe`]). `QUADRA_NO_INT8_DOT=1` leaves the extension
+/// out (to measure or test the 16-bit int8 path on a CPU that has it).
 pub fn kernels_for(isa: Isa) -> Result<Kernels, DispatchError> {
     if isa.exists_for_target() && cpu_supports(isa) {
         // SAFETY: runtime detection just confirmed the CPU supports `isa`, and it exists
         // for this target architecture.
-        Ok(unsafe { Kernels::new_unchecked(isa) })
+        let k = unsafe { Kernels::new_unchecked(isa) };
+        let no_dot = std::env::var_os(NO_INT8_DOT_ENV).is_some_and(|v| v != "0" && !v.is_empty());
+        if cpu_supports_int8_dot(isa) && !no_dot {
+            // SAFETY: the extension was detected just above.
+            Ok(unsafe { k.with_int8_dot_unchecked() })
+        } else {
+            Ok(k.without_int8_dot())
+        }
     } else {
         Err(DispatchError::Unsupported(isa))
     }
 }
+
+/// Environment variable that keeps the int8 dot-product extension out of the kernels.
+pub const NO_INT8_DOT_ENV: &str = "QUADRA_NO_INT8_DOT";
 
 /// Every kernel path this CPU can run, scalar first, best last.
 pub fn available() -> Vec<Kernels> {

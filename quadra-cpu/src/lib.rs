@@ -91,6 +91,13 @@ pub fn parse_count(s: &str) -> Result<usize, String> {
     }
 }
 
+/// Parses a weight dtype name (`f32`, `f16`, `int8`, `w8a8`) for command lines.
+pub fn parse_dtype(s: &str) -> Result<quadra_core::Dtype, String> {
+    quadra_core::Dtype::from_name(s).ok_or_else(|| {
+        format!("unknown dtype '{s}': use f32, f16, int8 (weight-only) or w8a8 (int8 compute)")
+    })
+}
+
 /// Tensor layout of an input batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {
@@ -168,7 +175,7 @@ impl Network {
 
     /// Runs `f` with an executor that splits each layer into one band per thread of the
     /// private pool (for the core API, `Model::forward_with`; size arenas with
-    /// `arena_len_with(h, w, threads)`). The pool's threads stay with `f` until it returns,
+    /// `Model::arena_len(h, w, threads)`). The pool's threads stay with `f` until it returns,
     /// so bands start and end with a spin instead of a wake-up.
     pub fn with_executor<R: Send>(&self, f: impl FnOnce(&GangExec<'_>) -> R + Send) -> R {
         let gang = Gang::new(self.threads());
@@ -277,7 +284,7 @@ impl Network {
         };
         if n >= threads || threads == 1 {
             // Enough images to keep every thread busy: one image per task, unsplit layers.
-            let arena_len = cfg.arch().arena_len(h, w);
+            let arena_len = model.arena_len(h, w, 1);
             let rows: Vec<_> = out.axis_iter_mut(Axis(0)).collect();
             self.pool.install(|| {
                 rows.into_par_iter().enumerate().try_for_each_init(
@@ -293,7 +300,7 @@ impl Network {
         } else {
             // Fewer images than threads: each image's layers split into bands of rows, run
             // by a gang of the pool's threads held for the whole batch.
-            let arena_len = cfg.arch().arena_len_with(h, w, threads);
+            let arena_len = model.arena_len(h, w, threads);
             let rows = self.with_executor(|exec| {
                 let mut arena = AlignedF32::zeros(arena_len);
                 let mut rows = vec![0.0f32; n * width];

@@ -20,6 +20,8 @@ pub enum OwnedMats {
     F16(AlignedVec<u16>),
     /// int8 values.
     I8(AlignedVec<i8>),
+    /// int8 values of a w8a8 model (pointwise panels in the dot-product layout).
+    W8A8(AlignedVec<i8>),
 }
 
 /// Owned weight streams.
@@ -49,6 +51,7 @@ impl OwnedWeights {
                 OwnedMats::F32(v) => MatData::F32(v),
                 OwnedMats::F16(v) => MatData::F16(v),
                 OwnedMats::I8(v) => MatData::I8(v),
+                OwnedMats::W8A8(v) => MatData::W8A8(v),
             },
         }
     }
@@ -66,11 +69,12 @@ impl OwnedWeights {
                 MatData::F32(v) => OwnedMats::F32(v.into()),
                 MatData::F16(v) => OwnedMats::F16(v.into()),
                 MatData::I8(v) => OwnedMats::I8(v.into()),
+                MatData::W8A8(v) => OwnedMats::W8A8(v.into()),
             },
         }
     }
 
-    /// These f32 weights with the matrices stored as `dtype` (int8: symmetric,
+    /// These f32 weights with the matrices stored as `dtype` (int8 and w8a8: symmetric,
     /// per output channel), and the error each tensor took.
     pub fn quantize(
         &self,
@@ -99,6 +103,11 @@ impl OwnedWeights {
                 let mut o = AlignedVec::zeros(mats.len());
                 quantize_model(arch, &mut vecs, mats, MatDataMut::I8(&mut o), &mut rec)?;
                 OwnedMats::I8(o)
+            }
+            Dtype::W8A8 => {
+                let mut o = AlignedVec::zeros(mats.len());
+                quantize_model(arch, &mut vecs, mats, MatDataMut::W8A8(&mut o), &mut rec)?;
+                OwnedMats::W8A8(o)
             }
         };
         Ok((OwnedWeights { vecs, mats: out }, report))

@@ -37,20 +37,45 @@ pub fn fixture(name: &str) -> Fixture {
     }
 }
 
-/// Every kernel path this CPU runs. `QUADRA_REQUIRE_ISA=avx2,avx512` (or `neon`) makes the
-/// run fail if a named path is missing, so a skipped path cannot pass unnoticed.
+/// Every kernel path this CPU runs (with its int8 dot-product extension where the CPU has
+/// it). `QUADRA_REQUIRE_ISA=avx2,avx512` (or `neon`; `avx512+vnni`, `neon+dotprod` for the
+/// extension) makes the run fail if a named path is missing, so a skipped path cannot pass
+/// unnoticed.
 pub fn kernel_paths() -> Vec<Kernels> {
     let v = quadra_cpu::dispatch::available();
     if let Ok(req) = std::env::var("QUADRA_REQUIRE_ISA") {
         for name in req.split(',').filter(|s| !s.is_empty()) {
-            let isa = Isa::from_name(name).expect("QUADRA_REQUIRE_ISA names an unknown ISA");
+            let (isa, dot) = name.split_once('+').unwrap_or((name, ""));
+            let isa = Isa::from_name(isa).expect("QUADRA_REQUIRE_ISA names an unknown ISA");
             assert!(
-                v.iter().any(|k| k.isa() == isa),
-                "QUADRA_REQUIRE_ISA demands {isa}, unavailable here"
+                v.iter()
+                    .any(|k| k.isa() == isa && (dot.is_empty() || k.int8_dot())),
+                "QUADRA_REQUIRE_ISA demands {name}, unavailable here"
             );
         }
     }
     v
+}
+
+/// [`kernel_paths`], plus each path with an int8 dot-product extension also without it:
+/// every int8 GEMM this CPU can run.
+pub fn kernel_paths_q8() -> Vec<Kernels> {
+    let mut v = kernel_paths();
+    let plain: Vec<Kernels> = v
+        .iter()
+        .filter(|k| k.int8_dot())
+        .map(|k| k.without_int8_dot())
+        .collect();
+    v.extend(plain);
+    v
+}
+
+/// Cosine similarity (f64 sums); NaN if either vector holds a NaN.
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
 }
 
 /// Asserts `max |ours - torch| <= 1e-4 · (1 + max |torch|)`; returns the max difference.

@@ -6,10 +6,13 @@ use quadra_core::arch::{block_scratch_len, Arch, BlockSpec, Stage};
 use quadra_core::block::{block_forward, qdw_forward, qdw_scratch_len, BlockDims, BlockWeights};
 use quadra_core::kernels::QdwWeights;
 use quadra_core::net::{pack_tensor, visit_tensors, Packing, TensorSlot};
+use quadra_core::Dtype;
 use quadra_core::{MatData, Weights};
 use quadra_cpu::config::ArchConfig;
 use quadra_cpu::Network;
-use quadra_tests::{assert_matches_torch, fixture, kernel_paths, nchw_to_hwc};
+use quadra_tests::{
+    assert_matches_torch, cosine, fixture, kernel_paths, kernel_paths_q8, nchw_to_hwc,
+};
 
 fn meta_usize(meta: &str, key: &str) -> usize {
     let v: serde_json::Value = serde_json::from_str(meta).unwrap();
@@ -145,4 +148,71 @@ fn searched_net_with_identity_blocks_matches_pytorch() {
 #[test]
 fn quadranet25_xxs_at_224_in_f16_matches_pytorch() {
     net_fixture("quadranet25_xxs");
+}
+
+/// The w8a8 model of fixture `name` (int8 weights, int8 pointwise GEMMs with per-pixel
+/// activation scales) against PyTorch's f32 output, on every int8 GEMM path; returns the
+/// worst cosine.
+fn w8a8_fixture(name: &str, min_cos: f64) -> f64 {
+    let f = fixture(name);
+    let meta: serde_json::Value = serde_json::from_str(&f.meta).unwrap();
+    let cfg = ArchConfig::from_json(&meta["config"].to_string()).unwrap();
+    let shape: [usize; 4] = f.input.shape.as_slice().try_into().unwrap();
+    let x = ArrayView4::from_shape(shape, &f.input.data).unwrap();
+    let base = Network::from_state_dict(cfg, &f.weights).unwrap();
+    let (w8a8, _) = base
+        .weights()
+        .quantize(&base.config().arch(), Dtype::W8A8)
+        .unwrap();
+    let classes = base.config().num_classes;
+    let mut worst = 1.0f64;
+    for kern in kernel_paths_q8() {
+        let net = Network::new(base.config().clone(), w8a8.clone())
+            .unwrap()
+            .with_kernels(kern);
+        let y = net.forward_nchw(x).unwrap();
+        let y = y.as_slice().unwrap();
+        for (i, (a, b)) in y
+            .chunks(classes)
+            .zip(f.output.data.chunks(classes))
+            .enumerate()
+        {
+            let c = cosine(a, b);
+            eprintln!(
+                "{name} w8a8 on {} image {i}: cosine {c:.6}",
+                kern.describe()
+            );
+            // NaN-aware: a NaN cosine fails.
+            assert!(
+                c >= min_cos,
+                "{name} w8a8 on {} image {i}: cosine {c}",
+                kern.describe()
+            );
+            worst = worst.min(c);
+        }
+    }
+    worst
+}
+
+// The floors below are issue #11's target (0.999); what the runs measure is printed (the
+// PyTorch simulation of this scheme gives 0.99990 small net, 0.99989 mixed, 0.99976 25-XXS).
+
+#[test]
+fn small_net_in_w8a8_tracks_pytorch() {
+    w8a8_fixture("net_small", 0.999);
+}
+
+#[test]
+fn mixed_kernel_net_in_w8a8_tracks_pytorch() {
+    w8a8_fixture("net_mixed", 0.999);
+}
+
+#[test]
+fn searched_net_in_w8a8_tracks_pytorch() {
+    w8a8_fixture("net_searched", 0.999);
+}
+
+#[test]
+fn quadranet25_xxs_at_224_in_w8a8_tracks_pytorch() {
+    w8a8_fixture("quadranet25_xxs", 0.999);
 }

@@ -22,7 +22,7 @@ pub struct Args {
     #[arg(long)]
     preset: Option<String>,
     /// Storage type of the weight matrices.
-    #[arg(long, default_value = "f32", value_parser = parse_dtype)]
+    #[arg(long, default_value = "f32", value_parser = quadra_cpu::parse_dtype)]
     dtype: Dtype,
     /// Write a .qnet model file here.
     #[arg(long, required_unless_present = "emit_rust")]
@@ -39,10 +39,6 @@ pub struct Args {
     /// A JSON object merged into the file's metadata (e.g. a training report).
     #[arg(long)]
     meta: Option<PathBuf>,
-}
-
-fn parse_dtype(s: &str) -> Result<Dtype, String> {
-    Dtype::from_name(s).ok_or_else(|| format!("unknown dtype '{s}': use f32, f16 or int8"))
 }
 
 /// Loads `--config` / `--preset`.

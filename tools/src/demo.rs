@@ -1,4 +1,4 @@
-//! `quadra demo`: the bundled int8 model, compiled in, run through the no_std core over the
+//! `quadra demo`: the bundled w8a8 model, compiled in, run through the no_std core over the
 //! held-out digits.
 
 use std::time::Instant;
@@ -103,7 +103,7 @@ pub fn run(a: Args) -> Result<()> {
         bundled::ARENA_LEN * 4,
         bundled::ARENA_LEN
     );
-    println!("  kernels    {} (no_std core, 1 thread)", kern.isa());
+    println!("  kernels    {} (no_std core, 1 thread)", kern.describe());
     println!(
         "  accuracy   {correct}/{n} = {:.2}%",
         100.0 * correct as f64 / n as f64
@@ -111,8 +111,9 @@ pub fn run(a: Args) -> Result<()> {
     if let (Some(pc), Some(pt)) = (meta["correct"].as_u64(), meta["total"].as_u64()) {
         let diff = correct as i64 - pc as i64;
         println!(
-            "  PyTorch    {pc}/{pt} = {:.2}% (f32, recorded at training time; int8 differs by {diff:+} image(s))",
-            100.0 * pc as f64 / pt as f64
+            "  PyTorch    {pc}/{pt} = {:.2}% (f32, recorded at training time; {} differs by {diff:+} image(s))",
+            100.0 * pc as f64 / pt as f64,
+            file.dtype().name()
         );
     }
     println!(

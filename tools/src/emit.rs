@@ -35,7 +35,7 @@ pub fn module_source(
     let _ = writeln!(s);
     let _ = writeln!(s, "use quadra_core::arch::{{Arch, BlockSpec, Stage}};");
     let _ = writeln!(s, "use quadra_core::format::{{Aligned, QnetFile}};");
-    let _ = writeln!(s, "use quadra_core::{{Error, Model}};");
+    let _ = writeln!(s, "use quadra_core::{{Dtype, Error, Model}};");
     let _ = writeln!(s);
     let _ = writeln!(
         s,
@@ -96,7 +96,13 @@ pub fn module_source(
     );
     let _ = writeln!(
         s,
-        "pub const ARENA_LEN: usize = ARCH.arena_len(INPUT_H, INPUT_W);"
+        "pub const ARENA_LEN: usize = ARCH.arena_len_for(INPUT_H, INPUT_W, 1, Dtype::{});",
+        match dtype {
+            Dtype::F32 => "F32",
+            Dtype::F16 => "F16",
+            Dtype::I8 => "I8",
+            Dtype::W8A8 => "W8A8",
+        }
     );
     let _ = writeln!(s);
     let _ = writeln!(

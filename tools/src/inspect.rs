@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+use quadra_core::Dtype;
 use quadra_cpu::weights::LoadedModel;
 
 #[derive(clap::Args)]
@@ -22,7 +23,7 @@ pub fn run(a: Args) -> Result<()> {
     let m = LoadedModel::load(&a.model)?;
     let arch = m.config.arch();
     let (h, w) = a.input_size;
-    let plan = arch.plan(h, w);
+    let plan = arch.plan_for(h, w, 1, m.weights.dtype());
     let wl = arch.weights_len();
     let dtype = m.weights.dtype();
     let blocks: Vec<Vec<String>> = m
@@ -41,6 +42,17 @@ pub fn run(a: Args) -> Result<()> {
                 .collect()
         })
         .collect();
+    let precision: Vec<Vec<&str>> = m
+        .config
+        .blocks
+        .iter()
+        .zip(m.config.dims)
+        .map(|(s, c)| {
+            s.iter()
+                .map(|b| block_precision(dtype, c, b.expansion as usize, b.is_identity()))
+                .collect()
+        })
+        .collect();
     let flops = 2 * arch.macs(h, w);
     let report = serde_json::json!({
         "file": a.model.display().to_string(),
@@ -50,6 +62,7 @@ pub fn run(a: Args) -> Result<()> {
         "num_classes": m.config.num_classes,
         "dims": m.config.dims,
         "blocks": blocks,
+        "block_precision": precision,
         "parameters": arch.params(),
         "weight_bytes": wl.bytes(dtype),
         "input": [h, w],
@@ -75,11 +88,19 @@ pub fn run(a: Args) -> Result<()> {
         m.config.in_chans, m.config.num_classes
     );
     for (s, st) in blocks.iter().enumerate() {
+        let shown: Vec<String> = st
+            .iter()
+            .zip(&precision[s])
+            .map(|(b, p)| match *p {
+                "-" => b.clone(),
+                p => format!("{b}/{p}"),
+            })
+            .collect();
         println!(
             "  stage {s}    dim {:4}  {} blocks: {}",
             m.config.dims[s],
             st.len(),
-            st.join(" ")
+            shown.join(" ")
         );
     }
     println!("  parameters {}", arch.params());
@@ -100,4 +121,18 @@ pub fn run(a: Args) -> Result<()> {
         println!("  metadata   {}", m.meta);
     }
     Ok(())
+}
+
+/// How a block's pointwise GEMMs compute: `w8a8` (int8 x int8), `int8` (int8 weights
+/// widened to f32), `f16`, `f32`; in a w8a8 file a GEMM computes in int8 when its inner
+/// dimension is a multiple of 4 (PW1: C, PW2: E·C). `-` for identity blocks.
+fn block_precision(dtype: Dtype, c: usize, e: usize, identity: bool) -> &'static str {
+    match dtype {
+        _ if identity => "-",
+        Dtype::W8A8 if c % 4 == 0 => "w8a8",
+        Dtype::W8A8 if (e * c) % 4 == 0 => "int8+w8a8-pw2",
+        Dtype::W8A8 | Dtype::I8 => "int8",
+        Dtype::F16 => "f16",
+        Dtype::F32 => "f32",
+    }
 }

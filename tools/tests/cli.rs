@@ -97,7 +97,12 @@ fn checkpoints_convert_in_every_dtype_and_match_pytorch() {
         let dir = scratch(name);
         let (cfg, x, want, classes) = prepare(name, &dir);
         let weights = fixtures().join(format!("{name}.weights.safetensors"));
-        for (dtype, min_cos) in [("f32", 0.0), ("f16", 0.9999), ("int8", 0.999)] {
+        for (dtype, min_cos) in [
+            ("f32", 0.0),
+            ("f16", 0.9999),
+            ("int8", 0.999),
+            ("w8a8", 0.999),
+        ] {
             let m = dir.join(format!("{dtype}.qnet"));
             let out = ok(&[
                 "convert",
@@ -156,6 +161,25 @@ fn checkpoints_convert_in_every_dtype_and_match_pytorch() {
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["dtype"], "int8");
         assert!(v["arena_bytes"].as_u64().unwrap() > 0 && v["flops"].as_u64().unwrap() > 0);
+        let int8_arena = v["arena_bytes"].as_u64().unwrap();
+        let json = ok(&[
+            "inspect",
+            p(&dir.join("w8a8.qnet")),
+            "--json",
+            "--input-size",
+            "64",
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["dtype"], "w8a8");
+        // The int8 activation rows of the pointwise GEMMs live in the arena too.
+        assert!(v["arena_bytes"].as_u64().unwrap() > int8_arena, "{json}");
+        let precisions: Vec<&str> = v["block_precision"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|st| st.as_array().unwrap().iter().map(|b| b.as_str().unwrap()))
+            .collect();
+        assert!(precisions.contains(&"w8a8"), "{json}");
     }
 }
 
@@ -179,7 +203,9 @@ fn emit_rust_writes_a_module_and_the_bytes() {
         "64",
     ]);
     let src = std::fs::read_to_string(out.join("model.rs")).unwrap();
-    assert!(src.contains("pub const ARENA_LEN: usize = ARCH.arena_len(INPUT_H, INPUT_W);"));
+    assert!(src.contains(
+        "pub const ARENA_LEN: usize = ARCH.arena_len_for(INPUT_H, INPUT_W, 1, Dtype::F16);"
+    ));
     assert!(src.contains("include_bytes!(\"model.qnet\")"));
     assert!(std::fs::metadata(out.join("model.qnet")).unwrap().len() > 1000);
 }

@@ -4,6 +4,7 @@
 
 use core::arch::aarch64::*;
 
+use super::q8::{self, Dot, Q8Args, QuantArgs};
 use super::simd::{self, DwArgs, Elem, GemmArgs, LnArgs, QdwArgs, Simd};
 
 #[derive(Clone, Copy)]
@@ -112,6 +113,106 @@ unsafe impl Simd for Neon {
             core::arch::asm!("prfm pldl2keep, [{0}]", in(reg) p, options(nostack, readonly, preserves_flags));
         }
     }
+    #[inline(always)]
+    unsafe fn abs(a: float32x4_t) -> float32x4_t {
+        vabsq_f32(a)
+    }
+    #[inline(always)]
+    unsafe fn reduce_max(v: float32x4_t) -> f32 {
+        vmaxvq_f32(v)
+    }
+    #[inline(always)]
+    unsafe fn round_even(a: float32x4_t) -> float32x4_t {
+        vrndnq_f32(a)
+    }
+    #[inline(always)]
+    unsafe fn store_i8(p: *mut i8, v: float32x4_t) {
+        let h = vmovn_s32(vcvtnq_s32_f32(v));
+        let b = vmovn_s16(vcombine_s16(h, h));
+        core::ptr::write_unaligned(p as *mut i32, vget_lane_s32::<0>(vreinterpret_s32_s8(b)));
+    }
+    #[inline(always)]
+    unsafe fn load_i32(p: *const i32) -> float32x4_t {
+        vcvtq_f32_s32(vld1q_s32(p))
+    }
+}
+
+/// Four int8 activations of one row in every 32-bit lane.
+#[inline(always)]
+unsafe fn bcast4(p: *const i8) -> int8x16_t {
+    vreinterpretq_s8_s32(vdupq_n_s32(core::ptr::read_unaligned(p as *const i32)))
+}
+
+/// NEON with FEAT_DotProd: `sdot` sums four s8·s8 products into each i32 lane (16 MACs per
+/// instruction); a vector covers 4 columns.
+#[derive(Clone, Copy)]
+pub(crate) struct Sdot;
+
+// SAFETY: NEON and DotProd intrinsics, only reachable from `gemm_q8_sdot` (both enabled);
+// pointers as the trait requires.
+unsafe impl Dot for Sdot {
+    type Acc = int32x4_t;
+    type A = int8x16_t;
+    type B = int8x16_t;
+    const COLS: usize = 4;
+    const OFFSET: bool = false;
+    #[inline(always)]
+    unsafe fn init(_: i32) -> int32x4_t {
+        vdupq_n_s32(0)
+    }
+    #[inline(always)]
+    unsafe fn bcast_a(p: *const i8) -> int8x16_t {
+        bcast4(p)
+    }
+    #[inline(always)]
+    unsafe fn load_b(p: *const i8) -> int8x16_t {
+        vld1q_s8(p)
+    }
+    #[inline(always)]
+    unsafe fn dot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+        vdotq_s32(acc, b, a)
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut i32, acc: int32x4_t) {
+        vst1q_s32(p, acc)
+    }
+}
+
+/// NEON without DotProd: `smull` (i8·i8 into i16, at most 128·127), `addp` of adjacent
+/// products (at most 32512: no i16 overflow), `sadalp` into the i32 lanes. Exact.
+#[derive(Clone, Copy)]
+pub(crate) struct Smull;
+
+// SAFETY: NEON intrinsics, only reachable from `gemm_q8` (NEON enabled); pointers as the
+// trait requires.
+unsafe impl Dot for Smull {
+    type Acc = int32x4_t;
+    type A = int8x16_t;
+    type B = int8x16_t;
+    const COLS: usize = 4;
+    const OFFSET: bool = false;
+    #[inline(always)]
+    unsafe fn init(_: i32) -> int32x4_t {
+        vdupq_n_s32(0)
+    }
+    #[inline(always)]
+    unsafe fn bcast_a(p: *const i8) -> int8x16_t {
+        bcast4(p)
+    }
+    #[inline(always)]
+    unsafe fn load_b(p: *const i8) -> int8x16_t {
+        vld1q_s8(p)
+    }
+    #[inline(always)]
+    unsafe fn dot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+        let lo = vmull_s8(vget_low_s8(a), vget_low_s8(b));
+        let hi = vmull_high_s8(a, b);
+        vpadalq_s16(acc, vpaddq_s16(lo, hi))
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut i32, acc: int32x4_t) {
+        vst1q_s32(p, acc)
+    }
 }
 
 /// # Safety
@@ -162,4 +263,25 @@ pub(crate) unsafe fn dw_row(k: usize, a: &DwArgs) {
 #[target_feature(enable = "neon")]
 pub(crate) unsafe fn block_row(src: *const f32, w: usize, c: usize, k: usize, dst: *mut f32) {
     simd::block_row::<Neon>(src, w, c, k, dst)
+}
+
+/// # Safety
+/// CPU must have NEON; pointers as checked by `q8::quantize_rows`.
+#[target_feature(enable = "neon")]
+pub(crate) unsafe fn quantize_rows(q: &QuantArgs) {
+    q8::quantize::<Neon>(q)
+}
+
+/// # Safety
+/// CPU must have NEON; pointers as checked by `q8::gemm_q8`.
+#[target_feature(enable = "neon")]
+pub(crate) unsafe fn gemm_q8(g: &Q8Args) {
+    q8::gemm::<Smull, Neon, 4, 4>(g)
+}
+
+/// # Safety
+/// CPU must have NEON and FEAT_DotProd; pointers as checked by `q8::gemm_q8`.
+#[target_feature(enable = "neon,dotprod")]
+pub(crate) unsafe fn gemm_q8_sdot(g: &Q8Args) {
+    q8::gemm::<Sdot, Neon, 6, 4>(g)
 }

@@ -10,6 +10,7 @@
 //! `aarch64_neon` instantiate the single generic SIMD body in [`simd`] for their ISA.
 //! The safe functions here validate every length, then dispatch on the [`Kernels`] token.
 
+pub mod q8;
 pub mod scalar;
 pub(crate) mod simd;
 
@@ -38,7 +39,7 @@ fn check_weights_exact(pairs: &[(usize, usize)]) -> Result<(), Error> {
     }
 }
 
-fn check_len(buffer: Buffer, expected: usize, found: usize) -> Result<(), Error> {
+pub(crate) fn check_len(buffer: Buffer, expected: usize, found: usize) -> Result<(), Error> {
     if found < expected {
         Err(Error::Length {
             buffer,
@@ -58,8 +59,14 @@ pub enum Dtype {
     F32,
     /// IEEE half precision (stored as its bits).
     F16,
-    /// Symmetric int8 with one f32 scale per output channel.
+    /// Symmetric int8 with one f32 scale per output channel, widened to f32 in the
+    /// kernels (weight-only quantisation).
     I8,
+    /// int8 weights as [`Dtype::I8`], and the pointwise GEMMs of every block with
+    /// `C % 4 == 0` computed in int8: activations quantised per pixel, int32 sums
+    /// ([`q8`]). Those GEMMs' panels are stored in the dot-product layout
+    /// ([`PackedB::dot_index`]).
+    W8A8,
 }
 
 impl Dtype {
@@ -68,24 +75,26 @@ impl Dtype {
         match self {
             Dtype::F32 => 4,
             Dtype::F16 => 2,
-            Dtype::I8 => 1,
+            Dtype::I8 | Dtype::W8A8 => 1,
         }
     }
 
-    /// Lower-case name: `f32`, `f16`, `int8`.
+    /// Lower-case name: `f32`, `f16`, `int8`, `w8a8`.
     pub const fn name(self) -> &'static str {
         match self {
             Dtype::F32 => "f32",
             Dtype::F16 => "f16",
             Dtype::I8 => "int8",
+            Dtype::W8A8 => "w8a8",
         }
     }
 
+    /// Every dtype, in the order of [`Dtype::name`]'s list.
+    pub const ALL: [Dtype; 4] = [Dtype::F32, Dtype::F16, Dtype::I8, Dtype::W8A8];
+
     /// Parses [`Dtype::name`].
     pub fn from_name(s: &str) -> Option<Dtype> {
-        [Dtype::F32, Dtype::F16, Dtype::I8]
-            .into_iter()
-            .find(|d| d.name() == s)
+        Dtype::ALL.into_iter().find(|d| d.name() == s)
     }
 }
 
@@ -98,6 +107,10 @@ pub enum MatData<'a> {
     F16(&'a [u16]),
     /// int8 values (to be multiplied by the per-channel scale).
     I8(&'a [i8]),
+    /// A whole w8a8 matrix stream ([`Dtype::W8A8`]): int8 values, the block pointwise
+    /// panels in the dot-product layout. Views of single tensors cut from it are
+    /// [`MatData::I8`] (or a dot-layout [`PackedB`]).
+    W8A8(&'a [i8]),
 }
 
 impl<'a> MatData<'a> {
@@ -106,7 +119,7 @@ impl<'a> MatData<'a> {
         match self {
             MatData::F32(v) => v.len(),
             MatData::F16(v) => v.len(),
-            MatData::I8(v) => v.len(),
+            MatData::I8(v) | MatData::W8A8(v) => v.len(),
         }
     }
 
@@ -121,6 +134,7 @@ impl<'a> MatData<'a> {
             MatData::F32(_) => Dtype::F32,
             MatData::F16(_) => Dtype::F16,
             MatData::I8(_) => Dtype::I8,
+            MatData::W8A8(_) => Dtype::W8A8,
         }
     }
 
@@ -130,7 +144,7 @@ impl<'a> MatData<'a> {
         match self {
             MatData::F32(v) => v[i],
             MatData::F16(v) => half::f16::from_bits(v[i]).to_f32(),
-            MatData::I8(v) => v[i] as f32,
+            MatData::I8(v) | MatData::W8A8(v) => v[i] as f32,
         }
     }
 
@@ -141,6 +155,7 @@ impl<'a> MatData<'a> {
             MatData::F32(v) => MatData::F32(v.get(r)?),
             MatData::F16(v) => MatData::F16(v.get(r)?),
             MatData::I8(v) => MatData::I8(v.get(r)?),
+            MatData::W8A8(v) => MatData::W8A8(v.get(r)?),
         })
     }
 }
@@ -148,6 +163,11 @@ impl<'a> MatData<'a> {
 /// Weights of a GEMM, `B[k][n]`, packed in panels of [`PANEL`] columns: panel `p` holds
 /// rows `0..k` of columns `16p..16p+16` contiguously (zero beyond `n`). Column `j` is
 /// multiplied by `scales[j]` (1 for f32 and f16 storage).
+///
+/// An int8 matrix computed in int8 ([`q8::gemm_q8`]) keeps the same panels in the
+/// *dot-product layout* instead: within a panel, four consecutive `kk` of one column sit
+/// side by side (`k % 4 == 0`; see [`PackedB::dot_index`]), the operand order of
+/// `vpdpbusd` and `sdot`. Same length, same panel offsets.
 #[derive(Clone, Copy, Debug)]
 pub struct PackedB<'a> {
     data: MatData<'a>,
@@ -156,6 +176,8 @@ pub struct PackedB<'a> {
     n: usize,
     /// Distance between panels (`K·16` of the matrix this view was cut from).
     pstride: usize,
+    /// Dot-product layout (int8 only).
+    dot: bool,
 }
 
 impl<'a> PackedB<'a> {
@@ -167,13 +189,43 @@ impl<'a> PackedB<'a> {
     /// Wraps already packed data and its per-column scales.
     pub fn new(data: MatData<'a>, scales: &'a [f32], k: usize, n: usize) -> Result<Self, Error> {
         check_weights_exact(&[(Self::packed_len(k, n), data.len()), (n, scales.len())])?;
+        let data = match data {
+            MatData::W8A8(d) => MatData::I8(d),
+            d => d,
+        };
         Ok(PackedB {
             data,
             scales,
             k,
             n,
             pstride: k * PANEL,
+            dot: false,
         })
+    }
+
+    /// Wraps int8 panels packed in the dot-product layout ([`PackedB::dot_index`]), for
+    /// [`q8::gemm_q8`]. `k` must be a multiple of 4.
+    pub fn new_dot(data: &'a [i8], scales: &'a [f32], k: usize, n: usize) -> Result<Self, Error> {
+        if !k.is_multiple_of(4) {
+            return Err(Error::Arch(
+                "an int8-compute GEMM needs an inner dimension that is a multiple of 4",
+            ));
+        }
+        Ok(PackedB {
+            dot: true,
+            ..Self::new(MatData::I8(data), scales, k, n)?
+        })
+    }
+
+    /// Offset of `B[kk][j]` in the dot-product layout of a matrix with inner dimension
+    /// `k` (a multiple of 4): `(j/16)·16k + (kk/4)·64 + (j%16)·4 + kk%4`.
+    pub const fn dot_index(k: usize, kk: usize, j: usize) -> usize {
+        (j / PANEL) * k * PANEL + (kk / 4) * 4 * PANEL + (j % PANEL) * 4 + kk % 4
+    }
+
+    /// Is this the dot-product layout of an int8-compute GEMM?
+    pub const fn is_dot(&self) -> bool {
+        self.dot
     }
 
     /// Columns `j0..j1` (`j0` a multiple of [`PANEL`]): whole panels, no copy.
@@ -192,8 +244,12 @@ impl<'a> PackedB<'a> {
     }
 
     /// Rows `k0..k1` of the inner dimension: the same panels, a shorter k, no copy.
+    /// In the dot-product layout `k0` and `k1 - k0` must be multiples of 4.
     pub fn rows(&self, k0: usize, k1: usize) -> Option<PackedB<'a>> {
         if k0 >= k1 || k1 > self.k {
+            return None;
+        }
+        if self.dot && !(k0.is_multiple_of(4) && (k1 - k0).is_multiple_of(4)) {
             return None;
         }
         let panels = self.n.div_ceil(PANEL);
@@ -244,6 +300,10 @@ impl<'a> PackedB<'a> {
 
     /// Stored element `B[kk][j]` as f32, before the column scale.
     pub fn get(&self, kk: usize, j: usize) -> f32 {
+        if self.dot {
+            let within = (kk / 4) * 4 * PANEL + (j % PANEL) * 4 + kk % 4;
+            return self.data.get((j / PANEL) * self.pstride + within);
+        }
         self.data
             .get((j / PANEL) * self.pstride + kk * PANEL + j % PANEL)
     }
@@ -294,6 +354,17 @@ pub enum Epilogue<'a> {
 }
 
 impl Epilogue<'_> {
+    /// The reference epilogue of column `j`: the new value of an output element that held
+    /// `old`, given its scaled sum `v` (`scales[j]·Σ a·b`).
+    pub fn apply(&self, j: usize, v: f32, old: f32) -> f32 {
+        match *self {
+            Epilogue::Bias(bias) => v + bias[j],
+            Epilogue::BiasGelu(bias) => crate::math::gelu_exact(v + bias[j]),
+            Epilogue::BiasScaleAdd { bias, gamma } => old + gamma[j] * (v + bias[j]),
+            Epilogue::ScaleAdd { gamma } => old + gamma[j] * v,
+        }
+    }
+
     fn check(&self, n: usize) -> Result<(), Error> {
         match self {
             Epilogue::Bias(b) | Epilogue::BiasGelu(b) => check_len(Buffer::Weights, n, b.len()),
@@ -356,7 +427,7 @@ impl<'a> MatMut<'a> {
     }
 }
 
-const fn strided_len(rows: usize, cols: usize, stride: usize) -> usize {
+pub(crate) const fn strided_len(rows: usize, cols: usize, stride: usize) -> usize {
     if rows == 0 {
         0
     } else {
@@ -398,6 +469,11 @@ pub fn gemm(
         out.data.len(),
     )?;
     epi.check(n)?;
+    if b.dot {
+        return Err(Error::Arch(
+            "w8a8 weights (dot-product layout) need quantised activations: use q8::gemm_q8",
+        ));
+    }
     if m == 0 || n == 0 {
         return Ok(());
     }
@@ -421,7 +497,7 @@ pub fn gemm(
     match b.data {
         MatData::F32(d) => simd_gemm(kern, &g, d.as_ptr()),
         MatData::F16(d) => simd_gemm(kern, &g, d.as_ptr()),
-        MatData::I8(d) => simd_gemm(kern, &g, d.as_ptr()),
+        MatData::I8(d) | MatData::W8A8(d) => simd_gemm(kern, &g, d.as_ptr()),
     }
     Ok(())
 }
@@ -481,6 +557,10 @@ impl<'a> QdwWeights<'a> {
         if !matches!(k, 3 | 5 | 7) {
             return Err(Error::Arch("QDW kernel size must be 3, 5 or 7"));
         }
+        let taps = match taps {
+            MatData::W8A8(t) => MatData::I8(t),
+            t => t,
+        };
         check_weights_exact(&[
             (Self::taps_len(k, c), taps.len()),
             (3 * c, scales.len()),
@@ -662,7 +742,7 @@ fn qdw_row_impl(
     match wts.taps {
         MatData::F32(t) => simd_qdw(kern, k, &args, t.as_ptr()),
         MatData::F16(t) => simd_qdw(kern, k, &args, t.as_ptr()),
-        MatData::I8(t) => simd_qdw(kern, k, &args, t.as_ptr()),
+        MatData::I8(t) | MatData::W8A8(t) => simd_qdw(kern, k, &args, t.as_ptr()),
     }
     Ok(())
 }

@@ -2,7 +2,6 @@
 //! Every SIMD path is tested against these.
 
 use super::{Epilogue, PackedB, QdwWeights, CBLOCK};
-use crate::math::gelu_exact;
 
 /// Reference GEMM: `out[i][j] = epi(scale[j]·Σ_kk a[i][kk]·b[kk][j] + bias[j])`,
 /// accumulating in `kk` order.
@@ -24,14 +23,7 @@ pub fn gemm(
                 acc += av * b.get(kk, j);
             }
             let o = &mut out[i * ldo + j];
-            match epi {
-                Epilogue::Bias(bias) => *o = acc * scales[j] + bias[j],
-                Epilogue::BiasGelu(bias) => *o = gelu_exact(acc * scales[j] + bias[j]),
-                Epilogue::BiasScaleAdd { bias, gamma } => {
-                    *o += gamma[j] * (acc * scales[j] + bias[j])
-                }
-                Epilogue::ScaleAdd { gamma } => *o += gamma[j] * (acc * scales[j]),
-            }
+            *o = epi.apply(j, acc * scales[j], *o);
         }
     }
 }

@@ -44,6 +44,16 @@ pub(crate) unsafe trait Simd {
     /// Asks for the cache line at `p` to be brought into L2 (a hint: never faults, any
     /// address).
     unsafe fn prefetch_l2(p: *const u8);
+    /// `|a|`.
+    unsafe fn abs(a: Self::V) -> Self::V;
+    /// Largest lane.
+    unsafe fn reduce_max(v: Self::V) -> f32;
+    /// Each lane rounded to the nearest integer, ties to even (as `libm::rintf`).
+    unsafe fn round_even(a: Self::V) -> Self::V;
+    /// Stores `LANES` lanes holding integers in `-127..=127` as int8.
+    unsafe fn store_i8(p: *mut i8, v: Self::V);
+    /// Loads `LANES` int32 values, converted to f32.
+    unsafe fn load_i32(p: *const i32) -> Self::V;
 }
 
 /// A weight storage element the kernels widen to f32 on load.
@@ -109,7 +119,7 @@ unsafe fn st<S: Simd, const FULL: bool>(p: *mut f32, v: S::V, n: usize) {
 }
 
 #[inline(always)]
-unsafe fn ld_any<S: Simd>(p: *const f32, n: usize) -> S::V {
+pub(crate) unsafe fn ld_any<S: Simd>(p: *const f32, n: usize) -> S::V {
     if n == S::LANES {
         S::load(p)
     } else {
@@ -118,7 +128,7 @@ unsafe fn ld_any<S: Simd>(p: *const f32, n: usize) -> S::V {
 }
 
 #[inline(always)]
-unsafe fn st_any<S: Simd>(p: *mut f32, v: S::V, n: usize) {
+pub(crate) unsafe fn st_any<S: Simd>(p: *mut f32, v: S::V, n: usize) {
     if n == S::LANES {
         S::store(p, v)
     } else {
@@ -371,7 +381,11 @@ impl EpiPtrs {
         }
     }
 
-    unsafe fn offset(self, j: usize) -> Self {
+    /// The epilogue of columns `j..`.
+    ///
+    /// # Safety
+    /// `j` within the columns the pointers were checked for.
+    pub(crate) unsafe fn offset(self, j: usize) -> Self {
         EpiPtrs {
             kind: self.kind,
             bias: if self.bias.is_null() {
@@ -403,8 +417,8 @@ pub(crate) struct GemmArgs {
     pub ldo: usize,
 }
 
-/// Widest GEMM tile, in columns.
-const TILE_COLS: usize = 64;
+/// Widest GEMM tile, in columns (the stride of the stack tile the epilogue reads).
+pub(crate) const TILE_COLS: usize = 64;
 
 /// Weight panels walked a cache line at a time and hinted into L2: while a column tile
 /// computes, its row tiles pull in the next column tile's panels, so the next tile's first
@@ -604,11 +618,28 @@ unsafe fn tile<S: Simd, W: Elem, const M: usize, const NV: usize>(
             S::store(tp.add(i * TILE_COLS + j * S::LANES), *v);
         }
     }
-    let (epi, ldo) = (t.epi, t.ldo);
+    epilogue::<S, M>(tp, t.cols, t.scales, t.epi, out, t.ldo);
+}
+
+/// The epilogue of an `M`-row GEMM tile parked at `tp` (rows [`TILE_COLS`] apart), `cols`
+/// columns: `out = epi(tile · scales + bias)` (see [`super::Epilogue`]), a vector at a time.
+///
+/// # Safety
+/// `tp` valid for `M` rows of `cols` (rounded up to `LANES`) floats; `scales` and the
+/// epilogue's pointers for `cols`; `out` for `M` rows of `cols`, `ldo` apart.
+#[inline(always)]
+pub(crate) unsafe fn epilogue<S: Simd, const M: usize>(
+    tp: *const f32,
+    cols: usize,
+    scales: *const f32,
+    epi: EpiPtrs,
+    out: *mut f32,
+    ldo: usize,
+) {
     let mut c0 = 0;
-    while c0 < t.cols {
-        let nv = (t.cols - c0).min(S::LANES);
-        let scale = ld_any::<S>(t.scales.add(c0), nv);
+    while c0 < cols {
+        let nv = (cols - c0).min(S::LANES);
+        let scale = ld_any::<S>(scales.add(c0), nv);
         let bias = if epi.bias.is_null() {
             S::zero()
         } else {

@@ -5,6 +5,7 @@
 
 use core::arch::x86_64::*;
 
+use super::q8::{self, Dot, Q8Args, QuantArgs};
 use super::simd::{self, DwArgs, Elem, GemmArgs, LnArgs, QdwArgs, Simd};
 
 #[derive(Clone, Copy)]
@@ -103,6 +104,72 @@ unsafe impl Simd for Avx2 {
     unsafe fn prefetch_l2(p: *const u8) {
         _mm_prefetch::<_MM_HINT_T1>(p.cast());
     }
+    #[inline(always)]
+    unsafe fn abs(a: __m256) -> __m256 {
+        _mm256_andnot_ps(_mm256_set1_ps(-0.0), a)
+    }
+    #[inline(always)]
+    unsafe fn reduce_max(v: __m256) -> f32 {
+        let s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_max_ss(s, _mm_shuffle_ps::<1>(s, s)))
+    }
+    #[inline(always)]
+    unsafe fn round_even(a: __m256) -> __m256 {
+        _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a)
+    }
+    #[inline(always)]
+    unsafe fn store_i8(p: *mut i8, v: __m256) {
+        let i = _mm256_cvtps_epi32(v);
+        let w = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256::<1>(i));
+        _mm_storel_epi64(p as *mut __m128i, _mm_packs_epi16(w, w));
+    }
+    #[inline(always)]
+    unsafe fn load_i32(p: *const i32) -> __m256 {
+        _mm256_cvtepi32_ps(_mm256_loadu_si256(p as *const __m256i))
+    }
+}
+
+/// The exact AVX2 int8 product: both operands sign-extended to i16 and multiplied with
+/// `vpmaddwd` (i16·i16 pairs summed into i32: no saturation, unlike `vpmaddubsw`). A
+/// vector covers 4 columns; its 8 lanes hold each column's two pair sums, added at the
+/// end.
+#[derive(Clone, Copy)]
+pub(crate) struct Madd;
+
+// SAFETY: AVX2 intrinsics, only reachable from the leaves below (AVX2 enabled); pointers
+// as the trait requires.
+unsafe impl Dot for Madd {
+    type Acc = __m256i;
+    type A = __m256i;
+    type B = __m256i;
+    const COLS: usize = 4;
+    const OFFSET: bool = false;
+    #[inline(always)]
+    unsafe fn init(_: i32) -> __m256i {
+        _mm256_setzero_si256()
+    }
+    #[inline(always)]
+    unsafe fn bcast_a(p: *const i8) -> __m256i {
+        // a0 a1 a2 a3, four times, as i16.
+        _mm256_cvtepi8_epi16(_mm_set1_epi32((p as *const i32).read_unaligned()))
+    }
+    #[inline(always)]
+    unsafe fn load_b(p: *const i8) -> __m256i {
+        _mm256_cvtepi8_epi16(_mm_loadu_si128(p as *const __m128i))
+    }
+    #[inline(always)]
+    unsafe fn dot(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut i32, acc: __m256i) {
+        // Lanes (2c, 2c + 1) are column c's halves: columns 0, 1 in the low 128 bits,
+        // 2, 3 in the high.
+        let h = _mm256_hadd_epi32(acc, acc);
+        _mm_storel_epi64(p as *mut __m128i, _mm256_castsi256_si128(h));
+        _mm_storel_epi64(p.add(2) as *mut __m128i, _mm256_extracti128_si256::<1>(h));
+    }
 }
 
 /// # Safety
@@ -153,4 +220,18 @@ pub(crate) unsafe fn dw_row(k: usize, a: &DwArgs) {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn block_row(src: *const f32, w: usize, c: usize, k: usize, dst: *mut f32) {
     simd::block_row::<Avx2>(src, w, c, k, dst)
+}
+
+/// # Safety
+/// CPU must have AVX2, FMA and F16C; pointers as checked by `q8::quantize_rows`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn quantize_rows(q: &QuantArgs) {
+    q8::quantize::<Avx2>(q)
+}
+
+/// # Safety
+/// CPU must have AVX2, FMA and F16C; pointers as checked by `q8::gemm_q8`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn gemm_q8(g: &Q8Args) {
+    q8::gemm::<Madd, Avx2, 2, 4>(g)
 }

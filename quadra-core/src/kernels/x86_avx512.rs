@@ -5,6 +5,7 @@
 
 use core::arch::x86_64::*;
 
+use super::q8::{self, Dot, Q8Args, QuantArgs};
 use super::simd::{self, DwArgs, Elem, GemmArgs, LnArgs, QdwArgs, Simd};
 
 #[derive(Clone, Copy)]
@@ -98,8 +99,70 @@ unsafe impl Simd for Avx512 {
     unsafe fn prefetch_l2(p: *const u8) {
         _mm_prefetch::<_MM_HINT_T1>(p.cast());
     }
+    #[inline(always)]
+    unsafe fn abs(a: __m512) -> __m512 {
+        _mm512_abs_ps(a)
+    }
+    #[inline(always)]
+    unsafe fn reduce_max(v: __m512) -> f32 {
+        _mm512_reduce_max_ps(v)
+    }
+    #[inline(always)]
+    unsafe fn round_even(a: __m512) -> __m512 {
+        _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a)
+    }
+    #[inline(always)]
+    unsafe fn store_i8(p: *mut i8, v: __m512) {
+        _mm_storeu_si128(
+            p as *mut __m128i,
+            _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(v)),
+        )
+    }
+    #[inline(always)]
+    unsafe fn load_i32(p: *const i32) -> __m512 {
+        _mm512_cvtepi32_ps(_mm512_loadu_si512(p as *const __m512i))
+    }
 }
 
+/// AVX-512 VNNI: `vpdpbusd` multiplies u8 by s8 in groups of four into i32 lanes (64 MACs
+/// per instruction). The weights become the u8 operand (`b ^ 0x80` = `b + 128` on load)
+/// and the activations the s8 one, broadcast from memory; the accumulators start at
+/// `-128·Σa` to cancel the offset. A vector covers one whole panel (16 columns).
+#[derive(Clone, Copy)]
+pub(crate) struct Vnni;
+
+// SAFETY: AVX-512F/BW/VNNI intrinsics, only reachable from `gemm_q8_vnni` (those features
+// enabled); pointers as the trait requires.
+unsafe impl Dot for Vnni {
+    type Acc = __m512i;
+    type A = __m512i;
+    type B = __m512i;
+    const COLS: usize = 16;
+    const OFFSET: bool = true;
+    #[inline(always)]
+    unsafe fn init(v: i32) -> __m512i {
+        _mm512_set1_epi32(v)
+    }
+    #[inline(always)]
+    unsafe fn bcast_a(p: *const i8) -> __m512i {
+        _mm512_set1_epi32((p as *const i32).read_unaligned())
+    }
+    #[inline(always)]
+    unsafe fn load_b(p: *const i8) -> __m512i {
+        _mm512_xor_si512(
+            _mm512_loadu_si512(p as *const __m512i),
+            _mm512_set1_epi32(0x8080_8080u32 as i32),
+        )
+    }
+    #[inline(always)]
+    unsafe fn dot(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+        _mm512_dpbusd_epi32(acc, b, a)
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut i32, acc: __m512i) {
+        _mm512_storeu_si512(p as *mut __m512i, acc)
+    }
+}
 /// # Safety
 /// CPU must have AVX-512F; lengths as checked by `kernels::gemm`.
 #[target_feature(enable = "avx512f")]
@@ -148,4 +211,19 @@ pub(crate) unsafe fn dw_row(k: usize, a: &DwArgs) {
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn block_row(src: *const f32, w: usize, c: usize, k: usize, dst: *mut f32) {
     simd::block_row::<Avx512>(src, w, c, k, dst)
+}
+
+/// # Safety
+/// CPU must have AVX-512F; pointers as checked by `q8::quantize_rows`.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn quantize_rows(q: &QuantArgs) {
+    q8::quantize::<Avx512>(q)
+}
+
+/// # Safety
+/// CPU must have AVX-512F, AVX-512BW and AVX-512 VNNI; pointers as checked by
+/// `q8::gemm_q8`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub(crate) unsafe fn gemm_q8_vnni(g: &Q8Args) {
+    q8::gemm::<Vnni, Avx512, 6, 4>(g)
 }

@@ -1,0 +1,609 @@
+//! int8 compute for the pointwise GEMMs (the `w8a8` dtype): activations quantised per row
+//! (one scale per pixel), int8 × int8 products summed exactly in int32, and the f32
+//! epilogue of [`super::gemm`] applied while the tile is still hot.
+//!
+//! The contract, which [`quantize_rows_ref`] and [`gemm_q8_ref`] define and every ISA
+//! reproduces bit for bit in its integers:
+//!
+//! * **Quantise** a row `x` of `k` floats: `amax = max|x|`, `scale = amax / 127`,
+//!   `q = clamp(rint(x · (127 / amax)), -127, 127)` (round half to even), `sum = Σ q`. A row
+//!   of zeros gets scale 0; a row holding a NaN or an infinity gets scale NaN, so every
+//!   output computed from it is NaN rather than silently finite.
+//! * **Multiply**: `acc[i][j] = Σ_kk q[i][kk] · B[kk][j]`, exact in int32 for every `k` the
+//!   architecture allows (`|acc| <= 131072 · 127 · 128 < 2^31`).
+//! * **Epilogue**: `v = ((acc as f32) · scale[i]) · colscale[j]`, then the [`Epilogue`]
+//!   exactly as the f32 GEMM applies it to its `Σ a·b` (bias, GELU, layer scale, residual).
+//!
+//! How each ISA gets the exact int32 sums:
+//!
+//! | path | instruction | scheme |
+//! |---|---|---|
+//! | AVX-512 VNNI | `vpdpbusd` (64 MACs) | weights offset to u8 (`b ^ 0x80` = `b + 128`) on load, activations s8 broadcast from memory; the accumulators start at `-128 · Σ q`, so the offset cancels (wrapping int32 arithmetic is exact modulo 2^32, and the true sum fits) |
+//! | AVX2 (and AVX-512 without VNNI) | `vpmaddwd` (16 MACs) | both operands sign-extended to i16: products fit in i16 · i16 → i32 pairs, no saturation (`vpmaddubsw` would saturate its u8 · s8 pair sums, so it is not used) |
+//! | NEON + DotProd | `sdot` (16 MACs) | s8 · s8 directly |
+//! | NEON | `smull` + `addp` + `sadalp` | i8 · i8 products in i16, pairs added in i16 (`|2 · 127 · 128| < 2^15`), widened into i32 |
+//!
+//! The weights are stored in the dot-product layout ([`PackedB::dot_index`]): four
+//! consecutive `kk` of a column side by side, so one 32-bit lane of a vector holds what
+//! one `vpdpbusd`/`sdot` lane consumes.
+
+use super::simd::{self, EpiPtrs, Simd, TILE_COLS};
+use super::{check_len, strided_len, Epilogue, Kernels, MatMut, PackedB, PANEL};
+use crate::error::{Buffer, Error};
+use crate::isa::Isa;
+use crate::weights::vec_pad;
+
+/// Largest inner dimension of an int8 GEMM: the int32 sums stay exact up to here.
+pub const MAX_K: usize = 1 << 17;
+
+/// Scratch floats for `rows` quantised rows of `cols` ([`rows_in`]): the scales, the sums,
+/// and the int8 values four to a float.
+pub const fn scratch_len(rows: usize, cols: usize) -> usize {
+    2 * vec_pad(rows) + vec_pad((rows * cols).div_ceil(4))
+}
+
+/// Carves [`QRowsMut`] for `rows x cols` out of f32 scratch (at least
+/// [`scratch_len`]`(rows, cols)` floats).
+pub fn rows_in(buf: &mut [f32], rows: usize, cols: usize) -> Result<QRowsMut<'_>, Error> {
+    check_len(Buffer::Scratch, scratch_len(rows, cols), buf.len())?;
+    let (scales, rest) = buf.split_at_mut(vec_pad(rows));
+    let (sums, rest) = rest.split_at_mut(vec_pad(rows));
+    let q = &mut rest[..vec_pad((rows * cols).div_ceil(4))];
+    // SAFETY: i32 has the size and alignment of f32 and every bit pattern of either is a
+    // valid value of the other; the new slice covers exactly the floats of `sums`, whose
+    // borrow it takes over.
+    let sums = unsafe { core::slice::from_raw_parts_mut(sums.as_mut_ptr().cast::<i32>(), rows) };
+    // SAFETY: i8 has alignment 1 and every bit pattern is valid; `rows·cols <= 4·q.len()`
+    // bytes lie inside `q`, whose borrow the new slice takes over.
+    let q = unsafe { core::slice::from_raw_parts_mut(q.as_mut_ptr().cast::<i8>(), rows * cols) };
+    Ok(QRowsMut {
+        q,
+        scales: &mut scales[..rows],
+        sums,
+        rows,
+        cols,
+    })
+}
+
+/// Quantised activation rows (dense, `rows x cols`), their scales and their sums.
+#[derive(Clone, Copy, Debug)]
+pub struct QRows<'a> {
+    /// `rows · cols` int8 values, row-major.
+    pub q: &'a [i8],
+    /// Per-row scale (`max|x| / 127`).
+    pub scales: &'a [f32],
+    /// Per-row sum of `q`.
+    pub sums: &'a [i32],
+    /// Rows.
+    pub rows: usize,
+    /// Columns (the GEMM's inner dimension).
+    pub cols: usize,
+}
+
+/// The mutable counterpart of [`QRows`], written by [`quantize_rows`].
+#[derive(Debug)]
+pub struct QRowsMut<'a> {
+    /// `rows · cols` int8 values, row-major.
+    pub q: &'a mut [i8],
+    /// Per-row scale.
+    pub scales: &'a mut [f32],
+    /// Per-row sum of `q`.
+    pub sums: &'a mut [i32],
+    /// Rows.
+    pub rows: usize,
+    /// Columns.
+    pub cols: usize,
+}
+
+impl QRowsMut<'_> {
+    /// The read-only view.
+    pub fn as_ref(&self) -> QRows<'_> {
+        QRows {
+            q: self.q,
+            scales: self.scales,
+            sums: self.sums,
+            rows: self.rows,
+            cols: self.cols,
+        }
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        check_len(Buffer::Scratch, self.rows * self.cols, self.q.len())?;
+        check_len(Buffer::Scratch, self.rows, self.scales.len())?;
+        check_len(Buffer::Scratch, self.rows, self.sums.len())
+    }
+}
+
+impl QRows<'_> {
+    fn check(&self) -> Result<(), Error> {
+        check_len(Buffer::Activation, self.rows * self.cols, self.q.len())?;
+        check_len(Buffer::Activation, self.rows, self.scales.len())?;
+        check_len(Buffer::Activation, self.rows, self.sums.len())
+    }
+}
+
+/// The scale and inverse scale of a row from its `max|x|` and whether it held a NaN or an
+/// infinity: `(amax / 127, 127 / amax)`, `(0, 0)` for zeros, `(NaN, 0)` if not finite.
+#[inline(always)]
+pub(crate) fn row_scale(amax: f32, finite: bool) -> (f32, f32) {
+    if !finite || !amax.is_finite() {
+        (f32::NAN, 0.0)
+    } else if amax == 0.0 {
+        (0.0, 0.0)
+    } else {
+        (amax / 127.0, 127.0 / amax)
+    }
+}
+
+/// Reference quantisation of one row (see the module docs); returns `(scale, sum)`.
+pub fn quantize_row_ref(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let (scale, inv) = row_scale(amax, x.iter().all(|v| v.is_finite()));
+    let mut sum = 0i32;
+    for (o, &v) in q.iter_mut().zip(x) {
+        let r = libm::rintf(v * inv).clamp(-127.0, 127.0) as i32;
+        *o = r as i8;
+        sum += r;
+    }
+    (scale, sum)
+}
+
+/// Reference [`quantize_rows`].
+pub fn quantize_rows_ref(a: &[f32], lda: usize, out: &mut QRowsMut<'_>) {
+    let (m, k) = (out.rows, out.cols);
+    for i in 0..m {
+        let (s, sum) = quantize_row_ref(&a[i * lda..i * lda + k], &mut out.q[i * k..(i + 1) * k]);
+        out.scales[i] = s;
+        out.sums[i] = sum;
+    }
+}
+
+/// Quantises the `rows x cols` f32 rows of `a` (row `i` at `a[i·lda..]`) into `out`.
+pub fn quantize_rows(
+    kern: Kernels,
+    a: &[f32],
+    lda: usize,
+    out: &mut QRowsMut<'_>,
+) -> Result<(), Error> {
+    out.check()?;
+    let (m, k) = (out.rows, out.cols);
+    if lda < k {
+        return Err(Error::Length {
+            buffer: Buffer::Activation,
+            expected: k,
+            found: lda,
+        });
+    }
+    check_len(Buffer::Activation, strided_len(m, k, lda), a.len())?;
+    if m == 0 {
+        return Ok(());
+    }
+    let q = QuantArgs {
+        a: a.as_ptr(),
+        lda,
+        m,
+        k,
+        q: out.q.as_mut_ptr(),
+        scales: out.scales.as_mut_ptr(),
+        sums: out.sums.as_mut_ptr(),
+    };
+    match kern.isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the token proves AVX2+FMA+F16C; every length behind `q` checked above.
+        Isa::Avx2 => unsafe { super::x86_avx2::quantize_rows(&q) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the token proves AVX-512F; lengths checked above.
+        Isa::Avx512 => unsafe { super::x86_avx512::quantize_rows(&q) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: the token proves NEON; lengths checked above.
+        Isa::Neon => unsafe { super::aarch64_neon::quantize_rows(&q) },
+        _ => quantize_rows_ref(a, lda, out),
+    }
+    Ok(())
+}
+
+/// Reference int32 product `acc[i][j] = Σ q[i][kk]·B[kk][j]` (dense `m x n` output).
+pub fn gemm_q8_i32_ref(a: QRows<'_>, b: PackedB<'_>, out: &mut [i32]) {
+    let (m, k, n) = (a.rows, a.cols, b.n());
+    for i in 0..m {
+        for j in 0..n {
+            let mut acc = 0i32;
+            for kk in 0..k {
+                acc += a.q[i * k + kk] as i32 * b.get(kk, j) as i32;
+            }
+            out[i * n + j] = acc;
+        }
+    }
+}
+
+/// Reference [`gemm_q8`]: the int32 sums of [`gemm_q8_i32_ref`], then the epilogue in the
+/// order the module docs give.
+pub fn gemm_q8_ref(a: QRows<'_>, b: PackedB<'_>, epi: Epilogue<'_>, out: &mut [f32], ldo: usize) {
+    let (m, k, n, cs) = (a.rows, a.cols, b.n(), b.scales());
+    for i in 0..m {
+        for j in 0..n {
+            let mut acc = 0i32;
+            for kk in 0..k {
+                acc += a.q[i * k + kk] as i32 * b.get(kk, j) as i32;
+            }
+            let v = (acc as f32 * a.scales[i]) * cs[j];
+            let o = &mut out[i * ldo + j];
+            *o = epi.apply(j, v, *o);
+        }
+    }
+}
+
+fn check_q8(a: &QRows<'_>, b: &PackedB<'_>) -> Result<(), Error> {
+    a.check()?;
+    if !b.is_dot() {
+        return Err(Error::Arch(
+            "the int8 GEMM needs w8a8 weights packed in the dot-product layout",
+        ));
+    }
+    if a.cols != b.k() {
+        return Err(Error::Length {
+            buffer: Buffer::Activation,
+            expected: b.k(),
+            found: a.cols,
+        });
+    }
+    if b.k() > MAX_K {
+        return Err(Error::Arch("int8 GEMM inner dimension above 131072"));
+    }
+    Ok(())
+}
+
+/// `out = epilogue(int8 A · int8 B)` (see the module docs): `a` quantised by
+/// [`quantize_rows`], `b` in the dot-product layout.
+pub fn gemm_q8(
+    kern: Kernels,
+    a: QRows<'_>,
+    b: PackedB<'_>,
+    epi: Epilogue<'_>,
+    out: MatMut<'_>,
+) -> Result<(), Error> {
+    check_q8(&a, &b)?;
+    let (m, n) = (a.rows, b.n());
+    if out.rows != m || out.cols != n || out.stride < n {
+        return Err(Error::Length {
+            buffer: Buffer::Output,
+            expected: n,
+            found: out.cols,
+        });
+    }
+    check_len(
+        Buffer::Output,
+        strided_len(m, n, out.stride),
+        out.data.len(),
+    )?;
+    epi.check(n)?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if kern.isa() == Isa::Scalar {
+        gemm_q8_ref(a, b, epi, out.data, out.stride);
+        return Ok(());
+    }
+    let g = Q8Args::new(
+        &a,
+        &b,
+        Q8Out::F32 {
+            out: out.data.as_mut_ptr(),
+            ldo: out.stride,
+            epi: EpiPtrs::new(epi),
+        },
+    );
+    dispatch(kern, &g);
+    Ok(())
+}
+
+/// The int32 sums alone (`out` dense `m x n`): what every ISA must agree on bit for bit.
+pub fn gemm_q8_i32(
+    kern: Kernels,
+    a: QRows<'_>,
+    b: PackedB<'_>,
+    out: &mut [i32],
+) -> Result<(), Error> {
+    check_q8(&a, &b)?;
+    let (m, n) = (a.rows, b.n());
+    check_len(Buffer::Output, m * n, out.len())?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if kern.isa() == Isa::Scalar {
+        gemm_q8_i32_ref(a, b, out);
+        return Ok(());
+    }
+    let g = Q8Args::new(
+        &a,
+        &b,
+        Q8Out::I32 {
+            out: out.as_mut_ptr(),
+            ldo: n,
+        },
+    );
+    dispatch(kern, &g);
+    Ok(())
+}
+
+fn dispatch(kern: Kernels, g: &Q8Args) {
+    match (kern.isa(), kern.int8_dot()) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the token proves AVX2+FMA+F16C (an AVX-512 token without VNNI: AVX-512F,
+        // and every AVX-512F CPU has AVX2, FMA and F16C, which `quadra-cpu` checks too);
+        // `gemm_q8`/`gemm_q8_i32` checked every length behind the pointers in `g`.
+        (Isa::Avx2, _) | (Isa::Avx512, false) => unsafe { super::x86_avx2::gemm_q8(g) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the token proves AVX-512F with VNNI and BW; lengths checked by the caller.
+        (Isa::Avx512, true) => unsafe { super::x86_avx512::gemm_q8_vnni(g) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: the token proves NEON with FEAT_DotProd; lengths checked by the caller.
+        (Isa::Neon, true) => unsafe { super::aarch64_neon::gemm_q8_sdot(g) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: the token proves NEON; lengths checked by the caller.
+        (Isa::Neon, false) => unsafe { super::aarch64_neon::gemm_q8(g) },
+        // Scalar is handled by the callers; an ISA of another architecture cannot be held.
+        _ => {}
+    }
+}
+
+/// Raw form of one quantisation call, built by [`quantize_rows`] after validation.
+pub(crate) struct QuantArgs {
+    pub a: *const f32,
+    pub lda: usize,
+    pub m: usize,
+    pub k: usize,
+    pub q: *mut i8,
+    pub scales: *mut f32,
+    pub sums: *mut i32,
+}
+
+/// Quantises every row (the contract of [`quantize_rows_ref`]), a vector at a time. The
+/// rounded values are integers of magnitude at most 127, so their f32 sum is exact for
+/// `k <= 2^17` (below 2^24).
+///
+/// # Safety
+/// Pointers as checked by [`quantize_rows`]; the leaf's ISA available.
+#[inline(always)]
+pub(crate) unsafe fn quantize<S: Simd>(g: &QuantArgs) {
+    let l = S::LANES;
+    for i in 0..g.m {
+        let x = g.a.add(i * g.lda);
+        let mut amax = S::zero();
+        // `x - x` is 0 for a finite x and NaN otherwise: one NaN poisons the sum.
+        let mut bad = S::zero();
+        let mut c = 0;
+        while c < g.k {
+            let n = (g.k - c).min(l);
+            let v = simd::ld_any::<S>(x.add(c), n);
+            amax = S::max(amax, S::abs(v));
+            bad = S::add(bad, S::sub(v, v));
+            c += n;
+        }
+        let (scale, inv) = row_scale(S::reduce_max(amax), S::reduce_add(bad) == 0.0);
+        let (inv, lo, hi) = (S::splat(inv), S::splat(-127.0), S::splat(127.0));
+        let q = g.q.add(i * g.k);
+        let mut sum = S::zero();
+        let mut c = 0;
+        while c < g.k {
+            let n = (g.k - c).min(l);
+            let v = simd::ld_any::<S>(x.add(c), n);
+            let r = S::min(S::max(S::round_even(S::mul(v, inv)), lo), hi);
+            sum = S::add(sum, r);
+            if n == l {
+                S::store_i8(q.add(c), r);
+            } else {
+                let mut tmp = [0i8; 16];
+                S::store_i8(tmp.as_mut_ptr(), r);
+                core::ptr::copy_nonoverlapping(tmp.as_ptr(), q.add(c), n);
+            }
+            c += n;
+        }
+        *g.scales.add(i) = scale;
+        *g.sums.add(i) = S::reduce_add(sum) as i32;
+    }
+}
+
+/// Where an int8 GEMM's results go.
+#[derive(Clone, Copy)]
+pub(crate) enum Q8Out {
+    /// The raw int32 sums, row `i` at `out + i·ldo`.
+    I32 { out: *mut i32, ldo: usize },
+    /// Dequantised and through the epilogue.
+    F32 {
+        out: *mut f32,
+        ldo: usize,
+        epi: EpiPtrs,
+    },
+}
+
+/// Raw form of one int8 GEMM, built by [`gemm_q8`] / [`gemm_q8_i32`] after validation.
+pub(crate) struct Q8Args {
+    pub a: *const i8,
+    pub a_scales: *const f32,
+    pub a_sums: *const i32,
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub b: *const i8,
+    pub pstride: usize,
+    pub b_scales: *const f32,
+    pub out: Q8Out,
+}
+
+impl Q8Args {
+    fn new(a: &QRows<'_>, b: &PackedB<'_>, out: Q8Out) -> Self {
+        let bp = match b.data() {
+            super::MatData::I8(d) | super::MatData::W8A8(d) => d.as_ptr(),
+            // `PackedB::new_dot` only wraps int8.
+            _ => core::ptr::null(),
+        };
+        Q8Args {
+            a: a.q.as_ptr(),
+            a_scales: a.scales.as_ptr(),
+            a_sums: a.sums.as_ptr(),
+            m: a.rows,
+            k: a.cols,
+            n: b.n(),
+            b: bp,
+            pstride: b.panel_stride(),
+            b_scales: b.scales().as_ptr(),
+            out,
+        }
+    }
+}
+
+/// One ISA's int8 dot-product step: an accumulator vector of int32 sums for `COLS`
+/// columns, fed four `kk` at a time.
+///
+/// # Safety
+/// Only callable where the ISA is available (inside its leaf); pointers valid for the
+/// bytes each method reads or writes.
+pub(crate) unsafe trait Dot {
+    type Acc: Copy;
+    type A: Copy;
+    type B: Copy;
+    /// Columns one B vector covers (`4·COLS` bytes of a dot-layout panel).
+    const COLS: usize;
+    /// Does [`Dot::dot`] sum `(b + 128)·a`, so that the accumulators must start at
+    /// `-128·Σa` ([`Dot::init`])?
+    const OFFSET: bool;
+    /// The accumulator at the start of a row: `v` in every column (only used with
+    /// `OFFSET`), else zero.
+    unsafe fn init(v: i32) -> Self::Acc;
+    /// Four int8 activations of one row, ready to meet every column.
+    unsafe fn bcast_a(p: *const i8) -> Self::A;
+    /// `4·COLS` bytes of a dot-layout panel.
+    unsafe fn load_b(p: *const i8) -> Self::B;
+    /// `acc + Σ_{t<4} a[t]·b[col][t]` for each of the `COLS` columns.
+    unsafe fn dot(acc: Self::Acc, a: Self::A, b: Self::B) -> Self::Acc;
+    /// Writes the `COLS` int32 sums.
+    unsafe fn store(p: *mut i32, acc: Self::Acc);
+}
+
+/// The int8 GEMM: column tiles of `NV` vectors (`NV·COLS` columns, whole panels) outer,
+/// row tiles of `MR` rows inner, the weights of a column tile staying in L1 while the
+/// activation rows stream through.
+///
+/// # Safety
+/// Pointers as checked by [`gemm_q8`]; `D` and `S` available; `NV·COLS <= 64` and a
+/// multiple of [`PANEL`].
+#[inline(always)]
+pub(crate) unsafe fn gemm<D: Dot, S: Simd, const MR: usize, const NV: usize>(g: &Q8Args) {
+    let tile_cols = NV * D::COLS;
+    let mut j0 = 0;
+    while j0 < g.n {
+        let cols = (g.n - j0).min(tile_cols);
+        // Whole panels: the stack tile then holds whole vectors of every width.
+        match cols.div_ceil(PANEL) * (PANEL / D::COLS) {
+            1 if NV > 1 => gemm_cols::<D, S, MR, 1>(g, j0, cols),
+            2 if NV > 2 => gemm_cols::<D, S, MR, 2>(g, j0, cols),
+            3 if NV > 3 => gemm_cols::<D, S, MR, 3>(g, j0, cols),
+            _ => gemm_cols::<D, S, MR, NV>(g, j0, cols),
+        }
+        j0 += cols;
+    }
+}
+
+#[inline(always)]
+unsafe fn gemm_cols<D: Dot, S: Simd, const MR: usize, const NV: usize>(
+    g: &Q8Args,
+    j0: usize,
+    cols: usize,
+) {
+    let mut i0 = 0;
+    while i0 + MR <= g.m {
+        tile::<D, S, MR, NV>(g, i0, j0, cols);
+        i0 += MR;
+    }
+    if MR > 4 && i0 + 4 <= g.m {
+        tile::<D, S, 4, NV>(g, i0, j0, cols);
+        i0 += 4;
+    }
+    if MR > 2 && i0 + 2 <= g.m {
+        tile::<D, S, 2, NV>(g, i0, j0, cols);
+        i0 += 2;
+    }
+    while i0 < g.m {
+        tile::<D, S, 1, NV>(g, i0, j0, cols);
+        i0 += 1;
+    }
+}
+
+/// One `M x (NV·COLS)` tile: the int32 sums in registers over the whole inner dimension,
+/// then parked on the stack and either copied out or dequantised through the epilogue.
+#[inline(always)]
+unsafe fn tile<D: Dot, S: Simd, const M: usize, const NV: usize>(
+    g: &Q8Args,
+    i0: usize,
+    j0: usize,
+    cols: usize,
+) {
+    let a: [*const i8; M] = core::array::from_fn(|i| g.a.add((i0 + i) * g.k));
+    let mut acc: [[D::Acc; NV]; M] = core::array::from_fn(|i| {
+        let v = if D::OFFSET {
+            (*g.a_sums.add(i0 + i)).wrapping_mul(-128)
+        } else {
+            0
+        };
+        [D::init(v); NV]
+    });
+    // Vector `j` of this tile: column `j0 + j·COLS`, its bytes for k-group `kg` at
+    // `bcol[j] + kg·64`.
+    let bcol: [*const i8; NV] = core::array::from_fn(|j| {
+        let col = j0 + j * D::COLS;
+        g.b.add((col / PANEL) * g.pstride + (col % PANEL) * 4)
+    });
+    let mut kk = 0;
+    while kk < g.k {
+        let off = kk * PANEL;
+        let bv: [D::B; NV] = core::array::from_fn(|j| D::load_b(bcol[j].add(off)));
+        for (i, row) in acc.iter_mut().enumerate() {
+            let av = D::bcast_a(a[i].add(kk));
+            for (acc, &b) in row.iter_mut().zip(bv.iter()) {
+                *acc = D::dot(*acc, av, b);
+            }
+        }
+        kk += 4;
+    }
+    let mut t = core::mem::MaybeUninit::<[[i32; TILE_COLS]; 12]>::uninit();
+    let tp = t.as_mut_ptr().cast::<i32>();
+    for (i, row) in acc.iter().enumerate() {
+        for (j, v) in row.iter().enumerate() {
+            D::store(tp.add(i * TILE_COLS + j * D::COLS), *v);
+        }
+    }
+    match g.out {
+        Q8Out::I32 { out, ldo } => {
+            for i in 0..M {
+                core::ptr::copy_nonoverlapping(
+                    tp.add(i * TILE_COLS),
+                    out.add((i0 + i) * ldo + j0),
+                    cols,
+                );
+            }
+        }
+        Q8Out::F32 { out, ldo, epi } => {
+            // Dequantise by the row scale in place (i32 and f32 lanes are the same size),
+            // then the f32 GEMM's epilogue applies the column scale, bias and the rest.
+            let fp = tp.cast::<f32>();
+            for i in 0..M {
+                let rs = S::splat(*g.a_scales.add(i0 + i));
+                let mut c = 0;
+                while c < cols {
+                    let p = i * TILE_COLS + c;
+                    S::store(fp.add(p), S::mul(S::load_i32(tp.add(p)), rs));
+                    c += S::LANES;
+                }
+            }
+            simd::epilogue::<S, M>(
+                fp,
+                cols,
+                g.b_scales.add(j0),
+                epi.offset(j0),
+                out.add(i0 * ldo + j0),
+                ldo,
+            );
+        }
+    }
+}

@@ -1,0 +1,552 @@
+//! int8 compute (w8a8): every int8 GEMM path against the scalar reference (the int32 sums
+//! bit for bit), the quantisation bit for bit, the epilogues, and w8a8 models against f32.
+
+use std::vec;
+use std::vec::Vec;
+
+use crate::arch::{Arch, BlockSpec, Stage};
+use crate::isa::Kernels;
+use crate::kernels::q8::{self, QRows, QRowsMut};
+use crate::kernels::{Dtype, Epilogue, MatData, MatMut, PackedB, PANEL};
+use crate::net::{quantize_model, MatDataMut, Model};
+use crate::tests::{available, available_q8, cosine, AlignedBuf, Rng, SplitReverse, StateDict};
+use crate::weights::Weights;
+
+/// Owned quantised rows.
+struct QBuf {
+    q: Vec<i8>,
+    scales: Vec<f32>,
+    sums: Vec<i32>,
+    rows: usize,
+    cols: usize,
+}
+
+impl QBuf {
+    fn new(rows: usize, cols: usize) -> Self {
+        QBuf {
+            q: vec![0; rows * cols],
+            scales: vec![0.0; rows],
+            sums: vec![0; rows],
+            rows,
+            cols,
+        }
+    }
+    /// Random int8 rows in `lo..=hi`, with made-up scales and their true sums.
+    fn random(rng: &mut Rng, rows: usize, cols: usize, lo: i32, hi: i32) -> Self {
+        let mut b = QBuf::new(rows, cols);
+        for v in &mut b.q {
+            *v = (lo + rng.usize(0, (hi - lo + 1) as usize) as i32) as i8;
+        }
+        for i in 0..rows {
+            b.sums[i] = b.q[i * cols..(i + 1) * cols]
+                .iter()
+                .map(|&v| v as i32)
+                .sum();
+            b.scales[i] = rng.f32(0.001, 0.05);
+        }
+        b
+    }
+    fn view(&self) -> QRows<'_> {
+        QRows {
+            q: &self.q,
+            scales: &self.scales,
+            sums: &self.sums,
+            rows: self.rows,
+            cols: self.cols,
+        }
+    }
+    fn view_mut(&mut self) -> QRowsMut<'_> {
+        QRowsMut {
+            q: &mut self.q,
+            scales: &mut self.scales,
+            sums: &mut self.sums,
+            rows: self.rows,
+            cols: self.cols,
+        }
+    }
+}
+
+/// A `k x n` int8 matrix `dense[kk·n + j]` in the dot-product layout.
+fn dot_pack(dense: &[i8], k: usize, n: usize) -> Vec<i8> {
+    let mut out = vec![0i8; PackedB::packed_len(k, n)];
+    for kk in 0..k {
+        for j in 0..n {
+            out[PackedB::dot_index(k, kk, j)] = dense[kk * n + j];
+        }
+    }
+    out
+}
+
+fn random_i8(rng: &mut Rng, len: usize, lo: i32, hi: i32) -> Vec<i8> {
+    (0..len)
+        .map(|_| (lo + rng.usize(0, (hi - lo + 1) as usize) as i32) as i8)
+        .collect()
+}
+
+#[test]
+fn dot_layout_get_reads_what_was_packed() {
+    let mut rng = Rng::new(70);
+    let (k, n) = (12, 37);
+    let dense = random_i8(&mut rng, k * n, -127, 127);
+    let packed = dot_pack(&dense, k, n);
+    let scales = vec![1.0; n];
+    let b = PackedB::new_dot(&packed, &scales, k, n).unwrap();
+    for kk in 0..k {
+        for j in 0..n {
+            assert_eq!(b.get(kk, j), dense[kk * n + j] as f32, "B[{kk}][{j}]");
+        }
+    }
+    // Row slices stay on 4-row groups; odd ones are refused, not misread.
+    let r = b.rows(4, 12).unwrap();
+    assert_eq!(r.get(0, 5), dense[4 * n + 5] as f32);
+    assert!(b.rows(2, 12).is_none() && b.rows(0, 6).is_none());
+    assert!(PackedB::new_dot(&packed[..PackedB::packed_len(6, n)], &scales, 6, n).is_err());
+}
+
+#[test]
+fn quantize_rows_simd_writes_the_reference_bits() {
+    let mut rng = Rng::new(71);
+    for kern in available() {
+        for k in [1usize, 3, 4, 7, 8, 15, 16, 17, 31, 33, 64, 100, 128, 515] {
+            for m in [1usize, 2, 5] {
+                let lda = k + 3;
+                let mut a = rng.vec(m * lda, -3.0, 3.0);
+                // Row 0: exact ties (amax 127 makes the inverse scale 1): 2.5 -> 2, 3.5 -> 4.
+                if k >= 4 {
+                    a[..4].copy_from_slice(&[127.0, 2.5, -3.5, 0.5]);
+                }
+                // Row 1 of zeros.
+                if m > 1 {
+                    a[lda..lda + k].fill(0.0);
+                }
+                let mut want = QBuf::new(m, k);
+                q8::quantize_rows_ref(&a, lda, &mut want.view_mut());
+                let mut got = QBuf::new(m, k);
+                q8::quantize_rows(kern, &a, lda, &mut got.view_mut()).unwrap();
+                let what = std::format!("{} k={k} m={m}", kern.describe());
+                assert_eq!(got.q, want.q, "{what}: values");
+                assert_eq!(got.sums, want.sums, "{what}: sums");
+                let bits = |v: &[f32]| v.iter().map(|s| s.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got.scales), bits(&want.scales), "{what}: scales");
+                if k >= 4 {
+                    assert_eq!(&got.q[..4], &[127, 2, -4, 0], "{what}: ties to even");
+                }
+                if m > 1 {
+                    assert!(got.q[k..2 * k].iter().all(|&v| v == 0) && got.scales[1] == 0.0);
+                }
+                let sums: Vec<i32> = (0..m)
+                    .map(|i| got.q[i * k..(i + 1) * k].iter().map(|&v| v as i32).sum())
+                    .collect();
+                assert_eq!(got.sums, sums, "{what}: sums are the sums");
+                assert!(
+                    got.q.iter().all(|&v| v != -128),
+                    "{what}: -128 never occurs"
+                );
+            }
+        }
+        // A NaN or an infinity anywhere in a row makes its scale NaN (never finite garbage).
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut a = rng.vec(2 * 40, -1.0, 1.0);
+            a[40 + 33] = bad;
+            let mut got = QBuf::new(2, 40);
+            q8::quantize_rows(kern, &a, 40, &mut got.view_mut()).unwrap();
+            assert!(got.scales[0].is_finite(), "{}: clean row", kern.describe());
+            assert!(got.scales[1].is_nan(), "{}: {bad} row", kern.describe());
+        }
+    }
+}
+
+#[test]
+fn int8_gemm_sums_are_bit_identical_on_every_path() {
+    let mut rng = Rng::new(72);
+    let kerns = available_q8();
+    let ms = [1usize, 2, 3, 4, 5, 6, 7, 11, 13, 25];
+    let ks = [4usize, 8, 12, 16, 60, 64, 132, 256];
+    let ns = [1usize, 3, 4, 15, 16, 17, 31, 33, 48, 64, 65, 100, 130];
+    for &k in &ks {
+        for &n in &ns {
+            // Extremes too: -128 can only come from a file, never from our quantiser.
+            let dense = random_i8(&mut rng, k * n, -128, 127);
+            let packed = dot_pack(&dense, k, n);
+            let scales = vec![1.0; n];
+            let b = PackedB::new_dot(&packed, &scales, k, n).unwrap();
+            for &m in &ms {
+                let a = QBuf::random(&mut rng, m, k, -127, 127);
+                let mut want = vec![0i32; m * n];
+                q8::gemm_q8_i32_ref(a.view(), b, &mut want);
+                // The reference is the plain sum.
+                let (i, j) = (m - 1, n - 1);
+                let exact: i32 = (0..k)
+                    .map(|kk| a.q[i * k + kk] as i32 * dense[kk * n + j] as i32)
+                    .sum();
+                assert_eq!(want[i * n + j], exact);
+                for &kern in &kerns {
+                    let mut got = vec![i32::MIN; m * n];
+                    q8::gemm_q8_i32(kern, a.view(), b, &mut got).unwrap();
+                    assert_eq!(got, want, "{} m={m} k={k} n={n}", kern.describe());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn int8_gemm_sums_are_exact_at_the_largest_inner_dimension() {
+    // 16384 channels x E = 8: |sum| up to 131072·127·128, just under 2^31. VNNI's offset
+    // form sums (b + 128)·a, which wraps past 2^31 on the way and must come back exact.
+    let (m, k, n) = (2, q8::MAX_K, 16);
+    let mut a = QBuf::new(m, k);
+    for (i, v) in a.q.iter_mut().enumerate() {
+        *v = if i < k { 127 } else { -127 };
+    }
+    for i in 0..m {
+        a.sums[i] = a.q[i * k..(i + 1) * k].iter().map(|&v| v as i32).sum();
+        a.scales[i] = 1.0;
+    }
+    let dense: Vec<i8> = (0..k * n)
+        .map(|i| if i % n < 8 { -128 } else { 127 })
+        .collect();
+    let packed = dot_pack(&dense, k, n);
+    let scales = vec![1.0; n];
+    let b = PackedB::new_dot(&packed, &scales, k, n).unwrap();
+    let want: Vec<i32> = (0..m * n)
+        .map(|t| {
+            let (i, j) = (t / n, t % n);
+            let (av, bv) = (a.q[i * k] as i64, dense[j] as i64);
+            i32::try_from(av * bv * k as i64).unwrap()
+        })
+        .collect();
+    for kern in available_q8() {
+        let mut got = vec![0i32; m * n];
+        q8::gemm_q8_i32(kern, a.view(), b, &mut got).unwrap();
+        assert_eq!(got, want, "{}", kern.describe());
+    }
+}
+
+#[test]
+fn int8_gemm_epilogues_match_the_reference() {
+    let mut rng = Rng::new(73);
+    for (m, k, n) in [
+        (1, 4, 1),
+        (7, 64, 33),
+        (13, 128, 100),
+        (6, 256, 64),
+        (25, 16, 130),
+    ] {
+        let dense = random_i8(&mut rng, k * n, -127, 127);
+        let packed = dot_pack(&dense, k, n);
+        let cs = rng.vec(n, 0.001, 0.02);
+        let b = PackedB::new_dot(&packed, &cs, k, n).unwrap();
+        let a = QBuf::random(&mut rng, m, k, -127, 127);
+        let bias = rng.vec(n, -1.0, 1.0);
+        let gamma = rng.vec(n, 0.5, 1.5);
+        let base = rng.vec(m * n, -1.0, 1.0);
+        let epis = [
+            Epilogue::Bias(&bias),
+            Epilogue::BiasGelu(&bias),
+            Epilogue::BiasScaleAdd {
+                bias: &bias,
+                gamma: &gamma,
+            },
+            Epilogue::ScaleAdd { gamma: &gamma },
+        ];
+        for epi in epis {
+            let mut want = base.clone();
+            q8::gemm_q8_ref(a.view(), b, epi, &mut want, n);
+            let scale = 1.0 + want.iter().fold(0.0f32, |s, v| s.max(v.abs()));
+            for kern in available_q8() {
+                let mut got = base.clone();
+                q8::gemm_q8(kern, a.view(), b, epi, MatMut::dense(&mut got, m, n)).unwrap();
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    // The sums are exact; what differs is f32 rounding in the epilogue (a
+                    // fused multiply-add, the rational erf in GELU): a few ulps of the
+                    // largest output.
+                    assert!(
+                        (g - w).abs() <= 2e-6 * scale,
+                        "{} {m}x{k}x{n} {epi:?} [{i}]: {g} vs {w}",
+                        kern.describe()
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn int8_gemm_refuses_what_it_cannot_compute() {
+    let packed = vec![0i8; PackedB::packed_len(8, 16)];
+    let scales = vec![1.0; 16];
+    let dot = PackedB::new_dot(&packed, &scales, 8, 16).unwrap();
+    let plain = PackedB::new(MatData::I8(&packed), &scales, 8, 16).unwrap();
+    let a = QBuf::new(3, 8);
+    let mut out = vec![0.0; 48];
+    let e = q8::gemm_q8(
+        Kernels::scalar(),
+        a.view(),
+        plain,
+        Epilogue::Bias(&scales),
+        MatMut::dense(&mut out, 3, 16),
+    )
+    .unwrap_err();
+    assert!(std::format!("{e}").contains("dot-product layout"), "{e}");
+    // The f32 GEMM will not misread dot-layout weights.
+    let f = vec![0.0f32; 24];
+    let e = crate::kernels::gemm(
+        Kernels::scalar(),
+        crate::kernels::MatRef::dense(&f, 3, 8),
+        dot,
+        Epilogue::Bias(&scales),
+        MatMut::dense(&mut out, 3, 16),
+    )
+    .unwrap_err();
+    assert!(std::format!("{e}").contains("gemm_q8"), "{e}");
+    // Short buffers are errors.
+    assert!(q8::gemm_q8_i32(Kernels::scalar(), a.view(), dot, &mut [0; 47]).is_err());
+    let mut short = QBuf::new(3, 8);
+    short.q.pop();
+    assert!(q8::gemm_q8_i32(Kernels::scalar(), short.view(), dot, &mut [0; 48]).is_err());
+}
+
+/// A small network with every stage width a multiple of 4 (all pointwise GEMMs int8) and
+/// one stage of width 6 (PW1's k = 6 stays weight-only; PW2's k = 12 computes in int8).
+fn mixed_arch() -> Arch<'static> {
+    const B: [BlockSpec; 2] = [BlockSpec::quadra(3, 4), BlockSpec::quadra(7, 2)];
+    Arch {
+        in_chans: 3,
+        num_classes: 20,
+        stages: [
+            Stage {
+                dim: 16,
+                blocks: &B,
+            },
+            Stage {
+                dim: 6,
+                blocks: &B[1..],
+            },
+            Stage {
+                dim: 64,
+                blocks: &B[..1],
+            },
+            Stage {
+                dim: 128,
+                blocks: &B,
+            },
+        ],
+    }
+}
+
+/// The packed f32 model of `arch` and its w8a8 form (`vecs` with int8 scales, `mats`).
+fn w8a8_of(arch: &Arch<'_>, seed: u64) -> (crate::tests::Packed, Vec<f32>, Vec<i8>) {
+    let packed = StateDict::random(arch, seed).pack(arch);
+    let mut vecs = packed.vecs.clone();
+    let mut q = vec![0i8; packed.mats.len()];
+    quantize_model(
+        arch,
+        &mut vecs,
+        &packed.mats,
+        MatDataMut::W8A8(&mut q),
+        |n, e| assert!(e.rel_rms < 0.02, "{n}: {e:?}"),
+    )
+    .unwrap();
+    (packed, vecs, q)
+}
+
+#[test]
+fn w8a8_model_tracks_f32_and_is_the_same_in_any_bands() {
+    let arch = mixed_arch();
+    let (packed, vecs, q) = w8a8_of(&arch, 81);
+    let w8a8 = Weights {
+        vecs: &vecs,
+        mats: MatData::W8A8(&q),
+    };
+    let model = Model::new(arch, w8a8).unwrap();
+    let f32_model = Model::new(arch, packed.weights()).unwrap();
+    assert!(model.arena_len(64, 64, 1) > arch.arena_len(64, 64));
+    for (h, w) in [(64, 64), (70, 45)] {
+        let input = Rng::new(82).vec(h * w * 3, -1.0, 1.0);
+        let mut arena = vec![0.0; arch.arena_len(h, w)];
+        let mut want = vec![0.0; 20];
+        f32_model
+            .forward(Kernels::scalar(), &input, h, w, &mut arena, &mut want)
+            .unwrap();
+        let mut by_kernel = Vec::new();
+        for kern in available_q8() {
+            let mut arena = vec![f32::NAN; model.arena_len(h, w, 1)];
+            let mut got = vec![0.0; 20];
+            model
+                .forward(kern, &input, h, w, &mut arena, &mut got)
+                .unwrap();
+            assert!(got.iter().all(|v| v.is_finite()), "{}", kern.describe());
+            let c = cosine(&got, &want);
+            // What int8 weights and per-pixel int8 activations cost on random weights
+            // (measured ~0.9999; the PyTorch simulation of the scheme gives 0.9999 too).
+            assert!(c >= 0.999, "{} {h}x{w}: cosine {c}", kern.describe());
+            for bands in [2, 3, 16] {
+                let mut arena = vec![f32::NAN; model.arena_len(h, w, bands)];
+                let mut split = vec![0.0; 20];
+                model
+                    .forward_with(
+                        &SplitReverse(bands),
+                        kern,
+                        &input,
+                        h,
+                        w,
+                        &mut arena,
+                        &mut split,
+                    )
+                    .unwrap();
+                assert_eq!(split, got, "{} {h}x{w} in {bands} bands", kern.describe());
+            }
+            by_kernel.push((kern, got));
+        }
+        // Across kernels the int32 sums agree; the f32 parts (QDW, LayerNorm, GELU) differ
+        // as they do in f32 models, and a rounding flip of an activation now and then.
+        let (_, first) = &by_kernel[0];
+        for (kern, got) in &by_kernel[1..] {
+            let d = got
+                .iter()
+                .zip(first)
+                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+            let scale = first.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            assert!(d <= 1e-2 * scale, "{} vs scalar: {d}", kern.describe());
+        }
+    }
+}
+
+#[test]
+fn w8a8_files_round_trip_and_bad_scales_are_refused() {
+    use crate::format::{file_crc, write, FileLayout, QnetFile};
+    let arch = mixed_arch();
+    let (_, vecs, q) = w8a8_of(&arch, 83);
+    let weights = Weights {
+        vecs: &vecs,
+        mats: MatData::W8A8(&q),
+    };
+    let lay = FileLayout::of(&arch, Dtype::W8A8, 2);
+    let mut out = vec![0u8; lay.len];
+    write(&arch, weights, "{}", &mut out).unwrap();
+    assert_eq!(out[8], 3, "w8a8 files are version 3");
+    let buf = AlignedBuf::new(&out);
+    let file = QnetFile::parse(buf.bytes()).unwrap();
+    assert_eq!(file.dtype(), Dtype::W8A8);
+    let (h, w) = (64, 64);
+    let input = Rng::new(84).vec(h * w * 3, -1.0, 1.0);
+    let run = |m: Model<'_>| {
+        let mut arena = vec![0.0; m.arena_len(h, w, 1)];
+        let mut l = vec![0.0; 20];
+        m.forward(Kernels::scalar(), &input, h, w, &mut arena, &mut l)
+            .unwrap();
+        l
+    };
+    assert_eq!(
+        run(file.model().unwrap()),
+        run(Model::new(arch, weights).unwrap())
+    );
+    let resealed = |mut b: Vec<u8>| {
+        let crc = file_crc(&b);
+        b[96..100].copy_from_slice(&crc.to_le_bytes());
+        AlignedBuf::new(&b)
+    };
+    // A w8a8 dtype code in a version 2 file, and an unknown dtype, are refused by name.
+    let mut v2 = out.clone();
+    v2[8] = 2;
+    let e = std::format!("{}", QnetFile::parse(resealed(v2).bytes()).unwrap_err());
+    assert!(e.contains("version 2") && e.contains("w8a8"), "{e}");
+    let mut unknown = out.clone();
+    unknown[12] = 9;
+    let e = std::format!(
+        "{}",
+        QnetFile::parse(resealed(unknown).bytes()).unwrap_err()
+    );
+    assert!(e.contains("unknown matrix dtype"), "{e}");
+    // The stem's first scale (the first matrix's scales start the vector stream) zero,
+    // negative, NaN or absurd: refused even with a valid checksum.
+    for bad in [0.0f32, -0.01, f32::NAN, 3e38] {
+        let mut b = out.clone();
+        b[lay.vecs..lay.vecs + 4].copy_from_slice(&bad.to_le_bytes());
+        let e = std::format!("{}", QnetFile::parse(resealed(b).bytes()).unwrap_err());
+        assert!(e.contains("scale") || e.contains("NaN"), "{bad}: {e}");
+    }
+    // A truncated file (the scale table cut short) is an error, never a panic.
+    for cut in [lay.vecs + 8, lay.mats - 4, lay.len - 1] {
+        assert!(QnetFile::parse(AlignedBuf::new(&out[..cut]).bytes()).is_err());
+    }
+}
+
+#[test]
+fn w8a8_weights_are_the_int8_weights_reordered() {
+    // Same values and scales as int8 storage, only the pointwise panels' order differs:
+    // the dot-layout view reads back what the plain int8 view reads.
+    let arch = mixed_arch();
+    let packed = StateDict::random(&arch, 85).pack(&arch);
+    let (mut v8, mut vw) = (packed.vecs.clone(), packed.vecs.clone());
+    let (mut i8s, mut w8) = (vec![0i8; packed.mats.len()], vec![0i8; packed.mats.len()]);
+    quantize_model(
+        &arch,
+        &mut v8,
+        &packed.mats,
+        MatDataMut::I8(&mut i8s),
+        |_, _| {},
+    )
+    .unwrap();
+    quantize_model(
+        &arch,
+        &mut vw,
+        &packed.mats,
+        MatDataMut::W8A8(&mut w8),
+        |_, _| {},
+    )
+    .unwrap();
+    assert!(v8 == vw, "the scales differ");
+    assert!(i8s != w8, "no panel was reordered");
+    let mut sorted = (i8s.clone(), w8.clone());
+    sorted.0.sort_unstable();
+    sorted.1.sort_unstable();
+    assert!(sorted.0 == sorted.1, "the values differ");
+    // Element by element through the two views of the first block's PW1 (16 -> 64).
+    let (c, n) = (16, 64);
+    let w_i8 = Weights {
+        vecs: &v8,
+        mats: MatData::I8(&i8s),
+    };
+    let w_dot = Weights {
+        vecs: &vw,
+        mats: MatData::W8A8(&w8),
+    };
+    let (mut found, mut cur_i8, mut cur_dot) = (
+        false,
+        crate::weights::Cursor::new(w_i8),
+        crate::weights::Cursor::new(w_dot),
+    );
+    crate::net::visit_tensors::<crate::Error>(&arch, |slot| {
+        if slot.name == "stages.0.0.pwconv1.weight" {
+            found = true;
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert!(found);
+    // Walk both cursors to stage 0 block 0's PW1: stem (gemm + 3 vecs), gamma1, ln1,
+    // QDW, gamma2, ln2.
+    for cur in [&mut cur_i8, &mut cur_dot] {
+        cur.gemm(16 * 3, c).unwrap();
+        for _ in 0..3 + 3 {
+            cur.vec(c).unwrap();
+        }
+        cur.qdw(3, c).unwrap();
+        for _ in 0..3 {
+            cur.vec(c).unwrap();
+        }
+    }
+    let (a, b) = (
+        cur_i8.pointwise(c, n).unwrap(),
+        cur_dot.pointwise(c, n).unwrap(),
+    );
+    assert!(!a.is_dot() && b.is_dot());
+    for kk in 0..c {
+        for j in 0..n {
+            assert_eq!(a.get(kk, j), b.get(kk, j), "B[{kk}][{j}]");
+        }
+    }
+    let _ = PANEL;
+}
