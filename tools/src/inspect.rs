@@ -129,8 +129,8 @@ pub fn run(a: Args) -> Result<()> {
 fn block_precision(dtype: Dtype, c: usize, e: usize, identity: bool) -> &'static str {
     match dtype {
         _ if identity => "-",
-        Dtype::W8A8 if c % 4 == 0 => "w8a8",
-        Dtype::W8A8 if (e * c) % 4 == 0 => "int8+w8a8-pw2",
+        Dtype::W8A8 if c.is_multiple_of(4) => "w8a8",
+        Dtype::W8A8 if (e * c).is_multiple_of(4) => "int8+w8a8-pw2",
         Dtype::W8A8 | Dtype::I8 => "int8",
         Dtype::F16 => "f16",
         Dtype::F32 => "f32",
