@@ -21,6 +21,7 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 req=""
 if grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo; then req="avx2"; fi
 if grep -qw avx512f /proc/cpuinfo; then req="$req,avx512"; fi
+if grep -qw avx512_vnni /proc/cpuinfo && grep -qw avx512bw /proc/cpuinfo; then req="$req,avx512+vnni"; fi
 step "native tests (kernel paths demanded: scalar${req:+,$req})"
 QUADRA_REQUIRE_ISA="$req" cargo test --workspace --release
 
@@ -33,7 +34,9 @@ fi
 step "aarch64 under qemu: core, runtime (threads), PyTorch fixtures, digits model, firmware twin on NEON"
 (
   source scripts/aarch64-env.sh
-  QUADRA_REQUIRE_ISA=neon cargo test --release --target aarch64-unknown-linux-gnu \
+  # qemu's default CPU has FEAT_DotProd: the sdot int8 GEMM runs, and the tests run the
+  # smull path beside it.
+  QUADRA_REQUIRE_ISA=neon,neon+dotprod cargo test --release --target aarch64-unknown-linux-gnu \
     -p quadra-core -p quadra-cpu -p quadra-tests -p quadra-firmware-example
 )
 

@@ -169,8 +169,19 @@ unsafe impl Dot for Sdot {
         vld1q_s8(p)
     }
     #[inline(always)]
-    unsafe fn dot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
-        vdotq_s32(acc, b, a)
+    unsafe fn dot(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+        // `vdotq_s32` is still unstable in Rust: the instruction itself.
+        // SAFETY: SDOT reads and writes registers only; DotProd is enabled in the leaf.
+        unsafe {
+            core::arch::asm!(
+                "sdot {acc:v}.4s, {b:v}.16b, {a:v}.16b",
+                acc = inout(vreg) acc,
+                b = in(vreg) b,
+                a = in(vreg) a,
+                options(pure, nomem, nostack, preserves_flags)
+            );
+        }
+        acc
     }
     #[inline(always)]
     unsafe fn store(p: *mut i32, acc: int32x4_t) {
