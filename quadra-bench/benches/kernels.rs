@@ -1,4 +1,5 @@
-//! QDW per kernel path and shape. Run: `cargo bench -p quadra-bench --bench kernels`.
+//! QDW and the pointwise GEMMs (f32 and int8) per kernel path and shape. Run:
+//! `cargo bench -p quadra-bench --bench kernels`.
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use quadra_bench::{qdw_flops, qdw_weights, random};
@@ -99,9 +100,78 @@ fn gemm(cr: &mut Criterion) {
     g.finish();
 }
 
+/// The same block GEMM shapes in int8 (w8a8): the GEMM alone on quantised rows, and with
+/// the per-pixel quantisation of its input, on every int8 path this CPU has (the dot
+/// extension on and off). Compare with `gemm/` of the same run: same multiply-adds.
+fn gemm_q8(cr: &mut Criterion) {
+    use quadra_core::kernels::q8::{gemm_q8, quantize_rows, rows_in, scratch_len};
+    use quadra_core::kernels::{Epilogue, MatMut, PackedB};
+    let mut g = cr.benchmark_group("gemm_q8");
+    for (m, k, n) in [
+        (224usize, 64usize, 256usize),
+        (224, 256, 64),
+        (196, 128, 512),
+        (196, 512, 128),
+    ] {
+        let a = AlignedF32::from(random(m * k, 1));
+        let dense = random(k * n, 2);
+        let mut packed = vec![0i8; PackedB::packed_len(k, n)];
+        for kk in 0..k {
+            for j in 0..n {
+                packed[PackedB::dot_index(k, kk, j)] = (dense[kk * n + j] * 127.0) as i8;
+            }
+        }
+        let scales = vec![1.0 / 127.0; n];
+        let b = PackedB::new_dot(&packed, &scales, k, n).unwrap();
+        let bias = random(n, 3);
+        let mut out = AlignedF32::zeros(m * n);
+        let mut qbuf = AlignedF32::zeros(scratch_len(m, k));
+        g.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        let id = format!("m{m}_k{k}_n{n}");
+        let mut kerns = quadra_cpu::dispatch::available();
+        let plain: Vec<_> = kerns
+            .iter()
+            .filter(|k| k.int8_dot())
+            .map(|k| k.without_int8_dot())
+            .collect();
+        kerns.extend(plain);
+        for kern in kerns.into_iter().skip(1) {
+            let mut q = rows_in(qbuf.as_mut_slice(), m, k).unwrap();
+            quantize_rows(kern, &a, k, &mut q).unwrap();
+            for (label, epi) in [
+                ("gelu", Epilogue::BiasGelu(&bias)),
+                ("bias", Epilogue::Bias(&bias)),
+            ] {
+                g.bench_function(
+                    BenchmarkId::new(format!("{}/{label}", kern.describe()), &id),
+                    |bch| {
+                        bch.iter(|| {
+                            let om = MatMut::dense(&mut out, m, n);
+                            gemm_q8(kern, q.as_ref(), b, epi, om).unwrap()
+                        })
+                    },
+                );
+            }
+            let mut q2 = AlignedF32::zeros(scratch_len(m, k));
+            g.bench_function(
+                BenchmarkId::new(format!("{}/quantise+gelu", kern.describe()), &id),
+                |bch| {
+                    bch.iter(|| {
+                        let mut q = rows_in(q2.as_mut_slice(), m, k).unwrap();
+                        quantize_rows(kern, &a, k, &mut q).unwrap();
+                        let om = MatMut::dense(&mut out, m, n);
+                        gemm_q8(kern, q.as_ref(), b, Epilogue::BiasGelu(&bias), om).unwrap()
+                    })
+                },
+            );
+        }
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).warm_up_time(std::time::Duration::from_millis(300)).measurement_time(std::time::Duration::from_secs(1));
-    targets = qdw, gemm
+    targets = qdw, gemm, gemm_q8
 }
 criterion_main!(benches);

@@ -14,7 +14,7 @@ use crate::block::{
 use crate::error::{Buffer, Error};
 use crate::exec::{band_rows, Executor, Serial, MAX_BANDS};
 use crate::isa::Kernels;
-use crate::kernels::{self, Dtype, Epilogue, MatMut, MatRef, PackedB, QdwWeights, PANEL};
+use crate::kernels::{self, Dtype, Epilogue, MatData, MatMut, MatRef, PackedB, QdwWeights, PANEL};
 use crate::weights::{mat_pad, vec_pad, Cursor, Weights};
 
 /// How a PyTorch tensor is laid out in the packed weights.
@@ -434,8 +434,17 @@ pub fn quantize_slot(
 
 /// Checks the per-output-channel scales of every matrix of int8 and w8a8 weights: finite
 /// and positive (a zero, negative or non-finite scale is a damaged file, not a model), and
-/// small enough that `127 · scale` stays finite. f32 and f16 weights carry no scales.
+/// small enough that `127 · scale` stays finite; and that w8a8 weights lie in the
+/// symmetric range `-127..=127` the int8 GEMMs rely on (`-128` never comes out of the
+/// quantiser). f32 and f16 weights carry no scales.
 pub fn check_scales(arch: &Arch<'_>, weights: Weights<'_>) -> Result<(), Error> {
+    if let MatData::W8A8(q) = weights.mats {
+        if q.contains(&i8::MIN) {
+            return Err(Error::Format(
+                "a w8a8 weight is -128: int8 weights must lie in -127..=127",
+            ));
+        }
+    }
     if !matches!(weights.mats.dtype(), Dtype::I8 | Dtype::W8A8) {
         return Ok(());
     }

@@ -165,8 +165,8 @@ fn int8_gemm_sums_are_bit_identical_on_every_path() {
     let ns = [1usize, 3, 4, 15, 16, 17, 31, 33, 48, 64, 65, 100, 130];
     for &k in &ks {
         for &n in &ns {
-            // Extremes too: -128 can only come from a file, never from our quantiser.
-            let dense = random_i8(&mut rng, k * n, -128, 127);
+            // The whole weight range of the contract (-127..=127; loading refuses -128).
+            let dense = random_i8(&mut rng, k * n, -127, 127);
             let packed = dot_pack(&dense, k, n);
             let scales = vec![1.0; n];
             let b = PackedB::new_dot(&packed, &scales, k, n).unwrap();
@@ -192,8 +192,9 @@ fn int8_gemm_sums_are_bit_identical_on_every_path() {
 
 #[test]
 fn int8_gemm_sums_are_exact_at_the_largest_inner_dimension() {
-    // 16384 channels x E = 8: |sum| up to 131072·127·128, just under 2^31. VNNI's offset
-    // form sums (b + 128)·a, which wraps past 2^31 on the way and must come back exact.
+    // 16384 channels x E = 8: |sum| up to 131072·127·127, just under 2^31. VNNI's offset
+    // form sums (b + 128)·a, up to 131072·255·127, which wraps past 2^31 on the way and
+    // must come back exact.
     let (m, k, n) = (2, q8::MAX_K, 16);
     let mut a = QBuf::new(m, k);
     for (i, v) in a.q.iter_mut().enumerate() {
@@ -204,7 +205,7 @@ fn int8_gemm_sums_are_exact_at_the_largest_inner_dimension() {
         a.scales[i] = 1.0;
     }
     let dense: Vec<i8> = (0..k * n)
-        .map(|i| if i % n < 8 { -128 } else { 127 })
+        .map(|i| if i % n < 8 { -127 } else { 127 })
         .collect();
     let packed = dot_pack(&dense, k, n);
     let scales = vec![1.0; n];
@@ -467,6 +468,11 @@ fn w8a8_files_round_trip_and_bad_scales_are_refused() {
         let e = std::format!("{}", QnetFile::parse(resealed(b).bytes()).unwrap_err());
         assert!(e.contains("scale") || e.contains("NaN"), "{bad}: {e}");
     }
+    // An int8 weight of -128 (outside the symmetric range the int8 kernels rely on).
+    let mut b = out.clone();
+    b[lay.mats + 5] = 0x80;
+    let e = std::format!("{}", QnetFile::parse(resealed(b).bytes()).unwrap_err());
+    assert!(e.contains("-128"), "{e}");
     // A truncated file (the scale table cut short) is an error, never a panic.
     for cut in [lay.vecs + 8, lay.mats - 4, lay.len - 1] {
         assert!(QnetFile::parse(AlignedBuf::new(&out[..cut]).bytes()).is_err());

@@ -10,7 +10,9 @@
 //!   of zeros gets scale 0; a row holding a NaN or an infinity gets scale NaN, so every
 //!   output computed from it is NaN rather than silently finite.
 //! * **Multiply**: `acc[i][j] = Σ_kk q[i][kk] · B[kk][j]`, exact in int32 for every `k` the
-//!   architecture allows (`|acc| <= 131072 · 127 · 128 < 2^31`).
+//!   architecture allows (`|acc| <= 131072 · 127 · 127 < 2^31`). Weights must lie in
+//!   `-127..=127` (symmetric quantisation never gives -128, and loading a w8a8 file checks
+//!   it): the AVX2 path relies on it.
 //! * **Epilogue**: `v = ((acc as f32) · scale[i]) · colscale[j]`, then the [`Epilogue`]
 //!   exactly as the f32 GEMM applies it to its `Σ a·b` (bias, GELU, layer scale, residual).
 //!
@@ -19,7 +21,7 @@
 //! | path | instruction | scheme |
 //! |---|---|---|
 //! | AVX-512 VNNI | `vpdpbusd` (64 MACs) | weights offset to u8 (`b ^ 0x80` = `b + 128`) on load, activations s8 broadcast from memory; the accumulators start at `-128 · Σ q`, so the offset cancels (wrapping int32 arithmetic is exact modulo 2^32, and the true sum fits) |
-//! | AVX2 (and AVX-512 without VNNI) | `vpmaddwd` (16 MACs) | both operands sign-extended to i16: products fit in i16 · i16 → i32 pairs, no saturation (`vpmaddubsw` would saturate its u8 · s8 pair sums, so it is not used) |
+//! | AVX2 (and AVX-512 without VNNI) | `vpmaddubsw` + `vpmaddwd` (32 MACs) | the sign moves onto the weights: `|a|` (u8, at most 127) times `b · sign(a)` (s8, at most 127 in magnitude), so a pair sums to at most `2 · 127 · 127 = 32258` and never saturates (with u8 `a + 128` it would); `vpmaddwd` by ones widens the pairs to int32 |
 //! | NEON + DotProd | `sdot` (16 MACs) | s8 · s8 directly |
 //! | NEON | `smull` + `addp` + `sadalp` | i8 · i8 products in i16, pairs added in i16 (`|2 · 127 · 128| < 2^15`), widened into i32 |
 //!
