@@ -309,6 +309,23 @@ impl<'a> Arch<'a> {
         Ok(())
     }
 
+    /// Quadratic (non-identity) blocks in the whole network.
+    pub const fn quadratic_blocks(&self) -> usize {
+        let mut n = 0;
+        let mut s = 0;
+        while s < 4 {
+            let mut b = 0;
+            while b < self.stages[s].blocks.len() {
+                if !self.stages[s].blocks[b].is_identity() {
+                    n += 1;
+                }
+                b += 1;
+            }
+            s += 1;
+        }
+        n
+    }
+
     /// `dims[i]`.
     pub const fn dim(&self, i: usize) -> usize {
         self.stages[i].dim

@@ -75,6 +75,7 @@ impl<'a> BlockWeights<'a> {
     }
 
     pub(crate) fn read(cur: &mut Cursor<'a>, c: usize, k: usize, e: usize) -> Result<Self, Error> {
+        cur.begin_block();
         Ok(BlockWeights {
             gamma1: cur.vec(c)?,
             ln1_w: cur.vec(c)?,

@@ -21,10 +21,14 @@
 //! | 96 | 4 | CRC-32 (IEEE) of the file with these 4 bytes zeroed |
 //! | 100 | 8 | metadata offset |
 //! | 108 | 8 | metadata length (UTF-8, free-form JSON) |
-//! | 116 | 12 | reserved, zero |
+//! | 116 | 8 | w8a8 only: float-block section offset (0: every block int8), else zero |
+//! | 124 | 4 | w8a8 only: number of float blocks, else zero |
 //! | 128 | 2·blocks | block table: `(kernel, expansion)` per block, `(0, 0)` = identity |
 //!
-//! then the metadata, the vector stream and the matrix stream, each starting 64-aligned.
+//! then the metadata, the vector stream and the matrix stream, each starting 64-aligned,
+//! and for a mixed-precision w8a8 model the float-block section: the bitmap of
+//! [`crate::FloatBlocks`] (`ceil(quadratic blocks / 8)` bytes), then, 64-aligned, its f32
+//! stream.
 //! The streams are laid out as [`crate::weights`] describes, so every tensor is 64-byte
 //! aligned in the file.
 
@@ -32,7 +36,7 @@ use crate::arch::{Arch, BlockSpec, Stage};
 use crate::error::Error;
 use crate::kernels::{Dtype, MatData};
 use crate::net::Model;
-use crate::weights::Weights;
+use crate::weights::{FloatBlocks, Weights};
 
 /// File magic.
 pub const MAGIC: [u8; 8] = *b"\x89QNET\r\n\x1a";
@@ -112,6 +116,10 @@ pub struct FileLayout {
     pub vecs: usize,
     /// Matrix stream offset.
     pub mats: usize,
+    /// Float-block section offset (0: none).
+    pub float: usize,
+    /// Offset of the float blocks' f32 stream (0: none).
+    pub float_mats: usize,
     /// Total file length.
     pub len: usize,
 }
@@ -132,7 +140,40 @@ impl FileLayout {
             meta,
             vecs,
             mats,
+            float: 0,
+            float_mats: 0,
             len: mats + w.mats * dtype.size(),
+        }
+    }
+
+    /// This layout with a float-block section of `flags` bitmap bytes and `floats` f32
+    /// values appended (mixed-precision w8a8); unchanged when `flags` is 0.
+    pub const fn with_float(self, flags: usize, floats: usize) -> FileLayout {
+        if flags == 0 {
+            return self;
+        }
+        let float = align64(self.len);
+        let float_mats = align64(float + flags);
+        FileLayout {
+            float,
+            float_mats,
+            len: float_mats + 4 * floats,
+            ..self
+        }
+    }
+
+    /// The layout [`write`] gives `weights` of `arch` with `meta_len` bytes of metadata.
+    pub const fn for_weights(
+        arch: &Arch<'_>,
+        weights: &Weights<'_>,
+        meta_len: usize,
+    ) -> FileLayout {
+        let lay = FileLayout::of(arch, weights.mats.dtype(), meta_len);
+        match weights.mats {
+            MatData::W8A8(_, f) if !f.flags.is_empty() => {
+                lay.with_float(f.flags.len(), f.mats.len())
+            }
+            _ => lay,
         }
     }
 }
@@ -158,7 +199,10 @@ pub fn write(
         return Err(Error::Format("big-endian targets are not supported"));
     }
     let dtype = weights.mats.dtype();
-    let lay = FileLayout::of(arch, dtype, meta.len());
+    if let MatData::W8A8(_, f) = weights.mats {
+        f.check(arch)?;
+    }
+    let lay = FileLayout::for_weights(arch, &weights, meta.len());
     if out.len() != lay.len {
         return Err(Error::Length {
             buffer: crate::error::Buffer::Output,
@@ -186,6 +230,7 @@ pub fn write(
         (88, w.mats),
         (100, lay.meta),
         (108, meta.len()),
+        (116, lay.float),
     ];
     for (at, v) in fields {
         out[at..at + 8].copy_from_slice(&(v as u64).to_le_bytes());
@@ -214,15 +259,68 @@ pub fn write(
                 out[m + 2 * i..m + 2 * i + 2].copy_from_slice(&v.to_le_bytes());
             }
         }
-        MatData::I8(d) | MatData::W8A8(d) => {
+        MatData::I8(d) | MatData::W8A8(d, _) => {
             for (o, v) in out[m..].iter_mut().zip(d) {
                 *o = *v as u8;
+            }
+        }
+    }
+    if let MatData::W8A8(_, f) = weights.mats {
+        if !f.flags.is_empty() {
+            out[124..128].copy_from_slice(&(f.count() as u32).to_le_bytes());
+            out[lay.float..lay.float + f.flags.len()].copy_from_slice(f.flags);
+            for (i, v) in f.mats.iter().enumerate() {
+                let at = lay.float_mats + 4 * i;
+                out[at..at + 4].copy_from_slice(&v.to_le_bytes());
             }
         }
     }
     let crc = file_crc(out);
     out[96..100].copy_from_slice(&crc.to_le_bytes());
     Ok(())
+}
+
+/// The float-block section of a w8a8 file (header bytes 116..128), which must start
+/// 64-aligned at or after `after` (the end of the matrix stream) and end the file.
+fn float_section<'a>(
+    bytes: &'a [u8],
+    arch: &Arch<'_>,
+    after: u64,
+) -> Result<FloatBlocks<'a>, Error> {
+    let (off, count) = (rd64(bytes, 116), rd32(bytes, 124) as usize);
+    if off == 0 {
+        return if count == 0 {
+            Ok(FloatBlocks::NONE)
+        } else {
+            Err(Error::Format(
+                "float blocks counted but no float-block section",
+            ))
+        };
+    }
+    if !off.is_multiple_of(64) || off < after {
+        return Err(Error::Format(
+            "the float-block section overlaps the weight streams or is not 64-byte aligned",
+        ));
+    }
+    let flags = range(bytes, off, FloatBlocks::flags_len(arch) as u64, 1)?;
+    let mut f = FloatBlocks { flags, mats: &[] };
+    if f.count() != count || count == 0 {
+        return Err(Error::Format("float-block count does not match its bitmap"));
+    }
+    let fo = (off + flags.len() as u64).div_ceil(64) * 64;
+    // Everything after the bitmap is the f32 stream; `check` compares its length with the
+    // flagged blocks'.
+    let rest = bytes.len() as u64 - fo.min(bytes.len() as u64);
+    if !rest.is_multiple_of(4) {
+        return Err(Error::Format("float-block stream is not whole f32 values"));
+    }
+    // SAFETY: f32 accepts every bit pattern.
+    f.mats = unsafe { cast::<f32>(range(bytes, fo, rest / 4, 4)?)? };
+    f.check(arch)?;
+    if f.mats.iter().any(|v| !v.is_finite()) {
+        return Err(Error::Format("float-block weights contain NaN or infinity"));
+    }
+    Ok(f)
 }
 
 /// A parsed model file: everything borrows from the file's bytes.
@@ -299,7 +397,8 @@ impl<'a> QnetFile<'a> {
         if rd32(bytes, 96) != file_crc(bytes) && !cfg!(fuzzing) {
             return Err(Error::Format("checksum mismatch: the file is corrupt"));
         }
-        if bytes[116..128].iter().any(|&b| b != 0) {
+        let float_fields = version >= 3 && rd32(bytes, 12) == 3;
+        if bytes[116..128].iter().any(|&b| b != 0) && !float_fields {
             return Err(Error::Format("reserved header bytes are not zero"));
         }
         let dtype = match rd32(bytes, 12) {
@@ -358,6 +457,11 @@ impl<'a> QnetFile<'a> {
         }
         let vec_bytes = range(bytes, vo, want.vecs as u64, 4)?;
         let mat_bytes = range(bytes, mo, want.mats as u64, dtype.size() as u64)?;
+        let float = if float_fields {
+            float_section(bytes, &arch, mo + want.mats as u64)?
+        } else {
+            FloatBlocks::NONE
+        };
         // SAFETY: f32, u16 and i8 accept every bit pattern.
         let weights = unsafe {
             Weights {
@@ -366,7 +470,7 @@ impl<'a> QnetFile<'a> {
                     Dtype::F32 => MatData::F32(cast(mat_bytes)?),
                     Dtype::F16 => MatData::F16(cast(mat_bytes)?),
                     Dtype::I8 => MatData::I8(cast(mat_bytes)?),
-                    Dtype::W8A8 => MatData::W8A8(cast(mat_bytes)?),
+                    Dtype::W8A8 => MatData::W8A8(cast(mat_bytes)?, float),
                 },
             }
         };

@@ -61,4 +61,4 @@ pub use format::QnetFile;
 pub use isa::{Isa, Kernels};
 pub use kernels::{Dtype, MatData};
 pub use net::Model;
-pub use weights::{Weights, WeightsLen};
+pub use weights::{FloatBlocks, Weights, WeightsLen};

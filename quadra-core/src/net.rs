@@ -15,7 +15,7 @@ use crate::error::{Buffer, Error};
 use crate::exec::{band_rows, Executor, Serial, MAX_BANDS};
 use crate::isa::Kernels;
 use crate::kernels::{self, Dtype, Epilogue, MatData, MatMut, MatRef, PackedB, QdwWeights, PANEL};
-use crate::weights::{mat_pad, vec_pad, Cursor, Weights};
+use crate::weights::{mat_pad, vec_pad, Cursor, FloatBlocks, Weights};
 
 /// How a PyTorch tensor is laid out in the packed weights.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -438,7 +438,7 @@ pub fn quantize_slot(
 /// symmetric range `-127..=127` the int8 GEMMs rely on (`-128` never comes out of the
 /// quantiser). f32 and f16 weights carry no scales.
 pub fn check_scales(arch: &Arch<'_>, weights: Weights<'_>) -> Result<(), Error> {
-    if let MatData::W8A8(q) = weights.mats {
+    if let MatData::W8A8(q, _) = weights.mats {
         if q.contains(&i8::MIN) {
             return Err(Error::Format(
                 "a w8a8 weight is -128: int8 weights must lie in -127..=127",
@@ -516,6 +516,9 @@ impl<'a> Model<'a> {
     /// `arch.weights_len()` gives.
     pub fn new(arch: Arch<'a>, weights: Weights<'a>) -> Result<Self, Error> {
         arch.validate()?;
+        if let MatData::W8A8(_, f) = weights.mats {
+            f.check(&arch)?;
+        }
         let (want, got) = (arch.weights_len(), weights.len());
         for (expected, found) in [(want.vecs, got.vecs), (want.mats, got.mats)] {
             if expected != found {
@@ -604,7 +607,7 @@ impl<'a> Model<'a> {
         let d3 = self.arch.dim(3);
         let (_, scratch) = arena.split_at_mut(plan.act_len);
         let (normed, _) = scratch[d3..2 * d3].split_at_mut(d3);
-        let head = cur.gemm(d3, nc)?;
+        let head = cur.layer(d3, nc)?;
         let bias = cur.vec(nc)?;
         kernels::gemm(
             kern,
@@ -684,7 +687,7 @@ impl<'a> Model<'a> {
         let c0 = arch.dim(0);
         let (h0, w0) = plan.hw[0];
         let stem = Stem {
-            conv: cur.gemm(16 * cin, c0)?,
+            conv: cur.layer(16 * cin, c0)?,
             bias: cur.vec(c0)?,
             ln_w: cur.vec(c0)?,
             ln_b: cur.vec(c0)?,
@@ -773,7 +776,7 @@ impl<'a> Model<'a> {
         let ds = Downsample {
             ln_w: cur.vec(dp)?,
             ln_b: cur.vec(dp)?,
-            conv: cur.gemm(4 * dp, d)?,
+            conv: cur.layer(4 * dp, d)?,
             bias: cur.vec(d)?,
             wi,
             wo,
@@ -884,6 +887,66 @@ pub fn quantize_model(
         if let Some(e) = quantize_slot(&slot, mats, vecs, &mut out)? {
             report(slot.name, e);
         }
+        Ok(())
+    })
+}
+
+/// Writes the f32 stream of [`FloatBlocks`] for the blocks `flags` marks (mixed-precision
+/// w8a8): each flagged block's QDW taps, PW1 and PW2 panels copied from the packed f32
+/// matrix stream `mats`, each followed by unit scales. `out` must be
+/// [`FloatBlocks::stream_len`]`(arch, flags)` floats.
+pub fn pack_float_blocks(
+    arch: &Arch<'_>,
+    mats: &[f32],
+    flags: &[u8],
+    out: &mut [f32],
+) -> Result<(), Error> {
+    let want = FloatBlocks::stream_len(arch, flags);
+    if out.len() != want {
+        return Err(Error::Length {
+            buffer: Buffer::Weights,
+            expected: want,
+            found: out.len(),
+        });
+    }
+    let float = FloatBlocks { flags, mats: &[] };
+    // The QDW taps (packed once for the three filters) open each block.
+    let (mut blocks, mut at) = (0usize, 0usize);
+    visit_tensors(arch, |slot| {
+        let gemm = || {
+            let (n, k) = (slot.shape[0], slot.shape[1..].iter().product::<usize>());
+            (PackedB::packed_len(k, n), n)
+        };
+        let (len, n) = match slot.packing {
+            Packing::QdwTaps(0) => {
+                blocks += 1;
+                if !float.is_float(blocks - 1) {
+                    return Ok(());
+                }
+                let (d, k) = (slot.shape[0], slot.shape[2]);
+                (QdwWeights::taps_len(k, d), 3 * d)
+            }
+            Packing::Pointwise if blocks > 0 && float.is_float(blocks - 1) => gemm(),
+            Packing::Linear | Packing::PatchConv if float.layers_float() => gemm(),
+            _ => return Ok(()),
+        };
+        let src = mats
+            .get(slot.mat_offset..slot.mat_offset + len)
+            .ok_or(Error::Length {
+                buffer: Buffer::Weights,
+                expected: slot.mat_offset + len,
+                found: mats.len(),
+            })?;
+        let end = at + mat_pad(len) + vec_pad(n);
+        let dst = out.get_mut(at..end).ok_or(Error::Length {
+            buffer: Buffer::Weights,
+            expected: end,
+            found: want,
+        })?;
+        dst.fill(0.0);
+        dst[..len].copy_from_slice(src);
+        dst[mat_pad(len)..mat_pad(len) + n].fill(1.0);
+        at = end;
         Ok(())
     })
 }

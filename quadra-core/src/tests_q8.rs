@@ -358,7 +358,7 @@ fn w8a8_model_tracks_f32_and_is_the_same_in_any_bands() {
     let (packed, vecs, q) = w8a8_of(&arch, 81);
     let w8a8 = Weights {
         vecs: &vecs,
-        mats: MatData::W8A8(&q),
+        mats: MatData::W8A8(&q, crate::FloatBlocks::NONE),
     };
     let model = Model::new(arch, w8a8).unwrap();
     let f32_model = Model::new(arch, packed.weights()).unwrap();
@@ -421,7 +421,7 @@ fn w8a8_files_round_trip_and_bad_scales_are_refused() {
     let (_, vecs, q) = w8a8_of(&arch, 83);
     let weights = Weights {
         vecs: &vecs,
-        mats: MatData::W8A8(&q),
+        mats: MatData::W8A8(&q, crate::FloatBlocks::NONE),
     };
     let lay = FileLayout::of(&arch, Dtype::W8A8, 2);
     let mut out = vec![0u8; lay.len];
@@ -517,7 +517,7 @@ fn w8a8_weights_are_the_int8_weights_reordered() {
     };
     let w_dot = Weights {
         vecs: &vw,
-        mats: MatData::W8A8(&w8),
+        mats: MatData::W8A8(&w8, crate::FloatBlocks::NONE),
     };
     let (mut found, mut cur_i8, mut cur_dot) = (
         false,
@@ -555,4 +555,245 @@ fn w8a8_weights_are_the_int8_weights_reordered() {
         }
     }
     let _ = PANEL;
+}
+
+/// The f32 model of `packed` with the stem, downsample and head matrices replaced by their
+/// int8 values (`q`, the w8a8 stream) times their scales (`vecs`): a w8a8 model whose
+/// blocks are all float.
+fn fake_quantized(
+    arch: &Arch<'_>,
+    packed: &crate::tests::Packed,
+    vecs: &[f32],
+    q: &[i8],
+) -> crate::tests::Packed {
+    use crate::net::Packing;
+    let mut mats = packed.mats.clone();
+    crate::net::visit_tensors::<crate::Error>(arch, |slot| {
+        let (mo, vo) = (slot.mat_offset, slot.vec_offset);
+        match slot.packing {
+            Packing::Linear | Packing::PatchConv => {
+                let (n, k) = (slot.shape[0], slot.shape[1..].iter().product::<usize>());
+                for kk in 0..k {
+                    for j in 0..n {
+                        let i = mo + (j / PANEL) * k * PANEL + kk * PANEL + j % PANEL;
+                        mats[i] = q[i] as f32 * vecs[vo + j];
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    })
+    .unwrap();
+    crate::tests::Packed {
+        vecs: packed.vecs.clone(),
+        mats,
+    }
+}
+
+/// The w8a8 weights of [`mixed_arch`] with the quadratic blocks `float` kept in f32:
+/// `(vecs, int8 stream, bitmap, f32 stream)`.
+fn mixed_of(
+    arch: &Arch<'_>,
+    packed: &crate::tests::Packed,
+    float: &[usize],
+) -> (Vec<f32>, Vec<i8>, Vec<u8>, Vec<f32>) {
+    let mut vecs = packed.vecs.clone();
+    let mut q = vec![0i8; packed.mats.len()];
+    quantize_model(
+        arch,
+        &mut vecs,
+        &packed.mats,
+        MatDataMut::W8A8(&mut q),
+        |_, _| {},
+    )
+    .unwrap();
+    let mut flags = vec![0u8; crate::FloatBlocks::flags_len(arch)];
+    for &b in float {
+        flags[(b + 1) / 8] |= 1 << ((b + 1) % 8);
+    }
+    let mut f = vec![0.0; crate::FloatBlocks::stream_len(arch, &flags)];
+    crate::net::pack_float_blocks(arch, &packed.mats, &flags, &mut f).unwrap();
+    (vecs, q, flags, f)
+}
+
+#[test]
+fn float_blocks_compute_with_their_f32_weights() {
+    use crate::FloatBlocks;
+    let arch = mixed_arch();
+    assert_eq!(arch.quadratic_blocks(), 6);
+    let packed = StateDict::random(&arch, 91).pack(&arch);
+    let (vecs, q, flags, f) = mixed_of(&arch, &packed, &[1, 4]);
+    let mixed = Weights {
+        vecs: &vecs,
+        mats: MatData::W8A8(
+            &q,
+            FloatBlocks {
+                flags: &flags,
+                mats: &f,
+            },
+        ),
+    };
+    // Block 1 (stage 0, second block: C = 16, E = 2): its PW1 reads the f32 weights.
+    let mut cur = crate::weights::Cursor::new(mixed);
+    let mut plain = crate::weights::Cursor::new(packed.weights());
+    for cur in [&mut cur, &mut plain] {
+        cur.gemm(16 * 3, 16).unwrap();
+        for _ in 0..3 {
+            cur.vec(16).unwrap();
+        }
+        for (k, e) in [(3, 4), (7, 2)] {
+            let _ = crate::block::BlockWeights::read(cur, 16, k, e).unwrap();
+        }
+    }
+    let model = Model::new(arch, mixed).unwrap();
+    let f32_model = Model::new(arch, packed.weights()).unwrap();
+    let int8 = Weights {
+        vecs: &vecs,
+        mats: MatData::W8A8(&q, FloatBlocks::NONE),
+    };
+    let int8_model = Model::new(arch, int8).unwrap();
+    let (h, w) = (64, 64);
+    let input = Rng::new(92).vec(h * w * 3, -1.0, 1.0);
+    let run = |m: &Model<'_>, kern: Kernels, bands: usize| {
+        let mut arena = vec![f32::NAN; m.arena_len(h, w, bands)];
+        let mut l = vec![0.0; 20];
+        m.forward_with(&SplitReverse(bands), kern, &input, h, w, &mut arena, &mut l)
+            .unwrap();
+        l
+    };
+    for kern in available() {
+        let want = run(&f32_model, kern, 1);
+        let got = run(&model, kern, 1);
+        assert!(got.iter().all(|v| v.is_finite()));
+        for bands in [2, 5] {
+            assert_eq!(run(&model, kern, bands), got, "{} bands", kern.describe());
+        }
+        // Every block float: the model is the f32 model whose other matrices (stem,
+        // downsample, head) are their int8 values times their scales.
+        let every: Vec<usize> = (0..6).collect();
+        let (v2, q2, fl2, f2) = mixed_of(&arch, &packed, &every);
+        let all_float = Weights {
+            vecs: &v2,
+            mats: MatData::W8A8(
+                &q2,
+                FloatBlocks {
+                    flags: &fl2,
+                    mats: &f2,
+                },
+            ),
+        };
+        let fake = fake_quantized(&arch, &packed, &v2, &q2);
+        let reference = Model::new(arch, fake.weights()).unwrap();
+        let (got_all, want_all) = (
+            run(&Model::new(arch, all_float).unwrap(), kern, 1),
+            run(&reference, kern, 1),
+        );
+        let scale = 1.0 + want_all.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        for (a, b) in got_all.iter().zip(&want_all) {
+            // int8 weight-only kernels multiply by the scale after the sum, the reference
+            // before: f32 rounding apart.
+            assert!(
+                (a - b).abs() <= 1e-5 * scale,
+                "{}: {a} vs {b}",
+                kern.describe()
+            );
+        }
+        assert!(
+            run(&int8_model, kern, 1) != got_all,
+            "float blocks changed nothing"
+        );
+        assert!(cosine(&got, &want) >= 0.999);
+    }
+    // A float block's pointwise weights are the f32 ones, element for element.
+    let mut c2 = crate::weights::Cursor::new(mixed);
+    c2.gemm(16 * 3, 16).unwrap();
+    for _ in 0..3 {
+        c2.vec(16).unwrap();
+    }
+    let _ = crate::block::BlockWeights::read(&mut c2, 16, 3, 4).unwrap();
+    let b1 = crate::block::BlockWeights::read(&mut c2, 16, 7, 2).unwrap();
+    assert!(!b1.q8(), "a float block computes in f32");
+    let mut p2 = crate::weights::Cursor::new(packed.weights());
+    p2.gemm(16 * 3, 16).unwrap();
+    for _ in 0..3 {
+        p2.vec(16).unwrap();
+    }
+    let _ = crate::block::BlockWeights::read(&mut p2, 16, 3, 4).unwrap();
+    let p1 = crate::block::BlockWeights::read(&mut p2, 16, 7, 2).unwrap();
+    for kk in 0..16 {
+        for j in 0..32 {
+            assert_eq!(b1.pw1.get(kk, j), p1.pw1.get(kk, j));
+            assert_eq!(b1.pw1.scales()[j], 1.0);
+        }
+    }
+}
+
+#[test]
+fn mixed_w8a8_files_round_trip_and_damaged_float_sections_are_refused() {
+    use crate::format::{file_crc, write, FileLayout, QnetFile};
+    use crate::FloatBlocks;
+    let arch = mixed_arch();
+    let packed = StateDict::random(&arch, 93).pack(&arch);
+    let (vecs, q, flags, f) = mixed_of(&arch, &packed, &[0, 5]);
+    let weights = Weights {
+        vecs: &vecs,
+        mats: MatData::W8A8(
+            &q,
+            FloatBlocks {
+                flags: &flags,
+                mats: &f,
+            },
+        ),
+    };
+    let lay = FileLayout::for_weights(&arch, &weights, 2);
+    assert!(lay.float > 0 && lay.len > lay.float_mats);
+    let mut out = vec![0u8; lay.len];
+    write(&arch, weights, "{}", &mut out).unwrap();
+    let buf = AlignedBuf::new(&out);
+    let file = QnetFile::parse(buf.bytes()).unwrap();
+    let MatData::W8A8(_, back) = file.weights.mats else {
+        panic!("not w8a8")
+    };
+    assert_eq!(back.count(), 2);
+    assert!(back.is_float(0) && back.is_float(5) && !back.is_float(1));
+    assert!(back.mats == &f[..]);
+    let resealed = |mut b: Vec<u8>| {
+        let crc = file_crc(&b);
+        b[96..100].copy_from_slice(&crc.to_le_bytes());
+        AlignedBuf::new(&b)
+    };
+    let refuse = |b: Vec<u8>, says: &str| {
+        let e = std::format!("{}", QnetFile::parse(resealed(b).bytes()).unwrap_err());
+        assert!(e.contains(says), "want '{says}': {e}");
+    };
+    // The count disagrees with the bitmap.
+    let mut b = out.clone();
+    b[124] = 3;
+    refuse(b, "count");
+    // A bit for a block that does not exist (the layers and 6 blocks: bit 7 is past the
+    // end).
+    let mut b = out.clone();
+    b[lay.float] |= 0x80;
+    b[124] = 3;
+    refuse(b, "does not exist");
+    // An extra flagged block without its f32 weights.
+    let mut b = out.clone();
+    b[lay.float] |= 0x04;
+    b[124] = 3;
+    refuse(b, "weights");
+    // The section pointing into the int8 stream.
+    let mut b = out.clone();
+    b[116..124].copy_from_slice(&(lay.mats as u64).to_le_bytes());
+    refuse(b, "overlaps");
+    // A NaN among the f32 weights.
+    let mut b = out.clone();
+    b[lay.float_mats..lay.float_mats + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    refuse(b, "NaN");
+    // Float fields in a file of another dtype are not reserved-zero.
+    let lay32 = FileLayout::of(&arch, Dtype::F32, 2);
+    let mut o32 = vec![0u8; lay32.len];
+    write(&arch, packed.weights(), "{}", &mut o32).unwrap();
+    o32[124] = 1;
+    refuse(o32, "reserved");
 }

@@ -8,6 +8,7 @@
 //! Every tensor starts 64-byte aligned within its stream: vectors are padded to
 //! [`VEC_ALIGN`] floats, matrices to [`MAT_ALIGN`] elements.
 
+use crate::arch::Arch;
 use crate::error::{Buffer, Error};
 use crate::kernels::{Dtype, MatData, PackedB, QdwWeights};
 
@@ -85,10 +86,127 @@ impl Weights<'_> {
     }
 }
 
+/// The parts of a w8a8 model kept in f32 (mixed precision, chosen by `quadra convert
+/// --min-cosine`): a bitmap (bit `u % 8` of byte `u / 8` for unit `u`) whose bit 0 stands
+/// for the stem, downsample and head layers and bit `1 + i` for quadratic (non-identity)
+/// block `i` in network order, and an f32 stream holding the flagged units' matrices as
+/// the f32 kernels read them, in network order, each followed by its (unit) scales: the
+/// stem conv, each block's QDW taps, PW1 and PW2 panels ([`FloatBlocks::block_len`]), each
+/// downsample conv, the head. Their int8 copies stay in the int8 stream (unused), so every
+/// other tensor keeps its place.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct FloatBlocks<'a> {
+    /// Bitmap over the units (bit 0 the other layers, bit `1 + i` block `i`); empty when
+    /// none is float.
+    pub flags: &'a [u8],
+    /// The flagged blocks' f32 pointwise weights.
+    pub mats: &'a [f32],
+}
+
+impl FloatBlocks<'static> {
+    /// No block kept in f32: every pointwise GEMM computes in int8.
+    pub const NONE: FloatBlocks<'static> = FloatBlocks {
+        flags: &[],
+        mats: &[],
+    };
+}
+
+impl FloatBlocks<'_> {
+    /// Is quadratic block `i` (counted over non-identity blocks) kept in f32?
+    pub fn is_float(&self, i: usize) -> bool {
+        self.bit(1 + i)
+    }
+
+    /// Are the stem, downsample and head layers kept in f32?
+    pub fn layers_float(&self) -> bool {
+        self.bit(0)
+    }
+
+    fn bit(&self, u: usize) -> bool {
+        self.flags
+            .get(u / 8)
+            .is_some_and(|b| (b >> (u % 8)) & 1 == 1)
+    }
+
+    /// Bitmap bytes for `arch`: one bit for the layers and one per quadratic block.
+    pub const fn flags_len(arch: &Arch<'_>) -> usize {
+        (arch.quadratic_blocks() + 1).div_ceil(8)
+    }
+
+    /// How many units (the layers, blocks) are kept in f32.
+    pub fn count(&self) -> usize {
+        self.flags.iter().map(|b| b.count_ones() as usize).sum()
+    }
+
+    /// f32 floats one block of width `c`, kernel `k` and expansion `e` holds in the stream.
+    pub const fn block_len(c: usize, k: usize, e: usize) -> usize {
+        mat_pad(QdwWeights::taps_len(k, c))
+            + vec_pad(3 * c)
+            + WeightsLen::gemm(c, e * c).mats
+            + vec_pad(e * c)
+            + WeightsLen::gemm(e * c, c).mats
+            + vec_pad(c)
+    }
+
+    /// Length of the f32 stream the units `flags` marks need in `arch`.
+    pub fn stream_len(arch: &Arch<'_>, flags: &[u8]) -> usize {
+        let f = FloatBlocks { flags, mats: &[] };
+        let mut want = 0usize;
+        if f.layers_float() {
+            let layer = |k: usize, n: usize| WeightsLen::gemm(k, n).mats + vec_pad(n);
+            want += layer(16 * arch.in_chans, arch.dim(0))
+                + layer(arch.dim(3), arch.num_classes)
+                + (1..4)
+                    .map(|s| layer(4 * arch.dim(s - 1), arch.dim(s)))
+                    .sum::<usize>();
+        }
+        let mut i = 0;
+        for stage in &arch.stages {
+            for b in stage.blocks.iter().filter(|b| !b.is_identity()) {
+                if f.is_float(i) {
+                    want += Self::block_len(stage.dim, b.kernel as usize, b.expansion as usize);
+                }
+                i += 1;
+            }
+        }
+        want
+    }
+
+    /// Checks the bitmap against `arch` ([`FloatBlocks::flags_len`] bytes, or none; no bit
+    /// past the last block) and the f32 stream's length against the flagged units'.
+    pub fn check(&self, arch: &Arch<'_>) -> Result<(), Error> {
+        let units = arch.quadratic_blocks() + 1;
+        if !self.flags.is_empty() && self.flags.len() != Self::flags_len(arch) {
+            return Err(Error::Format(
+                "float-block bitmap length does not match the architecture",
+            ));
+        }
+        if (units..8 * self.flags.len()).any(|u| self.bit(u)) {
+            return Err(Error::Format(
+                "float-block bitmap flags a block that does not exist",
+            ));
+        }
+        let want = Self::stream_len(arch, self.flags);
+        if want != self.mats.len() {
+            return Err(Error::Length {
+                buffer: Buffer::Weights,
+                expected: want,
+                found: self.mats.len(),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Reads tensors from both streams, in visit order.
 pub(crate) struct Cursor<'a> {
     vecs: &'a [f32],
     mats: MatData<'a>,
+    /// Mixed precision: which blocks are f32, and what is left of their f32 stream.
+    float: FloatBlocks<'a>,
+    /// Index of the next quadratic block, and whether the current one is f32.
+    block: usize,
+    in_float: bool,
 }
 
 fn short(expected: usize, found: usize) -> Error {
@@ -104,7 +222,31 @@ impl<'a> Cursor<'a> {
         Cursor {
             vecs: w.vecs,
             mats: w.mats,
+            float: match w.mats {
+                MatData::W8A8(_, f) => f,
+                _ => FloatBlocks::NONE,
+            },
+            block: 0,
+            in_float: false,
         }
+    }
+
+    /// Starts the next quadratic block (whose pointwise GEMMs may be f32 in a mixed w8a8
+    /// model).
+    pub(crate) fn begin_block(&mut self) {
+        self.in_float = self.float.is_float(self.block);
+        self.block += 1;
+    }
+
+    /// `n` floats of the f32 stream of float blocks.
+    fn float_take(&mut self, n: usize) -> Result<&'a [f32], Error> {
+        let have = self.float.mats.len();
+        if n > have {
+            return Err(short(n, have));
+        }
+        let (head, rest) = self.float.mats.split_at(n);
+        self.float.mats = rest;
+        Ok(head)
     }
 
     pub(crate) fn vec(&mut self, n: usize) -> Result<&'a [f32], Error> {
@@ -133,22 +275,57 @@ impl<'a> Cursor<'a> {
         PackedB::new(data, self.vec(n)?, k, n)
     }
 
+    /// The stem, a downsample or the head conv: as [`Cursor::gemm`], or its f32 weights
+    /// when a mixed w8a8 model keeps those layers in f32.
+    pub(crate) fn layer(&mut self, k: usize, n: usize) -> Result<PackedB<'a>, Error> {
+        if !self.float.layers_float() {
+            return self.gemm(k, n);
+        }
+        self.mat(PackedB::packed_len(k, n))?;
+        self.vec(n)?;
+        self.float_gemm(k, n)
+    }
+
+    /// `k x n` f32 panels and their scales from the float stream.
+    fn float_gemm(&mut self, k: usize, n: usize) -> Result<PackedB<'a>, Error> {
+        let panels = self.float_take(mat_pad(PackedB::packed_len(k, n)))?;
+        let scales = self.float_take(vec_pad(n))?;
+        PackedB::new(
+            MatData::F32(&panels[..PackedB::packed_len(k, n)]),
+            &scales[..n],
+            k,
+            n,
+        )
+    }
+
     /// A block's pointwise GEMM: in a w8a8 stream with `k % 4 == 0`, computed in int8
     /// from the dot-product layout; otherwise as [`Cursor::gemm`].
     pub(crate) fn pointwise(&mut self, k: usize, n: usize) -> Result<PackedB<'a>, Error> {
-        if !(matches!(self.mats, MatData::W8A8(_)) && k.is_multiple_of(4)) {
+        if self.in_float {
+            // Past the unused int8 copy and its scales, then the f32 weights.
+            self.mat(PackedB::packed_len(k, n))?;
+            self.vec(n)?;
+            return self.float_gemm(k, n);
+        }
+        if !(matches!(self.mats, MatData::W8A8(..)) && k.is_multiple_of(4)) {
             return self.gemm(k, n);
         }
         match self.mat(PackedB::packed_len(k, n))? {
-            MatData::W8A8(data) => PackedB::new_dot(data, self.vec(n)?, k, n),
+            MatData::W8A8(data, _) => PackedB::new_dot(data, self.vec(n)?, k, n),
             // A view of a w8a8 stream is w8a8: not reached.
             other => PackedB::new(other, self.vec(n)?, k, n),
         }
     }
 
     pub(crate) fn qdw(&mut self, k: usize, c: usize) -> Result<QdwWeights<'a>, Error> {
-        let taps = self.mat(QdwWeights::taps_len(k, c))?;
-        let scales = self.vec(3 * c)?;
+        let mut taps = self.mat(QdwWeights::taps_len(k, c))?;
+        let mut scales = self.vec(3 * c)?;
+        if self.in_float {
+            // The f32 taps and their scales instead of the unused int8 copy.
+            let t = self.float_take(mat_pad(QdwWeights::taps_len(k, c)))?;
+            taps = MatData::F32(&t[..QdwWeights::taps_len(k, c)]);
+            scales = &self.float_take(vec_pad(3 * c))?[..3 * c];
+        }
         QdwWeights::new(k, c, taps, scales, self.vec(3 * c)?)
     }
 

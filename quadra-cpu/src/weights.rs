@@ -4,8 +4,8 @@ use std::path::Path;
 
 use quadra_core::arch::Arch;
 use quadra_core::format::{self, FileLayout, QnetFile};
-use quadra_core::net::{quantize_model, MatDataMut, QuantError};
-use quadra_core::{Dtype, MatData, Weights};
+use quadra_core::net::{pack_float_blocks, quantize_model, MatDataMut, QuantError};
+use quadra_core::{Dtype, FloatBlocks, MatData, Weights};
 
 use crate::aligned::AlignedVec;
 use crate::config::ArchConfig;
@@ -20,8 +20,17 @@ pub enum OwnedMats {
     F16(AlignedVec<u16>),
     /// int8 values.
     I8(AlignedVec<i8>),
-    /// int8 values of a w8a8 model (pointwise panels in the dot-product layout).
-    W8A8(AlignedVec<i8>),
+    /// A w8a8 model: int8 values (pointwise panels in the dot-product layout), and the
+    /// blocks kept in f32 (mixed precision): their bitmap and f32 stream
+    /// ([`quadra_core::FloatBlocks`]; both empty when every block computes in int8).
+    W8A8 {
+        /// int8 values.
+        q: AlignedVec<i8>,
+        /// Bitmap of the quadratic blocks kept in f32.
+        flags: Vec<u8>,
+        /// Their f32 pointwise weights.
+        float: AlignedVec<f32>,
+    },
 }
 
 /// Owned weight streams.
@@ -51,7 +60,9 @@ impl OwnedWeights {
                 OwnedMats::F32(v) => MatData::F32(v),
                 OwnedMats::F16(v) => MatData::F16(v),
                 OwnedMats::I8(v) => MatData::I8(v),
-                OwnedMats::W8A8(v) => MatData::W8A8(v),
+                OwnedMats::W8A8 { q, flags, float } => {
+                    MatData::W8A8(q, FloatBlocks { flags, mats: float })
+                }
             },
         }
     }
@@ -69,7 +80,11 @@ impl OwnedWeights {
                 MatData::F32(v) => OwnedMats::F32(v.into()),
                 MatData::F16(v) => OwnedMats::F16(v.into()),
                 MatData::I8(v) => OwnedMats::I8(v.into()),
-                MatData::W8A8(v) => OwnedMats::W8A8(v.into()),
+                MatData::W8A8(v, f) => OwnedMats::W8A8 {
+                    q: v.into(),
+                    flags: f.flags.to_vec(),
+                    float: f.mats.into(),
+                },
             },
         }
     }
@@ -104,19 +119,63 @@ impl OwnedWeights {
                 quantize_model(arch, &mut vecs, mats, MatDataMut::I8(&mut o), &mut rec)?;
                 OwnedMats::I8(o)
             }
-            Dtype::W8A8 => {
-                let mut o = AlignedVec::zeros(mats.len());
-                quantize_model(arch, &mut vecs, mats, MatDataMut::W8A8(&mut o), &mut rec)?;
-                OwnedMats::W8A8(o)
-            }
+            Dtype::W8A8 => return self.w8a8(arch, false, &[]),
         };
         Ok((OwnedWeights { vecs, mats: out }, report))
+    }
+
+    /// These f32 weights as w8a8, with the stem, downsample and head layers kept in f32 if
+    /// `float_layers` and the quadratic blocks (counted over non-identity blocks in network
+    /// order) listed in `float` kept in f32; and the error each int8 tensor took.
+    pub fn w8a8(
+        &self,
+        arch: &Arch<'_>,
+        float_layers: bool,
+        float: &[usize],
+    ) -> Result<(OwnedWeights, Vec<TensorQuantError>), RunError> {
+        let OwnedMats::F32(mats) = &self.mats else {
+            return Err(RunError::Input("only f32 weights can be quantised".into()));
+        };
+        let nq = arch.quadratic_blocks();
+        if let Some(b) = float.iter().find(|&&b| b >= nq) {
+            return Err(RunError::Input(format!(
+                "block {b} cannot stay f32: the network has {nq} quadratic blocks"
+            )));
+        }
+        let mut vecs = self.vecs.clone();
+        let mut report = Vec::new();
+        let mut q = AlignedVec::zeros(mats.len());
+        quantize_model(
+            arch,
+            &mut vecs,
+            mats,
+            MatDataMut::W8A8(&mut q),
+            |name, error| {
+                report.push(TensorQuantError {
+                    name: name.to_string(),
+                    error,
+                })
+            },
+        )?;
+        let any = float_layers || !float.is_empty();
+        let mut flags = vec![0u8; if any { FloatBlocks::flags_len(arch) } else { 0 }];
+        for u in float.iter().map(|b| b + 1).chain(float_layers.then_some(0)) {
+            flags[u / 8] |= 1 << (u % 8);
+        }
+        let mut fmats = AlignedVec::zeros(FloatBlocks::stream_len(arch, &flags));
+        pack_float_blocks(arch, mats, &flags, &mut fmats)?;
+        let mats = OwnedMats::W8A8 {
+            q,
+            flags,
+            float: fmats,
+        };
+        Ok((OwnedWeights { vecs, mats }, report))
     }
 
     /// The `.qnet` bytes of `config` with these weights and `meta`.
     pub fn to_qnet(&self, config: &ArchConfig, meta: &str) -> Result<Vec<u8>, RunError> {
         let arch = config.arch();
-        let mut out = vec![0u8; FileLayout::of(&arch, self.dtype(), meta.len()).len];
+        let mut out = vec![0u8; FileLayout::for_weights(&arch, &self.view(), meta.len()).len];
         format::write(&arch, self.view(), meta, &mut out)?;
         Ok(out)
     }

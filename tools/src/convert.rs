@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use ndarray::Array4;
+use ndarray::{Array2, Array4};
 use quadra_core::Dtype;
 use quadra_cpu::checkpoint::StateDict;
 use quadra_cpu::config::ArchConfig;
@@ -21,9 +21,14 @@ pub struct Args {
     /// Built-in architecture: quadranet25-{xxs,xs,t,s,b} or quadranet36-{xxs,xs,t,s,b}.
     #[arg(long)]
     preset: Option<String>,
-    /// Storage type of the weight matrices.
+    /// Storage type of the weight matrices: f32, f16, int8 (weight-only: int8 weights
+    /// widened to f32) or w8a8 (int8 weights and int8 pointwise GEMMs).
     #[arg(long, default_value = "f32", value_parser = quadra_cpu::parse_dtype)]
     dtype: Dtype,
+    /// With --dtype w8a8: keep the most sensitive blocks' pointwise GEMMs in f32 until the
+    /// worst logits cosine against f32 on the check inputs reaches this (e.g. 0.999).
+    #[arg(long, requires = "dtype", value_parser = parse_cosine)]
+    min_cosine: Option<f64>,
     /// Write a .qnet model file here.
     #[arg(long, required_unless_present = "emit_rust")]
     out: Option<PathBuf>,
@@ -33,7 +38,8 @@ pub struct Args {
     /// Input size for the arena constant and the accuracy check: `224` or `HxW`.
     #[arg(long, default_value = "224", value_parser = quadra_cpu::parse_input_size)]
     input_size: (usize, usize),
-    /// Inputs (float32 .npy, [N, C, H, W]) for the f16/int8 accuracy check; random if absent.
+    /// Inputs (float32 .npy, [N, C, H, W]) for the accuracy check and the --min-cosine
+    /// search; random if absent.
     #[arg(long)]
     check_input: Option<PathBuf>,
     /// A JSON object merged into the file's metadata (e.g. a training report).
@@ -141,12 +147,35 @@ pub fn convert(
     })
 }
 
+fn parse_cosine(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+        Ok(v) => Err(format!("{v} is not a cosine target in (0, 1]")),
+        Err(_) => Err(format!("'{s}' is not a number")),
+    }
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// f16/int8 logits against f32 on `x`: (mean cosine, min cosine, top-1 agreements).
 pub fn accuracy_vs_f32(c: &Converted, x: &Array4<f32>) -> Result<(f64, f64, usize)> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let f = Network::new(c.config.clone(), c.f32.clone())?.with_threads(threads)?;
-    let q = Network::new(c.config.clone(), c.stored.clone())?.with_threads(threads)?;
-    let (yf, yq) = (f.forward_nchw(x.view())?, q.forward_nchw(x.view())?);
+    let f = Network::new(c.config.clone(), c.f32.clone())?.with_threads(threads())?;
+    let yf = f.forward_nchw(x.view())?;
+    agreement(&yf, &c.config, &c.stored, x)
+}
+
+/// Logits of `weights` on `x` against the f32 logits `yf`: (mean cosine, min cosine,
+/// top-1 agreements). A NaN anywhere makes the cosines NaN.
+fn agreement(
+    yf: &Array2<f32>,
+    config: &ArchConfig,
+    weights: &OwnedWeights,
+    x: &Array4<f32>,
+) -> Result<(f64, f64, usize)> {
+    let q = Network::new(config.clone(), weights.clone())?.with_threads(threads())?;
+    let yq = q.forward_nchw(x.view())?;
     let mut cos = Vec::new();
     let mut agree = 0;
     for (a, b) in yf.outer_iter().zip(yq.outer_iter()) {
@@ -155,19 +184,109 @@ pub fn accuracy_vs_f32(c: &Converted, x: &Array4<f32>) -> Result<(f64, f64, usiz
         agree += (argmax(&a) == argmax(&b)) as usize;
     }
     let mean = cos.iter().sum::<f64>() / cos.len().max(1) as f64;
-    let min = cos.iter().copied().fold(1.0, f64::min);
+    // NaN-aware: a NaN cosine is the minimum.
+    let min = cos.iter().copied().fold(1.0, |m: f64, c| {
+        if c.is_nan() || m.is_nan() {
+            f64::NAN
+        } else {
+            m.min(c)
+        }
+    });
     Ok((mean, min, agree))
+}
+
+/// The w8a8 model that keeps the fewest, most sensitive units in f32 such that the worst
+/// logits cosine against f32 on `x` is at least `target`. The units are the quadratic
+/// blocks (`0..n`: QDW taps and pointwise GEMMs) and the stem, downsample and head layers
+/// together (unit `n`); a unit's sensitivity is the cosine lost when it alone is int8.
+/// Returns the weights and the units kept in f32.
+pub fn mixed_precision(
+    c: &Converted,
+    x: &Array4<f32>,
+    target: f64,
+) -> Result<(OwnedWeights, Vec<usize>)> {
+    let arch = c.config.arch();
+    let nq = arch.quadratic_blocks() + 1;
+    let f = Network::new(c.config.clone(), c.f32.clone())?.with_threads(threads())?;
+    let yf = f.forward_nchw(x.view())?;
+    let layers = nq - 1;
+    let with = |float: &[usize]| -> Result<(OwnedWeights, f64)> {
+        let blocks: Vec<usize> = float.iter().copied().filter(|&u| u != layers).collect();
+        let (w, _) = c.f32.w8a8(&arch, float.contains(&layers), &blocks)?;
+        let (_, min, _) = agreement(&yf, &c.config, &w, x)?;
+        Ok((w, min))
+    };
+    let (all_int8, cos0) = with(&[])?;
+    if cos0 >= target {
+        return Ok((all_int8, Vec::new()));
+    }
+    let mut loss = Vec::with_capacity(nq);
+    for b in 0..nq {
+        let others: Vec<usize> = (0..nq).filter(|&i| i != b).collect();
+        let (_, cb) = with(&others)?;
+        // A NaN cosine is the worst loss.
+        loss.push((if cb.is_nan() { f64::INFINITY } else { 1.0 - cb }, b));
+    }
+    loss.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let order: Vec<usize> = loss.iter().map(|&(_, b)| b).collect();
+    // The cosine grows (about) monotonically with the number of float blocks: bisect the
+    // smallest count that reaches the target; all blocks float is the fallback.
+    let (mut lo, mut hi) = (0usize, nq);
+    let mut best = with(&order)?;
+    if best.1.is_nan() || best.1 < target {
+        anyhow::bail!(
+            "even with every block and layer in f32 the worst cosine is {:.6} < {target}: the \
+             f32 model disagrees with itself (NaN or infinity in the logits?)",
+            best.1
+        );
+    }
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        let (w, cm) = with(&order[..mid])?;
+        if cm >= target {
+            hi = mid;
+            best = (w, cm);
+        } else {
+            lo = mid;
+        }
+    }
+    let mut kept = order[..hi].to_vec();
+    kept.sort_unstable();
+    Ok((best.0, kept))
+}
+
+/// `stages.{s}.{b}` of quadratic block `i` (identity blocks are not counted); the unit
+/// after the last block is the stem, downsample and head layers.
+pub fn block_name(config: &ArchConfig, i: usize) -> String {
+    let mut n = 0;
+    for (s, st) in config.blocks.iter().enumerate() {
+        for (b, spec) in st.iter().enumerate() {
+            if spec.is_identity() {
+                continue;
+            }
+            if n == i {
+                return format!("stages.{s}.{b}");
+            }
+            n += 1;
+        }
+    }
+    "stem+downsample+head".into()
 }
 
 pub fn run(a: Args) -> Result<()> {
     let config = load_config(a.config.as_deref(), a.preset.as_deref())?;
-    let c = convert(config, &a.weights, a.dtype, a.meta.as_deref(), false)?;
+    if a.min_cosine.is_some() && a.dtype != Dtype::W8A8 {
+        bail!("--min-cosine chooses which blocks of a w8a8 model stay f32: give --dtype w8a8");
+    }
+    let mut c = convert(config, &a.weights, a.dtype, a.meta.as_deref(), false)?;
     if a.dtype != Dtype::F32 {
         let x = match &a.check_input {
             Some(p) => crate::npy::read_nchw(p)?,
             None => {
                 let (h, w) = a.input_size;
-                let n = 4;
+                // The mixed-precision search needs more than a spot check to hold on
+                // inputs it has not seen (4 images did not on QuadraNet36-T; 16 did).
+                let n = if a.min_cosine.is_some() { 16 } else { 4 };
                 let mut s = 0x9E37_79B9u32;
                 Array4::from_shape_fn((n, c.config.in_chans, h, w), |_| {
                     s ^= s << 13;
@@ -177,11 +296,23 @@ pub fn run(a: Args) -> Result<()> {
                 })
             }
         };
-        let (mean, min, agree) = accuracy_vs_f32(&c, &x)?;
         let src = a
             .check_input
             .as_ref()
             .map_or("random inputs".to_string(), |p| p.display().to_string());
+        if let Some(target) = a.min_cosine {
+            let (w, kept) = mixed_precision(&c, &x, target)?;
+            c.stored = w;
+            let names: Vec<String> = kept.iter().map(|&b| block_name(&c.config, b)).collect();
+            println!(
+                "mixed precision (worst cosine >= {target} on {src}): {} of {} units stay f32{}{}",
+                kept.len(),
+                c.config.arch().quadratic_blocks() + 1,
+                if kept.is_empty() { "" } else { ": " },
+                names.join(", ")
+            );
+        }
+        let (mean, min, agree) = accuracy_vs_f32(&c, &x)?;
         println!(
             "{} logits vs f32 on {} images ({src}): cosine mean {mean:.6}, min {min:.6}; top-1 agreement {agree}/{}",
             a.dtype.name(),

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use quadra_core::Dtype;
+use quadra_core::{Dtype, FloatBlocks, MatData};
 use quadra_cpu::weights::LoadedModel;
 
 #[derive(clap::Args)]
@@ -42,6 +42,11 @@ pub fn run(a: Args) -> Result<()> {
                 .collect()
         })
         .collect();
+    let float = match m.weights.view().mats {
+        MatData::W8A8(_, f) => f,
+        _ => FloatBlocks::NONE,
+    };
+    let mut quadratic = 0;
     let precision: Vec<Vec<&str>> = m
         .config
         .blocks
@@ -49,10 +54,28 @@ pub fn run(a: Args) -> Result<()> {
         .zip(m.config.dims)
         .map(|(s, c)| {
             s.iter()
-                .map(|b| block_precision(dtype, c, b.expansion as usize, b.is_identity()))
+                .map(|b| {
+                    if b.is_identity() {
+                        return "-";
+                    }
+                    quadratic += 1;
+                    if float.is_float(quadratic - 1) {
+                        "f32"
+                    } else {
+                        block_precision(dtype, c, b.expansion as usize)
+                    }
+                })
                 .collect()
         })
         .collect();
+    let layers = if float.layers_float() {
+        "f32"
+    } else {
+        match dtype {
+            Dtype::W8A8 => "int8",
+            d => d.name(),
+        }
+    };
     let flops = 2 * arch.macs(h, w);
     let report = serde_json::json!({
         "file": a.model.display().to_string(),
@@ -63,8 +86,9 @@ pub fn run(a: Args) -> Result<()> {
         "dims": m.config.dims,
         "blocks": blocks,
         "block_precision": precision,
+        "layer_precision": layers,
         "parameters": arch.params(),
-        "weight_bytes": wl.bytes(dtype),
+        "weight_bytes": wl.bytes(dtype) + 4 * float.mats.len(),
         "input": [h, w],
         "flops": flops,
         "arena_bytes": plan.arena_len() * 4,
@@ -103,8 +127,12 @@ pub fn run(a: Args) -> Result<()> {
             shown.join(" ")
         );
     }
+    println!("  stem, downsamples, head: {layers}");
     println!("  parameters {}", arch.params());
-    println!("  weights    {} bytes", wl.bytes(dtype));
+    println!(
+        "  weights    {} bytes",
+        wl.bytes(dtype) + 4 * float.mats.len()
+    );
     println!(
         "  at {h}x{w}:  {:.3} GFLOP per image ({} multiply-adds)",
         flops as f64 / 1e9,
@@ -125,10 +153,9 @@ pub fn run(a: Args) -> Result<()> {
 
 /// How a block's pointwise GEMMs compute: `w8a8` (int8 x int8), `int8` (int8 weights
 /// widened to f32), `f16`, `f32`; in a w8a8 file a GEMM computes in int8 when its inner
-/// dimension is a multiple of 4 (PW1: C, PW2: E·C). `-` for identity blocks.
-fn block_precision(dtype: Dtype, c: usize, e: usize, identity: bool) -> &'static str {
+/// dimension is a multiple of 4 (PW1: C, PW2: E·C) and its block is not kept in f32.
+fn block_precision(dtype: Dtype, c: usize, e: usize) -> &'static str {
     match dtype {
-        _ if identity => "-",
         Dtype::W8A8 if c.is_multiple_of(4) => "w8a8",
         Dtype::W8A8 if (e * c).is_multiple_of(4) => "int8+w8a8-pw2",
         Dtype::W8A8 | Dtype::I8 => "int8",

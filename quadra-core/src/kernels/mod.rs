@@ -23,6 +23,7 @@ pub(crate) mod x86_avx512;
 
 use crate::error::{Buffer, Error};
 use crate::isa::{Isa, Kernels};
+use crate::weights::FloatBlocks;
 
 /// Width of a packed weight panel, in columns. Every ISA reads the same packed layout.
 pub const PANEL: usize = 16;
@@ -108,9 +109,10 @@ pub enum MatData<'a> {
     /// int8 values (to be multiplied by the per-channel scale).
     I8(&'a [i8]),
     /// A whole w8a8 matrix stream ([`Dtype::W8A8`]): int8 values, the block pointwise
-    /// panels in the dot-product layout. Views of single tensors cut from it are
-    /// [`MatData::I8`] (or a dot-layout [`PackedB`]).
-    W8A8(&'a [i8]),
+    /// panels in the dot-product layout, and the blocks kept in f32 (mixed precision, see
+    /// [`FloatBlocks`]). Views of single tensors cut from it are [`MatData::I8`] (or a
+    /// dot-layout [`PackedB`]).
+    W8A8(&'a [i8], FloatBlocks<'a>),
 }
 
 impl<'a> MatData<'a> {
@@ -119,7 +121,7 @@ impl<'a> MatData<'a> {
         match self {
             MatData::F32(v) => v.len(),
             MatData::F16(v) => v.len(),
-            MatData::I8(v) | MatData::W8A8(v) => v.len(),
+            MatData::I8(v) | MatData::W8A8(v, _) => v.len(),
         }
     }
 
@@ -134,7 +136,7 @@ impl<'a> MatData<'a> {
             MatData::F32(_) => Dtype::F32,
             MatData::F16(_) => Dtype::F16,
             MatData::I8(_) => Dtype::I8,
-            MatData::W8A8(_) => Dtype::W8A8,
+            MatData::W8A8(..) => Dtype::W8A8,
         }
     }
 
@@ -144,7 +146,7 @@ impl<'a> MatData<'a> {
         match self {
             MatData::F32(v) => v[i],
             MatData::F16(v) => half::f16::from_bits(v[i]).to_f32(),
-            MatData::I8(v) | MatData::W8A8(v) => v[i] as f32,
+            MatData::I8(v) | MatData::W8A8(v, _) => v[i] as f32,
         }
     }
 
@@ -155,7 +157,7 @@ impl<'a> MatData<'a> {
             MatData::F32(v) => MatData::F32(v.get(r)?),
             MatData::F16(v) => MatData::F16(v.get(r)?),
             MatData::I8(v) => MatData::I8(v.get(r)?),
-            MatData::W8A8(v) => MatData::W8A8(v.get(r)?),
+            MatData::W8A8(v, f) => MatData::W8A8(v.get(r)?, *f),
         })
     }
 }
@@ -190,7 +192,7 @@ impl<'a> PackedB<'a> {
     pub fn new(data: MatData<'a>, scales: &'a [f32], k: usize, n: usize) -> Result<Self, Error> {
         check_weights_exact(&[(Self::packed_len(k, n), data.len()), (n, scales.len())])?;
         let data = match data {
-            MatData::W8A8(d) => MatData::I8(d),
+            MatData::W8A8(d, _) => MatData::I8(d),
             d => d,
         };
         Ok(PackedB {
@@ -497,7 +499,7 @@ pub fn gemm(
     match b.data {
         MatData::F32(d) => simd_gemm(kern, &g, d.as_ptr()),
         MatData::F16(d) => simd_gemm(kern, &g, d.as_ptr()),
-        MatData::I8(d) | MatData::W8A8(d) => simd_gemm(kern, &g, d.as_ptr()),
+        MatData::I8(d) | MatData::W8A8(d, _) => simd_gemm(kern, &g, d.as_ptr()),
     }
     Ok(())
 }
@@ -558,7 +560,7 @@ impl<'a> QdwWeights<'a> {
             return Err(Error::Arch("QDW kernel size must be 3, 5 or 7"));
         }
         let taps = match taps {
-            MatData::W8A8(t) => MatData::I8(t),
+            MatData::W8A8(t, _) => MatData::I8(t),
             t => t,
         };
         check_weights_exact(&[
@@ -742,7 +744,7 @@ fn qdw_row_impl(
     match wts.taps {
         MatData::F32(t) => simd_qdw(kern, k, &args, t.as_ptr()),
         MatData::F16(t) => simd_qdw(kern, k, &args, t.as_ptr()),
-        MatData::I8(t) | MatData::W8A8(t) => simd_qdw(kern, k, &args, t.as_ptr()),
+        MatData::I8(t) | MatData::W8A8(t, _) => simd_qdw(kern, k, &args, t.as_ptr()),
     }
     Ok(())
 }

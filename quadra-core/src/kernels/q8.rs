@@ -436,7 +436,7 @@ pub(crate) struct Q8Args {
 impl Q8Args {
     fn new(a: &QRows<'_>, b: &PackedB<'_>, out: Q8Out) -> Self {
         let bp = match b.data() {
-            super::MatData::I8(d) | super::MatData::W8A8(d) => d.as_ptr(),
+            super::MatData::I8(d) | super::MatData::W8A8(d, _) => d.as_ptr(),
             // `PackedB::new_dot` only wraps int8.
             _ => core::ptr::null(),
         };
