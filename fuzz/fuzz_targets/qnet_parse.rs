@@ -23,7 +23,8 @@ fuzz_target!(|data: &[u8]| {
         let (h, w) = (32, 32);
         if arch.arena_len(h, w) < (1 << 20) && arch.num_classes < 4096 && arch.in_chans < 16 && arch.macs(h, w) < 50_000_000 {
             if let Ok(model) = file.model() {
-                let mut arena = vec![0.0f32; arch.arena_len(h, w)];
+                // w8a8 models need their int8 rows too.
+                let mut arena = vec![0.0f32; model.arena_len(h, w, 1)];
                 let input = vec![0.5f32; h * w * arch.in_chans];
                 let mut logits = vec![0.0f32; arch.num_classes];
                 let _ = model.forward(Kernels::scalar(), &input, h, w, &mut arena, &mut logits);

@@ -1,8 +1,11 @@
-"""Side by side on this machine: quadra against ONNX Runtime (CPU provider, graph
-optimisations on, same thread count) on the same QuadraNet, exported from the official
-PyTorch definition with the same weights.
+"""Side by side on this machine: quadra (f32, int8 weight-only storage, w8a8 int8 compute)
+against ONNX Runtime (CPU provider, graph optimisations on, same thread count; f32, and its
+`quantize_dynamic` int8 model: QUInt8 weights, MatMulInteger) and OpenVINO (f32, CPU plugin)
+on the same QuadraNet, exported from the official PyTorch definition with the same weights.
+Every f32 runtime must agree with quadra f32 before anything is timed; every int8 model's
+logits are compared with f32 by cosine, printed beside its time (and refused below 0.9).
 
-    pip install torch onnx onnxruntime safetensors numpy
+    pip install torch onnx onnxruntime openvino safetensors numpy
     cargo build --release -p quadra-tools -p quadra-bench
     python3 quadra-bench/compare/compare_ort.py                       # QuadraNet25-XXS and 36-T, 1 and 2 threads
     python3 quadra-bench/compare/compare_ort.py --models quadranet36-s --threads 4 --iters 30
@@ -87,6 +90,40 @@ def ort_median(onnx_path, x, threads, iters, warmup):
     return float(np.median(ts)) * 1e3, out[0]
 
 
+def ov_median(onnx_path, x, threads, iters, warmup):
+    """OpenVINO's CPU plugin on the ONNX file (read_model: no conversion tool, no telemetry),
+    f32 inference precision, latency hint."""
+    import openvino as ov
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(onnx_path)), "CPU", {
+        "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_PRECISION_HINT": "f32"})
+    req = compiled.create_infer_request()
+    for _ in range(warmup):
+        req.infer({0: x})
+    ts = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        req.infer({0: x})
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts)) * 1e3, np.array(req.get_output_tensor(0).data)
+
+
+def ort_int8(onnx_path, out_path):
+    """ONNX Runtime's dynamic quantisation of the f32 export's MatMuls: QUInt8 weights (its
+    QInt8 weights lose accuracy on AVX2, where vpmaddubsw saturates u8 x s8 pair sums)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    # MatMul only (the pointwise layers, as w8a8): with its default op types ConvInteger
+    # takes the depthwise convs too, and the model ran twice as slow as f32.
+    quantize_dynamic(str(onnx_path), str(out_path), weight_type=QuantType.QUInt8,
+                     op_types_to_quantize=["MatMul"])
+
+
+def cosine(a, b):
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
 def export(module, x, path):
     torch.onnx.export(module, (torch.from_numpy(x),), str(path), opset_version=17,
                       input_names=["x"], output_names=["y"], dynamo=False)
@@ -141,32 +178,62 @@ def main():
             from safetensors.torch import save_file
             save_file({k: v.contiguous() for k, v in net.state_dict().items()}, tmp / f"{name}.safetensors")
             (tmp / f"{name}.json").write_text(json.dumps(cfg))
-            qnet = tmp / f"{name}.qnet"
-            run([quadra, "convert", "--weights", tmp / f"{name}.safetensors", "--config", tmp / f"{name}.json",
-                 "--input-size", f"{h}x{w}", "--out", qnet])
+            qnets = {}
+            for dtype in ("f32", "int8", "w8a8"):
+                qnets[dtype] = tmp / f"{name}-{dtype}.qnet"
+                run([quadra, "convert", "--weights", tmp / f"{name}.safetensors", "--config", tmp / f"{name}.json",
+                     "--input-size", f"{h}x{w}", "--dtype", dtype, "--out", qnets[dtype]])
             onnx_path = tmp / f"{name}.onnx"
             export(net, x, onnx_path)
-            # Same model, same input: both must agree before their speeds are compared.
+            onnx_int8 = tmp / f"{name}-int8.onnx"
+            ort_int8(onnx_path, onnx_int8)
+            # Same model, same input: the f32 runtimes must agree before their speeds are
+            # compared; the int8 models are measured against f32 by cosine.
             np.save(tmp / "x.npy", x)
-            run([quadra, "infer", "--model", qnet, "--input", tmp / "x.npy", "--output", tmp / "y.npy"])
-            ours = np.load(tmp / "y.npy")
+            ours = {}
+            for dtype, q in qnets.items():
+                run([quadra, "infer", "--model", q, "--input", tmp / "x.npy", "--output", tmp / "y.npy"])
+                ours[dtype] = np.load(tmp / "y.npy")
             for t in a.threads:
                 ort_ms, ort_out = ort_median(onnx_path, x, t, a.iters, a.warmup)
-                rep = json.loads(run([bench, "--model", qnet, "--threads", str(t), "--iters", str(a.iters),
-                                      "--warmup", str(a.warmup), "--input-size", f"{h}x{w}", "--json",
-                                      "--no-candidates"]))
-                q_ms = rep["latency_ms"]["p50"]
-                diff = float(np.abs(ours - ort_out).max())
-                if not diff <= 1e-3 * max(1.0, float(np.abs(ort_out).max())):
-                    sys.exit(f"{name}: quadra and ONNX Runtime disagree (max abs difference {diff:.3g}); "
-                             "timings of different results are not compared")
+                ort8_ms, ort8_out = ort_median(onnx_int8, x, t, a.iters, a.warmup)
+                ov_ms, ov_out = ov_median(onnx_path, x, t, a.iters, a.warmup)
+                scale = max(1.0, float(np.abs(ort_out).max()))
+                for who, out in [("ONNX Runtime", ort_out), ("OpenVINO", ov_out)]:
+                    d = float(np.abs(ours["f32"] - out).max())
+                    if not d <= 1e-3 * scale:
+                        sys.exit(f"{name}: quadra and {who} disagree in f32 (max abs difference {d:.3g}); "
+                                 "timings of different results are not compared")
+                diff = float(np.abs(ours["f32"] - ort_out).max())
+                cos = {"ort_int8": cosine(ort8_out, ort_out), "quadra_int8": cosine(ours["int8"], ort_out),
+                       "quadra_w8a8": cosine(ours["w8a8"], ort_out)}
+                for k, c in cos.items():
+                    if not c >= 0.9:
+                        sys.exit(f"{name}: {k} logits have cosine {c:.4f} against f32: not timed")
+                q = {}
+                for dtype, path in qnets.items():
+                    rep = json.loads(run([bench, "--model", path, "--threads", str(t), "--iters", str(a.iters),
+                                          "--warmup", str(a.warmup), "--input-size", f"{h}x{w}", "--json",
+                                          "--no-candidates"]))
+                    q[dtype] = rep
+                q_ms = q["f32"]["latency_ms"]["p50"]
+                w8_ms = q["w8a8"]["latency_ms"]["p50"]
                 rows.append({"model": name, "threads": t, "ort_ms": ort_ms, "quadra_ms": q_ms,
-                             "speedup": ort_ms / q_ms, "quadra_gflops": rep["gflops"],
-                             "fma_peak_gflops_per_core": rep["fma_peak_gflops_per_core"],
-                             "arena_bytes": rep["arena_bytes"], "max_abs_diff_vs_ort": diff})
-                print(f"{name:16s} {t} thr  ORT {ort_ms:8.{2 if ort_ms >= 1 else 3}f} ms  "
-                      f"quadra {q_ms:8.{2 if q_ms >= 1 else 3}f} ms  "
-                      f"speedup {ort_ms / q_ms:5.2f}x  (outputs agree to {diff:.1e})", flush=True)
+                             "speedup": ort_ms / q_ms, "quadra_gflops": q["f32"]["gflops"],
+                             "fma_peak_gflops_per_core": q["f32"]["fma_peak_gflops_per_core"],
+                             "arena_bytes": q["f32"]["arena_bytes"], "max_abs_diff_vs_ort": diff,
+                             "ort_int8_ms": ort8_ms, "openvino_ms": ov_ms,
+                             "quadra_int8_ms": q["int8"]["latency_ms"]["p50"], "quadra_w8a8_ms": w8_ms,
+                             "quadra_w8a8_kernel": q["w8a8"].get("kernel_path"),
+                             "w8a8_speedup_vs_quadra_f32": q_ms / w8_ms, "w8a8_speedup_vs_ort_int8": ort8_ms / w8_ms,
+                             "w8a8_arena_bytes": q["w8a8"]["arena_bytes"],
+                             "cosine_vs_f32": cos})
+                f = lambda v: f"{v:8.{2 if v >= 1 else 3}f}"  # noqa: E731
+                print(f"{name:16s} {t} thr  ORT {f(ort_ms)} ms  ORT int8 {f(ort8_ms)} ms (cos {cos['ort_int8']:.4f})  "
+                      f"OpenVINO {f(ov_ms)} ms  |  quadra {f(q_ms)} ms  int8 {f(q['int8']['latency_ms']['p50'])} ms "
+                      f"(cos {cos['quadra_int8']:.4f})  w8a8 {f(w8_ms)} ms (cos {cos['quadra_w8a8']:.4f})  |  "
+                      f"f32 vs ORT {ort_ms / q_ms:4.2f}x, w8a8 vs ORT int8 {ort8_ms / w8_ms:4.2f}x, "
+                      f"w8a8 vs f32 {q_ms / w8_ms:4.2f}x  (f32 outputs agree to {diff:.1e})", flush=True)
         # One QDW (C=64, 56x56, K=7) and one QuadraBlock (C=64, 56x56, E=4), single thread.
         xo = rng.standard_normal((1, 64, 56, 56), dtype=np.float32)
         for label, mod in [] if a.no_ops or a.config else [("qdw c64 56x56 k7", randomize_(QuadraConv(64, 7), 1)),
