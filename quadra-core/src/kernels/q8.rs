@@ -479,6 +479,17 @@ pub(crate) unsafe trait Dot {
     unsafe fn load_b(p: *const i8) -> Self::B;
     /// `acc + Σ_{t<4} a[t]·b[col][t]` for each of the `COLS` columns.
     unsafe fn dot(acc: Self::Acc, a: Self::A, b: Self::B) -> Self::Acc;
+    /// Does the ISA have a by-element form ([`Dot::load_a4`], [`Dot::dot_lane`]): one load
+    /// of 16 activations serving four k-groups, instead of a broadcast per group?
+    const LANES4: bool = false;
+    /// Sixteen int8 activations of one row (four k-groups), for [`Dot::dot_lane`].
+    unsafe fn load_a4(p: *const i8) -> Self::A {
+        Self::bcast_a(p)
+    }
+    /// [`Dot::dot`] with the activations of k-group `lane` of a [`Dot::load_a4`] vector.
+    unsafe fn dot_lane<const LANE: usize>(acc: Self::Acc, a: Self::A, b: Self::B) -> Self::Acc {
+        Self::dot(acc, a, b)
+    }
     /// Writes the `COLS` int32 sums.
     unsafe fn store(p: *mut i32, acc: Self::Acc);
 }
@@ -557,6 +568,28 @@ unsafe fn tile<D: Dot, S: Simd, const M: usize, const NV: usize>(
         g.b.add((col / PANEL) * g.pstride + (col % PANEL) * 4)
     });
     let mut kk = 0;
+    if D::LANES4 {
+        // Sixteen k at a time: one activation load per row, then four k-groups by lane.
+        while kk + 16 <= g.k {
+            let av: [D::A; M] = core::array::from_fn(|i| D::load_a4(a[i].add(kk)));
+            macro_rules! group {
+                ($lane:literal) => {{
+                    let off = (kk + 4 * $lane) * PANEL;
+                    let bv: [D::B; NV] = core::array::from_fn(|j| D::load_b(bcol[j].add(off)));
+                    for (row, &a) in acc.iter_mut().zip(av.iter()) {
+                        for (acc, &b) in row.iter_mut().zip(bv.iter()) {
+                            *acc = D::dot_lane::<$lane>(*acc, a, b);
+                        }
+                    }
+                }};
+            }
+            group!(0);
+            group!(1);
+            group!(2);
+            group!(3);
+            kk += 16;
+        }
+    }
     while kk < g.k {
         let off = kk * PANEL;
         let bv: [D::B; NV] = core::array::from_fn(|j| D::load_b(bcol[j].add(off)));
