@@ -140,12 +140,7 @@ fn checkpoints_convert_in_every_dtype_and_match_pytorch() {
             assert_eq!(got.shape()[1], classes);
             let got = got.into_raw_vec_and_offset().0;
             if dtype == "f32" {
-                let scale = 1.0 + want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-                let diff = got
-                    .iter()
-                    .zip(&want)
-                    .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-                assert!(diff <= 1e-4 * scale, "{name} f32: max diff {diff}");
+                quadra_tests::assert_matches_torch(&got, &want, &format!("{name} f32"));
             } else {
                 let c = cosine(&got, &want);
                 assert!(c >= min_cos, "{name} {dtype}: cosine {c}");
