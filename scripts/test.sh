@@ -25,6 +25,14 @@ if grep -qw avx512_vnni /proc/cpuinfo && grep -qw avx512bw /proc/cpuinfo; then r
 step "native tests (kernel paths demanded: scalar${req:+,$req})"
 QUADRA_REQUIRE_ISA="$req" cargo test --workspace --release
 
+step "x86 without F16C (qemu-x86_64 -cpu max,-f16c): f16 weights fall back, never fault"
+# The AVX2 leaves widen f16 weights with F16C; detection must refuse them on a CPU without
+# it (qemu-user-static comes with the aarch64 setup; its TCG has AVX2 but no AVX-512).
+CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="qemu-x86_64-static -cpu max,-f16c" \
+  cargo test --release -p quadra-tests --test digits_model f16_model
+CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="qemu-x86_64-static -cpu max,-f16c" \
+  cargo test --release -p quadra-core --lib f16_and_int8
+
 if grep -qw avx2 /proc/cpuinfo; then
   step "no_std compile-time dispatch with -C target-feature=+avx2,+fma,+f16c"
   QUADRA_EXPECT_COMPILED=avx2 RUSTFLAGS="-C target-feature=+avx2,+fma,+f16c" CARGO_TARGET_DIR=target/avx2 \

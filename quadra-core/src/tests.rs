@@ -45,11 +45,16 @@ pub(crate) fn available() -> Vec<Kernels> {
     let mut v = vec![Kernels::scalar()];
     #[cfg(target_arch = "x86_64")]
     {
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // Every feature the AVX2 leaves are compiled with (F16C widens f16 weights); the
+        // AVX-512 int8 GEMM without VNNI runs the AVX2 leaf.
+        let avx2 = std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c");
+        if avx2 {
             // SAFETY: detected just above.
             v.push(unsafe { Kernels::new_unchecked(Isa::Avx2) });
         }
-        if std::is_x86_feature_detected!("avx512f") {
+        if avx2 && std::is_x86_feature_detected!("avx512f") {
             // SAFETY: detected just above.
             let k = unsafe { Kernels::new_unchecked(Isa::Avx512) };
             let vnni = std::is_x86_feature_detected!("avx512vnni")

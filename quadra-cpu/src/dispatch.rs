@@ -22,15 +22,22 @@ pub enum DispatchError {
 pub fn cpu_supports(isa: Isa) -> bool {
     match isa {
         Isa::Scalar => true,
+        // Every feature the leaves are compiled with: the AVX2 leaves widen f16 weights
+        // with F16C (`vcvtph2ps`), so a CPU (or emulator) without it must not get them.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
-        // The AVX-512 kernels fall back on the AVX2 int8 GEMM without VNNI: demand AVX2 and
-        // FMA too (every AVX-512F CPU has them).
+        Isa::Avx2 => {
+            is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
+        }
+        // The AVX-512 kernels fall back on the AVX2 int8 GEMM without VNNI: demand what the
+        // AVX2 leaves need too (every AVX-512F CPU has it).
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => {
             is_x86_feature_detected!("avx512f")
                 && is_x86_feature_detected!("avx2")
                 && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
         }
         #[cfg(target_arch = "aarch64")]
         Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
