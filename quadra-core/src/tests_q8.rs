@@ -519,35 +519,7 @@ fn w8a8_weights_are_the_int8_weights_reordered() {
         vecs: &vw,
         mats: MatData::W8A8(&w8, crate::FloatBlocks::NONE),
     };
-    let (mut found, mut cur_i8, mut cur_dot) = (
-        false,
-        crate::weights::Cursor::new(w_i8),
-        crate::weights::Cursor::new(w_dot),
-    );
-    crate::net::visit_tensors::<crate::Error>(&arch, |slot| {
-        if slot.name == "stages.0.0.pwconv1.weight" {
-            found = true;
-        }
-        Ok(())
-    })
-    .unwrap();
-    assert!(found);
-    // Walk both cursors to stage 0 block 0's PW1: stem (gemm + 3 vecs), gamma1, ln1,
-    // QDW, gamma2, ln2.
-    for cur in [&mut cur_i8, &mut cur_dot] {
-        cur.gemm(16 * 3, c).unwrap();
-        for _ in 0..3 + 3 {
-            cur.vec(c).unwrap();
-        }
-        cur.qdw(3, c).unwrap();
-        for _ in 0..3 {
-            cur.vec(c).unwrap();
-        }
-    }
-    let (a, b) = (
-        cur_i8.pointwise(c, n).unwrap(),
-        cur_dot.pointwise(c, n).unwrap(),
-    );
+    let (a, b) = (stage0_block(w_i8, 0).pw1, stage0_block(w_dot, 0).pw1);
     assert!(!a.is_dot() && b.is_dot());
     for kk in 0..c {
         for j in 0..n {
@@ -555,6 +527,21 @@ fn w8a8_weights_are_the_int8_weights_reordered() {
         }
     }
     let _ = PANEL;
+}
+
+/// Block `i` (0 or 1) of stage 0 of [`mixed_arch`], read from `w` as a model reads it.
+fn stage0_block(w: Weights<'_>, i: usize) -> crate::block::BlockWeights<'_> {
+    let mut cur = crate::weights::Cursor::new(w);
+    // The stem: its conv, bias and LayerNorm.
+    cur.layer(16 * 3, 16).unwrap();
+    for _ in 0..3 {
+        cur.vec(16).unwrap();
+    }
+    let mut block = None;
+    for (k, e) in [(3, 4), (7, 2)].into_iter().take(i + 1) {
+        block = Some(crate::block::BlockWeights::read(&mut cur, 16, k, e).unwrap());
+    }
+    block.unwrap()
 }
 
 /// The f32 model of `packed` with the stem, downsample and head matrices replaced by their
@@ -634,18 +621,6 @@ fn float_blocks_compute_with_their_f32_weights() {
             },
         ),
     };
-    // Block 1 (stage 0, second block: C = 16, E = 2): its PW1 reads the f32 weights.
-    let mut cur = crate::weights::Cursor::new(mixed);
-    let mut plain = crate::weights::Cursor::new(packed.weights());
-    for cur in [&mut cur, &mut plain] {
-        cur.gemm(16 * 3, 16).unwrap();
-        for _ in 0..3 {
-            cur.vec(16).unwrap();
-        }
-        for (k, e) in [(3, 4), (7, 2)] {
-            let _ = crate::block::BlockWeights::read(cur, 16, k, e).unwrap();
-        }
-    }
     let model = Model::new(arch, mixed).unwrap();
     let f32_model = Model::new(arch, packed.weights()).unwrap();
     let int8 = Weights {
@@ -706,21 +681,8 @@ fn float_blocks_compute_with_their_f32_weights() {
         assert!(cosine(&got, &want) >= 0.999);
     }
     // A float block's pointwise weights are the f32 ones, element for element.
-    let mut c2 = crate::weights::Cursor::new(mixed);
-    c2.gemm(16 * 3, 16).unwrap();
-    for _ in 0..3 {
-        c2.vec(16).unwrap();
-    }
-    let _ = crate::block::BlockWeights::read(&mut c2, 16, 3, 4).unwrap();
-    let b1 = crate::block::BlockWeights::read(&mut c2, 16, 7, 2).unwrap();
+    let (b1, p1) = (stage0_block(mixed, 1), stage0_block(packed.weights(), 1));
     assert!(!b1.q8(), "a float block computes in f32");
-    let mut p2 = crate::weights::Cursor::new(packed.weights());
-    p2.gemm(16 * 3, 16).unwrap();
-    for _ in 0..3 {
-        p2.vec(16).unwrap();
-    }
-    let _ = crate::block::BlockWeights::read(&mut p2, 16, 3, 4).unwrap();
-    let p1 = crate::block::BlockWeights::read(&mut p2, 16, 7, 2).unwrap();
     for kk in 0..16 {
         for j in 0..32 {
             assert_eq!(b1.pw1.get(kk, j), p1.pw1.get(kk, j));

@@ -110,17 +110,17 @@ fn committed_w8a8_file_is_the_conversion_of_the_committed_checkpoint() {
     );
 }
 
-#[test]
-fn int8_weight_only_model_is_within_one_image_of_pytorch() {
+/// Test images the checkpoint converted to `dtype` classifies right, run through
+/// `quadra-cpu`, and PyTorch's count.
+fn correct_as(dtype: Dtype) -> (i64, i64) {
     let x: Array4<f32> = npy("test_images.npy");
     let labels: Array1<i64> = npy("test_labels.npy");
-    let pytorch_correct = report()["correct"].as_i64().unwrap();
     let f32_net = f32_network();
-    let (i8w, _) = f32_net
+    let (w, _) = f32_net
         .weights()
-        .quantize(&f32_net.config().arch(), Dtype::I8)
+        .quantize(&f32_net.config().arch(), dtype)
         .unwrap();
-    let net = Network::new(f32_net.config().clone(), i8w).unwrap();
+    let net = Network::new(f32_net.config().clone(), w).unwrap();
     let y = net.forward_nchw(x.view()).unwrap();
     let correct = y
         .outer_iter()
@@ -130,34 +130,23 @@ fn int8_weight_only_model_is_within_one_image_of_pytorch() {
             pred as i64 == l
         })
         .count() as i64;
+    (correct, report()["correct"].as_i64().unwrap())
+}
+
+#[test]
+fn int8_weight_only_model_is_within_one_image_of_pytorch() {
+    let (correct, pytorch) = correct_as(Dtype::I8);
     assert!(
-        (correct - pytorch_correct).abs() <= 1,
-        "int8 {correct} correct, PyTorch {pytorch_correct}"
+        (correct - pytorch).abs() <= 1,
+        "int8 {correct} correct, PyTorch {pytorch}"
     );
 }
 
 #[test]
 fn f16_model_is_within_one_image_of_pytorch() {
-    let x: Array4<f32> = npy("test_images.npy");
-    let labels: Array1<i64> = npy("test_labels.npy");
-    let pytorch_correct = report()["correct"].as_i64().unwrap();
-    let f32_net = f32_network();
-    let (f16, _) = f32_net
-        .weights()
-        .quantize(&f32_net.config().arch(), Dtype::F16)
-        .unwrap();
-    let net = Network::new(f32_net.config().clone(), f16).unwrap();
-    let y = net.forward_nchw(x.view()).unwrap();
-    let correct = y
-        .outer_iter()
-        .zip(labels.iter())
-        .filter(|(row, &l)| {
-            let pred = (0..row.len()).fold(0, |b, j| if row[j] > row[b] { j } else { b });
-            pred as i64 == l
-        })
-        .count() as i64;
+    let (correct, pytorch) = correct_as(Dtype::F16);
     assert!(
-        (correct - pytorch_correct).abs() <= 1,
-        "f16 {correct} correct, PyTorch {pytorch_correct}"
+        (correct - pytorch).abs() <= 1,
+        "f16 {correct} correct, PyTorch {pytorch}"
     );
 }

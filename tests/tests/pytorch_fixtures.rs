@@ -112,13 +112,24 @@ fn block_matches_pytorch() {
     }
 }
 
-fn net_fixture(name: &str) {
+/// Fixture `name` of a whole network: the fixture and the f32 network from its weights.
+fn net_of(name: &str) -> (quadra_tests::Fixture, Network) {
     let f = fixture(name);
     let meta: serde_json::Value = serde_json::from_str(&f.meta).unwrap();
     let cfg = ArchConfig::from_json(&meta["config"].to_string()).unwrap();
-    let shape: [usize; 4] = f.input.shape.as_slice().try_into().unwrap();
-    let x = ArrayView4::from_shape(shape, &f.input.data).unwrap();
     let base = Network::from_state_dict(cfg, &f.weights).unwrap();
+    (f, base)
+}
+
+/// The NCHW input of a fixture.
+fn input_of(f: &quadra_tests::Fixture) -> ArrayView4<'_, f32> {
+    let shape: [usize; 4] = f.input.shape.as_slice().try_into().unwrap();
+    ArrayView4::from_shape(shape, &f.input.data).unwrap()
+}
+
+fn net_fixture(name: &str) {
+    let (f, base) = net_of(name);
+    let x = input_of(&f);
     for kern in kernel_paths() {
         let net = Network::new(base.config().clone(), base.weights().clone())
             .unwrap()
@@ -154,12 +165,8 @@ fn quadranet25_xxs_at_224_in_f16_matches_pytorch() {
 /// activation scales) against PyTorch's f32 output, on every int8 GEMM path; returns the
 /// worst cosine.
 fn w8a8_fixture(name: &str, min_cos: f64) -> f64 {
-    let f = fixture(name);
-    let meta: serde_json::Value = serde_json::from_str(&f.meta).unwrap();
-    let cfg = ArchConfig::from_json(&meta["config"].to_string()).unwrap();
-    let shape: [usize; 4] = f.input.shape.as_slice().try_into().unwrap();
-    let x = ArrayView4::from_shape(shape, &f.input.data).unwrap();
-    let base = Network::from_state_dict(cfg, &f.weights).unwrap();
+    let (f, base) = net_of(name);
+    let x = input_of(&f);
     let (w8a8, _) = base
         .weights()
         .quantize(&base.config().arch(), Dtype::W8A8)

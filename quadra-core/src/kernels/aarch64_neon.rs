@@ -137,35 +137,39 @@ unsafe impl Simd for Neon {
     }
 }
 
-/// Four int8 activations of one row in every 32-bit lane.
-#[inline(always)]
-unsafe fn bcast4(p: *const i8) -> int8x16_t {
-    vreinterpretq_s8_s32(vdupq_n_s32(core::ptr::read_unaligned(p as *const i32)))
-}
-
-/// NEON with FEAT_DotProd: `sdot` sums four s8·s8 products into each i32 lane (16 MACs per
-/// instruction); a vector covers 4 columns. The main loop uses the by-element form: one
-/// 16-byte load of a row's activations serves four k-groups (`v.4b[lane]`), where a
-/// broadcast load per group had held the modeled A76 (llvm-mca, Neoverse-N1) at 60% of
-/// 2 `sdot`/cycle; 5 x 16 models at 93% with no stack traffic (6 x 16 spills, 4 x 16 84%).
+/// NEON int8 products, a vector covering 4 columns (16 bytes of a dot-layout panel).
+///
+/// * `SDOT` (FEAT_DotProd): `sdot` sums four s8·s8 products into each i32 lane (16 MACs
+///   per instruction). The main loop uses the by-element form: one 16-byte load of a
+///   row's activations serves four k-groups (`v.4b[lane]`), where a broadcast load per
+///   group had held the modeled A76 (llvm-mca, Neoverse-N1) at 60% of 2 `sdot`/cycle;
+///   5 x 16 models at 93% with no stack traffic (6 x 16 spills, 4 x 16 84%).
+/// * Without: `smull` (i8·i8 into i16, at most 128·127), `addp` of adjacent products (at
+///   most 32512: no i16 overflow), `sadalp` into the i32 lanes. Exact.
 #[derive(Clone, Copy)]
-pub(crate) struct Sdot;
+pub(crate) struct NeonDot<const SDOT: bool>;
 
-// SAFETY: NEON and DotProd intrinsics, only reachable from `gemm_q8_sdot` (both enabled);
-// pointers as the trait requires.
-unsafe impl Dot for Sdot {
+// SAFETY: NEON intrinsics, and with `SDOT` the DotProd instruction, only reachable from
+// `gemm_q8` (NEON enabled) and `gemm_q8_sdot` (NEON and DotProd enabled); pointers as the
+// trait requires.
+unsafe impl<const SDOT: bool> Dot for NeonDot<SDOT> {
     type Acc = int32x4_t;
     type A = int8x16_t;
     type B = int8x16_t;
     const COLS: usize = 4;
     const OFFSET: bool = false;
+    const LANES4: bool = SDOT;
     #[inline(always)]
     unsafe fn init(_: i32) -> int32x4_t {
         vdupq_n_s32(0)
     }
     #[inline(always)]
     unsafe fn bcast_a(p: *const i8) -> int8x16_t {
-        bcast4(p)
+        vreinterpretq_s8_s32(vdupq_n_s32(core::ptr::read_unaligned(p as *const i32)))
+    }
+    #[inline(always)]
+    unsafe fn load_a4(p: *const i8) -> int8x16_t {
+        vld1q_s8(p)
     }
     #[inline(always)]
     unsafe fn load_b(p: *const i8) -> int8x16_t {
@@ -173,6 +177,10 @@ unsafe impl Dot for Sdot {
     }
     #[inline(always)]
     unsafe fn dot(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+        if !SDOT {
+            let lo = vmull_s8(vget_low_s8(a), vget_low_s8(b));
+            return vpadalq_s16(acc, vpaddq_s16(lo, vmull_high_s8(a, b)));
+        }
         // `vdotq_s32` is still unstable in Rust: the instruction itself.
         // SAFETY: SDOT reads and writes registers only; DotProd is enabled in the leaf.
         unsafe {
@@ -187,22 +195,15 @@ unsafe impl Dot for Sdot {
         acc
     }
     #[inline(always)]
-    unsafe fn store(p: *mut i32, acc: int32x4_t) {
-        vst1q_s32(p, acc)
-    }
-    const LANES4: bool = true;
-    #[inline(always)]
-    unsafe fn load_a4(p: *const i8) -> int8x16_t {
-        vld1q_s8(p)
-    }
-    #[inline(always)]
     unsafe fn dot_lane<const LANE: usize>(
         mut acc: int32x4_t,
         a: int8x16_t,
         b: int8x16_t,
     ) -> int32x4_t {
+        // Only called with `LANES4`, that is with `SDOT`.
+        debug_assert!(SDOT);
         // SAFETY: SDOT (by element) reads and writes registers only; DotProd is enabled in
-        // the leaf.
+        // the leaf that calls this.
         unsafe {
             core::arch::asm!(
                 "sdot {acc:v}.4s, {b:v}.16b, {a:v}.4b[{lane}]",
@@ -214,39 +215,6 @@ unsafe impl Dot for Sdot {
             );
         }
         acc
-    }
-}
-
-/// NEON without DotProd: `smull` (i8·i8 into i16, at most 128·127), `addp` of adjacent
-/// products (at most 32512: no i16 overflow), `sadalp` into the i32 lanes. Exact.
-#[derive(Clone, Copy)]
-pub(crate) struct Smull;
-
-// SAFETY: NEON intrinsics, only reachable from `gemm_q8` (NEON enabled); pointers as the
-// trait requires.
-unsafe impl Dot for Smull {
-    type Acc = int32x4_t;
-    type A = int8x16_t;
-    type B = int8x16_t;
-    const COLS: usize = 4;
-    const OFFSET: bool = false;
-    #[inline(always)]
-    unsafe fn init(_: i32) -> int32x4_t {
-        vdupq_n_s32(0)
-    }
-    #[inline(always)]
-    unsafe fn bcast_a(p: *const i8) -> int8x16_t {
-        bcast4(p)
-    }
-    #[inline(always)]
-    unsafe fn load_b(p: *const i8) -> int8x16_t {
-        vld1q_s8(p)
-    }
-    #[inline(always)]
-    unsafe fn dot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
-        let lo = vmull_s8(vget_low_s8(a), vget_low_s8(b));
-        let hi = vmull_high_s8(a, b);
-        vpadalq_s16(acc, vpaddq_s16(lo, hi))
     }
     #[inline(always)]
     unsafe fn store(p: *mut i32, acc: int32x4_t) {
@@ -315,12 +283,12 @@ pub(crate) unsafe fn quantize_rows(q: &QuantArgs) {
 /// CPU must have NEON; pointers as checked by `q8::gemm_q8`.
 #[target_feature(enable = "neon")]
 pub(crate) unsafe fn gemm_q8(g: &Q8Args) {
-    q8::gemm::<Smull, Neon, 4, 4>(g)
+    q8::gemm::<NeonDot<false>, Neon, 4, 4>(g)
 }
 
 /// # Safety
 /// CPU must have NEON and FEAT_DotProd; pointers as checked by `q8::gemm_q8`.
 #[target_feature(enable = "neon,dotprod")]
 pub(crate) unsafe fn gemm_q8_sdot(g: &Q8Args) {
-    q8::gemm::<Sdot, Neon, 5, 4>(g)
+    q8::gemm::<NeonDot<true>, Neon, 5, 4>(g)
 }

@@ -437,6 +437,22 @@ pub(crate) const fn strided_len(rows: usize, cols: usize, stride: usize) -> usiz
     }
 }
 
+/// `out` must be an `m x n` view (stride at least `n`) with room for its strided extent.
+pub(crate) fn check_out(out: &MatMut<'_>, m: usize, n: usize) -> Result<(), Error> {
+    if out.rows != m || out.cols != n || out.stride < n {
+        return Err(Error::Length {
+            buffer: Buffer::Output,
+            expected: n,
+            found: out.cols,
+        });
+    }
+    check_len(
+        Buffer::Output,
+        strided_len(m, n, out.stride),
+        out.data.len(),
+    )
+}
+
 /// `out = epilogue(a · b)`. `a` is `m x k`, `b` is `k x n`, `out` is `m x n`.
 pub fn gemm(
     kern: Kernels,
@@ -453,22 +469,11 @@ pub fn gemm(
             found: a.cols,
         });
     }
-    if out.rows != m || out.cols != n || out.stride < n {
-        return Err(Error::Length {
-            buffer: Buffer::Output,
-            expected: n,
-            found: out.cols,
-        });
-    }
+    check_out(&out, m, n)?;
     check_len(
         Buffer::Activation,
         strided_len(m, k, a.stride),
         a.data.len(),
-    )?;
-    check_len(
-        Buffer::Output,
-        strided_len(m, n, out.stride),
-        out.data.len(),
     )?;
     epi.check(n)?;
     if b.dot {

@@ -266,18 +266,7 @@ pub fn gemm_q8(
 ) -> Result<(), Error> {
     check_q8(&a, &b)?;
     let (m, n) = (a.rows, b.n());
-    if out.rows != m || out.cols != n || out.stride < n {
-        return Err(Error::Length {
-            buffer: Buffer::Output,
-            expected: n,
-            found: out.cols,
-        });
-    }
-    check_len(
-        Buffer::Output,
-        strided_len(m, n, out.stride),
-        out.data.len(),
-    )?;
+    super::check_out(&out, m, n)?;
     epi.check(n)?;
     if m == 0 || n == 0 {
         return Ok(());
