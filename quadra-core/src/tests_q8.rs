@@ -526,7 +526,6 @@ fn w8a8_weights_are_the_int8_weights_reordered() {
             assert_eq!(a.get(kk, j), b.get(kk, j), "B[{kk}][{j}]");
         }
     }
-    let _ = PANEL;
 }
 
 /// Block `i` (0 or 1) of stage 0 of [`mixed_arch`], read from `w` as a model reads it.
