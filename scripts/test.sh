@@ -62,6 +62,9 @@ for op in qdw:24x14x7 block:24x14x5x2; do
 done
 echo "quadra-bench ran under qemu (timings there mean nothing)"
 
+step "the modeled Cortex-A76: llvm-mca (Neoverse-N1) on every NEON hot loop, against its floor"
+bash scripts/a76-model.sh
+
 step "bare-metal build: quadra-core and the firmware example for aarch64-unknown-none (no std, no alloc)"
 RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=target/baremetal \
   cargo build --release -Zbuild-std=core --target aarch64-unknown-none -p quadra-core -p quadra-firmware-example

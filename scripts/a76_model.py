@@ -1,0 +1,182 @@
+"""The modeled Cortex-A76: quadra-core's NEON hot loops through llvm-mca with the
+Neoverse-N1 scheduling model (the A76's pipeline in a server core; LLVM's `cortex-a76` CPU
+name still uses the old Cortex-A57 model), one table, floors, and a whole-network estimate.
+
+`scripts/a76-model.sh` builds the assembly this reads: quadra-core for aarch64 with
+`-C target-cpu=cortex-a76`, exactly as a release build (nothing is added to the code to
+find the loops, so nothing perturbs it). Each hot loop is the basic block that holds its
+unrolled body, recognised by what it must contain:
+
+* QDW row, one pixel group: `3·K²·Q` tap `fmla` (K = 3, 5, 7; Q = 7 pixels, or 4 in the
+  remainder group) plus a few of the epilogue, in `qdw_row`;
+* f32 GEMM, one step of four k: `4·M·4` `fmla` for an `M x 16` tile, in `simd_gemm`;
+* int8 GEMM, four k-groups by lane: `4·M·4` `sdot` for an `M x 16` tile;
+
+and the weight type by the widening it does as it loads: `scvtf` for int8, `ushll`/`shl`
+for f16, neither for f32.
+
+Modeled, not measured: llvm-mca assumes every load hits L1 and models no memory system,
+so the fractions are upper bounds on what a real A76 reaches.
+"""
+import argparse
+import collections
+import pathlib
+import re
+import subprocess
+import sys
+
+PEAK = 2.0  # 128-bit fmla or sdot per cycle: the A76 has two SIMD pipes
+
+
+def blocks(path):
+    """(function, label, instructions) of every basic block of an assembly listing."""
+    out, fn, label, body = [], None, None, []
+    for line in path.read_text().splitlines():
+        t = line.strip()
+        m = re.match(r"^(_ZN[\w$.]+):", t)
+        if m or re.match(r"^\.LBB\d+_\d+:", t):
+            if label is not None:
+                out.append((fn, label, body))
+            if m:
+                fn = re.sub(r"17h[0-9a-f]{16}E$", "", m.group(1))
+                label = "entry"
+            else:
+                label = t[:-1]
+            body = []
+            continue
+        if not t or t.startswith((".", "//", "#")) or re.match(r"^[\w$.]+:", t):
+            continue
+        if label is not None:
+            body.append(t)
+    if label is not None:
+        out.append((fn, label, body))
+    return out
+
+
+def weight_type(mix):
+    if mix["scvtf"]:
+        return "int8"
+    if mix["ushll"] or mix["shl"]:
+        return "f16"
+    return "f32"
+
+
+def find(blks):
+    """{region name: instructions} of the tracked loops."""
+    found = {}
+    for fn, label, body in blks:
+        mix = collections.Counter(t.split()[0] for t in body)
+        fmla, sdot = mix["fmla"], mix["sdot"]
+        w = weight_type(mix)
+        name = None
+        if "qdw_row" in fn:
+            for k in (3, 5, 7):
+                for q in (7, 4):
+                    if 3 * k * k * q <= fmla < 3 * k * k * q + 40:
+                        name = f"qdw_k{k}_q{q}_{w}"
+        elif "simd_gemm" in fn and fmla in (96, 64) and body[-1].startswith("b."):
+            name = f"gemm_{fmla // 16}x16_{w}"
+        elif sdot in (80, 64) and not fmla:
+            name = f"q8_sdot_{sdot // 16}x16"
+        if name and name not in found:
+            # The closing branch is the loop's, not the body's.
+            found[name] = body[:-1] if body[-1].split()[0].startswith("b") else body
+    return found
+
+
+def mca(mca_bin, body, iterations=100):
+    r = subprocess.run([mca_bin, "-mtriple=aarch64", "-mcpu=neoverse-n1", "-mattr=+dotprod",
+                        f"-iterations={iterations}"], input="\n".join(body) + "\n",
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"llvm-mca failed: {r.stderr[:2000]}")
+    return int(re.search(r"Total Cycles:\s+(\d+)", r.stdout).group(1)) / iterations
+
+
+def describe(name):
+    m = re.match(r"qdw_k(\d)_q(\d)_(\w+)", name)
+    if m:
+        return "QDW row", f"K={m.group(1)}, {m.group(2)} px, {m.group(3)} taps"
+    m = re.match(r"gemm_(\d)x16_(\w+)", name)
+    if m:
+        return "GEMM f32", f"{m.group(1)}x16, {m.group(2)} weights"
+    m = re.match(r"q8_sdot_(\d)x16", name)
+    return "GEMM int8 sdot", f"{m.group(1)}x16, by element"
+
+
+def network_estimate(t, ghz):
+    """Per-layer modeled cycles, summed: each layer's multiply-adds over the modeled rate of
+    the main loop of its kernel (compute-bound, every load an L1 hit; LayerNorm, GELU,
+    quantisation and copies not counted)."""
+    need = ("gemm_6x16_f32", "q8_sdot_5x16", "qdw_k7_q7_f32")
+    if any(n not in t for n in need):
+        return []
+    fg, f8, fq = (t[n]["fraction"] for n in need)
+    rows = []
+    for name, c, depths in (("QuadraNet36-T", 64, (3, 3, 27, 3)), ("QuadraNet25-XXS", 16, (2, 3, 18, 2))):
+        dims = [c, 2 * c, 4 * c, 8 * c]
+        px = [(56 >> s) ** 2 for s in range(4)]
+        f32_macs = 16 * 3 * dims[0] * px[0] + dims[3] * 1000 + sum(
+            4 * dims[s - 1] * dims[s] * px[s] for s in range(1, 4))
+        pw = sum(d * 2 * 4 * dims[s] ** 2 * px[s] for s, d in enumerate(depths))
+        qdw = sum(d * 3 * 49 * dims[s] * px[s] for s, d in enumerate(depths))
+        fmla_rate = 4 * PEAK  # f32 multiply-adds per cycle at peak
+        base = f32_macs / (fmla_rate * fg) + qdw / (fmla_rate * fq)
+        rows.append((name, (base + pw / (fmla_rate * fg)) / ghz / 1e6,
+                     (base + pw / (16 * PEAK * f8)) / ghz / 1e6))
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("asm", type=pathlib.Path)
+    ap.add_argument("--mca", default="/usr/lib/llvm-22/bin/llvm-mca")
+    ap.add_argument("--floors", type=pathlib.Path)
+    ap.add_argument("--ghz", type=float, default=2.4)
+    a = ap.parse_args()
+
+    table = {}
+    for name, body in sorted(find(blocks(a.asm)).items()):
+        macs = sum(1 for t in body if t.split()[0] in ("fmla", "sdot"))
+        cycles = mca(a.mca, body)
+        table[name] = {"insns": len(body), "macs": macs, "cycles": cycles,
+                       "fraction": macs / PEAK / cycles,
+                       "loads": sum(1 for t in body if t.split()[0].startswith("ld")),
+                       "stack": sum(1 for t in body if "[sp" in t)}
+    print("Modeled Cortex-A76: llvm-mca -mcpu=neoverse-n1 (modeled, not measured; every load an L1 hit)")
+    print(f"{'kernel':15s} {'variant':24s} {'insns':>6s} {'fmla/sdot':>9s} {'cycles':>8s} "
+          f"{'of peak':>8s} {'loads':>6s} {'stack':>6s}")
+    for name, r in table.items():
+        k, v = describe(name)
+        print(f"{k:15s} {v:24s} {r['insns']:6d} {r['macs']:9d} {r['cycles']:8.1f} "
+              f"{100 * r['fraction']:7.1f}% {r['loads']:6d} {r['stack']:6d}")
+    print("(of peak: fmla or sdot per cycle over the A76's 2; stack: loads and stores at [sp], spills)")
+    est = network_estimate(table, a.ghz)
+    if est:
+        print(f"\nWhole networks, one A76 core at {a.ghz} GHz, 224x224, batch 1: MODELED, not measured")
+        print("(each layer's multiply-adds at its kernel's modeled main-loop rate: compute-bound, L1 hits;")
+        print(" LayerNorm, GELU, quantisation and copies not counted, so real latency is higher)")
+        for name, f32_ms, w8_ms in est:
+            print(f"  {name:16s} f32 {f32_ms:7.1f} ms   w8a8 {w8_ms:7.1f} ms")
+    failed = []
+    if a.floors:
+        for line in a.floors.read_text().splitlines():
+            f = line.split("#")[0].split()
+            if not f:
+                continue
+            name, floor, max_stack = f[0], float(f[1]), int(f[2])
+            r = table.get(name)
+            if r is None:
+                failed.append(f"{name}: not found in the assembly (did the code change shape?)")
+            elif r["fraction"] < floor:
+                failed.append(f"{name}: {100 * r['fraction']:.1f}% of peak, floor {100 * floor:.0f}%")
+            elif r["stack"] > max_stack:
+                failed.append(f"{name}: {r['stack']} stack accesses, at most {max_stack}")
+        if failed:
+            print("\nA76 model check FAILED:\n  " + "\n  ".join(failed))
+            sys.exit(1)
+        print(f"\nA76 model check: every tracked loop at or above its floor ({a.floors})")
+
+
+if __name__ == "__main__":
+    main()
