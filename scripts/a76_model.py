@@ -74,7 +74,7 @@ def find(blks):
                 for q in (7, 4):
                     if 3 * k * k * q <= fmla < 3 * k * k * q + 40:
                         name = f"qdw_k{k}_q{q}_{w}"
-        elif "simd_gemm" in fn and fmla in (96, 64) and body[-1].startswith("b."):
+        elif "simd_gemm" in fn and fmla in (96, 80, 64) and body[-1].startswith("b."):
             name = f"gemm_{fmla // 16}x16_{w}"
         elif sdot in (80, 64) and not fmla:
             name = f"q8_sdot_{sdot // 16}x16"
@@ -108,7 +108,7 @@ def network_estimate(t, ghz):
     """Per-layer modeled cycles, summed: each layer's multiply-adds over the modeled rate of
     the main loop of its kernel (compute-bound, every load an L1 hit; LayerNorm, GELU,
     quantisation and copies not counted)."""
-    need = ("gemm_6x16_f32", "q8_sdot_5x16", "qdw_k7_q7_f32")
+    need = ("gemm_5x16_f32", "q8_sdot_5x16", "qdw_k7_q7_f32")
     if any(n not in t for n in need):
         return []
     fg, f8, fq = (t[n]["fraction"] for n in need)

@@ -27,7 +27,7 @@
 //! | scalar | - | 1 | always available; the reference |
 //! | AVX2 + FMA | 6 x 16 | 3 | `target_feature = "avx2", "fma"` |
 //! | AVX-512F | 6 x 64 | 7 | `target_feature = "avx512f"` |
-//! | NEON | 6 x 16 | 7 | `target_arch = "aarch64"` |
+//! | NEON | 5 x 16 | 7 | `target_arch = "aarch64"` |
 //!
 //! [`Kernels::compiled`] picks from compile-time features; `quadra-cpu` detects at run time.
 #![no_std]

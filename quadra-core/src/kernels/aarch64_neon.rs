@@ -1,4 +1,6 @@
-//! NEON (Advanced SIMD): 4 lanes, 32 q registers. GEMM tile 6 x 16 (24 accumulators),
+//! NEON (Advanced SIMD): 4 lanes, 32 q registers. GEMM tile 5 x 16 (20 accumulators, one
+//! 4-k load per activation row used by element: 6 x 16 spilled, and it and a broadcast
+//! per k modeled at 56% and 69% of the A76's fmla peak, this at 93%; `scripts/a76-model.sh`),
 //! QDW 7 pixels per iteration (21 accumulators; every QuadraNet map width is a multiple
 //! of 7).
 
@@ -135,6 +137,20 @@ unsafe impl Simd for Neon {
     unsafe fn load_i32(p: *const i32) -> float32x4_t {
         vcvtq_f32_s32(vld1q_s32(p))
     }
+    const LANE_FMA: bool = true;
+    #[inline(always)]
+    unsafe fn fmadd_lane<const L: usize>(
+        a: float32x4_t,
+        b: float32x4_t,
+        c: float32x4_t,
+    ) -> float32x4_t {
+        match L {
+            0 => vfmaq_laneq_f32::<0>(c, b, a),
+            1 => vfmaq_laneq_f32::<1>(c, b, a),
+            2 => vfmaq_laneq_f32::<2>(c, b, a),
+            _ => vfmaq_laneq_f32::<3>(c, b, a),
+        }
+    }
 }
 
 /// NEON int8 products, a vector covering 4 columns (16 bytes of a dot-layout panel).
@@ -226,7 +242,7 @@ unsafe impl<const SDOT: bool> Dot for NeonDot<SDOT> {
 /// CPU must have NEON; lengths as checked by `kernels::gemm`.
 #[target_feature(enable = "neon")]
 pub(crate) unsafe fn gemm<W: Elem>(g: &GemmArgs, b: *const W) {
-    simd::gemm::<Neon, W, 6, 4>(g, b)
+    simd::gemm::<Neon, W, 5, 4>(g, b)
 }
 
 /// # Safety
