@@ -339,16 +339,7 @@ fn mixed_arch() -> Arch<'static> {
 /// The packed f32 model of `arch` and its w8a8 form (`vecs` with int8 scales, `mats`).
 fn w8a8_of(arch: &Arch<'_>, seed: u64) -> (crate::tests::Packed, Vec<f32>, Vec<i8>) {
     let packed = StateDict::random(arch, seed).pack(arch);
-    let mut vecs = packed.vecs.clone();
-    let mut q = vec![0i8; packed.mats.len()];
-    quantize_model(
-        arch,
-        &mut vecs,
-        &packed.mats,
-        MatDataMut::W8A8(&mut q),
-        |n, e| assert!(e.rel_rms < 0.02, "{n}: {e:?}"),
-    )
-    .unwrap();
+    let (vecs, q, _, _) = mixed_of(arch, &packed, &[]);
     (packed, vecs, q)
 }
 
@@ -591,7 +582,7 @@ fn mixed_of(
         &mut vecs,
         &packed.mats,
         MatDataMut::W8A8(&mut q),
-        |_, _| {},
+        |n, e| assert!(e.rel_rms < 0.02, "{n}: {e:?}"),
     )
     .unwrap();
     let mut flags = vec![0u8; crate::FloatBlocks::flags_len(arch)];
