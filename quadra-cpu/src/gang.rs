@@ -5,7 +5,7 @@
 
 use std::cell::UnsafeCell;
 use std::hint::spin_loop;
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use quadra_core::Executor;
@@ -147,16 +147,24 @@ impl Executor for GangExec<'_> {
         unsafe { *self.gang.job.get() = Some(Job { call: call_ptr, n }) };
         self.gang.done.store(0, Ordering::Relaxed);
         self.gang.generation.fetch_add(1, Ordering::Release);
-        let mut i = 0;
-        while i < n {
-            call(i);
-            i += width;
-        }
+        // This thread's bands may panic; the workers' bands still borrow `call` and
+        // `tasks`, so the unwinding waits until every worker is done with the job.
+        let driver = catch_unwind(AssertUnwindSafe(|| {
+            let mut i = 0;
+            while i < n {
+                call(i);
+                i += width;
+            }
+        }));
         let mut spins = 0u32;
         while self.gang.done.load(Ordering::Acquire) < width - 1 {
             backoff(&mut spins);
         }
-        if self.gang.panicked.load(Ordering::Relaxed) {
+        if let Err(payload) = driver {
+            self.gang.panicked.store(false, Ordering::Relaxed);
+            resume_unwind(payload);
+        }
+        if self.gang.panicked.swap(false, Ordering::Relaxed) {
             panic!("a band task panicked on a gang thread");
         }
     }
