@@ -176,7 +176,8 @@ impl Network {
     /// Runs `f` with an executor that splits each layer into one band per thread of the
     /// private pool (for the core API, `Model::forward_with`; size arenas with
     /// `Model::arena_len(h, w, threads)`). The pool's threads stay with `f` until it returns,
-    /// so bands start and end with a spin instead of a wake-up.
+    /// so bands start and end with a spin instead of a wake-up; `forward_*` and `features`
+    /// called inside `f` are an error (they would wait for those threads forever).
     pub fn with_executor<R: Send>(&self, f: impl FnOnce(&GangExec<'_>) -> R + Send) -> R {
         let gang = Gang::new(self.threads());
         let f = std::sync::Mutex::new(Some(f));
@@ -240,6 +241,15 @@ impl Network {
         layout: Layout,
         features: bool,
     ) -> Result<Array2<f32>, RunError> {
+        if self.pool.current_thread_index().is_some() {
+            // Inside `with_executor` the pool's threads are all held by the gang: a nested
+            // forward pass would wait for them forever.
+            return Err(RunError::Input(
+                "forward_nchw/forward_nhwc/features called inside with_executor: use the executor \
+                 it gives you with the core API (Model::forward_with)"
+                    .into(),
+            ));
+        }
         let cfg = &self.config;
         let (n, c, h, w) = match layout {
             Layout::Nchw => x.dim(),

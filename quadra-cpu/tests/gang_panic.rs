@@ -65,3 +65,21 @@ fn a_panicking_band_waits_for_the_others_and_the_pool_serves_the_next_call() {
     let y = net.forward_nchw(x.view()).unwrap();
     assert!(y.iter().all(|v| v.is_finite()));
 }
+
+#[test]
+fn forward_inside_with_executor_is_an_error_not_a_deadlock() {
+    let net = network();
+    let x = Array4::from_elem((1, 3, 64, 64), 0.5f32);
+    let e = net
+        .with_executor(|_| net.forward_nchw(x.view()))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("with_executor"), "{e}");
+    let e = net
+        .with_executor(|_| net.features(x.view(), quadra_cpu::Layout::Nchw))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("with_executor"), "{e}");
+    // Outside, the same call runs.
+    assert!(net.forward_nchw(x.view()).is_ok());
+}
