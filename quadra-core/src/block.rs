@@ -701,18 +701,17 @@ impl<'w, const C: usize, const K: usize> QuadraDwConv<'w, C, K> {
     }
 
     /// Runs the conv in place on an `[H][W][C]` activation. `N` must be at least
-    /// `scratch_len::<W>()`, checked at compile time.
+    /// `scratch_len::<W>()`, checked at compile time. Every length is fixed by the types,
+    /// so no error is expected; any the kernels report is returned, not dropped.
     pub fn forward<const H: usize, const W: usize, const N: usize>(
         &self,
         kern: Kernels,
         x: &mut [[[f32; C]; W]; H],
         scratch: &mut [f32; N],
-    ) {
+    ) -> Result<(), Error> {
         const { assert!(N >= qdw_scratch_len(W, C, K), "QDW scratch too small") };
         let x = x.as_flattened_mut().as_flattened_mut();
-        // Every length is fixed by the types and checked above, so this cannot fail.
-        let r = qdw_forward(kern, H, W, &self.wts, x, scratch);
-        debug_assert!(r.is_ok());
+        qdw_forward(kern, H, W, &self.wts, x, scratch)
     }
 }
 
@@ -753,7 +752,7 @@ impl<'w, const C: usize, const K: usize, const E: usize> QuadraBlock<'w, C, K, E
         kern: Kernels,
         x: &mut [[[f32; C]; W]; H],
         scratch: &mut [f32; N],
-    ) {
+    ) -> Result<(), Error> {
         const { assert!(S >= 1, "strip height must be at least 1") };
         const {
             assert!(
@@ -769,8 +768,8 @@ impl<'w, const C: usize, const K: usize, const E: usize> QuadraBlock<'w, C, K, E
             k: K,
             e: E,
         };
-        // Shapes are fixed by the types and checked above, so this cannot fail.
-        let r = block_forward(kern, d, S, &self.wts, x, scratch);
-        debug_assert!(r.is_ok());
+        // Shapes are fixed by the types and checked above: no error is expected, and any
+        // the kernels report is returned, not dropped.
+        block_forward(kern, d, S, &self.wts, x, scratch)
     }
 }

@@ -86,11 +86,14 @@ fn crc_update(mut crc: u32, bytes: &[u8]) -> u32 {
     crc
 }
 
-/// CRC-32 of a file, with the checksum field itself taken as zero.
+/// CRC-32 of a file, with the checksum field (bytes 96..100) taken as zero; of any bytes,
+/// however short.
 pub fn file_crc(bytes: &[u8]) -> u32 {
-    let crc = crc_update(0xFFFF_FFFF, &bytes[..96]);
-    let crc = crc_update(crc, &[0; 4]);
-    !crc_update(crc, &bytes[100..])
+    let (head, rest) = bytes.split_at(bytes.len().min(96));
+    let crc = crc_update(0xFFFF_FFFF, head);
+    let field = rest.len().min(4);
+    let crc = crc_update(crc, &[0; 4][..field]);
+    !crc_update(crc, &rest[field..])
 }
 
 const fn align64(n: usize) -> usize {

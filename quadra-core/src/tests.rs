@@ -996,7 +996,8 @@ fn static_types_agree_with_dynamic() {
         Kernels::scalar(),
         &mut x,
         &mut scratch,
-    );
+    )
+    .unwrap();
     let bw = BlockWeights::from_weights(C, 5, 2, packed).unwrap();
     let mut s2 = vec![0.0; block_scratch_len(6, C, 5, 2, 1)];
     block_forward(
@@ -1025,7 +1026,8 @@ fn static_types_agree_with_dynamic() {
     let conv = QuadraDwConv::<C, 3>::new(MatData::F32(&taps), &ones, &bias).unwrap();
     let mut scratch = [0.0f32; QuadraDwConv::<C, 3>::scratch_len::<6>()];
     let mut flat: Vec<f32> = x.iter().flatten().flatten().copied().collect();
-    conv.forward(Kernels::scalar(), &mut x, &mut scratch);
+    conv.forward(Kernels::scalar(), &mut x, &mut scratch)
+        .unwrap();
     let q = QdwWeights::new(3, C, MatData::F32(&taps), &ones, &bias).unwrap();
     let mut s2 = vec![0.0; qdw_scratch_len(6, C, 3)];
     qdw_forward(Kernels::scalar(), 4, 6, &q, &mut flat, &mut s2).unwrap();
@@ -1246,6 +1248,17 @@ fn qnet_roundtrips_and_rejects_every_corruption() {
     let t = AlignedBuf::new(&shifted);
     let e = QnetFile::parse(&t.bytes()[1..]).unwrap_err();
     assert!(std::format!("{e}").contains("aligned"), "{e}");
+    // The checksum of any bytes, however short, is a value, not a panic; the checksum
+    // field counts as zero wherever the bytes end.
+    for len in [0usize, 1, 95, 96, 97, 99, 100, 101] {
+        let _ = crate::format::file_crc(&out[..len]);
+    }
+    let mut other = out.clone();
+    other[96..100].copy_from_slice(&[1, 2, 3, 4]);
+    assert_eq!(
+        crate::format::file_crc(&other),
+        crate::format::file_crc(&out)
+    );
     // Other versions are refused by name; version 1 (the old tap layout) with the fix.
     for (v, says) in [(1u8, "reconvert"), (4, "version")] {
         let mut other = out.clone();
