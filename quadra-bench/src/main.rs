@@ -291,6 +291,7 @@ struct Measured {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    quadra_cpu::exit_quietly_on_broken_pipe();
     let a = Args::parse();
     if let Some(op) = &a.op {
         return bench_op(&a, op);

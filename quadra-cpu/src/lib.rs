@@ -91,6 +91,26 @@ pub fn parse_count(s: &str) -> Result<usize, String> {
     }
 }
 
+/// Makes a write to a closed standard output (`quadra inspect m.qnet | head -1`) end the
+/// program quietly with the conventional status 141 (128 + SIGPIPE) instead of a panic:
+/// Rust ignores SIGPIPE, so `print!` panics on the broken pipe. Call first in `main`;
+/// every other panic still reaches the previous hook.
+pub fn exit_quietly_on_broken_pipe() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        previous(info);
+    }));
+}
+
 /// Parses a weight dtype name (`f32`, `f16`, `int8`, `w8a8`) for command lines.
 pub fn parse_dtype(s: &str) -> Result<quadra_core::Dtype, String> {
     quadra_core::Dtype::from_name(s).ok_or_else(|| {

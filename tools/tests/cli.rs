@@ -548,3 +548,26 @@ fn min_cosine_keeps_the_sensitive_units_in_f32() {
     wrong.extend(["--min-cosine", "0.999", "--out", p(&m)]);
     fails(&wrong, &["--dtype w8a8"]);
 }
+
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    // `quadra inspect m.qnet | head -0`: the reader is gone before the first line.
+    let model = fixtures().join("../../models/digits/rust/model.qnet");
+    for _ in 0..3 {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_quadra"))
+            .args(["inspect", p(&model)])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(141)),
+            "exit {:?}: {err}",
+            out.status.code()
+        );
+    }
+}
