@@ -1,6 +1,8 @@
 //! Fuzzes the zero-copy `.qnet` parser: any bytes must give `Ok` or `Err`, never a panic
 //! or an out-of-bounds read. Inputs that parse are also run through a forward pass on a
-//! tiny image, so the views the parser hands out are exercised.
+//! tiny image, on the scalar kernels and on the SIMD kernels this CPU dispatches to (with
+//! and without the int8 dot-product extension), so the views the parser hands out meet
+//! the kernels that trust them.
 //!
 //! Run: `RUSTC_BOOTSTRAP=1 cargo fuzz run qnet_parse -- -max_total_time=120`
 #![no_main]
@@ -27,7 +29,10 @@ fuzz_target!(|data: &[u8]| {
                 let mut arena = vec![0.0f32; model.arena_len(h, w, 1)];
                 let input = vec![0.5f32; h * w * arch.in_chans];
                 let mut logits = vec![0.0f32; arch.num_classes];
-                let _ = model.forward(Kernels::scalar(), &input, h, w, &mut arena, &mut logits);
+                let best = quadra_cpu::dispatch::best();
+                for kern in [Kernels::scalar(), best, best.without_int8_dot()] {
+                    let _ = model.forward(kern, &input, h, w, &mut arena, &mut logits);
+                }
             }
         }
     }
