@@ -31,7 +31,13 @@ step "x86 without F16C (qemu-x86_64 -cpu max,-f16c): f16 weights fall back, neve
 CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="qemu-x86_64-static -cpu max,-f16c" \
   cargo test --release -p quadra-tests --test digits_model f16_model
 CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="qemu-x86_64-static -cpu max,-f16c" \
-  cargo test --release -p quadra-core --lib f16_and_int8
+  cargo test --release -p quadra-core --lib -- f16_and_int8 detection
+# The no_std CPUID detection against std's, on CPUs this machine is not: AVX2 without
+# AVX-512, and no AVX at all.
+for cpu in max qemu64; do
+  CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="qemu-x86_64-static -cpu $cpu" \
+    cargo test --release -p quadra-core --lib -- detection
+done
 
 if grep -qw avx2 /proc/cpuinfo; then
   step "no_std compile-time dispatch with -C target-feature=+avx2,+fma,+f16c"

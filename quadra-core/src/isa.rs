@@ -117,6 +117,22 @@ impl Kernels {
         }
     }
 
+    /// The best kernels this CPU runs, detected at run time without `std`: on x86_64 by
+    /// CPUID and XGETBV (AVX2 needs AVX2, FMA and F16C with the OS saving YMM state;
+    /// AVX-512 needs AVX-512F on top, with ZMM state saved; the int8 dot extension
+    /// AVX-512 VNNI and BW), so firmware built for a generic x86_64 still gets its SIMD
+    /// paths; elsewhere what is enabled at compile time ([`Kernels::compiled`]: NEON is
+    /// baseline on aarch64). `quadra-cpu` detects the same with `std`.
+    pub fn detect() -> Kernels {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if let Some(k) = x86::detect() {
+                return k;
+            }
+        }
+        Kernels::compiled()
+    }
+
     /// `isa` if it is enabled at compile time, else `None`.
     pub const fn for_compiled(isa: Isa) -> Option<Kernels> {
         if isa.compiled_in() {
@@ -184,5 +200,51 @@ impl Kernels {
             (Isa::Neon, false) => "neon",
             (Isa::Neon, true) => "neon+dotprod",
         }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{Isa, Kernels};
+    use core::arch::x86_64::{__cpuid, __cpuid_count, _xgetbv};
+
+    fn bit(reg: u32, n: u32) -> bool {
+        reg >> n & 1 == 1
+    }
+
+    /// The best x86 kernels by CPUID and XGETBV, or `None` for scalar.
+    pub(super) fn detect() -> Option<Kernels> {
+        let l1 = __cpuid(1);
+        // OSXSAVE: XGETBV is there and the OS manages the extended state; AVX itself.
+        if !(bit(l1.ecx, 27) && bit(l1.ecx, 28)) {
+            return None;
+        }
+        // SAFETY: CPUID.1:ECX.OSXSAVE (bit 27), checked just above, says XGETBV exists.
+        let xcr0 = unsafe { _xgetbv(0) };
+        let ymm = xcr0 & 0b110 == 0b110;
+        let zmm = xcr0 & 0b1110_0110 == 0b1110_0110;
+        if __cpuid(0).eax < 7 || !ymm {
+            return None;
+        }
+        let l7 = __cpuid_count(7, 0);
+        let (fma, f16c) = (bit(l1.ecx, 12), bit(l1.ecx, 29));
+        let (avx2, avx512f, avx512bw) = (bit(l7.ebx, 5), bit(l7.ebx, 16), bit(l7.ebx, 30));
+        let vnni = bit(l7.ecx, 11);
+        if !(avx2 && fma && f16c) {
+            return None;
+        }
+        if avx512f && zmm {
+            // SAFETY: AVX-512F with the OS saving ZMM state, and AVX2, FMA and F16C for the
+            // leaves AVX-512 falls back on, were all just detected.
+            let k = unsafe { Kernels::new_unchecked(Isa::Avx512) };
+            return Some(if vnni && avx512bw {
+                // SAFETY: AVX-512 VNNI and BW detected just above.
+                unsafe { k.with_int8_dot_unchecked() }
+            } else {
+                k.without_int8_dot()
+            });
+        }
+        // SAFETY: AVX2, FMA and F16C with the OS saving YMM state, detected above.
+        Some(unsafe { Kernels::new_unchecked(Isa::Avx2) }.without_int8_dot())
     }
 }

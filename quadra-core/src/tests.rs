@@ -1038,6 +1038,21 @@ fn static_types_agree_with_dynamic() {
 }
 
 #[test]
+fn no_std_detection_agrees_with_std_detection() {
+    // `Kernels::detect` (CPUID/XGETBV, no std) picks what std's feature detection makes
+    // the best path of `available()`, int8 extension included.
+    let best = *available().last().unwrap();
+    let got = Kernels::detect();
+    assert_eq!(
+        (got.isa(), got.int8_dot()),
+        (best.isa(), best.int8_dot()),
+        "detect() chose {}, std detection {}",
+        got.describe(),
+        best.describe()
+    );
+}
+
+#[test]
 fn compiled_kernels_follow_target_features() {
     // Built with `-C target-feature=+avx2,+fma,+f16c` (CI does), the no_std selection must not
     // silently fall back to scalar.

@@ -29,10 +29,11 @@ struct Arena([f32; ARENA_LEN]);
 static mut ARENA: Arena = Arena([0.0; ARENA_LEN]);
 static ARENA_TAKEN: AtomicBool = AtomicBool::new(false);
 
-/// The model plus exclusive use of the static arena.
+/// The model plus exclusive use of the static arena, and the kernels this CPU runs.
 pub struct Classifier {
     model: Model<'static>,
     arena: &'static mut [f32; ARENA_LEN],
+    kern: Kernels,
 }
 
 impl Classifier {
@@ -45,7 +46,10 @@ impl Classifier {
         // SAFETY: the swap above succeeds exactly once per program, so this is the only
         // reference ever made to ARENA.
         let arena = unsafe { &mut (*core::ptr::addr_of_mut!(ARENA)).0 };
-        Some(model::model().map(|model| Classifier { model, arena }))
+        // Detected once, without std: AVX2/AVX-512 by CPUID on x86_64 even in a build for a
+        // generic target, NEON (baseline) on aarch64.
+        let kern = Kernels::detect();
+        Some(model::model().map(|model| Classifier { model, arena, kern }))
     }
 
     /// Classifies one normalised 32x32 digit (channels-last, 1 channel): the predicted
@@ -55,14 +59,8 @@ impl Classifier {
         input: &[f32; INPUT_LEN],
     ) -> Result<(usize, [f32; NUM_CLASSES]), Error> {
         let mut logits = [0.0f32; NUM_CLASSES];
-        self.model.forward(
-            Kernels::compiled(),
-            input,
-            INPUT_H,
-            INPUT_W,
-            self.arena,
-            &mut logits,
-        )?;
+        self.model
+            .forward(self.kern, input, INPUT_H, INPUT_W, self.arena, &mut logits)?;
         let best = (0..NUM_CLASSES).fold(0, |b, i| if logits[i] > logits[b] { i } else { b });
         Ok((best, logits))
     }
@@ -147,7 +145,7 @@ mod tests {
         std::eprintln!(
             "firmware classifier: {correct}/{} on {}",
             labels.len(),
-            Kernels::compiled().isa()
+            Kernels::detect().describe()
         );
         assert!(classes.iter().any(|&k| k != classes[0]));
     }
