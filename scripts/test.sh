@@ -73,11 +73,13 @@ bash scripts/a76-model.sh
 
 step "bare-metal build: quadra-core and the firmware example for aarch64-unknown-none (no std, no alloc)"
 RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=target/baremetal \
-  cargo build --release -Zbuild-std=core --target aarch64-unknown-none -p quadra-core -p quadra-firmware-example
-lib=target/baremetal/aarch64-unknown-none/release/libquadra_firmware_example.a
+  cargo build --profile firmware -Zbuild-std=core --target aarch64-unknown-none -p quadra-core -p quadra-firmware-example
+lib=target/baremetal/aarch64-unknown-none/firmware/libquadra_firmware_example.a
 if aarch64-linux-gnu-nm -u "$lib" | grep -qiE 'rust_alloc|rdl_alloc|malloc'; then
   echo "the firmware staticlib references an allocator"; exit 1
 fi
 echo "firmware staticlib: $(stat -c %s "$lib") bytes, no allocator symbols"
+aarch64-linux-gnu-size -A "$lib" | awk '$1 ~ /^\.(text|rodata|data|bss)/ { split($1, n, "."); s[n[2]] += $2 }
+  END { printf "sections over all members: text %d, rodata %d (the model is in it), data %d, bss %d (the arena)\n", s["text"], s["rodata"], s["data"], s["bss"] }'
 
 step "all tests passed"

@@ -30,6 +30,9 @@ use checkpoint::{CheckpointError, StateDict};
 use config::ArchConfig;
 pub use gang::GangExec;
 use gang::{Gang, StopOnDrop};
+/// The `ndarray` this crate takes and returns arrays of (0.16): use it through
+/// `quadra_cpu::ndarray` so your arrays are of the same version.
+pub use ndarray;
 use weights::{LoadedModel, OwnedWeights};
 
 /// Why a network could not be built or run.

@@ -6,9 +6,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use ndarray::Array4;
 use quadra_core::Executor;
 use quadra_cpu::config::ArchConfig;
+use quadra_cpu::ndarray::Array4;
 use quadra_cpu::weights::{OwnedMats, OwnedWeights};
 use quadra_cpu::Network;
 
