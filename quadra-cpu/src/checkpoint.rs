@@ -30,6 +30,9 @@ pub struct StateDict {
     pub source: String,
     /// Tensors by state_dict key.
     pub tensors: BTreeMap<String, Tensor>,
+    /// A prefix every key carried and loading removed: `module.` of a checkpoint saved
+    /// from a `DistributedDataParallel` (or `DataParallel`) wrapper.
+    pub stripped_prefix: Option<String>,
 }
 
 /// One way a checkpoint disagrees with the architecture.
@@ -198,9 +201,21 @@ impl StateDict {
             };
             tensors.insert(name, tensor);
         }
+        // A model wrapped for data-parallel training saves every key under `module.`.
+        let prefix = "module.";
+        let stripped_prefix = (!tensors.is_empty()
+            && tensors.keys().all(|k| k.starts_with(prefix)))
+        .then(|| prefix.to_string());
+        if stripped_prefix.is_some() {
+            tensors = tensors
+                .into_iter()
+                .map(|(k, v)| (k[prefix.len()..].to_string(), v))
+                .collect();
+        }
         Ok(StateDict {
             source: source.to_string(),
             tensors,
+            stripped_prefix,
         })
     }
 

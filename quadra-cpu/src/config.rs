@@ -32,7 +32,9 @@ struct RawConfig {
     in_chans: usize,
     #[serde(default = "default_classes")]
     num_classes: usize,
-    dims: Vec<usize>,
+    dims: Option<Vec<usize>>,
+    /// The official code's form: `dims = [b, 2b, 4b, 8b]`.
+    base_dim: Option<usize>,
     depths: Option<Vec<usize>>,
     kernel: Option<usize>,
     expansion: Option<usize>,
@@ -140,12 +142,22 @@ impl ArchConfig {
     }
 
     fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
-        let dims: [usize; 4] = raw.dims.as_slice().try_into().map_err(|_| {
-            invalid(format!(
-                "\"dims\" must have 4 entries, found {}",
-                raw.dims.len()
-            ))
-        })?;
+        let dims: [usize; 4] = match (&raw.dims, raw.base_dim) {
+            (Some(d), None) => d.as_slice().try_into().map_err(|_| {
+                invalid(format!("\"dims\" must have 4 entries, found {}", d.len()))
+            })?,
+            (None, Some(b)) => [b, 2 * b, 4 * b, 8 * b],
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "give either \"dims\" or the official \"base_dim\" (dims = [b, 2b, 4b, 8b]), not both",
+                ))
+            }
+            (None, None) => {
+                return Err(invalid(
+                    "\"dims\" (4 stage widths) or \"base_dim\" (dims = [b, 2b, 4b, 8b]) is required",
+                ))
+            }
+        };
         if raw.in_chans == 0 {
             return Err(invalid("\"in_chans\" must be at least 1"));
         }
@@ -278,6 +290,22 @@ impl ArchConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_official_base_dim_form_is_dims_doubling() {
+        let a = ArchConfig::from_json(r#"{"base_dim":64,"depths":[3,3,27,3],"kernel":7}"#).unwrap();
+        assert_eq!(a, ArchConfig::preset("quadranet36-t").unwrap());
+        for (json, says) in [
+            (
+                r#"{"base_dim":64,"dims":[64,128,256,512],"depths":[1,1,1,1]}"#,
+                "not both",
+            ),
+            (r#"{"depths":[1,1,1,1]}"#, "is required"),
+        ] {
+            let e = ArchConfig::from_json(json).unwrap_err().to_string();
+            assert!(e.contains(says), "{json}: {e}");
+        }
+    }
 
     #[test]
     fn uniform_per_stage_and_per_block_forms_parse() {

@@ -18,9 +18,16 @@ pub struct Args {
     /// Architecture config (JSON).
     #[arg(long, conflicts_with = "preset", required_unless_present = "preset")]
     config: Option<PathBuf>,
-    /// Built-in architecture: quadranet25-{xxs,xs,t,s,b} or quadranet36-{xxs,xs,t,s,b}.
+    /// Built-in architecture: quadranet25-{xxs,xs,t,s,b} or quadranet36-{xxs,xs,t,s,b}
+    /// (quadranet36-t is the official QuadraNet_tiny36_dw, quadranet36-b QuadraNet_base_dw36).
     #[arg(long)]
     preset: Option<String>,
+    /// With --preset: classes of the head (default 1000).
+    #[arg(long, requires = "preset", value_parser = quadra_cpu::parse_count)]
+    num_classes: Option<usize>,
+    /// With --preset: input channels (default 3).
+    #[arg(long, requires = "preset", value_parser = quadra_cpu::parse_count)]
+    in_chans: Option<usize>,
     /// Storage type of the weight matrices: f32, f16, int8 (weight-only: int8 weights
     /// widened to f32) or w8a8 (int8 weights and int8 pointwise GEMMs).
     #[arg(long, default_value = "f32", value_parser = quadra_cpu::parse_dtype)]
@@ -42,7 +49,8 @@ pub struct Args {
     /// search; random if absent.
     #[arg(long)]
     check_input: Option<PathBuf>,
-    /// A JSON object merged into the file's metadata (e.g. a training report).
+    /// Path to a JSON file whose object is merged into the model file's metadata (e.g. a
+    /// training report).
     #[arg(long)]
     meta: Option<PathBuf>,
 }
@@ -96,6 +104,12 @@ pub fn convert(
     quiet: bool,
 ) -> Result<Converted> {
     let sd = StateDict::load(weights)?;
+    if let (Some(p), false) = (&sd.stripped_prefix, quiet) {
+        println!(
+            "note: every key of {} starts with '{p}' (a DistributedDataParallel checkpoint); read without it",
+            weights.display()
+        );
+    }
     let arch = config.arch();
     let f32w = sd.pack(&arch)?;
     if !quiet {
@@ -274,7 +288,9 @@ pub fn block_name(config: &ArchConfig, i: usize) -> String {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let config = load_config(a.config.as_deref(), a.preset.as_deref())?;
+    let mut config = load_config(a.config.as_deref(), a.preset.as_deref())?;
+    config.num_classes = a.num_classes.unwrap_or(config.num_classes);
+    config.in_chans = a.in_chans.unwrap_or(config.in_chans);
     if a.min_cosine.is_some() && a.dtype != Dtype::W8A8 {
         bail!("--min-cosine chooses which blocks of a w8a8 model stay f32: give --dtype w8a8");
     }

@@ -571,3 +571,80 @@ fn a_closed_stdout_ends_quietly() {
         );
     }
 }
+
+#[test]
+fn ddp_checkpoints_and_preset_overrides_convert() {
+    let dir = scratch("friction");
+    // A checkpoint saved from a DistributedDataParallel wrapper: every key under `module.`.
+    let (cfg, _, _, _) = prepare("net_small", &dir);
+    let sd = StateDict::load(fixtures().join("net_small.weights.safetensors")).unwrap();
+    let ddp: HashMap<String, (Vec<usize>, Vec<f32>)> = sd
+        .tensors
+        .iter()
+        .map(|(k, t)| (format!("module.{k}"), (t.shape.clone(), t.data.clone())))
+        .collect();
+    let ckpt = dir.join("ddp.safetensors");
+    write_safetensors(&ckpt, &ddp);
+    let out = ok(&[
+        "convert",
+        "--weights",
+        p(&ckpt),
+        "--config",
+        p(&cfg),
+        "--input-size",
+        "64",
+        "--out",
+        p(&dir.join("ddp.qnet")),
+    ]);
+    assert!(out.contains("starts with 'module.'"), "{out}");
+    // A preset with another head and input: 5 classes, 1 channel.
+    let cfg = quadra_cpu::config::ArchConfig::preset("quadranet25-xxs").unwrap();
+    let mut arch = cfg.arch();
+    arch.num_classes = 5;
+    arch.in_chans = 1;
+    let mut tensors = HashMap::new();
+    quadra_core::net::visit_tensors::<quadra_core::Error>(&arch, |slot| {
+        let n: usize = slot.shape.iter().product();
+        let v = (0..n).map(|i| ((i % 7) as f32 - 3.0) * 0.01).collect();
+        tensors.insert(slot.name.to_string(), (slot.shape.to_vec(), v));
+        Ok(())
+    })
+    .unwrap();
+    let ckpt = dir.join("xxs5.safetensors");
+    write_safetensors(&ckpt, &tensors);
+    let m = dir.join("xxs5.qnet");
+    ok(&[
+        "convert",
+        "--weights",
+        p(&ckpt),
+        "--preset",
+        "quadranet25-xxs",
+        "--num-classes",
+        "5",
+        "--in-chans",
+        "1",
+        "--input-size",
+        "64",
+        "--out",
+        p(&m),
+    ]);
+    let json = ok(&["inspect", p(&m), "--json", "--input-size", "64"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        (v["num_classes"].as_u64(), v["in_chans"].as_u64()),
+        (Some(5), Some(1))
+    );
+    // Without the overrides the same checkpoint does not fit the preset, and says so.
+    fails(
+        &[
+            "convert",
+            "--weights",
+            p(&ckpt),
+            "--preset",
+            "quadranet25-xxs",
+            "--out",
+            p(&m),
+        ],
+        &["head.weight"],
+    );
+}
