@@ -38,7 +38,7 @@ struct Args {
     #[arg(long, default_value = "224", value_parser = quadra_cpu::parse_input_size)]
     input_size: (usize, usize),
     /// Threads.
-    #[arg(long, default_value_t = 1, value_parser = quadra_cpu::parse_count)]
+    #[arg(long, default_value_t = 1, value_parser = quadra_cpu::parse_threads)]
     threads: usize,
     /// Kernel path: scalar, avx2, avx512, neon (default: the best this CPU runs).
     #[arg(long)]
@@ -71,6 +71,9 @@ struct Args {
     op: Option<String>,
 }
 
+/// Largest map side `--op` measures (a 4096x4096 map of the widest C is already 1 GiB).
+const MAX_OP_SIDE: usize = 4096;
+
 /// `--op`: one QDW conv or one QuadraBlock, median of `iters` runs.
 fn bench_op(a: &Args, spec: &str) -> Result<(), Box<dyn std::error::Error>> {
     use quadra_core::block::{qdw_forward, qdw_scratch_len};
@@ -90,6 +93,20 @@ fn bench_op(a: &Args, spec: &str) -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("--op '{spec}': every dimension must be at least 1").into());
     }
     let e = n.get(3).copied().unwrap_or(4);
+    // What the kernels take, checked before anything is allocated.
+    if !matches!(k, 3 | 5 | 7) {
+        return Err(format!("--op '{spec}': the kernel K must be 3, 5 or 7, not {k}").into());
+    }
+    if !(1..=8).contains(&e) {
+        return Err(format!("--op '{spec}': the expansion E must be 1 to 8, not {e}").into());
+    }
+    if c > quadra_core::arch::MAX_DIM || h > MAX_OP_SIDE {
+        return Err(format!(
+            "--op '{spec}': at most {} channels and a {MAX_OP_SIDE}x{MAX_OP_SIDE} map",
+            quadra_core::arch::MAX_DIM
+        )
+        .into());
+    }
     let kern = match &a.kernel {
         Some(name) => dispatch::kernels_for(Isa::from_name(name).ok_or_else(bad)?)?,
         None => dispatch::default_kernels()?,
@@ -290,9 +307,19 @@ struct Measured {
     candidates: Vec<(String, f64)>,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
     quadra_cpu::exit_quietly_on_broken_pipe();
-    let a = Args::parse();
+    match run(Args::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // A sentence, not the error's Debug form.
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(op) = &a.op {
         return bench_op(&a, op);
     }

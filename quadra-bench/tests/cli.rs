@@ -22,6 +22,11 @@ fn bad_operators_are_refused_with_the_reason() {
         ("qdw:axbxc", "expected qdw:CxHxK"),
         ("conv:64x56x7", "expected qdw:CxHxK"),
         ("qdw:64x14x4", "3, 5 or 7"),
+        // Values that used to truncate to a byte or overflow.
+        ("block:16x16x259x260", "must be 3, 5 or 7, not 259"),
+        ("block:16x16x7x260", "must be 1 to 8, not 260"),
+        ("qdw:18446744073709551615x2x3", "at most 16384 channels"),
+        ("qdw:16x100000x3", "4096x4096"),
     ] {
         let (ok, text) = run(&["--op", op, "--iters", "1", "--warmup", "0"]);
         assert!(!ok, "{op} accepted: {text}");
@@ -66,6 +71,27 @@ fn one_small_qdw_reports_its_paired_fractions() {
         assert!(
             text.contains(&format!("\"{key}\"")),
             "{key} missing: {text}"
+        );
+    }
+}
+
+#[test]
+fn errors_are_sentences_and_sizes_are_bounded_before_allocating() {
+    for (args, says) in [
+        (
+            vec!["--preset", "nope"],
+            "unknown preset 'nope'; known presets: quadranet25-xxs",
+        ),
+        (vec!["--input-size", "100000"], "too large"),
+        (vec!["--threads", "100000"], "at most 1024"),
+    ] {
+        let (ok, text) = run(&args);
+        assert!(!ok, "{args:?} accepted: {text}");
+        assert!(text.contains(says), "{args:?}: {text}");
+        // Not a Debug form (`Error: UnknownPreset("nope")`), not a panic.
+        assert!(
+            !text.contains("Error: ") && !text.contains("panicked"),
+            "{args:?}: {text}"
         );
     }
 }

@@ -82,15 +82,35 @@ pub fn parse_input_size(s: &str) -> Result<(usize, usize), String> {
             "input size {h}x{w} is too small: QuadraNet downsamples by 32"
         ));
     }
+    if h > MAX_INPUT_SIDE || w > MAX_INPUT_SIDE {
+        return Err(format!(
+            "input size {h}x{w} is too large: at most {MAX_INPUT_SIDE} a side here"
+        ));
+    }
     Ok((h, w))
 }
 
-/// Parses a count that must be at least 1 (threads, timed runs) for command lines.
+/// Largest input side the command lines take: an 8192x8192 image is 768 MiB of f32
+/// before any layer (the core itself stops at `quadra_core::arch::MAX_SIDE`).
+pub const MAX_INPUT_SIDE: usize = 8192;
+
+/// Most threads the command lines take.
+pub const MAX_THREADS: usize = 1024;
+
+/// Parses a count that must be at least 1 (timed runs, images) for command lines.
 pub fn parse_count(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
         Ok(n) => Ok(n),
         Err(_) => Err(format!("'{s}' is not a whole number")),
+    }
+}
+
+/// Parses a thread count for command lines: 1 to [`MAX_THREADS`].
+pub fn parse_threads(s: &str) -> Result<usize, String> {
+    match parse_count(s)? {
+        n if n > MAX_THREADS => Err(format!("{n} threads: at most {MAX_THREADS}")),
+        n => Ok(n),
     }
 }
 

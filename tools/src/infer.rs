@@ -23,7 +23,7 @@ pub struct Args {
     #[arg(long, num_args = 1.., required_unless_present = "input")]
     image: Vec<PathBuf>,
     /// Threads (a private pool).
-    #[arg(long, default_value_t = 1, value_parser = quadra_cpu::parse_count)]
+    #[arg(long, default_value_t = 1, value_parser = quadra_cpu::parse_threads)]
     threads: usize,
     /// Kernel path: scalar, avx2, avx512 or neon (default: the best this CPU runs, or
     /// QUADRA_KERNEL).
