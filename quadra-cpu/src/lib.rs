@@ -90,6 +90,44 @@ pub fn parse_input_size(s: &str) -> Result<(usize, usize), String> {
     Ok((h, w))
 }
 
+/// Largest file read as a model, checkpoint or input (16 GiB).
+pub const MAX_FILE_BYTES: u64 = 16 << 30;
+
+/// Reads a whole regular file of at most [`MAX_FILE_BYTES`]: a FIFO or a device (which
+/// could block forever or never end, like `/dev/zero`) and a directory are refused, as is
+/// a file that grows past the limit while it is read. The error says why; the caller
+/// names the path (as for any I/O error).
+pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>, std::io::Error> {
+    use std::io::{Error, ErrorKind, Read};
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "not a regular file (a directory, FIFO or device?)",
+        ));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{} bytes, more than the {MAX_FILE_BYTES} read here",
+                meta.len()
+            ),
+        ));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("grew past {MAX_FILE_BYTES} bytes while it was read"),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Largest input side the command lines take: an 8192x8192 image is 768 MiB of f32
 /// before any layer (the core itself stops at `quadra_core::arch::MAX_SIDE`).
 pub const MAX_INPUT_SIDE: usize = 8192;

@@ -210,7 +210,7 @@ impl LoadedModel {
     /// Reads and parses a `.qnet` file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, RunError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path)
+        let bytes = crate::read_file(path)
             .map_err(|e| RunError::Model(format!("cannot read {}: {e}", path.display())))?;
         Self::from_bytes(&bytes, &path.display().to_string())
     }

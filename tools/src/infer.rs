@@ -82,7 +82,7 @@ pub fn run(a: Args) -> Result<()> {
             "wrote {} {:?} ({} kernels, {} threads)",
             out.display(),
             y.shape(),
-            net.kernels().isa(),
+            net.kernels().describe(),
             net.threads()
         );
         return Ok(());

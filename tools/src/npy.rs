@@ -6,10 +6,57 @@ use anyhow::{bail, Context, Result};
 use ndarray::{Array2, Array4, ArrayD};
 use ndarray_npy::{ReadNpyExt, WriteNpyExt};
 
+/// The shape an `.npy` header claims, checked against the data bytes that follow it
+/// (float32: 4 bytes a value) before anything is allocated for it.
+fn checked_shape(bytes: &[u8], path: &Path) -> Result<Vec<usize>> {
+    let shown = path.display();
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        bail!("{shown} is not an .npy file (bad magic)");
+    }
+    let (len, start): (usize, usize) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
+        v => bail!("{shown}: unsupported .npy version {v}"),
+    };
+    let Some(header) = start.checked_add(len).and_then(|end| bytes.get(start..end)) else {
+        bail!("{shown}: the .npy header runs past the end of the file");
+    };
+    let header = String::from_utf8_lossy(header);
+    let shape = header
+        .split_once("'shape':")
+        .and_then(|(_, rest)| rest.split_once('(')?.1.split_once(')'))
+        .map(|(dims, _)| dims)
+        .with_context(|| format!("{shown}: the .npy header has no shape"))?;
+    let shape: Vec<usize> = shape
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| d.parse::<usize>())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{shown}: cannot read the shape ({shape})"))?;
+    let data = bytes.len() - start - len;
+    let want = shape
+        .iter()
+        .try_fold(4usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n == data);
+    if want.is_none() {
+        bail!(
+            "{shown}: the header says shape {shape:?} ({} float32 values), but {data} bytes of data follow it",
+            shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).map_or("too many".into(), |n| n.to_string())
+        );
+    }
+    Ok(shape)
+}
+
 /// Reads a float32 array of rank 4 (`[N, C, H, W]`).
 pub fn read_nchw(path: &Path) -> Result<Array4<f32>> {
-    let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let a = ArrayD::<f32>::read_npy(f).map_err(|e| {
+    let bytes =
+        quadra_cpu::read_file(path).with_context(|| format!("cannot read {}", path.display()))?;
+    checked_shape(&bytes, path)?;
+    let a = ArrayD::<f32>::read_npy(&bytes[..]).map_err(|e| {
         anyhow::anyhow!(
             "{}: expected a float32 .npy array of shape [N, C, H, W]: {e}",
             path.display()

@@ -441,7 +441,7 @@ fn broken_model_files_and_inputs_are_refused() {
         .write_npy(std::fs::File::create(&i64s).unwrap())
         .unwrap();
     infer(&m, &i64s, &["i64.npy", "float32"]);
-    infer(&m, &dir.join("absent.npy"), &["cannot open", "absent.npy"]);
+    infer(&m, &dir.join("absent.npy"), &["cannot read", "absent.npy"]);
     fails(
         &["infer", "--model", p(&m), "--image", p(&x)],
         &["cannot decode image", "x.npy"],
@@ -647,4 +647,56 @@ fn ddp_checkpoints_and_preset_overrides_convert() {
         ],
         &["head.weight"],
     );
+}
+
+#[test]
+fn inputs_that_lie_or_never_end_are_refused() {
+    let dir = scratch("lies");
+    let model = fixtures().join("../../models/digits/rust/model.qnet");
+    // An .npy header claiming (1, 1, 100000, 100000) over 64 bytes, and a version 2 header
+    // length of 0xFFFFFFF0: both aborted in the allocator before.
+    let mut h =
+        b"{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1, 100000, 100000), }".to_vec();
+    while !(10 + h.len() + 1).is_multiple_of(64) {
+        h.push(b' ');
+    }
+    h.push(b'\n');
+    let mut lie = b"\x93NUMPY\x01\x00".to_vec();
+    lie.extend((h.len() as u16).to_le_bytes());
+    lie.extend(&h);
+    lie.extend([0u8; 64]);
+    std::fs::write(dir.join("lie.npy"), &lie).unwrap();
+    let mut lie2 = b"\x93NUMPY\x02\x00".to_vec();
+    lie2.extend(0xFFFF_FFF0u32.to_le_bytes());
+    lie2.extend(b"{}");
+    std::fs::write(dir.join("lie2.npy"), &lie2).unwrap();
+    let out = p(&dir.join("o.npy")).to_string();
+    for (input, says) in [
+        (dir.join("lie.npy"), "but 64 bytes of data follow it"),
+        (dir.join("lie2.npy"), "header runs past the end"),
+        (PathBuf::from("/dev/zero"), "not a regular file"),
+        (dir.clone(), "not a regular file"),
+    ] {
+        fails(
+            &[
+                "infer",
+                "--model",
+                p(&model),
+                "--input",
+                p(&input),
+                "--output",
+                &out,
+            ],
+            &[says],
+        );
+    }
+    // A FIFO would block a reader forever.
+    let fifo = dir.join("fifo.qnet");
+    if Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        fails(&["inspect", p(&fifo)], &["not a regular file"]);
+    }
 }
