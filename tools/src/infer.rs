@@ -37,19 +37,41 @@ pub struct Args {
 const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 const STD: [f32; 3] = [0.229, 0.224, 0.225];
 
+/// Largest image side, before and after the resize.
+const MAX_IMAGE_SIDE: u32 = 16384;
+/// Most pixels an image may have (a 64-megapixel RGB image decodes to 192 MiB).
+const MAX_IMAGE_PIXELS: u64 = 64 << 20;
+
 /// Standard ImageNet evaluation preprocessing into one NCHW image.
 fn preprocess(path: &std::path::Path) -> Result<Array4<f32>> {
-    let img =
-        image::open(path).with_context(|| format!("cannot decode image {}", path.display()))?;
-    let (w, h) = (img.width(), img.height());
+    let shown = path.display();
+    let bytes = quadra_cpu::read_file(path).with_context(|| format!("cannot read {shown}"))?;
+    let reader = || {
+        image::ImageReader::new(std::io::Cursor::new(&bytes[..]))
+            .with_guessed_format()
+            .with_context(|| format!("cannot read image {shown}"))
+    };
+    // The header's size first: a few hundred bytes can claim gigapixels.
+    let (w, h) = reader()?
+        .into_dimensions()
+        .with_context(|| format!("cannot decode image {shown}"))?;
     if w == 0 || h == 0 {
-        bail!("{}: empty image", path.display());
+        bail!("{shown}: empty image");
     }
+    if w.max(h) > MAX_IMAGE_SIDE || w as u64 * h as u64 > MAX_IMAGE_PIXELS {
+        bail!("{shown}: {w}x{h} pixels, more than {MAX_IMAGE_SIDE} a side or {MAX_IMAGE_PIXELS} in all");
+    }
+    let img = reader()?
+        .decode()
+        .with_context(|| format!("cannot decode image {shown}"))?;
     let scale = 256.0 / w.min(h) as f64;
     let (nw, nh) = (
         ((w as f64 * scale).round() as u32).max(224),
         ((h as f64 * scale).round() as u32).max(224),
     );
+    if nw.max(nh) > MAX_IMAGE_SIDE {
+        bail!("{shown}: {w}x{h} is too elongated: 256 on the short side makes it {nw}x{nh}");
+    }
     let rgb = img
         .resize_exact(nw, nh, image::imageops::FilterType::Triangle)
         .to_rgb8();

@@ -700,3 +700,74 @@ fn inputs_that_lie_or_never_end_are_refused() {
         fails(&["inspect", p(&fifo)], &["not a regular file"]);
     }
 }
+
+/// CRC-32 (IEEE) of PNG chunk bytes.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = 0xFFFF_FFFFu32;
+    for &b in bytes {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+#[test]
+fn images_are_bounded_before_decoding_and_resizing() {
+    let dir = scratch("images");
+    // A valid, tiny 1x10000 PNG: 256 on the short side would make it 256 x 2.56 M (the
+    // reported 1x60000 is refused earlier, by its side).
+    let tall = dir.join("tall.png");
+    image::RgbImage::new(1, 10000).save(&tall).unwrap();
+    // A PNG whose header claims 100000 x 100000 and holds no pixels.
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend(100_000u32.to_be_bytes());
+    ihdr.extend(100_000u32.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]);
+    let mut huge = b"\x89PNG\r\n\x1a\n".to_vec();
+    huge.extend(13u32.to_be_bytes());
+    huge.extend(&ihdr);
+    huge.extend(crc32(&ihdr).to_be_bytes());
+    std::fs::write(dir.join("huge.png"), &huge).unwrap();
+    // The digits model takes 1 channel; an RGB QuadraNet is needed for --image.
+    let (cfg, _, _, _) = prepare("quadranet25_xxs", &dir);
+    let weights = fixtures().join("quadranet25_xxs.weights.safetensors");
+    let m = dir.join("xxs.qnet");
+    ok(&[
+        "convert",
+        "--weights",
+        p(&weights),
+        "--config",
+        p(&cfg),
+        "--input-size",
+        "64",
+        "--out",
+        p(&m),
+    ]);
+    fails(
+        &["infer", "--model", p(&m), "--image", p(&tall)],
+        &["too elongated", "256x2560000"],
+    );
+    fails(
+        &[
+            "infer",
+            "--model",
+            p(&m),
+            "--image",
+            p(&dir.join("huge.png")),
+        ],
+        &["100000x100000 pixels"],
+    );
+    // An ordinary image still classifies.
+    let fine = dir.join("fine.png");
+    image::RgbImage::from_pixel(320, 240, image::Rgb([10, 200, 30]))
+        .save(&fine)
+        .unwrap();
+    let out = ok(&["infer", "--model", p(&m), "--image", p(&fine)]);
+    assert!(out.contains("class"), "{out}");
+}
