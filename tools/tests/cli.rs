@@ -733,6 +733,13 @@ fn images_are_bounded_before_decoding_and_resizing() {
     huge.extend(13u32.to_be_bytes());
     huge.extend(&ihdr);
     huge.extend(crc32(&ihdr).to_be_bytes());
+    // An empty IDAT (the reader looks for the first one before it reports the size) and
+    // the end.
+    for chunk in [&b"IDAT"[..], &b"IEND"[..]] {
+        huge.extend(0u32.to_be_bytes());
+        huge.extend(chunk);
+        huge.extend(crc32(chunk).to_be_bytes());
+    }
     std::fs::write(dir.join("huge.png"), &huge).unwrap();
     // The digits model takes 1 channel; an RGB QuadraNet is needed for --image.
     let (cfg, _, _, _) = prepare("quadranet25_xxs", &dir);
