@@ -458,6 +458,15 @@ impl<'a> QnetFile<'a> {
                 "weight streams are not 64-byte aligned in the file",
             ));
         }
+        // Every section where the layout puts it (the same in versions 2 and 3): a CRC
+        // recomputed after moving a stream over the header or onto another stream must
+        // not pass.
+        let lay = FileLayout::of(&arch, dtype, meta.len());
+        if (rd64(bytes, 100), vo, mo) != (lay.meta as u64, lay.vecs as u64, lay.mats as u64) {
+            return Err(Error::Format(
+                "sections are not where the layout puts them (overlapping or out of order)",
+            ));
+        }
         let vec_bytes = range(bytes, vo, want.vecs as u64, 4)?;
         let mat_bytes = range(bytes, mo, want.mats as u64, dtype.size() as u64)?;
         let float = if float_fields {
@@ -479,6 +488,15 @@ impl<'a> QnetFile<'a> {
         };
         if weights.vecs.iter().any(|v| !v.is_finite()) {
             return Err(Error::Format("vector weights contain NaN or infinity"));
+        }
+        let finite = match weights.mats {
+            MatData::F32(m) => m.iter().all(|v| v.is_finite()),
+            // An f16 is NaN or infinite when its exponent bits are all ones.
+            MatData::F16(m) => m.iter().all(|&h| h & 0x7C00 != 0x7C00),
+            MatData::I8(_) | MatData::W8A8(..) => true,
+        };
+        if !finite {
+            return Err(Error::Format("matrix weights contain NaN or infinity"));
         }
         crate::net::check_scales(&arch, weights)?;
         Ok(QnetFile {

@@ -749,3 +749,56 @@ fn mixed_w8a8_files_round_trip_and_damaged_float_sections_are_refused() {
     o32[124] = 1;
     refuse(o32, "reserved");
 }
+
+#[test]
+fn moved_sections_and_non_finite_matrices_are_refused_even_with_a_valid_checksum() {
+    use crate::format::{file_crc, write, FileLayout, QnetFile};
+    let arch = mixed_arch();
+    let packed = StateDict::random(&arch, 95).pack(&arch);
+    let lay = FileLayout::of(&arch, Dtype::F32, 2);
+    let mut out = vec![0u8; lay.len];
+    write(&arch, packed.weights(), "{}", &mut out).unwrap();
+    let refuse = |mut b: Vec<u8>, says: &str| {
+        let crc = file_crc(&b);
+        b[96..100].copy_from_slice(&crc.to_le_bytes());
+        let e = std::format!(
+            "{}",
+            QnetFile::parse(AlignedBuf::new(&b).bytes()).unwrap_err()
+        );
+        assert!(e.contains(says), "want '{says}': {e}");
+    };
+    // The vector stream moved over the header, and onto the matrix stream.
+    for at in [0u64, lay.mats as u64] {
+        let mut b = out.clone();
+        b[64..72].copy_from_slice(&at.to_le_bytes());
+        refuse(b, "where the layout puts them");
+    }
+    // A NaN and an infinity in the f32 matrix stream (the vector stream was checked before).
+    for bad in [f32::NAN, f32::INFINITY] {
+        let mut b = out.clone();
+        let at = lay.mats + 4 * 100;
+        b[at..at + 4].copy_from_slice(&bad.to_le_bytes());
+        refuse(b, "matrix weights contain NaN or infinity");
+    }
+    // And in an f16 stream.
+    let mut vecs = packed.vecs.clone();
+    let mut h = vec![0u16; packed.mats.len()];
+    quantize_model(
+        &arch,
+        &mut vecs,
+        &packed.mats,
+        MatDataMut::F16(&mut h),
+        |_, _| {},
+    )
+    .unwrap();
+    let w16 = Weights {
+        vecs: &vecs,
+        mats: MatData::F16(&h),
+    };
+    let lay16 = FileLayout::of(&arch, Dtype::F16, 2);
+    let mut o16 = vec![0u8; lay16.len];
+    write(&arch, w16, "{}", &mut o16).unwrap();
+    assert!(QnetFile::parse(AlignedBuf::new(&o16).bytes()).is_ok());
+    o16[lay16.mats + 6..lay16.mats + 8].copy_from_slice(&0x7C00u16.to_le_bytes());
+    refuse(o16, "matrix weights contain NaN or infinity");
+}

@@ -71,6 +71,13 @@ pub fn read_nchw(path: &Path) -> Result<Array4<f32>> {
             shape
         );
     }
+    if let Some(i) = a.iter().position(|v| !v.is_finite()) {
+        bail!(
+            "{}: element {i} is {}: inputs must be finite",
+            path.display(),
+            a.iter().nth(i).copied().unwrap_or(f32::NAN)
+        );
+    }
     Ok(a.into_dimensionality().expect("rank checked"))
 }
 

@@ -690,6 +690,23 @@ fn inputs_that_lie_or_never_end_are_refused() {
             &[says],
         );
     }
+    // A NaN input is refused, not turned into logits.
+    let mut nan = ndarray::Array4::<f32>::zeros((1, 1, 32, 32));
+    nan[[0, 0, 3, 4]] = f32::NAN;
+    nan.write_npy(std::fs::File::create(dir.join("nan.npy")).unwrap())
+        .unwrap();
+    fails(
+        &[
+            "infer",
+            "--model",
+            p(&model),
+            "--input",
+            p(&dir.join("nan.npy")),
+            "--output",
+            &out,
+        ],
+        &["element 100 is NaN"],
+    );
     // A FIFO would block a reader forever.
     let fifo = dir.join("fifo.qnet");
     if Command::new("mkfifo")
