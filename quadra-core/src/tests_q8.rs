@@ -66,6 +66,27 @@ impl QBuf {
     }
 }
 
+/// `b` with its checksum recomputed, in aligned storage: a file edited on purpose.
+fn resealed(mut b: Vec<u8>) -> AlignedBuf {
+    let crc = crate::format::file_crc(&b);
+    b[96..100].copy_from_slice(&crc.to_le_bytes());
+    AlignedBuf::new(&b)
+}
+
+/// Asserts that `b`, resealed, is refused with a message containing `says`.
+fn refuse(b: Vec<u8>, says: &str) {
+    let e = std::format!(
+        "{}",
+        crate::format::QnetFile::parse(resealed(b).bytes()).unwrap_err()
+    );
+    assert!(e.contains(says), "want '{says}': {e}");
+}
+
+/// A mixed-precision w8a8 stream: int8 values `q`, float units `flags` with their `f32`.
+fn w8a8_mats<'a>(q: &'a [i8], flags: &'a [u8], f32s: &'a [f32]) -> MatData<'a> {
+    MatData::W8A8(q, crate::FloatBlocks { flags, mats: f32s })
+}
+
 /// A `k x n` int8 matrix `dense[kk·n + j]` in the dot-product layout.
 fn dot_pack(dense: &[i8], k: usize, n: usize) -> Vec<i8> {
     let mut out = vec![0i8; PackedB::packed_len(k, n)];
@@ -407,7 +428,7 @@ fn w8a8_model_tracks_f32_and_is_the_same_in_any_bands() {
 
 #[test]
 fn w8a8_files_round_trip_and_bad_scales_are_refused() {
-    use crate::format::{file_crc, write, FileLayout, QnetFile};
+    use crate::format::{write, FileLayout, QnetFile};
     let arch = mixed_arch();
     let (_, vecs, q) = w8a8_of(&arch, 83);
     let weights = Weights {
@@ -434,11 +455,6 @@ fn w8a8_files_round_trip_and_bad_scales_are_refused() {
         run(file.model().unwrap()),
         run(Model::new(arch, weights).unwrap())
     );
-    let resealed = |mut b: Vec<u8>| {
-        let crc = file_crc(&b);
-        b[96..100].copy_from_slice(&crc.to_le_bytes());
-        AlignedBuf::new(&b)
-    };
     // A w8a8 dtype code in a version 2 file, and an unknown dtype, are refused by name.
     let mut v2 = out.clone();
     v2[8] = 2;
@@ -446,11 +462,7 @@ fn w8a8_files_round_trip_and_bad_scales_are_refused() {
     assert!(e.contains("version 2") && e.contains("w8a8"), "{e}");
     let mut unknown = out.clone();
     unknown[12] = 9;
-    let e = std::format!(
-        "{}",
-        QnetFile::parse(resealed(unknown).bytes()).unwrap_err()
-    );
-    assert!(e.contains("unknown matrix dtype"), "{e}");
+    refuse(unknown, "unknown matrix dtype");
     // The stem's first scale (the first matrix's scales start the vector stream) zero,
     // negative, NaN or absurd: refused even with a valid checksum.
     for bad in [0.0f32, -0.01, f32::NAN, 3e38] {
@@ -462,8 +474,7 @@ fn w8a8_files_round_trip_and_bad_scales_are_refused() {
     // An int8 weight of -128 (outside the symmetric range the int8 kernels rely on).
     let mut b = out.clone();
     b[lay.mats + 5] = 0x80;
-    let e = std::format!("{}", QnetFile::parse(resealed(b).bytes()).unwrap_err());
-    assert!(e.contains("-128"), "{e}");
+    refuse(b, "-128");
     // A truncated file (the scale table cut short) is an error, never a panic.
     for cut in [lay.vecs + 8, lay.mats - 4, lay.len - 1] {
         assert!(QnetFile::parse(AlignedBuf::new(&out[..cut]).bytes()).is_err());
@@ -603,13 +614,7 @@ fn float_blocks_compute_with_their_f32_weights() {
     let (vecs, q, flags, f) = mixed_of(&arch, &packed, &[1, 4]);
     let mixed = Weights {
         vecs: &vecs,
-        mats: MatData::W8A8(
-            &q,
-            FloatBlocks {
-                flags: &flags,
-                mats: &f,
-            },
-        ),
+        mats: w8a8_mats(&q, &flags, &f),
     };
     let model = Model::new(arch, mixed).unwrap();
     let f32_model = Model::new(arch, packed.weights()).unwrap();
@@ -683,20 +688,13 @@ fn float_blocks_compute_with_their_f32_weights() {
 
 #[test]
 fn mixed_w8a8_files_round_trip_and_damaged_float_sections_are_refused() {
-    use crate::format::{file_crc, write, FileLayout, QnetFile};
-    use crate::FloatBlocks;
+    use crate::format::{write, FileLayout, QnetFile};
     let arch = mixed_arch();
     let packed = StateDict::random(&arch, 93).pack(&arch);
     let (vecs, q, flags, f) = mixed_of(&arch, &packed, &[0, 5]);
     let weights = Weights {
         vecs: &vecs,
-        mats: MatData::W8A8(
-            &q,
-            FloatBlocks {
-                flags: &flags,
-                mats: &f,
-            },
-        ),
+        mats: w8a8_mats(&q, &flags, &f),
     };
     let lay = FileLayout::for_weights(&arch, &weights, 2);
     assert!(lay.float > 0 && lay.len > lay.float_mats);
@@ -710,15 +708,6 @@ fn mixed_w8a8_files_round_trip_and_damaged_float_sections_are_refused() {
     assert_eq!(back.count(), 2);
     assert!(back.is_float(0) && back.is_float(5) && !back.is_float(1));
     assert!(back.mats == &f[..]);
-    let resealed = |mut b: Vec<u8>| {
-        let crc = file_crc(&b);
-        b[96..100].copy_from_slice(&crc.to_le_bytes());
-        AlignedBuf::new(&b)
-    };
-    let refuse = |b: Vec<u8>, says: &str| {
-        let e = std::format!("{}", QnetFile::parse(resealed(b).bytes()).unwrap_err());
-        assert!(e.contains(says), "want '{says}': {e}");
-    };
     // The count disagrees with the bitmap.
     let mut b = out.clone();
     b[124] = 3;
@@ -752,21 +741,12 @@ fn mixed_w8a8_files_round_trip_and_damaged_float_sections_are_refused() {
 
 #[test]
 fn moved_sections_and_non_finite_matrices_are_refused_even_with_a_valid_checksum() {
-    use crate::format::{file_crc, write, FileLayout, QnetFile};
+    use crate::format::{write, FileLayout, QnetFile};
     let arch = mixed_arch();
     let packed = StateDict::random(&arch, 95).pack(&arch);
     let lay = FileLayout::of(&arch, Dtype::F32, 2);
     let mut out = vec![0u8; lay.len];
     write(&arch, packed.weights(), "{}", &mut out).unwrap();
-    let refuse = |mut b: Vec<u8>, says: &str| {
-        let crc = file_crc(&b);
-        b[96..100].copy_from_slice(&crc.to_le_bytes());
-        let e = std::format!(
-            "{}",
-            QnetFile::parse(AlignedBuf::new(&b).bytes()).unwrap_err()
-        );
-        assert!(e.contains(says), "want '{says}': {e}");
-    };
     // The vector stream moved over the header, and onto the matrix stream.
     for at in [0u64, lay.mats as u64] {
         let mut b = out.clone();
