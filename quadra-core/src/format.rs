@@ -289,6 +289,7 @@ fn float_section<'a>(
     bytes: &'a [u8],
     arch: &Arch<'_>,
     after: u64,
+    scan: bool,
 ) -> Result<FloatBlocks<'a>, Error> {
     let (off, count) = (rd64(bytes, 116), rd32(bytes, 124) as usize);
     if off == 0 {
@@ -320,7 +321,7 @@ fn float_section<'a>(
     // SAFETY: f32 accepts every bit pattern.
     f.mats = unsafe { cast::<f32>(range(bytes, fo, rest / 4, 4)?)? };
     f.check(arch)?;
-    if f.mats.iter().any(|v| !v.is_finite()) {
+    if scan && f.mats.iter().any(|v| !v.is_finite()) {
         return Err(Error::Format("float-block weights contain NaN or infinity"));
     }
     Ok(f)
@@ -371,6 +372,20 @@ impl<'a> QnetFile<'a> {
     /// Parses and validates a model file without copying. Any corruption, truncation or
     /// version mismatch is an error, never a panic.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, Error> {
+        Self::parse_with(bytes, true)
+    }
+
+    /// Parses bytes that [`QnetFile::parse`] accepted before and that have not changed
+    /// since (a model kept mapped or in memory): every structural check again, but not the
+    /// checksum nor the scans of the weight values (non-finite floats, int8 scales, -128
+    /// in w8a8), which read every byte of the file, so a mapped 95 MB model is not read
+    /// again for each inference. Given other bytes it still returns an error or a model,
+    /// never undefined behaviour; only the numbers may then be wrong.
+    pub fn reparse(bytes: &'a [u8]) -> Result<Self, Error> {
+        Self::parse_with(bytes, false)
+    }
+
+    fn parse_with(bytes: &'a [u8], scan: bool) -> Result<Self, Error> {
         if cfg!(target_endian = "big") {
             return Err(Error::Format("big-endian targets are not supported"));
         }
@@ -397,7 +412,7 @@ impl<'a> QnetFile<'a> {
             ));
         }
         // Under the fuzzer the checksum is not enforced, so mutations reach the checks behind it.
-        if rd32(bytes, 96) != file_crc(bytes) && !cfg!(fuzzing) {
+        if scan && rd32(bytes, 96) != file_crc(bytes) && !cfg!(fuzzing) {
             return Err(Error::Format("checksum mismatch: the file is corrupt"));
         }
         let float_fields = version >= 3 && rd32(bytes, 12) == 3;
@@ -470,7 +485,7 @@ impl<'a> QnetFile<'a> {
         let vec_bytes = range(bytes, vo, want.vecs as u64, 4)?;
         let mat_bytes = range(bytes, mo, want.mats as u64, dtype.size() as u64)?;
         let float = if float_fields {
-            float_section(bytes, &arch, mo + want.mats as u64)?
+            float_section(bytes, &arch, mo + want.mats as u64, scan)?
         } else {
             FloatBlocks::NONE
         };
@@ -486,6 +501,13 @@ impl<'a> QnetFile<'a> {
                 },
             }
         };
+        if !scan {
+            return Ok(QnetFile {
+                arch,
+                weights,
+                meta,
+            });
+        }
         if weights.vecs.iter().any(|v| !v.is_finite()) {
             return Err(Error::Format("vector weights contain NaN or infinity"));
         }

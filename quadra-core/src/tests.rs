@@ -1263,6 +1263,35 @@ fn qnet_roundtrips_and_rejects_every_corruption() {
             "bit flip at byte {i} parsed"
         );
     }
+    // `reparse` gives the same file without reading the values: a flipped weight bit
+    // (which `parse` refuses by its checksum) passes it, while every truncation is still
+    // refused, and a flipped header bit exactly when `parse` refuses it with the checksum
+    // recomputed.
+    let again = QnetFile::reparse(buf.bytes()).unwrap();
+    assert_eq!((again.arch, again.meta), (file.arch, file.meta));
+    let mut c = out.clone();
+    let last = lay.mats + 4;
+    c[last] ^= 1;
+    let t = AlignedBuf::new(&c);
+    assert!(QnetFile::parse(t.bytes()).is_err());
+    assert!(QnetFile::reparse(t.bytes()).is_ok());
+    for cut in 0..out.len() {
+        let t = AlignedBuf::new(&out[..cut]);
+        assert!(QnetFile::reparse(t.bytes()).is_err(), "truncated to {cut}");
+    }
+    for i in (0..128).filter(|i| !(96..100).contains(i)) {
+        let mut c = out.clone();
+        c[i] ^= 0x10;
+        let t = AlignedBuf::new(&c);
+        let crc = crate::format::file_crc(&c);
+        c[96..100].copy_from_slice(&crc.to_le_bytes());
+        let sealed = AlignedBuf::new(&c);
+        assert_eq!(
+            QnetFile::reparse(t.bytes()).is_ok(),
+            QnetFile::parse(sealed.bytes()).is_ok(),
+            "header byte {i} flipped: reparse and (resealed) parse disagree"
+        );
+    }
     // A misaligned buffer is reported, not read.
     let mut shifted = vec![0u8; out.len() + 1];
     shifted[1..].copy_from_slice(&out);
