@@ -17,8 +17,7 @@ use quadra_core::block::{BlockDims, BlockWeights};
 use quadra_core::net::{run_block, run_block_scratch, Layer};
 use quadra_core::{kernels, Dtype, Isa};
 use quadra_cpu::config::ArchConfig;
-use quadra_cpu::weights::LoadedModel;
-use quadra_cpu::{dispatch, AlignedF32, Network};
+use quadra_cpu::{dispatch, AlignedF32, Layout, Network, Session};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -207,7 +206,7 @@ fn bench_op(a: &Args, spec: &str) -> Result<(), Box<dyn std::error::Error>> {
                     }
                 }
                 Ok(ts)
-            })?;
+            })??;
             flops = 2 * spec.macs(h, h, c);
         }
         _ => return Err(bad().into()),
@@ -325,10 +324,7 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let (h, w) = a.input_size;
     let (mut net, name) = match (&a.model, &a.preset) {
-        (Some(p), _) => (
-            Network::from_loaded(LoadedModel::load(p)?)?,
-            p.display().to_string(),
-        ),
+        (Some(p), _) => (Network::load(p)?, p.display().to_string()),
         (None, preset) => {
             let name = preset.clone().unwrap_or_else(|| "quadranet25-xxs".into());
             let cfg = ArchConfig::preset(&name)?;
@@ -336,8 +332,9 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
             (Network::new(cfg, wts)?, format!("{name} (random weights)"))
         }
     };
-    if let Some(dtype) = a.dtype.filter(|d| *d != net.weights().dtype()) {
-        let (wts, _) = net.weights().quantize(&net.config().arch(), dtype)?;
+    let stored = net.weights()?.mats.dtype();
+    if let Some(dtype) = a.dtype.filter(|d| *d != stored) {
+        let (wts, _) = net.owned_weights()?.quantize(&net.config().arch(), dtype)?;
         let kern = net.kernels();
         net = Network::new(net.config().clone(), wts)?.with_kernels(kern);
     }
@@ -350,7 +347,7 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     let threads = net.threads();
     let arch = net.config().arch();
     let model = net.model()?;
-    let dtype = net.weights().dtype();
+    let dtype = net.weights()?.mats.dtype();
     let plan = arch.plan_for(h, w, threads, dtype);
     let measured = net.with_executor(|exec| -> Result<Measured, quadra_core::Error> {
         let mut arena_buf = AlignedF32::zeros(plan.arena_len());
@@ -436,12 +433,30 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
             layers,
             candidates,
         })
-    })?;
+    })??;
     let Measured {
         times,
         layers,
         candidates,
     } = measured;
+    // The same pass through `Session::run` (its own threads; NCHW input, converted inside):
+    // what an embedding app and the C API get.
+    let session_times = {
+        let mut s = Session::new(&net, h, w, 1)?;
+        let input = random(s.input_len(), 11);
+        for _ in 0..a.warmup {
+            s.run(&input, Layout::Nchw)?;
+        }
+        let mut ts = Vec::with_capacity(a.iters);
+        for _ in 0..a.iters {
+            let t = Instant::now();
+            s.run(&input, Layout::Nchw)?;
+            ts.push(t.elapsed().as_secs_f64());
+        }
+        ts.sort_by(f64::total_cmp);
+        ts
+    };
+    let session_p50 = percentile(&session_times, 0.5);
     let (p50, p90, min) = (percentile(&times, 0.5), percentile(&times, 0.9), times[0]);
     let mean = times.iter().sum::<f64>() / times.len() as f64;
     let layer_sum: f64 = layers.iter().map(|l| l.1).sum();
@@ -479,6 +494,7 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
         "dtype": dtype.name(),
         "threads": threads,
         "latency_ms": {"p50": p50 * 1e3, "p90": p90 * 1e3, "min": min * 1e3, "mean": mean * 1e3},
+        "session_latency_ms": {"p50": session_p50 * 1e3, "min": session_times[0] * 1e3},
         "images_per_s": 1.0 / mean,
         "multiply_adds": macs,
         "gflops": gflops,
@@ -522,6 +538,11 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
         p90 * 1e3,
         min * 1e3,
         times.len()
+    );
+    println!(
+        "session     p50 {:.3} ms   min {:.3} ms   (Session::run, NCHW input)",
+        session_p50 * 1e3,
+        session_times[0] * 1e3
     );
     println!("throughput  {:.1} images/s", 1.0 / mean);
     println!(

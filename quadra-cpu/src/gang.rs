@@ -12,7 +12,7 @@ use quadra_core::Executor;
 
 /// Spin briefly (a layer is usually a few microseconds away), then yield the core so an
 /// oversubscribed machine still makes progress.
-fn backoff(spins: &mut u32) {
+pub(crate) fn backoff(spins: &mut u32) {
     if *spins < 1 << 14 {
         *spins += 1;
         spin_loop();
@@ -44,6 +44,10 @@ pub(crate) struct Gang {
 // generation (Acquire) and before counting themselves done. The raw closure pointer in it
 // is only called within that window, while the driver keeps the closure alive.
 unsafe impl Sync for Gang {}
+// SAFETY: the only non-Send part is the job's raw closure pointer, which is dereferenced
+// only under the protocol above, whichever thread owns the gang (a session keeps it in an
+// `Arc` shared with its workers).
+unsafe impl Send for Gang {}
 
 impl Gang {
     pub(crate) fn new(width: usize) -> Self {
@@ -57,9 +61,9 @@ impl Gang {
         }
     }
 
-    /// Worker `idx` (1..width): runs its share of every published job until stopped.
-    pub(crate) fn work(&self, idx: usize) {
-        let mut seen = 0;
+    /// Worker `idx` (1..width): runs its share of every job published after generation
+    /// `seen` until stopped.
+    pub(crate) fn work(&self, idx: usize, mut seen: usize) {
         loop {
             let mut spins = 0u32;
             let generation = loop {
@@ -93,6 +97,13 @@ impl Gang {
     /// Releases the workers (they return from [`Gang::work`]).
     pub(crate) fn stop(&self) {
         self.stop.store(true, Ordering::Release);
+    }
+
+    /// Makes a stopped gang usable again, once every worker has returned from
+    /// [`Gang::work`]; returns the generation the workers start from.
+    pub(crate) fn rearm(&self) -> usize {
+        self.stop.store(false, Ordering::Release);
+        self.generation.load(Ordering::Acquire)
     }
 }
 

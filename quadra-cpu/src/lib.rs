@@ -18,21 +18,27 @@ pub mod aligned;
 pub mod checkpoint;
 pub mod config;
 pub mod dispatch;
+pub mod file;
 mod gang;
+mod session;
 pub mod weights;
 
+use std::sync::Arc;
+
 use ndarray::{Array2, ArrayView4, Axis};
-use quadra_core::{Executor, Kernels, Model, Serial};
+use quadra_core::{Executor, Kernels, Model, Serial, Weights};
 use rayon::prelude::*;
 
 pub use aligned::{AlignedF32, AlignedVec};
 use checkpoint::{CheckpointError, StateDict};
 use config::ArchConfig;
+use file::ModelFile;
 pub use gang::GangExec;
 use gang::{Gang, StopOnDrop};
 /// The `ndarray` this crate takes and returns arrays of (0.16): use it through
 /// `quadra_cpu::ndarray` so your arrays are of the same version.
 pub use ndarray;
+pub use session::Session;
 use weights::{LoadedModel, OwnedWeights};
 
 /// Why a network could not be built or run.
@@ -61,10 +67,36 @@ pub enum RunError {
 /// A loaded network: architecture, packed weights, kernel path and thread pool.
 pub struct Network {
     config: ArchConfig,
-    weights: OwnedWeights,
+    store: Arc<Store>,
     meta: String,
     kernels: Kernels,
-    pool: rayon::ThreadPool,
+    threads: usize,
+    /// Built on first use: a network only run through a [`Session`] (which has its own
+    /// threads) never starts one.
+    pool: std::sync::OnceLock<Result<rayon::ThreadPool, String>>,
+}
+
+/// Where a network's weights live: packed in memory (from a checkpoint or a conversion),
+/// or in a model file's bytes, parsed in place.
+pub(crate) enum Store {
+    Packed(OwnedWeights),
+    File(ModelFile),
+}
+
+impl Store {
+    pub(crate) fn model<'a>(&'a self, config: &'a ArchConfig) -> Result<Model<'a>, RunError> {
+        Ok(match self {
+            Store::Packed(w) => Model::new(config.arch(), w.view())?,
+            Store::File(f) => f.parsed()?.model()?,
+        })
+    }
+
+    fn weights(&self) -> Result<Weights<'_>, RunError> {
+        Ok(match self {
+            Store::Packed(w) => w.view(),
+            Store::File(f) => f.parsed()?.weights,
+        })
+    }
 }
 
 /// Parses an input size given as `224` or `224x160` (H x W) for command lines; sizes
@@ -188,25 +220,44 @@ pub enum Layout {
     Nhwc,
 }
 
-fn pool(threads: usize) -> Result<rayon::ThreadPool, RunError> {
+fn pool(threads: usize) -> Result<rayon::ThreadPool, String> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("quadra-{i}"))
         .build()
-        .map_err(|e| RunError::Pool(e.to_string()))
+        .map_err(|e| e.to_string())
 }
 
 impl Network {
     /// From an architecture and weights already packed for the core.
     pub fn new(config: ArchConfig, weights: OwnedWeights) -> Result<Self, RunError> {
         Model::new(config.arch(), weights.view())?;
+        Self::with_store(config, Store::Packed(weights), String::new())
+    }
+
+    fn with_store(config: ArchConfig, store: Store, meta: String) -> Result<Self, RunError> {
         Ok(Network {
             config,
-            weights,
-            meta: String::new(),
+            store: Arc::new(store),
+            meta,
             kernels: dispatch::default_kernels()?,
-            pool: pool(1)?,
+            threads: 1,
+            pool: std::sync::OnceLock::new(),
         })
+    }
+
+    /// From a validated model file, used in place (nothing is copied).
+    pub fn from_file(file: ModelFile) -> Result<Self, RunError> {
+        let f = file.parsed()?;
+        f.model()?;
+        let (config, meta) = (ArchConfig::from_arch(&f.arch), f.meta.to_string());
+        Self::with_store(config, Store::File(file), meta)
+    }
+
+    /// From `.qnet` bytes in memory, copied once into aligned storage and validated;
+    /// `source` names them in errors.
+    pub fn from_bytes(bytes: &[u8], source: &str) -> Result<Self, RunError> {
+        Self::from_file(ModelFile::from_bytes(bytes, source)?)
     }
 
     /// From an architecture and a PyTorch state_dict (every key checked).
@@ -222,9 +273,11 @@ impl Network {
         Ok(n)
     }
 
-    /// Loads a `.qnet` file.
+    /// Opens a `.qnet` file: mapped read-only and used in place, so the model costs its
+    /// file's size in (shared, evictable) page cache and nothing more. The file must not be
+    /// rewritten in place while the network lives ([`ModelFile::open`]).
     pub fn load(path: impl AsRef<std::path::Path>) -> Result<Self, RunError> {
-        Self::from_loaded(LoadedModel::load(path)?)
+        Self::from_file(ModelFile::open(path)?)
     }
 
     /// Metadata of the model file (empty if none).
@@ -240,8 +293,16 @@ impl Network {
 
     /// Runs on a private pool of `threads` threads (the global rayon pool is never used).
     pub fn with_threads(mut self, threads: usize) -> Result<Self, RunError> {
-        self.pool = pool(threads.max(1))?;
+        self.threads = threads.max(1);
+        self.pool = std::sync::OnceLock::new();
         Ok(self)
+    }
+
+    fn pool(&self) -> Result<&rayon::ThreadPool, RunError> {
+        self.pool
+            .get_or_init(|| pool(self.threads))
+            .as_ref()
+            .map_err(|e| RunError::Pool(e.clone()))
     }
 
     /// The kernel path in use.
@@ -251,7 +312,7 @@ impl Network {
 
     /// Threads of the private pool.
     pub fn threads(&self) -> usize {
-        self.pool.current_num_threads()
+        self.threads
     }
 
     /// Runs `f` with an executor that splits each layer into one band per thread of the
@@ -259,13 +320,18 @@ impl Network {
     /// `Model::arena_len(h, w, threads)`). The pool's threads stay with `f` until it returns,
     /// so bands start and end with a spin instead of a wake-up; `forward_*` and `features`
     /// called inside `f` are an error (they would wait for those threads forever).
-    pub fn with_executor<R: Send>(&self, f: impl FnOnce(&GangExec<'_>) -> R + Send) -> R {
+    /// The pool is started on first use; if it cannot be, that is the error.
+    pub fn with_executor<R: Send>(
+        &self,
+        f: impl FnOnce(&GangExec<'_>) -> R + Send,
+    ) -> Result<R, RunError> {
         let gang = Gang::new(self.threads());
         let f = std::sync::Mutex::new(Some(f));
         let result = std::sync::Mutex::new(None);
-        self.pool.broadcast(|ctx| {
+        let pool = self.pool()?;
+        pool.broadcast(|ctx| {
             if ctx.index() != 0 {
-                gang.work(ctx.index());
+                gang.work(ctx.index(), 0);
                 return;
             }
             let _stop = StopOnDrop(&gang);
@@ -276,7 +342,7 @@ impl Network {
             }
         });
         match result.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            Some(r) => r,
+            Some(r) => Ok(r),
             None => panic!("the pool's thread 0 did not run the driver"),
         }
     }
@@ -286,15 +352,20 @@ impl Network {
         &self.config
     }
 
-    /// Packed weights.
-    pub fn weights(&self) -> &OwnedWeights {
-        &self.weights
+    /// The packed weights (borrowed; `OwnedWeights::from_view` copies them).
+    pub fn weights(&self) -> Result<Weights<'_>, RunError> {
+        self.store.weights()
+    }
+
+    /// A copy of the packed weights (to quantise or repack them).
+    pub fn owned_weights(&self) -> Result<OwnedWeights, RunError> {
+        Ok(OwnedWeights::from_view(self.weights()?))
     }
 
     /// The core model over these weights (for the core API directly, e.g.
     /// `Model::forward_observed`).
     pub fn model(&self) -> Result<Model<'_>, RunError> {
-        Ok(Model::new(self.config.arch(), self.weights.view())?)
+        self.store.model(&self.config)
     }
 
     /// Logits `[N, num_classes]` for an NCHW batch.
@@ -322,7 +393,8 @@ impl Network {
         layout: Layout,
         features: bool,
     ) -> Result<Array2<f32>, RunError> {
-        if self.pool.current_thread_index().is_some() {
+        let pool = self.pool()?;
+        if pool.current_thread_index().is_some() {
             // Inside `with_executor` the pool's threads are all held by the gang: a nested
             // forward pass would wait for them forever.
             return Err(RunError::Input(
@@ -377,7 +449,7 @@ impl Network {
             // Enough images to keep every thread busy: one image per task, unsplit layers.
             let arena_len = model.arena_len(h, w, 1);
             let rows: Vec<_> = out.axis_iter_mut(Axis(0)).collect();
-            self.pool.install(|| {
+            pool.install(|| {
                 rows.into_par_iter().enumerate().try_for_each_init(
                     || AlignedF32::zeros(arena_len),
                     |arena, (i, mut row)| {
@@ -399,7 +471,7 @@ impl Network {
                     .enumerate()
                     .try_for_each(|(i, dst)| one(exec, arena.as_mut_slice(), i, dst))
                     .map(|()| rows)
-            })?;
+            })??;
             out.as_slice_mut()
                 .expect("a fresh Array2 is contiguous")
                 .copy_from_slice(&rows);

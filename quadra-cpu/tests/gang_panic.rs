@@ -29,21 +29,23 @@ fn a_panicking_band_waits_for_the_others_and_the_pool_serves_the_next_call() {
     let net = network();
     // Band 0 runs on the calling thread and panics at once; band 1 runs on the other gang
     // thread and takes a while. `run` may unwind only after band 1 is done.
-    let left_early = net.with_executor(|exec| {
-        let mut tasks = vec![0usize, 1];
-        let r = catch_unwind(AssertUnwindSafe(|| {
-            exec.run(&mut tasks, &|t: &mut usize| {
-                if *t == 0 {
-                    panic!("band 0 fails");
-                }
-                std::thread::sleep(Duration::from_millis(200));
-                *t += 10;
-                WORKER_DONE.store(true, Ordering::SeqCst);
-            })
-        }));
-        assert!(r.is_err(), "band 0's panic reaches the caller of run");
-        !WORKER_DONE.load(Ordering::SeqCst)
-    });
+    let left_early = net
+        .with_executor(|exec| {
+            let mut tasks = vec![0usize, 1];
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                exec.run(&mut tasks, &|t: &mut usize| {
+                    if *t == 0 {
+                        panic!("band 0 fails");
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                    *t += 10;
+                    WORKER_DONE.store(true, Ordering::SeqCst);
+                })
+            }));
+            assert!(r.is_err(), "band 0's panic reaches the caller of run");
+            !WORKER_DONE.load(Ordering::SeqCst)
+        })
+        .unwrap();
     assert!(
         !left_early,
         "run unwound while band 1 still ran on another thread"
@@ -72,11 +74,13 @@ fn forward_inside_with_executor_is_an_error_not_a_deadlock() {
     let x = Array4::from_elem((1, 3, 64, 64), 0.5f32);
     let e = net
         .with_executor(|_| net.forward_nchw(x.view()))
+        .unwrap()
         .unwrap_err()
         .to_string();
     assert!(e.contains("with_executor"), "{e}");
     let e = net
         .with_executor(|_| net.features(x.view(), quadra_cpu::Layout::Nchw))
+        .unwrap()
         .unwrap_err()
         .to_string();
     assert!(e.contains("with_executor"), "{e}");

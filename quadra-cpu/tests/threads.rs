@@ -32,7 +32,7 @@ fn network(preset: &str) -> Network {
 
 fn core_serial(net: &Network, kern: Kernels, x: &Array4<f32>) -> Vec<Vec<f32>> {
     let arch = net.config().arch();
-    let model = Model::new(arch, net.weights().view()).unwrap();
+    let model = Model::new(arch, net.weights().unwrap()).unwrap();
     let (_, _, h, w) = x.dim();
     let mut arena = vec![0.0; arch.arena_len(h, w)];
     x.outer_iter()

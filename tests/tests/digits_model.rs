@@ -48,7 +48,7 @@ fn f32_logits_match_pytorch_on_the_test_set() {
     let want: Array2<f32> = npy("pytorch_logits.npy");
     let base = f32_network();
     for kern in kernel_paths() {
-        let net = Network::new(base.config().clone(), base.weights().clone())
+        let net = Network::new(base.config().clone(), base.owned_weights().unwrap())
             .unwrap()
             .with_kernels(kern);
         let y = net.forward_nchw(x.view()).unwrap();
@@ -100,7 +100,8 @@ fn committed_w8a8_file_is_the_conversion_of_the_committed_checkpoint() {
     let committed = LoadedModel::load(dir().join("rust/model.qnet")).unwrap();
     let net = f32_network();
     let (again, _) = net
-        .weights()
+        .owned_weights()
+        .unwrap()
         .quantize(&net.config().arch(), Dtype::W8A8)
         .unwrap();
     assert_eq!(committed.config, *net.config());
@@ -117,7 +118,8 @@ fn correct_as(dtype: Dtype) -> (i64, i64) {
     let labels: Array1<i64> = npy("test_labels.npy");
     let f32_net = f32_network();
     let (w, _) = f32_net
-        .weights()
+        .owned_weights()
+        .unwrap()
         .quantize(&f32_net.config().arch(), dtype)
         .unwrap();
     let net = Network::new(f32_net.config().clone(), w).unwrap();

@@ -131,7 +131,7 @@ fn net_fixture(name: &str) {
     let (f, base) = net_of(name);
     let x = input_of(&f);
     for kern in kernel_paths() {
-        let net = Network::new(base.config().clone(), base.weights().clone())
+        let net = Network::new(base.config().clone(), base.owned_weights().unwrap())
             .unwrap()
             .with_kernels(kern);
         let y = net.forward_nchw(x).unwrap();
@@ -168,7 +168,8 @@ fn w8a8_fixture(name: &str, min_cos: f64) -> f64 {
     let (f, base) = net_of(name);
     let x = input_of(&f);
     let (w8a8, _) = base
-        .weights()
+        .owned_weights()
+        .unwrap()
         .quantize(&base.config().arch(), Dtype::W8A8)
         .unwrap();
     let classes = base.config().num_classes;
