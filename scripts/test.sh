@@ -68,6 +68,9 @@ for op in qdw:24x14x7 block:24x14x5x2; do
 done
 echo "quadra-bench ran under qemu (timings there mean nothing)"
 
+step "the C ABI from C: header current, classify.c and the error-path test, native and aarch64 under qemu"
+bash scripts/test-c.sh
+
 step "the modeled Cortex-A76: llvm-mca (Neoverse-N1) on every NEON hot loop, against its floor"
 bash scripts/a76-model.sh
 

@@ -30,7 +30,7 @@ impl ModelFile {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, RunError> {
         let path = path.as_ref();
         let source = path.display().to_string();
-        let cannot = |e: std::io::Error| RunError::Model(format!("cannot read {source}: {e}"));
+        let cannot = |e: std::io::Error| RunError::Io(format!("cannot read {source}: {e}"));
         let meta = std::fs::metadata(path).map_err(cannot)?;
         if !meta.is_file() {
             return Err(cannot(std::io::Error::new(

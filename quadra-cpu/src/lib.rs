@@ -56,9 +56,12 @@ pub enum RunError {
     /// The requested kernel path cannot run here.
     #[error(transparent)]
     Dispatch(#[from] dispatch::DispatchError),
-    /// A model file could not be read or parsed.
+    /// A model file is not a valid model.
     #[error("{0}")]
     Model(String),
+    /// A file could not be read (the message names it).
+    #[error("{0}")]
+    Io(String),
     /// The thread pool could not be built.
     #[error("cannot build a thread pool: {0}")]
     Pool(String),

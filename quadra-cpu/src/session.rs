@@ -47,7 +47,19 @@ impl Session {
     /// A session giving logits (`num_classes` per image) for `batch` images of
     /// `height x width`.
     pub fn new(net: &Network, height: usize, width: usize, batch: usize) -> Result<Self, RunError> {
-        Self::build(net, height, width, batch, false)
+        Self::build(net, height, width, batch, false, net.threads())
+    }
+
+    /// As [`Session::new`], on `threads` threads of its own (at least 1) instead of the
+    /// network's count.
+    pub fn with_threads(
+        net: &Network,
+        height: usize,
+        width: usize,
+        batch: usize,
+        threads: usize,
+    ) -> Result<Self, RunError> {
+        Self::build(net, height, width, batch, false, threads.max(1))
     }
 
     /// A session giving pooled, normalised features before the head (`dims[3]` per image).
@@ -57,7 +69,7 @@ impl Session {
         width: usize,
         batch: usize,
     ) -> Result<Self, RunError> {
-        Self::build(net, height, width, batch, true)
+        Self::build(net, height, width, batch, true, net.threads())
     }
 
     fn build(
@@ -66,6 +78,7 @@ impl Session {
         w: usize,
         batch: usize,
         features: bool,
+        threads: usize,
     ) -> Result<Self, RunError> {
         let config = net.config().clone();
         if h < 32 || w < 32 {
@@ -78,7 +91,12 @@ impl Session {
                 "a session needs a batch of at least 1".into(),
             ));
         }
-        let threads = net.threads();
+        if threads > crate::MAX_THREADS {
+            return Err(RunError::Input(format!(
+                "{threads} threads: at most {}",
+                crate::MAX_THREADS
+            )));
+        }
         let model = net.model()?;
         // The core refuses sizes it cannot plan (e.g. above its largest side) here, once.
         let arena_len = model.arena_len(h, w, threads);

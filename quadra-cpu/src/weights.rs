@@ -211,7 +211,7 @@ impl LoadedModel {
     pub fn load(path: impl AsRef<Path>) -> Result<Self, RunError> {
         let path = path.as_ref();
         let bytes = crate::read_file(path)
-            .map_err(|e| RunError::Model(format!("cannot read {}: {e}", path.display())))?;
+            .map_err(|e| RunError::Io(format!("cannot read {}: {e}", path.display())))?;
         Self::from_bytes(&bytes, &path.display().to_string())
     }
 }

@@ -1,0 +1,386 @@
+//! # quadra-ffi
+//!
+//! The C ABI of quadra (`include/quadra.h`, generated from this file by cbindgen): open a
+//! `.qnet` model (mapped, or copied once from memory), make a session for one input size,
+//! run it. Every entry point checks its pointers and lengths, catches any panic, and
+//! reports failures as a negative `QUADRA_E_*` code with a message for
+//! [`quadra_last_error`]. A Rust caller should use `quadra-cpu` directly.
+
+use std::cell::RefCell;
+use std::ffi::{c_char, c_int, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use quadra_cpu::{Layout, Network, RunError, Session};
+
+/// Success.
+pub const QUADRA_OK: c_int = 0;
+/// A file could not be read.
+pub const QUADRA_E_IO: c_int = -1;
+/// The model bytes are not a valid `.qnet` model.
+pub const QUADRA_E_FORMAT: c_int = -2;
+/// An input size the model cannot run (too small, too large).
+pub const QUADRA_E_SHAPE: c_int = -3;
+/// A NULL pointer, a wrong length or an out-of-range argument.
+pub const QUADRA_E_ARGUMENT: c_int = -4;
+/// A failure inside quadra (a bug: please report it with the message).
+pub const QUADRA_E_INTERNAL: c_int = -5;
+
+/// A loaded model (opaque). Immutable: it may be shared by threads.
+pub struct QuadraModel {
+    net: Network,
+}
+
+/// A model prepared for one input size (opaque): its arena, buffers and threads. Used by
+/// one thread at a time.
+pub struct QuadraSession {
+    session: Session,
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+struct Failure(c_int, String);
+
+impl Failure {
+    fn argument(msg: impl Into<String>) -> Self {
+        Failure(QUADRA_E_ARGUMENT, msg.into())
+    }
+}
+
+fn code_of(e: &RunError, otherwise: c_int) -> c_int {
+    match e {
+        RunError::Io(_) => QUADRA_E_IO,
+        RunError::Model(_) | RunError::Checkpoint(_) => QUADRA_E_FORMAT,
+        RunError::Pool(_) | RunError::Dispatch(_) => QUADRA_E_INTERNAL,
+        RunError::Input(_) | RunError::Core(_) => otherwise,
+    }
+}
+
+/// Runs `f`, turning a failure or a panic into its code and this thread's last error.
+fn guard(what: &str, f: impl FnOnce() -> Result<(), Failure>) -> c_int {
+    let failure = match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => return QUADRA_OK,
+        Ok(Err(f)) => f,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("a panic");
+            Failure(QUADRA_E_INTERNAL, format!("internal error: {msg}"))
+        }
+    };
+    let text = format!("{what}: {}", failure.1).replace('\0', "\\0");
+    LAST_ERROR.with(|e| *e.borrow_mut() = CString::new(text).unwrap_or_default());
+    failure.0
+}
+
+/// `*out = value` for an output pointer already checked non-NULL.
+fn put<T>(out: &mut *mut T, value: T) {
+    *out = Box::into_raw(Box::new(value));
+}
+
+/// The message of this thread's last failed call (naming the problem: the file, the
+/// tensor, what was expected and found), or "" if none failed yet. Valid until this
+/// thread's next failing call; never NULL.
+#[no_mangle]
+pub extern "C" fn quadra_last_error() -> *const c_char {
+    LAST_ERROR.with(|e| e.borrow().as_ptr())
+}
+
+/// The library version, e.g. "0.1.0".
+#[no_mangle]
+pub extern "C" fn quadra_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+/// Opens the `.qnet` file at `path` (UTF-8 or the platform's bytes): mapped read-only and
+/// validated (checksum, layout, values), then used in place. The file must not be
+/// rewritten in place while the model is open. On success `*out` is the model, to free
+/// with `quadra_model_free`.
+///
+/// # Safety
+/// `path` is NULL or a NUL-terminated string; `out` is NULL or points to writable storage
+/// for a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn quadra_model_open(
+    path: *const c_char,
+    out: *mut *mut QuadraModel,
+) -> c_int {
+    guard("quadra_model_open", || {
+        // SAFETY: the caller passes NULL or a valid pointer (checked for NULL).
+        let out = unsafe { out.as_mut() }.ok_or_else(|| Failure::argument("out is NULL"))?;
+        *out = std::ptr::null_mut();
+        if path.is_null() {
+            return Err(Failure::argument("path is NULL"));
+        }
+        // SAFETY: non-NULL and NUL-terminated by the caller's contract.
+        let path = unsafe { CStr::from_ptr(path) };
+        #[cfg(unix)]
+        let path = {
+            use std::os::unix::ffi::OsStrExt;
+            std::path::PathBuf::from(std::ffi::OsStr::from_bytes(path.to_bytes()))
+        };
+        #[cfg(not(unix))]
+        let path = std::path::PathBuf::from(
+            path.to_str()
+                .map_err(|_| Failure::argument("path is not UTF-8"))?,
+        );
+        let net = Network::load(&path)
+            .map_err(|e| Failure(code_of(&e, QUADRA_E_FORMAT), e.to_string()))?;
+        put(out, QuadraModel { net });
+        Ok(())
+    })
+}
+
+/// Copies `len` bytes of a `.qnet` model at `data` once into aligned memory and validates
+/// them (the caller's buffer may be freed afterwards). On success `*out` is the model.
+///
+/// # Safety
+/// `data` is NULL or points to `len` readable bytes; `out` is NULL or points to writable
+/// storage for a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn quadra_model_from_bytes(
+    data: *const u8,
+    len: usize,
+    out: *mut *mut QuadraModel,
+) -> c_int {
+    guard("quadra_model_from_bytes", || {
+        // SAFETY: the caller passes NULL or a valid pointer (checked for NULL).
+        let out = unsafe { out.as_mut() }.ok_or_else(|| Failure::argument("out is NULL"))?;
+        *out = std::ptr::null_mut();
+        if data.is_null() {
+            return Err(Failure::argument("data is NULL"));
+        }
+        if len > isize::MAX as usize {
+            return Err(Failure::argument(format!(
+                "len {len} is not a buffer length"
+            )));
+        }
+        // SAFETY: non-NULL, and `len` readable bytes by the caller's contract.
+        let bytes = unsafe { std::slice::from_raw_parts(data, len) };
+        let net = Network::from_bytes(bytes, "model bytes")
+            .map_err(|e| Failure(code_of(&e, QUADRA_E_FORMAT), e.to_string()))?;
+        put(out, QuadraModel { net });
+        Ok(())
+    })
+}
+
+/// Frees a model (NULL: nothing). Its sessions stay usable.
+///
+/// # Safety
+/// `model` is NULL or a model from `quadra_model_open`/`quadra_model_from_bytes`, not
+/// freed before.
+#[no_mangle]
+pub unsafe extern "C" fn quadra_model_free(model: *mut QuadraModel) {
+    if !model.is_null() {
+        // SAFETY: made by Box::into_raw in `put` and not freed before (caller's contract).
+        let model = unsafe { Box::from_raw(model) };
+        // Nothing may unwind into C; a drop has nothing to report.
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(model)));
+    }
+}
+
+/// Input channels of the model (0 if `model` is NULL).
+///
+/// # Safety
+/// `model` is NULL or a live model.
+#[no_mangle]
+pub unsafe extern "C" fn quadra_model_in_chans(model: *const QuadraModel) -> u32 {
+    // SAFETY: NULL or live by the caller's contract.
+    unsafe { model.as_ref() }.map_or(0, |m| m.net.config().in_chans as u32)
+}
+
+/// Classes of the model's head (0 if `model` is NULL).
+///
+/// # Safety
+/// `model` is NULL or a live model.
+#[no_mangle]
+pub unsafe extern "C" fn quadra_model_num_classes(model: *const QuadraModel) -> u32 {
+    // SAFETY: NULL or live by the caller's contract.
+    unsafe { model.as_ref() }.map_or(0, |m| m.net.config().num_classes as u32)
+}
+
+/// Makes a session running `model` on batch-1 inputs of `height` x `width` (at least 32
+/// each; QuadraNet downsamples by 32) on `threads` threads (0: one per core). The session
+/// owns its arena and buffers: `quadra_session_run` allocates nothing.
+///
+/// # Safety
+/// `model` is NULL or a live model; `out` is NULL or points to writable storage for a
+/// pointer.
+#[no_mangle]
+pub unsafe extern "C" fn quadra_session_new(
+    model: *const QuadraModel,
+    height: u32,
+    width: u32,
+    threads: u32,
+    out: *mut *mut QuadraSession,
+) -> c_int {
+    guard("quadra_session_new", || {
+        // SAFETY: the caller passes NULL or a valid pointer (checked for NULL).
+        let out = unsafe { out.as_mut() }.ok_or_else(|| Failure::argument("out is NULL"))?;
+        *out = std::ptr::null_mut();
+        // SAFETY: NULL or live by the caller's contract.
+        let model = unsafe { model.as_ref() }.ok_or_else(|| Failure::argument("model is NULL"))?;
+        let threads = match threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n if n as usize > quadra_cpu::MAX_THREADS => {
+                return Err(Failure::argument(format!(
+                    "{n} threads: at most {}",
+                    quadra_cpu::MAX_THREADS
+                )))
+            }
+            n => n as usize,
+        };
+        let (h, w) = (height as usize, width as usize);
+        if h > quadra_cpu::MAX_INPUT_SIDE || w > quadra_cpu::MAX_INPUT_SIDE {
+            return Err(Failure(
+                QUADRA_E_SHAPE,
+                format!(
+                    "input size {h}x{w}: at most {} a side",
+                    quadra_cpu::MAX_INPUT_SIDE
+                ),
+            ));
+        }
+        let session = Session::with_threads(&model.net, h, w, 1, threads)
+            .map_err(|e| Failure(code_of(&e, QUADRA_E_SHAPE), e.to_string()))?;
+        put(out, QuadraSession { session });
+        Ok(())
+    })
+}
+
+/// Floats `quadra_session_run` takes: in_chans x height x width (0 if `s` is NULL).
+///
+/// # Safety
+/// `s` is NULL or a live session.
+#[no_mangle]
+pub unsafe extern "C" fn quadra_session_input_len(s: *const QuadraSession) -> usize {
+    // SAFETY: NULL or live by the caller's contract.
+    unsafe { s.as_ref() }.map_or(0, |s| s.session.input_len())
+}
+
+/// Floats `quadra_session_run` gives: num_classes (0 if `s` is NULL).
+///
+/// # Safety
+/// `s` is NULL or a live session.
+#[no_mangle]
+pub unsafe extern "C" fn quadra_session_output_len(s: *const QuadraSession) -> usize {
+    // SAFETY: NULL or live by the caller's contract.
+    unsafe { s.as_ref() }.map_or(0, |s| s.session.output_len())
+}
+
+/// The kernel path the session runs, e.g. "avx512+vnni", "avx2", "neon+dotprod"
+/// ("" if `s` is NULL). A static string.
+///
+/// # Safety
+/// `s` is NULL or a live session.
+#[no_mangle]
+pub unsafe extern "C" fn quadra_session_kernels(s: *const QuadraSession) -> *const c_char {
+    // SAFETY: NULL or live by the caller's contract.
+    let name: &'static [u8] = match unsafe { s.as_ref() }.map(|s| s.session.kernels().describe()) {
+        None => b"\0",
+        Some("scalar") => b"scalar\0",
+        Some("avx2") => b"avx2\0",
+        Some("avx512") => b"avx512\0",
+        Some("avx512+vnni") => b"avx512+vnni\0",
+        Some("neon") => b"neon\0",
+        Some("neon+dotprod") => b"neon+dotprod\0",
+        Some(_) => b"other\0",
+    };
+    name.as_ptr().cast()
+}
+
+/// Runs one image: `input_nchw` holds `input_len` floats (`quadra_session_input_len`, in
+/// C x H x W order, as PyTorch holds a batch-1 tensor), `output` receives `output_len`
+/// floats (`quadra_session_output_len`: the logits). No allocation.
+///
+/// # Safety
+/// `s` is NULL or a live session not used by another thread now; `input_nchw` is NULL or
+/// points to `input_len` readable floats; `output` is NULL or points to `output_len`
+/// writable floats.
+#[no_mangle]
+pub unsafe extern "C" fn quadra_session_run(
+    s: *mut QuadraSession,
+    input_nchw: *const f32,
+    input_len: usize,
+    output: *mut f32,
+    output_len: usize,
+) -> c_int {
+    guard("quadra_session_run", || {
+        // SAFETY: NULL or live and unshared by the caller's contract.
+        let s = unsafe { s.as_mut() }.ok_or_else(|| Failure::argument("session is NULL"))?;
+        if input_nchw.is_null() || output.is_null() {
+            let which = if input_nchw.is_null() {
+                "input"
+            } else {
+                "output"
+            };
+            return Err(Failure::argument(format!("{which} is NULL")));
+        }
+        let (want_in, want_out) = (s.session.input_len(), s.session.output_len());
+        if input_len != want_in {
+            let (h, w) = s.session.input_size();
+            return Err(Failure::argument(format!(
+                "input_len is {input_len} floats, the session takes {want_in} (C x {h} x {w})"
+            )));
+        }
+        if output_len != want_out {
+            return Err(Failure::argument(format!(
+                "output_len is {output_len} floats, the session gives {want_out}"
+            )));
+        }
+        // SAFETY: non-NULL, and `input_len` readable floats by the caller's contract.
+        let input = unsafe { std::slice::from_raw_parts(input_nchw, input_len) };
+        // SAFETY: non-NULL, and `output_len` writable floats by the caller's contract.
+        let output = unsafe { std::slice::from_raw_parts_mut(output, output_len) };
+        let y = s
+            .session
+            .run(input, Layout::Nchw)
+            .map_err(|e| Failure(code_of(&e, QUADRA_E_ARGUMENT), e.to_string()))?;
+        output.copy_from_slice(y);
+        Ok(())
+    })
+}
+
+/// Frees a session and stops its threads (NULL: nothing).
+///
+/// # Safety
+/// `s` is NULL or a session from `quadra_session_new`, not freed before.
+#[no_mangle]
+pub unsafe extern "C" fn quadra_session_free(s: *mut QuadraSession) {
+    if !s.is_null() {
+        // SAFETY: made by Box::into_raw in `put` and not freed before (caller's contract).
+        let s = unsafe { Box::from_raw(s) };
+        // Nothing may unwind into C; a drop has nothing to report.
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(s)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn last() -> String {
+        // SAFETY: quadra_last_error never returns NULL and its string lives until the next
+        // failing call on this thread.
+        unsafe { CStr::from_ptr(quadra_last_error()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    #[test]
+    fn a_panic_becomes_internal_with_its_message_and_nothing_unwinds() {
+        let rc = guard("quadra_test", || panic!("boom at {}", 42));
+        assert_eq!(rc, QUADRA_E_INTERNAL);
+        assert_eq!(last(), "quadra_test: internal error: boom at 42");
+        assert_eq!(guard("quadra_test", || Ok(())), QUADRA_OK);
+        // Success leaves the last failure's message in place.
+        assert!(last().contains("boom"));
+        let rc = guard("quadra_test", || Err(Failure::argument("a \0 inside")));
+        assert_eq!(
+            (rc, last()),
+            (QUADRA_E_ARGUMENT, "quadra_test: a \\0 inside".into())
+        );
+    }
+}
