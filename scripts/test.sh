@@ -25,6 +25,9 @@ if grep -qw avx512_vnni /proc/cpuinfo && grep -qw avx512bw /proc/cpuinfo; then r
 step "native tests (kernel paths demanded: scalar${req:+,$req})"
 QUADRA_REQUIRE_ISA="$req" cargo test --workspace --release
 
+step "README's compiled-in snippet, as an edition-2024 binary"
+cargo run --release -q -p quadra-compiled-in-example | tee /dev/stderr | grep -q "kernels, logits \["
+
 step "x86 without F16C (qemu-x86_64 -cpu max,-f16c): f16 weights fall back, never fault"
 # The AVX2 leaves widen f16 weights with F16C; detection must refuse them on a CPU without
 # it (qemu-user-static comes with the aarch64 setup; its TCG has AVX2 but no AVX-512).
