@@ -26,7 +26,9 @@ step "native tests (kernel paths demanded: scalar${req:+,$req})"
 QUADRA_REQUIRE_ISA="$req" cargo test --workspace --release
 
 step "README's compiled-in snippet, as an edition-2024 binary"
-cargo run --release -q -p quadra-compiled-in-example | tee /dev/stderr | grep -q "kernels, logits \["
+out=$(cargo run --release -q -p quadra-compiled-in-example)
+echo "$out"
+grep -q "kernels, logits \[" <<<"$out"
 
 step "x86 without F16C (qemu-x86_64 -cpu max,-f16c): f16 weights fall back, never fault"
 # The AVX2 leaves widen f16 weights with F16C; detection must refuse them on a CPU without
