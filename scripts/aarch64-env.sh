@@ -1,4 +1,4 @@
-# Source this to cross-build for aarch64 with Debian's rustc (DESIGN.md section 4):
+# Source this to cross-build for aarch64 with Debian's rustc (docs/ARCHITECTURE.md, "aarch64"):
 #   source scripts/aarch64-env.sh && cargo test --target aarch64-unknown-linux-gnu -p quadra-core
 # rustup's rustc stays first on PATH for host work; only these cargo runs use /usr/bin/rustc.
 export RUSTC=/usr/bin/rustc

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what cross-building and emulating aarch64 needs (DESIGN.md section 4): Debian's
+# Installs what cross-building and emulating aarch64 needs (docs/ARCHITECTURE.md, "aarch64"): Debian's
 # rustc with the aarch64 std and the std sources (for the bare-metal build-std), the
 # aarch64 linker, and qemu-user; and cbindgen, which checks the C header. Idempotent;
 # needs root (or sudo).
