@@ -484,7 +484,7 @@ impl Network {
 }
 
 /// A forward pass through some executor (an object-safe face of the generic core API).
-trait ExecRef: Sync {
+pub(crate) trait ExecRef: Sync {
     #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,

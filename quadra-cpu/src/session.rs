@@ -5,12 +5,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use quadra_core::{Executor, Kernels, Serial};
+use quadra_core::{Kernels, Serial};
 
 use crate::aligned::AlignedF32;
 use crate::config::ArchConfig;
 use crate::gang::{Gang, GangExec, StopOnDrop};
-use crate::{Layout, Network, RunError, Store};
+use crate::{ExecRef, Layout, Network, RunError, Store};
 
 /// A network prepared for one input size and batch: it owns the arena, the layout-converted
 /// image, the output and (with more than one thread) its own worker threads, so
@@ -185,7 +185,7 @@ impl Session {
         let (h, w, c) = (*h, *w, config.in_chans);
         let model = store.model(config)?;
         let per = out.len() / self.batch;
-        let mut body = |exec: &dyn RunImage| -> Result<(), RunError> {
+        let mut body = |exec: &dyn ExecRef| -> Result<(), RunError> {
             for (img, dst) in input.chunks_exact(hwc.len()).zip(out.chunks_exact_mut(per)) {
                 match layout {
                     Layout::Nhwc => hwc.copy_from_slice(img),
@@ -197,7 +197,7 @@ impl Session {
                         }
                     }
                 }
-                exec.image(&model, *kernels, hwc, (h, w), arena, dst, *features)?;
+                exec.forward(&model, *kernels, hwc, (h, w), arena, dst, *features)?;
             }
             Ok(())
         };
@@ -206,41 +206,6 @@ impl Session {
             Some(crew) => crew.run(|exec| body(exec))?,
         }
         Ok(&self.out)
-    }
-}
-
-/// One image through some executor (an object-safe face of the generic core API).
-trait RunImage: Sync {
-    #[allow(clippy::too_many_arguments)]
-    fn image(
-        &self,
-        model: &quadra_core::Model<'_>,
-        kern: Kernels,
-        hwc: &[f32],
-        hw: (usize, usize),
-        arena: &mut [f32],
-        dst: &mut [f32],
-        features: bool,
-    ) -> Result<(), RunError>;
-}
-
-impl<E: Executor> RunImage for E {
-    fn image(
-        &self,
-        model: &quadra_core::Model<'_>,
-        kern: Kernels,
-        hwc: &[f32],
-        (h, w): (usize, usize),
-        arena: &mut [f32],
-        dst: &mut [f32],
-        features: bool,
-    ) -> Result<(), RunError> {
-        if features {
-            model.forward_features(self, kern, hwc, h, w, arena, dst)?;
-        } else {
-            model.forward_with(self, kern, hwc, h, w, arena, dst)?;
-        }
-        Ok(())
     }
 }
 
