@@ -10,6 +10,36 @@
 //! `aarch64_neon` instantiate the single generic SIMD body in [`simd`] for their ISA.
 //! The safe functions here validate every length, then dispatch on the [`Kernels`] token.
 
+/// The ISA dispatch, written once: `leaf!(kern, f(args..), scalar)` calls `f` in the leaf
+/// module of `kern`'s ISA (`x86_avx2`, `x86_avx512`, `aarch64_neon`), or evaluates `scalar`
+/// on the scalar path. A macro rather than a generic dispatcher: each leaf is a separate
+/// `#[target_feature]` function with its own signature, so a trait would repeat every
+/// signature once per ISA, where this keeps each call site one line and the one `unsafe`
+/// argument here.
+///
+/// Callers must have checked every length behind the pointers in `args` (each call site
+/// says where).
+macro_rules! leaf {
+    ($kern:expr, $f:ident($($arg:expr),* $(,)?), $scalar:expr) => {
+        match $kern.isa() {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a `Kernels` token holding Avx2 proves AVX2+FMA+F16C at run time (it is
+            // only made by detection or by `unsafe` constructors with that contract); the
+            // caller checked every length behind the arguments.
+            $crate::isa::Isa::Avx2 => unsafe { $crate::kernels::x86_avx2::$f($($arg),*) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above, for AVX-512F.
+            $crate::isa::Isa::Avx512 => unsafe { $crate::kernels::x86_avx512::$f($($arg),*) },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: as above, for NEON (baseline on aarch64).
+            $crate::isa::Isa::Neon => unsafe { $crate::kernels::aarch64_neon::$f($($arg),*) },
+            // Scalar, or an ISA of another architecture, which no token here can hold.
+            #[allow(unreachable_patterns)]
+            _ => $scalar,
+        }
+    };
+}
+
 pub mod q8;
 pub mod scalar;
 pub(crate) mod simd;
@@ -510,20 +540,8 @@ pub fn gemm(
 }
 
 fn simd_gemm<W: simd::Elem>(kern: Kernels, g: &simd::GemmArgs, b: *const W) {
-    match kern.isa() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the token proves AVX2+FMA+F16C; `gemm` checked every length behind the
-        // pointers in `g` and `b`.
-        Isa::Avx2 => unsafe { x86_avx2::gemm(g, b) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the token proves AVX-512F; lengths checked by `gemm`.
-        Isa::Avx512 => unsafe { x86_avx512::gemm(g, b) },
-        #[cfg(target_arch = "aarch64")]
-        // SAFETY: the token proves NEON; lengths checked by `gemm`.
-        Isa::Neon => unsafe { aarch64_neon::gemm(g, b) },
-        // Scalar is handled by the caller; an ISA of another architecture cannot be held.
-        _ => {}
-    }
+    // `gemm` checked every length behind the pointers in `g` and `b`; it runs the scalar path.
+    leaf!(kern, gemm(g, b), ())
 }
 
 /// Weights of one quadratic depthwise conv, packed channel-blocked like the activation
@@ -629,18 +647,12 @@ pub fn block_row(
     dst: &mut [f32],
 ) -> Result<(), Error> {
     check_blocked_row(src, w, c, k, dst)?;
-    match kern.isa() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: token proves AVX2+FMA; lengths checked above.
-        Isa::Avx2 => unsafe { x86_avx2::block_row(src.as_ptr(), w, c, k, dst.as_mut_ptr()) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: token proves AVX-512F; lengths checked above.
-        Isa::Avx512 => unsafe { x86_avx512::block_row(src.as_ptr(), w, c, k, dst.as_mut_ptr()) },
-        #[cfg(target_arch = "aarch64")]
-        // SAFETY: token proves NEON; lengths checked above.
-        Isa::Neon => unsafe { aarch64_neon::block_row(src.as_ptr(), w, c, k, dst.as_mut_ptr()) },
-        _ => scalar::block_row(src, w, c, k, dst),
-    }
+    // Lengths checked above.
+    leaf!(
+        kern,
+        block_row(src.as_ptr(), w, c, k, dst.as_mut_ptr()),
+        scalar::block_row(src, w, c, k, dst)
+    );
     Ok(())
 }
 
@@ -755,38 +767,19 @@ fn qdw_row_impl(
 }
 
 fn simd_qdw<W: simd::Elem>(kern: Kernels, k: usize, a: &simd::QdwArgs, taps: *const W) {
-    match kern.isa() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: token proves AVX2+FMA+F16C; `qdw_row` checked every length behind `a`.
-        Isa::Avx2 => unsafe { x86_avx2::qdw_row(k, a, taps) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: token proves AVX-512F; lengths checked by `qdw_row`.
-        Isa::Avx512 => unsafe { x86_avx512::qdw_row(k, a, taps) },
-        #[cfg(target_arch = "aarch64")]
-        // SAFETY: token proves NEON; lengths checked by `qdw_row`.
-        Isa::Neon => unsafe { aarch64_neon::qdw_row(k, a, taps) },
-        // Scalar is handled by the caller; an ISA of another architecture cannot be held.
-        _ => {}
-    }
+    // `qdw_row` checked every length behind `a` and `taps`; it runs the scalar path.
+    leaf!(kern, qdw_row(k, a, taps), ())
 }
 
 /// Applies GELU to every element of `x` with the kernels of `kern` (the SIMD paths use the
 /// rational erf; scalar uses libm's `erff`). Used by tests and by unfused baselines.
 pub fn gelu_slice(kern: Kernels, x: &mut [f32]) {
-    match kern.isa() {
-        Isa::Scalar => x.iter_mut().for_each(|v| *v = crate::math::gelu_exact(*v)),
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: token proves AVX2+FMA; the pointer/length pair comes from a slice.
-        Isa::Avx2 => unsafe { x86_avx2::gelu_slice(x.as_mut_ptr(), x.len()) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: token proves AVX-512F; the pointer/length pair comes from a slice.
-        Isa::Avx512 => unsafe { x86_avx512::gelu_slice(x.as_mut_ptr(), x.len()) },
-        #[cfg(target_arch = "aarch64")]
-        // SAFETY: token proves NEON; the pointer/length pair comes from a slice.
-        Isa::Neon => unsafe { aarch64_neon::gelu_slice(x.as_mut_ptr(), x.len()) },
-        #[allow(unreachable_patterns)]
-        _ => x.iter_mut().for_each(|v| *v = crate::math::gelu_exact(*v)),
-    }
+    // The pointer/length pair comes from a slice.
+    leaf!(
+        kern,
+        gelu_slice(x.as_mut_ptr(), x.len()),
+        x.iter_mut().for_each(|v| *v = crate::math::gelu_exact(*v))
+    )
 }
 
 /// LayerNorm (eps 1e-6, over channels) of consecutive channel vectors of length `c`:
@@ -909,20 +902,9 @@ fn ln_simd(
         out: op,
         blocks,
     };
-    match kern.isa() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the token proves AVX2+FMA+F16C; the callers checked `rows·c` floats
-        // behind `xp` (and the output layout's behind `op`) and `c` behind `w` and `b`.
-        Isa::Avx2 => unsafe { x86_avx2::layer_norm_rows(&a) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the token proves AVX-512F; lengths as above.
-        Isa::Avx512 => unsafe { x86_avx512::layer_norm_rows(&a) },
-        #[cfg(target_arch = "aarch64")]
-        // SAFETY: the token proves NEON; lengths as above.
-        Isa::Neon => unsafe { aarch64_neon::layer_norm_rows(&a) },
-        // Scalar is handled by the callers; an ISA of another architecture cannot be held.
-        _ => {}
-    }
+    // The callers checked `rows·c` floats behind `xp` (and the output layout's behind `op`)
+    // and `c` behind `w` and `b`; they run the scalar path.
+    leaf!(kern, layer_norm_rows(&a), ())
 }
 
 /// A plain (linear) depthwise KxK conv: `taps[(ky·K + kx)·C + ch]`, `bias[ch]`.
@@ -986,17 +968,7 @@ pub fn dw_row(
         bias: bias.as_ptr(),
         out: out.as_mut_ptr(),
     };
-    match kern.isa() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: token proves AVX2+FMA+F16C; every length behind `a` checked above.
-        Isa::Avx2 => unsafe { x86_avx2::dw_row(k, &a) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: token proves AVX-512F; lengths checked above.
-        Isa::Avx512 => unsafe { x86_avx512::dw_row(k, &a) },
-        #[cfg(target_arch = "aarch64")]
-        // SAFETY: token proves NEON; lengths checked above.
-        Isa::Neon => unsafe { aarch64_neon::dw_row(k, &a) },
-        _ => {}
-    }
+    // Every length behind `a` checked above; the scalar path returned earlier.
+    leaf!(kern, dw_row(k, &a), ());
     Ok(())
 }

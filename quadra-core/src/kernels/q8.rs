@@ -189,18 +189,8 @@ pub fn quantize_rows(
         scales: out.scales.as_mut_ptr(),
         sums: out.sums.as_mut_ptr(),
     };
-    match kern.isa() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the token proves AVX2+FMA+F16C; every length behind `q` checked above.
-        Isa::Avx2 => unsafe { super::x86_avx2::quantize_rows(&q) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the token proves AVX-512F; lengths checked above.
-        Isa::Avx512 => unsafe { super::x86_avx512::quantize_rows(&q) },
-        #[cfg(target_arch = "aarch64")]
-        // SAFETY: the token proves NEON; lengths checked above.
-        Isa::Neon => unsafe { super::aarch64_neon::quantize_rows(&q) },
-        _ => quantize_rows_ref(a, lda, out),
-    }
+    // Every length behind `q` checked above.
+    leaf!(kern, quantize_rows(&q), quantize_rows_ref(a, lda, out));
     Ok(())
 }
 
