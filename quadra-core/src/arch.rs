@@ -2,9 +2,12 @@
 //! and expansion (or an identity), and everything derived from it at compile time —
 //! weight count, arena size, FLOPs — as `const fn`s, so firmware can size `static`s.
 
-use crate::block::band_scratch_len;
 use crate::error::Error;
-use crate::kernels::{qdw_row_len, Dtype, QdwWeights};
+use crate::kernels::{Dtype, QdwWeights};
+pub use crate::plan::{
+    block_scratch_len, block_scratch_len_for, block_scratch_split, default_strip, grouped_mlp,
+    grouped_scratch_len, hidden_chunk, mlp_scratch_len, HIDDEN_CHUNK, MLP_GROUPS, STRIP_BUDGET,
+};
 use crate::weights::{mat_pad, vec_pad, WeightsLen};
 
 /// One block of a stage: a QuadraBlock with kernel `kernel` and expansion `expansion`, or an
@@ -118,130 +121,6 @@ pub struct Arch<'a> {
     pub num_classes: usize,
     /// The four stages.
     pub stages: [Stage<'a>; 4],
-}
-
-/// Hidden channels computed at a time: PW1 produces this many hidden channels for a whole
-/// strip, PW2 adds their contribution into the residual, then the next slice. The hidden
-/// strip in scratch is `strip·W·HIDDEN_CHUNK` floats whatever the expansion, so strips can
-/// be tall and every weight panel is reused across many pixels.
-pub const HIDDEN_CHUNK: usize = 128;
-
-/// Width of the hidden slice of a block: `min(E·C, HIDDEN_CHUNK)`.
-pub const fn hidden_chunk(c: usize, e: usize) -> usize {
-    if e * c < HIDDEN_CHUNK {
-        e * c
-    } else {
-        HIDDEN_CHUNK
-    }
-}
-
-/// Floats of LN2 rows plus hidden slice a strip may take (320 KB): enough that a
-/// 14x14x256 or 7x7x512 block is one strip (its PW weights are read once per image),
-/// small enough to stay near L2.
-pub const STRIP_BUDGET: usize = 80 * 1024;
-
-/// Rows of a block processed per strip by default: as many as [`STRIP_BUDGET`] allows.
-pub const fn default_strip(h: usize, w: usize, c: usize, e: usize) -> usize {
-    let s = match STRIP_BUDGET.checked_div(w * (c + hidden_chunk(c, e))) {
-        Some(s) => s,
-        None => 1,
-    };
-    if s < 1 {
-        1
-    } else if s > h {
-        if h == 0 {
-            1
-        } else {
-            h
-        }
-    } else {
-        s
-    }
-}
-
-/// Hidden-slice groups of the grouped channel MLP.
-pub const MLP_GROUPS: usize = 2;
-
-/// Does a block of this shape run its channel MLP in [`MLP_GROUPS`] groups of hidden
-/// slices (see `block::mlp_group`)? Chosen by shape alone, so every thread count computes
-/// the same thing: when the whole map is one strip and the PW weights dwarf the activation
-/// (`E·C ≥ 8·H·W`, e.g. 7x7x512), so that splitting rows between threads would only make each
-/// thread stream all the weights.
-pub const fn grouped_mlp(h: usize, w: usize, c: usize, e: usize) -> bool {
-    default_strip(h, w, c, e) >= h && e * c >= MLP_GROUPS * HIDDEN_CHUNK && e * c >= 8 * h * w
-}
-
-/// Shared scratch floats of a grouped-MLP block: LN2 of every pixel, one accumulator per
-/// extra group, one hidden slice per group, and a vector of ones.
-pub const fn grouped_scratch_len(h: usize, w: usize, c: usize, e: usize, q8: bool) -> usize {
-    let m = h * w;
-    MLP_GROUPS * vec_pad(m * c) + MLP_GROUPS * mlp_scratch_len(m, c, e, q8) + vec_pad(c)
-}
-
-/// Scratch of one block of shape `h x w x c` (kernel `k`, expansion `e`) run in `bands`
-/// bands: `(floats per band, floats shared by all bands)`; only grouped-MLP blocks
-/// ([`grouped_mlp`]) share any.
-pub const fn block_scratch_split(
-    h: usize,
-    w: usize,
-    c: usize,
-    k: usize,
-    e: usize,
-    bands: usize,
-    q8: bool,
-) -> (usize, usize) {
-    let grouped = grouped_mlp(h, w, c, e);
-    let strip = if grouped {
-        1
-    } else {
-        default_strip(h, w, c, e)
-    };
-    let per = vec_pad(if bands > 1 {
-        band_scratch_len(w, c, k, e, strip, q8)
-    } else {
-        block_scratch_len_for(w, c, k, e, strip, q8)
-    });
-    let shared = if grouped {
-        grouped_scratch_len(h, w, c, e, q8)
-    } else {
-        0
-    };
-    (per, shared)
-}
-
-/// Scratch floats a block needs at strip height `strip`: a ring of `K` zero-padded,
-/// channel-blocked LN1 rows (LayerNorm writes them in place), one strip of LN2 rows and
-/// one strip of a hidden slice.
-pub const fn block_scratch_len(w: usize, c: usize, k: usize, e: usize, strip: usize) -> usize {
-    block_scratch_len_for(w, c, k, e, strip, false)
-}
-
-/// [`block_scratch_len`] for a block whose pointwise GEMMs may compute in int8 (`q8`:
-/// the model is [`crate::Dtype::W8A8`]), which quantises its LN2 rows and hidden slices
-/// into int8 rows beside them.
-pub const fn block_scratch_len_for(
-    w: usize,
-    c: usize,
-    k: usize,
-    e: usize,
-    strip: usize,
-    q8: bool,
-) -> usize {
-    vec_pad(k * qdw_row_len(w, c, k))
-        + vec_pad(strip * w * c)
-        + mlp_scratch_len(strip * w, c, e, q8)
-}
-
-/// Scratch floats of the channel MLP of `m` pixels ([`crate::block::mlp_group`]): one
-/// hidden slice, and with `q8` the int8 rows of the LN2 input and of the slice.
-pub const fn mlp_scratch_len(m: usize, c: usize, e: usize, q8: bool) -> usize {
-    let hc = hidden_chunk(c, e);
-    vec_pad(m * hc)
-        + if q8 {
-            crate::kernels::q8::scratch_len(m, c) + crate::kernels::q8::scratch_len(m, hc)
-        } else {
-            0
-        }
 }
 
 /// Where everything lives in the arena for one input size.

@@ -6,13 +6,14 @@
 //! the row `K/2` above it is overwritten, so the block writes its output over its input.
 //! The three QDW partial results and the hidden `[H, W, E·C]` tensor never exist in full.
 
-use crate::arch::{block_scratch_len, block_scratch_len_for, hidden_chunk, mlp_scratch_len};
 use crate::error::{Buffer, Error};
 use crate::isa::Kernels;
 use crate::kernels::{
     self, q8, qdw_row_len, Epilogue, MatData, MatMut, MatRef, PackedB, QdwWeights, CBLOCK, MAX_K,
 };
-use crate::weights::{vec_pad, Cursor, Weights, WeightsLen};
+pub use crate::plan::band_scratch_len;
+use crate::plan::{block_scratch_len, hidden_chunk, BlockScratch, MlpScratch};
+use crate::weights::{Cursor, Weights, WeightsLen};
 
 /// Shape of one block application.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -318,22 +319,9 @@ pub fn block_forward(
     block_run_band(kern, d, strip, wts, x, 0, scratch)
 }
 
-/// The default strip height of a block of shape `d` (see [`crate::arch::default_strip`]).
+/// The default strip height of a block of shape `d` (see [`crate::plan::default_strip`]).
 pub const fn default_strip_for(d: &BlockDims) -> usize {
-    crate::arch::default_strip(d.h, d.w, d.c, d.e)
-}
-
-/// Scratch floats of one band of a block run in bands: the block scratch plus `(K-1)/2`
-/// LN1 rows below the band, captured before any band writes.
-pub const fn band_scratch_len(
-    w: usize,
-    c: usize,
-    k: usize,
-    e: usize,
-    strip: usize,
-    q8: bool,
-) -> usize {
-    block_scratch_len_for(w, c, k, e, strip, q8) + (k - 1) / 2 * qdw_row_len(w, c, k)
+    crate::plan::default_strip(d.h, d.w, d.c, d.e)
 }
 
 struct BandScratch<'s> {
@@ -351,25 +339,12 @@ fn split_scratch<'s>(
     q8: bool,
 ) -> Result<BandScratch<'s>, Error> {
     let BlockDims { w, c, k, e, .. } = *d;
-    let need = if band {
-        band_scratch_len(w, c, k, e, strip, q8)
-    } else {
-        block_scratch_len_for(w, c, k, e, strip, q8)
-    };
-    expect_len(Buffer::Scratch, need, scratch.len(), false)?;
-    let (ring, rest) = scratch.split_at_mut(vec_pad(k * qdw_row_len(w, c, k)));
-    let (ln2, rest) = rest.split_at_mut(vec_pad(strip * w * c));
-    let (hidden, rest) = rest.split_at_mut(mlp_scratch_len(strip * w, c, e, q8));
-    let below = if band {
-        &mut rest[..(k - 1) / 2 * qdw_row_len(w, c, k)]
-    } else {
-        &mut rest[..0]
-    };
+    let r = BlockScratch::of(w, c, k, e, strip, q8, band).split(scratch)?;
     Ok(BandScratch {
-        ring,
-        ln2,
-        hidden,
-        below,
+        ring: r.ring,
+        ln2: r.ln2,
+        hidden: r.mlp,
+        below: r.below,
     })
 }
 
@@ -518,7 +493,7 @@ pub fn block_qdw_band(
 /// products into their own zeroed accumulators (`gamma = ones`), combined afterwards in
 /// group order, so the result does not depend on how groups are spread over threads.
 ///
-/// `scratch` holds the slice ([`crate::arch::mlp_scratch_len`] floats): with w8a8 weights
+/// `scratch` holds the slice ([`crate::plan::MlpScratch`]): with w8a8 weights
 /// ([`BlockWeights::q8`]) also the int8 LN2 rows (quantised once, per pixel) and the int8
 /// slice (quantised per pixel and slice, so each slice's int32 sums are dequantised with
 /// their own scale).
@@ -536,14 +511,7 @@ pub fn mlp_group(
 ) -> Result<(), Error> {
     let (ec, hc) = (e * c, hidden_chunk(c, e));
     let q8 = wts.q8();
-    expect_len(
-        Buffer::Scratch,
-        mlp_scratch_len(m, c, e, q8),
-        scratch.len(),
-        false,
-    )?;
-    let (hidden, rest) = scratch.split_at_mut(vec_pad(m * hc));
-    let (ln2_q, hid_q) = rest.split_at_mut(if q8 { q8::scratch_len(m, c) } else { 0 });
+    let [hidden, ln2_q, hid_q] = MlpScratch::of(m, c, e, q8).split(scratch)?;
     let ln2 = MatRef::dense(&ln2[..m * c], m, c);
     let mut ln2_q = if wts.pw1.is_dot() {
         let mut q = q8::rows_in(ln2_q, m, c)?;

@@ -46,6 +46,7 @@ pub mod isa;
 pub mod kernels;
 pub mod math;
 pub mod net;
+pub mod plan;
 pub mod weights;
 
 #[cfg(test)]

@@ -1491,3 +1491,100 @@ fn plain_depthwise_row_simd_matches_scalar() {
         }
     }
 }
+
+/// The scratch plan's lengths and carvings agree for every preset, input size, band count
+/// and dtype: each layout's regions sum to its length and tile the slice in order, a slice
+/// one float short is refused, and the arena plan gives every block at least what its
+/// layout needs.
+#[test]
+fn scratch_plan_lengths_and_carvings_agree_for_every_preset_and_band_count() {
+    use crate::arch::presets;
+    use crate::plan::{
+        block_scratch_split, default_strip, grouped_mlp, BlockScratch, GroupedScratch, MlpScratch,
+    };
+    fn tiles(parts: &[&mut [f32]], whole: *const f32, len: usize) -> bool {
+        let mut at = whole;
+        let mut sum = 0;
+        for p in parts {
+            if !p.is_empty() && p.as_ptr() != at {
+                return false;
+            }
+            at = at.wrapping_add(p.len());
+            sum += p.len();
+        }
+        sum <= len
+    }
+    let mut checked = 0usize;
+    for (name, _) in presets::SIZES {
+        for family in ["quadranet25", "quadranet36"] {
+            let arch = presets::by_name(&std::format!("{family}-{name}")).unwrap();
+            for (h, w) in [(224, 224), (64, 96), (160, 32)] {
+                for bands in 1..=4 {
+                    for dtype in [Dtype::F32, Dtype::W8A8] {
+                        let q8 = dtype == Dtype::W8A8;
+                        let plan = arch.plan_for(h, w, bands, dtype);
+                        for s in 0..4 {
+                            let (sh, sw) = Arch::stage_hw(h, w)[s];
+                            let c = arch.dim(s);
+                            for spec in arch.stages[s].blocks.iter().filter(|b| !b.is_identity()) {
+                                let (k, e) = (spec.kernel as usize, spec.expansion as usize);
+                                let grouped = grouped_mlp(sh, sw, c, e);
+                                let strip = if grouped {
+                                    1
+                                } else {
+                                    default_strip(sh, sw, c, e)
+                                };
+                                let lay = BlockScratch::of(sw, c, k, e, strip, q8, bands > 1);
+                                let (per, shared) = block_scratch_split(sh, sw, c, k, e, bands, q8);
+                                assert!(per >= lay.floats() && plan.band_scratch >= per);
+                                assert!(plan.scratch_len >= bands * per + shared);
+                                let n = lay.floats();
+                                let mut buf = std::vec![0.0f32; n];
+                                let base = buf.as_ptr();
+                                let r = lay.split(&mut buf).unwrap();
+                                assert_eq!(
+                                    r.ring.len() + r.ln2.len() + r.mlp.len() + r.below.len(),
+                                    n
+                                );
+                                let mlp_len = r.mlp.len();
+                                assert!(tiles(&[r.ring, r.ln2, r.mlp, r.below], base, n));
+                                assert!(lay.split(&mut buf[..n - 1]).is_err());
+                                let m = MlpScratch::of(strip * sw, c, e, q8);
+                                assert_eq!(m.floats(), mlp_len);
+                                let mut mb = std::vec![0.0f32; m.floats()];
+                                let mp = mb.as_ptr();
+                                let [a, b, cc] = m.split(&mut mb).unwrap();
+                                assert_eq!(
+                                    (a.len(), b.len(), cc.len()),
+                                    (m.hidden, m.ln2_q, m.hidden_q)
+                                );
+                                assert!(tiles(&[a, b, cc], mp, m.floats()));
+                                assert_eq!(m.ln2_q == 0, !q8);
+                                if grouped {
+                                    let g = GroupedScratch::of(sh, sw, c, e, q8);
+                                    assert_eq!(g.floats(), shared);
+                                    let mut gb = std::vec![0.0f32; g.floats()];
+                                    let gp = gb.as_ptr();
+                                    let r = g.split(&mut gb, c).unwrap();
+                                    assert_eq!(r.ones.len(), c);
+                                    assert_eq!(
+                                        r.hiddens.len(),
+                                        crate::plan::MLP_GROUPS * g.per_group
+                                    );
+                                    assert!(tiles(
+                                        &[r.ln2, r.accs, r.hiddens, r.ones],
+                                        gp,
+                                        g.floats()
+                                    ));
+                                    assert!(g.split(&mut gb[..g.floats() - 1], c).is_err());
+                                }
+                                checked += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 1000, "{checked} blocks checked");
+}

@@ -1,10 +1,7 @@
 //! Band scheduling: a layer's rows split over an [`Executor`]'s width, each band with its
 //! own scratch, and a block's channel MLP run in hidden-slice groups when that pays.
 
-use crate::arch::{
-    block_scratch_split, default_strip, grouped_mlp, grouped_scratch_len, mlp_scratch_len,
-    MLP_GROUPS,
-};
+use crate::arch::{block_scratch_split, default_strip, grouped_mlp, MLP_GROUPS};
 use crate::block::{
     block_forward, block_prepare_band, block_qdw_band, block_run_band, mlp_group, BlockDims,
     BlockWeights,
@@ -12,6 +9,7 @@ use crate::block::{
 use crate::error::{Buffer, Error};
 use crate::exec::{band_rows, Executor, MAX_BANDS};
 use crate::isa::Kernels;
+use crate::plan::{GroupedRegions, GroupedScratch};
 use crate::weights::vec_pad;
 
 /// One QuadraBlock in place on `x`, its rows split into `exec.width()` bands (each with
@@ -85,7 +83,7 @@ fn run_block_grouped<E: Executor>(
     // Band chunks sized for this block (plan: `bands · per + shared`).
     let q8 = bw.q8();
     let band_scratch = run_block_scratch_for(dims, exec.width().clamp(1, MAX_BANDS), q8).0;
-    let need = nb * band_scratch + grouped_scratch_len(h, w, c, e, q8);
+    let need = nb * band_scratch + GroupedScratch::of(h, w, c, e, q8).floats();
     let short = |found| Error::Length {
         buffer: Buffer::Scratch,
         expected: need,
@@ -95,12 +93,15 @@ fn run_block_grouped<E: Executor>(
     if found < need {
         return Err(short(found));
     }
-    let per_group = mlp_scratch_len(m, c, e, q8);
+    let layout = GroupedScratch::of(h, w, c, e, q8);
+    let per_group = layout.per_group;
     let (bands_buf, shared) = scratch.split_at_mut(nb * band_scratch);
-    let (ln2, rest) = shared.split_at_mut(vec_pad(m * c));
-    let (accs, rest) = rest.split_at_mut((MLP_GROUPS - 1) * vec_pad(m * c));
-    let (hiddens, rest) = rest.split_at_mut(MLP_GROUPS * per_group);
-    let ones = &mut rest[..c];
+    let GroupedRegions {
+        ln2,
+        accs,
+        hiddens,
+        ones,
+    } = layout.split(shared, c)?;
     ones.fill(1.0);
     // Bands: capture neighbours' rows, then QDW + LN2 of their own rows.
     prepare_bands(exec, kern, (dims, 1), bw, x, bands_buf, (nb, band_scratch))?;
