@@ -16,6 +16,9 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+step "cargo doc: the documented API of quadra-core, quadra-cpu and quadra-ffi, without warnings"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet -p quadra-core -p quadra-cpu -p quadra-ffi
+
 # Demand every SIMD path that /proc/cpuinfo says this CPU has, so a detection bug cannot
 # quietly skip one.
 req=""

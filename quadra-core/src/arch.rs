@@ -4,9 +4,11 @@
 
 use crate::error::Error;
 use crate::kernels::{Dtype, QdwWeights};
+pub use crate::plan::{block_scratch_len, block_scratch_len_for};
+#[doc(hidden)]
 pub use crate::plan::{
-    block_scratch_len, block_scratch_len_for, block_scratch_split, default_strip, grouped_mlp,
-    grouped_scratch_len, hidden_chunk, mlp_scratch_len, HIDDEN_CHUNK, MLP_GROUPS, STRIP_BUDGET,
+    block_scratch_split, default_strip, grouped_mlp, grouped_scratch_len, hidden_chunk,
+    mlp_scratch_len, HIDDEN_CHUNK, MLP_GROUPS, STRIP_BUDGET,
 };
 use crate::weights::{mat_pad, vec_pad, WeightsLen};
 
@@ -112,7 +114,16 @@ pub struct Stage<'a> {
     pub blocks: &'a [BlockSpec],
 }
 
-/// A whole QuadraNet.
+/// A whole QuadraNet. Everything derived from it is a `const fn`, so firmware sizes its
+/// `static`s at compile time:
+///
+/// ```
+/// use quadra_core::arch::presets;
+/// const ARCH: quadra_core::Arch<'static> = presets::quadranet36(64); // QuadraNet36-T
+/// const ARENA_FLOATS: usize = ARCH.arena_len(224, 224);
+/// assert!(ARENA_FLOATS * 4 < 2 << 20); // under 2 MiB for a 224x224 image
+/// assert_eq!(ARCH.macs(224, 224) / 100_000_000, 41); // 4.1 G multiply-adds
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Arch<'a> {
     /// Input channels (3 for RGB).

@@ -11,6 +11,7 @@ use crate::isa::Kernels;
 use crate::kernels::{
     self, q8, qdw_row_len, Epilogue, MatData, MatMut, MatRef, PackedB, QdwWeights, CBLOCK, MAX_K,
 };
+#[doc(hidden)]
 pub use crate::plan::band_scratch_len;
 use crate::plan::{block_scratch_len, hidden_chunk, BlockScratch, MlpScratch};
 use crate::weights::{Cursor, Weights, WeightsLen};
@@ -362,6 +363,7 @@ fn check_block(d: &BlockDims, strip: usize, wts: &BlockWeights<'_>) -> Result<()
 /// any band runs; then the bands can run in parallel and give exactly the result of
 /// [`block_forward`]. With `y0 = 0, y1 = h` the below-band rows are not needed, and
 /// [`block_scratch_len`] suffices.
+#[doc(hidden)]
 pub fn block_prepare_band(
     kern: Kernels,
     d: BlockDims,
@@ -414,6 +416,7 @@ fn band_end(d: &BlockDims, x_band: &[f32], y0: usize) -> Result<Option<usize>, E
 
 /// Second half of a band (see [`block_prepare_band`]): runs rows `y0..y0 + rows` of the
 /// block in place on `x_band`, which holds exactly those rows.
+#[doc(hidden)]
 pub fn block_run_band(
     kern: Kernels,
     d: BlockDims,
@@ -456,6 +459,7 @@ pub fn block_run_band(
 /// ([`crate::arch::grouped_mlp`]): `x = x + gamma1 ⊙ QDW(LN1(x))` in place, then `LN2(x)` of
 /// the band's rows into `ln2_out`. Prepare the band with [`block_prepare_band`] at strip 1;
 /// `scratch` needs its scratch at strip 1.
+#[doc(hidden)]
 pub fn block_qdw_band(
     kern: Kernels,
     d: BlockDims,
@@ -498,6 +502,7 @@ pub fn block_qdw_band(
 /// slice (quantised per pixel and slice, so each slice's int32 sums are dequantised with
 /// their own scale).
 #[allow(clippy::too_many_arguments)]
+#[doc(hidden)]
 pub fn mlp_group(
     kern: Kernels,
     (c, e): (usize, usize),

@@ -165,7 +165,7 @@ impl FileLayout {
         }
     }
 
-    /// The layout [`write`] gives `weights` of `arch` with `meta_len` bytes of metadata.
+    /// The layout [`write()`] gives `weights` of `arch` with `meta_len` bytes of metadata.
     pub const fn for_weights(
         arch: &Arch<'_>,
         weights: &Weights<'_>,
@@ -328,6 +328,22 @@ fn float_section<'a>(
 }
 
 /// A parsed model file: everything borrows from the file's bytes.
+///
+/// ```
+/// use quadra_core::{arch::presets, format::{self, FileLayout}, MatData, QnetFile, Weights};
+/// let arch = presets::quadranet25(16);
+/// let len = arch.weights_len();
+/// let (vecs, mats) = (vec![0.01f32; len.vecs], vec![0.01f32; len.mats]);
+/// let weights = Weights { vecs: &vecs, mats: MatData::F32(&mats) };
+/// let n = FileLayout::for_weights(&arch, &weights, 2).len;
+/// let mut buf = vec![0u8; n + 64];
+/// let at = buf.as_ptr().align_offset(64); // the parser wants 64-byte aligned bytes
+/// format::write(&arch, weights, "{}", &mut buf[at..at + n])?;
+/// let file = QnetFile::parse(&buf[at..at + n])?; // zero-copy: views into `buf`
+/// assert_eq!((file.arch, file.meta), (arch, "{}"));
+/// let model = file.model()?;
+/// # Ok::<(), quadra_core::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct QnetFile<'a> {
     /// The architecture (its block tables point into the file).

@@ -71,6 +71,13 @@ impl fmt::Display for Isa {
 
 /// A token for running kernels of one ISA. Holding one proves the CPU supports its ISA
 /// (and, when [`Kernels::int8_dot`] is set, its int8 dot-product extension).
+///
+/// ```
+/// use quadra_core::{Isa, Kernels};
+/// let best = Kernels::detect(); // CPUID on x86 (no std needed), NEON on aarch64
+/// println!("running the {} kernels", best.describe()); // e.g. "avx512+vnni"
+/// assert_eq!(Kernels::scalar().isa(), Isa::Scalar); // the reference, always there
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Kernels {
     isa: Isa,

@@ -29,7 +29,16 @@
 //! | AVX-512F | 6 x 64 | 7 | `target_feature = "avx512f"` |
 //! | NEON | 5 x 16 | 7 | `target_arch = "aarch64"` |
 //!
-//! [`Kernels::compiled`] picks from compile-time features; `quadra-cpu` detects at run time.
+//! [`Kernels::compiled`] picks from compile-time features, [`Kernels::detect`] by CPUID
+//! without std; `quadra-cpu` detects at run time with std.
+//!
+//! ## The stable surface
+//!
+//! [`Model`] over an [`Arch`] and [`Weights`], sized by [`Arch::arena_len`] (or
+//! [`Model::arena_len`]) and run with [`Kernels`] through an [`Executor`]; [`QnetFile`] to
+//! parse a model file; the static-shaped [`QuadraDwConv`] and [`QuadraBlock`]. Items marked
+//! hidden (the `kernels`, `plan` and `math` modules, the band and packing functions) are
+//! internals shared with the other crates of this workspace.
 #![no_std]
 #![deny(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -43,9 +52,15 @@ pub mod error;
 pub mod exec;
 pub mod format;
 pub mod isa;
+// Internals: public so that quadra-cpu, the tools, the tests and the benches reach the
+// kernels and the packing directly, hidden from the documented API, which may change them
+// without notice. The types users need are re-exported below.
+#[doc(hidden)]
 pub mod kernels;
+#[doc(hidden)]
 pub mod math;
 pub mod net;
+#[doc(hidden)]
 pub mod plan;
 pub mod weights;
 

@@ -17,6 +17,15 @@ enum Bytes {
 }
 
 /// A validated `.qnet` model held as its bytes (see the module docs).
+///
+/// ```no_run
+/// use quadra_cpu::{file::ModelFile, Network};
+/// let file = ModelFile::open("m.qnet")?; // mapped read-only, checksum and values checked
+/// assert!(file.is_mapped());
+/// println!("{} bytes, {:?}", file.bytes().len(), file.parsed()?.dtype());
+/// let net = Network::from_file(file)?; // runs on the mapped bytes
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct ModelFile {
     bytes: Bytes,
     source: String,

@@ -68,6 +68,16 @@ pub enum RunError {
 }
 
 /// A loaded network: architecture, packed weights, kernel path and thread pool.
+///
+/// ```no_run
+/// use quadra_cpu::{ndarray::Array4, Layout, Network};
+/// let net = Network::load("m.qnet")?.with_threads(4)?; // mapped, validated once
+/// println!("{} kernels, {} threads", net.kernels().describe(), net.threads());
+/// let batch = Array4::<f32>::zeros((8, 3, 224, 224)); // NCHW, as PyTorch holds it
+/// let logits = net.forward_nchw(batch.view())?; // [8, num_classes]
+/// let features = net.features(batch.view(), Layout::Nchw)?; // [8, dims[3]]
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Network {
     config: ArchConfig,
     store: Arc<Store>,
@@ -104,6 +114,7 @@ impl Store {
 
 /// Parses an input size given as `224` or `224x160` (H x W) for command lines; sizes
 /// under 32 (QuadraNet downsamples by 32) are refused.
+#[doc(hidden)]
 pub fn parse_input_size(s: &str) -> Result<(usize, usize), String> {
     let (h, w) = s.split_once('x').unwrap_or((s, s));
     let p = |v: &str| {
@@ -126,12 +137,14 @@ pub fn parse_input_size(s: &str) -> Result<(usize, usize), String> {
 }
 
 /// Largest file read as a model, checkpoint or input (16 GiB).
+#[doc(hidden)]
 pub const MAX_FILE_BYTES: u64 = 16 << 30;
 
 /// Reads a whole regular file of at most [`MAX_FILE_BYTES`]: a FIFO or a device (which
 /// could block forever or never end, like `/dev/zero`) and a directory are refused, as is
 /// a file that grows past the limit while it is read. The error says why; the caller
 /// names the path (as for any I/O error).
+#[doc(hidden)]
 pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>, std::io::Error> {
     use std::io::{Error, ErrorKind, Read};
     let meta = std::fs::metadata(path)?;
@@ -165,12 +178,15 @@ pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>, std::io::Error> {
 
 /// Largest input side the command lines take: an 8192x8192 image is 768 MiB of f32
 /// before any layer (the core itself stops at `quadra_core::arch::MAX_SIDE`).
+#[doc(hidden)]
 pub const MAX_INPUT_SIDE: usize = 8192;
 
 /// Most threads the command lines take.
+#[doc(hidden)]
 pub const MAX_THREADS: usize = 1024;
 
 /// Parses a count that must be at least 1 (timed runs, images) for command lines.
+#[doc(hidden)]
 pub fn parse_count(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
@@ -180,6 +196,7 @@ pub fn parse_count(s: &str) -> Result<usize, String> {
 }
 
 /// Parses a thread count for command lines: 1 to [`MAX_THREADS`].
+#[doc(hidden)]
 pub fn parse_threads(s: &str) -> Result<usize, String> {
     match parse_count(s)? {
         n if n > MAX_THREADS => Err(format!("{n} threads: at most {MAX_THREADS}")),
@@ -191,6 +208,7 @@ pub fn parse_threads(s: &str) -> Result<usize, String> {
 /// program quietly with the conventional status 141 (128 + SIGPIPE) instead of a panic:
 /// Rust ignores SIGPIPE, so `print!` panics on the broken pipe. Call first in `main`;
 /// every other panic still reaches the previous hook.
+#[doc(hidden)]
 pub fn exit_quietly_on_broken_pipe() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -208,6 +226,7 @@ pub fn exit_quietly_on_broken_pipe() {
 }
 
 /// Parses a weight dtype name (`f32`, `f16`, `int8`, `w8a8`) for command lines.
+#[doc(hidden)]
 pub fn parse_dtype(s: &str) -> Result<quadra_core::Dtype, String> {
     quadra_core::Dtype::from_name(s).ok_or_else(|| {
         format!("unknown dtype '{s}': use f32, f16, int8 (weight-only) or w8a8 (int8 compute)")

@@ -132,7 +132,7 @@ impl Session {
         self.batch * self.hwc.len()
     }
 
-    /// Floats `run` gives: batch x (num_classes, or dims[3] for features).
+    /// Floats `run` gives: batch x (num_classes, or `dims[3]` for features).
     pub fn output_len(&self) -> usize {
         self.out.len()
     }

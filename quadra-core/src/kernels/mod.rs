@@ -7,7 +7,7 @@
 //!   (bias, bias+GELU, or gamma-scaled residual add) applied while the tile is in registers.
 //!
 //! [`scalar`] is the reference and source of truth; `x86_avx2`, `x86_avx512` and
-//! `aarch64_neon` instantiate the single generic SIMD body in [`simd`] for their ISA.
+//! `aarch64_neon` instantiate the single generic SIMD body in `simd` for their ISA.
 //! The safe functions here validate every length, then dispatch on the [`Kernels`] token.
 
 /// The ISA dispatch, written once: `leaf!(kern, f(args..), scalar)` calls `f` in the leaf

@@ -1,5 +1,5 @@
 //! The whole network: the packed weight layout, packing from PyTorch's state_dict
-//! ([`pack`]), quantisation ([`quant`]), band scheduling ([`bands`]), and here the model and
+//! (`pack`), quantisation (`quant`), band scheduling (`bands`), and here the model and
 //! its forward pass over one caller-provided arena.
 
 use crate::arch::{Arch, BlockSpec, Plan, MAX_SIDE};
@@ -15,8 +15,11 @@ mod pack;
 mod quant;
 
 use bands::{bands_of, finish};
+#[doc(hidden)]
 pub use bands::{run_block, run_block_scratch, run_block_scratch_for};
+#[doc(hidden)]
 pub use pack::{pack_float_blocks, pack_model, pack_tensor, visit_tensors, Packing, TensorSlot};
+#[doc(hidden)]
 pub use quant::{check_scales, quantize_model, quantize_slot, MatDataMut, QuantError, MAX_SCALE};
 
 /// A layer of the network, reported by [`Model::forward_observed`] as it completes.
@@ -42,7 +45,21 @@ pub enum Layer {
     Head,
 }
 
-/// A network ready to run: an architecture and its packed weights.
+/// A network ready to run: an architecture and its packed weights (see the crate example
+/// for a whole forward pass).
+///
+/// ```
+/// use quadra_core::{arch::presets, Kernels, MatData, Model, Serial, Weights};
+/// let arch = presets::quadranet25(16);
+/// let len = arch.weights_len();
+/// let (vecs, mats) = (vec![0.01f32; len.vecs], vec![0.01f32; len.mats]);
+/// let model = Model::new(arch, Weights { vecs: &vecs, mats: MatData::F32(&mats) })?;
+/// let (h, w) = (32, 32);
+/// let mut arena = vec![0.0f32; model.arena_len(h, w, 1)];
+/// let mut features = vec![0.0f32; 128];
+/// model.forward_features(&Serial, Kernels::detect(), &vec![0.5; h * w * 3], h, w, &mut arena, &mut features)?;
+/// # Ok::<(), quadra_core::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct Model<'a> {
     arch: Arch<'a>,
