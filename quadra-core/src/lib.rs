@@ -50,6 +50,7 @@ pub mod arch;
 pub mod block;
 pub mod error;
 pub mod exec;
+pub mod fixed;
 pub mod format;
 pub mod isa;
 // Internals: public so that quadra-cpu, the tools, the tests and the benches reach the
@@ -70,9 +71,10 @@ mod tests;
 mod tests_q8;
 
 pub use arch::{Arch, BlockSpec, Stage};
-pub use block::{default_strip_for, QuadraBlock, QuadraDwConv};
+pub use block::default_strip_for;
 pub use error::Error;
 pub use exec::{Executor, Serial};
+pub use fixed::{QuadraBlock, QuadraDwConv};
 pub use format::QnetFile;
 pub use isa::{Isa, Kernels};
 pub use kernels::{Dtype, MatData};

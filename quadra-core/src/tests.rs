@@ -975,7 +975,7 @@ fn errors_name_the_problem() {
 
 #[test]
 fn static_types_agree_with_dynamic() {
-    use crate::block::{QuadraBlock, QuadraDwConv};
+    use crate::fixed::{QuadraBlock, QuadraDwConv};
     const C: usize = 9;
     let mut rng = Rng::new(8);
     let spec = BlockSpec::quadra(5, 2);
