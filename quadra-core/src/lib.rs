@@ -67,8 +67,6 @@ pub mod weights;
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_q8;
 
 pub use arch::{Arch, BlockSpec, Stage};
 pub use block::default_strip_for;

@@ -4,12 +4,12 @@
 use std::vec;
 use std::vec::Vec;
 
+use super::{available, available_q8, cosine, AlignedBuf, Rng, SplitReverse, StateDict};
 use crate::arch::{Arch, BlockSpec, Stage};
 use crate::isa::Kernels;
 use crate::kernels::q8::{self, QRows, QRowsMut};
 use crate::kernels::{Dtype, Epilogue, MatData, MatMut, PackedB, PANEL};
 use crate::net::{quantize_model, MatDataMut, Model};
-use crate::tests::{available, available_q8, cosine, AlignedBuf, Rng, SplitReverse, StateDict};
 use crate::weights::Weights;
 
 /// Owned quantised rows.

@@ -1,0 +1,48 @@
+//! Which kernel path runs: the no_std CPUID detection against std's, the compile-time choice.
+
+use super::*;
+use crate::isa::{Isa, Kernels};
+
+#[test]
+fn no_std_detection_agrees_with_std_detection() {
+    // `Kernels::detect` (CPUID/XGETBV, no std) picks what std's feature detection makes
+    // the best path of `available()`, int8 extension included.
+    let best = *available().last().unwrap();
+    let got = Kernels::detect();
+    assert_eq!(got.isa(), best.isa(), "detect() chose {}", got.describe());
+    if cfg!(target_arch = "x86_64") {
+        // CPUID finds the VNNI extension as std does.
+        assert_eq!(
+            got.int8_dot(),
+            best.int8_dot(),
+            "detect() chose {}",
+            got.describe()
+        );
+    } else {
+        // Elsewhere detect() is the compile-time choice: DotProd only if built with it.
+        assert_eq!(got, Kernels::compiled());
+    }
+}
+
+#[test]
+fn compiled_kernels_follow_target_features() {
+    // Built with `-C target-feature=+avx2,+fma,+f16c` (CI does), the no_std selection must not
+    // silently fall back to scalar.
+    let want = if cfg!(all(target_arch = "x86_64", target_feature = "avx512f")) {
+        Isa::Avx512
+    } else if cfg!(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    )) {
+        Isa::Avx2
+    } else if cfg!(all(target_arch = "aarch64", target_feature = "neon")) {
+        Isa::Neon
+    } else {
+        Isa::Scalar
+    };
+    assert_eq!(Kernels::compiled().isa(), want);
+    if let Ok(expect) = std::env::var("QUADRA_EXPECT_COMPILED") {
+        assert_eq!(Kernels::compiled().isa().name(), expect);
+    }
+}
