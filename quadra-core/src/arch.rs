@@ -3,14 +3,54 @@
 //! weight count, arena size, FLOPs — as `const fn`s, so firmware can size `static`s.
 
 use crate::error::Error;
-use crate::kernels::{Dtype, QdwWeights};
+use crate::kernels::{Dtype, PackedB, QdwWeights};
+use crate::pad::{mat_pad, vec_pad};
 pub use crate::plan::{block_scratch_len, block_scratch_len_for};
 #[doc(hidden)]
 pub use crate::plan::{
     block_scratch_split, default_strip, grouped_mlp, grouped_scratch_len, hidden_chunk,
     mlp_scratch_len, HIDDEN_CHUNK, MLP_GROUPS, STRIP_BUDGET,
 };
-use crate::weights::{mat_pad, vec_pad, WeightsLen};
+
+/// Element counts of the two weight streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct WeightsLen {
+    /// f32 vector stream length, in floats.
+    pub vecs: usize,
+    /// Matrix stream length, in elements.
+    pub mats: usize,
+}
+
+impl WeightsLen {
+    /// Component-wise sum.
+    pub const fn add(self, o: WeightsLen) -> WeightsLen {
+        WeightsLen {
+            vecs: self.vecs + o.vecs,
+            mats: self.mats + o.mats,
+        }
+    }
+
+    /// One GEMM weight: its panels and its column scales.
+    pub const fn gemm(k: usize, n: usize) -> WeightsLen {
+        WeightsLen {
+            vecs: vec_pad(n),
+            mats: mat_pad(PackedB::packed_len(k, n)),
+        }
+    }
+
+    /// `count` vectors of `n` floats.
+    pub const fn vecs(count: usize, n: usize) -> WeightsLen {
+        WeightsLen {
+            vecs: count * vec_pad(n),
+            mats: 0,
+        }
+    }
+
+    /// Bytes when the matrices are stored as `dtype`.
+    pub const fn bytes(self, dtype: Dtype) -> usize {
+        self.vecs * 4 + self.mats * dtype.size()
+    }
+}
 
 /// One block of a stage: a QuadraBlock with kernel `kernel` and expansion `expansion`, or an
 /// identity (`kernel == 0`), which keeps its index and has no weights.

@@ -61,6 +61,7 @@ pub mod kernels;
 #[doc(hidden)]
 pub mod math;
 pub mod net;
+mod pad;
 #[doc(hidden)]
 pub mod plan;
 pub mod weights;

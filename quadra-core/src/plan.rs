@@ -9,7 +9,7 @@
 
 use crate::error::{Buffer, Error};
 use crate::kernels::{q8, qdw_row_len};
-use crate::weights::vec_pad;
+use crate::pad::vec_pad;
 
 /// Hidden channels computed at a time: PW1 produces this many hidden channels for a whole
 /// strip, PW2 adds their contribution into the residual, then the next slice. The hidden

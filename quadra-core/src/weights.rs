@@ -9,63 +9,11 @@
 //! [`VEC_ALIGN`] floats, matrices to [`MAT_ALIGN`] elements.
 
 use crate::arch::Arch;
+pub use crate::arch::WeightsLen;
 use crate::error::{Buffer, Error};
-use crate::kernels::{Dtype, MatData, PackedB, QdwWeights};
-
-/// Vector padding, in floats (64 bytes).
-pub const VEC_ALIGN: usize = 16;
-/// Matrix padding, in elements (at least 64 bytes for every dtype).
-pub const MAT_ALIGN: usize = 64;
-
-/// `n` rounded up to [`VEC_ALIGN`].
-pub const fn vec_pad(n: usize) -> usize {
-    n.div_ceil(VEC_ALIGN) * VEC_ALIGN
-}
-
-/// `n` rounded up to [`MAT_ALIGN`].
-pub const fn mat_pad(n: usize) -> usize {
-    n.div_ceil(MAT_ALIGN) * MAT_ALIGN
-}
-
-/// Element counts of the two weight streams.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct WeightsLen {
-    /// f32 vector stream length, in floats.
-    pub vecs: usize,
-    /// Matrix stream length, in elements.
-    pub mats: usize,
-}
-
-impl WeightsLen {
-    /// Component-wise sum.
-    pub const fn add(self, o: WeightsLen) -> WeightsLen {
-        WeightsLen {
-            vecs: self.vecs + o.vecs,
-            mats: self.mats + o.mats,
-        }
-    }
-
-    /// One GEMM weight: its panels and its column scales.
-    pub const fn gemm(k: usize, n: usize) -> WeightsLen {
-        WeightsLen {
-            vecs: vec_pad(n),
-            mats: mat_pad(PackedB::packed_len(k, n)),
-        }
-    }
-
-    /// `count` vectors of `n` floats.
-    pub const fn vecs(count: usize, n: usize) -> WeightsLen {
-        WeightsLen {
-            vecs: count * vec_pad(n),
-            mats: 0,
-        }
-    }
-
-    /// Bytes when the matrices are stored as `dtype`.
-    pub const fn bytes(self, dtype: Dtype) -> usize {
-        self.vecs * 4 + self.mats * dtype.size()
-    }
-}
+pub use crate::kernels::FloatBlocks;
+use crate::kernels::{MatData, PackedB, QdwWeights};
+pub use crate::pad::{mat_pad, vec_pad, MAT_ALIGN, VEC_ALIGN};
 
 /// A network's weights: the f32 vector stream and the matrix stream.
 #[derive(Clone, Copy, Debug)]
@@ -86,58 +34,8 @@ impl Weights<'_> {
     }
 }
 
-/// The parts of a w8a8 model kept in f32 (mixed precision, chosen by `quadra convert
-/// --min-cosine`): a bitmap (bit `u % 8` of byte `u / 8` for unit `u`) whose bit 0 stands
-/// for the stem, downsample and head layers and bit `1 + i` for quadratic (non-identity)
-/// block `i` in network order, and an f32 stream holding the flagged units' matrices as
-/// the f32 kernels read them, in network order, each followed by its (unit) scales: the
-/// stem conv, each block's QDW taps, PW1 and PW2 panels ([`FloatBlocks::block_len`]), each
-/// downsample conv, the head. Their int8 copies stay in the int8 stream (unused), so every
-/// other tensor keeps its place.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct FloatBlocks<'a> {
-    /// Bitmap over the units (bit 0 the other layers, bit `1 + i` block `i`); empty when
-    /// none is float.
-    pub flags: &'a [u8],
-    /// The flagged blocks' f32 pointwise weights.
-    pub mats: &'a [f32],
-}
-
-impl FloatBlocks<'static> {
-    /// No block kept in f32: every pointwise GEMM computes in int8.
-    pub const NONE: FloatBlocks<'static> = FloatBlocks {
-        flags: &[],
-        mats: &[],
-    };
-}
-
+/// The parts of [`FloatBlocks`] that depend on the architecture and the stream layout.
 impl FloatBlocks<'_> {
-    /// Is quadratic block `i` (counted over non-identity blocks) kept in f32?
-    pub fn is_float(&self, i: usize) -> bool {
-        self.bit(1 + i)
-    }
-
-    /// Are the stem, downsample and head layers kept in f32?
-    pub fn layers_float(&self) -> bool {
-        self.bit(0)
-    }
-
-    fn bit(&self, u: usize) -> bool {
-        self.flags
-            .get(u / 8)
-            .is_some_and(|b| (b >> (u % 8)) & 1 == 1)
-    }
-
-    /// Bitmap bytes for `arch`: one bit for the layers and one per quadratic block.
-    pub const fn flags_len(arch: &Arch<'_>) -> usize {
-        (arch.quadratic_blocks() + 1).div_ceil(8)
-    }
-
-    /// How many units (the layers, blocks) are kept in f32.
-    pub fn count(&self) -> usize {
-        self.flags.iter().map(|b| b.count_ones() as usize).sum()
-    }
-
     /// f32 floats one block of width `c`, kernel `k` and expansion `e` holds in the stream.
     pub const fn block_len(c: usize, k: usize, e: usize) -> usize {
         mat_pad(QdwWeights::taps_len(k, c))
@@ -146,6 +44,11 @@ impl FloatBlocks<'_> {
             + vec_pad(e * c)
             + WeightsLen::gemm(e * c, c).mats
             + vec_pad(c)
+    }
+
+    /// Bitmap bytes for `arch`: one bit for the layers and one per quadratic block.
+    pub const fn flags_len(arch: &Arch<'_>) -> usize {
+        (arch.quadratic_blocks() + 1).div_ceil(8)
     }
 
     /// Length of the f32 stream the units `flags` marks need in `arch`.

@@ -54,10 +54,11 @@ pub(crate) mod x86_avx512;
 
 use crate::error::{Buffer, Error};
 use crate::isa::{Isa, Kernels};
-use crate::weights::FloatBlocks;
 
 pub(crate) use types::strided_len;
-pub use types::{Dtype, Epilogue, MatData, MatMut, MatRef, PackedB, QdwWeights, CBLOCK, MAX_K};
+pub use types::{
+    Dtype, Epilogue, FloatBlocks, MatData, MatMut, MatRef, PackedB, QdwWeights, CBLOCK, MAX_K,
+};
 
 /// Width of a packed weight panel, in columns. Every ISA reads the same packed layout.
 pub const PANEL: usize = 16;

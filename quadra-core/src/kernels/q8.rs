@@ -33,7 +33,7 @@ use super::simd::{self, EpiPtrs, Simd, TILE_COLS};
 use super::{check_len, strided_len, Epilogue, Kernels, MatMut, PackedB, PANEL};
 use crate::error::{Buffer, Error};
 use crate::isa::Isa;
-use crate::weights::vec_pad;
+use crate::pad::vec_pad;
 
 /// Largest inner dimension of an int8 GEMM: the int32 sums stay exact up to here.
 pub const MAX_K: usize = 1 << 17;

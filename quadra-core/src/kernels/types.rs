@@ -473,3 +473,51 @@ pub const MAX_K: usize = 7;
 
 /// Channels per block of a QDW input row (see [`qdw_row`]).
 pub const CBLOCK: usize = 16;
+
+/// The parts of a w8a8 model kept in f32 (mixed precision, chosen by `quadra convert
+/// --min-cosine`): a bitmap (bit `u % 8` of byte `u / 8` for unit `u`) whose bit 0 stands
+/// for the stem, downsample and head layers and bit `1 + i` for quadratic (non-identity)
+/// block `i` in network order, and an f32 stream holding the flagged units' matrices as
+/// the f32 kernels read them, in network order, each followed by its (unit) scales: the
+/// stem conv, each block's QDW taps, PW1 and PW2 panels ([`FloatBlocks::block_len`]), each
+/// downsample conv, the head. Their int8 copies stay in the int8 stream (unused), so every
+/// other tensor keeps its place.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct FloatBlocks<'a> {
+    /// Bitmap over the units (bit 0 the other layers, bit `1 + i` block `i`); empty when
+    /// none is float.
+    pub flags: &'a [u8],
+    /// The flagged blocks' f32 pointwise weights.
+    pub mats: &'a [f32],
+}
+
+impl FloatBlocks<'static> {
+    /// No block kept in f32: every pointwise GEMM computes in int8.
+    pub const NONE: FloatBlocks<'static> = FloatBlocks {
+        flags: &[],
+        mats: &[],
+    };
+}
+
+impl FloatBlocks<'_> {
+    /// Is quadratic block `i` (counted over non-identity blocks) kept in f32?
+    pub fn is_float(&self, i: usize) -> bool {
+        self.bit(1 + i)
+    }
+
+    /// Are the stem, downsample and head layers kept in f32?
+    pub fn layers_float(&self) -> bool {
+        self.bit(0)
+    }
+
+    pub(crate) fn bit(&self, u: usize) -> bool {
+        self.flags
+            .get(u / 8)
+            .is_some_and(|b| (b >> (u % 8)) & 1 == 1)
+    }
+
+    /// How many units (the layers, blocks) are kept in f32.
+    pub fn count(&self) -> usize {
+        self.flags.iter().map(|b| b.count_ones() as usize).sum()
+    }
+}
