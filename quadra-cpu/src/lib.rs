@@ -20,6 +20,7 @@ pub mod config;
 pub mod dispatch;
 pub mod file;
 mod gang;
+pub mod preprocess;
 mod session;
 pub mod weights;
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use ndarray::Array4;
 use quadra_core::Isa;
+use quadra_cpu::preprocess::{load_rgb8, Preprocess};
 use quadra_cpu::{dispatch, Network};
 
 #[derive(clap::Args)]
@@ -15,13 +16,27 @@ pub struct Args {
     /// Input batch: float32 .npy, NCHW `[N, in_chans, H, W]`.
     #[arg(long, requires = "output", conflicts_with = "image")]
     input: Option<PathBuf>,
-    /// Where to write the logits: float32 .npy `[N, num_classes]`.
+    /// Where to write the logits: float32 .npy `[N, num_classes]` (with --image too, one
+    /// row per image in order).
     #[arg(long)]
     output: Option<PathBuf>,
-    /// Image files (PNG, JPEG): ImageNet preprocessing (shorter side 256, centre crop 224,
-    /// mean/std), then the top classes are printed.
+    /// Image files (PNG, JPEG; EXIF orientation applied), preprocessed as torchvision's
+    /// Resize(--resize) + CenterCrop(--input-size) + ToTensor + Normalize(--mean, --std),
+    /// Pillow's bilinear resize to the bit; then the top classes are printed.
     #[arg(long, num_args = 1.., required_unless_present = "input")]
     image: Vec<PathBuf>,
+    /// With --image: the model's input size (the centre crop), `224` or `HxW`.
+    #[arg(long, default_value = "224", value_parser = quadra_cpu::parse_input_size)]
+    input_size: (usize, usize),
+    /// With --image: the shorter side after resizing [default: 8/7 of the input size, 256 for 224].
+    #[arg(long)]
+    resize: Option<usize>,
+    /// With --image: per-channel mean subtracted after scaling to 0..1.
+    #[arg(long, default_value = "0.485,0.456,0.406", value_parser = three)]
+    mean: [f32; 3],
+    /// With --image: per-channel standard deviation divided by.
+    #[arg(long, default_value = "0.229,0.224,0.225", value_parser = three)]
+    std: [f32; 3],
     /// Threads (a private pool).
     #[arg(long, default_value_t = 1, value_parser = quadra_cpu::parse_threads)]
     threads: usize,
@@ -34,52 +49,15 @@ pub struct Args {
     top: usize,
 }
 
-const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-const STD: [f32; 3] = [0.229, 0.224, 0.225];
-
-/// Largest image side, before and after the resize.
-const MAX_IMAGE_SIDE: u32 = 16384;
-/// Most pixels an image may have (a 64-megapixel RGB image decodes to 192 MiB).
-const MAX_IMAGE_PIXELS: u64 = 64 << 20;
-
-/// Standard ImageNet evaluation preprocessing into one NCHW image.
-fn preprocess(path: &std::path::Path) -> Result<Array4<f32>> {
-    let shown = path.display();
-    let bytes = quadra_cpu::read_file(path).with_context(|| format!("cannot read {shown}"))?;
-    let reader = || {
-        image::ImageReader::new(std::io::Cursor::new(&bytes[..]))
-            .with_guessed_format()
-            .with_context(|| format!("cannot read image {shown}"))
-    };
-    // The header's size first: a few hundred bytes can claim gigapixels.
-    let (w, h) = reader()?
-        .into_dimensions()
-        .with_context(|| format!("cannot decode image {shown}"))?;
-    if w == 0 || h == 0 {
-        bail!("{shown}: empty image");
-    }
-    if w.max(h) > MAX_IMAGE_SIDE || w as u64 * h as u64 > MAX_IMAGE_PIXELS {
-        bail!("{shown}: {w}x{h} pixels, more than {MAX_IMAGE_SIDE} a side or {MAX_IMAGE_PIXELS} in all");
-    }
-    let img = reader()?
-        .decode()
-        .with_context(|| format!("cannot decode image {shown}"))?;
-    let scale = 256.0 / w.min(h) as f64;
-    let (nw, nh) = (
-        ((w as f64 * scale).round() as u32).max(224),
-        ((h as f64 * scale).round() as u32).max(224),
-    );
-    if nw.max(nh) > MAX_IMAGE_SIDE {
-        bail!("{shown}: {w}x{h} is too elongated: 256 on the short side makes it {nw}x{nh}");
-    }
-    let rgb = img
-        .resize_exact(nw, nh, image::imageops::FilterType::Triangle)
-        .to_rgb8();
-    let (x0, y0) = ((nw - 224) / 2, (nh - 224) / 2);
-    Ok(Array4::from_shape_fn((1, 3, 224, 224), |(_, c, y, x)| {
-        let p = rgb.get_pixel(x0 + x as u32, y0 + y as u32).0[c] as f32 / 255.0;
-        (p - MEAN[c]) / STD[c]
-    }))
+/// Parses three comma-separated floats (`0.485,0.456,0.406`).
+fn three(s: &str) -> Result<[f32; 3], String> {
+    let v: Vec<f32> = s
+        .split(',')
+        .map(|x| x.trim().parse::<f32>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("'{s}' is not three comma-separated numbers"))?;
+    v.try_into()
+        .map_err(|_| format!("'{s}' is not three comma-separated numbers"))
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -115,22 +93,42 @@ pub fn run(a: Args) -> Result<()> {
             net.config().in_chans
         );
     }
+    let (ch, cw) = a.input_size;
+    let prep = Preprocess {
+        resize: a.resize.unwrap_or(ch.max(cw) * 8 / 7),
+        crop: (ch, cw),
+        mean: a.mean,
+        std: a.std,
+    };
+    let mut rows = Vec::new();
     for path in &a.image {
-        let x = preprocess(path)?;
+        let (rgb, w, h) = load_rgb8(path)?;
+        let x = prep
+            .rgb8(&rgb, w, h)
+            .with_context(|| format!("{}", path.display()))?;
+        let x = Array4::from_shape_vec((1, 3, ch, cw), x).expect("rgb8 gives 3 x crop floats");
         let y = net.forward_nchw(x.view())?;
         let logits = y.row(0).to_vec();
         let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let z: f32 = logits.iter().map(|v| (v - m).exp()).sum();
         let mut idx: Vec<usize> = (0..logits.len()).collect();
         idx.sort_by(|&i, &j| logits[j].total_cmp(&logits[i]));
-        println!("{}:", path.display());
+        println!("{} ({w}x{h}):", path.display());
         for &i in idx.iter().take(a.top) {
             println!(
-                "  class {i:5}  p = {:.4}  logit {:.3}",
+                "  class {i:5}  p = {:.6}  logit {:.7e}",
                 (logits[i] - m).exp() / z,
                 logits[i]
             );
         }
+        rows.extend(logits);
+    }
+    if let Some(out) = &a.output {
+        let n = a.image.len();
+        let y = ndarray::Array2::from_shape_vec((n, rows.len() / n), rows)
+            .expect("one row of logits per image");
+        crate::npy::write_2d(out, &y)?;
+        println!("wrote {} {:?}", out.display(), y.shape());
     }
     Ok(())
 }

@@ -794,4 +794,74 @@ fn images_are_bounded_before_decoding_and_resizing() {
         .unwrap();
     let out = ok(&["infer", "--model", p(&m), "--image", p(&fine)]);
     assert!(out.contains("class"), "{out}");
+    // --output is honoured with --image (one row per image), other input sizes, resizes and
+    // mean/std are taken, and bad ones are named.
+    let y = dir.join("y.npy");
+    let out = ok(&[
+        "infer",
+        "--model",
+        p(&m),
+        "--image",
+        p(&fine),
+        p(&fine),
+        "--input-size",
+        "96x128",
+        "--resize",
+        "160",
+        "--mean",
+        "0.5,0.5,0.5",
+        "--std",
+        "0.25,0.25,0.25",
+        "--top",
+        "2",
+        "--output",
+        p(&y),
+    ]);
+    assert!(out.contains("wrote") && out.contains("[2, 1000]"), "{out}");
+    let logits: ndarray::Array2<f32> = ndarray_npy::read_npy(&y).unwrap();
+    assert_eq!(logits.dim(), (2, 1000));
+    assert!(logits.iter().all(|v| v.is_finite()) && logits.row(0) == logits.row(1));
+    // A malformed value is clap's usage error (status 2), naming the option.
+    let bad = Command::new(env!("CARGO_BIN_EXE_quadra"))
+        .args([
+            "infer",
+            "--model",
+            p(&m),
+            "--image",
+            p(&fine),
+            "--mean",
+            "0.5,0.5",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--mean") && err.contains("'0.5,0.5' is not three comma-separated numbers"),
+        "{err}"
+    );
+    fails(
+        &[
+            "infer",
+            "--model",
+            p(&m),
+            "--image",
+            p(&fine),
+            "--std",
+            "1,0,1",
+        ],
+        &["channel 1", "std above zero"],
+    );
+    fails(
+        &[
+            "infer",
+            "--model",
+            p(&m),
+            "--image",
+            p(&fine),
+            "--resize",
+            "100",
+        ],
+        &["does not fit", "resize 100"],
+    );
 }
