@@ -505,6 +505,14 @@ impl<'a> QnetFile<'a> {
         } else {
             FloatBlocks::NONE
         };
+        // The file ends where its layout does: bytes past the matrix stream would mean a
+        // dtype code that does not match the data (f32 data read as int8), or smuggled data.
+        let full = lay.with_float(float.flags.len(), float.mats.len());
+        if bytes.len() != full.len || rd64(bytes, 116) != full.float as u64 {
+            return Err(Error::Format(
+                "the file does not end where its layout does (a dtype that does not match the data, or trailing bytes)",
+            ));
+        }
         // SAFETY: f32, u16 and i8 accept every bit pattern.
         let weights = unsafe {
             Weights {

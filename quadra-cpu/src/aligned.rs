@@ -29,6 +29,16 @@ impl<T: Copy + Default> AlignedVec<T> {
         AlignedVec { buf, off, len }
     }
 
+    /// `len` zeros, or `None` if the memory cannot be had (instead of aborting).
+    pub fn try_zeros(len: usize) -> Option<Self> {
+        let pad = (64 / std::mem::size_of::<T>().max(1)).max(1);
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(len.checked_add(pad)?).ok()?;
+        buf.resize(len + pad, T::default());
+        let off = buf.as_ptr().align_offset(64).min(pad);
+        Some(AlignedVec { buf, off, len })
+    }
+
     /// A copy of `src`.
     pub fn from_slice(src: &[T]) -> Self {
         let mut v = Self::zeros(src.len());

@@ -222,11 +222,9 @@ impl StateDict {
     /// Checks every key against `arch` and packs the weights for the core as f32 streams.
     /// All problems (missing, unexpected, misshapen, non-finite) are reported together.
     pub fn pack(&self, arch: &Arch<'_>) -> Result<OwnedWeights, CheckpointError> {
-        let len = arch.weights_len();
-        let (mut vecs, mut mats) = (
-            AlignedVec::<f32>::zeros(len.vecs),
-            AlignedVec::<f32>::zeros(len.mats),
-        );
+        // Every key, shape and value first, without allocating: an architecture whose
+        // weights would take 80 GB is refused by its missing or misshapen tensors, not by
+        // an allocation that aborts.
         let mut problems = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
         visit_tensors::<quadra_core::Error>(arch, |slot| {
@@ -253,9 +251,8 @@ impl StateDict {
                     count: bad,
                     first: t.data.iter().position(|v| !v.is_finite()).unwrap_or(0),
                 });
-                return Ok(());
             }
-            pack_tensor(&slot, &t.data, &mut vecs, &mut mats)
+            Ok(())
         })?;
         for (name, t) in &self.tensors {
             if !seen.contains(name) {
@@ -265,16 +262,29 @@ impl StateDict {
                 });
             }
         }
-        if problems.is_empty() {
-            Ok(OwnedWeights {
-                vecs,
-                mats: OwnedMats::F32(mats),
-            })
-        } else {
-            Err(CheckpointError::Mismatch {
+        if !problems.is_empty() {
+            return Err(CheckpointError::Mismatch {
                 source_name: self.source.clone(),
                 problems,
-            })
+            });
         }
+        // Every tensor is present with its shape, so the streams are about as large as the
+        // checkpoint's values (plus alignment padding); still allocated fallibly.
+        let len = arch.weights_len();
+        let alloc = |n: usize| {
+            AlignedVec::<f32>::try_zeros(n).ok_or_else(|| CheckpointError::Format {
+                source_name: self.source.clone(),
+                msg: format!("cannot allocate {} bytes for the packed weights", n * 4),
+            })
+        };
+        let (mut vecs, mut mats) = (alloc(len.vecs)?, alloc(len.mats)?);
+        visit_tensors::<quadra_core::Error>(arch, |slot| match self.tensors.get(slot.name) {
+            Some(t) => pack_tensor(&slot, &t.data, &mut vecs, &mut mats),
+            None => Ok(()),
+        })?;
+        Ok(OwnedWeights {
+            vecs,
+            mats: OwnedMats::F32(mats),
+        })
     }
 }

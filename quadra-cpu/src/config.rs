@@ -225,6 +225,13 @@ impl ArchConfig {
                 None => vec![raw.kernel.unwrap_or(7); 4],
             };
             let e = raw.expansion.unwrap_or(4);
+            let total = depths.iter().try_fold(0usize, |t, &d| t.checked_add(d));
+            if total.is_none_or(|t| t > quadra_core::arch::MAX_BLOCKS) {
+                return Err(invalid(format!(
+                    "\"depths\" {depths:?}: at most {} blocks in all",
+                    quadra_core::arch::MAX_BLOCKS
+                )));
+            }
             let mut out: [Vec<BlockSpec>; 4] = Default::default();
             for s in 0..4 {
                 let spec = block(kernels[s], e, &format!("stage {s}"))?;

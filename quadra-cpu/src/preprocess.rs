@@ -257,6 +257,12 @@ pub fn load_rgb8(path: &std::path::Path) -> Result<(Vec<u8>, usize, usize), RunE
     let reader = image::ImageReader::new(std::io::Cursor::new(&bytes[..]))
         .with_guessed_format()
         .map_err(|e| RunError::Io(format!("cannot read {shown}: {e}")))?;
+    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_complete(&bytes) {
+        // The decoder fills a truncated scan with grey and says nothing.
+        return Err(RunError::Input(format!(
+            "cannot decode image {shown}: the JPEG is truncated (no end-of-image marker after its last scan)"
+        )));
+    }
     let mut decoder = reader.into_decoder().map_err(bad)?;
     let (w, h) = decoder.dimensions();
     if w == 0 || h == 0 {
@@ -273,6 +279,19 @@ pub fn load_rgb8(path: &std::path::Path) -> Result<(Vec<u8>, usize, usize), RunE
     let rgb = img.to_rgb8();
     let (w, h) = rgb.dimensions();
     Ok((rgb.into_raw(), w as usize, h as usize))
+}
+
+/// Does a JPEG stream end its last scan with an end-of-image marker (`FF D9`)? Markers
+/// cannot occur inside entropy-coded data (an `FF` there is followed by `00`), so the last
+/// start-of-scan (`FF DA`) is the main image's, and a complete file has `FF D9` after it
+/// (an EXIF thumbnail's own markers come before).
+#[cfg(feature = "image")]
+fn jpeg_complete(b: &[u8]) -> bool {
+    let find_last = |m: u8| b.windows(2).rposition(|w| w[0] == 0xFF && w[1] == m);
+    match (find_last(0xDA), find_last(0xD9)) {
+        (Some(sos), Some(eoi)) => eoi > sos,
+        _ => false,
+    }
 }
 
 #[cfg(test)]

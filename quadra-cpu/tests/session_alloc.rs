@@ -53,9 +53,10 @@ fn run_allocates_nothing() {
                     .with_kernels(kern)
                     .with_threads(threads)
                     .unwrap();
-                // The network's rayon threads allocate as they start, which they may still
-                // be doing: let them all run once (they are not the session's).
-                net.with_executor(|_| ()).unwrap();
+                // The network's rayon pool is never started (it is built on first use, and
+                // a session has its own threads): no thread outside the session runs, so
+                // every allocation counted is the session's. (A pool started here would
+                // still be starting, or a dropped one exiting, while we count.)
                 let mut s = Session::new(&net, h, w8, batch).unwrap();
                 let before = ALLOCS.load(Ordering::SeqCst);
                 for layout in [Layout::Nchw, Layout::Nhwc, Layout::Nchw] {

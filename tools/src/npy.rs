@@ -71,6 +71,12 @@ pub fn read_nchw(path: &Path) -> Result<Array4<f32>> {
             shape
         );
     }
+    if shape[0] == 0 {
+        bail!(
+            "{}: the batch holds no images (shape {shape:?})",
+            path.display()
+        );
+    }
     if let Some(i) = a.iter().position(|v| !v.is_finite()) {
         bail!(
             "{}: element {i} is {}: inputs must be finite",
