@@ -10,7 +10,34 @@ use quadra_core::net::{pack_tensor, visit_tensors};
 
 use crate::aligned::AlignedVec;
 use crate::weights::{OwnedMats, OwnedWeights};
-use safetensors::{Dtype, SafeTensors};
+use safetensors::{Dtype, SafeTensorError, SafeTensors};
+
+/// What the safetensors parser found wrong, in words (its error type prints as a variant
+/// name, e.g. `MetadataIncompleteBuffer`). `len`: the file's length.
+fn in_words(e: &SafeTensorError, len: usize) -> String {
+    use SafeTensorError as E;
+    match e {
+        E::HeaderTooSmall => format!("{len} bytes: too short for the 8-byte header length"),
+        E::HeaderTooLarge => "its header length is larger than the 100 MB a header may take".into(),
+        E::InvalidHeaderLength => format!("its header length runs past the end of the {len}-byte file"),
+        E::InvalidHeaderStart => "its header is not a JSON object (it must start with '{')".into(),
+        E::InvalidHeader => "its header is not valid UTF-8".into(),
+        E::InvalidHeaderDeserialization => {
+            "its header is not the JSON safetensors expects (each tensor: dtype, shape, data_offsets)".into()
+        }
+        E::MetadataIncompleteBuffer => format!(
+            "the tensors' data_offsets do not cover the data exactly (the file is {len} bytes: truncated, or offsets that overlap or leave gaps)"
+        ),
+        E::TensorInvalidInfo => "a tensor's shape does not match its data_offsets".into(),
+        E::InvalidOffset(name) => format!("tensor '{name}' has data_offsets out of order or out of the file"),
+        E::ValidationOverflow => "a tensor's shape or offsets overflow".into(),
+        E::TensorNotFound(name) => format!("tensor '{name}' is not in the file"),
+        E::InvalidTensorView(dtype, shape, n) => {
+            format!("a {dtype:?} tensor of shape {shape:?} cannot hold {n} bytes")
+        }
+        other => other.to_string(),
+    }
+}
 
 /// One tensor, converted to f32, with the dtype it was stored in.
 #[derive(Clone, Debug, PartialEq)]
@@ -168,7 +195,7 @@ impl StateDict {
     pub fn from_bytes(bytes: &[u8], source: &str) -> Result<Self, CheckpointError> {
         let st = SafeTensors::deserialize(bytes).map_err(|e| CheckpointError::Format {
             source_name: source.to_string(),
-            msg: e.to_string(),
+            msg: in_words(&e, bytes.len()),
         })?;
         let mut tensors = BTreeMap::new();
         for (name, view) in st.tensors() {

@@ -620,9 +620,13 @@ fn every_hostile_input_is_a_clean_error_and_every_valid_one_runs() {
     // ---- checkpoints
     let f16 = |n: usize| vec![0u8; 2 * n];
     let checkpoints: Vec<(&str, Vec<u8>, &'static [&'static str])> = vec![
-        ("empty", vec![], &[]),
-        ("seven bytes", vec![1, 2, 3, 4, 5, 6, 7], &[]),
-        ("header length 2^64-1", u64::MAX.to_le_bytes().to_vec(), &[]),
+        ("empty", vec![], &["too short"]),
+        ("seven bytes", vec![1, 2, 3, 4, 5, 6, 7], &["too short"]),
+        (
+            "header length 2^64-1",
+            u64::MAX.to_le_bytes().to_vec(),
+            &["header length"],
+        ),
         (
             "header length 2^40 over 100 bytes",
             {
@@ -630,16 +634,20 @@ fn every_hostile_input_is_a_clean_error_and_every_valid_one_runs() {
                 b.extend([b'{'; 92]);
                 b
             },
-            &[],
+            &["header length"],
         ),
-        ("header not JSON", safetensors("{not json}", &[]), &[]),
+        (
+            "header not JSON",
+            safetensors("{not json}", &[]),
+            &["not the JSON safetensors expects"],
+        ),
         (
             "tensor past the end",
             safetensors(
                 r#"{"norm.weight":{"dtype":"F32","shape":[128],"data_offsets":[0,512]}}"#,
                 &[0; 16],
             ),
-            &[],
+            &["data_offsets"],
         ),
         (
             "offsets reversed",
@@ -663,7 +671,7 @@ fn every_hostile_input_is_a_clean_error_and_every_valid_one_runs() {
                 r#"{"norm.weight":{"dtype":"I64","shape":[2],"data_offsets":[0,16]}}"#,
                 &[0; 16],
             ),
-            &[],
+            &["I64"],
         ),
         (
             "only one of many tensors",
