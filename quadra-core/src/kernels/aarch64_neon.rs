@@ -12,6 +12,8 @@ use super::simd::{self, DwArgs, Elem, GemmArgs, LnArgs, QdwArgs, Simd};
 #[derive(Clone, Copy)]
 pub(crate) struct Neon;
 
+// The impl is one unsafe group, under the SAFETY note below.
+#[allow(unsafe_op_in_unsafe_fn)]
 // SAFETY: every method is a NEON intrinsic, only reachable from the leaves below, which
 // carry `#[target_feature(enable = "neon")]`.
 unsafe impl Simd for Neon {
@@ -165,6 +167,8 @@ unsafe impl Simd for Neon {
 #[derive(Clone, Copy)]
 pub(crate) struct NeonDot<const SDOT: bool>;
 
+// The impl is one unsafe group, under the SAFETY note below.
+#[allow(unsafe_op_in_unsafe_fn)]
 // SAFETY: NEON intrinsics, and with `SDOT` the DotProd instruction, only reachable from
 // `gemm_q8` (NEON enabled) and `gemm_q8_sdot` (NEON and DotProd enabled); pointers as the
 // trait requires.
@@ -242,17 +246,23 @@ unsafe impl<const SDOT: bool> Dot for NeonDot<SDOT> {
 /// CPU must have NEON; lengths as checked by `kernels::gemm`.
 #[target_feature(enable = "neon")]
 pub(crate) unsafe fn gemm<W: Elem>(g: &GemmArgs, b: *const W) {
-    simd::gemm::<Neon, W, 5, 4>(g, b)
+    // SAFETY: the caller holds this ISA's `Kernels` token and checked every length
+    // behind the pointers (see `kernels::leaf!`).
+    unsafe { simd::gemm::<Neon, W, 5, 4>(g, b) }
 }
 
 /// # Safety
 /// CPU must have NEON; pointers as checked by `kernels::qdw_row`.
 #[target_feature(enable = "neon")]
 pub(crate) unsafe fn qdw_row<W: Elem>(k: usize, a: &QdwArgs, taps: *const W) {
-    match k {
-        3 => simd::qdw_row::<Neon, W, 3, 7>(a, taps),
-        5 => simd::qdw_row::<Neon, W, 5, 7>(a, taps),
-        _ => simd::qdw_row::<Neon, W, 7, 7>(a, taps),
+    // SAFETY: the caller holds this ISA's `Kernels` token and checked every length
+    // behind the pointers (see `kernels::leaf!`).
+    unsafe {
+        match k {
+            3 => simd::qdw_row::<Neon, W, 3, 7>(a, taps),
+            5 => simd::qdw_row::<Neon, W, 5, 7>(a, taps),
+            _ => simd::qdw_row::<Neon, W, 7, 7>(a, taps),
+        }
     }
 }
 
@@ -260,24 +270,32 @@ pub(crate) unsafe fn qdw_row<W: Elem>(k: usize, a: &QdwArgs, taps: *const W) {
 /// CPU must have NEON; `p` valid for `len` floats.
 #[target_feature(enable = "neon")]
 pub(crate) unsafe fn gelu_slice(p: *mut f32, len: usize) {
-    simd::gelu_slice::<Neon>(p, len)
+    // SAFETY: the caller holds this ISA's `Kernels` token and checked every length
+    // behind the pointers (see `kernels::leaf!`).
+    unsafe { simd::gelu_slice::<Neon>(p, len) }
 }
 
 /// # Safety
 /// CPU must have NEON; pointers in `a` valid as `simd::layer_norm_rows` requires.
 #[target_feature(enable = "neon")]
 pub(crate) unsafe fn layer_norm_rows(a: &LnArgs) {
-    simd::layer_norm_rows::<Neon>(a)
+    // SAFETY: the caller holds this ISA's `Kernels` token and checked every length
+    // behind the pointers (see `kernels::leaf!`).
+    unsafe { simd::layer_norm_rows::<Neon>(a) }
 }
 
 /// # Safety
 /// CPU must have NEON; pointers as checked by `kernels::dw_row`.
 #[target_feature(enable = "neon")]
 pub(crate) unsafe fn dw_row(k: usize, a: &DwArgs) {
-    match k {
-        3 => simd::dw_row::<Neon, 3, 8>(a),
-        5 => simd::dw_row::<Neon, 5, 8>(a),
-        _ => simd::dw_row::<Neon, 7, 8>(a),
+    // SAFETY: the caller holds this ISA's `Kernels` token and checked every length
+    // behind the pointers (see `kernels::leaf!`).
+    unsafe {
+        match k {
+            3 => simd::dw_row::<Neon, 3, 8>(a),
+            5 => simd::dw_row::<Neon, 5, 8>(a),
+            _ => simd::dw_row::<Neon, 7, 8>(a),
+        }
     }
 }
 
@@ -285,26 +303,34 @@ pub(crate) unsafe fn dw_row(k: usize, a: &DwArgs) {
 /// CPU must have NEON; lengths as checked by `kernels::block_row`.
 #[target_feature(enable = "neon")]
 pub(crate) unsafe fn block_row(src: *const f32, w: usize, c: usize, k: usize, dst: *mut f32) {
-    simd::block_row::<Neon>(src, w, c, k, dst)
+    // SAFETY: the caller holds this ISA's `Kernels` token and checked every length
+    // behind the pointers (see `kernels::leaf!`).
+    unsafe { simd::block_row::<Neon>(src, w, c, k, dst) }
 }
 
 /// # Safety
 /// CPU must have NEON; pointers as checked by `q8::quantize_rows`.
 #[target_feature(enable = "neon")]
 pub(crate) unsafe fn quantize_rows(q: &QuantArgs) {
-    q8::quantize::<Neon>(q)
+    // SAFETY: the caller holds this ISA's `Kernels` token and checked every length
+    // behind the pointers (see `kernels::leaf!`).
+    unsafe { q8::quantize::<Neon>(q) }
 }
 
 /// # Safety
 /// CPU must have NEON; pointers as checked by `q8::gemm_q8`.
 #[target_feature(enable = "neon")]
 pub(crate) unsafe fn gemm_q8(g: &Q8Args) {
-    q8::gemm::<NeonDot<false>, Neon, 4, 4>(g)
+    // SAFETY: the caller holds this ISA's `Kernels` token and checked every length
+    // behind the pointers (see `kernels::leaf!`).
+    unsafe { q8::gemm::<NeonDot<false>, Neon, 4, 4>(g) }
 }
 
 /// # Safety
 /// CPU must have NEON and FEAT_DotProd; pointers as checked by `q8::gemm_q8`.
 #[target_feature(enable = "neon,dotprod")]
 pub(crate) unsafe fn gemm_q8_sdot(g: &Q8Args) {
-    q8::gemm::<NeonDot<true>, Neon, 5, 4>(g)
+    // SAFETY: the caller holds this ISA's `Kernels` token and checked every length
+    // behind the pointers (see `kernels::leaf!`).
+    unsafe { q8::gemm::<NeonDot<true>, Neon, 5, 4>(g) }
 }

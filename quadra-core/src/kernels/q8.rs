@@ -347,41 +347,45 @@ pub(crate) struct QuantArgs {
 /// Pointers as checked by [`quantize_rows`]; the leaf's ISA available.
 #[inline(always)]
 pub(crate) unsafe fn quantize<S: Simd>(g: &QuantArgs) {
-    let l = S::LANES;
-    for i in 0..g.m {
-        let x = g.a.add(i * g.lda);
-        let mut amax = S::zero();
-        // `x - x` is 0 for a finite x and NaN otherwise: one NaN poisons the sum.
-        let mut bad = S::zero();
-        let mut c = 0;
-        while c < g.k {
-            let n = (g.k - c).min(l);
-            let v = simd::ld_any::<S>(x.add(c), n);
-            amax = S::max(amax, S::abs(v));
-            bad = S::add(bad, S::sub(v, v));
-            c += n;
-        }
-        let (scale, inv) = row_scale(S::reduce_max(amax), S::reduce_add(bad) == 0.0);
-        let (inv, lo, hi) = (S::splat(inv), S::splat(-127.0), S::splat(127.0));
-        let q = g.q.add(i * g.k);
-        let mut sum = S::zero();
-        let mut c = 0;
-        while c < g.k {
-            let n = (g.k - c).min(l);
-            let v = simd::ld_any::<S>(x.add(c), n);
-            let r = S::min(S::max(S::round_even(S::mul(v, inv)), lo), hi);
-            sum = S::add(sum, r);
-            if n == l {
-                S::store_i8(q.add(c), r);
-            } else {
-                let mut tmp = [0i8; 16];
-                S::store_i8(tmp.as_mut_ptr(), r);
-                core::ptr::copy_nonoverlapping(tmp.as_ptr(), q.add(c), n);
+    // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+    // lengths documented above) is what the body relies on.
+    unsafe {
+        let l = S::LANES;
+        for i in 0..g.m {
+            let x = g.a.add(i * g.lda);
+            let mut amax = S::zero();
+            // `x - x` is 0 for a finite x and NaN otherwise: one NaN poisons the sum.
+            let mut bad = S::zero();
+            let mut c = 0;
+            while c < g.k {
+                let n = (g.k - c).min(l);
+                let v = simd::ld_any::<S>(x.add(c), n);
+                amax = S::max(amax, S::abs(v));
+                bad = S::add(bad, S::sub(v, v));
+                c += n;
             }
-            c += n;
+            let (scale, inv) = row_scale(S::reduce_max(amax), S::reduce_add(bad) == 0.0);
+            let (inv, lo, hi) = (S::splat(inv), S::splat(-127.0), S::splat(127.0));
+            let q = g.q.add(i * g.k);
+            let mut sum = S::zero();
+            let mut c = 0;
+            while c < g.k {
+                let n = (g.k - c).min(l);
+                let v = simd::ld_any::<S>(x.add(c), n);
+                let r = S::min(S::max(S::round_even(S::mul(v, inv)), lo), hi);
+                sum = S::add(sum, r);
+                if n == l {
+                    S::store_i8(q.add(c), r);
+                } else {
+                    let mut tmp = [0i8; 16];
+                    S::store_i8(tmp.as_mut_ptr(), r);
+                    core::ptr::copy_nonoverlapping(tmp.as_ptr(), q.add(c), n);
+                }
+                c += n;
+            }
+            *g.scales.add(i) = scale;
+            *g.sums.add(i) = S::reduce_add(sum) as i32;
         }
-        *g.scales.add(i) = scale;
-        *g.sums.add(i) = S::reduce_add(sum) as i32;
     }
 }
 
@@ -463,11 +467,15 @@ pub(crate) unsafe trait Dot {
     const LANES4: bool = false;
     /// Sixteen int8 activations of one row (four k-groups), for [`Dot::dot_lane`].
     unsafe fn load_a4(p: *const i8) -> Self::A {
-        Self::bcast_a(p)
+        // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+        // lengths documented above) is what the body relies on.
+        unsafe { Self::bcast_a(p) }
     }
     /// [`Dot::dot`] with the activations of k-group `lane` of a [`Dot::load_a4`] vector.
     unsafe fn dot_lane<const LANE: usize>(acc: Self::Acc, a: Self::A, b: Self::B) -> Self::Acc {
-        Self::dot(acc, a, b)
+        // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+        // lengths documented above) is what the body relies on.
+        unsafe { Self::dot(acc, a, b) }
     }
     /// Writes the `COLS` int32 sums.
     unsafe fn store(p: *mut i32, acc: Self::Acc);
@@ -482,18 +490,22 @@ pub(crate) unsafe trait Dot {
 /// multiple of [`PANEL`].
 #[inline(always)]
 pub(crate) unsafe fn gemm<D: Dot, S: Simd, const MR: usize, const NV: usize>(g: &Q8Args) {
-    let tile_cols = NV * D::COLS;
-    let mut j0 = 0;
-    while j0 < g.n {
-        let cols = (g.n - j0).min(tile_cols);
-        // Whole panels: the stack tile then holds whole vectors of every width.
-        match cols.div_ceil(PANEL) * (PANEL / D::COLS) {
-            1 if NV > 1 => gemm_cols::<D, S, MR, 1>(g, j0, cols),
-            2 if NV > 2 => gemm_cols::<D, S, MR, 2>(g, j0, cols),
-            3 if NV > 3 => gemm_cols::<D, S, MR, 3>(g, j0, cols),
-            _ => gemm_cols::<D, S, MR, NV>(g, j0, cols),
+    // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+    // lengths documented above) is what the body relies on.
+    unsafe {
+        let tile_cols = NV * D::COLS;
+        let mut j0 = 0;
+        while j0 < g.n {
+            let cols = (g.n - j0).min(tile_cols);
+            // Whole panels: the stack tile then holds whole vectors of every width.
+            match cols.div_ceil(PANEL) * (PANEL / D::COLS) {
+                1 if NV > 1 => gemm_cols::<D, S, MR, 1>(g, j0, cols),
+                2 if NV > 2 => gemm_cols::<D, S, MR, 2>(g, j0, cols),
+                3 if NV > 3 => gemm_cols::<D, S, MR, 3>(g, j0, cols),
+                _ => gemm_cols::<D, S, MR, NV>(g, j0, cols),
+            }
+            j0 += cols;
         }
-        j0 += cols;
     }
 }
 
@@ -503,22 +515,26 @@ unsafe fn gemm_cols<D: Dot, S: Simd, const MR: usize, const NV: usize>(
     j0: usize,
     cols: usize,
 ) {
-    let mut i0 = 0;
-    while i0 + MR <= g.m {
-        tile::<D, S, MR, NV>(g, i0, j0, cols);
-        i0 += MR;
-    }
-    if MR > 4 && i0 + 4 <= g.m {
-        tile::<D, S, 4, NV>(g, i0, j0, cols);
-        i0 += 4;
-    }
-    if MR > 2 && i0 + 2 <= g.m {
-        tile::<D, S, 2, NV>(g, i0, j0, cols);
-        i0 += 2;
-    }
-    while i0 < g.m {
-        tile::<D, S, 1, NV>(g, i0, j0, cols);
-        i0 += 1;
+    // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+    // lengths documented above) is what the body relies on.
+    unsafe {
+        let mut i0 = 0;
+        while i0 + MR <= g.m {
+            tile::<D, S, MR, NV>(g, i0, j0, cols);
+            i0 += MR;
+        }
+        if MR > 4 && i0 + 4 <= g.m {
+            tile::<D, S, 4, NV>(g, i0, j0, cols);
+            i0 += 4;
+        }
+        if MR > 2 && i0 + 2 <= g.m {
+            tile::<D, S, 2, NV>(g, i0, j0, cols);
+            i0 += 2;
+        }
+        while i0 < g.m {
+            tile::<D, S, 1, NV>(g, i0, j0, cols);
+            i0 += 1;
+        }
     }
 }
 
@@ -531,93 +547,97 @@ unsafe fn tile<D: Dot, S: Simd, const M: usize, const NV: usize>(
     j0: usize,
     cols: usize,
 ) {
-    let a: [*const i8; M] = core::array::from_fn(|i| g.a.add((i0 + i) * g.k));
-    let mut acc: [[D::Acc; NV]; M] = core::array::from_fn(|i| {
-        let v = if D::OFFSET {
-            (*g.a_sums.add(i0 + i)).wrapping_mul(-128)
-        } else {
-            0
-        };
-        [D::init(v); NV]
-    });
-    // Vector `j` of this tile: column `j0 + j·COLS`, its bytes for k-group `kg` at
-    // `bcol[j] + kg·64`.
-    let bcol: [*const i8; NV] = core::array::from_fn(|j| {
-        let col = j0 + j * D::COLS;
-        g.b.add((col / PANEL) * g.pstride + (col % PANEL) * 4)
-    });
-    let mut kk = 0;
-    if D::LANES4 {
-        // Sixteen k at a time: one activation load per row, then four k-groups by lane.
-        while kk + 16 <= g.k {
-            let av: [D::A; M] = core::array::from_fn(|i| D::load_a4(a[i].add(kk)));
-            macro_rules! group {
-                ($lane:literal) => {{
-                    let off = (kk + 4 * $lane) * PANEL;
-                    let bv: [D::B; NV] = core::array::from_fn(|j| D::load_b(bcol[j].add(off)));
-                    for (row, &a) in acc.iter_mut().zip(av.iter()) {
-                        for (acc, &b) in row.iter_mut().zip(bv.iter()) {
-                            *acc = D::dot_lane::<$lane>(*acc, a, b);
+    // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+    // lengths documented above) is what the body relies on.
+    unsafe {
+        let a: [*const i8; M] = core::array::from_fn(|i| g.a.add((i0 + i) * g.k));
+        let mut acc: [[D::Acc; NV]; M] = core::array::from_fn(|i| {
+            let v = if D::OFFSET {
+                (*g.a_sums.add(i0 + i)).wrapping_mul(-128)
+            } else {
+                0
+            };
+            [D::init(v); NV]
+        });
+        // Vector `j` of this tile: column `j0 + j·COLS`, its bytes for k-group `kg` at
+        // `bcol[j] + kg·64`.
+        let bcol: [*const i8; NV] = core::array::from_fn(|j| {
+            let col = j0 + j * D::COLS;
+            g.b.add((col / PANEL) * g.pstride + (col % PANEL) * 4)
+        });
+        let mut kk = 0;
+        if D::LANES4 {
+            // Sixteen k at a time: one activation load per row, then four k-groups by lane.
+            while kk + 16 <= g.k {
+                let av: [D::A; M] = core::array::from_fn(|i| D::load_a4(a[i].add(kk)));
+                macro_rules! group {
+                    ($lane:literal) => {{
+                        let off = (kk + 4 * $lane) * PANEL;
+                        let bv: [D::B; NV] = core::array::from_fn(|j| D::load_b(bcol[j].add(off)));
+                        for (row, &a) in acc.iter_mut().zip(av.iter()) {
+                            for (acc, &b) in row.iter_mut().zip(bv.iter()) {
+                                *acc = D::dot_lane::<$lane>(*acc, a, b);
+                            }
                         }
-                    }
-                }};
-            }
-            group!(0);
-            group!(1);
-            group!(2);
-            group!(3);
-            kk += 16;
-        }
-    }
-    while kk < g.k {
-        let off = kk * PANEL;
-        let bv: [D::B; NV] = core::array::from_fn(|j| D::load_b(bcol[j].add(off)));
-        for (i, row) in acc.iter_mut().enumerate() {
-            let av = D::bcast_a(a[i].add(kk));
-            for (acc, &b) in row.iter_mut().zip(bv.iter()) {
-                *acc = D::dot(*acc, av, b);
+                    }};
+                }
+                group!(0);
+                group!(1);
+                group!(2);
+                group!(3);
+                kk += 16;
             }
         }
-        kk += 4;
-    }
-    let mut t = core::mem::MaybeUninit::<[[i32; TILE_COLS]; 12]>::uninit();
-    let tp = t.as_mut_ptr().cast::<i32>();
-    for (i, row) in acc.iter().enumerate() {
-        for (j, v) in row.iter().enumerate() {
-            D::store(tp.add(i * TILE_COLS + j * D::COLS), *v);
-        }
-    }
-    match g.out {
-        Q8Out::I32 { out, ldo } => {
-            for i in 0..M {
-                core::ptr::copy_nonoverlapping(
-                    tp.add(i * TILE_COLS),
-                    out.add((i0 + i) * ldo + j0),
-                    cols,
-                );
-            }
-        }
-        Q8Out::F32 { out, ldo, epi } => {
-            // Dequantise by the row scale in place (i32 and f32 lanes are the same size),
-            // then the f32 GEMM's epilogue applies the column scale, bias and the rest.
-            let fp = tp.cast::<f32>();
-            for i in 0..M {
-                let rs = S::splat(*g.a_scales.add(i0 + i));
-                let mut c = 0;
-                while c < cols {
-                    let p = i * TILE_COLS + c;
-                    S::store(fp.add(p), S::mul(S::load_i32(tp.add(p)), rs));
-                    c += S::LANES;
+        while kk < g.k {
+            let off = kk * PANEL;
+            let bv: [D::B; NV] = core::array::from_fn(|j| D::load_b(bcol[j].add(off)));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let av = D::bcast_a(a[i].add(kk));
+                for (acc, &b) in row.iter_mut().zip(bv.iter()) {
+                    *acc = D::dot(*acc, av, b);
                 }
             }
-            simd::epilogue::<S, M>(
-                fp,
-                cols,
-                g.b_scales.add(j0),
-                epi.offset(j0),
-                out.add(i0 * ldo + j0),
-                ldo,
-            );
+            kk += 4;
+        }
+        let mut t = core::mem::MaybeUninit::<[[i32; TILE_COLS]; 12]>::uninit();
+        let tp = t.as_mut_ptr().cast::<i32>();
+        for (i, row) in acc.iter().enumerate() {
+            for (j, v) in row.iter().enumerate() {
+                D::store(tp.add(i * TILE_COLS + j * D::COLS), *v);
+            }
+        }
+        match g.out {
+            Q8Out::I32 { out, ldo } => {
+                for i in 0..M {
+                    core::ptr::copy_nonoverlapping(
+                        tp.add(i * TILE_COLS),
+                        out.add((i0 + i) * ldo + j0),
+                        cols,
+                    );
+                }
+            }
+            Q8Out::F32 { out, ldo, epi } => {
+                // Dequantise by the row scale in place (i32 and f32 lanes are the same size),
+                // then the f32 GEMM's epilogue applies the column scale, bias and the rest.
+                let fp = tp.cast::<f32>();
+                for i in 0..M {
+                    let rs = S::splat(*g.a_scales.add(i0 + i));
+                    let mut c = 0;
+                    while c < cols {
+                        let p = i * TILE_COLS + c;
+                        S::store(fp.add(p), S::mul(S::load_i32(tp.add(p)), rs));
+                        c += S::LANES;
+                    }
+                }
+                simd::epilogue::<S, M>(
+                    fp,
+                    cols,
+                    g.b_scales.add(j0),
+                    epi.offset(j0),
+                    out.add(i0 * ldo + j0),
+                    ldo,
+                );
+            }
         }
     }
 }

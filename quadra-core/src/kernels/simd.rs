@@ -61,9 +61,13 @@ pub(crate) unsafe trait Simd {
     /// [`Simd::fmadd`] with a broadcast).
     #[inline(always)]
     unsafe fn fmadd_lane<const L: usize>(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
-        let mut t = [0.0f32; 16];
-        Self::store(t.as_mut_ptr(), a);
-        Self::fmadd(Self::splat(t[L]), b, c)
+        // SAFETY: the trait's contract: the ISA is enabled here; `t` holds 16 lanes, at
+        // least `LANES`, so the store stays inside it.
+        unsafe {
+            let mut t = [0.0f32; 16];
+            Self::store(t.as_mut_ptr(), a);
+            Self::fmadd(Self::splat(t[L]), b, c)
+        }
     }
 }
 
@@ -75,6 +79,8 @@ pub(crate) trait Elem: Copy {
     unsafe fn load<S: Simd>(p: *const Self) -> S::V;
 }
 
+// The loads are the `Simd` ones, under the same contract (`Elem::load`).
+#[allow(unsafe_op_in_unsafe_fn)]
 impl Elem for f32 {
     const ZERO: f32 = 0.0;
     #[inline(always)]
@@ -83,6 +89,8 @@ impl Elem for f32 {
     }
 }
 
+// The loads are the `Simd` ones, under the same contract (`Elem::load`).
+#[allow(unsafe_op_in_unsafe_fn)]
 impl Elem for u16 {
     const ZERO: u16 = 0;
     #[inline(always)]
@@ -91,6 +99,8 @@ impl Elem for u16 {
     }
 }
 
+// The loads are the `Simd` ones, under the same contract (`Elem::load`).
+#[allow(unsafe_op_in_unsafe_fn)]
 impl Elem for i8 {
     const ZERO: i8 = 0;
     #[inline(always)]
@@ -102,87 +112,119 @@ impl Elem for i8 {
 /// Loads `n <= LANES` weight elements (a channel tail) through a zeroed stack copy.
 #[inline(always)]
 unsafe fn load_w<S: Simd, W: Elem, const FULL: bool>(p: *const W, n: usize) -> S::V {
-    if FULL {
-        W::load::<S>(p)
-    } else {
-        let mut tmp = [W::ZERO; 16];
-        core::ptr::copy_nonoverlapping(p, tmp.as_mut_ptr(), n);
-        W::load::<S>(tmp.as_ptr())
+    // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+    // lengths documented above) is what the body relies on.
+    unsafe {
+        if FULL {
+            W::load::<S>(p)
+        } else {
+            let mut tmp = [W::ZERO; 16];
+            core::ptr::copy_nonoverlapping(p, tmp.as_mut_ptr(), n);
+            W::load::<S>(tmp.as_ptr())
+        }
     }
 }
 
 #[inline(always)]
 unsafe fn ld<S: Simd, const FULL: bool>(p: *const f32, n: usize) -> S::V {
-    if FULL {
-        S::load(p)
-    } else {
-        S::load_n(p, n)
+    // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+    // lengths documented above) is what the body relies on.
+    unsafe {
+        if FULL {
+            S::load(p)
+        } else {
+            S::load_n(p, n)
+        }
     }
 }
 
 #[inline(always)]
 unsafe fn st<S: Simd, const FULL: bool>(p: *mut f32, v: S::V, n: usize) {
-    if FULL {
-        S::store(p, v)
-    } else {
-        S::store_n(p, v, n)
+    // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+    // lengths documented above) is what the body relies on.
+    unsafe {
+        if FULL {
+            S::store(p, v)
+        } else {
+            S::store_n(p, v, n)
+        }
     }
 }
 
 #[inline(always)]
 pub(crate) unsafe fn ld_any<S: Simd>(p: *const f32, n: usize) -> S::V {
-    if n == S::LANES {
-        S::load(p)
-    } else {
-        S::load_n(p, n)
+    // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+    // lengths documented above) is what the body relies on.
+    unsafe {
+        if n == S::LANES {
+            S::load(p)
+        } else {
+            S::load_n(p, n)
+        }
     }
 }
 
 #[inline(always)]
 pub(crate) unsafe fn st_any<S: Simd>(p: *mut f32, v: S::V, n: usize) {
-    if n == S::LANES {
-        S::store(p, v)
-    } else {
-        S::store_n(p, v, n)
+    // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+    // lengths documented above) is what the body relies on.
+    unsafe {
+        if n == S::LANES {
+            S::store(p, v)
+        } else {
+            S::store_n(p, v, n)
+        }
     }
 }
 
 /// `erf(x) ≈ x·P(x²)/Q(x²)` on [-4, 4] (see `math::erf_rational`).
 #[inline(always)]
 pub(crate) unsafe fn erf<S: Simd>(x: S::V) -> S::V {
-    let x = S::min(S::max(x, S::splat(-ERF_CLAMP)), S::splat(ERF_CLAMP));
-    let x2 = S::mul(x, x);
-    let mut p = S::splat(ERF_P[6]);
-    let mut i = 6;
-    while i > 0 {
-        i -= 1;
-        p = S::fmadd(p, x2, S::splat(ERF_P[i]));
+    // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+    // lengths documented above) is what the body relies on.
+    unsafe {
+        let x = S::min(S::max(x, S::splat(-ERF_CLAMP)), S::splat(ERF_CLAMP));
+        let x2 = S::mul(x, x);
+        let mut p = S::splat(ERF_P[6]);
+        let mut i = 6;
+        while i > 0 {
+            i -= 1;
+            p = S::fmadd(p, x2, S::splat(ERF_P[i]));
+        }
+        let mut q = S::splat(ERF_Q[4]);
+        let mut i = 4;
+        while i > 0 {
+            i -= 1;
+            q = S::fmadd(q, x2, S::splat(ERF_Q[i]));
+        }
+        S::mul(S::mul(x, p), S::recip(q))
     }
-    let mut q = S::splat(ERF_Q[4]);
-    let mut i = 4;
-    while i > 0 {
-        i -= 1;
-        q = S::fmadd(q, x2, S::splat(ERF_Q[i]));
-    }
-    S::mul(S::mul(x, p), S::recip(q))
 }
 
 /// `0.5·x·(1 + erf(x/√2))`.
 #[inline(always)]
 pub(crate) unsafe fn gelu<S: Simd>(x: S::V) -> S::V {
-    let e = erf::<S>(S::mul(x, S::splat(core::f32::consts::FRAC_1_SQRT_2)));
-    let hx = S::mul(x, S::splat(0.5));
-    S::fmadd(hx, e, hx)
+    // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+    // lengths documented above) is what the body relies on.
+    unsafe {
+        let e = erf::<S>(S::mul(x, S::splat(core::f32::consts::FRAC_1_SQRT_2)));
+        let hx = S::mul(x, S::splat(0.5));
+        S::fmadd(hx, e, hx)
+    }
 }
 
 #[inline(always)]
 pub(crate) unsafe fn gelu_slice<S: Simd>(p: *mut f32, len: usize) {
-    let mut i = 0;
-    while i < len {
-        let n = (len - i).min(S::LANES);
-        let v = ld_any::<S>(p.add(i), n);
-        st_any::<S>(p.add(i), gelu::<S>(v), n);
-        i += n;
+    // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+    // lengths documented above) is what the body relies on.
+    unsafe {
+        let mut i = 0;
+        while i < len {
+            let n = (len - i).min(S::LANES);
+            let v = ld_any::<S>(p.add(i), n);
+            st_any::<S>(p.add(i), gelu::<S>(v), n);
+            i += n;
+        }
     }
 }
 
@@ -212,13 +254,17 @@ pub(crate) unsafe fn qdw_row<S: Simd, W: Elem, const K: usize, const P: usize>(
     a: &QdwArgs,
     taps: *const W,
 ) {
-    let mut c0 = 0;
-    while c0 + S::LANES <= a.c {
-        qdw_chunk::<S, W, K, P, true>(a, taps, c0, S::LANES);
-        c0 += S::LANES;
-    }
-    if c0 < a.c {
-        qdw_chunk::<S, W, K, P, false>(a, taps, c0, a.c - c0);
+    // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+    // lengths documented above) is what the body relies on.
+    unsafe {
+        let mut c0 = 0;
+        while c0 + S::LANES <= a.c {
+            qdw_chunk::<S, W, K, P, true>(a, taps, c0, S::LANES);
+            c0 += S::LANES;
+        }
+        if c0 < a.c {
+            qdw_chunk::<S, W, K, P, false>(a, taps, c0, a.c - c0);
+        }
     }
 }
 
@@ -229,24 +275,28 @@ unsafe fn qdw_chunk<S: Simd, W: Elem, const K: usize, const P: usize, const FULL
     c0: usize,
     nv: usize,
 ) {
-    let mut x0 = 0;
-    while x0 + P <= a.w {
-        qdw_pixels::<S, W, K, P, FULL>(a, taps, x0, c0, nv);
-        x0 += P;
-    }
-    // The remainder in halving groups: one pixel at a time would leave three dependent
-    // FMA chains per tap and starve the FMA units on narrow maps (14 or 7 wide).
-    if P > 4 && x0 + 4 <= a.w {
-        qdw_pixels::<S, W, K, 4, FULL>(a, taps, x0, c0, nv);
-        x0 += 4;
-    }
-    if P > 2 && x0 + 2 <= a.w {
-        qdw_pixels::<S, W, K, 2, FULL>(a, taps, x0, c0, nv);
-        x0 += 2;
-    }
-    while x0 < a.w {
-        qdw_pixels::<S, W, K, 1, FULL>(a, taps, x0, c0, nv);
-        x0 += 1;
+    // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+    // lengths documented above) is what the body relies on.
+    unsafe {
+        let mut x0 = 0;
+        while x0 + P <= a.w {
+            qdw_pixels::<S, W, K, P, FULL>(a, taps, x0, c0, nv);
+            x0 += P;
+        }
+        // The remainder in halving groups: one pixel at a time would leave three dependent
+        // FMA chains per tap and starve the FMA units on narrow maps (14 or 7 wide).
+        if P > 4 && x0 + 4 <= a.w {
+            qdw_pixels::<S, W, K, 4, FULL>(a, taps, x0, c0, nv);
+            x0 += 4;
+        }
+        if P > 2 && x0 + 2 <= a.w {
+            qdw_pixels::<S, W, K, 2, FULL>(a, taps, x0, c0, nv);
+            x0 += 2;
+        }
+        while x0 < a.w {
+            qdw_pixels::<S, W, K, 1, FULL>(a, taps, x0, c0, nv);
+            x0 += 1;
+        }
     }
 }
 
@@ -258,95 +308,99 @@ unsafe fn qdw_pixels<S: Simd, W: Elem, const K: usize, const Q: usize, const FUL
     c0: usize,
     nv: usize,
 ) {
-    let c = a.c;
-    let mut acc_a = [S::zero(); Q];
-    let mut acc_b = [S::zero(); Q];
-    let mut acc_c = [S::zero(); Q];
-    // Channel-blocked rows: this chunk's pixels are CBLOCK floats apart.
-    let blk = ((c0 / CBLOCK) * (a.w + K - 1) + x0) * CBLOCK + c0 % CBLOCK;
-    // This chunk's weights: one contiguous run, the three filters of a tap side by side.
-    let wblk = taps.add((c0 / CBLOCK) * K * K * 3 * CBLOCK + c0 % CBLOCK);
-    let rows: [*const f32; K] = core::array::from_fn(|ky| a.rows[ky].add(blk));
-    if !a.next_src.is_null() {
-        // The same pixels and channels of the next row, to padded pixel `p + x`.
-        let dst = a.next_dst.add(blk + (K - 1) / 2 * CBLOCK);
-        for q in 0..Q {
-            let v = ld::<S, FULL>(a.next_src.add((x0 + q) * c + c0), nv);
-            st::<S, FULL>(dst.add(q * CBLOCK), v, nv);
+    // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+    // lengths documented above) is what the body relies on.
+    unsafe {
+        let c = a.c;
+        let mut acc_a = [S::zero(); Q];
+        let mut acc_b = [S::zero(); Q];
+        let mut acc_c = [S::zero(); Q];
+        // Channel-blocked rows: this chunk's pixels are CBLOCK floats apart.
+        let blk = ((c0 / CBLOCK) * (a.w + K - 1) + x0) * CBLOCK + c0 % CBLOCK;
+        // This chunk's weights: one contiguous run, the three filters of a tap side by side.
+        let wblk = taps.add((c0 / CBLOCK) * K * K * 3 * CBLOCK + c0 % CBLOCK);
+        let rows: [*const f32; K] = core::array::from_fn(|ky| a.rows[ky].add(blk));
+        if !a.next_src.is_null() {
+            // The same pixels and channels of the next row, to padded pixel `p + x`.
+            let dst = a.next_dst.add(blk + (K - 1) / 2 * CBLOCK);
+            for q in 0..Q {
+                let v = ld::<S, FULL>(a.next_src.add((x0 + q) * c + c0), nv);
+                st::<S, FULL>(dst.add(q * CBLOCK), v, nv);
+            }
         }
-    }
-    macro_rules! tap_row {
-        ($ky:expr) => {{
-            let row = rows[$ky];
-            for kx in 0..K {
-                let wp = wblk.add(($ky * K + kx) * 3 * CBLOCK);
-                let wa = load_w::<S, W, FULL>(wp, nv);
-                let wb = load_w::<S, W, FULL>(wp.add(CBLOCK), nv);
-                let wc = load_w::<S, W, FULL>(wp.add(2 * CBLOCK), nv);
-                for q in 0..Q {
-                    let xv = ld::<S, FULL>(row.add((q + kx) * CBLOCK), nv);
-                    if $ky == 0 && kx == 0 {
-                        // The first tap starts the sums: no zeroed registers to copy.
-                        acc_a[q] = S::mul(wa, xv);
-                        acc_b[q] = S::mul(wb, xv);
-                        acc_c[q] = S::mul(wc, xv);
-                    } else {
-                        acc_a[q] = S::fmadd(wa, xv, acc_a[q]);
-                        acc_b[q] = S::fmadd(wb, xv, acc_b[q]);
-                        acc_c[q] = S::fmadd(wc, xv, acc_c[q]);
+        macro_rules! tap_row {
+            ($ky:expr) => {{
+                let row = rows[$ky];
+                for kx in 0..K {
+                    let wp = wblk.add(($ky * K + kx) * 3 * CBLOCK);
+                    let wa = load_w::<S, W, FULL>(wp, nv);
+                    let wb = load_w::<S, W, FULL>(wp.add(CBLOCK), nv);
+                    let wc = load_w::<S, W, FULL>(wp.add(2 * CBLOCK), nv);
+                    for q in 0..Q {
+                        let xv = ld::<S, FULL>(row.add((q + kx) * CBLOCK), nv);
+                        if $ky == 0 && kx == 0 {
+                            // The first tap starts the sums: no zeroed registers to copy.
+                            acc_a[q] = S::mul(wa, xv);
+                            acc_b[q] = S::mul(wb, xv);
+                            acc_c[q] = S::mul(wc, xv);
+                        } else {
+                            acc_a[q] = S::fmadd(wa, xv, acc_a[q]);
+                            acc_b[q] = S::fmadd(wb, xv, acc_b[q]);
+                            acc_c[q] = S::fmadd(wc, xv, acc_c[q]);
+                        }
                     }
                 }
+            }};
+        }
+        // The main groups (whole vectors, full pixel groups) unroll the tap rows, so the
+        // scheduler sees across them (3-4% at K = 7); the rest keep the loop, and the code
+        // stays small.
+        if FULL && Q >= 4 {
+            tap_row!(0);
+            tap_row!(1);
+            tap_row!(2);
+            if K > 3 {
+                tap_row!(3);
+                tap_row!(4);
             }
-        }};
-    }
-    // The main groups (whole vectors, full pixel groups) unroll the tap rows, so the
-    // scheduler sees across them (3-4% at K = 7); the rest keep the loop, and the code
-    // stays small.
-    if FULL && Q >= 4 {
-        tap_row!(0);
-        tap_row!(1);
-        tap_row!(2);
-        if K > 3 {
-            tap_row!(3);
-            tap_row!(4);
-        }
-        if K > 5 {
-            tap_row!(5);
-            tap_row!(6);
-        }
-    } else {
-        // The macro indexes `rows` by tap row, as the unrolled arm does with constants.
-        #[allow(clippy::needless_range_loop)]
-        for ky in 0..K {
-            tap_row!(ky);
-        }
-    }
-    let (sa, sb, sc) = (
-        ld::<S, FULL>(a.scales.add(c0), nv),
-        ld::<S, FULL>(a.scales.add(c + c0), nv),
-        ld::<S, FULL>(a.scales.add(2 * c + c0), nv),
-    );
-    let (ba, bb, bc) = (
-        ld::<S, FULL>(a.bias.add(c0), nv),
-        ld::<S, FULL>(a.bias.add(c + c0), nv),
-        ld::<S, FULL>(a.bias.add(2 * c + c0), nv),
-    );
-    let out = a.out.add(x0 * c + c0);
-    let g = if a.gamma.is_null() {
-        S::zero()
-    } else {
-        ld::<S, FULL>(a.gamma.add(c0), nv)
-    };
-    for q in 0..Q {
-        let va = S::fmadd(acc_a[q], sa, ba);
-        let vb = S::fmadd(acc_b[q], sb, bb);
-        let vc = S::fmadd(acc_c[q], sc, bc);
-        let y = S::fmadd(va, vb, vc);
-        let p = out.add(q * c);
-        if a.gamma.is_null() {
-            st::<S, FULL>(p, y, nv);
+            if K > 5 {
+                tap_row!(5);
+                tap_row!(6);
+            }
         } else {
-            st::<S, FULL>(p, S::fmadd(g, y, ld::<S, FULL>(p, nv)), nv);
+            // The macro indexes `rows` by tap row, as the unrolled arm does with constants.
+            #[allow(clippy::needless_range_loop)]
+            for ky in 0..K {
+                tap_row!(ky);
+            }
+        }
+        let (sa, sb, sc) = (
+            ld::<S, FULL>(a.scales.add(c0), nv),
+            ld::<S, FULL>(a.scales.add(c + c0), nv),
+            ld::<S, FULL>(a.scales.add(2 * c + c0), nv),
+        );
+        let (ba, bb, bc) = (
+            ld::<S, FULL>(a.bias.add(c0), nv),
+            ld::<S, FULL>(a.bias.add(c + c0), nv),
+            ld::<S, FULL>(a.bias.add(2 * c + c0), nv),
+        );
+        let out = a.out.add(x0 * c + c0);
+        let g = if a.gamma.is_null() {
+            S::zero()
+        } else {
+            ld::<S, FULL>(a.gamma.add(c0), nv)
+        };
+        for q in 0..Q {
+            let va = S::fmadd(acc_a[q], sa, ba);
+            let vb = S::fmadd(acc_b[q], sb, bb);
+            let vc = S::fmadd(acc_c[q], sc, bc);
+            let y = S::fmadd(va, vb, vc);
+            let p = out.add(q * c);
+            if a.gamma.is_null() {
+                st::<S, FULL>(p, y, nv);
+            } else {
+                st::<S, FULL>(p, S::fmadd(g, y, ld::<S, FULL>(p, nv)), nv);
+            }
         }
     }
 }
@@ -397,18 +451,22 @@ impl EpiPtrs {
     /// # Safety
     /// `j` within the columns the pointers were checked for.
     pub(crate) unsafe fn offset(self, j: usize) -> Self {
-        EpiPtrs {
-            kind: self.kind,
-            bias: if self.bias.is_null() {
-                self.bias
-            } else {
-                self.bias.add(j)
-            },
-            gamma: if self.gamma.is_null() {
-                self.gamma
-            } else {
-                self.gamma.add(j)
-            },
+        // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+        // lengths documented above) is what the body relies on.
+        unsafe {
+            EpiPtrs {
+                kind: self.kind,
+                bias: if self.bias.is_null() {
+                    self.bias
+                } else {
+                    self.bias.add(j)
+                },
+                gamma: if self.gamma.is_null() {
+                    self.gamma
+                } else {
+                    self.gamma.add(j)
+                },
+            }
         }
     }
 }
@@ -475,15 +533,19 @@ impl Prefetch {
     /// Hints the next line, if any is left.
     #[inline(always)]
     unsafe fn step<S: Simd>(&mut self) {
-        if self.panels > 0 {
-            S::prefetch_l2(self.p);
-            let n = self.left.min(64);
-            self.left -= n;
-            self.p = self.p.wrapping_add(n);
-            if self.left == 0 {
-                self.panels -= 1;
-                self.p = self.p.wrapping_add(self.skip);
-                self.left = self.bytes;
+        // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+        // lengths documented above) is what the body relies on.
+        unsafe {
+            if self.panels > 0 {
+                S::prefetch_l2(self.p);
+                let n = self.left.min(64);
+                self.left -= n;
+                self.p = self.p.wrapping_add(n);
+                if self.left == 0 {
+                    self.panels -= 1;
+                    self.p = self.p.wrapping_add(self.skip);
+                    self.left = self.bytes;
+                }
             }
         }
     }
@@ -513,38 +575,42 @@ pub(crate) unsafe fn gemm<S: Simd, W: Elem, const MR: usize, const NV: usize>(
     g: &GemmArgs,
     b: *const W,
 ) {
-    let tile_cols = NV * S::LANES;
-    let per_panel = PANEL / S::LANES;
-    let pstride = g.pstride;
-    let mut j0 = 0;
-    while j0 < g.n {
-        let cols = (g.n - j0).min(tile_cols);
-        let t = Tile {
-            lda: g.lda,
-            k: g.k,
-            b: b.add((j0 / PANEL) * pstride),
-            pstride,
-            cols,
-            scales: g.scales.add(j0),
-            epi: g.epi.offset(j0),
-            ldo: g.ldo,
-        };
-        let out = g.out.add(j0);
-        let next = j0 + cols;
-        let pf = if next < g.n {
-            let panels = (g.n - next).div_ceil(PANEL).min(tile_cols / PANEL);
-            Prefetch::panels(b.add((next / PANEL) * pstride), g.k, pstride, panels)
-        } else {
-            Prefetch::NONE
-        };
-        // Vectors of the panels this tile has (the packed matrix is padded to whole panels).
-        match cols.div_ceil(PANEL) * per_panel {
-            1 if NV > 1 => gemm_cols::<S, W, MR, 1>(g.a, g.m, t, out, pf),
-            2 if NV > 2 => gemm_cols::<S, W, MR, 2>(g.a, g.m, t, out, pf),
-            3 if NV > 3 => gemm_cols::<S, W, MR, 3>(g.a, g.m, t, out, pf),
-            _ => gemm_cols::<S, W, MR, NV>(g.a, g.m, t, out, pf),
+    // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+    // lengths documented above) is what the body relies on.
+    unsafe {
+        let tile_cols = NV * S::LANES;
+        let per_panel = PANEL / S::LANES;
+        let pstride = g.pstride;
+        let mut j0 = 0;
+        while j0 < g.n {
+            let cols = (g.n - j0).min(tile_cols);
+            let t = Tile {
+                lda: g.lda,
+                k: g.k,
+                b: b.add((j0 / PANEL) * pstride),
+                pstride,
+                cols,
+                scales: g.scales.add(j0),
+                epi: g.epi.offset(j0),
+                ldo: g.ldo,
+            };
+            let out = g.out.add(j0);
+            let next = j0 + cols;
+            let pf = if next < g.n {
+                let panels = (g.n - next).div_ceil(PANEL).min(tile_cols / PANEL);
+                Prefetch::panels(b.add((next / PANEL) * pstride), g.k, pstride, panels)
+            } else {
+                Prefetch::NONE
+            };
+            // Vectors of the panels this tile has (the packed matrix is padded to whole panels).
+            match cols.div_ceil(PANEL) * per_panel {
+                1 if NV > 1 => gemm_cols::<S, W, MR, 1>(g.a, g.m, t, out, pf),
+                2 if NV > 2 => gemm_cols::<S, W, MR, 2>(g.a, g.m, t, out, pf),
+                3 if NV > 3 => gemm_cols::<S, W, MR, 3>(g.a, g.m, t, out, pf),
+                _ => gemm_cols::<S, W, MR, NV>(g.a, g.m, t, out, pf),
+            }
+            j0 += cols;
         }
-        j0 += cols;
     }
 }
 
@@ -556,23 +622,27 @@ unsafe fn gemm_cols<S: Simd, W: Elem, const MR: usize, const NV: usize>(
     out: *mut f32,
     mut pf: Prefetch,
 ) {
-    let (lda, ldo) = (t.lda, t.ldo);
-    let mut i0 = 0;
-    while i0 + MR <= m {
-        tile::<S, W, MR, NV>(a.add(i0 * lda), &t, out.add(i0 * ldo), &mut pf);
-        i0 += MR;
-    }
-    if MR > 4 && i0 + 4 <= m {
-        tile::<S, W, 4, NV>(a.add(i0 * lda), &t, out.add(i0 * ldo), &mut pf);
-        i0 += 4;
-    }
-    if MR > 2 && i0 + 2 <= m {
-        tile::<S, W, 2, NV>(a.add(i0 * lda), &t, out.add(i0 * ldo), &mut pf);
-        i0 += 2;
-    }
-    while i0 < m {
-        tile::<S, W, 1, NV>(a.add(i0 * lda), &t, out.add(i0 * ldo), &mut pf);
-        i0 += 1;
+    // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+    // lengths documented above) is what the body relies on.
+    unsafe {
+        let (lda, ldo) = (t.lda, t.ldo);
+        let mut i0 = 0;
+        while i0 + MR <= m {
+            tile::<S, W, MR, NV>(a.add(i0 * lda), &t, out.add(i0 * ldo), &mut pf);
+            i0 += MR;
+        }
+        if MR > 4 && i0 + 4 <= m {
+            tile::<S, W, 4, NV>(a.add(i0 * lda), &t, out.add(i0 * ldo), &mut pf);
+            i0 += 4;
+        }
+        if MR > 2 && i0 + 2 <= m {
+            tile::<S, W, 2, NV>(a.add(i0 * lda), &t, out.add(i0 * ldo), &mut pf);
+            i0 += 2;
+        }
+        while i0 < m {
+            tile::<S, W, 1, NV>(a.add(i0 * lda), &t, out.add(i0 * ldo), &mut pf);
+            i0 += 1;
+        }
     }
 }
 
@@ -585,77 +655,83 @@ unsafe fn tile<S: Simd, W: Elem, const M: usize, const NV: usize>(
     out: *mut f32,
     pf: &mut Prefetch,
 ) {
-    let mut acc = [[S::zero(); NV]; M];
-    macro_rules! step {
-        ($kk:expr) => {{
-            let kk = $kk;
-            let mut bv = [S::zero(); NV];
-            for (j, v) in bv.iter_mut().enumerate() {
-                let col = j * S::LANES;
-                *v = W::load::<S>(t.b.add((col / PANEL) * t.pstride + kk * PANEL + col % PANEL));
-            }
-            for (i, row) in acc.iter_mut().enumerate() {
-                let av = S::splat(*a.add(i * t.lda + kk));
-                for (acc, &bvj) in row.iter_mut().zip(bv.iter()) {
-                    *acc = S::fmadd(av, bvj, *acc);
+    // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+    // lengths documented above) is what the body relies on.
+    unsafe {
+        let mut acc = [[S::zero(); NV]; M];
+        macro_rules! step {
+            ($kk:expr) => {{
+                let kk = $kk;
+                let mut bv = [S::zero(); NV];
+                for (j, v) in bv.iter_mut().enumerate() {
+                    let col = j * S::LANES;
+                    *v =
+                        W::load::<S>(t.b.add((col / PANEL) * t.pstride + kk * PANEL + col % PANEL));
                 }
-            }
-        }};
-    }
-    // With by-element FMAs (NEON: 4 lanes), one load of four k per activation row feeds
-    // the four steps: a broadcast load per row and step (`ld1r`, two micro-ops) held the
-    // modeled A76 at 69% of its fmla peak on the 5 x 16 tile.
-    macro_rules! lane_step {
-        ($a4:expr, $kk:expr, $lane:literal) => {{
-            let kk = $kk + $lane;
-            let mut bv = [S::zero(); NV];
-            for (j, v) in bv.iter_mut().enumerate() {
-                let col = j * S::LANES;
-                *v = W::load::<S>(t.b.add((col / PANEL) * t.pstride + kk * PANEL + col % PANEL));
-            }
-            for (row, &a4) in acc.iter_mut().zip($a4.iter()) {
-                for (acc, &bvj) in row.iter_mut().zip(bv.iter()) {
-                    *acc = S::fmadd_lane::<$lane>(a4, bvj, *acc);
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let av = S::splat(*a.add(i * t.lda + kk));
+                    for (acc, &bvj) in row.iter_mut().zip(bv.iter()) {
+                        *acc = S::fmadd(av, bvj, *acc);
+                    }
                 }
+            }};
+        }
+        // With by-element FMAs (NEON: 4 lanes), one load of four k per activation row feeds
+        // the four steps: a broadcast load per row and step (`ld1r`, two micro-ops) held the
+        // modeled A76 at 69% of its fmla peak on the 5 x 16 tile.
+        macro_rules! lane_step {
+            ($a4:expr, $kk:expr, $lane:literal) => {{
+                let kk = $kk + $lane;
+                let mut bv = [S::zero(); NV];
+                for (j, v) in bv.iter_mut().enumerate() {
+                    let col = j * S::LANES;
+                    *v =
+                        W::load::<S>(t.b.add((col / PANEL) * t.pstride + kk * PANEL + col % PANEL));
+                }
+                for (row, &a4) in acc.iter_mut().zip($a4.iter()) {
+                    for (acc, &bvj) in row.iter_mut().zip(bv.iter()) {
+                        *acc = S::fmadd_lane::<$lane>(a4, bvj, *acc);
+                    }
+                }
+            }};
+        }
+        let mut kk = 0;
+        while kk + 4 <= t.k {
+            // Two lines per four k steps: the next column tile's panels are covered by the
+            // time eight row tiles have run (a 7x7 map has nine).
+            pf.step::<S>();
+            pf.step::<S>();
+            if S::LANE_FMA && S::LANES == 4 {
+                let a4: [S::V; M] = core::array::from_fn(|i| S::load(a.add(i * t.lda + kk)));
+                lane_step!(a4, kk, 0);
+                lane_step!(a4, kk, 1);
+                lane_step!(a4, kk, 2);
+                lane_step!(a4, kk, 3);
+            } else {
+                step!(kk);
+                step!(kk + 1);
+                step!(kk + 2);
+                step!(kk + 3);
             }
-        }};
-    }
-    let mut kk = 0;
-    while kk + 4 <= t.k {
-        // Two lines per four k steps: the next column tile's panels are covered by the
-        // time eight row tiles have run (a 7x7 map has nine).
-        pf.step::<S>();
-        pf.step::<S>();
-        if S::LANE_FMA && S::LANES == 4 {
-            let a4: [S::V; M] = core::array::from_fn(|i| S::load(a.add(i * t.lda + kk)));
-            lane_step!(a4, kk, 0);
-            lane_step!(a4, kk, 1);
-            lane_step!(a4, kk, 2);
-            lane_step!(a4, kk, 3);
-        } else {
+            kk += 4;
+        }
+        while kk < t.k {
             step!(kk);
-            step!(kk + 1);
-            step!(kk + 2);
-            step!(kk + 3);
+            kk += 1;
         }
-        kk += 4;
-    }
-    while kk < t.k {
-        step!(kk);
-        kk += 1;
-    }
-    // Park the accumulators in a stack tile with constant indices only: that keeps the
-    // compiler from holding `acc` in memory through the k loop (it did, storing after every
-    // FMA, when the epilogue below indexed it directly).
-    debug_assert!(M <= 12 && NV * S::LANES <= TILE_COLS);
-    let mut tile = core::mem::MaybeUninit::<[[f32; TILE_COLS]; 12]>::uninit();
-    let tp = tile.as_mut_ptr().cast::<f32>();
-    for (i, row) in acc.iter().enumerate() {
-        for (j, v) in row.iter().enumerate() {
-            S::store(tp.add(i * TILE_COLS + j * S::LANES), *v);
+        // Park the accumulators in a stack tile with constant indices only: that keeps the
+        // compiler from holding `acc` in memory through the k loop (it did, storing after every
+        // FMA, when the epilogue below indexed it directly).
+        debug_assert!(M <= 12 && NV * S::LANES <= TILE_COLS);
+        let mut tile = core::mem::MaybeUninit::<[[f32; TILE_COLS]; 12]>::uninit();
+        let tp = tile.as_mut_ptr().cast::<f32>();
+        for (i, row) in acc.iter().enumerate() {
+            for (j, v) in row.iter().enumerate() {
+                S::store(tp.add(i * TILE_COLS + j * S::LANES), *v);
+            }
         }
+        epilogue::<S, M>(tp, t.cols, t.scales, t.epi, out, t.ldo);
     }
-    epilogue::<S, M>(tp, t.cols, t.scales, t.epi, out, t.ldo);
 }
 
 /// The epilogue of an `M`-row GEMM tile parked at `tp` (rows [`TILE_COLS`] apart), `cols`
@@ -673,30 +749,34 @@ pub(crate) unsafe fn epilogue<S: Simd, const M: usize>(
     out: *mut f32,
     ldo: usize,
 ) {
-    let mut c0 = 0;
-    while c0 < cols {
-        let nv = (cols - c0).min(S::LANES);
-        let scale = ld_any::<S>(scales.add(c0), nv);
-        let bias = if epi.bias.is_null() {
-            S::zero()
-        } else {
-            ld_any::<S>(epi.bias.add(c0), nv)
-        };
-        let g = match epi.kind {
-            EpiKind::ScaleAdd => ld_any::<S>(epi.gamma.add(c0), nv),
-            _ => S::zero(),
-        };
-        for i in 0..M {
-            let v = S::fmadd(S::load(tp.add(i * TILE_COLS + c0)), scale, bias);
-            let p = out.add(i * ldo + c0);
-            let v = match epi.kind {
-                EpiKind::Bias => v,
-                EpiKind::Gelu => gelu::<S>(v),
-                EpiKind::ScaleAdd => S::fmadd(g, v, ld_any::<S>(p, nv)),
+    // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+    // lengths documented above) is what the body relies on.
+    unsafe {
+        let mut c0 = 0;
+        while c0 < cols {
+            let nv = (cols - c0).min(S::LANES);
+            let scale = ld_any::<S>(scales.add(c0), nv);
+            let bias = if epi.bias.is_null() {
+                S::zero()
+            } else {
+                ld_any::<S>(epi.bias.add(c0), nv)
             };
-            st_any::<S>(p, v, nv);
+            let g = match epi.kind {
+                EpiKind::ScaleAdd => ld_any::<S>(epi.gamma.add(c0), nv),
+                _ => S::zero(),
+            };
+            for i in 0..M {
+                let v = S::fmadd(S::load(tp.add(i * TILE_COLS + c0)), scale, bias);
+                let p = out.add(i * ldo + c0);
+                let v = match epi.kind {
+                    EpiKind::Bias => v,
+                    EpiKind::Gelu => gelu::<S>(v),
+                    EpiKind::ScaleAdd => S::fmadd(g, v, ld_any::<S>(p, nv)),
+                };
+                st_any::<S>(p, v, nv);
+            }
+            c0 += S::LANES;
         }
-        c0 += S::LANES;
     }
 }
 
@@ -713,16 +793,20 @@ pub(crate) unsafe fn block_row<S: Simd>(
     k: usize,
     dst: *mut f32,
 ) {
-    let (p, pw) = ((k - 1) / 2, w + k - 1);
-    for px in 0..w {
-        let s = src.add(px * c);
-        let mut i = 0;
-        while i < c {
-            // LANES divides CBLOCK, so a vector never straddles two blocks.
-            let n = (c - i).min(S::LANES);
-            let d = dst.add(((i / CBLOCK) * pw + p + px) * CBLOCK + i % CBLOCK);
-            st_any::<S>(d, ld_any::<S>(s.add(i), n), n);
-            i += n;
+    // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+    // lengths documented above) is what the body relies on.
+    unsafe {
+        let (p, pw) = ((k - 1) / 2, w + k - 1);
+        for px in 0..w {
+            let s = src.add(px * c);
+            let mut i = 0;
+            while i < c {
+                // LANES divides CBLOCK, so a vector never straddles two blocks.
+                let n = (c - i).min(S::LANES);
+                let d = dst.add(((i / CBLOCK) * pw + p + px) * CBLOCK + i % CBLOCK);
+                st_any::<S>(d, ld_any::<S>(s.add(i), n), n);
+                i += n;
+            }
         }
     }
 }
@@ -749,83 +833,91 @@ pub(crate) struct LnArgs {
 /// blocked, with `p + rows <= pw`), `w` and `b` for `c`.
 #[inline(always)]
 pub(crate) unsafe fn layer_norm_rows<S: Simd>(a: &LnArgs) {
-    let (rows, c) = (a.rows, a.c);
-    let inv_n = 1.0 / c as f32;
-    // Four rows at a time, interleaved in program order: one row is a chain of two
-    // horizontal sums, a square root and a division (~90 cycles at C = 16), and the
-    // out-of-order window alone overlapped too few of them.
-    let mut r = 0;
-    while r + 4 <= rows {
-        ln_rows::<S, 4>(a, r, inv_n);
-        r += 4;
-    }
-    while r < rows {
-        ln_rows::<S, 1>(a, r, inv_n);
-        r += 1;
+    // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+    // lengths documented above) is what the body relies on.
+    unsafe {
+        let (rows, c) = (a.rows, a.c);
+        let inv_n = 1.0 / c as f32;
+        // Four rows at a time, interleaved in program order: one row is a chain of two
+        // horizontal sums, a square root and a division (~90 cycles at C = 16), and the
+        // out-of-order window alone overlapped too few of them.
+        let mut r = 0;
+        while r + 4 <= rows {
+            ln_rows::<S, 4>(a, r, inv_n);
+            r += 4;
+        }
+        while r < rows {
+            ln_rows::<S, 1>(a, r, inv_n);
+            r += 1;
+        }
     }
 }
 
 /// Rows `r0..r0 + R` of [`layer_norm_rows`], each computed exactly as alone.
 #[inline(always)]
 unsafe fn ln_rows<S: Simd, const R: usize>(a: &LnArgs, r0: usize, inv_n: f32) {
-    let LnArgs {
-        x,
-        c,
-        w,
-        b,
-        eps,
-        out,
-        blocks,
-        ..
-    } = *a;
-    let xr: [*const f32; R] = core::array::from_fn(|j| x.add((r0 + j) * c));
-    // Channel `i` of row `r`'s output (LANES divides CBLOCK: a vector never straddles two
-    // blocks).
-    let or = |r: usize, i: usize| match blocks {
-        None => out.add(r * c + i),
-        Some((pw, p)) => out.add(((i / CBLOCK) * pw + p + r) * CBLOCK + i % CBLOCK),
-    };
-    let mut acc = [S::zero(); R];
-    let mut i = 0;
-    while i < c {
-        let n = (c - i).min(S::LANES);
-        for j in 0..R {
-            acc[j] = S::add(acc[j], ld_any::<S>(xr[j].add(i), n));
+    // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+    // lengths documented above) is what the body relies on.
+    unsafe {
+        let LnArgs {
+            x,
+            c,
+            w,
+            b,
+            eps,
+            out,
+            blocks,
+            ..
+        } = *a;
+        let xr: [*const f32; R] = core::array::from_fn(|j| x.add((r0 + j) * c));
+        // Channel `i` of row `r`'s output (LANES divides CBLOCK: a vector never straddles two
+        // blocks).
+        let or = |r: usize, i: usize| match blocks {
+            None => out.add(r * c + i),
+            Some((pw, p)) => out.add(((i / CBLOCK) * pw + p + r) * CBLOCK + i % CBLOCK),
+        };
+        let mut acc = [S::zero(); R];
+        let mut i = 0;
+        while i < c {
+            let n = (c - i).min(S::LANES);
+            for j in 0..R {
+                acc[j] = S::add(acc[j], ld_any::<S>(xr[j].add(i), n));
+            }
+            i += n;
         }
-        i += n;
-    }
-    let mv: [S::V; R] = core::array::from_fn(|j| S::splat(S::reduce_add(acc[j]) * inv_n));
-    let mut acc = [S::zero(); R];
-    let mut i = 0;
-    while i < c {
-        let n = (c - i).min(S::LANES);
-        for j in 0..R {
-            // Lanes past `n` load as zero; mask them out of the squared deviations.
-            let d = S::sub(ld_any::<S>(xr[j].add(i), n), mv[j]);
-            let d = if n == S::LANES {
-                d
-            } else {
-                S::mul(d, ld_any::<S>(ONES.as_ptr(), n))
-            };
-            acc[j] = S::fmadd(d, d, acc[j]);
+        let mv: [S::V; R] = core::array::from_fn(|j| S::splat(S::reduce_add(acc[j]) * inv_n));
+        let mut acc = [S::zero(); R];
+        let mut i = 0;
+        while i < c {
+            let n = (c - i).min(S::LANES);
+            for j in 0..R {
+                // Lanes past `n` load as zero; mask them out of the squared deviations.
+                let d = S::sub(ld_any::<S>(xr[j].add(i), n), mv[j]);
+                let d = if n == S::LANES {
+                    d
+                } else {
+                    S::mul(d, ld_any::<S>(ONES.as_ptr(), n))
+                };
+                acc[j] = S::fmadd(d, d, acc[j]);
+            }
+            i += n;
         }
-        i += n;
-    }
-    // In-register square root: libm's `sqrtf` is legacy-SSE inline assembly, and running
-    // it with dirty upper vector state costs hundreds of cycles per row.
-    let rstd: [S::V; R] = core::array::from_fn(|j| {
-        let var = S::reduce_add(acc[j]) * inv_n;
-        S::div(S::splat(1.0), S::sqrt(S::splat(var + eps)))
-    });
-    let mut i = 0;
-    while i < c {
-        let n = (c - i).min(S::LANES);
-        let (wv, bv) = (ld_any::<S>(w.add(i), n), ld_any::<S>(b.add(i), n));
-        for j in 0..R {
-            let d = S::mul(S::sub(ld_any::<S>(xr[j].add(i), n), mv[j]), rstd[j]);
-            st_any::<S>(or(r0 + j, i), S::fmadd(d, wv, bv), n);
+        // In-register square root: libm's `sqrtf` is legacy-SSE inline assembly, and running
+        // it with dirty upper vector state costs hundreds of cycles per row.
+        let rstd: [S::V; R] = core::array::from_fn(|j| {
+            let var = S::reduce_add(acc[j]) * inv_n;
+            S::div(S::splat(1.0), S::sqrt(S::splat(var + eps)))
+        });
+        let mut i = 0;
+        while i < c {
+            let n = (c - i).min(S::LANES);
+            let (wv, bv) = (ld_any::<S>(w.add(i), n), ld_any::<S>(b.add(i), n));
+            for j in 0..R {
+                let d = S::mul(S::sub(ld_any::<S>(xr[j].add(i), n), mv[j]), rstd[j]);
+                st_any::<S>(or(r0 + j, i), S::fmadd(d, wv, bv), n);
+            }
+            i += n;
         }
-        i += n;
     }
 }
 
@@ -845,19 +937,23 @@ pub(crate) struct DwArgs {
 /// One output row of a plain depthwise conv, `P` pixels per iteration.
 #[inline(always)]
 pub(crate) unsafe fn dw_row<S: Simd, const K: usize, const P: usize>(a: &DwArgs) {
-    let mut c0 = 0;
-    while c0 < a.c {
-        let nv = (a.c - c0).min(S::LANES);
-        let mut x0 = 0;
-        while x0 + P <= a.w {
-            dw_pixels::<S, K, P>(a, x0, c0, nv);
-            x0 += P;
+    // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+    // lengths documented above) is what the body relies on.
+    unsafe {
+        let mut c0 = 0;
+        while c0 < a.c {
+            let nv = (a.c - c0).min(S::LANES);
+            let mut x0 = 0;
+            while x0 + P <= a.w {
+                dw_pixels::<S, K, P>(a, x0, c0, nv);
+                x0 += P;
+            }
+            while x0 < a.w {
+                dw_pixels::<S, K, 1>(a, x0, c0, nv);
+                x0 += 1;
+            }
+            c0 += nv;
         }
-        while x0 < a.w {
-            dw_pixels::<S, K, 1>(a, x0, c0, nv);
-            x0 += 1;
-        }
-        c0 += nv;
     }
 }
 
@@ -868,18 +964,22 @@ unsafe fn dw_pixels<S: Simd, const K: usize, const Q: usize>(
     c0: usize,
     nv: usize,
 ) {
-    let c = a.c;
-    let mut acc = [ld_any::<S>(a.bias.add(c0), nv); Q];
-    for ky in 0..K {
-        let row = a.rows[ky].add(x0 * c + c0);
-        for kx in 0..K {
-            let wv = ld_any::<S>(a.taps.add((ky * K + kx) * c + c0), nv);
-            for (q, acc) in acc.iter_mut().enumerate() {
-                *acc = S::fmadd(wv, ld_any::<S>(row.add((q + kx) * c), nv), *acc);
+    // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+    // lengths documented above) is what the body relies on.
+    unsafe {
+        let c = a.c;
+        let mut acc = [ld_any::<S>(a.bias.add(c0), nv); Q];
+        for ky in 0..K {
+            let row = a.rows[ky].add(x0 * c + c0);
+            for kx in 0..K {
+                let wv = ld_any::<S>(a.taps.add((ky * K + kx) * c + c0), nv);
+                for (q, acc) in acc.iter_mut().enumerate() {
+                    *acc = S::fmadd(wv, ld_any::<S>(row.add((q + kx) * c), nv), *acc);
+                }
             }
         }
-    }
-    for (q, acc) in acc.iter().enumerate() {
-        st_any::<S>(a.out.add((x0 + q) * c + c0), *acc, nv);
+        for (q, acc) in acc.iter().enumerate() {
+            st_any::<S>(a.out.add((x0 + q) * c + c0), *acc, nv);
+        }
     }
 }

@@ -15,12 +15,18 @@ pub(crate) struct Avx2;
 
 #[inline(always)]
 unsafe fn mask(n: usize) -> __m256i {
-    _mm256_cmpgt_epi32(
-        _mm256_set1_epi32(n as i32),
-        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-    )
+    // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+    // lengths documented above) is what the body relies on.
+    unsafe {
+        _mm256_cmpgt_epi32(
+            _mm256_set1_epi32(n as i32),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        )
+    }
 }
 
+// The impl is one unsafe group, under the SAFETY note below.
+#[allow(unsafe_op_in_unsafe_fn)]
 // SAFETY: every method is an AVX/AVX2/FMA intrinsic, only reachable from the leaves below,
 // which carry `#[target_feature(enable = "avx2,fma,f16c")]`.
 unsafe impl Simd for Avx2 {
@@ -136,17 +142,23 @@ unsafe impl Simd for Avx2 {
 /// CPU must have AVX2, FMA and F16C; lengths as checked by `kernels::gemm`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn gemm<W: Elem>(g: &GemmArgs, b: *const W) {
-    simd::gemm::<Avx2, W, 6, 2>(g, b)
+    // SAFETY: the caller holds this ISA's `Kernels` token and checked every length
+    // behind the pointers (see `kernels::leaf!`).
+    unsafe { simd::gemm::<Avx2, W, 6, 2>(g, b) }
 }
 
 /// # Safety
 /// CPU must have AVX2, FMA and F16C; pointers as checked by `kernels::qdw_row`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn qdw_row<W: Elem>(k: usize, a: &QdwArgs, taps: *const W) {
-    match k {
-        3 => simd::qdw_row::<Avx2, W, 3, 3>(a, taps),
-        5 => simd::qdw_row::<Avx2, W, 5, 3>(a, taps),
-        _ => simd::qdw_row::<Avx2, W, 7, 3>(a, taps),
+    // SAFETY: the caller holds this ISA's `Kernels` token and checked every length
+    // behind the pointers (see `kernels::leaf!`).
+    unsafe {
+        match k {
+            3 => simd::qdw_row::<Avx2, W, 3, 3>(a, taps),
+            5 => simd::qdw_row::<Avx2, W, 5, 3>(a, taps),
+            _ => simd::qdw_row::<Avx2, W, 7, 3>(a, taps),
+        }
     }
 }
 
@@ -154,24 +166,32 @@ pub(crate) unsafe fn qdw_row<W: Elem>(k: usize, a: &QdwArgs, taps: *const W) {
 /// CPU must have AVX2, FMA and F16C; `p` valid for `len` floats.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn gelu_slice(p: *mut f32, len: usize) {
-    simd::gelu_slice::<Avx2>(p, len)
+    // SAFETY: the caller holds this ISA's `Kernels` token and checked every length
+    // behind the pointers (see `kernels::leaf!`).
+    unsafe { simd::gelu_slice::<Avx2>(p, len) }
 }
 
 /// # Safety
 /// CPU must have AVX2, FMA and F16C; pointers in `a` valid as `simd::layer_norm_rows` requires.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn layer_norm_rows(a: &LnArgs) {
-    simd::layer_norm_rows::<Avx2>(a)
+    // SAFETY: the caller holds this ISA's `Kernels` token and checked every length
+    // behind the pointers (see `kernels::leaf!`).
+    unsafe { simd::layer_norm_rows::<Avx2>(a) }
 }
 
 /// # Safety
 /// CPU must have AVX2, FMA and F16C; pointers as checked by `kernels::dw_row`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dw_row(k: usize, a: &DwArgs) {
-    match k {
-        3 => simd::dw_row::<Avx2, 3, 8>(a),
-        5 => simd::dw_row::<Avx2, 5, 8>(a),
-        _ => simd::dw_row::<Avx2, 7, 8>(a),
+    // SAFETY: the caller holds this ISA's `Kernels` token and checked every length
+    // behind the pointers (see `kernels::leaf!`).
+    unsafe {
+        match k {
+            3 => simd::dw_row::<Avx2, 3, 8>(a),
+            5 => simd::dw_row::<Avx2, 5, 8>(a),
+            _ => simd::dw_row::<Avx2, 7, 8>(a),
+        }
     }
 }
 
@@ -179,7 +199,9 @@ pub(crate) unsafe fn dw_row(k: usize, a: &DwArgs) {
 /// CPU must have AVX2+FMA; lengths as checked by `kernels::block_row`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn block_row(src: *const f32, w: usize, c: usize, k: usize, dst: *mut f32) {
-    simd::block_row::<Avx2>(src, w, c, k, dst)
+    // SAFETY: the caller holds this ISA's `Kernels` token and checked every length
+    // behind the pointers (see `kernels::leaf!`).
+    unsafe { simd::block_row::<Avx2>(src, w, c, k, dst) }
 }
 
 /// The AVX2 int8 product by `vpmaddubsw` without saturation: the unsigned operand is
@@ -191,6 +213,8 @@ pub(crate) unsafe fn block_row(src: *const f32, w: usize, c: usize, k: usize, ds
 #[derive(Clone, Copy)]
 pub(crate) struct SignMadd;
 
+// The impl is one unsafe group, under the SAFETY note below.
+#[allow(unsafe_op_in_unsafe_fn)]
 // SAFETY: AVX2 intrinsics, only reachable from the leaves below (AVX2 enabled); pointers
 // as the trait requires.
 unsafe impl Dot for SignMadd {
@@ -228,12 +252,16 @@ unsafe impl Dot for SignMadd {
 /// CPU must have AVX2, FMA and F16C; pointers as checked by `q8::quantize_rows`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn quantize_rows(q: &QuantArgs) {
-    q8::quantize::<Avx2>(q)
+    // SAFETY: the caller holds this ISA's `Kernels` token and checked every length
+    // behind the pointers (see `kernels::leaf!`).
+    unsafe { q8::quantize::<Avx2>(q) }
 }
 
 /// # Safety
 /// CPU must have AVX2, FMA and F16C; pointers as checked by `q8::gemm_q8`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn gemm_q8(g: &Q8Args) {
-    q8::gemm::<SignMadd, Avx2, 2, 4>(g)
+    // SAFETY: the caller holds this ISA's `Kernels` token and checked every length
+    // behind the pointers (see `kernels::leaf!`).
+    unsafe { q8::gemm::<SignMadd, Avx2, 2, 4>(g) }
 }

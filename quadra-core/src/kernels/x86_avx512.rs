@@ -16,6 +16,8 @@ fn mask(n: usize) -> __mmask16 {
     ((1u32 << n) - 1) as __mmask16
 }
 
+// The impl is one unsafe group, under the SAFETY note below.
+#[allow(unsafe_op_in_unsafe_fn)]
 // SAFETY: every method is an AVX-512F intrinsic, only reachable from the leaves below,
 // which carry `#[target_feature(enable = "avx512f")]`.
 unsafe impl Simd for Avx512 {
@@ -131,6 +133,8 @@ unsafe impl Simd for Avx512 {
 #[derive(Clone, Copy)]
 pub(crate) struct Vnni;
 
+// The impl is one unsafe group, under the SAFETY note below.
+#[allow(unsafe_op_in_unsafe_fn)]
 // SAFETY: AVX-512F/BW/VNNI intrinsics, only reachable from `gemm_q8_vnni` (those features
 // enabled); pointers as the trait requires.
 unsafe impl Dot for Vnni {
@@ -167,17 +171,23 @@ unsafe impl Dot for Vnni {
 /// CPU must have AVX-512F; lengths as checked by `kernels::gemm`.
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn gemm<W: Elem>(g: &GemmArgs, b: *const W) {
-    simd::gemm::<Avx512, W, 6, 4>(g, b)
+    // SAFETY: the caller holds this ISA's `Kernels` token and checked every length
+    // behind the pointers (see `kernels::leaf!`).
+    unsafe { simd::gemm::<Avx512, W, 6, 4>(g, b) }
 }
 
 /// # Safety
 /// CPU must have AVX-512F; pointers as checked by `kernels::qdw_row`.
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn qdw_row<W: Elem>(k: usize, a: &QdwArgs, taps: *const W) {
-    match k {
-        3 => simd::qdw_row::<Avx512, W, 3, 7>(a, taps),
-        5 => simd::qdw_row::<Avx512, W, 5, 7>(a, taps),
-        _ => simd::qdw_row::<Avx512, W, 7, 7>(a, taps),
+    // SAFETY: the caller holds this ISA's `Kernels` token and checked every length
+    // behind the pointers (see `kernels::leaf!`).
+    unsafe {
+        match k {
+            3 => simd::qdw_row::<Avx512, W, 3, 7>(a, taps),
+            5 => simd::qdw_row::<Avx512, W, 5, 7>(a, taps),
+            _ => simd::qdw_row::<Avx512, W, 7, 7>(a, taps),
+        }
     }
 }
 
@@ -185,24 +195,32 @@ pub(crate) unsafe fn qdw_row<W: Elem>(k: usize, a: &QdwArgs, taps: *const W) {
 /// CPU must have AVX-512F; `p` valid for `len` floats.
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn gelu_slice(p: *mut f32, len: usize) {
-    simd::gelu_slice::<Avx512>(p, len)
+    // SAFETY: the caller holds this ISA's `Kernels` token and checked every length
+    // behind the pointers (see `kernels::leaf!`).
+    unsafe { simd::gelu_slice::<Avx512>(p, len) }
 }
 
 /// # Safety
 /// CPU must have AVX-512F; pointers in `a` valid as `simd::layer_norm_rows` requires.
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn layer_norm_rows(a: &LnArgs) {
-    simd::layer_norm_rows::<Avx512>(a)
+    // SAFETY: the caller holds this ISA's `Kernels` token and checked every length
+    // behind the pointers (see `kernels::leaf!`).
+    unsafe { simd::layer_norm_rows::<Avx512>(a) }
 }
 
 /// # Safety
 /// CPU must have AVX-512F; pointers as checked by `kernels::dw_row`.
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn dw_row(k: usize, a: &DwArgs) {
-    match k {
-        3 => simd::dw_row::<Avx512, 3, 8>(a),
-        5 => simd::dw_row::<Avx512, 5, 8>(a),
-        _ => simd::dw_row::<Avx512, 7, 8>(a),
+    // SAFETY: the caller holds this ISA's `Kernels` token and checked every length
+    // behind the pointers (see `kernels::leaf!`).
+    unsafe {
+        match k {
+            3 => simd::dw_row::<Avx512, 3, 8>(a),
+            5 => simd::dw_row::<Avx512, 5, 8>(a),
+            _ => simd::dw_row::<Avx512, 7, 8>(a),
+        }
     }
 }
 
@@ -210,14 +228,18 @@ pub(crate) unsafe fn dw_row(k: usize, a: &DwArgs) {
 /// CPU must have AVX-512F; lengths as checked by `kernels::block_row`.
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn block_row(src: *const f32, w: usize, c: usize, k: usize, dst: *mut f32) {
-    simd::block_row::<Avx512>(src, w, c, k, dst)
+    // SAFETY: the caller holds this ISA's `Kernels` token and checked every length
+    // behind the pointers (see `kernels::leaf!`).
+    unsafe { simd::block_row::<Avx512>(src, w, c, k, dst) }
 }
 
 /// # Safety
 /// CPU must have AVX-512F; pointers as checked by `q8::quantize_rows`.
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn quantize_rows(q: &QuantArgs) {
-    q8::quantize::<Avx512>(q)
+    // SAFETY: the caller holds this ISA's `Kernels` token and checked every length
+    // behind the pointers (see `kernels::leaf!`).
+    unsafe { q8::quantize::<Avx512>(q) }
 }
 
 /// # Safety
@@ -225,5 +247,7 @@ pub(crate) unsafe fn quantize_rows(q: &QuantArgs) {
 /// `q8::gemm_q8`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub(crate) unsafe fn gemm_q8_vnni(g: &Q8Args) {
-    q8::gemm::<Vnni, Avx512, 6, 4>(g)
+    // SAFETY: the caller holds this ISA's `Kernels` token and checked every length
+    // behind the pointers (see `kernels::leaf!`).
+    unsafe { q8::gemm::<Vnni, Avx512, 6, 4>(g) }
 }
