@@ -240,15 +240,29 @@ def main():
                            ("block c64 56x56 k7 e4", randomize_(QuadraBlock1_dw(64, 7, 4), 2))]:
             path = tmp / "op.onnx"
             export(mod.eval(), xo, path)
-            ort_ms, _ = ort_median(path, xo, 1, a.iters * 5, a.warmup)
+            ort_ms, ort_y = ort_median(path, xo, 1, a.iters * 5, a.warmup)
             op = "qdw" if label.startswith("qdw") else "block"
+            # The same weights and input in quadra: the module's state_dict and the input,
+            # channels-last; its output is checked against ONNX Runtime's before the times
+            # mean anything.
+            from safetensors.torch import save_file
+            save_file({k: v.detach().contiguous() for k, v in mod.state_dict().items()}, tmp / "op.safetensors")
+            xo[0].transpose(1, 2, 0).astype("<f4").tofile(tmp / "op_in.f32")
             rep = json.loads(run([bench, "--op", f"{op}:64x56x7x4", "--threads", "1", "--iters", str(a.iters * 5),
-                                  "--json"]))
+                                  "--op-weights", str(tmp / "op.safetensors"), "--op-input", str(tmp / "op_in.f32"),
+                                  "--op-output", str(tmp / "op_out.f32"), "--json"]))
+            q_y = np.fromfile(tmp / "op_out.f32", dtype="<f4").reshape(56, 56, 64).transpose(2, 0, 1)[None]
+            # NaN-aware: a NaN anywhere makes the error infinite. The f32 paths agree to ~1e-6.
+            err = float(np.max(np.abs(q_y - ort_y))) / (1.0 + float(np.max(np.abs(ort_y))))
+            if not np.isfinite(err) or err > 1e-5:
+                sys.exit(f"{label}: quadra and ONNX Runtime disagree (relative error {err:.2e}): not timing it")
             q_ms = rep["op_ms"]
             rows.append({"model": label, "threads": 1, "ort_ms": ort_ms, "quadra_ms": q_ms, "speedup": ort_ms / q_ms,
+                         "max_rel_error_vs_ort": err,
                          "quadra_gflops": rep["op_gflops"], "fma_peak_gflops_per_core": rep["fma_peak_gflops_per_core"]})
             print(f"{label:22s} 1 thr  ORT {ort_ms:8.3f} ms  quadra {q_ms:8.3f} ms  speedup {ort_ms / q_ms:5.2f}x  "
-                  f"({rep['op_gflops']:.1f} GFLOP/s, peak {rep['fma_peak_gflops_per_core']:.1f})", flush=True)
+                  f"({rep['op_gflops']:.1f} GFLOP/s, peak {rep['fma_peak_gflops_per_core']:.1f}; "
+                  f"outputs agree to {err:.1e})", flush=True)
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1) + "\n")
 

@@ -68,6 +68,132 @@ struct Args {
     /// map of C channels, random weights).
     #[arg(long)]
     op: Option<String>,
+    /// With --op: the operator's weights from PyTorch (safetensors of the official module's
+    /// state_dict: `QuadraConv` for qdw, `QuadraBlock1_dw` for block) instead of random ones.
+    #[arg(long, requires = "op")]
+    op_weights: Option<PathBuf>,
+    /// With --op: the input, raw little-endian f32 channels-last `[H, W, C]`, instead of a
+    /// random one; the operator's output on it is written to --op-output.
+    #[arg(long, requires_all = ["op", "op_output"])]
+    op_input: Option<PathBuf>,
+    /// With --op-input: where to write the output, raw little-endian f32 `[H, W, C]`.
+    #[arg(long, requires = "op_input")]
+    op_output: Option<PathBuf>,
+}
+
+/// A lone operator's packed weights from a PyTorch state_dict: the tensors are placed as
+/// block 0 of a one-block network (the only part packed from the file; the rest is zeros)
+/// and the block's stretch of the streams is returned. For `qdw` only the `QuadraConv`
+/// tensors are read (keys `conv{1,2,3}.{weight,bias}`), for `block` every block key.
+fn op_weights_from(
+    path: &std::path::Path,
+    qdw_only: bool,
+    (c, k, e): (usize, usize, usize),
+) -> Result<quadra_cpu::weights::OwnedWeights, Box<dyn std::error::Error>> {
+    use quadra_core::arch::{Arch, Stage};
+    use quadra_cpu::checkpoint::{StateDict, Tensor};
+    let file = StateDict::load(path)?;
+    let spec = [BlockSpec::quadra(k as u8, e as u8)];
+    let stage = |blocks| Stage { dim: c, blocks };
+    let arch = Arch {
+        in_chans: 1,
+        num_classes: 1,
+        stages: [stage(&spec), stage(&[]), stage(&[]), stage(&[])],
+    };
+    let prefix = if qdw_only {
+        "stages.0.0.QuadraConv."
+    } else {
+        "stages.0.0."
+    };
+    let mut sd = StateDict {
+        source: file.source.clone(),
+        tensors: Default::default(),
+        stripped_prefix: None,
+    };
+    let mut first = None;
+    let mut used = 0;
+    quadra_core::net::visit_tensors::<quadra_core::Error>(&arch, |slot| {
+        let from_file = slot
+            .name
+            .strip_prefix(prefix)
+            .and_then(|key| file.tensors.get(key));
+        if slot.name.starts_with("stages.0.0.") && first.is_none() {
+            first = Some((slot.vec_offset, slot.mat_offset));
+        }
+        let t = match from_file {
+            Some(t) => {
+                used += 1;
+                t.clone()
+            }
+            None if slot.name.starts_with(prefix) => {
+                // Missing: let `pack` name it with its shape.
+                return Ok(());
+            }
+            None => Tensor {
+                shape: slot.shape.to_vec(),
+                dtype: safetensors::Dtype::F32,
+                data: vec![0.0; slot.shape.iter().product()],
+            },
+        };
+        sd.tensors.insert(slot.name.to_string(), t);
+        Ok(())
+    })?;
+    if used != file.tensors.len() {
+        return Err(format!(
+            "{}: {} tensors, {used} of them the operator's (expected the state_dict of one {})",
+            path.display(),
+            file.tensors.len(),
+            if qdw_only {
+                "QuadraConv"
+            } else {
+                "QuadraBlock1_dw"
+            }
+        )
+        .into());
+    }
+    let packed = sd.pack(&arch)?;
+    let (vo, mo) = first.ok_or("no block in the one-block network")?;
+    let len = spec[0].weights_len(c);
+    let quadra_cpu::weights::OwnedMats::F32(m) = &packed.mats else {
+        return Err("packed weights are not f32".into());
+    };
+    Ok(quadra_cpu::weights::OwnedWeights {
+        vecs: packed.vecs[vo..vo + len.vecs].into(),
+        mats: quadra_cpu::weights::OwnedMats::F32(m[mo..mo + len.mats].into()),
+    })
+}
+
+/// Reads raw little-endian f32 values, exactly `n` of them.
+fn read_f32s(path: &std::path::Path, n: usize) -> Result<Vec<f32>, Box<dyn std::error::Error>> {
+    let b =
+        quadra_cpu::read_file(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if b.len() != 4 * n {
+        return Err(format!(
+            "{}: {} bytes, expected {} ({n} f32 values)",
+            path.display(),
+            b.len(),
+            4 * n
+        )
+        .into());
+    }
+    let v: Vec<f32> = b
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        return Err(format!(
+            "{}: value {i} is {}: inputs must be finite",
+            path.display(),
+            v[i]
+        )
+        .into());
+    }
+    Ok(v)
+}
+
+fn write_f32s(path: &std::path::Path, v: &[f32]) -> Result<(), Box<dyn std::error::Error>> {
+    let b: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    std::fs::write(path, b).map_err(|e| format!("cannot write {}: {e}", path.display()).into())
 }
 
 /// Largest map side `--op` measures (a 4096x4096 map of the widest C is already 1 GiB).
@@ -110,7 +236,15 @@ fn bench_op(a: &Args, spec: &str) -> Result<(), Box<dyn std::error::Error>> {
         Some(name) => dispatch::kernels_for(Isa::from_name(name).ok_or_else(bad)?)?,
         None => dispatch::default_kernels()?,
     };
-    let x0 = random(h * h * c, 5);
+    let x0 = match &a.op_input {
+        Some(p) => read_f32s(p, h * h * c)?,
+        None => random(h * h * c, 5),
+    };
+    let given = match &a.op_weights {
+        Some(p) => Some(op_weights_from(p, kind == "qdw", (c, k, e))?),
+        None => None,
+    };
+    let mut result: Option<Vec<f32>> = None;
     let mut ts = Vec::new();
     // QDW only: the kernel alone, on rows blocked and padded beforehand, and per round
     // (op, kernel) as fractions of the FMA peak sampled in that round.
@@ -122,7 +256,11 @@ fn bench_op(a: &Args, spec: &str) -> Result<(), Box<dyn std::error::Error>> {
             let taps = AlignedF32::from(random(QdwWeights::taps_len(k, c), 1));
             let bias = random(3 * c, 2);
             let ones = vec![1.0; 3 * c];
-            let wts = QdwWeights::new(k, c, MatData::F32(&taps), &ones, &bias)?;
+            let wts = match &given {
+                // The QuadraConv of a packed block: its taps, scales and biases.
+                Some(w) => BlockWeights::from_weights(c, k, e, w.view())?.qdw,
+                None => QdwWeights::new(k, c, MatData::F32(&taps), &ones, &bias)?,
+            };
             let mut scratch = AlignedF32::zeros(qdw_scratch_len(h, c, k));
             let mut xa = AlignedF32::zeros(x0.len());
             flops = quadra_bench::qdw_flops(h, h, c, k);
@@ -159,6 +297,10 @@ fn bench_op(a: &Args, spec: &str) -> Result<(), Box<dyn std::error::Error>> {
                 op(xa.as_mut_slice())?;
                 alone(out.as_mut_slice())?;
             }
+            if a.op_output.is_some() {
+                op(xa.as_mut_slice())?;
+                result = Some(xa.to_vec());
+            }
             // Rounds of: a ~10 ms sample of the FMA peak, then a share of the op's runs and
             // of the kernel's, so each round's ratios compare numbers taken together.
             let sampler = PeakSampler::new(kern.isa(), 0.01);
@@ -185,7 +327,10 @@ fn bench_op(a: &Args, spec: &str) -> Result<(), Box<dyn std::error::Error>> {
         }
         "block" => {
             let spec = BlockSpec::quadra(k as u8, e as u8);
-            let wts = random_weights(spec.weights_len(c), 3);
+            let wts = match given {
+                Some(w) => w,
+                None => random_weights(spec.weights_len(c), 3),
+            };
             let bw = BlockWeights::from_weights(c, k, e, wts.view())?;
             let dims = BlockDims { h, w: h, c, k, e };
             let cfg = ArchConfig::preset("quadranet25-xxs")?;
@@ -207,9 +352,15 @@ fn bench_op(a: &Args, spec: &str) -> Result<(), Box<dyn std::error::Error>> {
                 }
                 Ok(ts)
             })??;
+            if a.op_output.is_some() {
+                result = Some(x.to_vec());
+            }
             flops = 2 * spec.macs(h, h, c);
         }
         _ => return Err(bad().into()),
+    }
+    if let (Some(p), Some(y)) = (&a.op_output, &result) {
+        write_f32s(p, y)?;
     }
     ts.sort_by(f64::total_cmp);
     let p50 = percentile(&ts, 0.5);

@@ -1162,6 +1162,34 @@ fn every_hostile_input_is_a_clean_error_and_every_valid_one_runs() {
         ("--preset unknown", vec!["--preset", "nope"], &["nope"]),
         ("--dtype bogus", vec!["--dtype", "bogus"], &["bogus"]),
     ];
+    let short_input = s.file("op_in.f32", &[0u8; 100]);
+    let bench_ops: Vec<(&str, Vec<&str>, &'static [&'static str])> = vec![
+        (
+            "--op-weights of a whole network",
+            vec!["--op", "block:16x8x7x4", "--op-weights", ckpt],
+            &["expected the state_dict of one QuadraBlock1_dw"],
+        ),
+        (
+            "--op-input of the wrong length",
+            vec![
+                "--op",
+                "qdw:16x8x7",
+                "--op-input",
+                &short_input,
+                "--op-output",
+                &y,
+            ],
+            &["100 bytes, expected 4096"],
+        ),
+        (
+            "--op-input without --op-output",
+            vec!["--op", "qdw:16x8x7", "--op-input", &short_input],
+            &["--op-output"],
+        ),
+    ];
+    for (name, args, needles) in bench_ops {
+        s.bench(&format!("bench: {name}"), &args, Expect::Error(needles));
+    }
     for (name, args, needles) in bench {
         s.bench(&format!("bench: {name}"), &args, Expect::Error(needles));
     }
