@@ -45,6 +45,24 @@ pub enum Layer {
     Head,
 }
 
+/// What one forward pass runs with, shared by its internal steps: the executor of its
+/// bands, the kernels, and the channels-last `h x w` input image.
+struct Pass<'p, E> {
+    exec: &'p E,
+    kern: Kernels,
+    input: &'p [f32],
+    h: usize,
+    w: usize,
+}
+
+// Not derived: a derive would demand `E: Copy`, and only the reference is copied.
+impl<E> Clone for Pass<'_, E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<E> Copy for Pass<'_, E> {}
+
 /// A network ready to run: an architecture and its packed weights (see the crate example
 /// for a whole forward pass).
 ///
@@ -158,7 +176,14 @@ impl<'a> Model<'a> {
                 found: logits.len(),
             });
         }
-        let (mut cur, plan) = self.run_body(exec, kern, input, h, w, arena, on_layer)?;
+        let pass = Pass {
+            exec,
+            kern,
+            input,
+            h,
+            w,
+        };
+        let (mut cur, plan) = self.run_body(&pass, arena, on_layer)?;
         let d3 = self.arch.dim(3);
         let (_, scratch) = arena.split_at_mut(plan.act_len);
         let (normed, _) = scratch[d3..2 * d3].split_at_mut(d3);
@@ -196,24 +221,33 @@ impl<'a> Model<'a> {
                 found: features.len(),
             });
         }
-        let (_, plan) = self.run_body(exec, kern, input, h, w, arena, &mut |_| {})?;
+        let pass = Pass {
+            exec,
+            kern,
+            input,
+            h,
+            w,
+        };
+        let (_, plan) = self.run_body(&pass, arena, &mut |_| {})?;
         features.copy_from_slice(&arena[plan.act_len + d3..plan.act_len + 2 * d3]);
         Ok(())
     }
 
     /// Stem, stages, pooling and the final norm. Leaves the normalised pooled features at
     /// `scratch[d3..2·d3]` and returns the weight cursor at the head.
-    #[allow(clippy::too_many_arguments)]
     fn run_body<E: Executor>(
         &self,
-        exec: &E,
-        kern: Kernels,
-        input: &[f32],
-        h: usize,
-        w: usize,
+        pass: &Pass<'_, E>,
         arena: &mut [f32],
         obs: &mut dyn FnMut(Layer),
     ) -> Result<(Cursor<'a>, Plan), Error> {
+        let Pass {
+            exec,
+            kern,
+            input,
+            h,
+            w,
+        } = *pass;
         let arch = &self.arch;
         if h < 32 || w < 32 || h > MAX_SIDE || w > MAX_SIDE {
             return Err(Error::InputSize { h, w });
@@ -264,7 +298,7 @@ impl<'a> Model<'a> {
             let (sh, sw) = plan.hw[s];
             let d = arch.dim(s);
             if s > 0 {
-                self.downsample(exec, kern, &mut cur, &plan, s, act, scratch)?;
+                self.downsample(pass, &mut cur, &plan, s, act, scratch)?;
                 obs(Layer::Downsample { stage: s });
             }
             let x = &mut act[plan.offsets[s]..plan.offsets[s] + sh * sw * d];
@@ -314,11 +348,9 @@ impl<'a> Model<'a> {
     /// When the plan gives both stages one region, output row `y` is written only after
     /// input rows `2y, 2y+1` are gathered, behind every input row still to be read; when
     /// they have separate regions, bands of output rows run through `exec`.
-    #[allow(clippy::too_many_arguments)]
     fn downsample<E: Executor>(
         &self,
-        exec: &E,
-        kern: Kernels,
+        &Pass { exec, kern, .. }: &Pass<'_, E>,
         cur: &mut Cursor<'a>,
         plan: &Plan,
         s: usize,
