@@ -1,25 +1,15 @@
 //! `Session` gives exactly what `Network::forward_*` gives, for every kernel path, thread
 //! count, batch, layout and dtype; mapped and copied model files run the same weights.
 
+mod common;
+use common::random;
+
 use ndarray::Array4;
 use quadra_core::Dtype;
 use quadra_cpu::config::ArchConfig;
 use quadra_cpu::file::ModelFile;
 use quadra_cpu::weights::{OwnedMats, OwnedWeights};
 use quadra_cpu::{dispatch, Layout, Network, Session};
-
-fn random(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s >> 12;
-            s ^= s << 25;
-            s ^= s >> 27;
-            lo + (hi - lo)
-                * ((s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32)
-        })
-        .collect()
-}
 
 fn weights(cfg: &ArchConfig) -> OwnedWeights {
     let len = cfg.arch().weights_len();

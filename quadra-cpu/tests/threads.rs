@@ -1,24 +1,14 @@
 //! Results are bit-identical for any thread count and any batch split, and equal to the
 //! single-threaded no_std core path.
 
+mod common;
+use common::random;
+
 use ndarray::{s, Array4};
 use quadra_core::{Kernels, Model};
 use quadra_cpu::config::ArchConfig;
 use quadra_cpu::weights::{OwnedMats, OwnedWeights};
 use quadra_cpu::{dispatch, Layout, Network};
-
-fn random(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s >> 12;
-            s ^= s << 25;
-            s ^= s >> 27;
-            lo + (hi - lo)
-                * ((s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32)
-        })
-        .collect()
-}
 
 fn network(preset: &str) -> Network {
     let cfg = ArchConfig::preset(preset).unwrap();

@@ -76,6 +76,19 @@ fn guard(what: &str, f: impl FnOnce() -> Result<(), Failure>) -> c_int {
     failure.0
 }
 
+/// Drops what `put` boxed (NULL: nothing), catching any panic: nothing may unwind into C,
+/// and a drop has nothing to report.
+///
+/// # Safety
+/// `p` is NULL or came from `put` and was not freed before.
+unsafe fn free_boxed<T>(p: *mut T) {
+    if !p.is_null() {
+        // SAFETY: made by Box::into_raw in `put` and not freed before (caller's contract).
+        let b = unsafe { Box::from_raw(p) };
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(b)));
+    }
+}
+
 /// `*out = value` for an output pointer already checked non-NULL.
 fn put<T>(out: &mut *mut T, value: T) {
     *out = Box::into_raw(Box::new(value));
@@ -174,12 +187,8 @@ pub unsafe extern "C" fn quadra_model_from_bytes(
 /// freed before.
 #[no_mangle]
 pub unsafe extern "C" fn quadra_model_free(model: *mut QuadraModel) {
-    if !model.is_null() {
-        // SAFETY: made by Box::into_raw in `put` and not freed before (caller's contract).
-        let model = unsafe { Box::from_raw(model) };
-        // Nothing may unwind into C; a drop has nothing to report.
-        let _ = catch_unwind(AssertUnwindSafe(move || drop(model)));
-    }
+    // SAFETY: the caller's contract, passed on.
+    unsafe { free_boxed(model) }
 }
 
 /// Input channels of the model (0 if `model` is NULL).
@@ -349,12 +358,8 @@ pub unsafe extern "C" fn quadra_session_run(
 /// `s` is NULL or a session from `quadra_session_new`, not freed before.
 #[no_mangle]
 pub unsafe extern "C" fn quadra_session_free(s: *mut QuadraSession) {
-    if !s.is_null() {
-        // SAFETY: made by Box::into_raw in `put` and not freed before (caller's contract).
-        let s = unsafe { Box::from_raw(s) };
-        // Nothing may unwind into C; a drop has nothing to report.
-        let _ = catch_unwind(AssertUnwindSafe(move || drop(s)));
-    }
+    // SAFETY: the caller's contract, passed on.
+    unsafe { free_boxed(s) }
 }
 
 #[cfg(test)]
