@@ -25,6 +25,7 @@ pub enum Dtype {
 
 impl Dtype {
     /// Bytes per element.
+    #[inline]
     pub const fn size(self) -> usize {
         match self {
             Dtype::F32 => 4,
@@ -34,6 +35,7 @@ impl Dtype {
     }
 
     /// Lower-case name: `f32`, `f16`, `int8`, `w8a8`.
+    #[inline]
     pub const fn name(self) -> &'static str {
         match self {
             Dtype::F32 => "f32",
@@ -70,6 +72,7 @@ pub enum MatData<'a> {
 
 impl<'a> MatData<'a> {
     /// Number of elements.
+    #[inline]
     pub const fn len(&self) -> usize {
         match self {
             MatData::F32(v) => v.len(),
@@ -79,11 +82,13 @@ impl<'a> MatData<'a> {
     }
 
     /// Is it empty?
+    #[inline]
     pub const fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Storage type.
+    #[inline]
     pub const fn dtype(&self) -> Dtype {
         match self {
             MatData::F32(_) => Dtype::F32,
@@ -104,6 +109,7 @@ impl<'a> MatData<'a> {
     }
 
     /// Elements `start..start + len`, or `None` if out of range.
+    #[inline]
     pub fn sub(&self, start: usize, len: usize) -> Option<MatData<'a>> {
         let r = start..start.checked_add(len)?;
         Some(match self {
@@ -137,6 +143,7 @@ pub struct PackedB<'a> {
 
 impl<'a> PackedB<'a> {
     /// Length of the packed form of a `k x n` matrix.
+    #[inline]
     pub const fn packed_len(k: usize, n: usize) -> usize {
         k * n.div_ceil(PANEL) * PANEL
     }
@@ -174,16 +181,19 @@ impl<'a> PackedB<'a> {
 
     /// Offset of `B[kk][j]` in the dot-product layout of a matrix with inner dimension
     /// `k` (a multiple of 4): `(j/16)·16k + (kk/4)·64 + (j%16)·4 + kk%4`.
+    #[inline]
     pub const fn dot_index(k: usize, kk: usize, j: usize) -> usize {
         (j / PANEL) * k * PANEL + (kk / 4) * 4 * PANEL + (j % PANEL) * 4 + kk % 4
     }
 
     /// Is this the dot-product layout of an int8-compute GEMM?
+    #[inline]
     pub const fn is_dot(&self) -> bool {
         self.dot
     }
 
     /// Columns `j0..j1` (`j0` a multiple of [`PANEL`]): whole panels, no copy.
+    #[inline]
     pub fn cols(&self, j0: usize, j1: usize) -> Option<PackedB<'a>> {
         if !j0.is_multiple_of(PANEL) || j0 >= j1 || j1 > self.n {
             return None;
@@ -200,6 +210,7 @@ impl<'a> PackedB<'a> {
 
     /// Rows `k0..k1` of the inner dimension: the same panels, a shorter k, no copy.
     /// In the dot-product layout `k0` and `k1 - k0` must be multiples of 4.
+    #[inline]
     pub fn rows(&self, k0: usize, k1: usize) -> Option<PackedB<'a>> {
         if k0 >= k1 || k1 > self.k {
             return None;
@@ -217,6 +228,7 @@ impl<'a> PackedB<'a> {
     }
 
     /// Distance between panels in the data.
+    #[inline]
     pub const fn panel_stride(&self) -> usize {
         self.pstride
     }
@@ -249,11 +261,13 @@ impl<'a> PackedB<'a> {
 
     /// Output column of element `i` of the packed data of a matrix with inner dimension
     /// `k` (`>= n` for padding).
+    #[inline]
     pub const fn column_of(k: usize, i: usize) -> usize {
         (i / (k * PANEL)) * PANEL + i % PANEL
     }
 
     /// Stored element `B[kk][j]` as f32, before the column scale.
+    #[inline]
     pub fn get(&self, kk: usize, j: usize) -> f32 {
         if self.dot {
             let within = (kk / 4) * 4 * PANEL + (j % PANEL) * 4 + kk % 4;
@@ -264,21 +278,25 @@ impl<'a> PackedB<'a> {
     }
 
     /// Inner dimension.
+    #[inline]
     pub const fn k(&self) -> usize {
         self.k
     }
 
     /// Output columns.
+    #[inline]
     pub const fn n(&self) -> usize {
         self.n
     }
 
     /// The packed data.
+    #[inline]
     pub const fn data(&self) -> MatData<'a> {
         self.data
     }
 
     /// Per-column scales.
+    #[inline]
     pub const fn scales(&self) -> &'a [f32] {
         self.scales
     }
@@ -311,6 +329,7 @@ pub enum Epilogue<'a> {
 impl Epilogue<'_> {
     /// The reference epilogue of column `j`: the new value of an output element that held
     /// `old`, given its scaled sum `v` (`scales[j]·Σ a·b`).
+    #[inline]
     pub fn apply(&self, j: usize, v: f32, old: f32) -> f32 {
         match *self {
             Epilogue::Bias(bias) => v + bias[j],
@@ -360,6 +379,7 @@ pub struct MatMut<'a> {
 
 impl<'a> MatRef<'a> {
     /// A dense `rows x cols` view (stride = cols) of `data`.
+    #[inline]
     pub const fn dense(data: &'a [f32], rows: usize, cols: usize) -> Self {
         MatRef {
             data,
@@ -372,6 +392,7 @@ impl<'a> MatRef<'a> {
 
 impl<'a> MatMut<'a> {
     /// A dense `rows x cols` view (stride = cols) of `data`.
+    #[inline]
     pub fn dense(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
         MatMut {
             data,
@@ -407,12 +428,14 @@ pub struct QdwWeights<'a> {
 
 impl<'a> QdwWeights<'a> {
     /// Length of the packed taps for kernel `k` and `c` channels.
+    #[inline]
     pub const fn taps_len(k: usize, c: usize) -> usize {
         k * k * 3 * c.div_ceil(CBLOCK) * CBLOCK
     }
 
     /// Where the weight of tap `t = ky·K + kx` of filter `f` for channel `ch` sits:
     /// `((ch / CBLOCK · K² + t) · 3 + f) · CBLOCK + ch % CBLOCK`.
+    #[inline]
     pub const fn tap_index(k: usize, t: usize, f: usize, ch: usize) -> usize {
         (((ch / CBLOCK) * k * k + t) * 3 + f) * CBLOCK + ch % CBLOCK
     }
@@ -447,22 +470,27 @@ impl<'a> QdwWeights<'a> {
     }
 
     /// Kernel size.
+    #[inline]
     pub const fn k(&self) -> usize {
         self.k
     }
     /// Channels.
+    #[inline]
     pub const fn c(&self) -> usize {
         self.c
     }
     /// Packed taps.
+    #[inline]
     pub const fn taps(&self) -> MatData<'a> {
         self.taps
     }
     /// Per (filter, channel) scales.
+    #[inline]
     pub const fn scales(&self) -> &'a [f32] {
         self.scales
     }
     /// Packed biases `[ba | bb | bc]`.
+    #[inline]
     pub const fn bias(&self) -> &'a [f32] {
         self.bias
     }
@@ -501,15 +529,18 @@ impl FloatBlocks<'static> {
 
 impl FloatBlocks<'_> {
     /// Is quadratic block `i` (counted over non-identity blocks) kept in f32?
+    #[inline]
     pub fn is_float(&self, i: usize) -> bool {
         self.bit(1 + i)
     }
 
     /// Are the stem, downsample and head layers kept in f32?
+    #[inline]
     pub fn layers_float(&self) -> bool {
         self.bit(0)
     }
 
+    #[inline]
     pub(crate) fn bit(&self, u: usize) -> bool {
         self.flags
             .get(u / 8)
@@ -517,6 +548,7 @@ impl FloatBlocks<'_> {
     }
 
     /// How many units (the layers, blocks) are kept in f32.
+    #[inline]
     pub fn count(&self) -> usize {
         self.flags.iter().map(|b| b.count_ones() as usize).sum()
     }
