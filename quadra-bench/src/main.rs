@@ -28,8 +28,16 @@ use serde_json::json;
 )]
 struct Args {
     /// Built-in architecture with random weights (default quadranet25-xxs).
-    #[arg(long, conflicts_with = "model")]
+    #[arg(long, conflicts_with_all = ["model", "config"])]
     preset: Option<String>,
+    /// An architecture config (JSON, as `quadra convert --config` takes, e.g. a searched
+    /// network) with random weights: no checkpoint needed.
+    #[arg(long, conflicts_with = "model")]
+    config: Option<PathBuf>,
+    /// Sum the latency table over this network's layers and compare the sum with the
+    /// measured whole-network latency.
+    #[arg(long)]
+    check: bool,
     /// A .qnet model file.
     #[arg(long)]
     model: Option<PathBuf>,
@@ -453,8 +461,18 @@ fn block_key((h, w): (usize, usize), c: usize, spec: BlockSpec) -> String {
 /// What one measurement run found.
 struct Measured {
     times: Vec<f64>,
-    layers: Vec<(Layer, f64)>,
-    candidates: Vec<(String, f64)>,
+    /// Each layer of the model and its duration in every timed run.
+    layers: Vec<(Layer, Vec<f64>)>,
+    /// Each candidate block's key and its sorted durations.
+    candidates: Vec<(String, Vec<f64>)>,
+}
+
+/// Median, 10th and 90th percentile (ms) of durations in seconds, as a LUT entry.
+fn stats(ts: &[f64], source: &str) -> serde_json::Value {
+    let mut v = ts.to_vec();
+    v.sort_by(f64::total_cmp);
+    json!({"median": percentile(&v, 0.5) * 1e3, "p10": percentile(&v, 0.1) * 1e3,
+           "p90": percentile(&v, 0.9) * 1e3, "runs": v.len(), "source": source})
 }
 
 fn main() -> std::process::ExitCode {
@@ -476,6 +494,19 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     let (h, w) = a.input_size;
     let (mut net, name) = match (&a.model, &a.preset) {
         (Some(p), _) => (Network::load(p)?, p.display().to_string()),
+        (None, _) if a.config.is_some() => {
+            let p = a.config.as_ref().expect("checked by the guard");
+            let text = quadra_cpu::read_file(p)
+                .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            let text =
+                String::from_utf8(text).map_err(|_| format!("{}: not UTF-8", p.display()))?;
+            let cfg = ArchConfig::from_json(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+            let wts = random_weights(cfg.arch().weights_len(), 7);
+            (
+                Network::new(cfg, wts)?,
+                format!("{} (random weights)", p.display()),
+            )
+        }
         (None, preset) => {
             let name = preset.clone().unwrap_or_else(|| "quadranet25-xxs".into());
             let cfg = ArchConfig::preset(&name)?;
@@ -519,7 +550,7 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
         times.sort_by(f64::total_cmp);
 
         // Per-layer latency of the model itself.
-        let mut layers: Vec<(Layer, f64)> = Vec::new();
+        let mut layers: Vec<(Layer, Vec<f64>)> = Vec::new();
         for it in 0..a.iters {
             let mut i = 0;
             let mut last = Instant::now();
@@ -528,19 +559,16 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
                 let dt = (now - last).as_secs_f64();
                 last = now;
                 if it == 0 {
-                    layers.push((l, dt));
+                    layers.push((l, vec![dt]));
                 } else {
-                    layers[i].1 += dt;
+                    layers[i].1.push(dt);
                 }
                 i += 1;
             })?;
         }
-        for l in &mut layers {
-            l.1 /= a.iters as f64;
-        }
 
         // Candidate blocks of the search space at every stage's shape.
-        let mut candidates: Vec<(String, f64)> = Vec::new();
+        let mut candidates: Vec<(String, Vec<f64>)> = Vec::new();
         if !a.no_candidates {
             let hw = Arch::stage_hw(h, w);
             for (s, &(sh, sw)) in hw.iter().enumerate() {
@@ -573,7 +601,7 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
                             }
                         }
                         ts.sort_by(f64::total_cmp);
-                        candidates.push((block_key((sh, sw), c, spec), percentile(&ts, 0.5)));
+                        candidates.push((block_key((sh, sw), c, spec), ts));
                     }
                 }
             }
@@ -610,7 +638,8 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     let session_p50 = percentile(&session_times, 0.5);
     let (p50, p90, min) = (percentile(&times, 0.5), percentile(&times, 0.9), times[0]);
     let mean = times.iter().sum::<f64>() / times.len() as f64;
-    let layer_sum: f64 = layers.iter().map(|l| l.1).sum();
+    let mean_of = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let layer_sum: f64 = layers.iter().map(|l| mean_of(&l.1)).sum();
     let macs = arch.macs(h, w);
     let gflops = 2.0 * macs as f64 / p50 / 1e9;
     let peak = fma_peak_gflops(kern.isa());
@@ -626,17 +655,53 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or(0);
     let layer_rows: Vec<serde_json::Value> = layers
         .iter()
-        .map(|(l, t)| json!({"layer": format!("{l:?}"), "key": key(&arch, (h, w), *l), "mean_ms": t * 1e3}))
+        .map(|(l, t)| {
+            let mut r = stats(t, "model");
+            r["layer"] = json!(format!("{l:?}"));
+            r["key"] = json!(key(&arch, (h, w), *l));
+            r["mean_ms"] = json!(mean_of(t) * 1e3);
+            r
+        })
         .collect();
-    let mut lut = serde_json::Map::new();
+    // The latency table: every layer of this network as it ran here (in place in the
+    // arena, its own weights, within whole forward passes: layers with the same key pool
+    // their runs), identity blocks included; then the candidate blocks of the search space
+    // this network lacks, timed alone (their own random weights, warm from run to run).
+    let mut pooled: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     for (l, t) in &layers {
-        if !matches!(l, Layer::Block { .. }) {
-            lut.insert(key(&arch, (h, w), *l), json!({"mean": t * 1e3}));
-        }
+        pooled.entry(key(&arch, (h, w), *l)).or_default().extend(t);
+    }
+    let mut lut = serde_json::Map::new();
+    for (k, t) in &pooled {
+        lut.insert(
+            k.clone(),
+            stats(t, "model: in place, own weights, whole forward passes"),
+        );
     }
     for (k, t) in &candidates {
-        lut.insert(k.clone(), json!({"mean": t * 1e3}));
+        if !lut.contains_key(k) {
+            lut.insert(k.clone(), stats(t, "candidate: alone, warm random weights"));
+        }
     }
+    // The search space's identity (skip) block at every stage shape: no work at all.
+    if !a.no_candidates {
+        for (s, &hw) in Arch::stage_hw(h, w).iter().enumerate() {
+            let k = block_key(hw, arch.dim(s), BlockSpec::IDENTITY);
+            lut.entry(k).or_insert_with(|| {
+                json!({"median": 0.0, "p10": 0.0, "p90": 0.0, "runs": 0,
+                       "source": "identity: the block is skipped, no work"})
+            });
+        }
+    }
+    // --check: the table summed over this network's layers against the measured latency.
+    let lut_sum: f64 = layers
+        .iter()
+        .map(|(l, _)| {
+            lut[&key(&arch, (h, w), *l)]["median"]
+                .as_f64()
+                .unwrap_or(0.0)
+        })
+        .sum();
     let report = json!({
         "model": name,
         "input": [h, w],
@@ -659,6 +724,8 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
         "peak_rss_bytes": rss,
         "layers": layer_rows,
         "layer_sum_ms": layer_sum * 1e3,
+        "lut_sum_ms": lut_sum,
+        "lut_sum_vs_p50": lut_sum / (p50 * 1e3),
     });
     if let Some(p) = &a.lut_json {
         std::fs::write(p, serde_json::to_string_pretty(&lut)?)?;
@@ -666,9 +733,13 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(p) = &a.lut_yaml {
         let mut y = String::new();
         for (k, v) in &lut {
+            let f = |n: &str| v[n].as_f64().unwrap_or(f64::NAN);
             y.push_str(&format!(
-                "{k}:\n  mean: {:.6}\n",
-                v["mean"].as_f64().unwrap_or(0.0)
+                "{k}:\n  median: {:.6}\n  p10: {:.6}\n  p90: {:.6}\n  source: {}\n",
+                f("median"),
+                f("p10"),
+                f("p90"),
+                v["source"].as_str().unwrap_or("")
             ));
         }
         std::fs::write(p, y)?;
@@ -720,6 +791,7 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("\nper layer (mean ms over {} runs):", a.iters);
     for (l, t) in &layers {
+        let t = mean_of(t);
         println!(
             "  {:>9.4}  {:5.1}%  {}",
             t * 1e3,
@@ -733,10 +805,17 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
         100.0 * layer_sum / mean
     );
     if !candidates.is_empty() {
-        println!("\ncandidate blocks (median ms):");
+        println!("\ncandidate blocks (median ms, alone, warm):");
         for (k, t) in &candidates {
-            println!("  {:>9.4}  {k}", t * 1e3);
+            println!("  {:>9.4}  {k}", percentile(t, 0.5) * 1e3);
         }
+    }
+    if a.check {
+        println!(
+            "\ncheck       latency table summed over this network: {lut_sum:.3} ms against the measured p50 {:.3} ms ({:+.1}%)",
+            p50 * 1e3,
+            100.0 * (lut_sum / (p50 * 1e3) - 1.0)
+        );
     }
     Ok(())
 }

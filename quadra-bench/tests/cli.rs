@@ -95,3 +95,61 @@ fn errors_are_sentences_and_sizes_are_bounded_before_allocating() {
         );
     }
 }
+
+#[test]
+fn a_config_is_measured_with_random_weights_and_its_table_sums_to_its_latency() {
+    let dir = std::env::temp_dir().join(format!("quadra-bench-lut-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("searched.json");
+    // A searched network: mixed kernels and expansions, and identity blocks.
+    std::fs::write(
+        &cfg,
+        r#"{"dims": [16, 32, 64, 128], "num_classes": 7, "blocks": [
+            [{"kernel": 3, "expansion": 2}, "identity"], [{"kernel": 5, "expansion": 4}],
+            ["identity", {"kernel": 7, "expansion": 2}], [{"kernel": 3, "expansion": 4}]]}"#,
+    )
+    .unwrap();
+    let lut = dir.join("lut.json");
+    let (ok, out) = run(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--input-size",
+        "64",
+        "--iters",
+        "5",
+        "--warmup",
+        "1",
+        "--check",
+        "--lut-json",
+        lut.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("searched.json (random weights)") && out.contains("check "),
+        "{out}"
+    );
+    let t: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&lut).unwrap()).unwrap();
+    let t = t.as_object().unwrap();
+    for (k, v) in t {
+        let (m, lo, hi) = (
+            v["median"].as_f64().unwrap(),
+            v["p10"].as_f64().unwrap(),
+            v["p90"].as_f64().unwrap(),
+        );
+        assert!(lo <= m && m <= hi && m.is_finite() && lo >= 0.0, "{k}: {v}");
+        assert!(v["source"].is_string(), "{k}: {v}");
+    }
+    // The network's own identity blocks and every stage's identity candidate, the model's
+    // layers labelled as measured in the model.
+    let identity = "Identity-input:16x16x16-output:16x16x16-expand:0-kernel:0-stride:1-idskip:1";
+    assert!(
+        t[identity]["source"].as_str().unwrap().starts_with("model"),
+        "{:?}",
+        t[identity]
+    );
+    assert!(t.keys().filter(|k| k.starts_with("Identity-")).count() >= 4);
+    let stem = t.keys().find(|k| k.starts_with("Stem-")).unwrap();
+    assert!(t[stem]["source"].as_str().unwrap().starts_with("model"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
