@@ -39,7 +39,7 @@ pub struct Session {
     features: bool,
     arena: AlignedF32,
     hwc: AlignedF32,
-    out: Vec<f32>,
+    out: AlignedF32,
     crew: Option<Crew>,
 }
 
@@ -86,6 +86,12 @@ impl Session {
                 "input size {h}x{w}: QuadraNet downsamples by 32, so H and W must be at least 32"
             )));
         }
+        if h > crate::MAX_INPUT_SIDE || w > crate::MAX_INPUT_SIDE {
+            return Err(RunError::Input(format!(
+                "input size {h}x{w}: at most {} a side",
+                crate::MAX_INPUT_SIDE
+            )));
+        }
         if batch == 0 {
             return Err(RunError::Input(
                 "a session needs a batch of at least 1".into(),
@@ -113,15 +119,25 @@ impl Session {
         } else {
             None
         };
+        // Sizes come from the caller: allocated fallibly, so a batch too large for this
+        // machine is an error, not an abort.
+        let alloc = |n: usize, what: &str| {
+            AlignedF32::try_zeros(n).ok_or_else(|| {
+                RunError::Input(format!(
+                    "cannot allocate {} bytes for the {what} of a batch of {batch} {h}x{w} images",
+                    n.saturating_mul(4)
+                ))
+            })
+        };
         Ok(Session {
             store: Arc::clone(&net.store),
             kernels: net.kernels(),
             size: (h, w),
             batch,
             features,
-            arena: AlignedF32::zeros(arena_len),
-            hwc: AlignedF32::zeros(input / batch),
-            out: vec![0.0; batch * per],
+            arena: alloc(arena_len, "arena")?,
+            hwc: alloc(input / batch, "input image")?,
+            out: alloc(batch.saturating_mul(per), "output")?,
             crew,
             config,
         })
@@ -205,7 +221,7 @@ impl Session {
             None => body(&Serial)?,
             Some(crew) => crew.run(|exec| body(exec))?,
         }
-        Ok(&self.out)
+        Ok(self.out.as_slice())
     }
 }
 

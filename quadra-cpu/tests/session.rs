@@ -73,6 +73,11 @@ fn session_refuses_wrong_sizes_with_the_numbers() {
     let net = network(Dtype::F32);
     let e = Session::new(&net, 16, 64, 1).err().unwrap().to_string();
     assert!(e.contains("16x64") && e.contains("at least 32"), "{e}");
+    let e = Session::new(&net, 64, 100_000, 1)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("64x100000") && e.contains("at most"), "{e}");
     let e = Session::new(&net, 64, 64, 0).err().unwrap().to_string();
     assert!(e.contains("batch"), "{e}");
     let mut s = Session::new(&net, 64, 64, 1).unwrap();

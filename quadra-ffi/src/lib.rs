@@ -89,6 +89,18 @@ unsafe fn free_boxed<T>(p: *mut T) {
     }
 }
 
+/// The caller's output slot, set to NULL until the call succeeds; a NULL `out` is
+/// `QUADRA_E_ARGUMENT`.
+///
+/// # Safety
+/// `out` is NULL or points to writable storage for a pointer.
+unsafe fn out_slot<'a, T>(out: *mut *mut T) -> Result<&'a mut *mut T, Failure> {
+    // SAFETY: NULL or valid by the caller's contract; NULL is checked here.
+    let out = unsafe { out.as_mut() }.ok_or_else(|| Failure::argument("out is NULL"))?;
+    *out = std::ptr::null_mut();
+    Ok(out)
+}
+
 /// `*out = value` for an output pointer already checked non-NULL.
 fn put<T>(out: &mut *mut T, value: T) {
     *out = Box::into_raw(Box::new(value));
@@ -122,9 +134,8 @@ pub unsafe extern "C" fn quadra_model_open(
     out: *mut *mut QuadraModel,
 ) -> c_int {
     guard("quadra_model_open", || {
-        // SAFETY: the caller passes NULL or a valid pointer (checked for NULL).
-        let out = unsafe { out.as_mut() }.ok_or_else(|| Failure::argument("out is NULL"))?;
-        *out = std::ptr::null_mut();
+        // SAFETY: the caller's contract for `out`, passed on.
+        let out = unsafe { out_slot(out) }?;
         if path.is_null() {
             return Err(Failure::argument("path is NULL"));
         }
@@ -160,9 +171,8 @@ pub unsafe extern "C" fn quadra_model_from_bytes(
     out: *mut *mut QuadraModel,
 ) -> c_int {
     guard("quadra_model_from_bytes", || {
-        // SAFETY: the caller passes NULL or a valid pointer (checked for NULL).
-        let out = unsafe { out.as_mut() }.ok_or_else(|| Failure::argument("out is NULL"))?;
-        *out = std::ptr::null_mut();
+        // SAFETY: the caller's contract for `out`, passed on.
+        let out = unsafe { out_slot(out) }?;
         if data.is_null() {
             return Err(Failure::argument("data is NULL"));
         }
@@ -227,9 +237,8 @@ pub unsafe extern "C" fn quadra_session_new(
     out: *mut *mut QuadraSession,
 ) -> c_int {
     guard("quadra_session_new", || {
-        // SAFETY: the caller passes NULL or a valid pointer (checked for NULL).
-        let out = unsafe { out.as_mut() }.ok_or_else(|| Failure::argument("out is NULL"))?;
-        *out = std::ptr::null_mut();
+        // SAFETY: the caller's contract for `out`, passed on.
+        let out = unsafe { out_slot(out) }?;
         // SAFETY: NULL or live by the caller's contract.
         let model = unsafe { model.as_ref() }.ok_or_else(|| Failure::argument("model is NULL"))?;
         let threads = match threads {
@@ -243,15 +252,6 @@ pub unsafe extern "C" fn quadra_session_new(
             n => n as usize,
         };
         let (h, w) = (height as usize, width as usize);
-        if h > quadra_cpu::MAX_INPUT_SIDE || w > quadra_cpu::MAX_INPUT_SIDE {
-            return Err(Failure(
-                QUADRA_E_SHAPE,
-                format!(
-                    "input size {h}x{w}: at most {} a side",
-                    quadra_cpu::MAX_INPUT_SIDE
-                ),
-            ));
-        }
         let session = Session::with_threads(&model.net, h, w, 1, threads)
             .map_err(|e| Failure(code_of(&e, QUADRA_E_SHAPE), e.to_string()))?;
         put(out, QuadraSession { session });
