@@ -40,16 +40,9 @@ impl ModelFile {
         let path = path.as_ref();
         let source = path.display().to_string();
         let cannot = |e: std::io::Error| RunError::Io(format!("cannot read {source}: {e}"));
-        let meta = std::fs::metadata(path).map_err(cannot)?;
-        if !meta.is_file() {
-            return Err(cannot(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "not a regular file (a directory, FIFO or device?)",
-            )));
-        }
-        if meta.len() < 4096 || meta.len() > crate::MAX_FILE_BYTES {
-            // Too short to be worth a mapping (and an empty file cannot be mapped), or too
-            // long for `read_file`'s limit, which then says so.
+        let len = crate::regular_file_len(path).map_err(cannot)?;
+        if len < 4096 {
+            // Too short to be worth a mapping (and an empty file cannot be mapped).
             let bytes = crate::read_file(path).map_err(cannot)?;
             return Self::from_bytes(&bytes, &source);
         }

@@ -148,6 +148,25 @@ pub const MAX_FILE_BYTES: u64 = 16 << 30;
 #[doc(hidden)]
 pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>, std::io::Error> {
     use std::io::{Error, ErrorKind, Read};
+    regular_file_len(path)?;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("grew past {MAX_FILE_BYTES} bytes while it was read"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// The length of the regular file at `path`, at most [`MAX_FILE_BYTES`]: a FIFO, a device
+/// or a directory is refused, as is a larger file (the error says why; the caller names
+/// the path).
+pub(crate) fn regular_file_len(path: &std::path::Path) -> Result<u64, std::io::Error> {
+    use std::io::{Error, ErrorKind};
     let meta = std::fs::metadata(path)?;
     if !meta.is_file() {
         return Err(Error::new(
@@ -164,17 +183,7 @@ pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>, std::io::Error> {
             ),
         ));
     }
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)?
-        .take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(Error::new(
-            ErrorKind::InvalidInput,
-            format!("grew past {MAX_FILE_BYTES} bytes while it was read"),
-        ));
-    }
-    Ok(bytes)
+    Ok(meta.len())
 }
 
 /// Largest input side the command lines take: an 8192x8192 image is 768 MiB of f32

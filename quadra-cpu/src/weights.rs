@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use quadra_core::arch::Arch;
-use quadra_core::format::{self, FileLayout, QnetFile};
+use quadra_core::format::{self, FileLayout};
 use quadra_core::net::{pack_float_blocks, quantize_model, MatDataMut, QuantError};
 use quadra_core::{Dtype, FloatBlocks, MatData, Weights};
 
@@ -193,25 +193,24 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
-    /// Parses `.qnet` bytes (validated: magic, version, checksum, shapes). `source` names
-    /// them in errors.
-    pub fn from_bytes(bytes: &[u8], source: &str) -> Result<Self, RunError> {
-        // `QnetFile::parse` wants its bytes 64-byte aligned.
-        let buf = AlignedVec::<u8>::from_slice(bytes);
-        let f = QnetFile::parse(buf.as_slice())
-            .map_err(|e| RunError::Model(format!("{source}: {e}")))?;
+    /// An owned copy of a validated model file.
+    pub fn from_file(f: &crate::file::ModelFile) -> Result<Self, RunError> {
+        let p = f.parsed()?;
         Ok(LoadedModel {
-            config: ArchConfig::from_arch(&f.arch),
-            weights: OwnedWeights::from_view(f.weights),
-            meta: f.meta.to_string(),
+            config: ArchConfig::from_arch(&p.arch),
+            weights: OwnedWeights::from_view(p.weights),
+            meta: p.meta.to_string(),
         })
     }
 
-    /// Reads and parses a `.qnet` file.
+    /// Parses `.qnet` bytes (validated: magic, version, checksum, shapes). `source` names
+    /// them in errors.
+    pub fn from_bytes(bytes: &[u8], source: &str) -> Result<Self, RunError> {
+        Self::from_file(&crate::file::ModelFile::from_bytes(bytes, source)?)
+    }
+
+    /// Reads and parses a `.qnet` file (mapped while it is copied).
     pub fn load(path: impl AsRef<Path>) -> Result<Self, RunError> {
-        let path = path.as_ref();
-        let bytes = crate::read_file(path)
-            .map_err(|e| RunError::Io(format!("cannot read {}: {e}", path.display())))?;
-        Self::from_bytes(&bytes, &path.display().to_string())
+        Self::from_file(&crate::file::ModelFile::open(path)?)
     }
 }
