@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use quadra_core::{Dtype, FloatBlocks, MatData};
-use quadra_cpu::weights::LoadedModel;
+use quadra_cpu::config::ArchConfig;
+use quadra_cpu::file::ModelFile;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -20,14 +21,20 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let bytes = std::fs::metadata(&a.model).map(|m| m.len()).unwrap_or(0);
-    let m = LoadedModel::load(&a.model)?;
-    let arch = m.config.arch();
+    // Mapped and read in place: inspecting a 95 MB model does not copy it.
+    let file = ModelFile::open(&a.model)?;
+    let parsed = file.parsed()?;
+    let (config, weights, meta) = (
+        ArchConfig::from_arch(&parsed.arch),
+        parsed.weights,
+        parsed.meta,
+    );
+    let arch = config.arch();
     let (h, w) = a.input_size;
-    let plan = arch.plan_for(h, w, 1, m.weights.dtype());
+    let plan = arch.plan_for(h, w, 1, weights.mats.dtype());
     let wl = arch.weights_len();
-    let dtype = m.weights.dtype();
-    let blocks: Vec<Vec<String>> = m
-        .config
+    let dtype = weights.mats.dtype();
+    let blocks: Vec<Vec<String>> = config
         .blocks
         .iter()
         .map(|s| {
@@ -42,16 +49,15 @@ pub fn run(a: Args) -> Result<()> {
                 .collect()
         })
         .collect();
-    let float = match m.weights.view().mats {
+    let float = match weights.mats {
         MatData::W8A8(_, f) => f,
         _ => FloatBlocks::NONE,
     };
     let mut quadratic = 0;
-    let precision: Vec<Vec<&str>> = m
-        .config
+    let precision: Vec<Vec<&str>> = config
         .blocks
         .iter()
-        .zip(m.config.dims)
+        .zip(config.dims)
         .map(|(s, c)| {
             s.iter()
                 .map(|b| {
@@ -81,9 +87,9 @@ pub fn run(a: Args) -> Result<()> {
         "file": a.model.display().to_string(),
         "file_bytes": bytes,
         "dtype": dtype.name(),
-        "in_chans": m.config.in_chans,
-        "num_classes": m.config.num_classes,
-        "dims": m.config.dims,
+        "in_chans": config.in_chans,
+        "num_classes": config.num_classes,
+        "dims": config.dims,
         "blocks": blocks,
         "block_precision": precision,
         "layer_precision": layers,
@@ -95,7 +101,7 @@ pub fn run(a: Args) -> Result<()> {
         "activation_bytes": plan.act_len * 4,
         "scratch_bytes": plan.scratch_len * 4,
         "largest_activation_bytes": arch.largest_activation(h, w) * 4,
-        "meta": serde_json::from_str::<serde_json::Value>(&m.meta).unwrap_or(serde_json::Value::String(m.meta.clone())),
+        "meta": serde_json::from_str::<serde_json::Value>(meta).unwrap_or(serde_json::Value::String(meta.to_string())),
     });
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -109,7 +115,7 @@ pub fn run(a: Args) -> Result<()> {
     );
     println!(
         "  input      {} channels, {} classes",
-        m.config.in_chans, m.config.num_classes
+        config.in_chans, config.num_classes
     );
     for (s, st) in blocks.iter().enumerate() {
         let shown: Vec<String> = st
@@ -122,7 +128,7 @@ pub fn run(a: Args) -> Result<()> {
             .collect();
         println!(
             "  stage {s}    dim {:4}  {} blocks: {}",
-            m.config.dims[s],
+            config.dims[s],
             st.len(),
             shown.join(" ")
         );
@@ -145,8 +151,8 @@ pub fn run(a: Args) -> Result<()> {
         plan.scratch_len * 4,
         arch.largest_activation(h, w) * 4
     );
-    if !m.meta.is_empty() {
-        println!("  metadata   {}", m.meta);
+    if !meta.is_empty() {
+        println!("  metadata   {meta}");
     }
     Ok(())
 }
