@@ -75,8 +75,8 @@ fn clip8(ss: i32) -> u8 {
 pub fn resize_bilinear_rgb8(src: &[u8], w: usize, h: usize, nw: usize, nh: usize) -> Vec<u8> {
     let half = 1i32 << (PRECISION_BITS - 1);
     // Horizontal pass (skipped when the width stays, as in Pillow).
-    let horiz: Vec<u8> = if nw == w {
-        src.to_vec()
+    let horiz: std::borrow::Cow<'_, [u8]> = if nw == w {
+        std::borrow::Cow::Borrowed(src)
     } else {
         let ax = axis(w, nw);
         let mut out = vec![0u8; h * nw * 3];
@@ -93,10 +93,10 @@ pub fn resize_bilinear_rgb8(src: &[u8], w: usize, h: usize, nw: usize, nh: usize
                 }
             }
         }
-        out
+        std::borrow::Cow::Owned(out)
     };
     if nh == h {
-        return horiz;
+        return horiz.into_owned();
     }
     // Vertical pass.
     let ay = axis(h, nh);
