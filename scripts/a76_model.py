@@ -29,27 +29,35 @@ PEAK = 2.0  # 128-bit fmla or sdot per cycle: the A76 has two SIMD pipes
 
 
 def blocks(path):
-    """(function, label, instructions) of every basic block of an assembly listing."""
-    out, fn, label, body = [], None, None, []
+    """(function, label, instructions, tags) of every basic block of an assembly listing;
+    `tags[i]` names the inline-assembly statement instruction `i` belongs to (its first
+    line, `// quadra-mca: NAME`, a comment inside the kernel's own assembly), else None."""
+    out, fn, label, body, tags, tag = [], None, None, [], [], None
     for line in path.read_text().splitlines():
         t = line.strip()
         m = re.match(r"^(_ZN[\w$.]+):", t)
         if m or re.match(r"^\.LBB\d+_\d+:", t):
             if label is not None:
-                out.append((fn, label, body))
+                out.append((fn, label, body, tags))
             if m:
                 fn = re.sub(r"17h[0-9a-f]{16}E$", "", m.group(1))
                 label = "entry"
             else:
                 label = t[:-1]
-            body = []
+            body, tags = [], []
             continue
+        if t.startswith("//NO_APP"):
+            tag = None
+        mark = re.match(r"^//\s*quadra-mca:\s*(\S+)", t)
+        if mark:
+            tag = mark.group(1)
         if not t or t.startswith((".", "//", "#")) or re.match(r"^[\w$.]+:", t):
             continue
         if label is not None:
             body.append(t)
+            tags.append(tag)
     if label is not None:
-        out.append((fn, label, body))
+        out.append((fn, label, body, tags))
     return out
 
 
@@ -61,26 +69,59 @@ def weight_type(mix):
     return "f32"
 
 
+def strip_branch(body):
+    # The closing branch is the loop's, not the body's.
+    return body[:-1] if body and body[-1].split()[0].startswith("b") else body
+
+
+# The QDW groups the network runs: f32 taps in place, f16 and int8 taps widened once per
+# channel chunk (compact); unit scales unless int8; `out += gamma * y` as in a block (the
+# lone op stores).
+QDW_REGIONS = {
+    "f32": ("packed", "finish_unit_gamma"),
+    "f32_store": ("packed", "finish_unit_store"),
+    "f16": ("compact", "finish_unit_gamma"),
+    "int8": ("compact", "finish_scaled_gamma"),
+}
+
+
+def qdw_regions(blks):
+    """{name: instructions} of one 7-pixel QDW group per K and weight type: the block that
+    runs the group (the tap assembly, then the epilogue's, one loop per epilogue)."""
+    found = {}
+    for _fn, _label, body, tags in blks:
+        names = {t for t in tags if t}
+        taps = [t for t in names if t.startswith("qdw_taps_")]
+        fins = [t for t in names if t.startswith("qdw_finish_")]
+        if len(taps) != 1 or len(fins) != 1:
+            continue
+        k, layout = re.match(r"qdw_taps_k(\d)_(\w+)", taps[0]).groups()
+        for wt, (lay, epi) in QDW_REGIONS.items():
+            name = f"qdw_k{k}_{wt}"
+            if lay == layout and fins[0] == "qdw_" + epi and name not in found:
+                found[name] = strip_branch(body)
+    return found
+
+
 def find(blks):
     """{region name: instructions} of the tracked loops."""
-    found = {}
-    for fn, label, body in blks:
+    found = qdw_regions(blks)
+    for fn, label, body, tags in blks:
         mix = collections.Counter(t.split()[0] for t in body)
         fmla, sdot = mix["fmla"], mix["sdot"]
         w = weight_type(mix)
         name = None
-        if "qdw_row" in fn:
+        if "qdw_row" in fn and not any(tags):
+            # The remainder groups (4 pixels, for widths that are not a multiple of 7).
             for k in (3, 5, 7):
-                for q in (7, 4):
-                    if 3 * k * k * q <= fmla < 3 * k * k * q + 40:
-                        name = f"qdw_k{k}_q{q}_{w}"
+                if 3 * k * k * 4 <= fmla < 3 * k * k * 4 + 40:
+                    name = f"qdw_k{k}_q4_{w}"
         elif "simd_gemm" in fn and fmla in (96, 80, 64) and body[-1].startswith("b."):
             name = f"gemm_{fmla // 16}x16_{w}"
         elif sdot in (80, 64) and not fmla:
             name = f"q8_sdot_{sdot // 16}x16"
         if name and name not in found:
-            # The closing branch is the loop's, not the body's.
-            found[name] = body[:-1] if body[-1].split()[0].startswith("b") else body
+            found[name] = strip_branch(body)
     return found
 
 
@@ -94,9 +135,14 @@ def mca(mca_bin, body, iterations=100):
 
 
 def describe(name):
-    m = re.match(r"qdw_k(\d)_q(\d)_(\w+)", name)
+    m = re.match(r"qdw_k(\d)_q4_(\w+)", name)
     if m:
-        return "QDW row", f"K={m.group(1)}, {m.group(2)} px, {m.group(3)} taps"
+        return "QDW row", f"K={m.group(1)}, 4 px, {m.group(2)} taps"
+    m = re.match(r"qdw_k(\d)_(\w+)", name)
+    if m:
+        how = {"f32": "f32 taps", "f32_store": "f32 taps, store", "f16": "f16 taps, widened",
+               "int8": "int8 taps, widened"}[m.group(2)]
+        return "QDW row", f"K={m.group(1)}, 7 px, {how}"
     m = re.match(r"gemm_(\d)x16_(\w+)", name)
     if m:
         return "GEMM f32", f"{m.group(1)}x16, {m.group(2)} weights"
@@ -108,7 +154,7 @@ def network_estimate(t, ghz):
     """Per-layer modeled cycles, summed: each layer's multiply-adds over the modeled rate of
     the main loop of its kernel (compute-bound, every load an L1 hit; LayerNorm, GELU,
     quantisation and copies not counted)."""
-    need = ("gemm_5x16_f32", "q8_sdot_5x16", "qdw_k7_q7_f32")
+    need = ("gemm_5x16_f32", "q8_sdot_5x16", "qdw_k7_f32")
     if any(n not in t for n in need):
         return []
     fg, f8, fq = (t[n]["fraction"] for n in need)
@@ -137,20 +183,24 @@ def main():
 
     table = {}
     for name, body in sorted(find(blocks(a.asm)).items()):
-        macs = sum(1 for t in body if t.split()[0] in ("fmla", "sdot"))
+        # Vector multiplies: fmla and sdot, and in the assembly QDW groups fmul, which is
+        # the first tap's product there (elsewhere an fmul may be widening f16 weights).
+        ops = ("fmla", "fmul", "sdot") if re.match(r"qdw_k\d_(f|i)", name) else ("fmla", "sdot")
+        macs = sum(1 for t in body if t.split()[0] in ops)
         cycles = mca(a.mca, body)
         table[name] = {"insns": len(body), "macs": macs, "cycles": cycles,
                        "fraction": macs / PEAK / cycles,
                        "loads": sum(1 for t in body if t.split()[0].startswith("ld")),
                        "stack": sum(1 for t in body if "[sp" in t)}
     print("Modeled Cortex-A76: llvm-mca -mcpu=neoverse-n1 (modeled, not measured; every load an L1 hit)")
-    print(f"{'kernel':15s} {'variant':24s} {'insns':>6s} {'fmla/sdot':>9s} {'cycles':>8s} "
+    print(f"{'kernel':15s} {'variant':24s} {'insns':>6s} {'mul ops':>9s} {'cycles':>8s} "
           f"{'of peak':>8s} {'loads':>6s} {'stack':>6s}")
     for name, r in table.items():
         k, v = describe(name)
         print(f"{k:15s} {v:24s} {r['insns']:6d} {r['macs']:9d} {r['cycles']:8.1f} "
               f"{100 * r['fraction']:7.1f}% {r['loads']:6d} {r['stack']:6d}")
-    print("(of peak: fmla or sdot per cycle over the A76's 2; stack: loads and stores at [sp], spills)")
+    print("(of peak: vector multiplies (fmla, fmul or sdot) per cycle over the A76's 2; stack: loads")
+    print(" and stores at [sp], spills)")
     est = network_estimate(table, a.ghz)
     if est:
         print(f"\nWhole networks, one A76 core at {a.ghz} GHz, 224x224, batch 1: MODELED, not measured")

@@ -79,6 +79,9 @@ echo "quadra-bench ran under qemu (timings there mean nothing)"
 step "the C ABI from C: header current, classify.c and the error-path test, native and aarch64 under qemu"
 bash scripts/test-c.sh
 
+step "the generated NEON QDW assembly is what its generator writes"
+python3 scripts/gen_neon_qdw.py --check
+
 step "the modeled Cortex-A76: llvm-mca (Neoverse-N1) on every NEON hot loop, against its floor"
 bash scripts/a76-model.sh
 

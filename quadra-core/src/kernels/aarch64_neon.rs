@@ -8,6 +8,7 @@ use core::arch::aarch64::*;
 
 use super::q8::{self, Dot, Q8Args, QuantArgs};
 use super::simd::{self, DwArgs, Elem, GemmArgs, LnArgs, QdwArgs, Simd};
+use super::{neon_qdw, CBLOCK};
 
 #[derive(Clone, Copy)]
 pub(crate) struct Neon;
@@ -140,18 +141,81 @@ unsafe impl Simd for Neon {
         vcvtq_f32_s32(vld1q_s32(p))
     }
     const LANE_FMA: bool = true;
+    const QDW7: bool = true;
     #[inline(always)]
-    unsafe fn fmadd_lane<const L: usize>(
-        a: float32x4_t,
-        b: float32x4_t,
-        c: float32x4_t,
-    ) -> float32x4_t {
-        match L {
-            0 => vfmaq_laneq_f32::<0>(c, b, a),
-            1 => vfmaq_laneq_f32::<1>(c, b, a),
-            2 => vfmaq_laneq_f32::<2>(c, b, a),
-            _ => vfmaq_laneq_f32::<3>(c, b, a),
+    unsafe fn qdw_groups7<const K: usize>(
+        a: &QdwArgs,
+        taps: *const f32,
+        ts: usize,
+        c0: usize,
+        unit: bool,
+    ) -> usize {
+        // One loop per epilogue, so each group is one straight run: the taps, then the
+        // epilogue (`scripts/a76-model.sh` models exactly that run).
+        let packed = ts == CBLOCK;
+        match (packed, unit, a.gamma.is_null()) {
+            (true, true, false) => qdw_groups::<K, true, true, true>(a, taps, c0),
+            (true, true, true) => qdw_groups::<K, true, true, false>(a, taps, c0),
+            (true, false, false) => qdw_groups::<K, true, false, true>(a, taps, c0),
+            (true, false, true) => qdw_groups::<K, true, false, false>(a, taps, c0),
+            (false, true, false) => qdw_groups::<K, false, true, true>(a, taps, c0),
+            (false, true, true) => qdw_groups::<K, false, true, false>(a, taps, c0),
+            (false, false, false) => qdw_groups::<K, false, false, true>(a, taps, c0),
+            (false, false, true) => qdw_groups::<K, false, false, false>(a, taps, c0),
         }
+    }
+}
+
+/// The full 7-pixel groups of one 4-channel chunk with the generated assembly
+/// (`neon_qdw`), for [`Simd::qdw_groups7`]: taps `PACKED` ([`CBLOCK`] floats apart)
+/// or compact (4), then the epilogue `UNIT` (scales all 1) and `GAMMA` (`out += gamma * y`)
+/// name.
+///
+/// # Safety
+/// As [`Simd::qdw_groups7`]; `K` is 3, 5 or 7.
+#[inline(always)]
+unsafe fn qdw_groups<const K: usize, const PACKED: bool, const UNIT: bool, const GAMMA: bool>(
+    a: &QdwArgs,
+    taps: *const f32,
+    c0: usize,
+) -> usize {
+    // SAFETY: the caller's contract: NEON, `a`'s pointers valid for the row, `taps` for the
+    // chunk's K²·3 tap vectors `ts` apart; `K` ∈ {3, 5, 7} (checked by `kernels::qdw_row`),
+    // so each cast below names the array the rows are.
+    unsafe {
+        let c = a.c;
+        let f = neon_qdw::Finish {
+            stride: 4 * c,
+            scales: a.scales.add(c0),
+            bias: a.bias.add(c0),
+            gamma: if GAMMA { a.gamma.add(c0) } else { a.gamma },
+        };
+        let mut out = a.out.add(c0);
+        // The chunk's rows at pixel 0; each group adds its offset in bytes.
+        let chunk = (c0 / CBLOCK) * (a.w + K - 1) * CBLOCK + c0 % CBLOCK;
+        let rows: [*const f32; K] = core::array::from_fn(|ky| a.rows[ky].add(chunk));
+        let r = rows.as_ptr();
+        let mut x0 = 0;
+        while x0 + 7 <= a.w {
+            simd::qdw_copy_next::<Neon, K, 7, true>(a, x0, c0, 4);
+            let off = x0 * CBLOCK * 4;
+            let t = match (K, PACKED) {
+                (3, true) => neon_qdw::taps_k3_packed(&*r.cast(), off, taps),
+                (3, false) => neon_qdw::taps_k3_compact(&*r.cast(), off, taps),
+                (5, true) => neon_qdw::taps_k5_packed(&*r.cast(), off, taps),
+                (5, false) => neon_qdw::taps_k5_compact(&*r.cast(), off, taps),
+                (_, true) => neon_qdw::taps_k7_packed(&*r.cast(), off, taps),
+                (_, false) => neon_qdw::taps_k7_compact(&*r.cast(), off, taps),
+            };
+            out = match (UNIT, GAMMA) {
+                (true, false) => neon_qdw::finish_unit_store(t, out, &f),
+                (true, true) => neon_qdw::finish_unit_gamma(t, out, &f),
+                (false, false) => neon_qdw::finish_scaled_store(t, out, &f),
+                (false, true) => neon_qdw::finish_scaled_gamma(t, out, &f),
+            };
+            x0 += 7;
+        }
+        x0
     }
 }
 

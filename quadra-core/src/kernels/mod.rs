@@ -47,6 +47,8 @@ mod types;
 
 #[cfg(target_arch = "aarch64")]
 pub(crate) mod aarch64_neon;
+#[cfg(target_arch = "aarch64")]
+mod neon_qdw;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx2;
 #[cfg(target_arch = "x86_64")]

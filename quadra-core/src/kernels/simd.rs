@@ -57,6 +57,42 @@ pub(crate) unsafe trait Simd {
     /// Does [`Simd::fmadd_lane`] map to one instruction (NEON's by-element `fmla`), so the
     /// GEMM loads four k of an activation row at once instead of broadcasting each?
     const LANE_FMA: bool = false;
+    /// Does the ISA have its own loop for full groups of 7 pixels over f32 taps
+    /// ([`Simd::qdw_groups7`])? With it, f16 and int8 taps are widened once per channel
+    /// chunk into a compact stack copy (only for `LANES` = 4) instead of at every use.
+    const QDW7: bool = false;
+    /// The full groups of 7 pixels of a chunk (channels `c0..c0 + LANES`) from pixel 0;
+    /// returns the first pixel not done. Taps are f32, `ts` floats apart ([`CBLOCK`]
+    /// packed, `LANES` compact); `unit`: this chunk's scales are all 1. Must be
+    /// bit-identical to this default: [`qdw_taps`] then the epilogue, group by group.
+    ///
+    /// # Safety
+    /// As [`qdw_taps`] for every group, and `a`'s pointers valid as `qdw_row` requires.
+    #[inline(always)]
+    unsafe fn qdw_groups7<const K: usize>(
+        a: &QdwArgs,
+        taps: *const f32,
+        ts: usize,
+        c0: usize,
+        unit: bool,
+    ) -> usize
+    where
+        Self: Sized,
+    {
+        let _ = unit; // exact either way: `fma(a, 1, b)` is `a + b`
+        let mut x0 = 0;
+        // SAFETY: the caller's contract is `qdw_taps`' and `qdw_row`'s.
+        unsafe {
+            while x0 + 7 <= a.w {
+                let blk = qdw_copy_next::<Self, K, 7, true>(a, x0, c0, Self::LANES);
+                let rows: [*const f32; K] = core::array::from_fn(|ky| a.rows[ky].add(blk));
+                let (sa, sb, sc) = qdw_taps::<Self, f32, K, 7, true>(&rows, taps, ts, Self::LANES);
+                qdw_finish::<Self, 7, true>(a, &sa, &sb, &sc, x0, c0, Self::LANES);
+                x0 += 7;
+            }
+        }
+        x0
+    }
     /// `c + b·a[L]`: lane `L` of `a` times every lane of `b`, fused (the same rounding as
     /// [`Simd::fmadd`] with a broadcast).
     #[inline(always)]
@@ -74,6 +110,8 @@ pub(crate) unsafe trait Simd {
 /// A weight storage element the kernels widen to f32 on load.
 pub(crate) trait Elem: Copy {
     const ZERO: Self;
+    /// f32 itself (no widening).
+    const F32: bool = false;
     /// # Safety
     /// As [`Simd::load`], for `S::LANES` elements of `Self`.
     unsafe fn load<S: Simd>(p: *const Self) -> S::V;
@@ -83,6 +121,7 @@ pub(crate) trait Elem: Copy {
 #[allow(unsafe_op_in_unsafe_fn)]
 impl Elem for f32 {
     const ZERO: f32 = 0.0;
+    const F32: bool = true;
     #[inline(always)]
     unsafe fn load<S: Simd>(p: *const f32) -> S::V {
         S::load(p)
@@ -278,32 +317,54 @@ unsafe fn qdw_chunk<S: Simd, W: Elem, const K: usize, const P: usize, const FULL
     // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
     // lengths documented above) is what the body relies on.
     unsafe {
+        // This chunk's weights: one contiguous run, the three filters of a tap side by side.
+        let wblk = taps.add((c0 / CBLOCK) * K * K * 3 * CBLOCK + c0 % CBLOCK);
         let mut x0 = 0;
-        while x0 + P <= a.w {
-            qdw_pixels::<S, W, K, P, FULL>(a, taps, x0, c0, nv);
-            x0 += P;
+        if S::QDW7 && FULL && P == 7 && S::LANES == 4 {
+            // f32 taps are read in place; f16 and int8 ones widened here, once per chunk
+            // and row, instead of at each of the row's pixel groups.
+            let mut wide = [0.0f32; MAX_K * MAX_K * 3 * 4];
+            let (tp, ts) = if W::F32 {
+                (wblk.cast::<f32>(), CBLOCK)
+            } else {
+                for t in 0..K * K * 3 {
+                    S::store(
+                        wide.as_mut_ptr().add(t * 4),
+                        W::load::<S>(wblk.add(t * CBLOCK)),
+                    );
+                }
+                (wide.as_ptr(), 4)
+            };
+            let unit = (0..3).all(|f| (0..4).all(|i| *a.scales.add(f * a.c + c0 + i) == 1.0));
+            x0 = S::qdw_groups7::<K>(a, tp, ts, c0, unit);
+        } else {
+            while x0 + P <= a.w {
+                qdw_pixels::<S, W, K, P, FULL>(a, wblk, x0, c0, nv);
+                x0 += P;
+            }
         }
         // The remainder in halving groups: one pixel at a time would leave three dependent
         // FMA chains per tap and starve the FMA units on narrow maps (14 or 7 wide).
         if P > 4 && x0 + 4 <= a.w {
-            qdw_pixels::<S, W, K, 4, FULL>(a, taps, x0, c0, nv);
+            qdw_pixels::<S, W, K, 4, FULL>(a, wblk, x0, c0, nv);
             x0 += 4;
         }
         if P > 2 && x0 + 2 <= a.w {
-            qdw_pixels::<S, W, K, 2, FULL>(a, taps, x0, c0, nv);
+            qdw_pixels::<S, W, K, 2, FULL>(a, wblk, x0, c0, nv);
             x0 += 2;
         }
         while x0 < a.w {
-            qdw_pixels::<S, W, K, 1, FULL>(a, taps, x0, c0, nv);
+            qdw_pixels::<S, W, K, 1, FULL>(a, wblk, x0, c0, nv);
             x0 += 1;
         }
     }
 }
 
+/// One group of `Q` pixels from `x0`, channels `c0..c0 + nv`, with the chunk's taps at `wblk`.
 #[inline(always)]
 unsafe fn qdw_pixels<S: Simd, W: Elem, const K: usize, const Q: usize, const FULL: bool>(
     a: &QdwArgs,
-    taps: *const W,
+    wblk: *const W,
     x0: usize,
     c0: usize,
     nv: usize,
@@ -311,31 +372,79 @@ unsafe fn qdw_pixels<S: Simd, W: Elem, const K: usize, const Q: usize, const FUL
     // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
     // lengths documented above) is what the body relies on.
     unsafe {
-        let c = a.c;
-        let mut acc_a = [S::zero(); Q];
-        let mut acc_b = [S::zero(); Q];
-        let mut acc_c = [S::zero(); Q];
+        let blk = qdw_copy_next::<S, K, Q, FULL>(a, x0, c0, nv);
+        let rows: [*const f32; K] = core::array::from_fn(|ky| a.rows[ky].add(blk));
+        let (sa, sb, sc) = qdw_taps::<S, W, K, Q, FULL>(&rows, wblk, CBLOCK, nv);
+        qdw_finish::<S, Q, FULL>(a, &sa, &sb, &sc, x0, c0, nv);
+    }
+}
+
+/// The group's offset in the channel-blocked rows; copies its pixels of the next row
+/// (`QdwArgs::next_src`) when asked.
+#[inline(always)]
+pub(crate) unsafe fn qdw_copy_next<S: Simd, const K: usize, const Q: usize, const FULL: bool>(
+    a: &QdwArgs,
+    x0: usize,
+    c0: usize,
+    nv: usize,
+) -> usize {
+    // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+    // lengths documented above) is what the body relies on.
+    unsafe {
         // Channel-blocked rows: this chunk's pixels are CBLOCK floats apart.
         let blk = ((c0 / CBLOCK) * (a.w + K - 1) + x0) * CBLOCK + c0 % CBLOCK;
-        // This chunk's weights: one contiguous run, the three filters of a tap side by side.
-        let wblk = taps.add((c0 / CBLOCK) * K * K * 3 * CBLOCK + c0 % CBLOCK);
-        let rows: [*const f32; K] = core::array::from_fn(|ky| a.rows[ky].add(blk));
         if !a.next_src.is_null() {
             // The same pixels and channels of the next row, to padded pixel `p + x`.
             let dst = a.next_dst.add(blk + (K - 1) / 2 * CBLOCK);
             for q in 0..Q {
-                let v = ld::<S, FULL>(a.next_src.add((x0 + q) * c + c0), nv);
+                let v = ld::<S, FULL>(a.next_src.add((x0 + q) * a.c + c0), nv);
                 st::<S, FULL>(dst.add(q * CBLOCK), v, nv);
             }
         }
+        blk
+    }
+}
+
+/// The tap sums of filters a, b and c for `Q` pixels.
+pub(crate) type Sums<S, const Q: usize> = (
+    [<S as Simd>::V; Q],
+    [<S as Simd>::V; Q],
+    [<S as Simd>::V; Q],
+);
+
+/// The tap sums of `Q` pixels for the three filters: `rows[ky]` at the group's first input
+/// pixel, filter `f` of tap `t` at `wblk + (t·3 + f)·ts`.
+///
+/// # Safety
+/// The ISA enabled; each row valid for `Q + K - 1` pixels of `nv` channels, [`CBLOCK`]
+/// floats apart; `wblk` for the `K²·3` tap vectors.
+#[inline(always)]
+pub(crate) unsafe fn qdw_taps<
+    S: Simd,
+    W: Elem,
+    const K: usize,
+    const Q: usize,
+    const FULL: bool,
+>(
+    rows: &[*const f32; K],
+    wblk: *const W,
+    ts: usize,
+    nv: usize,
+) -> Sums<S, Q> {
+    // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+    // lengths documented above) is what the body relies on.
+    unsafe {
+        let mut acc_a = [S::zero(); Q];
+        let mut acc_b = [S::zero(); Q];
+        let mut acc_c = [S::zero(); Q];
         macro_rules! tap_row {
             ($ky:expr) => {{
                 let row = rows[$ky];
                 for kx in 0..K {
-                    let wp = wblk.add(($ky * K + kx) * 3 * CBLOCK);
+                    let wp = wblk.add(($ky * K + kx) * 3 * ts);
                     let wa = load_w::<S, W, FULL>(wp, nv);
-                    let wb = load_w::<S, W, FULL>(wp.add(CBLOCK), nv);
-                    let wc = load_w::<S, W, FULL>(wp.add(2 * CBLOCK), nv);
+                    let wb = load_w::<S, W, FULL>(wp.add(ts), nv);
+                    let wc = load_w::<S, W, FULL>(wp.add(2 * ts), nv);
                     for q in 0..Q {
                         let xv = ld::<S, FULL>(row.add((q + kx) * CBLOCK), nv);
                         if $ky == 0 && kx == 0 {
@@ -374,6 +483,26 @@ unsafe fn qdw_pixels<S: Simd, W: Elem, const K: usize, const Q: usize, const FUL
                 tap_row!(ky);
             }
         }
+        (acc_a, acc_b, acc_c)
+    }
+}
+
+/// `y = (a·sa + ba)(b·sb + bb) + (c·sc + bc)` of the group's tap sums, stored or, with
+/// `gamma`, added to the output as `out += gamma ⊙ y`.
+#[inline(always)]
+pub(crate) unsafe fn qdw_finish<S: Simd, const Q: usize, const FULL: bool>(
+    a: &QdwArgs,
+    acc_a: &[S::V; Q],
+    acc_b: &[S::V; Q],
+    acc_c: &[S::V; Q],
+    x0: usize,
+    c0: usize,
+    nv: usize,
+) {
+    // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+    // lengths documented above) is what the body relies on.
+    unsafe {
+        let c = a.c;
         let (sa, sb, sc) = (
             ld::<S, FULL>(a.scales.add(c0), nv),
             ld::<S, FULL>(a.scales.add(c + c0), nv),

@@ -300,3 +300,117 @@ fn plain_depthwise_row_simd_matches_scalar() {
         }
     }
 }
+
+/// The NEON QDW assembly (`kernels/neon_qdw.rs`: taps in place or widened once per chunk,
+/// four epilogues, the next-row copy beside it) gives the bits of the generic Rust loop it
+/// replaces (`qdw_taps` + `qdw_finish`, group by group), which is what NEON ran before.
+#[cfg(target_arch = "aarch64")]
+#[test]
+fn neon_qdw_assembly_is_the_generic_loop_bit_for_bit() {
+    use crate::kernels::aarch64_neon::Neon;
+    use crate::kernels::simd::{self, Elem, QdwArgs};
+    use crate::kernels::{CBLOCK, MAX_K};
+
+    /// The generic groups of every 4-channel chunk (`c` a multiple of 4, `w` of 7).
+    unsafe fn generic<W: Elem, const K: usize>(a: &QdwArgs, taps: *const W) {
+        unsafe {
+            for c0 in (0..a.c).step_by(4) {
+                let wblk = taps.add((c0 / CBLOCK) * K * K * 3 * CBLOCK + c0 % CBLOCK);
+                for x0 in (0..a.w).step_by(7) {
+                    let blk = simd::qdw_copy_next::<Neon, K, 7, true>(a, x0, c0, 4);
+                    let rows: [*const f32; K] = core::array::from_fn(|ky| a.rows[ky].add(blk));
+                    let (sa, sb, sc) =
+                        simd::qdw_taps::<Neon, W, K, 7, true>(&rows, wblk, CBLOCK, 4);
+                    simd::qdw_finish::<Neon, 7, true>(a, &sa, &sb, &sc, x0, c0, 4);
+                }
+            }
+        }
+    }
+
+    fn case<W: Elem, const K: usize>(rng: &mut Rng, taps: &[W], c: usize, w: usize, unit: bool) {
+        let rows: Vec<Vec<f32>> = (0..K)
+            .map(|_| rng.vec(kernels::qdw_row_len(w, c, K), -1.0, 1.0))
+            .collect();
+        let scales = if unit {
+            vec![1.0; 3 * c]
+        } else {
+            rng.vec(3 * c, 0.01, 0.05)
+        };
+        let bias = rng.vec(3 * c, -0.5, 0.5);
+        let gamma = rng.vec(c, 0.5, 1.5);
+        let src = rng.vec(w * c, -1.0, 1.0);
+        let init = rng.vec(w * c, -1.0, 1.0);
+        for with_gamma in [false, true] {
+            for copy in [false, true] {
+                let run = |asm: bool| {
+                    let mut out = init.clone();
+                    let mut next = vec![0.0f32; kernels::qdw_row_len(w, c, K)];
+                    let mut r = [core::ptr::null(); MAX_K];
+                    for (p, row) in r.iter_mut().zip(&rows) {
+                        *p = row.as_ptr();
+                    }
+                    let a = QdwArgs {
+                        rows: r,
+                        w,
+                        c,
+                        scales: scales.as_ptr(),
+                        bias: bias.as_ptr(),
+                        gamma: if with_gamma {
+                            gamma.as_ptr()
+                        } else {
+                            core::ptr::null()
+                        },
+                        out: out.as_mut_ptr(),
+                        next_src: if copy {
+                            src.as_ptr()
+                        } else {
+                            core::ptr::null()
+                        },
+                        next_dst: next.as_mut_ptr(),
+                    };
+                    // SAFETY: NEON is baseline on aarch64; every buffer has the lengths
+                    // `kernels::qdw_row` checks for these w, c and K.
+                    unsafe {
+                        if asm {
+                            simd::qdw_row::<Neon, W, K, 7>(&a, taps.as_ptr());
+                        } else {
+                            generic::<W, K>(&a, taps.as_ptr());
+                        }
+                    }
+                    (out, next)
+                };
+                let (want, want_next) = run(false);
+                let (got, got_next) = run(true);
+                let what =
+                    std::format!("K={K} c={c} w={w} unit={unit} gamma={with_gamma} copy={copy}");
+                assert!(
+                    want.iter().all(|v| v.is_finite()),
+                    "{what}: reference not finite"
+                );
+                let bits =
+                    |x: &[f32], y: &[f32]| x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits());
+                assert!(bits(&got, &want), "{what}: output differs");
+                assert!(bits(&got_next, &want_next), "{what}: next row differs");
+            }
+        }
+    }
+
+    fn all_k<W: Elem>(rng: &mut Rng, pick: impl Fn(&Stored) -> Vec<W>, unit: bool) {
+        for c in [4usize, 12, 16, 20, 36] {
+            for w in [7usize, 14, 28] {
+                let (s, _) = random_qdw(rng, 3, c);
+                case::<W, 3>(rng, &pick(&s), c, w, unit);
+                let (s, _) = random_qdw(rng, 5, c);
+                case::<W, 5>(rng, &pick(&s), c, w, unit);
+                let (s, _) = random_qdw(rng, 7, c);
+                case::<W, 7>(rng, &pick(&s), c, w, unit);
+            }
+        }
+    }
+
+    let mut rng = Rng::new(11);
+    all_k::<f32>(&mut rng, |s| s.f32.clone(), true);
+    all_k::<f32>(&mut rng, |s| s.f32.clone(), false);
+    all_k::<u16>(&mut rng, |s| s.f16.clone(), true);
+    all_k::<i8>(&mut rng, |s| s.i8.clone(), false);
+}

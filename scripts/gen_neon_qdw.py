@@ -1,0 +1,271 @@
+"""Writes quadra-core/src/kernels/neon_qdw.rs: the NEON QDW tap loop for one full group of
+7 pixels x 4 channels, as inline assembly with every register placed by hand.
+
+    python3 scripts/gen_neon_qdw.py            # rewrite the file
+    python3 scripts/gen_neon_qdw.py --check    # exit 1 if the file is not what this writes
+
+Why assembly: the group needs 21 accumulators (7 pixels x 3 filters), the window of input
+vectors it slides along the tap row and the three tap vectors: 31 of NEON's 32 registers.
+LLVM's scheduler hoists the loads of later taps and spills: the Rust loop, fully unrolled
+over K = 7, modeled (llvm-mca, Neoverse-N1) at 47% of the A76's fmla peak with 419 stack
+accesses per group. Here the registers are fixed:
+
+* v0-v6, v7-v13, v14-v20: the accumulators of filters a, b, c for pixels 0..6;
+* v21-v27: the input window; pixel j of a tap row lives in v(21 + j mod 7), loaded once per
+  row and used by every tap that reads it (K taps), so a tap row of K taps loads 7 + K - 1
+  input vectors and each tap after the first loads one;
+* v28-v30: the three filters' vectors of the current tap.
+
+The arithmetic is the Rust loop's, operation for operation: the first tap multiplies, each
+later tap is one fused multiply-add per accumulator, taps in row-major order (ky, then kx).
+So the sums are bit-identical to the generic kernel's (tested against it and the scalar
+reference under qemu).
+
+Taps are read either in the packed layout (f32 taps: filter f of tap t at
+`((t*3 + f) * 16 + lane)` floats from the chunk's start, `CBLOCK` = 16) or compact (f16 and
+int8 taps widened once per channel chunk into a stack buffer: `(t*3 + f) * 4 + lane`).
+"""
+import pathlib
+import sys
+
+OUT = pathlib.Path(__file__).resolve().parent.parent / "quadra-core/src/kernels/neon_qdw.rs"
+Q = 7  # pixels per group
+PIXEL = 64  # bytes between pixels of a channel-blocked row (CBLOCK floats)
+
+
+# A tap row's input pointer: `rows[ky] + off`, made when the row starts (rows alternate
+# between two registers, as the next row's first pixels load while the last tap of the
+# row before still reads its own), so the group loop keeps one pointer for all K rows.
+ROW_REG = ("{ra}", "{rb}")
+
+
+def row_pointer(ky):
+    reg = ROW_REG[ky % 2]
+    return [f"ldr {reg}, [{{rows}}, #{8 * ky}]", f"add {reg}, {reg}, {{off}}"]
+
+
+def body(k, tap_stride):
+    """Compact taps: each tap loads its three vectors at once (`ld1` of three registers),
+    taps in row-major order, pixel by pixel within a tap."""
+    lines = []
+    for ky in range(k):
+        row = ROW_REG[ky % 2]
+        for kx in range(k):
+            t = ky * k + kx
+            if kx == 0:
+                lines += row_pointer(ky)
+            lines.append("ld1 {{v28.4s, v29.4s, v30.4s}}, [{w}], #48")
+            new = range(Q) if kx == 0 else [kx + Q - 1]
+            for j in new:
+                lines.append(f"ldr q{21 + j % Q}, [{row}, #{j * PIXEL}]")
+            op = "fmul" if t == 0 else "fmla"
+            for q in range(Q):
+                x = 21 + (q + kx) % Q
+                for f in range(3):
+                    lines.append(f"{op} v{f * Q + q}.4s, v{28 + f}.4s, v{x}.4s")
+    return lines
+
+
+def body_pipelined(k, tap_stride):
+    """Packed taps (one load each): software-pipelined. A tap's products go filter by
+    filter, and each register is reloaded for the next tap as soon as its last reader has
+    issued: the three tap vectors rotate through v28-v31 (tap n uses v28 + (3n + f) mod 4,
+    so the next tap's first vector goes to the one register this tap leaves free), and a
+    window slot takes its next pixel right after the last product that reads it."""
+    taps = [(ky, kx) for ky in range(k) for kx in range(k)]
+
+    def wreg(n, f):
+        return 28 + (3 * n + f) % 4
+
+    def wload(n, f):
+        return f"ldr q{wreg(n, f)}, [{{w}}, #{(n * 3 + f) * tap_stride}]"
+
+    def xload(ky, j):
+        return f"ldr q{21 + j % Q}, [{ROW_REG[ky % 2]}, #{j * PIXEL}]"
+
+    lines = [wload(0, f) for f in range(3)] + row_pointer(0) + [xload(0, j) for j in range(Q)]
+    for n, (ky, kx) in enumerate(taps):
+        last = n + 1 == len(taps)
+        op = "fmul" if n == 0 else "fmla"
+        if not last:
+            lines.append(wload(n + 1, 0))  # into the register this tap leaves free
+        for f in range(3):
+            for q in range(Q):
+                x = 21 + (q + kx) % Q
+                lines.append(f"{op} v{f * Q + q}.4s, v{wreg(n, f)}.4s, v{x}.4s")
+                if f == 2 and not last:
+                    # Pixel q + kx is read for the last time by this tap.
+                    nky, nkx = taps[n + 1]
+                    if nky == ky and q == 0:
+                        lines.append(xload(ky, kx + Q))
+                    elif nky != ky:
+                        if q == 0:
+                            lines += row_pointer(nky)
+                        lines.append(xload(nky, (q + kx) % Q))
+            if f < 2 and not last:
+                lines.append(wload(n + 1, f + 1))  # over this tap's filter f, now read
+    return lines
+
+
+def function(k, compact):
+    name = f"taps_k{k}_{'compact' if compact else 'packed'}"
+    stride = 16 if compact else 64
+    layout = ("compact: tap vector `(t·3 + f)·4` floats in" if compact
+              else "packed: tap vector `(t·3 + f)·16` floats in (`CBLOCK` = 16)")
+    out = [
+        f"/// K = {k}, taps {layout}; see the module comment.",
+        "///",
+        "/// # Safety",
+        f"/// NEON; `rows[ky] + off` bytes valid for {Q + k - 1} pixels of a channel-blocked row",
+        f"/// ({PIXEL} bytes apart), `w` for the {k * k * 3} tap vectors.",
+        "#[inline(always)]",
+        f"pub(super) unsafe fn {name}(rows: &[*const f32; {k}], off: usize, w: *const f32) -> [float32x4_t; 21] {{",
+        "    // SAFETY: NEON is the caller's; the loads stay in the caller's valid ranges (offsets",
+        "    // within the documented lengths); every register written is an output or a clobber.",
+        "    unsafe {",
+        "        let mut o = [vdupq_n_f32(0.0); 21];",
+        "        core::arch::asm!(",
+    ]
+    out.append(f'            "// quadra-mca: qdw_taps_k{k}_{"compact" if compact else "packed"}",')
+    for line in (body(k, stride) if compact else body_pipelined(k, stride)):
+        out.append(f'            "{line}",')
+    out.append("            rows = in(reg) rows.as_ptr(),")
+    out.append("            off = in(reg) off,")
+    out.append("            ra = out(reg) _,")
+    out.append("            rb = out(reg) _,")
+    out.append("            w = inout(reg) w => _," if compact else "            w = in(reg) w,")
+    for i in range(21):
+        out.append(f'            out("v{i}") o[{i}],')
+    for i in range(21, 32):
+        out.append(f'            out("v{i}") _,')
+    out.append("            options(pure, readonly, nostack, preserves_flags)")
+    out.append("        );")
+    out.append("        o")
+    out.append("    }")
+    out.append("}")
+    return out
+
+
+def finish(unit, gamma):
+    """The group's epilogue over the tap sums in v0-v20: `y = (a*sa + ba)(b*sb + bb) +
+    (c*sc + bc)`, fused exactly as the Rust epilogue (`vc + va*vb`; with unit scales `a + ba`,
+    which is `fma(a, 1, ba)`), stored or added as `out += gamma * y`; pixels `stride` bytes
+    apart."""
+    name = f"finish_{'unit' if unit else 'scaled'}_{'gamma' if gamma else 'store'}"
+    lines = [f"// quadra-mca: qdw_{name}"]
+    # Filters a, b, c of the scales and biases are `stride` bytes apart (C floats), so one
+    # pointer each, walked through p (two registers fewer for the loop to keep).
+    for reg, ptr in ((21, "b"), (24, "s")) if not unit else ((21, "b"),):
+        lines += [f"ld1 {{{{v{reg}.4s}}}}, [{{{ptr}}}]",
+                  f"add {{p}}, {{{ptr}}}, {{st}}",
+                  f"ld1 {{{{v{reg + 1}.4s}}}}, [{{p}}]",
+                  "add {p}, {p}, {st}",
+                  f"ld1 {{{{v{reg + 2}.4s}}}}, [{{p}}]"]
+    if gamma:
+        lines.append("ld1 {{v31.4s}}, [{g}]")
+    for q in range(Q):
+        a, b, c = q, Q + q, 2 * Q + q
+        if unit:
+            lines += [f"fadd v{a}.4s, v{a}.4s, v21.4s",
+                      f"fadd v{b}.4s, v{b}.4s, v22.4s",
+                      f"fadd v{c}.4s, v{c}.4s, v23.4s",
+                      f"fmla v{c}.4s, v{a}.4s, v{b}.4s"]
+            y = c
+        else:
+            lines += ["mov v27.16b, v21.16b", f"fmla v27.4s, v{a}.4s, v24.4s",
+                      "mov v28.16b, v22.16b", f"fmla v28.4s, v{b}.4s, v25.4s",
+                      "mov v29.16b, v23.16b", f"fmla v29.4s, v{c}.4s, v26.4s",
+                      "fmla v29.4s, v27.4s, v28.4s"]
+            y = 29
+        # Pixel q's address is in o (q even) or p (q odd), each made from the other by an
+        # add: a post-indexed store would chain every address behind the previous store's
+        # data, serialising the pixels.
+        at, nxt = ("o", "p") if q % 2 == 0 else ("p", "o")
+        if q + 1 < Q:
+            lines.append(f"add {{{nxt}}}, {{{at}}}, {{st}}")
+        if gamma:
+            lines += [f"ld1 {{{{v30.4s}}}}, [{{{at}}}]", f"fmla v30.4s, v31.4s, v{y}.4s",
+                      f"st1 {{{{v30.4s}}}}, [{{{at}}}]"]
+        else:
+            lines.append(f"st1 {{{{v{y}.4s}}}}, [{{{at}}}]")
+        if q + 1 == Q:
+            # After the last store through it: o becomes the next group's pixel 0.
+            lines.append(f"add {{o}}, {{{at}}}, {{st}}")
+    out = [
+        f"/// The epilogue, {'unit' if unit else 'per-channel'} scales, "
+        f"{'adding gamma times the result' if gamma else 'storing'}; see `finish` in the generator.",
+        "///",
+        "/// # Safety",
+        "/// NEON; `out` valid for 7 pixels `stride` bytes apart, `f`'s pointers for their vectors.",
+        "/// Returns the next group's `out` (7 pixels on).",
+        "#[inline(always)]",
+        f"pub(super) unsafe fn {name}(t: [float32x4_t; 21], mut out: *mut f32, f: &Finish) -> *mut f32 {{",
+        "    // SAFETY: NEON is the caller's; every access stays in the ranges `f` promises;",
+        "    // every register written is an operand or a clobber.",
+        "    unsafe {",
+        "        core::arch::asm!(",
+    ]
+    out += [f'            "{line}",' for line in lines]
+    out.append("            o = inout(reg) out,")
+    out.append("            p = out(reg) _,")
+    out.append("            st = in(reg) f.stride,")
+    out.append("            b = in(reg) f.bias,")
+    if not unit:
+        out.append("            s = in(reg) f.scales,")
+    if gamma:
+        out.append("            g = in(reg) f.gamma,")
+    for i in range(21):
+        out.append(f'            inout("v{i}") t[{i}] => _,')
+    for i in range(21, 32):
+        out.append(f'            out("v{i}") _,')
+    out.append("            options(nostack, preserves_flags)")
+    out.append("        );")
+    out.append("    }")
+    out.append("    out")
+    out.append("}")
+    return out
+
+
+FINISH_STRUCT = """
+/// What the epilogue reads, at the chunk's first channel.
+pub(super) struct Finish {
+    /// Bytes between pixels (`4·C`).
+    pub stride: usize,
+    /// Filter a's; filter b's and c's follow `stride` and `2·stride` bytes on.
+    pub scales: *const f32,
+    pub bias: *const f32,
+    pub gamma: *const f32,
+}"""
+
+
+def render():
+    head = [
+        "//! GENERATED by `scripts/gen_neon_qdw.py` (which says why and how); do not edit.",
+        "//! CI regenerates it and fails on any difference.",
+        "",
+        "use core::arch::aarch64::*;",
+    ]
+    fns = []
+    for k in (3, 5, 7):
+        for compact in (False, True):
+            fns.append("")
+            fns.extend(function(k, compact))
+    fns.append(FINISH_STRUCT)
+    for unit in (True, False):
+        for gamma in (False, True):
+            fns.append("")
+            fns.extend(finish(unit, gamma))
+    return "\n".join(head + fns) + "\n"
+
+
+def main():
+    text = render()
+    if "--check" in sys.argv[1:]:
+        if OUT.read_text() != text:
+            sys.exit(f"{OUT} is not what scripts/gen_neon_qdw.py writes: regenerate it")
+        return
+    OUT.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
