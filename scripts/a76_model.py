@@ -12,7 +12,7 @@ unrolled body, recognised by what it must contain:
 * f32 GEMM, one step of four k: `4·M·4` `fmla` for an `M x 16` tile, in `simd_gemm`;
 * int8 GEMM, four k-groups by lane: `4·M·4` `sdot` for an `M x 16` tile;
 
-and the weight type by the widening it does as it loads: `scvtf` for int8, `ushll`/`shl`
+and the weight type by the widening it does as it loads: `scvtf` for int8, `sshll #13`
 for f16, neither for f32.
 
 Modeled, not measured: llvm-mca assumes every load hits L1 and models no memory system,
@@ -61,10 +61,11 @@ def blocks(path):
     return out
 
 
-def weight_type(mix):
+def weight_type(mix, body=()):
     if mix["scvtf"]:
         return "int8"
-    if mix["ushll"] or mix["shl"]:
+    # f16 widening: a signed shift-left-long by 13 (`load_f16` on NEON).
+    if any(t.startswith("sshll") and t.endswith("#13") for t in body):
         return "f16"
     return "f32"
 
@@ -109,7 +110,7 @@ def find(blks):
     for fn, label, body, tags in blks:
         mix = collections.Counter(t.split()[0] for t in body)
         fmla, sdot = mix["fmla"], mix["sdot"]
-        w = weight_type(mix)
+        w = weight_type(mix, body)
         name = None
         if "qdw_row" in fn and not any(tags):
             # The remainder groups (4 pixels, for widths that are not a multiple of 7).
@@ -154,10 +155,10 @@ def network_estimate(t, ghz):
     """Per-layer modeled cycles, summed: each layer's multiply-adds over the modeled rate of
     the main loop of its kernel (compute-bound, every load an L1 hit; LayerNorm, GELU,
     quantisation and copies not counted)."""
-    need = ("gemm_5x16_f32", "q8_sdot_5x16", "qdw_k7_f32")
+    need = ("gemm_5x16_f32", "q8_sdot_5x16", "qdw_k7_f32", "gemm_5x16_f16", "qdw_k7_f16")
     if any(n not in t for n in need):
         return []
-    fg, f8, fq = (t[n]["fraction"] for n in need)
+    fg, f8, fq, fg16, fq16 = (t[n]["fraction"] for n in need)
     rows = []
     for name, c, depths in (("QuadraNet36-T", 64, (3, 3, 27, 3)), ("QuadraNet25-XXS", 16, (2, 3, 18, 2))):
         dims = [c, 2 * c, 4 * c, 8 * c]
@@ -168,8 +169,9 @@ def network_estimate(t, ghz):
         qdw = sum(d * 3 * 49 * dims[s] * px[s] for s, d in enumerate(depths))
         fmla_rate = 4 * PEAK  # f32 multiply-adds per cycle at peak
         base = f32_macs / (fmla_rate * fg) + qdw / (fmla_rate * fq)
+        f16 = (f32_macs + pw) / (fmla_rate * fg16) + qdw / (fmla_rate * fq16)
         rows.append((name, (base + pw / (fmla_rate * fg)) / ghz / 1e6,
-                     (base + pw / (16 * PEAK * f8)) / ghz / 1e6))
+                     f16 / ghz / 1e6, (base + pw / (16 * PEAK * f8)) / ghz / 1e6))
     return rows
 
 
@@ -206,8 +208,8 @@ def main():
         print(f"\nWhole networks, one A76 core at {a.ghz} GHz, 224x224, batch 1: MODELED, not measured")
         print("(each layer's multiply-adds at its kernel's modeled main-loop rate: compute-bound, L1 hits;")
         print(" LayerNorm, GELU, quantisation and copies not counted, so real latency is higher)")
-        for name, f32_ms, w8_ms in est:
-            print(f"  {name:16s} f32 {f32_ms:7.1f} ms   w8a8 {w8_ms:7.1f} ms")
+        for name, f32_ms, f16_ms, w8_ms in est:
+            print(f"  {name:16s} f32 {f32_ms:7.1f} ms   f16 {f16_ms:7.1f} ms   w8a8 {w8_ms:7.1f} ms")
     failed = []
     if a.floors:
         for line in a.floors.read_text().splitlines():

@@ -2,7 +2,8 @@
 //! 4-k load per activation row used by element: 6 x 16 spilled, and it and a broadcast
 //! per k modeled at 56% and 69% of the A76's fmla peak, this at 93%; `scripts/a76-model.sh`),
 //! QDW 7 pixels per iteration (21 accumulators; every QuadraNet map width is a multiple
-//! of 7).
+//! of 7), the full groups in generated assembly (`neon_qdw`, see `scripts/gen_neon_qdw.py`:
+//! LLVM's code for that loop spilled), the rest in the generic Rust loop.
 
 use core::arch::aarch64::*;
 
@@ -34,21 +35,27 @@ unsafe impl Simd for Neon {
     }
     #[inline(always)]
     unsafe fn load_f16(p: *const u16) -> float32x4_t {
-        // Widen the half's sign|exponent|mantissa into f32 position, then rebias the
-        // exponent by multiplying by 2^112: exact for normals, subnormals and zero.
-        let h = vmovl_u16(vld1_u16(p));
-        let sign = vshlq_n_u32::<16>(vandq_u32(h, vdupq_n_u32(0x8000)));
-        let em = vshlq_n_u32::<13>(vandq_u32(h, vdupq_n_u32(0x7fff)));
-        let mag = vmulq_f32(
+        // Three vector operations (the old form took seven; `fcvtl` needs FEAT_FP16
+        // intrinsics Rust has not stabilised, and LLVM's Neoverse-N1 model gives it one
+        // issue every two cycles): a signed widening shift by 13 puts the half's sign in bit
+        // 31 and its exponent|mantissa in bits 27..13, with copies of the sign in bits
+        // 30..28; clearing those leaves a float 2^-112 times the half, and multiplying by
+        // 2^112 rebiases it. Exact for finite halves, subnormals and zeros included
+        // (weights are checked finite at load), given FPCR.FZ = 0 as on Linux and Android.
+        let h = vreinterpretq_u32_s32(vshll_n_s16::<13>(vreinterpret_s16_u16(vld1_u16(p))));
+        let em = vbicq_u32(h, vdupq_n_u32(0x7000_0000));
+        vmulq_f32(
             vreinterpretq_f32_u32(em),
             vdupq_n_f32(f32::from_bits(0x7780_0000)),
-        );
-        vreinterpretq_f32_u32(vorrq_u32(vreinterpretq_u32_f32(mag), sign))
+        )
     }
     #[inline(always)]
     unsafe fn load_i8(p: *const i8) -> float32x4_t {
         // Exactly 4 bytes: read them as one unaligned i32.
         let word = core::ptr::read_unaligned(p as *const i32);
+        // `scvtf`: the exact bias trick (0x4B40_0000 + i as float bits, minus 1.5·2^23)
+        // models faster per vector but needs two constant registers, and the 5 x 16 GEMM
+        // tile then spills (modeled 59% with 10 stack accesses against 52% with none).
         let b = vreinterpret_s8_s32(vdup_n_s32(word));
         vcvtq_f32_s32(vmovl_s16(vget_low_s16(vmovl_s8(b))))
     }
