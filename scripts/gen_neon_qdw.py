@@ -26,12 +26,16 @@ Taps are read either in the packed layout (f32 taps: filter f of tap t at
 int8 taps widened once per channel chunk into a stack buffer: `(t*3 + f) * 4 + lane`).
 """
 import pathlib
+import subprocess
 import sys
 
 OUT = pathlib.Path(__file__).resolve().parent.parent / "quadra-core/src/kernels/neon_qdw.rs"
 Q = 7  # pixels per group
 PIXEL = 64  # bytes between pixels of a channel-blocked row (CBLOCK floats)
 
+
+# v21-v31 are the window, tap and epilogue registers: scratch to the compiler.
+SCRATCH = [f'            out("v{i}") _,' for i in range(21, 32)]
 
 # A tap row's input pointer: `rows[ky] + off`, made when the row starts (rows alternate
 # between two registers, as the next row's first pixels load while the last tap of the
@@ -136,8 +140,7 @@ def function(k, compact):
     out.append("            w = inout(reg) w => _," if compact else "            w = in(reg) w,")
     for i in range(21):
         out.append(f'            out("v{i}") o[{i}],')
-    for i in range(21, 32):
-        out.append(f'            out("v{i}") _,')
+    out += SCRATCH
     out.append("            options(pure, readonly, nostack, preserves_flags)")
     out.append("        );")
     out.append("        o")
@@ -216,8 +219,7 @@ def finish(unit, gamma):
         out.append("            g = in(reg) f.gamma,")
     for i in range(21):
         out.append(f'            inout("v{i}") t[{i}] => _,')
-    for i in range(21, 32):
-        out.append(f'            out("v{i}") _,')
+    out += SCRATCH
     out.append("            options(nostack, preserves_flags)")
     out.append("        );")
     out.append("    }")
@@ -258,8 +260,18 @@ def render():
     return "\n".join(head + fns) + "\n"
 
 
+def formatted(text):
+    """The text as `cargo fmt` leaves it (rustfmt, the crate's edition), so the generated
+    file passes the format check as written."""
+    r = subprocess.run(["rustfmt", "--edition", "2021", "--emit", "stdout"], input=text,
+                       capture_output=True, text=True, cwd=OUT.parent)
+    if r.returncode != 0:
+        sys.exit(f"rustfmt failed on the generated text: {r.stderr[:2000]}")
+    return r.stdout
+
+
 def main():
-    text = render()
+    text = formatted(render())
     if "--check" in sys.argv[1:]:
         if OUT.read_text() != text:
             sys.exit(f"{OUT} is not what scripts/gen_neon_qdw.py writes: regenerate it")
