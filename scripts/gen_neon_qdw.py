@@ -48,17 +48,18 @@ def row_pointer(ky):
     return [f"ldr {reg}, [{{rows}}, #{8 * ky}]", f"add {reg}, {reg}, {{off}}"]
 
 
-def body(k, tap_stride):
-    """Compact taps: each tap loads its three vectors at once (`ld1` of three registers),
-    taps in row-major order, pixel by pixel within a tap."""
-    lines = []
+def body_compact(k):
+    """Compact taps: each tap loads its three vectors at once (`ld1` of three registers,
+    walking a copy of the tap pointer), taps in row-major order, pixel by pixel within a
+    tap."""
+    lines = ["mov {wp}, {w}"]
     for ky in range(k):
         row = ROW_REG[ky % 2]
         for kx in range(k):
             t = ky * k + kx
             if kx == 0:
                 lines += row_pointer(ky)
-            lines.append("ld1 {{v28.4s, v29.4s, v30.4s}}, [{w}], #48")
+            lines.append("ld1 {{v28.4s, v29.4s, v30.4s}}, [{wp}], #48")
             new = range(Q) if kx == 0 else [kx + Q - 1]
             for j in new:
                 lines.append(f"ldr q{21 + j % Q}, [{row}, #{j * PIXEL}]")
@@ -131,13 +132,15 @@ def function(k, compact):
         "        core::arch::asm!(",
     ]
     out.append(f'            "// quadra-mca: qdw_taps_k{k}_{"compact" if compact else "packed"}",')
-    for line in (body(k, stride) if compact else body_pipelined(k, stride)):
+    for line in (body_compact(k) if compact else body_pipelined(k, stride)):
         out.append(f'            "{line}",')
     out.append("            rows = in(reg) rows.as_ptr(),")
     out.append("            off = in(reg) off,")
     out.append("            ra = out(reg) _,")
     out.append("            rb = out(reg) _,")
-    out.append("            w = inout(reg) w => _," if compact else "            w = in(reg) w,")
+    out.append("            w = in(reg) w,")
+    if compact:
+        out.append("            wp = out(reg) _,")
     for i in range(21):
         out.append(f'            out("v{i}") o[{i}],')
     out += SCRATCH
