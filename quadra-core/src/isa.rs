@@ -197,6 +197,27 @@ impl Kernels {
         self.dot
     }
 
+    /// Test support for `QUADRA_REQUIRE_ISA`: the first kernel path named in `required`
+    /// (comma-separated ISA names, `isa+ext` for one with its int8 dot extension, e.g.
+    /// `avx2,avx512+vnni`) that none of `have` runs; `Err(name)` for a name that is no ISA.
+    #[doc(hidden)]
+    pub fn first_missing<'a>(
+        have: &[Kernels],
+        required: &'a str,
+    ) -> Result<Option<&'a str>, &'a str> {
+        for name in required.split(',').filter(|s| !s.is_empty()) {
+            let (isa, ext) = name.split_once('+').unwrap_or((name, ""));
+            let isa = Isa::from_name(isa).ok_or(name)?;
+            if !have
+                .iter()
+                .any(|k| k.isa() == isa && (ext.is_empty() || k.int8_dot()))
+            {
+                return Ok(Some(name));
+            }
+        }
+        Ok(None)
+    }
+
     /// The kernel path in words, e.g. `avx512+vnni`, `neon+dotprod`, `avx2`, `scalar`.
     pub const fn describe(self) -> &'static str {
         match (self.isa, self.dot) {

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use quadra_core::{Isa, Kernels};
+use quadra_core::Kernels;
 use quadra_cpu::checkpoint::{StateDict, Tensor};
 
 /// `tests/fixtures/`.
@@ -44,14 +44,10 @@ pub fn fixture(name: &str) -> Fixture {
 pub fn kernel_paths() -> Vec<Kernels> {
     let v = quadra_cpu::dispatch::available();
     if let Ok(req) = std::env::var("QUADRA_REQUIRE_ISA") {
-        for name in req.split(',').filter(|s| !s.is_empty()) {
-            let (isa, dot) = name.split_once('+').unwrap_or((name, ""));
-            let isa = Isa::from_name(isa).expect("QUADRA_REQUIRE_ISA names an unknown ISA");
-            assert!(
-                v.iter()
-                    .any(|k| k.isa() == isa && (dot.is_empty() || k.int8_dot())),
-                "QUADRA_REQUIRE_ISA demands {name}, unavailable here"
-            );
+        match Kernels::first_missing(&v, &req) {
+            Ok(None) => {}
+            Ok(Some(name)) => panic!("QUADRA_REQUIRE_ISA demands {name}, unavailable here"),
+            Err(name) => panic!("QUADRA_REQUIRE_ISA names an unknown ISA: {name}"),
         }
     }
     v

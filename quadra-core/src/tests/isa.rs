@@ -46,3 +46,22 @@ fn compiled_kernels_follow_target_features() {
         assert_eq!(Kernels::compiled().isa().name(), expect);
     }
 }
+
+#[test]
+fn first_missing_names_the_path_a_cpu_lacks() {
+    let scalar = [Kernels::scalar()];
+    assert_eq!(Kernels::first_missing(&scalar, ""), Ok(None));
+    assert_eq!(Kernels::first_missing(&scalar, "scalar"), Ok(None));
+    assert_eq!(
+        Kernels::first_missing(&scalar, "scalar,avx2"),
+        Ok(Some("avx2"))
+    );
+    assert_eq!(
+        Kernels::first_missing(&scalar, "scalar+vnni"),
+        Ok(Some("scalar+vnni"))
+    );
+    assert_eq!(Kernels::first_missing(&scalar, "avx3"), Err("avx3"));
+    let here = available();
+    let names: std::vec::Vec<&str> = here.iter().map(|k| k.describe()).collect();
+    assert_eq!(Kernels::first_missing(&here, &names.join(",")), Ok(None));
+}

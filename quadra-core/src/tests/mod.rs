@@ -91,14 +91,12 @@ pub(crate) fn available() -> Vec<Kernels> {
         }
     }
     if let Ok(req) = std::env::var("QUADRA_REQUIRE_ISA") {
-        for name in req.split(',').filter(|s| !s.is_empty()) {
-            let (isa, dot) = name.split_once('+').unwrap_or((name, ""));
-            let isa = Isa::from_name(isa).expect("QUADRA_REQUIRE_ISA names an unknown ISA");
-            assert!(
-                v.iter()
-                    .any(|k| k.isa() == isa && (dot.is_empty() || k.int8_dot())),
-                "QUADRA_REQUIRE_ISA demands {name}, which this CPU cannot run"
-            );
+        match Kernels::first_missing(&v, &req) {
+            Ok(None) => {}
+            Ok(Some(name)) => {
+                panic!("QUADRA_REQUIRE_ISA demands {name}, which this CPU cannot run")
+            }
+            Err(name) => panic!("QUADRA_REQUIRE_ISA names an unknown ISA: {name}"),
         }
     }
     v
