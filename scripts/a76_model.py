@@ -35,7 +35,9 @@ def blocks(path):
     out, fn, label, body, tags, tag = [], None, None, [], [], None
     for line in path.read_text().splitlines():
         t = line.strip()
-        m = re.match(r"^(_ZN[\w$.]+):", t)
+        # Any function's label starts a function (mangled Rust or not: a block before the
+        # first `_ZN` symbol once had no function at all).
+        m = re.match(r"^([A-Za-z_][\w$.]*):", t)
         if m or re.match(r"^\.LBB\d+_\d+:", t):
             if label is not None:
                 out.append((fn, label, body, tags))
