@@ -165,6 +165,38 @@ fn gemm_q8(cr: &mut Criterion) {
                 },
             );
         }
+        // The AVX-VNNI tiles (256-bit `vpdpbusd`) in their EVEX encoding, on a CPU with
+        // AVX-512 VNNI: what an AVX-VNNI CPU's int8 GEMM does, measured where this one can.
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vnni")
+            && std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
+        {
+            let kern = quadra_cpu::dispatch::available()[1];
+            let mut q = rows_in(qbuf.as_mut_slice(), m, k).unwrap();
+            quantize_rows(kern, &a, k, &mut q).unwrap();
+            for (label, epi) in [
+                ("gelu", Epilogue::BiasGelu(&bias)),
+                ("bias", Epilogue::Bias(&bias)),
+            ] {
+                g.bench_function(
+                    BenchmarkId::new(format!("avx2+vnni-evex/{label}"), &id),
+                    |bch| {
+                        bch.iter(|| {
+                            let om = MatMut::dense(&mut out, m, n);
+                            // SAFETY: every feature the twin needs was detected above.
+                            unsafe {
+                                quadra_core::kernels::q8::gemm_q8_vnni_ymm(q.as_ref(), b, epi, om)
+                            }
+                            .unwrap()
+                        })
+                    },
+                );
+            }
+        }
     }
     g.finish();
 }

@@ -84,8 +84,9 @@ pub struct Kernels {
     dot: bool,
 }
 
-/// Is the int8 dot-product extension of `isa` enabled at compile time: AVX-512 VNNI (with
-/// AVX-512BW) for [`Isa::Avx512`], FEAT_DotProd for [`Isa::Neon`]?
+/// Is the int8 dot-product extension of `isa` enabled at compile time: AVX-VNNI for
+/// [`Isa::Avx2`], AVX-512 VNNI (with AVX-512BW) for [`Isa::Avx512`], FEAT_DotProd for
+/// [`Isa::Neon`]?
 const fn dot_compiled_in(isa: Isa) -> bool {
     match isa {
         Isa::Avx512 => cfg!(all(
@@ -93,8 +94,9 @@ const fn dot_compiled_in(isa: Isa) -> bool {
             target_feature = "avx512vnni",
             target_feature = "avx512bw"
         )),
+        Isa::Avx2 => cfg!(all(target_arch = "x86_64", target_feature = "avxvnni")),
         Isa::Neon => cfg!(all(target_arch = "aarch64", target_feature = "dotprod")),
-        Isa::Scalar | Isa::Avx2 => false,
+        Isa::Scalar => false,
     }
 }
 
@@ -164,17 +166,18 @@ impl Kernels {
         }
     }
 
-    /// These kernels with the int8 dot-product extension of their ISA (AVX-512 VNNI with
-    /// AVX-512BW for [`Isa::Avx512`], FEAT_DotProd `sdot` for [`Isa::Neon`]) used by the
-    /// w8a8 GEMM; other ISAs have none and are returned unchanged.
+    /// These kernels with the int8 dot-product extension of their ISA (AVX-VNNI for
+    /// [`Isa::Avx2`], AVX-512 VNNI with AVX-512BW for [`Isa::Avx512`], FEAT_DotProd `sdot`
+    /// for [`Isa::Neon`]) used by the w8a8 GEMM; scalar has none and is returned unchanged.
     ///
     /// # Safety
     /// The CPU running the program must support that extension (e.g. checked with
-    /// `is_x86_feature_detected!("avx512vnni")` or `is_aarch64_feature_detected!("dotprod")`).
+    /// `is_x86_feature_detected!("avxvnni")`, `is_x86_feature_detected!("avx512vnni")` or
+    /// `is_aarch64_feature_detected!("dotprod")`).
     pub const unsafe fn with_int8_dot_unchecked(self) -> Kernels {
         Kernels {
             isa: self.isa,
-            dot: matches!(self.isa, Isa::Avx512 | Isa::Neon),
+            dot: matches!(self.isa, Isa::Avx2 | Isa::Avx512 | Isa::Neon),
         }
     }
 
@@ -218,11 +221,13 @@ impl Kernels {
         Ok(None)
     }
 
-    /// The kernel path in words, e.g. `avx512+vnni`, `neon+dotprod`, `avx2`, `scalar`.
+    /// The kernel path in words, e.g. `avx512+vnni`, `avx2+vnni` (AVX-VNNI),
+    /// `neon+dotprod`, `avx2`, `scalar`.
     pub const fn describe(self) -> &'static str {
         match (self.isa, self.dot) {
             (Isa::Scalar, _) => "scalar",
-            (Isa::Avx2, _) => "avx2",
+            (Isa::Avx2, false) => "avx2",
+            (Isa::Avx2, true) => "avx2+vnni",
             (Isa::Avx512, false) => "avx512",
             (Isa::Avx512, true) => "avx512+vnni",
             (Isa::Neon, false) => "neon",
@@ -273,6 +278,13 @@ mod x86 {
             });
         }
         // SAFETY: AVX2, FMA and F16C with the OS saving YMM state, detected above.
-        Some(unsafe { Kernels::new_unchecked(Isa::Avx2) }.without_int8_dot())
+        let k = unsafe { Kernels::new_unchecked(Isa::Avx2) };
+        // AVX-VNNI: CPUID.(EAX=7,ECX=1):EAX bit 4 (leaf 7's EAX is its highest sub-leaf).
+        Some(if l7.eax >= 1 && bit(__cpuid_count(7, 1).eax, 4) {
+            // SAFETY: AVX-VNNI detected just above (its VEX instructions need only YMM state).
+            unsafe { k.with_int8_dot_unchecked() }
+        } else {
+            k.without_int8_dot()
+        })
     }
 }

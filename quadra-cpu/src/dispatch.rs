@@ -46,10 +46,12 @@ pub fn cpu_supports(isa: Isa) -> bool {
     }
 }
 
-/// Does this CPU have the int8 dot-product extension of `isa` (AVX-512 VNNI with BW,
-/// or FEAT_DotProd)?
+/// Does this CPU have the int8 dot-product extension of `isa` (AVX-VNNI, AVX-512 VNNI with
+/// BW, or FEAT_DotProd)?
 pub fn cpu_supports_int8_dot(isa: Isa) -> bool {
     match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => is_x86_feature_detected!("avxvnni"),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => {
             is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512bw")

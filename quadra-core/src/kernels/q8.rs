@@ -21,7 +21,9 @@
 //! | path | instruction | scheme |
 //! |---|---|---|
 //! | AVX-512 VNNI | `vpdpbusd` (64 MACs) | weights offset to u8 (`b ^ 0x80` = `b + 128`) on load, activations s8 broadcast from memory; the accumulators start at `-128 · Σ q`, so the offset cancels (wrapping int32 arithmetic is exact modulo 2^32, and the true sum fits) |
-//! | AVX2 (and AVX-512 without VNNI) | `vpmaddubsw` + `vpmaddwd` (32 MACs) | the sign moves onto the weights: `|a|` (u8, at most 127) times `b · sign(a)` (s8, at most 127 in magnitude), so a pair sums to at most `2 · 127 · 127 = 32258` and never saturates (with u8 `a + 128` it would); `vpmaddwd` by ones widens the pairs to int32 |
+//! | AVX-VNNI (`avx2+vnni`) | `vpdpbusd ymm` (32 MACs) | the AVX-512 VNNI scheme at 256 bits; tested here through its EVEX twin ([`gemm_q8_vnni_ymm`]), the same tiles in the AVX-512 VL encoding |
+//! | AVX2 (and AVX-512 without VNNI), `k <= 512` | `vpmaddwd` (16 MACs) | each 16-column weight panel sign-extended to i16 once per call (a stack copy), the four activations of a k-group sign-extended and broadcast; i16 x i16 pairs are exact in i32 |
+//! | AVX2, wider `k` | `vpmaddubsw` + `vpmaddwd` (32 MACs) | the sign moves onto the weights: `|a|` (u8, at most 127) times `b · sign(a)` (s8, at most 127 in magnitude), so a pair sums to at most `2 · 127 · 127 = 32258` and never saturates (with u8 `a + 128` it would); `vpmaddwd` by ones widens the pairs to int32 |
 //! | NEON + DotProd | `sdot` (16 MACs) | s8 · s8 directly |
 //! | NEON | `smull` + `addp` + `sadalp` | i8 · i8 products in i16, pairs added in i16 (`|2 · 127 · 128| < 2^15`), widened into i32 |
 //!
@@ -254,6 +256,72 @@ pub fn gemm_q8(
     epi: Epilogue<'_>,
     out: MatMut<'_>,
 ) -> Result<(), Error> {
+    run_f32(Leaf::Token(kern), a, b, epi, out)
+}
+
+/// The int32 sums alone (`out` dense `m x n`): what every ISA must agree on bit for bit.
+pub fn gemm_q8_i32(
+    kern: Kernels,
+    a: QRows<'_>,
+    b: PackedB<'_>,
+    out: &mut [i32],
+) -> Result<(), Error> {
+    run_i32(Leaf::Token(kern), a, b, out)
+}
+
+/// [`gemm_q8`] on the 256-bit VNNI tiles of the AVX-VNNI leaf, compiled for the EVEX
+/// (AVX-512 VL) encoding of the same `vpdpbusd`: the AVX-VNNI arithmetic, tested and
+/// measured on AVX-512 VNNI CPUs, which do not have AVX-VNNI itself. Test and bench support.
+///
+/// # Safety
+/// The CPU must have AVX-512F, VL, BW and VNNI, and AVX2, FMA and F16C.
+#[cfg(target_arch = "x86_64")]
+#[doc(hidden)]
+pub unsafe fn gemm_q8_vnni_ymm(
+    a: QRows<'_>,
+    b: PackedB<'_>,
+    epi: Epilogue<'_>,
+    out: MatMut<'_>,
+) -> Result<(), Error> {
+    run_f32(Leaf::VnniYmm, a, b, epi, out)
+}
+
+/// [`gemm_q8_i32`] on the EVEX twin of the AVX-VNNI tiles (see [`gemm_q8_vnni_ymm`]).
+///
+/// # Safety
+/// As [`gemm_q8_vnni_ymm`].
+#[cfg(target_arch = "x86_64")]
+#[doc(hidden)]
+pub unsafe fn gemm_q8_i32_vnni_ymm(
+    a: QRows<'_>,
+    b: PackedB<'_>,
+    out: &mut [i32],
+) -> Result<(), Error> {
+    run_i32(Leaf::VnniYmm, a, b, out)
+}
+
+/// Which int8 GEMM runs: the one a kernel token selects, or the EVEX twin of the
+/// AVX-VNNI tiles (whose callers promise the CPU features, see [`gemm_q8_vnni_ymm`]).
+#[derive(Clone, Copy)]
+enum Leaf {
+    Token(Kernels),
+    #[cfg(target_arch = "x86_64")]
+    VnniYmm,
+}
+
+impl Leaf {
+    fn is_scalar(self) -> bool {
+        matches!(self, Leaf::Token(k) if k.isa() == Isa::Scalar)
+    }
+}
+
+fn run_f32(
+    leaf: Leaf,
+    a: QRows<'_>,
+    b: PackedB<'_>,
+    epi: Epilogue<'_>,
+    out: MatMut<'_>,
+) -> Result<(), Error> {
     check_q8(&a, &b)?;
     let (m, n) = (a.rows, b.n());
     super::check_out(&out, m, n)?;
@@ -261,7 +329,7 @@ pub fn gemm_q8(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    if kern.isa() == Isa::Scalar {
+    if leaf.is_scalar() {
         gemm_q8_ref(a, b, epi, out.data, out.stride);
         return Ok(());
     }
@@ -274,24 +342,18 @@ pub fn gemm_q8(
             epi: EpiPtrs::new(epi),
         },
     );
-    dispatch(kern, &g);
+    dispatch(leaf, &g);
     Ok(())
 }
 
-/// The int32 sums alone (`out` dense `m x n`): what every ISA must agree on bit for bit.
-pub fn gemm_q8_i32(
-    kern: Kernels,
-    a: QRows<'_>,
-    b: PackedB<'_>,
-    out: &mut [i32],
-) -> Result<(), Error> {
+fn run_i32(leaf: Leaf, a: QRows<'_>, b: PackedB<'_>, out: &mut [i32]) -> Result<(), Error> {
     check_q8(&a, &b)?;
     let (m, n) = (a.rows, b.n());
     check_len(Buffer::Output, m * n, out.len())?;
     if m == 0 || n == 0 {
         return Ok(());
     }
-    if kern.isa() == Isa::Scalar {
+    if leaf.is_scalar() {
         gemm_q8_i32_ref(a, b, out);
         return Ok(());
     }
@@ -303,17 +365,28 @@ pub fn gemm_q8_i32(
             ldo: n,
         },
     );
-    dispatch(kern, &g);
+    dispatch(leaf, &g);
     Ok(())
 }
 
-fn dispatch(kern: Kernels, g: &Q8Args) {
+fn dispatch(leaf: Leaf, g: &Q8Args) {
+    let kern = match leaf {
+        Leaf::Token(k) => k,
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the callers of `gemm_q8_vnni_ymm` / `gemm_q8_i32_vnni_ymm` promise
+        // AVX-512F/VL/BW/VNNI with AVX2, FMA and F16C; lengths checked by `run_*`.
+        Leaf::VnniYmm => return unsafe { super::x86_avx2::gemm_q8_vnni_ymm(g) },
+    };
     match (kern.isa(), kern.int8_dot()) {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the token proves AVX2+FMA+F16C (an AVX-512 token without VNNI: AVX-512F,
         // and every AVX-512F CPU has AVX2, FMA and F16C, which `quadra-cpu` checks too);
         // `gemm_q8`/`gemm_q8_i32` checked every length behind the pointers in `g`.
-        (Isa::Avx2, _) | (Isa::Avx512, false) => unsafe { super::x86_avx2::gemm_q8(g) },
+        (Isa::Avx2, false) | (Isa::Avx512, false) => unsafe { super::x86_avx2::gemm_q8(g) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the token proves AVX2, FMA and F16C with AVX-VNNI; lengths checked by
+        // the caller.
+        (Isa::Avx2, true) => unsafe { super::x86_avx2::gemm_q8_avxvnni(g) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the token proves AVX-512F with VNNI and BW; lengths checked by the caller.
         (Isa::Avx512, true) => unsafe { super::x86_avx512::gemm_q8_vnni(g) },
@@ -606,6 +679,28 @@ unsafe fn tile<D: Dot, S: Simd, const M: usize, const NV: usize>(
                 D::store(tp.add(i * TILE_COLS + j * D::COLS), *v);
             }
         }
+        finish::<S, M>(g, tp, i0, j0, cols);
+    }
+}
+
+/// The end of an `M`-row tile whose int32 sums are parked at `tp` (rows [`TILE_COLS`]
+/// apart, `cols` rounded up to whole vectors): copied out, or dequantised and through the
+/// epilogue. Shared by every ISA's tile so the dequantisation is written once.
+///
+/// # Safety
+/// `tp` valid for `M` rows of `cols` rounded up to `S::LANES`; rows `i0..i0+M` and
+/// columns `j0..j0+cols` inside the GEMM that `g` describes.
+#[inline(always)]
+pub(crate) unsafe fn finish<S: Simd, const M: usize>(
+    g: &Q8Args,
+    tp: *mut i32,
+    i0: usize,
+    j0: usize,
+    cols: usize,
+) {
+    // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+    // lengths documented above) is what the body relies on.
+    unsafe {
         match g.out {
             Q8Out::I32 { out, ldo } => {
                 for i in 0..M {

@@ -62,7 +62,13 @@ pub(crate) fn available() -> Vec<Kernels> {
             && std::is_x86_feature_detected!("f16c");
         if avx2 {
             // SAFETY: detected just above.
-            v.push(unsafe { Kernels::new_unchecked(Isa::Avx2) });
+            let k = unsafe { Kernels::new_unchecked(Isa::Avx2) };
+            if std::is_x86_feature_detected!("avxvnni") {
+                // SAFETY: AVX-VNNI detected just above.
+                v.push(unsafe { k.with_int8_dot_unchecked() });
+            } else {
+                v.push(k.without_int8_dot());
+            }
         }
         if avx2 && std::is_x86_feature_detected!("avx512f") {
             // SAFETY: detected just above.

@@ -12,6 +12,64 @@ use crate::kernels::{Dtype, Epilogue, MatData, MatMut, PackedB, PANEL};
 use crate::net::{quantize_model, MatDataMut, Model};
 use crate::weights::Weights;
 
+/// One int8 GEMM leaf under test: a kernel token's, or the EVEX twin of the AVX-VNNI tiles
+/// (the AVX-VNNI arithmetic on a CPU with AVX-512 VNNI, which has no AVX-VNNI itself).
+#[derive(Clone, Copy)]
+enum Q8Path {
+    Kern(Kernels),
+    #[cfg(target_arch = "x86_64")]
+    VnniYmm,
+}
+
+/// Every int8 GEMM leaf this CPU runs.
+fn q8_paths() -> Vec<Q8Path> {
+    let mut v: Vec<Q8Path> = available_q8().into_iter().map(Q8Path::Kern).collect();
+    #[cfg(target_arch = "x86_64")]
+    {
+        let evex = ["avx512f", "avx512vl", "avx512bw", "avx512vnni"];
+        let has = |f: &str| match f {
+            "avx512f" => std::is_x86_feature_detected!("avx512f"),
+            "avx512vl" => std::is_x86_feature_detected!("avx512vl"),
+            "avx512bw" => std::is_x86_feature_detected!("avx512bw"),
+            _ => std::is_x86_feature_detected!("avx512vnni"),
+        };
+        let avx2 = available().iter().any(|k| k.isa() == crate::isa::Isa::Avx2);
+        if avx2 && evex.iter().all(|f| has(f)) {
+            v.push(Q8Path::VnniYmm);
+        }
+    }
+    v
+}
+
+impl Q8Path {
+    fn name(self) -> &'static str {
+        match self {
+            Q8Path::Kern(k) => k.describe(),
+            #[cfg(target_arch = "x86_64")]
+            Q8Path::VnniYmm => "avx2+vnni tiles in EVEX",
+        }
+    }
+
+    fn i32(self, a: QRows<'_>, b: PackedB<'_>, out: &mut [i32]) {
+        match self {
+            Q8Path::Kern(k) => q8::gemm_q8_i32(k, a, b, out).unwrap(),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `q8_paths` offers this path only on a CPU with AVX-512F/VL/BW/VNNI and
+            // the AVX2 kernels (AVX2, FMA, F16C).
+            Q8Path::VnniYmm => unsafe { q8::gemm_q8_i32_vnni_ymm(a, b, out) }.unwrap(),
+        }
+    }
+
+    fn f32(self, a: QRows<'_>, b: PackedB<'_>, epi: Epilogue<'_>, out: MatMut<'_>) {
+        match self {
+            Q8Path::Kern(k) => q8::gemm_q8(k, a, b, epi, out).unwrap(),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as in `i32`.
+            Q8Path::VnniYmm => unsafe { q8::gemm_q8_vnni_ymm(a, b, epi, out) }.unwrap(),
+        }
+    }
+}
+
 /// Owned quantised rows.
 struct QBuf {
     q: Vec<i8>,
@@ -180,9 +238,10 @@ fn quantize_rows_simd_writes_the_reference_bits() {
 #[test]
 fn int8_gemm_sums_are_bit_identical_on_every_path() {
     let mut rng = Rng::new(72);
-    let kerns = available_q8();
+    let paths = q8_paths();
     let ms = [1usize, 2, 3, 4, 5, 6, 7, 11, 13, 25];
-    let ks = [4usize, 8, 12, 16, 60, 64, 132, 256];
+    // 512 is the widest k of the AVX2 widened-weights path, 516 runs its sign tiles.
+    let ks = [4usize, 8, 12, 16, 60, 64, 132, 256, 512, 516];
     let ns = [1usize, 3, 4, 15, 16, 17, 31, 33, 48, 64, 65, 100, 130];
     for &k in &ks {
         for &n in &ns {
@@ -201,10 +260,10 @@ fn int8_gemm_sums_are_bit_identical_on_every_path() {
                     .map(|kk| a.q[i * k + kk] as i32 * dense[kk * n + j] as i32)
                     .sum();
                 assert_eq!(want[i * n + j], exact);
-                for &kern in &kerns {
+                for &path in &paths {
                     let mut got = vec![i32::MIN; m * n];
-                    q8::gemm_q8_i32(kern, a.view(), b, &mut got).unwrap();
-                    assert_eq!(got, want, "{} m={m} k={k} n={n}", kern.describe());
+                    path.i32(a.view(), b, &mut got);
+                    assert_eq!(got, want, "{} m={m} k={k} n={n}", path.name());
                 }
             }
         }
@@ -238,10 +297,10 @@ fn int8_gemm_sums_are_exact_at_the_largest_inner_dimension() {
             i32::try_from(av * bv * k as i64).unwrap()
         })
         .collect();
-    for kern in available_q8() {
+    for path in q8_paths() {
         let mut got = vec![0i32; m * n];
-        q8::gemm_q8_i32(kern, a.view(), b, &mut got).unwrap();
-        assert_eq!(got, want, "{}", kern.describe());
+        path.i32(a.view(), b, &mut got);
+        assert_eq!(got, want, "{}", path.name());
     }
 }
 
@@ -276,9 +335,9 @@ fn int8_gemm_epilogues_match_the_reference() {
             let mut want = base.clone();
             q8::gemm_q8_ref(a.view(), b, epi, &mut want, n);
             let scale = 1.0 + want.iter().fold(0.0f32, |s, v| s.max(v.abs()));
-            for kern in available_q8() {
+            for path in q8_paths() {
                 let mut got = base.clone();
-                q8::gemm_q8(kern, a.view(), b, epi, MatMut::dense(&mut got, m, n)).unwrap();
+                path.f32(a.view(), b, epi, MatMut::dense(&mut got, m, n));
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     // The sums are exact; what differs is f32 rounding in the epilogue (a
                     // fused multiply-add, the rational erf in GELU): a few ulps of the
@@ -286,7 +345,7 @@ fn int8_gemm_epilogues_match_the_reference() {
                     assert!(
                         (g - w).abs() <= 2e-6 * scale,
                         "{} {m}x{k}x{n} {epi:?} [{i}]: {g} vs {w}",
-                        kern.describe()
+                        path.name()
                     );
                 }
             }
