@@ -123,6 +123,9 @@ def find(blks):
             name = f"gemm_{fmla // 16}x16_{w}"
         elif sdot in (80, 64) and not fmla:
             name = f"q8_sdot_{sdot // 16}x16"
+        elif "simd_gemm" in fn and not fmla and w != "f32" and (mix["str"] or mix["stp"]):
+            # f16 / int8 weight panels widened to f32 once per GEMM call (`gemm_widened`).
+            name = f"widen_{w}"
         if name and name not in found:
             found[name] = strip_branch(body)
     return found
@@ -149,30 +152,60 @@ def describe(name):
     m = re.match(r"gemm_(\d)x16_(\w+)", name)
     if m:
         return "GEMM f32", f"{m.group(1)}x16, {m.group(2)} weights"
+    m = re.match(r"widen_(\w+)", name)
+    if m:
+        return "GEMM widening", f"{m.group(1)} panel -> f32"
     m = re.match(r"q8_sdot_(\d)x16", name)
     return "GEMM int8 sdot", f"{m.group(1)}x16, by element"
+
+
+# quadra-core's plan (plan.rs): the strip budget in floats, the hidden slice, and the
+# widest GEMM whose f16/int8 panels are widened once per call (simd::WIDE_K).
+STRIP_BUDGET, HIDDEN_CHUNK, WIDE_K = 80 * 1024, 128, 512
+
+
+def strips(h, w, c, e=4):
+    rows = max(1, min(h, STRIP_BUDGET // (w * (c + min(e * c, HIDDEN_CHUNK)))))
+    return -(-h // rows)
 
 
 def network_estimate(t, ghz):
     """Per-layer modeled cycles, summed: each layer's multiply-adds over the modeled rate of
     the main loop of its kernel (compute-bound, every load an L1 hit; LayerNorm, GELU,
-    quantisation and copies not counted)."""
-    need = ("gemm_5x16_f32", "q8_sdot_5x16", "qdw_k7_f32", "gemm_5x16_f16", "qdw_k7_f16")
+    quantisation and copies not counted). f16 GEMMs up to WIDE_K run the f32 loop on
+    panels widened once per call, each widened weight costing the widening loop's cycles."""
+    need = ("gemm_5x16_f32", "q8_sdot_5x16", "qdw_k7_f32", "gemm_5x16_f16", "qdw_k7_f16",
+            "widen_f16")
     if any(n not in t for n in need):
         return []
-    fg, f8, fq, fg16, fq16 = (t[n]["fraction"] for n in need)
+    fg, f8, fq, fg16, fq16 = (t[n]["fraction"] for n in need[:5])
+    widen16 = t["widen_f16"]["per_elem"]
+    rate = 4 * PEAK  # f32 multiply-adds per cycle at peak
     rows = []
     for name, c, depths in (("QuadraNet36-T", 64, (3, 3, 27, 3)), ("QuadraNet25-XXS", 16, (2, 3, 18, 2))):
         dims = [c, 2 * c, 4 * c, 8 * c]
-        px = [(56 >> s) ** 2 for s in range(4)]
-        f32_macs = 16 * 3 * dims[0] * px[0] + dims[3] * 1000 + sum(
-            4 * dims[s - 1] * dims[s] * px[s] for s in range(1, 4))
-        pw = sum(d * 2 * 4 * dims[s] ** 2 * px[s] for s, d in enumerate(depths))
-        qdw = sum(d * 3 * 49 * dims[s] * px[s] for s, d in enumerate(depths))
-        fmla_rate = 4 * PEAK  # f32 multiply-adds per cycle at peak
-        base = f32_macs / (fmla_rate * fg) + qdw / (fmla_rate * fq)
-        f16 = (f32_macs + pw) / (fmla_rate * fg16) + qdw / (fmla_rate * fq16)
-        rows.append((name, (base + pw / (fmla_rate * fg)) / ghz / 1e6,
+        hw = [56 >> s for s in range(4)]
+        # (multiply-adds, k, weights, calls) of every f32-computed GEMM outside the blocks:
+        # the stem (4x4 patches of 3 channels), the three downsamples (2x2 patches) and
+        # the head; m > 5 rows widen (the head, one row, widens per use).
+        other = [(16 * 3 * dims[0] * hw[0] ** 2, 48, 48 * dims[0], hw[0] ** 2 > 5)]
+        other += [(4 * dims[s - 1] * dims[s] * hw[s] ** 2, 4 * dims[s - 1], 4 * dims[s - 1] * dims[s], True)
+                  for s in range(1, 4)]
+        other += [(dims[3] * 1000, dims[3], dims[3] * 1000, False)]
+        f32_macs = sum(o[0] for o in other)
+        pw = sum(d * 2 * 4 * dims[s] ** 2 * hw[s] ** 2 for s, d in enumerate(depths))
+        qdw = sum(d * 3 * 49 * dims[s] * hw[s] ** 2 for s, d in enumerate(depths))
+        base = f32_macs / (rate * fg) + qdw / (rate * fq)
+        f16 = qdw / (rate * fq16)
+        for macs, k, weights, widen in other:
+            f16 += macs / (rate * fg) + weights * widen16 if widen and k <= WIDE_K else macs / (rate * fg16)
+        for s, d in enumerate(depths):
+            # PW1 and PW2 (k = C and the 128-channel slice, both <= WIDE_K here): the f32
+            # loop, plus each strip widening all 8·C² weights once.
+            assert dims[s] <= WIDE_K
+            f16 += d * (2 * 4 * dims[s] ** 2 * hw[s] ** 2 / (rate * fg)
+                        + strips(hw[s], hw[s], dims[s]) * 8 * dims[s] ** 2 * widen16)
+        rows.append((name, (base + pw / (rate * fg)) / ghz / 1e6,
                      f16 / ghz / 1e6, (base + pw / (16 * PEAK * f8)) / ghz / 1e6))
     return rows
 
@@ -192,19 +225,31 @@ def main():
         ops = ("fmla", "fmul", "sdot") if re.match(r"qdw_k\d_(f|i)", name) else ("fmla", "sdot")
         macs = sum(1 for t in body if t.split()[0] in ops)
         cycles = mca(a.mca, body)
+        # Floats a widening iteration writes: 4 per q register stored (stp stores two).
+        elems = 4 * sum(2 if t.startswith("stp") else 1 for t in body
+                        if t.split()[0] in ("str", "stp") and " q" in t)
         table[name] = {"insns": len(body), "macs": macs, "cycles": cycles,
-                       "fraction": macs / PEAK / cycles,
+                       "fraction": macs / PEAK / cycles if macs else 0.0,
+                       "per_elem": cycles / elems if elems else 0.0,
                        "loads": sum(1 for t in body if t.split()[0].startswith("ld")),
                        "stack": sum(1 for t in body if "[sp" in t)}
     print("Modeled Cortex-A76: llvm-mca -mcpu=neoverse-n1 (modeled, not measured; every load an L1 hit)")
     print(f"{'kernel':15s} {'variant':24s} {'insns':>6s} {'mul ops':>9s} {'cycles':>8s} "
           f"{'of peak':>8s} {'loads':>6s} {'stack':>6s}")
     for name, r in table.items():
+        if name.startswith("widen_"):
+            continue
         k, v = describe(name)
         print(f"{k:15s} {v:24s} {r['insns']:6d} {r['macs']:9d} {r['cycles']:8.1f} "
               f"{100 * r['fraction']:7.1f}% {r['loads']:6d} {r['stack']:6d}")
     print("(of peak: vector multiplies (fmla, fmul or sdot) per cycle over the A76's 2; stack: loads")
     print(" and stores at [sp], spills)")
+    for name, r in table.items():
+        if name.startswith("widen_"):
+            k, v = describe(name)
+            print(f"{k}, {v}, once per GEMM call for k <= {WIDE_K}: {r['per_elem']:.3f} cycles per "
+                  f"weight ({r['insns']} instructions, {r['cycles']:.1f} cycles per iteration, "
+                  f"{r['stack']} stack accesses)")
     est = network_estimate(table, a.ghz)
     if est:
         print(f"\nWhole networks, one A76 core at {a.ghz} GHz, 224x224, batch 1: MODELED, not measured")

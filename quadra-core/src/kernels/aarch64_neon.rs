@@ -319,7 +319,16 @@ unsafe impl<const SDOT: bool> Dot for NeonDot<SDOT> {
 pub(crate) unsafe fn gemm<W: Elem>(g: &GemmArgs, b: *const W) {
     // SAFETY: the caller holds this ISA's `Kernels` token and checked every length
     // behind the pointers (see `kernels::leaf!`).
-    unsafe { simd::gemm::<Neon, W, 5, 4>(g, b) }
+    unsafe {
+        // f16 and int8 weights: widened once per panel (modeled A76: the 5 x 16 tile that
+        // widens as it loads reaches 61% (f16) and 52% (int8) of the fmla peak, the f32 one
+        // 93%) when more than one row tile reads each panel (not the one-row head).
+        if !W::F32 && g.k <= simd::WIDE_K && g.m > 5 {
+            simd::gemm_widened::<Neon, W, 5, 4>(g, b)
+        } else {
+            simd::gemm::<Neon, W, 5, 4>(g, b)
+        }
+    }
 }
 
 /// # Safety

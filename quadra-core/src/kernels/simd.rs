@@ -743,6 +743,64 @@ pub(crate) unsafe fn gemm<S: Simd, W: Elem, const MR: usize, const NV: usize>(
     }
 }
 
+/// Largest inner dimension whose f16 or int8 weight panels [`gemm_widened`] widens into a
+/// stack copy (`WIDE_K·16` floats, 32 KB): every pointwise layer of the presets up to
+/// QuadraNet36-T. Wider GEMMs widen each weight as it is used.
+pub(crate) const WIDE_K: usize = 512;
+
+/// [`gemm`] for f16 or int8 weights, each 16-column panel widened to f32 once per call
+/// into a stack copy, which the f32 tiles then read: the widening is paid once per panel
+/// instead of once per row tile. Where the widening costs more than a load (NEON: three
+/// vector ops per f16 vector, two per int8 one, on the same pipes as `fmla`), this runs the
+/// f32 GEMM's main loop. The arithmetic is the per-use path's, so the results are identical.
+/// Only for tiles of one panel (`NV·LANES == PANEL`).
+///
+/// # Safety
+/// As [`gemm`]; `g.k <= WIDE_K`.
+#[inline(always)]
+pub(crate) unsafe fn gemm_widened<S: Simd, W: Elem, const MR: usize, const NV: usize>(
+    g: &GemmArgs,
+    b: *const W,
+) {
+    // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+    // lengths documented above) is what the body relies on.
+    unsafe {
+        debug_assert!(NV * S::LANES == PANEL && g.k <= WIDE_K);
+        // Every float a tile reads (`k·PANEL` of them) is written first.
+        let mut wide = core::mem::MaybeUninit::<[f32; WIDE_K * PANEL]>::uninit();
+        let wp = wide.as_mut_ptr().cast::<f32>();
+        let mut j0 = 0;
+        while j0 < g.n {
+            let cols = (g.n - j0).min(PANEL);
+            // A whole panel (the packed matrix is padded to whole panels).
+            let src = b.add((j0 / PANEL) * g.pstride);
+            let mut e = 0;
+            while e < g.k * PANEL {
+                S::store(wp.add(e), W::load::<S>(src.add(e)));
+                e += S::LANES;
+            }
+            let t = Tile {
+                lda: g.lda,
+                k: g.k,
+                b: wp as *const f32,
+                pstride: g.k * PANEL,
+                cols,
+                scales: g.scales.add(j0),
+                epi: g.epi.offset(j0),
+                ldo: g.ldo,
+            };
+            let next = j0 + cols;
+            let pf = if next < g.n {
+                Prefetch::panels(b.add((next / PANEL) * g.pstride), g.k, g.pstride, 1)
+            } else {
+                Prefetch::NONE
+            };
+            gemm_cols::<S, f32, MR, NV>(g.a, g.m, t, g.out.add(j0), pf);
+            j0 += cols;
+        }
+    }
+}
+
 #[inline(always)]
 unsafe fn gemm_cols<S: Simd, W: Elem, const MR: usize, const NV: usize>(
     a: *const f32,

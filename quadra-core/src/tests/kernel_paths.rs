@@ -119,6 +119,51 @@ fn gemm_matches_matrixmultiply_on_awkward_shapes() {
 }
 
 #[test]
+fn widened_weight_panels_give_the_per_use_results() {
+    // NEON widens f16/int8 panels once per call up to `WIDE_K` and per use beyond. A GEMM of
+    // `WIDE_K + 4` whose last four activation columns are zero runs the per-use path and
+    // sums exactly what the `WIDE_K` GEMM on the same rows sums (plus four zero products),
+    // so the two must agree to the bit (== also equates a zero's sign).
+    let wide = kernels::simd::WIDE_K;
+    let mut rng = Rng::new(11);
+    for (m, n) in [(1usize, 17usize), (6, 16), (13, 48)] {
+        let k = wide + 4;
+        let mut a = rng.vec(m * k, -1.0, 1.0);
+        for i in 0..m {
+            a[i * k + wide..(i + 1) * k].fill(0.0);
+        }
+        let stored = random_b(&mut rng, k, n);
+        let bias = rng.vec(n, -0.5, 0.5);
+        for dtype in DTYPES {
+            let (data, scales) = stored.data(dtype);
+            let full = PackedB::new(data, scales, k, n).unwrap();
+            let head = full.rows(0, wide).unwrap();
+            for kern in available() {
+                let run = |b: PackedB<'_>, cols: usize| {
+                    let mut out = vec![0.0f32; m * n];
+                    let am = MatRef {
+                        data: &a,
+                        rows: m,
+                        cols,
+                        stride: k,
+                    };
+                    let om = MatMut::dense(&mut out, m, n);
+                    kernels::gemm(kern, am, b, Epilogue::Bias(&bias), om).unwrap();
+                    out
+                };
+                let (per_use, widened) = (run(full, k), run(head, wide));
+                assert!(per_use.iter().all(|v| v.is_finite()));
+                assert!(
+                    per_use == widened,
+                    "{:?} {dtype:?} m={m} n={n}: widened panels changed the result",
+                    kern.isa()
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn block_row_simd_writes_the_scalar_bits() {
     let mut rng = Rng::new(9);
     for k in [3usize, 5, 7] {
