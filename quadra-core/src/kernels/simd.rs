@@ -746,6 +746,7 @@ pub(crate) unsafe fn gemm<S: Simd, W: Elem, const MR: usize, const NV: usize>(
 /// Largest inner dimension whose f16 or int8 weight panels [`gemm_widened`] widens into a
 /// stack copy (`WIDE_K·16` floats, 32 KB): every pointwise layer of the presets up to
 /// QuadraNet36-T. Wider GEMMs widen each weight as it is used.
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))] // NEON's choice
 pub(crate) const WIDE_K: usize = 512;
 
 /// [`gemm`] for f16 or int8 weights, each 16-column panel widened to f32 once per call
@@ -757,6 +758,7 @@ pub(crate) const WIDE_K: usize = 512;
 ///
 /// # Safety
 /// As [`gemm`]; `g.k <= WIDE_K`.
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))] // NEON's choice
 #[inline(always)]
 pub(crate) unsafe fn gemm_widened<S: Simd, W: Elem, const MR: usize, const NV: usize>(
     g: &GemmArgs,
