@@ -106,6 +106,11 @@ def qdw_regions(blks):
     return found
 
 
+def gemm_fn(fn):
+    """The f32 GEMM's code: the generic body, or NEON's leaf where it is inlined."""
+    return "simd_gemm" in fn or "aarch64_neon4gemm" in fn
+
+
 def find(blks):
     """{region name: instructions} of the tracked loops."""
     found = qdw_regions(blks)
@@ -119,11 +124,28 @@ def find(blks):
             for k in (3, 5, 7):
                 if 3 * k * k * 4 <= fmla < 3 * k * k * 4 + 40:
                     name = f"qdw_k{k}_q4_{w}"
-        elif "simd_gemm" in fn and fmla in (96, 80, 64) and body[-1].startswith("b."):
+        elif gemm_fn(fn) and fmla in (96, 80, 64) and body[-1].startswith("b."):
             name = f"gemm_{fmla // 16}x16_{w}"
         elif sdot in (80, 64) and not fmla:
             name = f"q8_sdot_{sdot // 16}x16"
-        elif "simd_gemm" in fn and not fmla and w != "f32" and (mix["str"] or mix["stp"]):
+        elif "gelu_slice" in fn and mix["frecpe"] and mix["str"] == 1 and not mix["bl"]:
+            # GELU of one vector (the GEMM epilogue's, here alone): erf's rational
+            # polynomial, a reciprocal estimate and two Newton steps.
+            name = "gelu"
+        elif "ln_simd" in fn and any(t.startswith("b.") for t in body) and not mix["bl"]:
+            # LayerNorm of four rows, one vector of each per iteration: the three passes.
+            vec = collections.Counter(t.split()[0] for t in body if ".4s" in t)
+            if vec["fadd"] == 4 and not vec["fsub"] and len(vec) == 1:
+                name = "ln_sum"
+            elif vec["fsub"] == 4 and vec["fmla"] == 4 and not vec["fmul"]:
+                name = "ln_var"
+            elif vec["fsub"] == 4 and vec["fmul"] == 4 and vec["fmla"] == 4 and mix["str"] == 4:
+                name = "ln_norm_blocked" if mix["lsr"] else "ln_norm"
+        elif "ln_simd" in fn and mix["fsqrt"] == 4:
+            name = "ln_rows4"  # per four rows: variance sums, square roots, divisions
+        elif "ln_simd" in fn and mix["faddp"] == 8 and mix["dup"] == 4:
+            name = "ln_means4"  # per four rows: the means
+        elif gemm_fn(fn) and not fmla and w != "f32" and (mix["str"] or mix["stp"]):
             # f16 / int8 weight panels widened to f32 once per GEMM call (`gemm_widened`).
             name = f"widen_{w}"
         if name and name not in found:
@@ -155,6 +177,13 @@ def describe(name):
     m = re.match(r"widen_(\w+)", name)
     if m:
         return "GEMM widening", f"{m.group(1)} panel -> f32"
+    if name == "gelu":
+        return "GELU", "4 values"
+    if name.startswith("ln_"):
+        return "LayerNorm", {"ln_sum": "4 rows x 4 ch, sum", "ln_var": "4 rows x 4 ch, deviations",
+                             "ln_norm": "4 rows x 4 ch, normalise", "ln_norm_blocked":
+                             "4 rows x 4 ch, normalise to QDW layout", "ln_rows4": "per 4 rows: sqrt, div",
+                             "ln_means4": "per 4 rows: means"}[name]
     m = re.match(r"q8_sdot_(\d)x16", name)
     return "GEMM int8 sdot", f"{m.group(1)}x16, by element"
 
@@ -171,8 +200,8 @@ def strips(h, w, c, e=4):
 
 def network_estimate(t, ghz):
     """Per-layer modeled cycles, summed: each layer's multiply-adds over the modeled rate of
-    the main loop of its kernel (compute-bound, every load an L1 hit; LayerNorm, GELU,
-    quantisation and copies not counted). f16 GEMMs up to WIDE_K run the f32 loop on
+    the main loop of its kernel, LayerNorm and GELU at their loops' cycles per value
+    (compute-bound, every load an L1 hit; quantisation, epilogues and copies not counted). f16 GEMMs up to WIDE_K run the f32 loop on
     panels widened once per call, each widened weight costing the widening loop's cycles."""
     need = ("gemm_5x16_f32", "q8_sdot_5x16", "qdw_k7_f32", "gemm_5x16_f16", "qdw_k7_f16",
             "widen_f16")
@@ -180,6 +209,17 @@ def network_estimate(t, ghz):
         return []
     fg, f8, fq, fg16, fq16 = (t[n]["fraction"] for n in need[:5])
     widen16 = t["widen_f16"]["per_elem"]
+    # Cycles per value of GELU, and of a LayerNorm row of c channels (three passes over
+    # 16 values, the per-row work over four rows).
+    gelu = t["gelu"]["cycles"] / 4 if "gelu" in t else 0.0
+    ln_parts = ("ln_sum", "ln_var", "ln_norm", "ln_rows4", "ln_means4")
+    ln_ok = all(n in t for n in ln_parts)
+
+    def ln(c):
+        if not ln_ok:
+            return 0.0
+        passes = sum(t[n]["cycles"] for n in ln_parts[:3]) / 16
+        return passes * c + (t["ln_rows4"]["cycles"] + t["ln_means4"]["cycles"]) / 4
     rate = 4 * PEAK  # f32 multiply-adds per cycle at peak
     rows = []
     for name, c, depths in (("QuadraNet36-T", 64, (3, 3, 27, 3)), ("QuadraNet25-XXS", 16, (2, 3, 18, 2))):
@@ -195,8 +235,13 @@ def network_estimate(t, ghz):
         f32_macs = sum(o[0] for o in other)
         pw = sum(d * 2 * 4 * dims[s] ** 2 * hw[s] ** 2 for s, d in enumerate(depths))
         qdw = sum(d * 3 * 49 * dims[s] * hw[s] ** 2 for s, d in enumerate(depths))
-        base = f32_macs / (rate * fg) + qdw / (rate * fq)
-        f16 = qdw / (rate * fq16)
+        # LN1 and LN2 of every block, the stem's LN and each downsample's; GELU on the
+        # 4·C hidden values of every pixel. The same in every dtype (they stay f32).
+        elementwise = sum(d * hw[s] ** 2 * (2 * ln(dims[s]) + 4 * dims[s] * gelu)
+                          for s, d in enumerate(depths))
+        elementwise += hw[0] ** 2 * ln(dims[0]) + sum(hw[s - 1] ** 2 * ln(dims[s - 1]) for s in range(1, 4))
+        base = f32_macs / (rate * fg) + qdw / (rate * fq) + elementwise
+        f16 = qdw / (rate * fq16) + elementwise
         for macs, k, weights, widen in other:
             f16 += macs / (rate * fg) + weights * widen16 if widen and k <= WIDE_K else macs / (rate * fg16)
         for s, d in enumerate(depths):
@@ -237,13 +282,21 @@ def main():
     print(f"{'kernel':15s} {'variant':24s} {'insns':>6s} {'mul ops':>9s} {'cycles':>8s} "
           f"{'of peak':>8s} {'loads':>6s} {'stack':>6s}")
     for name, r in table.items():
-        if name.startswith("widen_"):
+        if not r["macs"]:
             continue
         k, v = describe(name)
         print(f"{k:15s} {v:24s} {r['insns']:6d} {r['macs']:9d} {r['cycles']:8.1f} "
               f"{100 * r['fraction']:7.1f}% {r['loads']:6d} {r['stack']:6d}")
     print("(of peak: vector multiplies (fmla, fmul or sdot) per cycle over the A76's 2; stack: loads")
     print(" and stores at [sp], spills)")
+    print("Elementwise loops (LayerNorm, GELU; no multiply peak to compare with: cycles per value):")
+    for name, r in table.items():
+        if name == "gelu" or name.startswith("ln_"):
+            k, v = describe(name)
+            per = {"gelu": 4, "ln_rows4": 0, "ln_means4": 0}.get(name, 16)
+            each = f"{r['cycles'] / per:.2f} cycles per value" if per else "per 4 rows"
+            print(f"  {k:10s} {v:40s} {r['insns']:4d} insns {r['cycles']:7.1f} cycles  {each}"
+                  f"  stack {r['stack']}")
     for name, r in table.items():
         if name.startswith("widen_"):
             k, v = describe(name)
@@ -253,8 +306,9 @@ def main():
     est = network_estimate(table, a.ghz)
     if est:
         print(f"\nWhole networks, one A76 core at {a.ghz} GHz, 224x224, batch 1: MODELED, not measured")
-        print("(each layer's multiply-adds at its kernel's modeled main-loop rate: compute-bound, L1 hits;")
-        print(" LayerNorm, GELU, quantisation and copies not counted, so real latency is higher)")
+        print("(each layer's multiply-adds at its kernel's modeled main-loop rate, LayerNorm and GELU at")
+        print(" their loops' rates: compute-bound, L1 hits; w8a8's quantisation, epilogues and copies")
+        print(" not counted, so real latency is higher)")
         for name, f32_ms, f16_ms, w8_ms in est:
             print(f"  {name:16s} f32 {f32_ms:7.1f} ms   f16 {f16_ms:7.1f} ms   w8a8 {w8_ms:7.1f} ms")
     failed = []

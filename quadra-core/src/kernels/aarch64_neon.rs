@@ -65,15 +65,33 @@ unsafe impl Simd for Neon {
     }
     #[inline(always)]
     unsafe fn load_n(p: *const f32, n: usize) -> float32x4_t {
-        let mut tmp = [0.0f32; 4];
-        core::ptr::copy_nonoverlapping(p, tmp.as_mut_ptr(), n);
-        vld1q_f32(tmp.as_ptr())
+        // Lane by lane: a copy of variable length is a call to memcpy, and a call anywhere
+        // in a loop (its tail, here) made LLVM keep the loop's vector constants on the
+        // stack across it, reloading them in the main path (GELU: 9 reloads per vector).
+        let mut v = vdupq_n_f32(0.0);
+        if n > 0 {
+            v = vld1q_lane_f32::<0>(p, v);
+        }
+        if n > 1 {
+            v = vld1q_lane_f32::<1>(p.add(1), v);
+        }
+        if n > 2 {
+            v = vld1q_lane_f32::<2>(p.add(2), v);
+        }
+        v
     }
     #[inline(always)]
     unsafe fn store_n(p: *mut f32, v: float32x4_t, n: usize) {
-        let mut tmp = [0.0f32; 4];
-        vst1q_f32(tmp.as_mut_ptr(), v);
-        core::ptr::copy_nonoverlapping(tmp.as_ptr(), p, n);
+        // Lane by lane, for the reason `load_n` gives.
+        if n > 0 {
+            vst1q_lane_f32::<0>(p, v);
+        }
+        if n > 1 {
+            vst1q_lane_f32::<1>(p.add(1), v);
+        }
+        if n > 2 {
+            vst1q_lane_f32::<2>(p.add(2), v);
+        }
     }
     #[inline(always)]
     unsafe fn add(a: float32x4_t, b: float32x4_t) -> float32x4_t {

@@ -1059,26 +1059,15 @@ unsafe fn ln_rows<S: Simd, const R: usize>(a: &LnArgs, r0: usize, inv_n: f32) {
             ..
         } = *a;
         let xr: [*const f32; R] = core::array::from_fn(|j| x.add((r0 + j) * c));
-        // Channel `i` of row `r`'s output (LANES divides CBLOCK: a vector never straddles two
-        // blocks).
-        let or = |r: usize, i: usize| match blocks {
-            None => out.add(r * c + i),
-            Some((pw, p)) => out.add(((i / CBLOCK) * pw + p + r) * CBLOCK + i % CBLOCK),
-        };
         let mut acc = [S::zero(); R];
-        let mut i = 0;
-        while i < c {
-            let n = (c - i).min(S::LANES);
+        each_vector::<S>(c, |i, n| {
             for j in 0..R {
                 acc[j] = S::add(acc[j], ld_any::<S>(xr[j].add(i), n));
             }
-            i += n;
-        }
+        });
         let mv: [S::V; R] = core::array::from_fn(|j| S::splat(S::reduce_add(acc[j]) * inv_n));
         let mut acc = [S::zero(); R];
-        let mut i = 0;
-        while i < c {
-            let n = (c - i).min(S::LANES);
+        each_vector::<S>(c, |i, n| {
             for j in 0..R {
                 // Lanes past `n` load as zero; mask them out of the squared deviations.
                 let d = S::sub(ld_any::<S>(xr[j].add(i), n), mv[j]);
@@ -1089,24 +1078,53 @@ unsafe fn ln_rows<S: Simd, const R: usize>(a: &LnArgs, r0: usize, inv_n: f32) {
                 };
                 acc[j] = S::fmadd(d, d, acc[j]);
             }
-            i += n;
-        }
+        });
         // In-register square root: libm's `sqrtf` is legacy-SSE inline assembly, and running
         // it with dirty upper vector state costs hundreds of cycles per row.
         let rstd: [S::V; R] = core::array::from_fn(|j| {
             let var = S::reduce_add(acc[j]) * inv_n;
             S::div(S::splat(1.0), S::sqrt(S::splat(var + eps)))
         });
-        let mut i = 0;
-        while i < c {
-            let n = (c - i).min(S::LANES);
+        // Row `r0 + j`'s output for channels `i..` is `j·step` floats past row `r0`'s.
+        let (step, first) = match blocks {
+            None => (c, None),
+            Some((pw, p)) => (CBLOCK, Some((pw, p))),
+        };
+        let pass = |i: usize, n: usize, o: *mut f32| {
             let (wv, bv) = (ld_any::<S>(w.add(i), n), ld_any::<S>(b.add(i), n));
             for j in 0..R {
                 let d = S::mul(S::sub(ld_any::<S>(xr[j].add(i), n), mv[j]), rstd[j]);
-                st_any::<S>(or(r0 + j, i), S::fmadd(d, wv, bv), n);
+                st_any::<S>(o.add(j * step), S::fmadd(d, wv, bv), n);
             }
-            i += n;
+        };
+        // The layout decided once, outside the loops. Blocked: channel `i` of row `r` at
+        // `((i/CBLOCK)·pw + p + r)·CBLOCK + i%CBLOCK` (LANES divides CBLOCK: a vector never
+        // straddles two blocks).
+        match first {
+            None => each_vector::<S>(c, |i, n| pass(i, n, out.add(r0 * c + i))),
+            Some((pw, p)) => each_vector::<S>(c, |i, n| {
+                pass(
+                    i,
+                    n,
+                    out.add(((i / CBLOCK) * pw + p + r0) * CBLOCK + i % CBLOCK),
+                )
+            }),
         }
+    }
+}
+
+/// `f(i, n)` for each vector of a row of `c` floats, in order: whole vectors (`n` the lane
+/// count, a constant once inlined, so the loop has no partial-vector branch), then the tail.
+#[inline(always)]
+fn each_vector<S: Simd>(c: usize, mut f: impl FnMut(usize, usize)) {
+    let full = c - c % S::LANES;
+    let mut i = 0;
+    while i < full {
+        f(i, S::LANES);
+        i += S::LANES;
+    }
+    if full < c {
+        f(full, c - full);
     }
 }
 
