@@ -188,9 +188,9 @@ def describe(name):
     return "GEMM int8 sdot", f"{m.group(1)}x16, by element"
 
 
-# quadra-core's plan (plan.rs): the strip budget in floats, the hidden slice, and the
+# quadra-core's plan (plan.rs) on aarch64: the strip budget in floats, the hidden slice, and the
 # widest GEMM whose f16/int8 panels are widened once per call (simd::WIDE_K).
-STRIP_BUDGET, HIDDEN_CHUNK, WIDE_K = 80 * 1024, 128, 512
+STRIP_BUDGET, HIDDEN_CHUNK, WIDE_K = 40 * 1024, 128, 512
 
 
 def strips(h, w, c, e=4):

@@ -87,6 +87,10 @@ struct Args {
     /// With --op-input: where to write the output, raw little-endian f32 `[H, W, C]`.
     #[arg(long, requires = "op_input")]
     op_output: Option<PathBuf>,
+    /// With `--op block:...`: rows per strip instead of the default (one thread); the result
+    /// does not depend on it, only the cache traffic does.
+    #[arg(long, requires = "op")]
+    strip: Option<usize>,
 }
 
 /// A lone operator's packed weights from a PyTorch state_dict: the tensors are placed as
@@ -344,7 +348,16 @@ fn bench_op(a: &Args, spec: &str) -> Result<(), Box<dyn std::error::Error>> {
             let cfg = ArchConfig::preset("quadranet25-xxs")?;
             let net = Network::new(cfg.clone(), random_weights(cfg.arch().weights_len(), 1))?
                 .with_threads(a.threads)?;
-            let (per, total) = run_block_scratch(dims, net.threads());
+            let (per, total) = match a.strip {
+                Some(s) if s == 0 || s > h => {
+                    return Err(format!("--strip {s}: a strip is 1 to {h} rows").into())
+                }
+                Some(s) if a.threads > 1 => {
+                    return Err(format!("--strip {s} runs one thread, not {}", a.threads).into())
+                }
+                Some(s) => (0, quadra_core::plan::block_scratch_len(h, c, k, e, s)),
+                None => run_block_scratch(dims, net.threads()),
+            };
             let mut scratch = AlignedF32::zeros(total);
             let mut xa = AlignedF32::zeros(x0.len());
             let x = xa.as_mut_slice();
@@ -353,7 +366,17 @@ fn bench_op(a: &Args, spec: &str) -> Result<(), Box<dyn std::error::Error>> {
                 for i in 0..a.iters + a.warmup {
                     x.copy_from_slice(&x0);
                     let t = Instant::now();
-                    run_block(exec, kern, dims, &bw, x, scratch.as_mut_slice(), per)?;
+                    match a.strip {
+                        Some(s) => quadra_core::block::block_forward(
+                            kern,
+                            dims,
+                            s,
+                            &bw,
+                            x,
+                            scratch.as_mut_slice(),
+                        )?,
+                        None => run_block(exec, kern, dims, &bw, x, scratch.as_mut_slice(), per)?,
+                    }
                     if i >= a.warmup {
                         ts.push(t.elapsed().as_secs_f64());
                     }
