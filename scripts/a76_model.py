@@ -139,7 +139,8 @@ def find(blks):
                 name = "ln_sum"
             elif vec["fsub"] == 4 and vec["fmla"] == 4 and not vec["fmul"]:
                 name = "ln_var"
-            elif vec["fsub"] == 4 and vec["fmul"] == 4 and vec["fmla"] == 4 and mix["str"] == 4:
+            elif vec["fsub"] == 4 and vec["fmul"] == 4 and vec["fmla"] == 4 and sum(
+                    1 for t in body if t.startswith("str\tq")) == 4:  # whole vectors, not a tail
                 name = "ln_norm_blocked" if mix["lsr"] else "ln_norm"
         elif "ln_simd" in fn and mix["fsqrt"] == 4:
             name = "ln_rows4"  # per four rows: variance sums, square roots, divisions

@@ -1000,6 +1000,28 @@ pub(crate) unsafe fn block_row<S: Simd>(
     }
 }
 
+/// Runs the body for each vector of a row of `c` floats, in order: whole vectors (`n` the
+/// lane count, a constant, so the loop has no partial-vector branch), then the tail. A
+/// macro, not a function taking a closure: a closure is a function of its own, without the
+/// leaf's `#[target_feature]`, and the intrinsics inside it were called instead of inlined
+/// (AVX-512 LayerNorm ran several times slower).
+macro_rules! each_vector {
+    ($S:ty, $c:expr, |$i:ident, $n:ident| $body:expr) => {{
+        let c = $c;
+        let full = c - c % <$S>::LANES;
+        let mut at = 0;
+        while at < full {
+            let ($i, $n) = (at, <$S>::LANES);
+            $body;
+            at += <$S>::LANES;
+        }
+        if full < c {
+            let ($i, $n) = (full, c - full);
+            $body;
+        }
+    }};
+}
+
 /// Raw form of one LayerNorm call (see `kernels::layer_norm_rows`).
 pub(crate) struct LnArgs {
     pub x: *const f32,
@@ -1060,14 +1082,14 @@ unsafe fn ln_rows<S: Simd, const R: usize>(a: &LnArgs, r0: usize, inv_n: f32) {
         } = *a;
         let xr: [*const f32; R] = core::array::from_fn(|j| x.add((r0 + j) * c));
         let mut acc = [S::zero(); R];
-        each_vector::<S>(c, |i, n| {
+        each_vector!(S, c, |i, n| {
             for j in 0..R {
                 acc[j] = S::add(acc[j], ld_any::<S>(xr[j].add(i), n));
             }
         });
         let mv: [S::V; R] = core::array::from_fn(|j| S::splat(S::reduce_add(acc[j]) * inv_n));
         let mut acc = [S::zero(); R];
-        each_vector::<S>(c, |i, n| {
+        each_vector!(S, c, |i, n| {
             for j in 0..R {
                 // Lanes past `n` load as zero; mask them out of the squared deviations.
                 let d = S::sub(ld_any::<S>(xr[j].add(i), n), mv[j]);
@@ -1085,46 +1107,31 @@ unsafe fn ln_rows<S: Simd, const R: usize>(a: &LnArgs, r0: usize, inv_n: f32) {
             let var = S::reduce_add(acc[j]) * inv_n;
             S::div(S::splat(1.0), S::sqrt(S::splat(var + eps)))
         });
-        // Row `r0 + j`'s output for channels `i..` is `j·step` floats past row `r0`'s.
-        let (step, first) = match blocks {
-            None => (c, None),
-            Some((pw, p)) => (CBLOCK, Some((pw, p))),
-        };
-        let pass = |i: usize, n: usize, o: *mut f32| {
-            let (wv, bv) = (ld_any::<S>(w.add(i), n), ld_any::<S>(b.add(i), n));
-            for j in 0..R {
-                let d = S::mul(S::sub(ld_any::<S>(xr[j].add(i), n), mv[j]), rstd[j]);
-                st_any::<S>(o.add(j * step), S::fmadd(d, wv, bv), n);
-            }
-        };
+        // Row `r0 + j`'s output for channels `i..` is `j·step` floats past row `r0`'s at `o`.
+        macro_rules! normalise {
+            ($i:expr, $n:expr, $o:expr, $step:expr) => {{
+                let (i, n, o) = ($i, $n, $o);
+                let (wv, bv) = (ld_any::<S>(w.add(i), n), ld_any::<S>(b.add(i), n));
+                for j in 0..R {
+                    let d = S::mul(S::sub(ld_any::<S>(xr[j].add(i), n), mv[j]), rstd[j]);
+                    st_any::<S>(o.add(j * $step), S::fmadd(d, wv, bv), n);
+                }
+            }};
+        }
         // The layout decided once, outside the loops. Blocked: channel `i` of row `r` at
         // `((i/CBLOCK)·pw + p + r)·CBLOCK + i%CBLOCK` (LANES divides CBLOCK: a vector never
         // straddles two blocks).
-        match first {
-            None => each_vector::<S>(c, |i, n| pass(i, n, out.add(r0 * c + i))),
-            Some((pw, p)) => each_vector::<S>(c, |i, n| {
-                pass(
+        match blocks {
+            None => each_vector!(S, c, |i, n| normalise!(i, n, out.add(r0 * c + i), c)),
+            Some((pw, p)) => each_vector!(S, c, |i, n| {
+                normalise!(
                     i,
                     n,
                     out.add(((i / CBLOCK) * pw + p + r0) * CBLOCK + i % CBLOCK),
+                    CBLOCK
                 )
             }),
         }
-    }
-}
-
-/// `f(i, n)` for each vector of a row of `c` floats, in order: whole vectors (`n` the lane
-/// count, a constant once inlined, so the loop has no partial-vector branch), then the tail.
-#[inline(always)]
-fn each_vector<S: Simd>(c: usize, mut f: impl FnMut(usize, usize)) {
-    let full = c - c % S::LANES;
-    let mut i = 0;
-    while i < full {
-        f(i, S::LANES);
-        i += S::LANES;
-    }
-    if full < c {
-        f(full, c - full);
     }
 }
 
