@@ -22,8 +22,8 @@
 //! |---|---|---|
 //! | AVX-512 VNNI | `vpdpbusd` (64 MACs) | weights offset to u8 (`b ^ 0x80` = `b + 128`) on load, activations s8 broadcast from memory; the accumulators start at `-128 · Σ q`, so the offset cancels (wrapping int32 arithmetic is exact modulo 2^32, and the true sum fits) |
 //! | AVX-VNNI (`avx2+vnni`) | `vpdpbusd ymm` (32 MACs) | the AVX-512 VNNI scheme at 256 bits; tested here through its EVEX twin ([`gemm_q8_vnni_ymm`]), the same tiles in the AVX-512 VL encoding |
-//! | AVX2 (and AVX-512 without VNNI), `k <= 512` | `vpmaddwd` (16 MACs) | each 16-column weight panel sign-extended to i16 once per call (a stack copy), the four activations of a k-group sign-extended and broadcast; i16 x i16 pairs are exact in i32 |
-//! | AVX2, wider `k` | `vpmaddubsw` + `vpmaddwd` (32 MACs) | the sign moves onto the weights: `|a|` (u8, at most 127) times `b · sign(a)` (s8, at most 127 in magnitude), so a pair sums to at most `2 · 127 · 127 = 32258` and never saturates (with u8 `a + 128` it would); `vpmaddwd` by ones widens the pairs to int32 |
+//! | AVX2 (and AVX-512 without VNNI), `128 <= k <= 512` | `vpmaddwd` (16 MACs) | each 16-column weight panel sign-extended to i16 once per call (a stack copy), the four activations of a k-group sign-extended and broadcast; i16 x i16 pairs are exact in i32 |
+//! | AVX2, other `k` | `vpmaddubsw` + `vpmaddwd` (32 MACs) | the sign moves onto the weights: `|a|` (u8, at most 127) times `b · sign(a)` (s8, at most 127 in magnitude), so a pair sums to at most `2 · 127 · 127 = 32258` and never saturates (with u8 `a + 128` it would); `vpmaddwd` by ones widens the pairs to int32 |
 //! | NEON + DotProd | `sdot` (16 MACs) | s8 · s8 directly |
 //! | NEON | `smull` + `addp` + `sadalp` | i8 · i8 products in i16, pairs added in i16 (`|2 · 127 · 128| < 2^15`), widened into i32 |
 //!

@@ -280,7 +280,7 @@ pub(crate) unsafe fn gemm_q8(g: &Q8Args) {
     // SAFETY: the caller holds this ISA's `Kernels` token and checked every length
     // behind the pointers (see `kernels::leaf!`).
     unsafe {
-        if g.k <= WIDE_K {
+        if (WIDE_MIN_K..=WIDE_K).contains(&g.k) {
             gemm_q8_wide(g)
         } else {
             q8::gemm::<SignMadd, Avx2, 2, 4>(g)
@@ -365,6 +365,11 @@ pub(crate) unsafe fn gemm_q8_vnni_ymm(g: &Q8Args) {
 /// two panels' weights in i16 is `WIDE_K·64` bytes (32 KB). Beyond it (QuadraNet36-T's
 /// widest pointwise layer has `k = 512`; `-b` presets reach 1024) the [`SignMadd`] tiles run.
 const WIDE_K: usize = 512;
+
+/// Smallest inner dimension of the widened int8 GEMM: its one-row tiles pay their epilogue
+/// per row, which below this `k` cost more than the [`SignMadd`] tiles' extra multiplies
+/// (QuadraNet25-XXS, whose first stages have `k` = 16 to 64, ran 2% slower on them).
+const WIDE_MIN_K: usize = 128;
 
 /// The int8 GEMM by `vpmaddwd` alone: two 16-column weight panels are sign-extended to i16
 /// once per call, into a stack buffer, and every row of the GEMM then streams past them,

@@ -240,7 +240,8 @@ fn int8_gemm_sums_are_bit_identical_on_every_path() {
     let mut rng = Rng::new(72);
     let paths = q8_paths();
     let ms = [1usize, 2, 3, 4, 5, 6, 7, 11, 13, 25];
-    // 512 is the widest k of the AVX2 widened-weights path, 516 runs its sign tiles.
+    // The AVX2 widened-weights path takes k = 128..=512 (132, 256, 512 here); the others,
+    // 516 included, run its sign tiles.
     let ks = [4usize, 8, 12, 16, 60, 64, 132, 256, 512, 516];
     let ns = [1usize, 3, 4, 15, 16, 17, 31, 33, 48, 64, 65, 100, 130];
     for &k in &ks {
