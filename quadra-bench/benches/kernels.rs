@@ -138,20 +138,14 @@ fn gemm_q8(cr: &mut Criterion) {
         for kern in kerns.into_iter().skip(1) {
             let mut q = rows_in(qbuf.as_mut_slice(), m, k).unwrap();
             quantize_rows(kern, &a, k, &mut q).unwrap();
-            for (label, epi) in [
-                ("gelu", Epilogue::BiasGelu(&bias)),
-                ("bias", Epilogue::Bias(&bias)),
-            ] {
-                g.bench_function(
-                    BenchmarkId::new(format!("{}/{label}", kern.describe()), &id),
-                    |bch| {
-                        bch.iter(|| {
-                            let om = MatMut::dense(&mut out, m, n);
-                            gemm_q8(kern, q.as_ref(), b, epi, om).unwrap()
-                        })
-                    },
-                );
-            }
+            let q = q.as_ref();
+            epilogues(
+                &mut g,
+                (&id, kern.describe()),
+                &bias,
+                (&mut out, m, n),
+                |epi, om| gemm_q8(kern, q, b, epi, om).unwrap(),
+            );
             let mut q2 = AlignedF32::zeros(scratch_len(m, k));
             g.bench_function(
                 BenchmarkId::new(format!("{}/quantise+gelu", kern.describe()), &id),
@@ -178,27 +172,39 @@ fn gemm_q8(cr: &mut Criterion) {
             let kern = quadra_cpu::dispatch::available()[1];
             let mut q = rows_in(qbuf.as_mut_slice(), m, k).unwrap();
             quantize_rows(kern, &a, k, &mut q).unwrap();
-            for (label, epi) in [
-                ("gelu", Epilogue::BiasGelu(&bias)),
-                ("bias", Epilogue::Bias(&bias)),
-            ] {
-                g.bench_function(
-                    BenchmarkId::new(format!("avx2+vnni-evex/{label}"), &id),
-                    |bch| {
-                        bch.iter(|| {
-                            let om = MatMut::dense(&mut out, m, n);
-                            // SAFETY: every feature the twin needs was detected above.
-                            unsafe {
-                                quadra_core::kernels::q8::gemm_q8_vnni_ymm(q.as_ref(), b, epi, om)
-                            }
-                            .unwrap()
-                        })
-                    },
-                );
-            }
+            let q = q.as_ref();
+            epilogues(
+                &mut g,
+                (&id, "avx2+vnni-evex"),
+                &bias,
+                (&mut out, m, n),
+                |epi, om| {
+                    // SAFETY: every feature the twin needs was detected above.
+                    unsafe { quadra_core::kernels::q8::gemm_q8_vnni_ymm(q, b, epi, om) }.unwrap()
+                },
+            );
         }
     }
     g.finish();
+}
+
+/// `path/gelu/id` and `path/bias/id`: `run` with each epilogue into the `m x n` output.
+fn epilogues(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    (id, path): (&str, &str),
+    bias: &[f32],
+    (out, m, n): (&mut [f32], usize, usize),
+    run: impl Fn(quadra_core::kernels::Epilogue<'_>, quadra_core::kernels::MatMut<'_>),
+) {
+    use quadra_core::kernels::{Epilogue, MatMut};
+    for (label, epi) in [
+        ("gelu", Epilogue::BiasGelu(bias)),
+        ("bias", Epilogue::Bias(bias)),
+    ] {
+        g.bench_function(BenchmarkId::new(format!("{path}/{label}"), id), |bch| {
+            bch.iter(|| run(epi, MatMut::dense(&mut *out, m, n)))
+        });
+    }
 }
 
 criterion_group! {
