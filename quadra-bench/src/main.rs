@@ -230,6 +230,9 @@ fn bench_op(a: &Args, spec: &str) -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("--op '{spec}': every dimension must be at least 1").into());
     }
     let e = n.get(3).copied().unwrap_or(4);
+    if a.strip.is_some() && kind != "block" {
+        return Err(format!("--op '{spec}': --strip applies to block:CxHxKxE only").into());
+    }
     // What the kernels take, checked before anything is allocated.
     if !matches!(k, 3 | 5 | 7) {
         return Err(format!("--op '{spec}': the kernel K must be 3, 5 or 7, not {k}").into());

@@ -36,6 +36,61 @@ fn bad_operators_are_refused_with_the_reason() {
 }
 
 #[test]
+fn strips_are_checked_and_do_not_change_the_block() {
+    for (args, says) in [
+        (
+            vec!["--op", "qdw:16x14x7", "--strip", "2"],
+            "block:CxHxKxE only",
+        ),
+        (
+            vec!["--op", "block:16x14x7x4", "--strip", "0"],
+            "1 to 14 rows",
+        ),
+        (
+            vec!["--op", "block:16x14x7x4", "--strip", "15"],
+            "1 to 14 rows",
+        ),
+        (
+            vec!["--op", "block:16x14x7x4", "--strip", "2", "--threads", "2"],
+            "one thread",
+        ),
+    ] {
+        let (ok, text) = run(&[&args[..], &["--iters", "1", "--warmup", "0"]].concat());
+        assert!(!ok && text.contains(says), "{args:?}: {text}");
+        assert!(!text.contains("panicked"), "{args:?}: {text}");
+    }
+    // The block's output is the same for any strip (the default included).
+    let dir = std::env::temp_dir().join(format!("quadra-strip-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("x.bin");
+    let x: Vec<u8> = (0..14 * 14 * 16)
+        .flat_map(|i| ((i % 23) as f32 * 0.1 - 1.0).to_le_bytes())
+        .collect();
+    std::fs::write(&input, x).unwrap();
+    let mut outs = Vec::new();
+    for strip in [None, Some("1"), Some("5"), Some("14")] {
+        let out = dir.join(format!("y{}.bin", strip.unwrap_or("d")));
+        let mut args = vec!["--op", "block:16x14x7x4", "--iters", "1", "--warmup", "0"];
+        args.extend([
+            "--op-input",
+            input.to_str().unwrap(),
+            "--op-output",
+            out.to_str().unwrap(),
+        ]);
+        if let Some(s) = strip {
+            args.extend(["--strip", s]);
+        }
+        let (ok, text) = run(&args);
+        assert!(ok, "{args:?}: {text}");
+        outs.push(std::fs::read(&out).unwrap());
+    }
+    assert!(outs
+        .iter()
+        .all(|o| o == &outs[0] && o.len() == 14 * 14 * 16 * 4));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn zero_counts_are_refused() {
     for args in [
         ["--op", "qdw:16x14x7", "--iters", "0"],
