@@ -27,6 +27,8 @@ printf '%s\n' "${jobs[@]}" | xargs -P "$(nproc)" -L1 bash -c '
     '"$bin"' --op block:$3 --kernel avx2 --iters 1 --warmup 1 --strip $4 >/dev/null 2>&1'
 python3 - "$out" <<'PY'
 import collections, glob, re, sys
+sys.path.insert(0, "scripts")
+from a76_model import strip_rows
 miss = collections.defaultdict(dict)
 for f in glob.glob(sys.argv[1] + "/*.cg"):
     cfg, op, s = re.match(r".*/(.*?)-(\d+x\d+x7x4)-(\d+)\.cg", f).groups()
@@ -41,7 +43,7 @@ for cfg in sorted(miss):
         print(f"  {cfg:9s} {op:11s} strip {s:2d}: L1D {d1 / 1e3:8.1f}K  L2 {ll / 1e3:8.1f}K")
 print("QuadraNet36-T's blocks, one image, per strip budget (floats of LN2 rows + hidden slice):")
 for budget in (80 * 1024, 40 * 1024):
-    strips = {op: max(1, min(int(op.split("x")[1]), budget // (int(op.split("x")[1]) * (int(op.split("x")[0]) + 128))))
+    strips = {op: strip_rows(int(op.split("x")[1]), int(op.split("x")[1]), int(op.split("x")[0]), budget=budget)
               for op in blocks}
     line = f"  {budget // 1024}K floats, strips {[strips[o] for o in blocks]}:"
     for cfg in sorted(miss):

@@ -194,9 +194,13 @@ def describe(name):
 STRIP_BUDGET, HIDDEN_CHUNK, WIDE_K = 40 * 1024, 128, 512
 
 
+def strip_rows(h, w, c, e=4, budget=STRIP_BUDGET):
+    """Rows per strip of an h x w x c block: `plan::default_strip`."""
+    return max(1, min(h, budget // (w * (c + min(e * c, HIDDEN_CHUNK)))))
+
+
 def strips(h, w, c, e=4):
-    rows = max(1, min(h, STRIP_BUDGET // (w * (c + min(e * c, HIDDEN_CHUNK)))))
-    return -(-h // rows)
+    return -(-h // strip_rows(h, w, c, e))
 
 
 def network_estimate(t, ghz):

@@ -25,18 +25,13 @@ enum Q8Path {
 fn q8_paths() -> Vec<Q8Path> {
     let mut v: Vec<Q8Path> = available_q8().into_iter().map(Q8Path::Kern).collect();
     #[cfg(target_arch = "x86_64")]
+    if available().iter().any(|k| k.isa() == crate::isa::Isa::Avx2)
+        && std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512vl")
+        && std::is_x86_feature_detected!("avx512bw")
+        && std::is_x86_feature_detected!("avx512vnni")
     {
-        let evex = ["avx512f", "avx512vl", "avx512bw", "avx512vnni"];
-        let has = |f: &str| match f {
-            "avx512f" => std::is_x86_feature_detected!("avx512f"),
-            "avx512vl" => std::is_x86_feature_detected!("avx512vl"),
-            "avx512bw" => std::is_x86_feature_detected!("avx512bw"),
-            _ => std::is_x86_feature_detected!("avx512vnni"),
-        };
-        let avx2 = available().iter().any(|k| k.isa() == crate::isa::Isa::Avx2);
-        if avx2 && evex.iter().all(|f| has(f)) {
-            v.push(Q8Path::VnniYmm);
-        }
+        v.push(Q8Path::VnniYmm);
     }
     v
 }
