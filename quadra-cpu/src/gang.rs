@@ -1,23 +1,111 @@
-//! A gang of the private pool's threads held for one image, so a layer's bands start and
-//! finish with a spin on an atomic instead of a rayon job (whose idle workers fall asleep
-//! between layers: waking them cost tens of microseconds per layer, most of a small
-//! model's time). The pool stays private; the gang lives inside one `broadcast`.
+//! The thread gang behind every multi-threaded forward pass: a [`Crew`] of worker threads
+//! kept for the life of a session (or a network's executor), and the [`Gang`] protocol by
+//! which a driver hands them each layer's bands. A layer starts and ends with an atomic
+//! store and a short spin instead of a thread-pool job (waking sleeping pool threads cost
+//! tens of microseconds per layer, most of a small model's time); a thread that waits
+//! longer than [`SPIN_FOR`] parks on a condition variable, so an oversubscribed machine
+//! (more threads than free cores, a phone running its UI) loses a wake-up, not its cores.
+//!
+//! # The protocol
+//! One driver at a time: [`GangExec::run`] claims the gang's `busy` flag and refuses (a
+//! panic naming the misuse) a second run while one is in flight, whether nested in one of
+//! its own tasks or entered from another thread. The driver writes the job (a lifetime-
+//! erased pointer to its closure) into the one job slot, resets `done` and publishes the
+//! job by bumping `generation` (Release). A worker that sees a new generation (Acquire)
+//! runs its tasks (`i ≡ idx mod width`), then counts itself `done` (Release). The driver
+//! runs task 0's share, waits until every worker is done (Acquire) — on every path, a
+//! panicking task included — and only then returns, so no worker can touch the closure or
+//! the tasks after `run` has returned. A worker's panic is caught and re-raised by the
+//! driver with its own message.
+//!
+//! Parking uses the classic Dekker pairing: a waiter announces itself (`sleepers`,
+//! `driver_parked`), issues a SeqCst fence and re-checks the condition under the lock;
+//! the signaller changes the condition, issues a SeqCst fence and notifies (under the
+//! lock) if anyone announced itself. One of the two always sees the other, so no wake-up
+//! is lost, and a signaller that finds nobody asleep makes no system call.
+//!
+//! `cfg(loom)` swaps the atomics, locks and threads for loom's so `tests/loom_gang.rs` can
+//! model-check the protocol.
 
-use std::cell::UnsafeCell;
-use std::hint::spin_loop;
+use std::any::Any;
+use std::cell::Cell;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use quadra_core::Executor;
 
-/// Spin briefly (a layer is usually a few microseconds away), then yield the core so an
-/// oversubscribed machine still makes progress.
-pub(crate) fn backoff(spins: &mut u32) {
-    if *spins < 1 << 14 {
-        *spins += 1;
-        spin_loop();
-    } else {
-        std::thread::yield_now();
+use self::sync::{fence, thread, AtomicBool, AtomicUsize, Condvar, Mutex, Ordering, UnsafeCell};
+
+#[cfg(not(loom))]
+mod sync {
+    pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+    pub(crate) use std::sync::{Condvar, Mutex};
+    pub(crate) use std::{thread, thread_local};
+
+    /// `std`'s `UnsafeCell` with loom's access methods.
+    pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+    impl<T> UnsafeCell<T> {
+        pub(crate) fn new(v: T) -> Self {
+            UnsafeCell(std::cell::UnsafeCell::new(v))
+        }
+        pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+            f(self.0.get())
+        }
+        pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+            f(self.0.get())
+        }
+    }
+}
+
+#[cfg(loom)]
+mod sync {
+    pub(crate) use loom::cell::UnsafeCell;
+    pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+    pub(crate) use loom::sync::{Condvar, Mutex};
+    pub(crate) use loom::{thread, thread_local};
+}
+
+/// How long a waiting thread spins before it parks. Layers of a small model follow each
+/// other within tens of microseconds; a longer wait (between runs, or behind a thread
+/// that lost its core) parks.
+pub(crate) const SPIN_FOR: std::time::Duration = std::time::Duration::from_micros(100);
+
+fn spin_for() -> std::time::Duration {
+    static S: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+    *S.get_or_init(|| {
+        std::env::var("QUADRA_SPIN_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(SPIN_FOR, std::time::Duration::from_micros)
+    })
+}
+
+/// A bounded spin: `again()` is false once [`SPIN_FOR`] has passed (at once under loom,
+/// whose model explores the parked path instead).
+struct Spin {
+    n: u32,
+    since: Option<std::time::Instant>,
+}
+
+impl Spin {
+    fn new() -> Self {
+        Spin { n: 0, since: None }
+    }
+
+    fn again(&mut self) -> bool {
+        if cfg!(loom) {
+            return false;
+        }
+        self.n = self.n.wrapping_add(1);
+        // The clock is read every 64 spins: a few nanoseconds each, hidden in the spin.
+        if self.n.is_multiple_of(64) {
+            let now = std::time::Instant::now();
+            if now.duration_since(*self.since.get_or_insert(now)) >= spin_for() {
+                return false;
+            }
+        }
+        std::hint::spin_loop();
+        true
     }
 }
 
@@ -28,96 +116,192 @@ struct Job {
     n: usize,
 }
 
-/// Shared state of one gang.
+/// Shared state of one gang: a driver (whoever calls [`GangExec::run`]) and `width - 1`
+/// workers running [`Gang::work`].
 pub(crate) struct Gang {
     width: usize,
+    /// Held by a run from its start until every worker finished its job.
+    busy: AtomicBool,
     generation: AtomicUsize,
+    /// Workers done with the current job.
     done: AtomicUsize,
     stop: AtomicBool,
-    panicked: AtomicBool,
     job: UnsafeCell<Option<Job>>,
+    /// The first panic of a worker's task in the current job.
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
+    /// Workers parked (or about to park) on `wake`.
+    sleepers: AtomicUsize,
+    /// Workers that have started.
+    started: AtomicUsize,
+    /// The driver is parked (or about to park) on `finished`.
+    driver_parked: AtomicBool,
+    lock: Mutex<()>,
+    wake: Condvar,
+    finished: Condvar,
 }
 
-// SAFETY: `job` is written only by the driver, before it publishes the job with a Release
-// increment of `generation` and only after every worker counted itself done with the
-// previous job (Acquire on `done`); workers read it only after observing the new
-// generation (Acquire) and before counting themselves done. The raw closure pointer in it
-// is only called within that window, while the driver keeps the closure alive.
+// SAFETY: `job` is written only by the driver that holds `busy`, and only while no worker
+// reads it: before it publishes the job with a Release increment of `generation`, and
+// after every worker counted itself done with the previous job (Acquire on `done`).
+// Workers read it only after observing the new generation (Acquire) and before counting
+// themselves done. The raw closure pointer in it is called only within that window, while
+// the driver keeps the closure alive (it waits for `done` on every path).
 unsafe impl Sync for Gang {}
-// SAFETY: the only non-Send part is the job's raw closure pointer, which is dereferenced
-// only under the protocol above, whichever thread owns the gang (a session keeps it in an
-// `Arc` shared with its workers).
+// SAFETY: the only non-Send part is the job's raw closure pointer, used only under the
+// protocol above whichever thread owns the gang.
 unsafe impl Send for Gang {}
 
 impl Gang {
     pub(crate) fn new(width: usize) -> Self {
         Gang {
             width: width.max(1),
+            busy: AtomicBool::new(false),
             generation: AtomicUsize::new(0),
             done: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
-            panicked: AtomicBool::new(false),
             job: UnsafeCell::new(None),
+            panic: Mutex::new(None),
+            sleepers: AtomicUsize::new(0),
+            started: AtomicUsize::new(0),
+            driver_parked: AtomicBool::new(false),
+            lock: Mutex::new(()),
+            wake: Condvar::new(),
+            finished: Condvar::new(),
         }
     }
 
-    /// Worker `idx` (1..width): runs its share of every job published after generation
-    /// `seen` until stopped.
-    pub(crate) fn work(&self, idx: usize, mut seen: usize) {
-        loop {
-            let mut spins = 0u32;
-            let generation = loop {
-                if self.stop.load(Ordering::Acquire) {
-                    return;
-                }
-                let g = self.generation.load(Ordering::Acquire);
-                if g != seen {
-                    break g;
-                }
-                backoff(&mut spins);
-            };
+    /// Worker `idx` (1..width): runs its share of every job until [`Gang::stop`].
+    pub(crate) fn work(&self, idx: usize) {
+        self.started.fetch_add(1, Ordering::Release);
+        let mut seen = 0;
+        while let Some(generation) = self.next_job(seen) {
             seen = generation;
-            // SAFETY: the job was published before `generation` moved (see `impl Sync`).
-            let job = unsafe { *self.job.get() };
-            if let Some(job) = job {
+            // SAFETY: the job was written before `generation` moved and is not written
+            // again before this worker counts itself done (see `impl Sync`).
+            if let Some(job) = self.job.with(|p| unsafe { *p }) {
                 let mut i = idx;
                 while i < job.n {
                     // SAFETY: the driver keeps the closure alive until we count done below.
                     let r = catch_unwind(AssertUnwindSafe(|| unsafe { (*job.call)(i) }));
-                    if r.is_err() {
-                        self.panicked.store(true, Ordering::Relaxed);
+                    if let Err(payload) = r {
+                        let mut first = self.panic.lock().unwrap_or_else(|e| e.into_inner());
+                        first.get_or_insert(payload);
                     }
                     i += self.width;
                 }
             }
-            self.done.fetch_add(1, Ordering::Release);
+            let finished = self.done.fetch_add(1, Ordering::Release) + 1 == self.width - 1;
+            if finished {
+                fence(Ordering::SeqCst);
+                if self.driver_parked.load(Ordering::Relaxed) {
+                    let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+                    self.finished.notify_one();
+                }
+            }
         }
     }
 
-    /// Releases the workers (they return from [`Gang::work`]).
+    /// Waits for a generation other than `seen` (`None`: stopped).
+    fn next_job(&self, seen: usize) -> Option<usize> {
+        let mut spin = Spin::new();
+        loop {
+            if self.stop.load(Ordering::Acquire) {
+                return None;
+            }
+            let g = self.generation.load(Ordering::Acquire);
+            if g != seen {
+                return Some(g);
+            }
+            if !spin.again() {
+                break;
+            }
+        }
+        let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.sleepers.fetch_add(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        let next = loop {
+            if self.stop.load(Ordering::Acquire) {
+                break None;
+            }
+            let g = self.generation.load(Ordering::Acquire);
+            if g != seen {
+                break Some(g);
+            }
+            guard = self.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
+        };
+        self.sleepers.fetch_sub(1, Ordering::Relaxed);
+        next
+    }
+
+    /// Publishes the job (the caller holds `busy`; every worker is done with the last).
+    fn publish(&self, job: Job) {
+        // SAFETY: no worker reads the slot now (see `impl Sync`).
+        self.job.with_mut(|p| unsafe { *p = Some(job) });
+        self.done.store(0, Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::Release);
+        fence(Ordering::SeqCst);
+        if self.sleepers.load(Ordering::Relaxed) > 0 {
+            let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.wake.notify_all();
+        }
+    }
+
+    /// Waits until every worker is done with the current job.
+    fn wait_done(&self) {
+        let all = self.width - 1;
+        let mut spin = Spin::new();
+        while self.done.load(Ordering::Acquire) < all {
+            if !spin.again() {
+                let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+                self.driver_parked.store(true, Ordering::Relaxed);
+                fence(Ordering::SeqCst);
+                while self.done.load(Ordering::Acquire) < all {
+                    guard = self.finished.wait(guard).unwrap_or_else(|e| e.into_inner());
+                }
+                self.driver_parked.store(false, Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+
+    /// Releases the workers: they return from [`Gang::work`] once idle.
     pub(crate) fn stop(&self) {
         self.stop.store(true, Ordering::Release);
+        fence(Ordering::SeqCst);
+        let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.wake.notify_all();
     }
 
-    /// Makes a stopped gang usable again, once every worker has returned from
-    /// [`Gang::work`]; returns the generation the workers start from.
-    pub(crate) fn rearm(&self) -> usize {
-        self.stop.store(false, Ordering::Release);
-        self.generation.load(Ordering::Acquire)
+    /// Claims the gang for one run, or panics naming the misuse.
+    fn claim(&self) -> Claim<'_> {
+        if self
+            .busy
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            panic!(
+                "quadra: GangExec::run entered while a run of the same executor is in flight \
+                 (nested in one of its own tasks, or from a second thread): an executor runs \
+                 one layer at a time, from one thread"
+            );
+        }
+        Claim(self)
     }
 }
 
-/// Stops the gang when the driver leaves, even by unwinding.
-pub(crate) struct StopOnDrop<'g>(pub(crate) &'g Gang);
+/// Holds a gang's `busy` flag; released when dropped (after the run's workers are done).
+struct Claim<'g>(&'g Gang);
 
-impl Drop for StopOnDrop<'_> {
+impl Drop for Claim<'_> {
     fn drop(&mut self) {
-        self.0.stop();
+        self.0.busy.store(false, Ordering::Release);
     }
 }
 
-/// The executor of a gang (see [`crate::Network::with_executor`]): task `i` of a layer runs
-/// on gang thread `i mod width`, the calling thread being 0.
+/// The executor of a gang ([`crate::Network::with_executor`], and a session's runs): task
+/// `i` of a layer runs on gang thread `i mod width`, the calling thread being 0. One run
+/// at a time: a run entered while another is in flight (nested in a task, or from a
+/// second thread) panics.
 pub struct GangExec<'g> {
     pub(crate) gang: &'g Gang,
 }
@@ -138,7 +322,9 @@ impl Executor for GangExec<'_> {
     }
 
     fn run<T: Send>(&self, tasks: &mut [T], f: &(dyn Fn(&mut T) + Sync)) {
-        let (n, width) = (tasks.len(), self.gang.width);
+        let gang = self.gang;
+        let claim = gang.claim();
+        let (n, width) = (tasks.len(), gang.width);
         if n <= 1 || width <= 1 {
             tasks.iter_mut().for_each(f);
             return;
@@ -151,14 +337,11 @@ impl Executor for GangExec<'_> {
         };
         let call_ref: &(dyn Fn(usize) + Sync) = &call;
         // SAFETY: only the lifetime is erased; workers call it only until they count
-        // themselves done, and we return only after all of them have.
+        // themselves done, and we return (or unwind) only after all of them have.
         let call_ptr: *const (dyn Fn(usize) + Sync + 'static) =
             unsafe { std::mem::transmute(call_ref as *const (dyn Fn(usize) + Sync)) };
-        // SAFETY: every worker finished the previous job (we waited), so none reads `job`.
-        unsafe { *self.gang.job.get() = Some(Job { call: call_ptr, n }) };
-        self.gang.done.store(0, Ordering::Relaxed);
-        self.gang.generation.fetch_add(1, Ordering::Release);
-        // This thread's bands may panic; the workers' bands still borrow `call` and
+        gang.publish(Job { call: call_ptr, n });
+        // This thread's tasks may panic; the workers' tasks still borrow `call` and
         // `tasks`, so the unwinding waits until every worker is done with the job.
         let driver = catch_unwind(AssertUnwindSafe(|| {
             let mut i = 0;
@@ -167,16 +350,168 @@ impl Executor for GangExec<'_> {
                 i += width;
             }
         }));
-        let mut spins = 0u32;
-        while self.gang.done.load(Ordering::Acquire) < width - 1 {
-            backoff(&mut spins);
-        }
+        gang.wait_done();
+        let worker = gang.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(claim);
         if let Err(payload) = driver {
-            self.gang.panicked.store(false, Ordering::Relaxed);
             resume_unwind(payload);
         }
-        if self.gang.panicked.swap(false, Ordering::Relaxed) {
-            panic!("a band task panicked on a gang thread");
+        if let Some(payload) = worker {
+            resume_unwind(payload);
+        }
+    }
+}
+
+/// Worker threads kept with a gang: spawned once, parked when idle, stopped and joined on
+/// drop. [`Crew::run`] lends the calling thread to the gang as its driver.
+pub(crate) struct Crew {
+    gang: std::sync::Arc<Gang>,
+    handles: Vec<thread::JoinHandle<()>>,
+    /// Serialises drivers (two threads calling `run` at once take turns).
+    drive: Mutex<()>,
+}
+
+sync::thread_local! {
+    /// The gang this thread serves (as a driver or a worker), to refuse a nested `run`.
+    #[allow(clippy::missing_const_for_thread_local)] // loom's macro takes no `const`
+    static SERVING: Cell<usize> = Cell::new(0);
+}
+
+/// Why [`Crew::run`] refused.
+#[derive(Debug)]
+pub(crate) struct Nested;
+
+impl Crew {
+    /// A crew of `width` threads: the driver and `width - 1` workers.
+    pub(crate) fn new(width: usize) -> std::io::Result<Self> {
+        let gang = std::sync::Arc::new(Gang::new(width));
+        let mut crew = Crew {
+            gang,
+            handles: Vec::with_capacity(width.saturating_sub(1)),
+            drive: Mutex::new(()),
+        };
+        for idx in 1..crew.gang.width {
+            let gang = std::sync::Arc::clone(&crew.gang);
+            let work = move || {
+                SERVING.with(|s| s.set(std::sync::Arc::as_ptr(&gang) as usize));
+                gang.work(idx)
+            };
+            #[cfg(not(loom))]
+            let handle = thread::Builder::new()
+                .name(format!("quadra-{idx}"))
+                .spawn(work)?;
+            #[cfg(loom)]
+            let handle = thread::spawn(work);
+            // On failure `crew` drops: the workers already started are stopped and joined.
+            crew.handles.push(handle);
+        }
+        // Wait until every worker is up (a starting thread allocates its name and signal
+        // stack), so a run never overlaps a start-up.
+        while crew.gang.started.load(Ordering::Acquire) < crew.gang.width - 1 {
+            thread::yield_now();
+        }
+        Ok(crew)
+    }
+
+    /// Threads of the crew, the driver included.
+    pub(crate) fn width(&self) -> usize {
+        self.gang.width
+    }
+
+    /// Whether the calling thread serves this crew now (drives a run, or is a worker).
+    pub(crate) fn serving(&self) -> bool {
+        SERVING.with(Cell::get) == std::sync::Arc::as_ptr(&self.gang) as usize
+    }
+
+    /// Runs `f` with the gang's executor, this thread as its driver. Another thread's
+    /// `run` waits for this one; a `run` nested in `f` (or in a task of the executor) is
+    /// refused.
+    pub(crate) fn run<R>(&self, f: impl FnOnce(&GangExec<'_>) -> R) -> Result<R, Nested> {
+        if self.serving() {
+            return Err(Nested);
+        }
+        let me = std::sync::Arc::as_ptr(&self.gang) as usize;
+        let _turn = self.drive.lock().unwrap_or_else(|e| e.into_inner());
+        let outer = SERVING.with(|s| s.replace(me));
+        struct Restore(usize);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                SERVING.with(|s| s.set(self.0));
+            }
+        }
+        let _restore = Restore(outer);
+        Ok(f(&GangExec { gang: &self.gang }))
+    }
+}
+
+impl Drop for Crew {
+    fn drop(&mut self) {
+        self.gang.stop();
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    /// A session's crew reused after a run that panicked in a band while another band was
+    /// still running on a slow worker: the next runs see every task exactly once, and no
+    /// task of a finished run is called after its run returned.
+    #[test]
+    fn a_crew_reused_after_a_panicking_run_runs_each_task_once() {
+        let crew = Crew::new(3).unwrap();
+        for round in 0..200 {
+            let returned = AtomicBool::new(false);
+            let late = AtomicUsize::new(0);
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                crew.run(|exec| {
+                    let mut t = [0usize, 1, 2];
+                    exec.run(&mut t, &|i: &mut usize| {
+                        if *i == 0 {
+                            panic!("band 0 fails");
+                        }
+                        std::thread::sleep(Duration::from_millis(2 * *i as u64));
+                        if returned.load(Ordering::SeqCst) {
+                            late.fetch_add(1, Ordering::SeqCst);
+                        }
+                    })
+                })
+            }));
+            returned.store(true, Ordering::SeqCst);
+            assert!(
+                r.is_err(),
+                "round {round}: the band's panic reached the caller"
+            );
+            assert_eq!(
+                late.load(Ordering::SeqCst),
+                0,
+                "round {round}: a band ran late"
+            );
+            // The next runs, back to back: every task exactly once.
+            let counts: Vec<AtomicUsize> = (0..9 * 15).map(|_| AtomicUsize::new(0)).collect();
+            for run in 0..3 {
+                crew.run(|exec| {
+                    for job in 0..5 {
+                        let mut t: Vec<usize> = (0..9).map(|i| (run * 5 + job) * 9 + i).collect();
+                        exec.run(&mut t, &|i: &mut usize| {
+                            counts[*i].fetch_add(1, Ordering::SeqCst);
+                        })
+                    }
+                })
+                .unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            let counts: Vec<usize> = counts.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+            assert_eq!(
+                counts,
+                vec![1; 9 * 15],
+                "round {round}: tasks ran {counts:?} times"
+            );
         }
     }
 }

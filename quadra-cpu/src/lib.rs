@@ -34,8 +34,8 @@ pub use aligned::{AlignedF32, AlignedVec};
 use checkpoint::{CheckpointError, StateDict};
 use config::ArchConfig;
 use file::ModelFile;
+use gang::Crew;
 pub use gang::GangExec;
-use gang::{Gang, StopOnDrop};
 /// The `ndarray` this crate takes and returns arrays of (0.16): use it through
 /// `quadra_cpu::ndarray` so your arrays are of the same version.
 pub use ndarray;
@@ -66,6 +66,13 @@ pub enum RunError {
     /// The thread pool could not be built.
     #[error("cannot build a thread pool: {0}")]
     Pool(String),
+    /// An API used in a way it does not allow (the message says how).
+    #[error("{0}")]
+    Misuse(String),
+    /// An earlier run of this session panicked (a bug in quadra: please report it); the
+    /// session refuses to run again. Make a new one.
+    #[error("this session is poisoned: an earlier run panicked (a bug in quadra: please report it); make a new session")]
+    Poisoned,
 }
 
 /// A loaded network: architecture, packed weights, kernel path and thread pool.
@@ -88,6 +95,9 @@ pub struct Network {
     /// Built on first use: a network only run through a [`Session`] (which has its own
     /// threads) never starts one.
     pool: std::sync::OnceLock<Result<rayon::ThreadPool, String>>,
+    /// The threads of [`Network::with_executor`] (and of batches smaller than the thread
+    /// count), started on first use.
+    crew: std::sync::OnceLock<Result<Crew, String>>,
 }
 
 /// Where a network's weights live: packed in memory (from a checkpoint or a conversion),
@@ -98,10 +108,27 @@ pub(crate) enum Store {
 }
 
 impl Store {
+    /// The model over these weights. A model file is parsed again from its bytes (cheap,
+    /// every bound checked): if the file was rewritten in place under a running network
+    /// (which replacing it by rename never does), that is a [`RunError::Model`] naming it,
+    /// never an out-of-bounds read.
     pub(crate) fn model<'a>(&'a self, config: &'a ArchConfig) -> Result<Model<'a>, RunError> {
         Ok(match self {
             Store::Packed(w) => Model::new(config.arch(), w.view())?,
-            Store::File(f) => f.parsed()?.model()?,
+            Store::File(f) => {
+                let changed = |what: String| {
+                    RunError::Model(format!(
+                        "{}: the model file changed while in use ({what}): replace a model \
+                         file by renaming a new one over it, never by rewriting it in place",
+                        f.source()
+                    ))
+                };
+                let parsed = f.parsed().map_err(|e| changed(e.to_string()))?;
+                if parsed.arch != config.arch() {
+                    return Err(changed("its architecture is not the one loaded".into()));
+                }
+                parsed.model().map_err(|e| changed(e.to_string()))?
+            }
         })
     }
 
@@ -191,9 +218,10 @@ pub(crate) fn regular_file_len(path: &std::path::Path) -> Result<u64, std::io::E
 #[doc(hidden)]
 pub const MAX_INPUT_SIDE: usize = 8192;
 
-/// Most threads the command lines take.
-#[doc(hidden)]
-pub const MAX_THREADS: usize = 1024;
+/// Most threads a network or session runs on: a layer is split into at most
+/// [`quadra_core::exec::MAX_BANDS`] bands of rows, one per thread, so more threads could
+/// only wait.
+pub const MAX_THREADS: usize = quadra_core::exec::MAX_BANDS;
 
 /// Parses a count that must be at least 1 (timed runs, images) for command lines.
 #[doc(hidden)]
@@ -209,7 +237,10 @@ pub fn parse_count(s: &str) -> Result<usize, String> {
 #[doc(hidden)]
 pub fn parse_threads(s: &str) -> Result<usize, String> {
     match parse_count(s)? {
-        n if n > MAX_THREADS => Err(format!("{n} threads: at most {MAX_THREADS}")),
+        n if n > MAX_THREADS => Err(format!(
+            "{n} threads: at most {MAX_THREADS} (a layer is split into at most {MAX_THREADS} \
+             bands of rows, one per thread)"
+        )),
         n => Ok(n),
     }
 }
@@ -275,6 +306,7 @@ impl Network {
             kernels: dispatch::default_kernels()?,
             threads: 1,
             pool: std::sync::OnceLock::new(),
+            crew: std::sync::OnceLock::new(),
         })
     }
 
@@ -323,10 +355,18 @@ impl Network {
         self
     }
 
-    /// Runs on a private pool of `threads` threads (the global rayon pool is never used).
+    /// Runs on `threads` threads of its own (at least 1, at most [`MAX_THREADS`]; the
+    /// global rayon pool is never used).
     pub fn with_threads(mut self, threads: usize) -> Result<Self, RunError> {
+        if threads > MAX_THREADS {
+            return Err(RunError::Input(format!(
+                "{threads} threads: at most {MAX_THREADS} (a layer is split into at most \
+                 {MAX_THREADS} bands of rows, one per thread)"
+            )));
+        }
         self.threads = threads.max(1);
         self.pool = std::sync::OnceLock::new();
+        self.crew = std::sync::OnceLock::new();
         Ok(self)
     }
 
@@ -347,36 +387,32 @@ impl Network {
         self.threads
     }
 
-    /// Runs `f` with an executor that splits each layer into one band per thread of the
-    /// private pool (for the core API, `Model::forward_with`; size arenas with
-    /// `Model::arena_len(h, w, threads)`). The pool's threads stay with `f` until it returns,
-    /// so bands start and end with a spin instead of a wake-up; `forward_*` and `features`
-    /// called inside `f` are an error (they would wait for those threads forever).
-    /// The pool is started on first use; if it cannot be, that is the error.
-    pub fn with_executor<R: Send>(
-        &self,
-        f: impl FnOnce(&GangExec<'_>) -> R + Send,
-    ) -> Result<R, RunError> {
-        let gang = Gang::new(self.threads());
-        let f = std::sync::Mutex::new(Some(f));
-        let result = std::sync::Mutex::new(None);
-        let pool = self.pool()?;
-        pool.broadcast(|ctx| {
-            if ctx.index() != 0 {
-                gang.work(ctx.index(), 0);
-                return;
-            }
-            let _stop = StopOnDrop(&gang);
-            let f = f.lock().unwrap_or_else(|e| e.into_inner()).take();
-            if let Some(f) = f {
-                let r = f(&GangExec { gang: &gang });
-                *result.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
-            }
-        });
-        match result.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            Some(r) => Ok(r),
-            None => panic!("the pool's thread 0 did not run the driver"),
-        }
+    /// Runs `f` with an executor that splits each layer into one band per thread (for the
+    /// core API, `Model::forward_with`; size arenas with `Model::arena_len(h, w, threads)`).
+    /// `f` runs on the calling thread, which takes band 0; the network's other threads
+    /// (started on first use) take the rest, spinning between layers so bands start and
+    /// end without a wake-up. Two threads calling `with_executor` at once take turns;
+    /// calling it again (or `forward_*`, `features`) from inside `f` or from a task of the
+    /// executor is an error, as is a second `exec.run` while one is in flight (a panic).
+    pub fn with_executor<R>(&self, f: impl FnOnce(&GangExec<'_>) -> R) -> Result<R, RunError> {
+        let crew = self
+            .crew
+            .get_or_init(|| {
+                Crew::new(self.threads)
+                    .map_err(|e| format!("cannot start {} threads: {e}", self.threads))
+            })
+            .as_ref()
+            .map_err(|e| RunError::Pool(e.clone()))?;
+        crew.run(f).map_err(|_| Self::nested())
+    }
+
+    fn nested() -> RunError {
+        RunError::Misuse(
+            "with_executor, forward_nchw/forward_nhwc or features called inside with_executor \
+             (from its closure or one of its tasks): use the executor it gives you with the core \
+             API (Model::forward_with)"
+                .into(),
+        )
     }
 
     /// The architecture.
@@ -425,16 +461,15 @@ impl Network {
         layout: Layout,
         features: bool,
     ) -> Result<Array2<f32>, RunError> {
-        let pool = self.pool()?;
-        if pool.current_thread_index().is_some() {
-            // Inside `with_executor` the pool's threads are all held by the gang: a nested
-            // forward pass would wait for them forever.
-            return Err(RunError::Input(
-                "forward_nchw/forward_nhwc/features called inside with_executor: use the executor \
-                 it gives you with the core API (Model::forward_with)"
-                    .into(),
-            ));
+        if self
+            .crew
+            .get()
+            .and_then(|c| c.as_ref().ok())
+            .is_some_and(Crew::serving)
+        {
+            return Err(Self::nested());
         }
+        let pool = self.pool()?;
         let cfg = &self.config;
         let (n, c, h, w) = match layout {
             Layout::Nchw => x.dim(),

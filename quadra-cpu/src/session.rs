@@ -1,15 +1,13 @@
 //! [`Session`]: a network prepared for one input size and batch, whose `run` allocates
 //! nothing.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 
 use quadra_core::{Kernels, Serial};
 
 use crate::aligned::AlignedF32;
 use crate::config::ArchConfig;
-use crate::gang::{Gang, GangExec, StopOnDrop};
+use crate::gang::Crew;
 use crate::{ExecRef, Layout, Network, RunError, Store};
 
 /// A network prepared for one input size and batch: it owns the arena, the layout-converted
@@ -41,6 +39,8 @@ pub struct Session {
     hwc: AlignedF32,
     out: AlignedF32,
     crew: Option<Crew>,
+    /// Set while a run is in progress: still set on entry means the last run unwound.
+    poisoned: bool,
 }
 
 impl Session {
@@ -99,7 +99,9 @@ impl Session {
         }
         if threads > crate::MAX_THREADS {
             return Err(RunError::Input(format!(
-                "{threads} threads: at most {}",
+                "{threads} threads: at most {} (a layer is split into at most {} bands of \
+                 rows, one per thread)",
+                crate::MAX_THREADS,
                 crate::MAX_THREADS
             )));
         }
@@ -115,7 +117,9 @@ impl Session {
             RunError::Input(format!("a batch of {batch} {h}x{w} images is too large"))
         })?;
         let crew = if threads > 1 {
-            Some(Crew::new(threads)?)
+            let crew = Crew::new(threads)
+                .map_err(|e| RunError::Pool(format!("cannot start {threads} threads: {e}")))?;
+            Some(crew)
         } else {
             None
         };
@@ -140,6 +144,7 @@ impl Session {
             out: alloc(batch.saturating_mul(per), "output")?,
             crew,
             config,
+            poisoned: false,
         })
     }
 
@@ -170,12 +175,19 @@ impl Session {
 
     /// Threads a run uses (the calling one included).
     pub fn threads(&self) -> usize {
-        self.crew.as_ref().map_or(1, |c| c.width)
+        self.crew.as_ref().map_or(1, Crew::width)
     }
 
     /// Runs the batch in `input` (`layout`, `input_len()` floats) and returns the output
     /// (`output_len()` floats, image after image). No heap allocation on success.
+    ///
+    /// A run that panics (a bug in quadra) poisons the session: every later `run` returns
+    /// [`RunError::Poisoned`]. Its threads are idle by then (a layer returns only once
+    /// every band has), so dropping the session is safe.
     pub fn run(&mut self, input: &[f32], layout: Layout) -> Result<&[f32], RunError> {
+        if self.poisoned {
+            return Err(RunError::Poisoned);
+        }
         if input.len() != self.input_len() {
             let (h, w) = self.size;
             return Err(RunError::Input(format!(
@@ -196,6 +208,7 @@ impl Session {
             hwc,
             out,
             crew,
+            poisoned,
             ..
         } = self;
         let (h, w, c) = (*h, *w, config.in_chans);
@@ -217,127 +230,18 @@ impl Session {
             }
             Ok(())
         };
-        match crew {
-            None => body(&Serial)?,
-            Some(crew) => crew.run(|exec| body(exec))?,
-        }
-        Ok(self.out.as_slice())
-    }
-}
-
-/// The session's own worker threads: a gang kept across runs. Between runs the workers
-/// wait on `wake`; a run publishes its number under the lock, they join the gang from the
-/// generation it started at, and return to waiting when the run stops the gang.
-struct Crew {
-    width: usize,
-    shared: Arc<Shared>,
-    handles: Vec<JoinHandle<()>>,
-}
-
-struct Shared {
-    gang: Gang,
-    state: Mutex<State>,
-    wake: Condvar,
-    /// Workers that left the gang since the current run began.
-    left: AtomicUsize,
-}
-
-struct State {
-    run: u64,
-    /// The gang generation the current run started at.
-    from: usize,
-    quit: bool,
-}
-
-impl Crew {
-    fn new(width: usize) -> Result<Self, RunError> {
-        let shared = Arc::new(Shared {
-            gang: Gang::new(width),
-            state: Mutex::new(State {
-                run: 0,
-                from: 0,
-                quit: false,
+        // Cleared only when the run returns; an unwinding panic leaves it set.
+        *poisoned = true;
+        let result = match crew {
+            None => body(&Serial),
+            Some(crew) => crew.run(|exec| body(exec)).unwrap_or_else(|_| {
+                Err(RunError::Misuse(
+                    "Session::run nested in a task of its own threads".into(),
+                ))
             }),
-            wake: Condvar::new(),
-            left: AtomicUsize::new(0),
-        });
-        let mut crew = Crew {
-            width,
-            shared,
-            handles: Vec::with_capacity(width - 1),
         };
-        for idx in 1..width {
-            let shared = Arc::clone(&crew.shared);
-            let h = std::thread::Builder::new()
-                .name(format!("quadra-session-{idx}"))
-                .spawn(move || shared.serve(idx))
-                .map_err(|e| RunError::Pool(e.to_string()))?;
-            crew.handles.push(h);
-        }
-        // Each worker counts itself once it is up (a starting thread allocates its name and
-        // signal stack), so the first run, too, starts from ready threads.
-        let mut spins = 0u32;
-        while crew.shared.left.load(Ordering::Acquire) < width - 1 {
-            crate::gang::backoff(&mut spins);
-        }
-        Ok(crew)
-    }
-
-    fn run<R>(&mut self, f: impl FnOnce(&GangExec<'_>) -> R) -> R {
-        let s = &*self.shared;
-        // Every worker left the previous run's gang (waited for below), so it may be rearmed.
-        let from = s.gang.rearm();
-        s.left.store(0, Ordering::Relaxed);
-        {
-            let mut st = s.state.lock().unwrap_or_else(|e| e.into_inner());
-            st.run += 1;
-            st.from = from;
-        }
-        s.wake.notify_all();
-        let r = {
-            let _stop = StopOnDrop(&s.gang);
-            f(&GangExec { gang: &s.gang })
-        };
-        let mut spins = 0u32;
-        while s.left.load(Ordering::Acquire) < self.width - 1 {
-            crate::gang::backoff(&mut spins);
-        }
-        r
-    }
-}
-
-impl Shared {
-    fn serve(&self, idx: usize) {
-        let mut seen = 0;
-        self.left.fetch_add(1, Ordering::Release);
-        loop {
-            let from = {
-                let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                while st.run == seen && !st.quit {
-                    st = self.wake.wait(st).unwrap_or_else(|e| e.into_inner());
-                }
-                if st.quit {
-                    return;
-                }
-                seen = st.run;
-                st.from
-            };
-            self.gang.work(idx, from);
-            self.left.fetch_add(1, Ordering::Release);
-        }
-    }
-}
-
-impl Drop for Crew {
-    fn drop(&mut self) {
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .quit = true;
-        self.shared.wake.notify_all();
-        for h in self.handles.drain(..) {
-            let _ = h.join();
-        }
+        *poisoned = false;
+        result?;
+        Ok(self.out.as_slice())
     }
 }
