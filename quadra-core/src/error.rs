@@ -64,6 +64,11 @@ pub enum Error {
     Format(&'static str),
     /// A weight does not fit in f16 (beyond ±65504).
     F16Range,
+    /// A buffer's extent (rows x stride, rows x columns) does not fit in `usize`.
+    Overflow {
+        /// Which buffer.
+        buffer: Buffer,
+    },
 }
 
 impl fmt::Display for Error {
@@ -84,6 +89,10 @@ impl fmt::Display for Error {
             ),
             Error::Format(why) => write!(f, "invalid model file: {why}"),
             Error::F16Range => f.write_str("a weight is outside the f16 range (±65504)"),
+            Error::Overflow { buffer } => write!(
+                f,
+                "the {buffer}'s extent (rows x stride) overflows the address space"
+            ),
         }
     }
 }

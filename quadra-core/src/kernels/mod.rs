@@ -57,7 +57,7 @@ pub(crate) mod x86_avx512;
 use crate::error::{Buffer, Error};
 use crate::isa::{Isa, Kernels};
 
-pub(crate) use types::strided_len;
+pub(crate) use types::check_strided;
 pub use types::{
     Dtype, Epilogue, FloatBlocks, MatData, MatMut, MatRef, PackedB, QdwWeights, CBLOCK, MAX_K,
 };
@@ -98,11 +98,7 @@ pub(crate) fn check_out(out: &MatMut<'_>, m: usize, n: usize) -> Result<(), Erro
             found: out.cols,
         });
     }
-    check_len(
-        Buffer::Output,
-        strided_len(m, n, out.stride),
-        out.data.len(),
-    )
+    check_strided(Buffer::Output, m, n, out.stride, out.data.len())
 }
 
 /// `out = epilogue(a · b)`. `a` is `m x k`, `b` is `k x n`, `out` is `m x n`.
@@ -122,11 +118,7 @@ pub fn gemm(
         });
     }
     check_out(&out, m, n)?;
-    check_len(
-        Buffer::Activation,
-        strided_len(m, k, a.stride),
-        a.data.len(),
-    )?;
+    check_strided(Buffer::Activation, m, k, a.stride, a.data.len())?;
     epi.check(n)?;
     if b.dot {
         return Err(Error::Arch(

@@ -32,7 +32,7 @@
 //! one `vpdpbusd`/`sdot` lane consumes.
 
 use super::simd::{self, EpiPtrs, Simd, TILE_COLS};
-use super::{check_len, strided_len, Epilogue, Kernels, MatMut, PackedB, PANEL};
+use super::{check_len, check_strided, Epilogue, Kernels, MatMut, PackedB, PANEL};
 use crate::error::{Buffer, Error};
 use crate::isa::Isa;
 use crate::pad::vec_pad;
@@ -49,6 +49,15 @@ pub const fn scratch_len(rows: usize, cols: usize) -> usize {
 /// Carves [`QRowsMut`] for `rows x cols` out of f32 scratch (at least
 /// [`scratch_len`]`(rows, cols)` floats).
 pub fn rows_in(buf: &mut [f32], rows: usize, cols: usize) -> Result<QRowsMut<'_>, Error> {
+    let n = dense_len(Buffer::Scratch, rows, cols)?;
+    // An upper bound of `scratch_len` (padding adds less than VEC_ALIGN a region): if it
+    // does not overflow, neither does `scratch_len`.
+    (rows.checked_add(crate::pad::VEC_ALIGN))
+        .and_then(|r| r.checked_mul(2))
+        .and_then(|r| r.checked_add(n.div_ceil(4) + crate::pad::VEC_ALIGN))
+        .ok_or(Error::Overflow {
+            buffer: Buffer::Scratch,
+        })?;
     check_len(Buffer::Scratch, scratch_len(rows, cols), buf.len())?;
     let (scales, rest) = buf.split_at_mut(vec_pad(rows));
     let (sums, rest) = rest.split_at_mut(vec_pad(rows));
@@ -112,7 +121,11 @@ impl QRowsMut<'_> {
     }
 
     fn check(&self) -> Result<(), Error> {
-        check_len(Buffer::Scratch, self.rows * self.cols, self.q.len())?;
+        check_len(
+            Buffer::Scratch,
+            dense_len(Buffer::Scratch, self.rows, self.cols)?,
+            self.q.len(),
+        )?;
         check_len(Buffer::Scratch, self.rows, self.scales.len())?;
         check_len(Buffer::Scratch, self.rows, self.sums.len())
     }
@@ -120,10 +133,19 @@ impl QRowsMut<'_> {
 
 impl QRows<'_> {
     fn check(&self) -> Result<(), Error> {
-        check_len(Buffer::Activation, self.rows * self.cols, self.q.len())?;
+        check_len(
+            Buffer::Activation,
+            dense_len(Buffer::Activation, self.rows, self.cols)?,
+            self.q.len(),
+        )?;
         check_len(Buffer::Activation, self.rows, self.scales.len())?;
         check_len(Buffer::Activation, self.rows, self.sums.len())
     }
+}
+
+/// `rows · cols`, or [`Error::Overflow`] (a wrapped product would pass a length check).
+fn dense_len(buffer: Buffer, rows: usize, cols: usize) -> Result<usize, Error> {
+    rows.checked_mul(cols).ok_or(Error::Overflow { buffer })
 }
 
 /// The scale and inverse scale of a row from its `max|x|` and whether it held a NaN or an
@@ -178,7 +200,7 @@ pub fn quantize_rows(
             found: lda,
         });
     }
-    check_len(Buffer::Activation, strided_len(m, k, lda), a.len())?;
+    check_strided(Buffer::Activation, m, k, lda, a.len())?;
     if m == 0 {
         return Ok(());
     }

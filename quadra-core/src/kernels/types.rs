@@ -351,33 +351,73 @@ impl Epilogue<'_> {
     }
 }
 
-/// A strided row-major matrix view: row `i` is `data[i*stride .. i*stride + cols]`.
+/// A strided row-major matrix view: row `i` is `data[i*stride .. i*stride + cols]`. Made by
+/// [`MatRef::new`] (which checks the extent) or [`MatRef::dense`]; the kernels check the
+/// extent again before any pointer reaches a SIMD leaf.
 #[derive(Clone, Copy, Debug)]
 pub struct MatRef<'a> {
-    /// Backing data.
-    pub data: &'a [f32],
-    /// Number of rows.
-    pub rows: usize,
-    /// Number of columns.
-    pub cols: usize,
-    /// Distance between rows.
-    pub stride: usize,
+    pub(crate) data: &'a [f32],
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
+    pub(crate) stride: usize,
 }
 
 /// The mutable counterpart of [`MatRef`].
 #[derive(Debug)]
 pub struct MatMut<'a> {
-    /// Backing data.
-    pub data: &'a mut [f32],
-    /// Number of rows.
-    pub rows: usize,
-    /// Number of columns.
-    pub cols: usize,
-    /// Distance between rows.
-    pub stride: usize,
+    pub(crate) data: &'a mut [f32],
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
+    pub(crate) stride: usize,
+}
+
+/// Checks a strided view: `stride >= cols` (when it has more than one row) and
+/// `(rows - 1)·stride + cols <= len`, without overflow.
+fn check_view(
+    buffer: Buffer,
+    len: usize,
+    rows: usize,
+    cols: usize,
+    stride: usize,
+) -> Result<(), Error> {
+    if rows > 1 && stride < cols {
+        return Err(Error::Length {
+            buffer,
+            expected: cols,
+            found: stride,
+        });
+    }
+    check_strided(buffer, rows, cols, stride, len)
 }
 
 impl<'a> MatRef<'a> {
+    /// A `rows x cols` view of `data` whose rows start `stride` apart; an error if the
+    /// rows overlap or `data` is too short.
+    pub fn new(data: &'a [f32], rows: usize, cols: usize, stride: usize) -> Result<Self, Error> {
+        check_view(Buffer::Activation, data.len(), rows, cols, stride)?;
+        Ok(MatRef {
+            data,
+            rows,
+            cols,
+            stride,
+        })
+    }
+
+    /// Rows.
+    pub const fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns.
+    pub const fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Distance between rows, in floats.
+    pub const fn stride(&self) -> usize {
+        self.stride
+    }
+
     /// A dense `rows x cols` view (stride = cols) of `data`.
     #[inline]
     pub const fn dense(data: &'a [f32], rows: usize, cols: usize) -> Self {
@@ -391,6 +431,38 @@ impl<'a> MatRef<'a> {
 }
 
 impl<'a> MatMut<'a> {
+    /// A `rows x cols` view of `data` whose rows start `stride` apart; an error if the
+    /// rows overlap or `data` is too short.
+    pub fn new(
+        data: &'a mut [f32],
+        rows: usize,
+        cols: usize,
+        stride: usize,
+    ) -> Result<Self, Error> {
+        check_view(Buffer::Output, data.len(), rows, cols, stride)?;
+        Ok(MatMut {
+            data,
+            rows,
+            cols,
+            stride,
+        })
+    }
+
+    /// Rows.
+    pub const fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns.
+    pub const fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Distance between rows, in floats.
+    pub const fn stride(&self) -> usize {
+        self.stride
+    }
+
     /// A dense `rows x cols` view (stride = cols) of `data`.
     #[inline]
     pub fn dense(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
@@ -403,11 +475,28 @@ impl<'a> MatMut<'a> {
     }
 }
 
-pub(crate) const fn strided_len(rows: usize, cols: usize, stride: usize) -> usize {
+/// `(rows - 1)·stride + cols`, the floats a strided view spans; `None` if that overflows.
+pub(crate) const fn strided_len(rows: usize, cols: usize, stride: usize) -> Option<usize> {
     if rows == 0 {
-        0
-    } else {
-        (rows - 1) * stride + cols
+        return Some(0);
+    }
+    match (rows - 1).checked_mul(stride) {
+        Some(n) => n.checked_add(cols),
+        None => None,
+    }
+}
+
+/// `found` holds a strided view of `rows x cols` (overflow-checked).
+pub(crate) fn check_strided(
+    buffer: Buffer,
+    rows: usize,
+    cols: usize,
+    stride: usize,
+    found: usize,
+) -> Result<(), Error> {
+    match strided_len(rows, cols, stride) {
+        Some(n) => check_len(buffer, n, found),
+        None => Err(Error::Overflow { buffer }),
     }
 }
 

@@ -118,6 +118,57 @@ fn gemm_matches_matrixmultiply_on_awkward_shapes() {
     }
 }
 
+/// Extents whose `(rows - 1)·stride + cols` (or `rows·cols`) wraps around `usize` to a
+/// small number must be refused, not passed to a leaf as a short buffer: here rows =
+/// 2^63 + 1 and stride 8 give `2^63·8 + 8`, which wraps to 8 floats.
+#[test]
+fn extents_that_wrap_around_are_refused() {
+    use crate::error::{Buffer, Error};
+    use crate::kernels::q8;
+    let rows = (1usize << 63) + 1;
+    let a = vec![1.0f32; 64];
+    let mut out = vec![0.0f32; 64];
+    let stored = random_b(&mut Rng::new(3), 8, 8);
+    let (data, scales) = stored.data(Dtype::F32);
+    let b = PackedB::new(data, scales, 8, 8).unwrap();
+    let bias = vec![0.0f32; 8];
+    assert_eq!(
+        MatRef::new(&a, rows, 8, 8).unwrap_err(),
+        Error::Overflow {
+            buffer: Buffer::Activation
+        }
+    );
+    assert!(MatMut::new(&mut out, rows, 8, 8).is_err());
+    assert!(MatRef::new(&a, 2, 8, 4).is_err(), "overlapping rows");
+    assert!(MatRef::new(&a, 8, 8, 8).is_ok() && MatRef::new(&a, 9, 8, 8).is_err());
+    for kern in available() {
+        // The unchecked `dense` views reach the kernel's own check.
+        let r = kernels::gemm(
+            kern,
+            MatRef::dense(&a, rows, 8),
+            b,
+            Epilogue::Bias(&bias),
+            MatMut::dense(&mut out, rows, 8),
+        );
+        assert!(matches!(r, Err(Error::Overflow { .. })), "{kern:?}: {r:?}");
+        let r = kernels::gemm(
+            kern,
+            MatRef::dense(&a, 1, 8),
+            b,
+            Epilogue::Bias(&bias),
+            MatMut::dense(&mut out, 1, 8),
+        );
+        assert!(r.is_ok(), "{kern:?}: {r:?}");
+        let mut scratch = vec![0.0f32; 256];
+        // rows·cols = 2^63·4 wraps to 0.
+        assert!(q8::rows_in(&mut scratch, 1 << 63, 4).is_err());
+        let mut q = q8::rows_in(&mut scratch, 2, 8).unwrap();
+        // Two rows of 8 with lda = 2^63 + 8 would span 2^63 + 16 floats.
+        let r = q8::quantize_rows(kern, &a, (1 << 63) + 8, &mut q);
+        assert!(r.is_err(), "{kern:?}: {r:?}");
+    }
+}
+
 #[test]
 fn widened_weight_panels_give_the_per_use_results() {
     // NEON widens f16/int8 panels once per call up to `WIDE_K` and per use beyond. A GEMM of
