@@ -205,7 +205,8 @@ fn read_f32s(path: &std::path::Path, n: usize) -> Result<Vec<f32>, Box<dyn std::
 
 fn write_f32s(path: &std::path::Path, v: &[f32]) -> Result<(), Box<dyn std::error::Error>> {
     let b: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-    std::fs::write(path, b).map_err(|e| format!("cannot write {}: {e}", path.display()).into())
+    quadra_cpu::file::write_atomic(path, &b)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()).into())
 }
 
 /// Largest map side `--op` measures (a 4096x4096 map of the widest C is already 1 GiB).
@@ -497,8 +498,35 @@ struct Measured {
 fn stats(ts: &[f64], source: &str) -> serde_json::Value {
     let mut v = ts.to_vec();
     v.sort_by(f64::total_cmp);
-    json!({"median": percentile(&v, 0.5) * 1e3, "p10": percentile(&v, 0.1) * 1e3,
-           "p90": percentile(&v, 0.9) * 1e3, "runs": v.len(), "source": source})
+    let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
+    json!({"mean": mean * 1e3, "median": percentile(&v, 0.5) * 1e3,
+           "p10": percentile(&v, 0.1) * 1e3, "p90": percentile(&v, 0.9) * 1e3,
+           "runs": v.len(), "source": source})
+}
+
+/// The latency table as YAML: one mapping per candidate key (ProxylessNAS's
+/// `LatencyEstimator` reads `lut[key]['mean']`) holding `mean`, `median`, `p10`, `p90` (ms),
+/// `runs` and `source`. Keys and strings are written as double-quoted JSON strings, which
+/// YAML reads as the same strings whatever they contain (a plain `a: b` would not parse).
+fn lut_yaml(lut: &serde_json::Map<String, serde_json::Value>) -> String {
+    let quote = |s: &str| serde_json::Value::from(s).to_string();
+    let mut y = String::new();
+    for (k, v) in lut {
+        y.push_str(&format!("{}:\n", quote(k)));
+        for n in ["mean", "median", "p10", "p90"] {
+            // A non-finite number has no JSON form; YAML's is .nan.
+            match v[n].as_f64() {
+                Some(x) if x.is_finite() => y.push_str(&format!("  {n}: {x:.6}\n")),
+                _ => y.push_str(&format!("  {n}: .nan\n")),
+            }
+        }
+        y.push_str(&format!("  runs: {}\n", v["runs"].as_u64().unwrap_or(0)));
+        y.push_str(&format!(
+            "  source: {}\n",
+            quote(v["source"].as_str().unwrap_or(""))
+        ));
+    }
+    y
 }
 
 fn main() -> std::process::ExitCode {
@@ -714,7 +742,7 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
         for (s, &hw) in Arch::stage_hw(h, w).iter().enumerate() {
             let k = block_key(hw, arch.dim(s), BlockSpec::IDENTITY);
             lut.entry(k).or_insert_with(|| {
-                json!({"median": 0.0, "p10": 0.0, "p90": 0.0, "runs": 0,
+                json!({"mean": 0.0, "median": 0.0, "p10": 0.0, "p90": 0.0, "runs": 0,
                        "source": "identity: the block is skipped, no work"})
             });
         }
@@ -753,22 +781,15 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
         "lut_sum_ms": lut_sum,
         "lut_sum_vs_p50": lut_sum / (p50 * 1e3),
     });
+    let write = |p: &std::path::Path, text: String| {
+        quadra_cpu::file::write_atomic(p, text.as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", p.display()))
+    };
     if let Some(p) = &a.lut_json {
-        std::fs::write(p, serde_json::to_string_pretty(&lut)?)?;
+        write(p, serde_json::to_string_pretty(&lut)?)?;
     }
     if let Some(p) = &a.lut_yaml {
-        let mut y = String::new();
-        for (k, v) in &lut {
-            let f = |n: &str| v[n].as_f64().unwrap_or(f64::NAN);
-            y.push_str(&format!(
-                "{k}:\n  median: {:.6}\n  p10: {:.6}\n  p90: {:.6}\n  source: {}\n",
-                f("median"),
-                f("p10"),
-                f("p90"),
-                v["source"].as_str().unwrap_or("")
-            ));
-        }
-        std::fs::write(p, y)?;
+        write(p, lut_yaml(&lut))?;
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -142,7 +142,7 @@ fn errors_are_sentences_and_sizes_are_bounded_before_allocating() {
             "unknown preset 'nope'; known presets: quadranet25-xxs",
         ),
         (vec!["--input-size", "100000"], "too large"),
-        (vec!["--threads", "100000"], "at most 1024"),
+        (vec!["--threads", "100000"], "at most 16"),
     ] {
         let (ok, text) = run(&args);
         assert!(!ok, "{args:?} accepted: {text}");
@@ -169,6 +169,7 @@ fn a_config_is_measured_with_random_weights_and_its_table_sums_to_its_latency() 
     )
     .unwrap();
     let lut = dir.join("lut.json");
+    let yaml = dir.join("lut.yaml");
     let (ok, out) = run(&[
         "--config",
         cfg.to_str().unwrap(),
@@ -181,6 +182,8 @@ fn a_config_is_measured_with_random_weights_and_its_table_sums_to_its_latency() 
         "--check",
         "--lut-json",
         lut.to_str().unwrap(),
+        "--lut-yaml",
+        yaml.to_str().unwrap(),
     ]);
     assert!(ok, "{out}");
     assert!(
@@ -197,8 +200,33 @@ fn a_config_is_measured_with_random_weights_and_its_table_sums_to_its_latency() 
             v["p90"].as_f64().unwrap(),
         );
         assert!(lo <= m && m <= hi && m.is_finite() && lo >= 0.0, "{k}: {v}");
+        let mean = v["mean"].as_f64().unwrap();
+        assert!(mean.is_finite() && mean >= 0.0, "{k}: {v}");
         assert!(v["source"].is_string(), "{k}: {v}");
     }
+    // The YAML table, read by PyYAML as ProxylessNAS's LatencyEstimator reads it
+    // (`lut[key]['mean']`): every key of the JSON table, with the same numbers.
+    let check = r#"
+import json, sys, yaml
+lut = yaml.safe_load(open(sys.argv[1]))
+ref = json.load(open(sys.argv[2]))
+assert set(lut) == set(ref), sorted(set(lut) ^ set(ref))
+for k, v in ref.items():
+    for n in ("mean", "median", "p10", "p90"):
+        assert abs(lut[k][n] - v[n]) <= 1e-6 + 1e-6 * abs(v[n]), (k, n, lut[k][n], v[n])
+    assert lut[k]["source"] == v["source"] and lut[k]["runs"] == v["runs"], k
+print(len(lut), "entries")
+"#;
+    let py = std::process::Command::new("python3")
+        .args(["-c", check, yaml.to_str().unwrap(), lut.to_str().unwrap()])
+        .output()
+        .expect("python3 (with PyYAML) runs");
+    assert!(
+        py.status.success(),
+        "PyYAML could not read the table: {}{}",
+        String::from_utf8_lossy(&py.stdout),
+        String::from_utf8_lossy(&py.stderr)
+    );
     // The network's own identity blocks and every stage's identity candidate, the model's
     // layers labelled as measured in the model.
     let identity = "Identity-input:16x16x16-output:16x16x16-expand:0-kernel:0-stride:1-idskip:1";

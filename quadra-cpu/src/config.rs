@@ -14,9 +14,11 @@ use serde::{Deserialize, Serialize};
 /// Why a config was rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// Not valid JSON, or a field of the wrong type.
+    /// Not valid JSON, or a field of the wrong type. (Its message already says it all, so
+    /// the serde error is not also given as the source: printed with its chain, the
+    /// message would appear twice.)
     #[error("config is not valid: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
     /// Valid JSON describing an impossible network.
     #[error("config is not valid: {0}")]
     Invalid(String),
@@ -128,17 +130,16 @@ impl ArchConfig {
 
     /// Parses and validates a JSON config.
     pub fn from_json(text: &str) -> Result<Self, ConfigError> {
-        let raw: RawConfig = serde_json::from_str(text)?;
-        Self::from_raw(raw)
-    }
-
-    /// A preset name or a path to a JSON config.
-    pub fn from_preset_or_json(text: &str) -> Result<Self, ConfigError> {
-        if text.trim_start().starts_with('{') {
-            Self::from_json(text)
-        } else {
-            Self::preset(text.trim())
+        let first = text.trim_start().chars().next();
+        if first.is_some_and(|c| c != '{')
+            && serde_json::from_str::<serde_json::Value>(text).is_ok()
+        {
+            return Err(invalid(
+                "a config is a JSON object such as {\"dims\": [16, 32, 64, 128], \"depths\": [2, 3, 18, 2]}, not another JSON value",
+            ));
         }
+        let raw: RawConfig = serde_json::from_str(text).map_err(ConfigError::Json)?;
+        Self::from_raw(raw)
     }
 
     fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
@@ -146,7 +147,14 @@ impl ArchConfig {
             (Some(d), None) => d.as_slice().try_into().map_err(|_| {
                 invalid(format!("\"dims\" must have 4 entries, found {}", d.len()))
             })?,
-            (None, Some(b)) => [b, 2 * b, 4 * b, 8 * b],
+            (None, Some(b)) => match b.checked_mul(8) {
+                Some(_) => [b, 2 * b, 4 * b, 8 * b],
+                None => {
+                    return Err(invalid(format!(
+                        "\"base_dim\" {b} is too large (dims = [b, 2b, 4b, 8b])"
+                    )))
+                }
+            },
             (Some(_), Some(_)) => {
                 return Err(invalid(
                     "give either \"dims\" or the official \"base_dim\" (dims = [b, 2b, 4b, 8b]), not both",

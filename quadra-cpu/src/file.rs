@@ -1,6 +1,18 @@
 //! A `.qnet` model kept as its file's bytes: mapped read-only from a path, or copied once
 //! into 64-byte aligned memory from a byte slice. The core parses the bytes in place, so
-//! the weights are never copied again (a copied 94.7 MB model cost three copies before).
+//! the weights are never copied.
+//!
+//! A mapped model shares the file's pages with the page cache (a shared, read-only
+//! mapping: several processes running one model hold it once). The file must therefore be
+//! *replaced*, never rewritten in place, while a process has it open: [`write_atomic`]
+//! (what `quadra convert` and every other tool of this workspace write with) puts the new
+//! bytes in a new file and renames it over the old path, and a running process keeps the
+//! old file's pages. Rewriting in place (`std::fs::write`, `cp`, `>` in a shell) first
+//! truncates the file: a process that then touches the truncated pages is killed by
+//! SIGBUS, which no library can catch. A rewrite that keeps the length changes the bytes
+//! under the running model instead: the structure is parsed again (every bound checked)
+//! at each use, so the next run fails with an error naming the file, but a run already in
+//! progress may compute with a mix of old and new weights.
 
 use std::path::Path;
 
@@ -10,7 +22,7 @@ use crate::aligned::AlignedVec;
 use crate::RunError;
 
 enum Bytes {
-    /// A read-only private mapping of the file (page-aligned, so 64-byte aligned).
+    /// A read-only shared mapping of the file (page-aligned, so 64-byte aligned).
     Mapped(memmap2::Mmap),
     /// A copy in aligned memory.
     Copied(AlignedVec<u8>),
@@ -33,9 +45,8 @@ pub struct ModelFile {
 
 impl ModelFile {
     /// Maps the file at `path` and validates it (magic, version, checksum, layout, values:
-    /// [`QnetFile::parse`]). The file must stay unchanged while the model is in use:
-    /// truncating or rewriting it in place (rather than replacing it, as `quadra convert`
-    /// and `cp` do) would change the mapped bytes under the running model.
+    /// [`QnetFile::parse`]). Replace the file by rename ([`write_atomic`]) while the model
+    /// is in use, never rewrite it in place (see the module docs: a truncation faults).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, RunError> {
         let path = path.as_ref();
         let source = path.display().to_string();
@@ -47,11 +58,12 @@ impl ModelFile {
             return Self::from_bytes(&bytes, &source);
         }
         let file = std::fs::File::open(path).map_err(cannot)?;
-        // SAFETY: the mapping is read-only and private; it stays valid while `file`'s pages
-        // exist, whatever happens to the descriptor. What Rust cannot check is that no
-        // other process truncates or rewrites the file in place while it is mapped: the
-        // documented contract of `open` (a truncation would fault on access, a rewrite
-        // would change weights, never the bounds the parser checked).
+        // SAFETY: a read-only shared mapping; it stays valid while `file`'s pages exist,
+        // whatever happens to the descriptor or the path (a rename over it keeps them). What
+        // Rust cannot check is that no process truncates or rewrites the file in place while
+        // it is mapped, the documented contract of `open`: a truncation faults on access
+        // (SIGBUS); a same-length rewrite changes bytes under us, and every bound taken from
+        // them is checked again when the structure is parsed at each use (`parsed`).
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(cannot)?;
         let m = ModelFile {
             bytes: Bytes::Mapped(map),
@@ -101,5 +113,79 @@ impl ModelFile {
     pub fn parsed(&self) -> Result<QnetFile<'_>, RunError> {
         QnetFile::reparse(self.bytes())
             .map_err(|e| RunError::Model(format!("{}: {e}", self.source)))
+    }
+}
+
+/// Writes `bytes` to `path` by replacing it: the bytes go to a new temporary file in the
+/// same directory, which is flushed to disk and then renamed over `path`. A process that
+/// has the old file mapped (a running [`ModelFile`]) keeps reading the old bytes, and a
+/// reader never sees a half-written file; on failure `path` is unchanged and the
+/// temporary file is removed. (Writing in place, as `std::fs::write` and `cp` do,
+/// truncates the file first: a process with it mapped then faults with SIGBUS.)
+pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let path = path.as_ref();
+    let name = path.file_name().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path names no file")
+    })?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}-{}",
+        name.to_string_lossy(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_atomic_replaces_the_file_and_leaves_a_mapping_intact() {
+        let dir = std::env::temp_dir().join(format!("quadra-write-atomic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("m.bin");
+        write_atomic(&p, &[1u8; 8192]).unwrap();
+        let f = std::fs::File::open(&p).unwrap();
+        // SAFETY: the test's own file, replaced below only by rename.
+        let map = unsafe { memmap2::Mmap::map(&f) }.unwrap();
+        #[cfg(unix)]
+        let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+        #[cfg(unix)]
+        let before = inode(&p);
+        write_atomic(&p, &[2u8; 100]).unwrap();
+        // The old bytes are still mapped (a truncation in place would fault here).
+        assert!(map.iter().all(|&b| b == 1));
+        assert_eq!(std::fs::read(&p).unwrap(), vec![2u8; 100]);
+        #[cfg(unix)]
+        assert_ne!(
+            before,
+            inode(&p),
+            "replaced by rename, not rewritten in place"
+        );
+        // Nothing temporary is left behind, and a failing write leaves the target alone.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        assert!(write_atomic(dir.join("no-such-dir").join("x"), b"x").is_err());
+        assert_eq!(std::fs::read(&p).unwrap(), vec![2u8; 100]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

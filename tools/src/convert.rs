@@ -338,7 +338,8 @@ pub fn run(a: Args) -> Result<()> {
     }
     let bytes = c.stored.to_qnet(&c.config, &c.meta)?;
     if let Some(out) = &a.out {
-        std::fs::write(out, &bytes).with_context(|| format!("cannot write {}", out.display()))?;
+        quadra_cpu::file::write_atomic(out, &bytes)
+            .with_context(|| format!("cannot write {}", out.display()))?;
         println!(
             "wrote {} ({} bytes, matrices {})",
             out.display(),

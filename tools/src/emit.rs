@@ -141,9 +141,9 @@ pub fn write_module(
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
     let src = module_source(config, qnet.len(), input, &source, dtype);
-    std::fs::write(dir.join("model.rs"), src)
+    quadra_cpu::file::write_atomic(dir.join("model.rs"), src.as_bytes())
         .with_context(|| format!("cannot write {}/model.rs", dir.display()))?;
-    std::fs::write(dir.join("model.qnet"), qnet)
+    quadra_cpu::file::write_atomic(dir.join("model.qnet"), qnet)
         .with_context(|| format!("cannot write {}/model.qnet", dir.display()))?;
     Ok(())
 }

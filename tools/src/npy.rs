@@ -25,6 +25,26 @@ fn checked_shape(bytes: &[u8], path: &Path) -> Result<Vec<usize>> {
         bail!("{shown}: the .npy header runs past the end of the file");
     };
     let header = String::from_utf8_lossy(header);
+    let descr = header
+        .split_once("'descr':")
+        .and_then(|(_, rest)| rest.split('\'').nth(1))
+        .unwrap_or("");
+    // float32 in either byte order (the reader swaps big-endian values).
+    if descr != "<f4" && descr != ">f4" {
+        let name = match descr {
+            "<f8" => "float64",
+            "<f2" => "float16",
+            "|u1" => "uint8",
+            "|i1" => "int8",
+            "<i8" => "int64",
+            "<i4" => "int32",
+            _ => "not float32",
+        };
+        bail!(
+            "{shown}: the array is {name} ('{descr}'); quadra reads float32 .npy files: \
+             convert it with x.astype(numpy.float32)"
+        );
+    }
     let shape = header
         .split_once("'shape':")
         .and_then(|(_, rest)| rest.split_once('(')?.1.split_once(')'))
@@ -97,10 +117,11 @@ pub fn read_i64_bytes(bytes: &[u8], what: &str) -> Result<ArrayD<i64>> {
     ArrayD::<i64>::read_npy(bytes).with_context(|| format!("{what}: not an int64 .npy"))
 }
 
-/// Writes a float32 matrix.
+/// Writes a float32 matrix (replacing the file: [`quadra_cpu::file::write_atomic`]).
 pub fn write_2d(path: &Path, a: &Array2<f32>) -> Result<()> {
-    let f =
-        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    a.write_npy(std::io::BufWriter::new(f))
+    let mut bytes = Vec::new();
+    a.write_npy(&mut bytes)
+        .with_context(|| format!("cannot encode {}", path.display()))?;
+    quadra_cpu::file::write_atomic(path, &bytes)
         .with_context(|| format!("cannot write {}", path.display()))
 }

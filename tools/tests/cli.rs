@@ -865,3 +865,67 @@ fn images_are_bounded_before_decoding_and_resizing() {
         &["does not fit", "resize 100"],
     );
 }
+
+/// A model replaced by `quadra convert` while another process runs on it (mapped): convert
+/// renames a new file over the path, so the running process keeps the old one, finishes
+/// normally, and the path names a new inode. (Written in place, the old file would be
+/// truncated under the mapping: SIGBUS, or a run on other bytes.)
+#[cfg(unix)]
+#[test]
+fn convert_replaces_a_model_a_running_process_has_mapped() {
+    use std::os::unix::fs::MetadataExt;
+    let d = scratch("replace");
+    let m = d.join("m.qnet");
+    let digits = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/digits");
+    let (w, c) = (
+        digits.join("digits.safetensors"),
+        digits.join("digits.json"),
+    );
+    let convert = |dtype: &str| {
+        ok(&[
+            "convert",
+            "--weights",
+            p(&w),
+            "--config",
+            p(&c),
+            "--dtype",
+            dtype,
+            "--out",
+            p(&m),
+        ])
+    };
+    convert("f32");
+    let before = std::fs::metadata(&m).unwrap().ino();
+    let bench = PathBuf::from(env!("CARGO_BIN_EXE_quadra")).with_file_name("quadra-bench");
+    assert!(
+        bench.exists(),
+        "{} is missing: build the workspace",
+        bench.display()
+    );
+    let run = Command::new(&bench)
+        .args(["--model", p(&m), "--input-size", "32", "--iters", "20000"])
+        .args(["--warmup", "1", "--no-candidates", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    convert("w8a8");
+    let after = std::fs::metadata(&m).unwrap().ino();
+    let out = run.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the bench running on the replaced model failed: {:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"dtype\": \"f32\""));
+    assert_ne!(before, after, "convert rewrote the file in place");
+    // Nothing temporary is left beside the model.
+    let names: Vec<_> = std::fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("m.qnet")]);
+    let _ = std::fs::remove_dir_all(&d);
+}

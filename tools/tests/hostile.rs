@@ -61,6 +61,12 @@ impl Suite {
     }
 
     fn push(&mut self, name: &str, bin: PathBuf, args: &[&str], expect: Expect) {
+        if let Expect::Error(needles) = &expect {
+            assert!(
+                !needles.is_empty(),
+                "{name}: say what the error message must contain"
+            );
+        }
         self.cases.push(Case {
             name: name.to_string(),
             bin,
@@ -247,43 +253,71 @@ fn every_hostile_input_is_a_clean_error_and_every_valid_one_runs() {
             edit(&w8a8m, &|b| put32(b, 12, 0)),
             &["past the end"],
         ));
-        v.push(("in_chans 0", edit(&f32m, &|b| put32(b, 16, 0)), &[]));
+        v.push((
+            "in_chans 0",
+            edit(&f32m, &|b| put32(b, 16, 0)),
+            &["in_chans must be between 1 and 1024"],
+        ));
         v.push((
             "in_chans 2^31",
             edit(&f32m, &|b| put32(b, 16, 1 << 31)),
-            &[],
+            &["in_chans must be between 1 and 1024"],
         ));
-        v.push(("num_classes 0", edit(&f32m, &|b| put32(b, 20, 0)), &[]));
+        v.push((
+            "num_classes 0",
+            edit(&f32m, &|b| put32(b, 20, 0)),
+            &["num_classes must be between 1"],
+        ));
         v.push((
             "num_classes 2^32-1",
             edit(&f32m, &|b| put32(b, 20, u32::MAX)),
-            &[],
+            &["num_classes must be between 1"],
         ));
-        v.push(("stage dim 0", edit(&f32m, &|b| put32(b, 24, 0)), &[]));
+        v.push((
+            "stage dim 0",
+            edit(&f32m, &|b| put32(b, 24, 0)),
+            &["stage dim must be between 1"],
+        ));
         v.push((
             "stage dim 2^30",
             edit(&f32m, &|b| put32(b, 28, 1 << 30)),
-            &[],
+            &["stage dim must be between 1"],
         ));
         v.push((
             "stage dims shrinking",
             edit(&f32m, &|b| put32(b, 36, 8)),
-            &[],
+            &["weight stream lengths do not match"],
         ));
         v.push((
             "block count 2^32-1",
             edit(&f32m, &|b| put32(b, 40, u32::MAX)),
             &["blocks"],
         ));
-        v.push(("block count +1", edit(&f32m, &|b| put32(b, 44, 2)), &[]));
-        v.push(("kernel 4", edit(&f32m, &|b| b[128] = 4), &[]));
-        v.push(("kernel 255", edit(&f32m, &|b| b[128] = 255), &[]));
+        v.push((
+            "block count +1",
+            edit(&f32m, &|b| put32(b, 44, 2)),
+            &["weight stream lengths do not match"],
+        ));
+        v.push((
+            "kernel 4",
+            edit(&f32m, &|b| b[128] = 4),
+            &["kernel must be 3, 5 or 7"],
+        ));
+        v.push((
+            "kernel 255",
+            edit(&f32m, &|b| b[128] = 255),
+            &["kernel must be 3, 5 or 7"],
+        ));
         v.push((
             "expansion 0 on a quadratic block",
             edit(&f32m, &|b| b[129] = 0),
-            &[],
+            &["expansion must be between 1 and 8"],
         ));
-        v.push(("expansion 200", edit(&f32m, &|b| b[129] = 200), &[]));
+        v.push((
+            "expansion 200",
+            edit(&f32m, &|b| b[129] = 200),
+            &["expansion must be between 1 and 8"],
+        ));
         v.push((
             "file length field +64",
             edit(&f32m, &|b| {
@@ -331,12 +365,12 @@ fn every_hostile_input_is_a_clean_error_and_every_valid_one_runs() {
         v.push((
             "meta offset past the end",
             edit(&f32m, &|b| put64(b, 100, 1 << 40)),
-            &[],
+            &["runs past the end of the file"],
         ));
         v.push((
             "meta length 2^64-1",
             edit(&f32m, &|b| put64(b, 108, u64::MAX)),
-            &[],
+            &["section end overflows"],
         ));
         v.push((
             "meta not UTF-8",
@@ -417,7 +451,11 @@ fn every_hostile_input_is_a_clean_error_and_every_valid_one_runs() {
             f32m[..f32m.len() - 1].to_vec(),
             &["file length"],
         ));
-        v.push(("truncated to the header", f32m[..128].to_vec(), &[]));
+        v.push((
+            "truncated to the header",
+            f32m[..128].to_vec(),
+            &["file length does not match the header"],
+        ));
         v.push((
             "one byte",
             vec![0x93],
@@ -519,12 +557,12 @@ fn every_hostile_input_is_a_clean_error_and_every_valid_one_runs() {
         (
             "depths 1e18",
             r#"{"dims":[16,32,64,128],"depths":[1000000000000000000,1,1,1],"kernel":7,"expansion":4,"num_classes":10,"in_chans":1}"#,
-            &[],
+            &["at most 4096 blocks"],
         ),
         (
             "dims 16384 x 4 at E = 8",
             r#"{"dims":[16384,16384,16384,16384],"depths":[1,1,1,1],"kernel":7,"expansion":8,"num_classes":10,"in_chans":1}"#,
-            &[],
+            &["does not fit the architecture"],
         ),
         (
             "dims negative",
@@ -539,7 +577,7 @@ fn every_hostile_input_is_a_clean_error_and_every_valid_one_runs() {
         (
             "dims zero",
             r#"{"dims":[0,32,64,128],"depths":[1,1,2,1],"kernel":7,"expansion":4}"#,
-            &[],
+            &["dims[0] must be at least 1"],
         ),
         (
             "kernel 4",
@@ -569,22 +607,22 @@ fn every_hostile_input_is_a_clean_error_and_every_valid_one_runs() {
         (
             "base_dim 0",
             r#"{"base_dim":0,"depths":[1,1,2,1],"kernel":7,"expansion":4}"#,
-            &[],
+            &["dims[0] must be at least 1"],
         ),
         (
             "base_dim 2^62",
             r#"{"base_dim":4611686018427387904,"depths":[1,1,2,1],"kernel":7,"expansion":4}"#,
-            &[],
+            &["base_dim"],
         ),
         (
             "three stages",
             r#"{"dims":[16,32,64],"depths":[1,1,2],"kernel":7,"expansion":4}"#,
-            &[],
+            &["must have 4 entries, found 3"],
         ),
         (
             "unknown block",
             r#"{"dims":[16,32,64,128],"blocks":[["wat"],[{"kernel":7,"expansion":4}],[],[]]}"#,
-            &[],
+            &["\"wat\" is not a block"],
         ),
         (
             "kernels list of 3",
@@ -594,16 +632,16 @@ fn every_hostile_input_is_a_clean_error_and_every_valid_one_runs() {
         (
             "num_classes 0",
             r#"{"dims":[16,32,64,128],"depths":[1,1,2,1],"kernel":7,"expansion":4,"num_classes":0}"#,
-            &[],
+            &["\"num_classes\" must be at least 1"],
         ),
         (
             "in_chans 1e12",
             r#"{"dims":[16,32,64,128],"depths":[1,1,2,1],"kernel":7,"expansion":4,"in_chans":1000000000000}"#,
-            &[],
+            &["in_chans must be between 1 and 1024"],
         ),
-        ("not JSON", "{dims: [16", &[]),
-        ("empty", "", &[]),
-        ("a JSON array", "[1, 2, 3]", &[]),
+        ("not JSON", "{dims: [16", &["line 1 column 2"]),
+        ("empty", "", &["EOF while parsing"]),
+        ("a JSON array", "[1, 2, 3]", &["JSON object"]),
     ];
     for (name, text, needles) in configs {
         let path = s.file(
@@ -655,7 +693,7 @@ fn every_hostile_input_is_a_clean_error_and_every_valid_one_runs() {
                 r#"{"norm.weight":{"dtype":"F32","shape":[128],"data_offsets":[512,0]}}"#,
                 &[0; 512],
             ),
-            &[],
+            &["data_offsets out of order"],
         ),
         (
             "shape product overflows",
@@ -663,7 +701,7 @@ fn every_hostile_input_is_a_clean_error_and_every_valid_one_runs() {
                 r#"{"norm.weight":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,16]}}"#,
                 &[0; 16],
             ),
-            &[],
+            &["shape or offsets overflow"],
         ),
         (
             "int64 tensor",
@@ -713,7 +751,7 @@ fn every_hostile_input_is_a_clean_error_and_every_valid_one_runs() {
                 "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1, 100000, 100000), }",
                 &[0; 64],
             ),
-            &[],
+            &["10000000000 float32 values"],
         ),
         (
             "v2 header length 0xFFFFFFF0",
@@ -723,7 +761,7 @@ fn every_hostile_input_is_a_clean_error_and_every_valid_one_runs() {
                 b.extend([b' '; 52]);
                 b
             },
-            &[],
+            &["header runs past the end"],
         ),
         (
             "float64",
@@ -731,7 +769,7 @@ fn every_hostile_input_is_a_clean_error_and_every_valid_one_runs() {
                 "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 1, 32, 32), }",
                 &[0; 8192],
             ),
-            &[],
+            &["float64"],
         ),
         (
             "three dimensions",
@@ -739,7 +777,7 @@ fn every_hostile_input_is_a_clean_error_and_every_valid_one_runs() {
                 "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 32, 32), }",
                 &[0; 4096],
             ),
-            &[],
+            &["rank 4"],
         ),
         (
             "three channels for a one-channel model",
@@ -775,7 +813,7 @@ fn every_hostile_input_is_a_clean_error_and_every_valid_one_runs() {
                 "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1, 32, 32), }",
                 &[0; 4000],
             ),
-            &[],
+            &["4000 bytes of data"],
         ),
         (
             "zero images",
@@ -785,11 +823,15 @@ fn every_hostile_input_is_a_clean_error_and_every_valid_one_runs() {
             ),
             &["no images"],
         ),
-        ("not an .npy", b"hello world, not numpy".to_vec(), &[]),
+        (
+            "not an .npy",
+            b"hello world, not numpy".to_vec(),
+            &["not an .npy file"],
+        ),
         (
             "header dict cut off",
             b"\x93NUMPY\x01\x00\x40\x00{'descr': '<f4', 'fortran_".to_vec(),
-            &[],
+            &["header runs past the end"],
         ),
     ];
     for (name, bytes, needles) in inputs {
@@ -984,7 +1026,7 @@ fn every_hostile_input_is_a_clean_error_and_every_valid_one_runs() {
                 "--threads",
                 "-1",
             ],
-            &[],
+            &["'-1'"],
         ),
         (
             "--kernel bogus",
@@ -1031,7 +1073,7 @@ fn every_hostile_input_is_a_clean_error_and_every_valid_one_runs() {
                 "--input-size",
                 "18446744073709551615",
             ],
-            &[],
+            &["too large"],
         ),
         (
             "--input-size 0x0",
@@ -1142,23 +1184,39 @@ fn every_hostile_input_is_a_clean_error_and_every_valid_one_runs() {
         (
             "--op qdw:2^64-1x2x3",
             vec!["--op", "qdw:18446744073709551615x2x3"],
-            &[],
+            &["at most 16384 channels"],
         ),
         (
             "--op block:16x16x259x260",
             vec!["--op", "block:16x16x259x260"],
-            &[],
+            &["must be 3, 5 or 7, not 259"],
         ),
-        ("--op qdw:0x16x3", vec!["--op", "qdw:0x16x3"], &[]),
-        ("--op nonsense", vec!["--op", "gemm:1"], &[]),
+        (
+            "--op qdw:0x16x3",
+            vec!["--op", "qdw:0x16x3"],
+            &["at least 1"],
+        ),
+        (
+            "--op nonsense",
+            vec!["--op", "gemm:1"],
+            &["expected qdw:CxHxK or block:CxHxKxE"],
+        ),
         (
             "--input-size 100000",
             vec!["--preset", "quadranet25-xxs", "--input-size", "100000"],
             &["100000"],
         ),
-        ("--threads 0", vec!["--threads", "0"], &[]),
-        ("--iters 0", vec!["--iters", "0"], &[]),
-        ("--model a corrupt file", vec!["--model", "/dev/null"], &[]),
+        (
+            "--threads 0",
+            vec!["--threads", "0"],
+            &["'0' for '--threads"],
+        ),
+        ("--iters 0", vec!["--iters", "0"], &["'0' for '--iters"]),
+        (
+            "--model a corrupt file",
+            vec!["--model", "/dev/null"],
+            &["not a regular file"],
+        ),
         ("--preset unknown", vec!["--preset", "nope"], &["nope"]),
         ("--dtype bogus", vec!["--dtype", "bogus"], &["bogus"]),
     ];
