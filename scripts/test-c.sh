@@ -41,6 +41,16 @@ for m in "${models[@]}"; do
   echo "$m: classify == quadra infer, bit for bit ($(sed -n 2p "$out/classify.txt"))"
 done
 
+echo "--- valgrind: no memory error and nothing leaked, on every error path and a classify run"
+command -v valgrind >/dev/null || {
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq valgrind >/dev/null
+}
+vg=(valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=9)
+"${vg[@]}" "$out/errors" models/digits/rust/model.qnet "$out/scratch" >/dev/null
+"${vg[@]}" "$out/classify" models/digits/rust/model.qnet "$input" --threads 2 --out "$out/c.f32" >/dev/null
+echo "valgrind: errors.c and classify.c clean (no errors, nothing definitely lost)"
+
 echo "--- aarch64: aarch64-linux-gnu-gcc -static against the cross-built libquadra.a, under qemu"
 (
   source scripts/aarch64-env.sh

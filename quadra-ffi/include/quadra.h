@@ -8,8 +8,17 @@
  *
  * Threads: a QuadraModel is immutable and may be shared by threads. A QuadraSession is
  * used by one thread at a time (it owns its buffers and worker threads); make one
- * session per calling thread. A session keeps what it needs of its model, so the model may
- * be freed before its sessions.
+ * session per calling thread. A run entered while another thread's run on the same
+ * session is in flight returns QUADRA_E_BUSY and touches nothing. A session keeps what it
+ * needs of its model, so the model may be freed before its sessions (but a session cannot
+ * be made from a model already freed: that dangling pointer is undefined behaviour, as
+ * any use of freed memory in C).
+ *
+ * Errors: QUADRA_E_ARGUMENT for the caller's arguments and settings (including a bad
+ * QUADRA_KERNEL), QUADRA_E_FORMAT for model bytes (including a model file rewritten in
+ * place under a session: replace model files by renaming a new one over them), and
+ * QUADRA_E_INTERNAL only for quadra's own bugs. quadra_last_error() may be called from
+ * any thread at any time, thread-exit destructors included.
  */
 
 #ifndef QUADRA_H
@@ -38,11 +47,18 @@
 // A failure inside quadra (a bug: please report it with the message).
 #define QUADRA_E_INTERNAL -5
 
+// The session is running on another thread: a session serves one thread at a time.
+#define QUADRA_E_BUSY -6
+
+// Most threads a session runs on: a layer is split into at most this many bands of rows.
+#define QUADRA_MAX_THREADS 16
+
 // A loaded model (opaque). Immutable: it may be shared by threads.
 typedef struct QuadraModel QuadraModel;
 
 // A model prepared for one input size (opaque): its arena, buffers and threads. Used by
-// one thread at a time.
+// one thread at a time: a run entered while another thread's run is in flight returns
+// `QUADRA_E_BUSY`.
 typedef struct QuadraSession QuadraSession;
 
 #ifdef __cplusplus
@@ -51,7 +67,8 @@ extern "C" {
 
 // The message of this thread's last failed call (naming the problem: the file, the
 // tensor, what was expected and found), or "" if none failed yet. Valid until this
-// thread's next failing call; never NULL.
+// thread's next failing call; never NULL. Callable from a thread-exit destructor (it
+// then returns a fixed message if the store is already gone).
 const char *quadra_last_error(void);
 
 // The library version, e.g. "0.1.0".
@@ -95,11 +112,13 @@ uint32_t quadra_model_in_chans(const struct QuadraModel *model);
 uint32_t quadra_model_num_classes(const struct QuadraModel *model);
 
 // Makes a session running `model` on batch-1 inputs of `height` x `width` (at least 32
-// each; QuadraNet downsamples by 32) on `threads` threads (0: one per core). The session
-// owns its arena and buffers: `quadra_session_run` allocates nothing.
+// each; QuadraNet downsamples by 32) on `threads` threads (0: one per core, at most
+// `QUADRA_MAX_THREADS`; more is `QUADRA_E_ARGUMENT`). The session owns its arena and
+// buffers: `quadra_session_run` allocates nothing.
 //
 // # Safety
-// `model` is NULL or a live model; `out` is NULL or points to writable storage for a
+// `model` is NULL or a live model (a freed model is the caller's bug: undefined
+// behaviour, typically a crash); `out` is NULL or points to writable storage for a
 // pointer.
 int quadra_session_new(const struct QuadraModel *model,
                        uint32_t height,
@@ -130,10 +149,14 @@ const char *quadra_session_kernels(const struct QuadraSession *s);
 // C x H x W order, as PyTorch holds a batch-1 tensor), `output` receives `output_len`
 // floats (`quadra_session_output_len`: the logits). No allocation.
 //
+// A session serves one thread at a time: a call made while another thread's run on the
+// same session is in flight returns `QUADRA_E_BUSY` and touches nothing. A run that
+// failed inside quadra (`QUADRA_E_INTERNAL`) leaves the session poisoned: later runs
+// return `QUADRA_E_INTERNAL` too; free it and make a new one.
+//
 // # Safety
-// `s` is NULL or a live session not used by another thread now; `input_nchw` is NULL or
-// points to `input_len` readable floats; `output` is NULL or points to `output_len`
-// writable floats.
+// `s` is NULL or a live session; `input_nchw` is NULL or points to `input_len` readable
+// floats; `output` is NULL or points to `output_len` writable floats.
 int quadra_session_run(struct QuadraSession *s,
                        const float *input_nchw,
                        size_t input_len,

@@ -9,6 +9,7 @@
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Mutex, TryLockError};
 
 use quadra_cpu::{Layout, Network, RunError, Session};
 
@@ -24,6 +25,13 @@ pub const QUADRA_E_SHAPE: c_int = -3;
 pub const QUADRA_E_ARGUMENT: c_int = -4;
 /// A failure inside quadra (a bug: please report it with the message).
 pub const QUADRA_E_INTERNAL: c_int = -5;
+/// The session is running on another thread: a session serves one thread at a time.
+pub const QUADRA_E_BUSY: c_int = -6;
+
+/// Most threads a session runs on: a layer is split into at most this many bands of rows.
+pub const QUADRA_MAX_THREADS: u32 = 16;
+// A literal for cbindgen, kept equal to the runtime's limit.
+const _: () = assert!(QUADRA_MAX_THREADS as usize == quadra_cpu::MAX_THREADS);
 
 /// A loaded model (opaque). Immutable: it may be shared by threads.
 pub struct QuadraModel {
@@ -31,14 +39,34 @@ pub struct QuadraModel {
 }
 
 /// A model prepared for one input size (opaque): its arena, buffers and threads. Used by
-/// one thread at a time.
+/// one thread at a time: a run entered while another thread's run is in flight returns
+/// `QUADRA_E_BUSY`.
 pub struct QuadraSession {
-    session: Session,
+    /// Locked by a run; `try_lock` turns a second thread's run into `QUADRA_E_BUSY`.
+    session: Mutex<Session>,
+    input_len: usize,
+    output_len: usize,
+    input_size: (usize, usize),
+    kernels: &'static CStr,
 }
 
 thread_local! {
-    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+    static LAST_ERROR: RefCell<Option<CString>> = const { RefCell::new(None) };
 }
+
+/// What `quadra_last_error` returns on a thread whose message store is already gone (a
+/// call from a thread-exit destructor, after Rust's thread-locals were destroyed).
+const NO_MESSAGE: &CStr = cstr(b"the error message is unavailable while this thread exits\0");
+
+/// A C string from a NUL-terminated literal, checked at compile time where it is a const.
+const fn cstr(bytes: &'static [u8]) -> &'static CStr {
+    match CStr::from_bytes_with_nul(bytes) {
+        Ok(s) => s,
+        Err(_) => panic!("not a NUL-terminated string without inner NULs"),
+    }
+}
+
+const EMPTY: &CStr = cstr(b"\0");
 
 struct Failure(c_int, String);
 
@@ -52,7 +80,9 @@ fn code_of(e: &RunError, otherwise: c_int) -> c_int {
     match e {
         RunError::Io(_) => QUADRA_E_IO,
         RunError::Model(_) | RunError::Checkpoint(_) => QUADRA_E_FORMAT,
-        RunError::Pool(_) | RunError::Dispatch(_) => QUADRA_E_INTERNAL,
+        // A bad QUADRA_KERNEL, or a path this CPU cannot run: the caller's setting.
+        RunError::Dispatch(_) | RunError::Misuse(_) => QUADRA_E_ARGUMENT,
+        RunError::Pool(_) | RunError::Poisoned => QUADRA_E_INTERNAL,
         RunError::Input(_) | RunError::Core(_) => otherwise,
     }
 }
@@ -72,7 +102,12 @@ fn guard(what: &str, f: impl FnOnce() -> Result<(), Failure>) -> c_int {
         }
     };
     let text = format!("{what}: {}", failure.1).replace('\0', "\\0");
-    LAST_ERROR.with(|e| *e.borrow_mut() = CString::new(text).unwrap_or_default());
+    // `try_with`: during thread exit the store may be gone; the code still says it all.
+    let _ = LAST_ERROR.try_with(|e| {
+        if let Ok(mut e) = e.try_borrow_mut() {
+            *e = Some(CString::new(text).unwrap_or_default());
+        }
+    });
     failure.0
 }
 
@@ -108,10 +143,21 @@ fn put<T>(out: &mut *mut T, value: T) {
 
 /// The message of this thread's last failed call (naming the problem: the file, the
 /// tensor, what was expected and found), or "" if none failed yet. Valid until this
-/// thread's next failing call; never NULL.
+/// thread's next failing call; never NULL. Callable from a thread-exit destructor (it
+/// then returns a fixed message if the store is already gone).
 #[no_mangle]
 pub extern "C" fn quadra_last_error() -> *const c_char {
-    LAST_ERROR.with(|e| e.borrow().as_ptr())
+    // The pointer stays valid after the borrow ends: the CString is only replaced by the
+    // next failing call on this thread.
+    LAST_ERROR
+        .try_with(|e| {
+            e.try_borrow()
+                .map(|s| s.as_deref().unwrap_or(EMPTY).as_ptr())
+                .ok()
+        })
+        .ok()
+        .flatten()
+        .unwrap_or(NO_MESSAGE.as_ptr())
 }
 
 /// The library version, e.g. "0.1.0".
@@ -222,11 +268,13 @@ pub unsafe extern "C" fn quadra_model_num_classes(model: *const QuadraModel) -> 
 }
 
 /// Makes a session running `model` on batch-1 inputs of `height` x `width` (at least 32
-/// each; QuadraNet downsamples by 32) on `threads` threads (0: one per core). The session
-/// owns its arena and buffers: `quadra_session_run` allocates nothing.
+/// each; QuadraNet downsamples by 32) on `threads` threads (0: one per core, at most
+/// `QUADRA_MAX_THREADS`; more is `QUADRA_E_ARGUMENT`). The session owns its arena and
+/// buffers: `quadra_session_run` allocates nothing.
 ///
 /// # Safety
-/// `model` is NULL or a live model; `out` is NULL or points to writable storage for a
+/// `model` is NULL or a live model (a freed model is the caller's bug: undefined
+/// behaviour, typically a crash); `out` is NULL or points to writable storage for a
 /// pointer.
 #[no_mangle]
 pub unsafe extern "C" fn quadra_session_new(
@@ -242,11 +290,13 @@ pub unsafe extern "C" fn quadra_session_new(
         // SAFETY: NULL or live by the caller's contract.
         let model = unsafe { model.as_ref() }.ok_or_else(|| Failure::argument("model is NULL"))?;
         let threads = match threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(quadra_cpu::MAX_THREADS),
             n if n as usize > quadra_cpu::MAX_THREADS => {
                 return Err(Failure::argument(format!(
-                    "{n} threads: at most {}",
-                    quadra_cpu::MAX_THREADS
+                    "{n} threads: at most {QUADRA_MAX_THREADS} (a layer is split into at \
+                     most {QUADRA_MAX_THREADS} bands of rows, one per thread)"
                 )))
             }
             n => n as usize,
@@ -254,7 +304,16 @@ pub unsafe extern "C" fn quadra_session_new(
         let (h, w) = (height as usize, width as usize);
         let session = Session::with_threads(&model.net, h, w, 1, threads)
             .map_err(|e| Failure(code_of(&e, QUADRA_E_SHAPE), e.to_string()))?;
-        put(out, QuadraSession { session });
+        put(
+            out,
+            QuadraSession {
+                input_len: session.input_len(),
+                output_len: session.output_len(),
+                input_size: session.input_size(),
+                kernels: kernels_name(session.kernels()),
+                session: Mutex::new(session),
+            },
+        );
         Ok(())
     })
 }
@@ -266,7 +325,7 @@ pub unsafe extern "C" fn quadra_session_new(
 #[no_mangle]
 pub unsafe extern "C" fn quadra_session_input_len(s: *const QuadraSession) -> usize {
     // SAFETY: NULL or live by the caller's contract.
-    unsafe { s.as_ref() }.map_or(0, |s| s.session.input_len())
+    unsafe { s.as_ref() }.map_or(0, |s| s.input_len)
 }
 
 /// Floats `quadra_session_run` gives: num_classes (0 if `s` is NULL).
@@ -276,7 +335,7 @@ pub unsafe extern "C" fn quadra_session_input_len(s: *const QuadraSession) -> us
 #[no_mangle]
 pub unsafe extern "C" fn quadra_session_output_len(s: *const QuadraSession) -> usize {
     // SAFETY: NULL or live by the caller's contract.
-    unsafe { s.as_ref() }.map_or(0, |s| s.session.output_len())
+    unsafe { s.as_ref() }.map_or(0, |s| s.output_len)
 }
 
 /// The kernel path the session runs, e.g. "avx512+vnni", "avx2", "neon+dotprod"
@@ -287,27 +346,43 @@ pub unsafe extern "C" fn quadra_session_output_len(s: *const QuadraSession) -> u
 #[no_mangle]
 pub unsafe extern "C" fn quadra_session_kernels(s: *const QuadraSession) -> *const c_char {
     // SAFETY: NULL or live by the caller's contract.
-    let name: &'static [u8] = match unsafe { s.as_ref() }.map(|s| s.session.kernels().describe()) {
-        None => b"\0",
-        Some("scalar") => b"scalar\0",
-        Some("avx2") => b"avx2\0",
-        Some("avx512") => b"avx512\0",
-        Some("avx512+vnni") => b"avx512+vnni\0",
-        Some("neon") => b"neon\0",
-        Some("neon+dotprod") => b"neon+dotprod\0",
-        Some(_) => b"other\0",
-    };
-    name.as_ptr().cast()
+    unsafe { s.as_ref() }.map_or(EMPTY, |s| s.kernels).as_ptr()
+}
+
+/// Every name [`quadra_core::Kernels::describe`] gives, as C strings.
+const KERNEL_NAMES: [(&str, &CStr); 7] = [
+    ("scalar", cstr(b"scalar\0")),
+    ("avx2", cstr(b"avx2\0")),
+    ("avx2+vnni", cstr(b"avx2+vnni\0")),
+    ("avx512", cstr(b"avx512\0")),
+    ("avx512+vnni", cstr(b"avx512+vnni\0")),
+    ("neon", cstr(b"neon\0")),
+    ("neon+dotprod", cstr(b"neon+dotprod\0")),
+];
+
+/// [`quadra_cpu::Kernels::describe`] as a C string (every name it gives; a test keeps the
+/// two in step).
+fn kernels_name(k: quadra_core::Kernels) -> &'static CStr {
+    const OTHER: &CStr = cstr(b"other\0");
+    let name = k.describe();
+    KERNEL_NAMES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or(OTHER, |(_, c)| c)
 }
 
 /// Runs one image: `input_nchw` holds `input_len` floats (`quadra_session_input_len`, in
 /// C x H x W order, as PyTorch holds a batch-1 tensor), `output` receives `output_len`
 /// floats (`quadra_session_output_len`: the logits). No allocation.
 ///
+/// A session serves one thread at a time: a call made while another thread's run on the
+/// same session is in flight returns `QUADRA_E_BUSY` and touches nothing. A run that
+/// failed inside quadra (`QUADRA_E_INTERNAL`) leaves the session poisoned: later runs
+/// return `QUADRA_E_INTERNAL` too; free it and make a new one.
+///
 /// # Safety
-/// `s` is NULL or a live session not used by another thread now; `input_nchw` is NULL or
-/// points to `input_len` readable floats; `output` is NULL or points to `output_len`
-/// writable floats.
+/// `s` is NULL or a live session; `input_nchw` is NULL or points to `input_len` readable
+/// floats; `output` is NULL or points to `output_len` writable floats.
 #[no_mangle]
 pub unsafe extern "C" fn quadra_session_run(
     s: *mut QuadraSession,
@@ -317,8 +392,9 @@ pub unsafe extern "C" fn quadra_session_run(
     output_len: usize,
 ) -> c_int {
     guard("quadra_session_run", || {
-        // SAFETY: NULL or live and unshared by the caller's contract.
-        let s = unsafe { s.as_mut() }.ok_or_else(|| Failure::argument("session is NULL"))?;
+        // SAFETY: NULL or live by the caller's contract; shared, since another thread may
+        // be in a run (the lock below tells).
+        let s = unsafe { s.as_ref() }.ok_or_else(|| Failure::argument("session is NULL"))?;
         if input_nchw.is_null() || output.is_null() {
             let which = if input_nchw.is_null() {
                 "input"
@@ -327,9 +403,9 @@ pub unsafe extern "C" fn quadra_session_run(
             };
             return Err(Failure::argument(format!("{which} is NULL")));
         }
-        let (want_in, want_out) = (s.session.input_len(), s.session.output_len());
+        let (want_in, want_out) = (s.input_len, s.output_len);
         if input_len != want_in {
-            let (h, w) = s.session.input_size();
+            let (h, w) = s.input_size;
             return Err(Failure::argument(format!(
                 "input_len is {input_len} floats, the session takes {want_in} (C x {h} x {w})"
             )));
@@ -343,8 +419,20 @@ pub unsafe extern "C" fn quadra_session_run(
         let input = unsafe { std::slice::from_raw_parts(input_nchw, input_len) };
         // SAFETY: non-NULL, and `output_len` writable floats by the caller's contract.
         let output = unsafe { std::slice::from_raw_parts_mut(output, output_len) };
-        let y = s
-            .session
+        let mut session = match s.session.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::WouldBlock) => {
+                return Err(Failure(
+                    QUADRA_E_BUSY,
+                    "the session is running on another thread: a session serves one thread \
+                     at a time (make one per thread)"
+                        .into(),
+                ))
+            }
+            // A run that panicked: the session's own poisoning reports it below.
+            Err(TryLockError::Poisoned(g)) => g.into_inner(),
+        };
+        let y = session
             .run(input, Layout::Nchw)
             .map_err(|e| Failure(code_of(&e, QUADRA_E_ARGUMENT), e.to_string()))?;
         output.copy_from_slice(y);
@@ -372,6 +460,19 @@ mod tests {
         unsafe { CStr::from_ptr(quadra_last_error()) }
             .to_string_lossy()
             .into_owned()
+    }
+
+    #[test]
+    fn every_kernel_path_has_its_c_name() {
+        use quadra_core::{Isa, Kernels};
+        for isa in Isa::ALL {
+            // SAFETY: only named, never run.
+            let k = unsafe { Kernels::new_unchecked(isa) };
+            // SAFETY: as above.
+            for k in [k.without_int8_dot(), unsafe { k.with_int8_dot_unchecked() }] {
+                assert_eq!(kernels_name(k).to_str().unwrap(), k.describe());
+            }
+        }
     }
 
     #[test]

@@ -4,6 +4,8 @@
  *
  *   errors MODEL.qnet SCRATCH_DIR
  */
+#define _POSIX_C_SOURCE 200809L
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +29,52 @@ static int says(int rc, int code, const char *a, const char *b) {
     int ok = rc == code && e && strstr(e, a) && (!b || strstr(e, b));
     if (!ok) fprintf(stderr, "  got %d '%s', want %d with '%s' '%s'\n", rc, e ? e : "(null)", code, a, b ? b : "");
     return ok;
+}
+
+/* Two threads running one session at once: each call either runs (and gives exactly the
+ * logits of a lone run) or returns QUADRA_E_BUSY; nothing else, and no garbage. */
+struct racer {
+    QuadraSession *s;
+    const float *in;
+    size_t in_len, out_len;
+    const float *want;
+    int ok, busy, wrong;
+};
+
+static void *race(void *arg) {
+    struct racer *r = arg;
+    float *out = malloc(r->out_len * sizeof(float));
+    for (int i = 0; i < 300; i++) {
+        int rc = quadra_session_run(r->s, r->in, r->in_len, out, r->out_len);
+        if (rc == QUADRA_OK && memcmp(out, r->want, r->out_len * sizeof(float)) == 0) r->ok++;
+        else if (rc == QUADRA_E_BUSY && strstr(quadra_last_error(), "another thread")) r->busy++;
+        else r->wrong++;
+    }
+    free(out);
+    return NULL;
+}
+
+/* A thread-exit destructor (a pthread key's, run after the thread's Rust thread-locals
+ * may be gone) that makes a failing call and reads the error: no panic may escape. */
+static pthread_key_t exit_key;
+static int exit_rc = 1;
+static int exit_msg_ok = 0;
+
+static void at_thread_exit(void *p) {
+    (void)p;
+    QuadraModel *m = NULL;
+    exit_rc = quadra_model_open(NULL, &m);
+    const char *e = quadra_last_error();
+    exit_msg_ok = e != NULL && strlen(e) > 0;
+}
+
+static void *exiting_thread(void *arg) {
+    (void)arg;
+    /* Touch the error store first so Rust's thread-local exists and is destroyed at exit. */
+    QuadraModel *m = NULL;
+    quadra_model_open(NULL, &m);
+    pthread_setspecific(exit_key, (void *)1);
+    return NULL;
 }
 
 static unsigned char *read_all(const char *path, size_t *len) {
@@ -100,7 +148,13 @@ int main(int argc, char **argv) {
     CHECK(says(quadra_session_new(model, 16, 64, 1, &s), QUADRA_E_SHAPE, "16x64", "at least 32"));
     CHECK(says(quadra_session_new(model, 64, 100000, 1, &s), QUADRA_E_SHAPE, "64x100000", NULL));
     CHECK(says(quadra_session_new(model, 64, 64, 100000, &s), QUADRA_E_ARGUMENT, "100000 threads", NULL));
+    CHECK(says(quadra_session_new(model, 64, 64, QUADRA_MAX_THREADS + 1, &s), QUADRA_E_ARGUMENT, "at most", "bands"));
     CHECK(s == NULL);
+    /* A bad QUADRA_KERNEL is the caller's setting: an argument error naming it. */
+    setenv("QUADRA_KERNEL", "bogus", 1);
+    CHECK(says(quadra_model_open(path, &m), QUADRA_E_ARGUMENT, "bogus", NULL));
+    unsetenv("QUADRA_KERNEL");
+    CHECK(m == NULL);
 
     QuadraSession *one = NULL, *two = NULL;
     CHECK(quadra_session_new(model, 32, 48, 1, &one) == QUADRA_OK && one);
@@ -132,6 +186,53 @@ int main(int argc, char **argv) {
     int finite = 1;
     for (size_t i = 0; i < out_len; i++) finite &= out[i] == out[i] && out[i] - out[i] == 0.0f;
     CHECK(finite);
+
+    /* One session used from two threads at once (the docs forbid it): every call either
+     * gives the right logits or QUADRA_E_BUSY. Both a 1-thread and a 2-thread session. */
+    QuadraSession *shared[2] = {one, two};
+    for (int k = 0; k < 2; k++) {
+        struct racer r[2];
+        pthread_t t[2];
+        for (int i = 0; i < 2; i++) {
+            r[i] = (struct racer){shared[k], in, in_len, out_len, out, 0, 0, 0};
+            CHECK(pthread_create(&t[i], NULL, race, &r[i]) == 0);
+        }
+        for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+        CHECK(r[0].wrong == 0 && r[1].wrong == 0);
+        CHECK(r[0].ok + r[1].ok > 0);
+        printf("session shared by two threads (%d thread(s)): %d runs, %d refused as busy, %d wrong\n",
+               k + 1, r[0].ok + r[1].ok, r[0].busy + r[1].busy, r[0].wrong + r[1].wrong);
+    }
+
+    /* A failing call and quadra_last_error() from a thread-exit destructor. */
+    CHECK(pthread_key_create(&exit_key, at_thread_exit) == 0);
+    pthread_t ex;
+    CHECK(pthread_create(&ex, NULL, exiting_thread, NULL) == 0);
+    pthread_join(ex, NULL);
+    CHECK(exit_rc == QUADRA_E_ARGUMENT && exit_msg_ok);
+    pthread_key_delete(exit_key);
+
+    /* A model file rewritten in place under its session (the docs say: replace it by
+     * rename): the next run is a format error naming the file, not a crash. */
+    char live_path[4096];
+    snprintf(live_path, sizeof live_path, "%s/live.qnet", argv[2]);
+    bytes = read_all(path, &len);
+    FILE *lf = fopen(live_path, "wb");
+    CHECK(bytes && lf && fwrite(bytes, 1, len, lf) == len);
+    if (lf) fclose(lf);
+    QuadraModel *live = NULL;
+    QuadraSession *ls = NULL;
+    CHECK(quadra_model_open(live_path, &live) == QUADRA_OK);
+    CHECK(quadra_session_new(live, 32, 48, 1, &ls) == QUADRA_OK);
+    CHECK(quadra_session_run(ls, in, in_len, out2, out_len) == QUADRA_OK);
+    lf = fopen(live_path, "r+b");
+    CHECK(lf && fwrite("NOTQNET!", 1, 8, lf) == 8);
+    if (lf) fclose(lf);
+    CHECK(says(quadra_session_run(ls, in, in_len, out2, out_len), QUADRA_E_FORMAT, live_path, "changed while in use"));
+    quadra_session_free(ls);
+    quadra_model_free(live);
+    free(bytes);
+    remove(live_path);
 
     /* Freeing NULL does nothing. */
     quadra_model_free(NULL);
