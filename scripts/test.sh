@@ -7,8 +7,25 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 step() { printf '\n=== %s\n' "$*"; }
 
+# Runs a cargo test command that selects tests by name and fails unless at least $1 of them
+# passed: a renamed test would otherwise leave the filter matching nothing, and the step green.
+at_least() {
+  local want=$1 log ran
+  shift
+  log=$(mktemp)
+  "$@" 2>&1 | tee "$log"
+  ran=$(grep -Eo '^test result: ok\. [0-9]+ passed' "$log" | awk '{ s += $4 } END { print s + 0 }')
+  rm -f "$log"
+  if [ "$ran" -lt "$want" ]; then
+    echo "expected at least $want tests to run, $ran did: does the name filter still match?"
+    exit 1
+  fi
+}
+
 step "aarch64 toolchain"
 bash scripts/setup-aarch64.sh
+# The latency table's YAML is read back with PyYAML by quadra-bench's tests.
+python3 -c 'import yaml' 2>/dev/null || python3 -m pip install -q pyyaml
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -28,6 +45,10 @@ if grep -qw avx512_vnni /proc/cpuinfo && grep -qw avx512bw /proc/cpuinfo; then r
 step "native tests (kernel paths demanded: scalar${req:+,$req})"
 QUADRA_REQUIRE_ISA="$req" cargo test --workspace --release
 
+step "the thread gang's protocol, model-checked by loom"
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+  at_least 7 cargo test --release -p quadra-cpu --test loom_gang -- --nocapture
+
 step "README's compiled-in snippet, as an edition-2024 binary"
 out=$(cargo run --release -q -p quadra-compiled-in-example)
 echo "$out"
@@ -37,20 +58,20 @@ step "x86 without F16C (qemu-x86_64 -cpu max,-f16c): f16 weights fall back, neve
 # The AVX2 leaves widen f16 weights with F16C; detection must refuse them on a CPU without
 # it (qemu-user-static comes with the aarch64 setup; its TCG has AVX2 but no AVX-512).
 CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="qemu-x86_64-static -cpu max,-f16c" \
-  cargo test --release -p quadra-tests --test digits_model f16_model
+  at_least 1 cargo test --release -p quadra-tests --test digits_model f16_model
 CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="qemu-x86_64-static -cpu max,-f16c" \
-  cargo test --release -p quadra-core --lib -- f16_and_int8 detection
+  at_least 2 cargo test --release -p quadra-core --lib -- f16_and_int8 detection
 # The no_std CPUID detection against std's, on CPUs this machine is not: AVX2 without
 # AVX-512, and no AVX at all.
 for cpu in max qemu64; do
   CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="qemu-x86_64-static -cpu $cpu" \
-    cargo test --release -p quadra-core --lib -- detection
+    at_least 1 cargo test --release -p quadra-core --lib -- detection
 done
 
 if grep -qw avx2 /proc/cpuinfo; then
   step "no_std compile-time dispatch with -C target-feature=+avx2,+fma,+f16c"
   QUADRA_EXPECT_COMPILED=avx2 RUSTFLAGS="-C target-feature=+avx2,+fma,+f16c" CARGO_TARGET_DIR=target/avx2 \
-    cargo test --release -p quadra-core --lib compiled_kernels
+    at_least 1 cargo test --release -p quadra-core --lib compiled_kernels
 fi
 
 step "aarch64 under qemu: core, runtime (threads), PyTorch fixtures, digits model, firmware twin on NEON"
@@ -89,7 +110,10 @@ step "bare-metal build: quadra-core and the firmware example for aarch64-unknown
 RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=target/baremetal \
   cargo build --profile firmware -Zbuild-std=core --target aarch64-unknown-none -p quadra-core -p quadra-firmware-example
 lib=target/baremetal/aarch64-unknown-none/firmware/libquadra_firmware_example.a
-if aarch64-linux-gnu-nm -u "$lib" | grep -qiE 'rust_alloc|rdl_alloc|malloc'; then
+# Captured first: `nm | grep -q` under pipefail fails when grep exits early on a match,
+# which would read as "no match".
+undefined=$(aarch64-linux-gnu-nm -u "$lib")
+if grep -iE 'rust_alloc|rdl_alloc|malloc' <<<"$undefined"; then
   echo "the firmware staticlib references an allocator"; exit 1
 fi
 echo "firmware staticlib: $(stat -c %s "$lib") bytes, no allocator symbols"
