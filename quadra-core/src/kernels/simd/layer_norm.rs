@@ -1,0 +1,120 @@
+//! LayerNorm over channels, several rows at a time, into channels-last or blocked rows.
+
+use super::{ld_any, st_any, Simd};
+use crate::kernels::CBLOCK;
+
+/// Raw form of one LayerNorm call (see `kernels::layer_norm_rows`).
+pub(crate) struct LnArgs {
+    pub x: *const f32,
+    pub rows: usize,
+    pub c: usize,
+    pub w: *const f32,
+    pub b: *const f32,
+    pub eps: f32,
+    pub out: *mut f32,
+    /// `None`: channels-last output. `Some((pw, p))`: a channel-blocked QDW row padded to
+    /// `pw` pixels, row `r` at padded pixel `p + r` (see `kernels::block_row`).
+    pub blocks: Option<(usize, usize)>,
+}
+
+/// LayerNorm of `rows` consecutive channel vectors of length `c` (two-pass mean and biased
+/// variance, as the scalar reference), written as `a.blocks` says.
+///
+/// # Safety
+/// `x` valid for `rows·c` floats, `out` for as many (or for `ceil(c/16)·pw·16` when
+/// blocked, with `p + rows <= pw`), `w` and `b` for `c`.
+#[inline(always)]
+pub(crate) unsafe fn layer_norm_rows<S: Simd>(a: &LnArgs) {
+    // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+    // lengths documented above) is what the body relies on.
+    unsafe {
+        let (rows, c) = (a.rows, a.c);
+        let inv_n = 1.0 / c as f32;
+        // Four rows at a time, interleaved in program order: one row is a chain of two
+        // horizontal sums, a square root and a division (~90 cycles at C = 16), and the
+        // out-of-order window alone overlapped too few of them.
+        let mut r = 0;
+        while r + 4 <= rows {
+            ln_rows::<S, 4>(a, r, inv_n);
+            r += 4;
+        }
+        while r < rows {
+            ln_rows::<S, 1>(a, r, inv_n);
+            r += 1;
+        }
+    }
+}
+
+/// Rows `r0..r0 + R` of [`layer_norm_rows`], each computed exactly as alone.
+#[inline(always)]
+unsafe fn ln_rows<S: Simd, const R: usize>(a: &LnArgs, r0: usize, inv_n: f32) {
+    // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+    // lengths documented above) is what the body relies on.
+    unsafe {
+        let LnArgs {
+            x,
+            c,
+            w,
+            b,
+            eps,
+            out,
+            blocks,
+            ..
+        } = *a;
+        let xr: [*const f32; R] = core::array::from_fn(|j| x.add((r0 + j) * c));
+        let mut acc = [S::zero(); R];
+        each_vector!(S, c, |i, n| {
+            for j in 0..R {
+                acc[j] = S::add(acc[j], ld_any::<S>(xr[j].add(i), n));
+            }
+        });
+        let mv: [S::V; R] = core::array::from_fn(|j| S::splat(S::reduce_add(acc[j]) * inv_n));
+        let mut acc = [S::zero(); R];
+        each_vector!(S, c, |i, n| {
+            for j in 0..R {
+                // Lanes past `n` load as zero; mask them out of the squared deviations.
+                let d = S::sub(ld_any::<S>(xr[j].add(i), n), mv[j]);
+                let d = if n == S::LANES {
+                    d
+                } else {
+                    S::mul(d, ld_any::<S>(ONES.as_ptr(), n))
+                };
+                acc[j] = S::fmadd(d, d, acc[j]);
+            }
+        });
+        // In-register square root: libm's `sqrtf` is legacy-SSE inline assembly, and running
+        // it with dirty upper vector state costs hundreds of cycles per row.
+        let rstd: [S::V; R] = core::array::from_fn(|j| {
+            let var = S::reduce_add(acc[j]) * inv_n;
+            S::div(S::splat(1.0), S::sqrt(S::splat(var + eps)))
+        });
+        // Row `r0 + j`'s output for channels `i..` is `j·step` floats past row `r0`'s at `o`.
+        macro_rules! normalise {
+            ($i:expr, $n:expr, $o:expr, $step:expr) => {{
+                let (i, n, o) = ($i, $n, $o);
+                let (wv, bv) = (ld_any::<S>(w.add(i), n), ld_any::<S>(b.add(i), n));
+                for j in 0..R {
+                    let d = S::mul(S::sub(ld_any::<S>(xr[j].add(i), n), mv[j]), rstd[j]);
+                    st_any::<S>(o.add(j * $step), S::fmadd(d, wv, bv), n);
+                }
+            }};
+        }
+        // The layout decided once, outside the loops. Blocked: channel `i` of row `r` at
+        // `((i/CBLOCK)·pw + p + r)·CBLOCK + i%CBLOCK` (LANES divides CBLOCK: a vector never
+        // straddles two blocks).
+        match blocks {
+            None => each_vector!(S, c, |i, n| normalise!(i, n, out.add(r0 * c + i), c)),
+            Some((pw, p)) => each_vector!(S, c, |i, n| {
+                normalise!(
+                    i,
+                    n,
+                    out.add(((i / CBLOCK) * pw + p + r0) * CBLOCK + i % CBLOCK),
+                    CBLOCK
+                )
+            }),
+        }
+    }
+}
+
+/// Sixteen ones, for masking a partial vector.
+static ONES: [f32; 16] = [1.0; 16];
