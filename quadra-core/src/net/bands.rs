@@ -7,7 +7,7 @@ use crate::block::{
     BlockWeights,
 };
 use crate::error::{Buffer, Error};
-use crate::exec::{band_rows, Executor, MAX_BANDS};
+use crate::exec::{Executor, MAX_BANDS};
 use crate::isa::Kernels;
 use crate::plan::{GroupedRegions, GroupedScratch};
 use crate::weights::vec_pad;
@@ -46,8 +46,8 @@ pub fn run_block<E: Executor>(
         scratch,
         (nb, band_scratch),
     )?;
-    let mut tasks = bands_of(x, w * c, h, nb, scratch, band_scratch)?;
-    exec.run(&mut tasks, &|t| {
+    let mut tasks = bands_of(exec, x, w * c, h, nb, scratch, band_scratch)?;
+    exec.run_bands(&mut tasks, &|t| {
         t.res = block_run_band(kern, dims, strip, bw, t.x, t.y0, t.scratch)
     });
     finish(&tasks)
@@ -106,7 +106,7 @@ fn run_block_grouped<E: Executor>(
     // Bands: capture neighbours' rows, then QDW + LN2 of their own rows.
     prepare_bands(exec, kern, (dims, 1), bw, x, bands_buf, (nb, band_scratch))?;
     {
-        let tasks = bands_of(x, w * c, h, nb, bands_buf, band_scratch)?;
+        let tasks = bands_of(exec, x, w * c, h, nb, bands_buf, band_scratch)?;
         let mut rest_ln2 = &mut ln2[..m * c];
         let mut paired: heapless::Vec<(Band<'_>, &mut [f32]), MAX_BANDS> = heapless::Vec::new();
         for t in tasks {
@@ -116,7 +116,7 @@ fn run_block_grouped<E: Executor>(
                 return Err(Error::Arch("too many bands"));
             }
         }
-        exec.run(&mut paired, &|(t, l)| {
+        exec.run_bands(&mut paired, &|(t, l)| {
             t.res = block_qdw_band(kern, dims, bw, t.x, t.y0, t.scratch, l)
         });
         paired.iter().try_for_each(|(t, _)| t.res)?;
@@ -181,7 +181,7 @@ fn prepare_bands<E: Executor>(
 ) -> Result<(), Error> {
     let mut prep: heapless::Vec<Band<'_>, MAX_BANDS> = heapless::Vec::new();
     for (i, sc) in scratch.chunks_mut(per).take(nb).enumerate() {
-        let (y0, y1) = band_rows(dims.h, nb, i);
+        let (y0, y1) = exec.split(dims.h, nb, i);
         let band = Band {
             x: &mut [],
             y0,
@@ -193,7 +193,7 @@ fn prepare_bands<E: Executor>(
             return Err(Error::Arch("too many bands"));
         }
     }
-    exec.run(&mut prep, &|t| {
+    exec.run_bands(&mut prep, &|t| {
         t.res = block_prepare_band(kern, dims, strip, bw, x, (t.y0, t.y1), t.scratch)
     });
     finish(&prep)
@@ -216,8 +216,10 @@ pub(super) struct Band<'x> {
     pub(super) res: Result<(), Error>,
 }
 
-/// Splits `rows` rows of `row` floats into `bands` bands, each with `per` floats of scratch.
-pub(super) fn bands_of<'x>(
+/// Splits `rows` rows of `row` floats into `bands` bands as `exec` splits them
+/// ([`Executor::split`]), each with `per` floats of scratch.
+pub(super) fn bands_of<'x, E: Executor>(
+    exec: &E,
     mut x: &'x mut [f32],
     row: usize,
     rows: usize,
@@ -228,8 +230,16 @@ pub(super) fn bands_of<'x>(
     let nb = bands.clamp(1, MAX_BANDS).min(rows.max(1));
     let mut out = heapless::Vec::new();
     let mut sc = scratch.chunks_mut(per.max(1));
+    let mut next = 0;
     for i in 0..nb {
-        let (y0, y1) = band_rows(rows, nb, i);
+        let (y0, y1) = exec.split(rows, nb, i);
+        let last = i + 1 == nb;
+        if y0 != next || y1 < y0 || y1 > rows || (last && y1 != rows) {
+            return Err(Error::Arch(
+                "the executor split rows into bands that do not tile the layer",
+            ));
+        }
+        next = y1;
         let (head, tail) = core::mem::take(&mut x).split_at_mut((y1 - y0) * row);
         x = tail;
         let scratch = sc.next().ok_or(Error::Length {

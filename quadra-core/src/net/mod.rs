@@ -261,6 +261,7 @@ impl<'a> Model<'a> {
             });
         }
         let bands = exec.width().clamp(1, MAX_BANDS);
+        exec.pass_start();
         let plan = arch.plan_for(h, w, bands, self.weights.mats.dtype());
         if arena.len() < plan.arena_len() {
             return Err(Error::Length {
@@ -286,8 +287,8 @@ impl<'a> Model<'a> {
         };
         {
             let x0 = &mut act[plan.offsets[0]..plan.offsets[0] + h0 * w0 * c0];
-            let mut tasks = bands_of(x0, w0 * c0, h0, bands, scratch, plan.band_scratch)?;
-            exec.run(&mut tasks, &|t| {
+            let mut tasks = bands_of(exec, x0, w0 * c0, h0, bands, scratch, plan.band_scratch)?;
+            exec.run_bands(&mut tasks, &|t| {
                 t.res = stem.rows(kern, input, t.y0, t.x, t.scratch)
             });
             finish(&tasks)?;
@@ -379,8 +380,16 @@ impl<'a> Model<'a> {
                 let (a, b) = act.split_at_mut(oi);
                 (&b[..in_len], &mut a[oo..oo + out_len])
             };
-            let mut tasks = bands_of(output, wo * d, ho, exec.width(), scratch, plan.band_scratch)?;
-            exec.run(&mut tasks, &|t| {
+            let mut tasks = bands_of(
+                exec,
+                output,
+                wo * d,
+                ho,
+                exec.width(),
+                scratch,
+                plan.band_scratch,
+            )?;
+            exec.run_bands(&mut tasks, &|t| {
                 t.res = (|| {
                     for (i, row) in t.x.chunks_exact_mut(wo * d).enumerate() {
                         ds.gather(kern, input, t.y0 + i, t.scratch)?;

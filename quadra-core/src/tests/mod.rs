@@ -590,6 +590,22 @@ impl AlignedBuf {
     }
 }
 
+/// Splits layers into bands in proportion to fixed weights (one per band: uneven bands,
+/// one-row bands, empty bands) and runs them serially in reverse order.
+pub(crate) struct SplitWeighted(pub(crate) &'static [u32]);
+
+impl crate::exec::Executor for SplitWeighted {
+    fn width(&self) -> usize {
+        self.0.len()
+    }
+    fn run<T: Send>(&self, tasks: &mut [T], f: &(dyn Fn(&mut T) + Sync)) {
+        tasks.iter_mut().rev().for_each(f);
+    }
+    fn split(&self, rows: usize, bands: usize, i: usize) -> (usize, usize) {
+        crate::exec::weighted_band_rows(rows, &self.0[..bands], i)
+    }
+}
+
 /// Splits layers into `0` bands and runs them serially in reverse order (any order must
 /// give the same result).
 pub(crate) struct SplitReverse(pub(crate) usize);

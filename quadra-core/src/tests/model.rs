@@ -426,6 +426,25 @@ fn bands_give_bit_identical_results() {
                     .unwrap();
                 assert_eq!(got, want, "{:?} {h}x{w} in {bands} bands", kern.isa());
             }
+            // Uneven bands, as for unequal cores: 3:1, a core that gets no band, bands of
+            // one row (1 of 1001 parts), a slow middle core, and 16 mixed weights.
+            const WEIGHTS: [&[u32]; 5] = [
+                &[3, 1],
+                &[1, 0, 5],
+                &[1, 1000],
+                &[4, 1, 4, 0],
+                &[9, 1, 0, 3, 7, 7, 1, 2, 5, 0, 8, 4, 1, 1, 6, 2],
+            ];
+            for weights in WEIGHTS {
+                let bands = weights.len();
+                let mut arena = vec![f32::NAN; arch.arena_len_with(h, w, bands)];
+                let mut got = vec![0.0; 10];
+                let exec = SplitWeighted(weights);
+                model
+                    .forward_with(&exec, kern, &input, h, w, &mut arena, &mut got)
+                    .unwrap();
+                assert_eq!(got, want, "{:?} {h}x{w} in bands {weights:?}", kern.isa());
+            }
         }
     }
 }
@@ -558,4 +577,35 @@ fn scratch_plan_lengths_and_carvings_agree_for_every_preset_and_band_count() {
         }
     }
     assert!(checked > 1000, "{checked} blocks checked");
+}
+
+#[test]
+fn weighted_bands_tile_the_rows() {
+    use crate::exec::weighted_band_rows;
+    for rows in [0usize, 1, 2, 7, 14, 56, 1000] {
+        for w in [
+            &[1u32, 1][..],
+            &[3, 1],
+            &[0, 1],
+            &[1, 0],
+            &[0, 0, 0],
+            &[5, 0, 2, 9],
+        ] {
+            let mut next = 0;
+            for i in 0..w.len() {
+                let (y0, y1) = weighted_band_rows(rows, w, i);
+                assert!(
+                    y0 == next && y0 <= y1,
+                    "{rows} rows, {w:?}: band {i} {y0}..{y1}"
+                );
+                if w[i] == 0 && w.iter().any(|&x| x > 0) {
+                    assert_eq!(y0, y1, "{rows} rows, {w:?}: a zero weight gets no rows");
+                }
+                next = y1;
+            }
+            assert_eq!(next, rows, "{rows} rows, {w:?}");
+        }
+    }
+    // Proportional: 3:1 of 56 rows is 42 + 14.
+    assert_eq!(weighted_band_rows(56, &[3, 1], 0), (0, 42));
 }

@@ -4,7 +4,9 @@
 use std::vec;
 use std::vec::Vec;
 
-use super::{available, available_q8, cosine, AlignedBuf, Rng, SplitReverse, StateDict};
+use super::{
+    available, available_q8, cosine, AlignedBuf, Rng, SplitReverse, SplitWeighted, StateDict,
+};
 use crate::arch::{Arch, BlockSpec, Stage};
 use crate::isa::Kernels;
 use crate::kernels::q8::{self, QRows, QRowsMut};
@@ -464,6 +466,21 @@ fn w8a8_model_tracks_f32_and_is_the_same_in_any_bands() {
                     )
                     .unwrap();
                 assert_eq!(split, got, "{} {h}x{w} in {bands} bands", kern.describe());
+            }
+            // Uneven bands (unequal cores): 3:1, an empty band, one-row bands.
+            for weights in [&[3u32, 1][..], &[1, 0, 5], &[1, 1000, 1]] {
+                let mut arena = vec![f32::NAN; model.arena_len(h, w, weights.len())];
+                let mut split = vec![0.0; 20];
+                let exec = SplitWeighted(weights);
+                model
+                    .forward_with(&exec, kern, &input, h, w, &mut arena, &mut split)
+                    .unwrap();
+                assert_eq!(
+                    split,
+                    got,
+                    "{} {h}x{w} in bands {weights:?}",
+                    kern.describe()
+                );
             }
             by_kernel.push((kern, got));
         }
