@@ -95,17 +95,26 @@ fn strips_are_checked_and_do_not_change_the_block() {
 }
 
 #[test]
-fn zero_counts_are_refused() {
-    for args in [
-        ["--op", "qdw:16x14x7", "--iters", "0"],
-        ["--op", "qdw:16x14x7", "--threads", "0"],
-    ] {
-        let (ok, text) = run(&args);
-        assert!(
-            !ok && text.contains("must be at least 1"),
-            "{args:?}: {text}"
-        );
-    }
+fn zero_iterations_are_refused_and_zero_threads_mean_one_per_chosen_core() {
+    let (ok, text) = run(&["--op", "qdw:16x14x7", "--iters", "0"]);
+    assert!(!ok && text.contains("must be at least 1"), "{text}");
+    let (ok, text) = run(&[
+        "--preset",
+        "quadranet25-xxs",
+        "--input-size",
+        "64",
+        "--iters",
+        "2",
+        "--no-candidates",
+        "--threads",
+        "0",
+        "--json",
+    ]);
+    assert!(ok, "{text}");
+    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let cores = r["cores"].as_array().unwrap();
+    assert_eq!(r["threads"].as_u64().unwrap() as usize, cores.len(), "{r}");
+    assert!(r["pinned"].is_boolean() && r["bands"] == "measured", "{r}");
 }
 
 #[test]

@@ -33,11 +33,20 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
 use quadra_core::Executor;
 
-use self::sync::{fence, thread, AtomicBool, AtomicUsize, Condvar, Mutex, Ordering, UnsafeCell};
+use self::sync::{
+    fence, thread, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Condvar, Mutex, Ordering,
+    UnsafeCell,
+};
+use crate::cores::{Bands, Placement};
+
+/// Most threads of a gang (one band each).
+const MAX: usize = quadra_core::exec::MAX_BANDS;
 
 #[cfg(not(loom))]
 mod sync {
-    pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+    pub(crate) use std::sync::atomic::{
+        fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+    };
     pub(crate) use std::sync::{Condvar, Mutex};
     pub(crate) use std::{thread, thread_local};
 
@@ -60,7 +69,9 @@ mod sync {
 #[cfg(loom)]
 mod sync {
     pub(crate) use loom::cell::UnsafeCell;
-    pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+    pub(crate) use loom::sync::atomic::{
+        fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+    };
     pub(crate) use loom::sync::{Condvar, Mutex};
     pub(crate) use loom::{thread, thread_local};
 }
@@ -109,11 +120,13 @@ impl Spin {
     }
 }
 
-/// A published job: run task `i` for every `i < n` this thread owns.
+/// A published job: run task `i` for every `i < n` this thread owns; `timed`: a job of
+/// row bands, whose time per thread measures the threads' speeds.
 #[derive(Clone, Copy)]
 struct Job {
     call: *const (dyn Fn(usize) + Sync + 'static),
     n: usize,
+    timed: bool,
 }
 
 /// Shared state of one gang: a driver (whoever calls [`GangExec::run`]) and `width - 1`
@@ -138,6 +151,13 @@ pub(crate) struct Gang {
     lock: Mutex<()>,
     wake: Condvar,
     finished: Condvar,
+    /// Band weight of each thread ([`Executor::split`]); changed by the driver only
+    /// between passes.
+    weights: [AtomicU32; MAX],
+    /// Nanoseconds each thread spent in timed jobs since the last rebalance.
+    busy_ns: [AtomicU64; MAX],
+    /// Rebalance the weights from `busy_ns` between passes (`Bands::Measured`).
+    adapt: bool,
 }
 
 // SAFETY: `job` is written only by the driver that holds `busy`, and only while no worker
@@ -152,9 +172,21 @@ unsafe impl Sync for Gang {}
 unsafe impl Send for Gang {}
 
 impl Gang {
+    /// A gang of `width` threads (at most [`MAX`]) with even bands.
+    #[cfg_attr(not(loom), allow(dead_code))]
     pub(crate) fn new(width: usize) -> Self {
+        Self::with_weights(&vec![1024; width.clamp(1, MAX)], false)
+    }
+
+    /// A gang with one thread per weight, splitting rows in proportion to the weights;
+    /// `adapt`: move them towards the threads' measured speeds between passes.
+    pub(crate) fn with_weights(weights: &[u32], adapt: bool) -> Self {
+        let width = weights.len().clamp(1, MAX);
         Gang {
-            width: width.max(1),
+            weights: std::array::from_fn(|i| AtomicU32::new(weights.get(i).copied().unwrap_or(0))),
+            busy_ns: std::array::from_fn(|_| AtomicU64::new(0)),
+            adapt,
+            width,
             busy: AtomicBool::new(false),
             generation: AtomicUsize::new(0),
             done: AtomicUsize::new(0),
@@ -179,6 +211,7 @@ impl Gang {
             // SAFETY: the job was written before `generation` moved and is not written
             // again before this worker counts itself done (see `impl Sync`).
             if let Some(job) = self.job.with(|p| unsafe { *p }) {
+                let start = job.timed.then(std::time::Instant::now);
                 let mut i = idx;
                 while i < job.n {
                     // SAFETY: the driver keeps the closure alive until we count done below.
@@ -189,6 +222,7 @@ impl Gang {
                     }
                     i += self.width;
                 }
+                self.add_busy(idx, start);
             }
             let finished = self.done.fetch_add(1, Ordering::Release) + 1 == self.width - 1;
             if finished {
@@ -198,6 +232,68 @@ impl Gang {
                     self.finished.notify_one();
                 }
             }
+        }
+    }
+
+    /// Adds the time since `start` to thread `idx`'s timed-job total.
+    fn add_busy(&self, idx: usize, start: Option<std::time::Instant>) {
+        if let Some(t) = start {
+            let ns = t.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+            self.busy_ns[idx].fetch_add(ns, Ordering::Relaxed);
+        }
+    }
+
+    /// The current band weights of the first `n` threads.
+    fn weights(&self, n: usize) -> [u32; MAX] {
+        std::array::from_fn(|i| {
+            if i < n {
+                self.weights[i].load(Ordering::Relaxed)
+            } else {
+                0
+            }
+        })
+    }
+
+    /// Moves the band weights towards equal finishing times (driver only, between
+    /// passes): each thread's weight is scaled by the square root of (mean time / its
+    /// time) over the timed jobs since the last call, once they add up to a millisecond
+    /// and differ by more than 3%. Any weights give the same results; these only decide
+    /// who waits.
+    /// (Allocation-free: a session's runs make no heap allocation.)
+    fn rebalance(&self) {
+        let n = self.width;
+        let ns: [u64; MAX] = std::array::from_fn(|i| {
+            if i < n {
+                self.busy_ns[i].load(Ordering::Relaxed)
+            } else {
+                0
+            }
+        });
+        let total: u64 = ns.iter().sum();
+        if n < 2 || total < 1_000_000 {
+            return;
+        }
+        for b in &self.busy_ns[..n] {
+            b.store(0, Ordering::Relaxed);
+        }
+        let mean = total as f64 / n as f64;
+        // A thread with (almost) no rows measured (almost) nothing: floor its time.
+        let t: [f64; MAX] = std::array::from_fn(|i| (ns[i] as f64).max(mean / 64.0));
+        if t[..n].iter().all(|&x| (x / mean - 1.0).abs() < 0.03) {
+            return;
+        }
+        let w = self.weights(n);
+        let scaled: [f64; MAX] = std::array::from_fn(|i| {
+            if i < n {
+                w[i].max(1) as f64 * (mean / t[i]).sqrt()
+            } else {
+                0.0
+            }
+        });
+        let max = scaled.iter().cloned().fold(0.0f64, f64::max);
+        for (i, s) in scaled[..n].iter().enumerate() {
+            let v = (s / max * 1024.0).round().clamp(16.0, 1024.0) as u32;
+            self.weights[i].store(v, Ordering::Relaxed);
         }
     }
 
@@ -322,6 +418,32 @@ impl Executor for GangExec<'_> {
     }
 
     fn run<T: Send>(&self, tasks: &mut [T], f: &(dyn Fn(&mut T) + Sync)) {
+        self.run_job(tasks, f, false)
+    }
+
+    fn run_bands<T: Send>(&self, tasks: &mut [T], f: &(dyn Fn(&mut T) + Sync)) {
+        self.run_job(tasks, f, true)
+    }
+
+    fn split(&self, rows: usize, bands: usize, i: usize) -> (usize, usize) {
+        let n = bands.min(self.gang.width);
+        quadra_core::exec::weighted_band_rows(rows, &self.gang.weights(n)[..n], i)
+    }
+
+    fn pass_start(&self) {
+        if self.gang.adapt {
+            self.gang.rebalance();
+        }
+    }
+}
+
+impl GangExec<'_> {
+    /// The current band weights, one per thread (the fastest about 1024).
+    pub fn band_weights(&self) -> Vec<u32> {
+        self.gang.weights(self.gang.width)[..self.gang.width].to_vec()
+    }
+
+    fn run_job<T: Send>(&self, tasks: &mut [T], f: &(dyn Fn(&mut T) + Sync), timed: bool) {
         let gang = self.gang;
         let claim = gang.claim();
         let (n, width) = (tasks.len(), gang.width);
@@ -340,9 +462,14 @@ impl Executor for GangExec<'_> {
         // themselves done, and we return (or unwind) only after all of them have.
         let call_ptr: *const (dyn Fn(usize) + Sync + 'static) =
             unsafe { std::mem::transmute(call_ref as *const (dyn Fn(usize) + Sync)) };
-        gang.publish(Job { call: call_ptr, n });
+        gang.publish(Job {
+            call: call_ptr,
+            n,
+            timed,
+        });
         // This thread's tasks may panic; the workers' tasks still borrow `call` and
         // `tasks`, so the unwinding waits until every worker is done with the job.
+        let start = timed.then(std::time::Instant::now);
         let driver = catch_unwind(AssertUnwindSafe(|| {
             let mut i = 0;
             while i < n {
@@ -350,6 +477,7 @@ impl Executor for GangExec<'_> {
                 i += width;
             }
         }));
+        gang.add_busy(0, start);
         gang.wait_done();
         let worker = gang.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
         drop(claim);
@@ -369,6 +497,10 @@ pub(crate) struct Crew {
     handles: Vec<thread::JoinHandle<()>>,
     /// Serialises drivers (two threads calling `run` at once take turns).
     drive: Mutex<()>,
+    /// Whether every worker was pinned to its core.
+    pinned: bool,
+    /// Why a worker could not be pinned (the first failure).
+    pin_note: Option<String>,
 }
 
 sync::thread_local! {
@@ -382,17 +514,40 @@ sync::thread_local! {
 pub(crate) struct Nested;
 
 impl Crew {
-    /// A crew of `width` threads: the driver and `width - 1` workers.
+    /// A crew of `width` threads (the driver and `width - 1` workers), unpinned, with
+    /// even bands.
+    #[cfg_attr(not(loom), allow(dead_code))]
     pub(crate) fn new(width: usize) -> std::io::Result<Self> {
-        let gang = std::sync::Arc::new(Gang::new(width));
+        let mut p = Placement::single();
+        p.cores = vec![0; width.clamp(1, MAX)];
+        p.capacity = vec![1; p.cores.len()];
+        Self::placed(&p)
+    }
+
+    /// A crew placed as `placement` says: worker `i` pinned to `cores[i]` when it asks
+    /// for pinning (a failure leaves the worker unpinned, noted in [`Crew::pin_note`]),
+    /// bands weighted by its [`Bands`] mode.
+    pub(crate) fn placed(placement: &Placement) -> std::io::Result<Self> {
+        let width = placement.threads().clamp(1, MAX);
+        let adapt = placement.bands == Bands::Measured;
+        let gang = std::sync::Arc::new(Gang::with_weights(&placement.weights()[..width], adapt));
+        let pin_results = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut crew = Crew {
             gang,
             handles: Vec::with_capacity(width.saturating_sub(1)),
             drive: Mutex::new(()),
+            pinned: false,
+            pin_note: None,
         };
         for idx in 1..crew.gang.width {
             let gang = std::sync::Arc::clone(&crew.gang);
+            let core = placement.pin.then(|| placement.cores[idx]);
+            let results = std::sync::Arc::clone(&pin_results);
             let work = move || {
+                if let Some(core) = core {
+                    let r = crate::cores::pin_to(core);
+                    results.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+                }
                 SERVING.with(|s| s.set(std::sync::Arc::as_ptr(&gang) as usize));
                 gang.work(idx)
             };
@@ -410,7 +565,29 @@ impl Crew {
         while crew.gang.started.load(Ordering::Acquire) < crew.gang.width - 1 {
             thread::yield_now();
         }
+        let results = std::mem::take(&mut *pin_results.lock().unwrap_or_else(|e| e.into_inner()));
+        crew.pinned = placement.pin && width > 1 && results.iter().all(Result::is_ok);
+        crew.pin_note = if !placement.pin && width > 1 {
+            Some("more threads than chosen cores: not pinned".into())
+        } else {
+            results.into_iter().find_map(Result::err)
+        };
         Ok(crew)
+    }
+
+    /// Whether every worker is pinned to its core.
+    pub(crate) fn pinned(&self) -> bool {
+        self.pinned
+    }
+
+    /// Why the workers are not pinned, if they are not.
+    pub(crate) fn pin_note(&self) -> Option<&str> {
+        self.pin_note.as_deref()
+    }
+
+    /// The current band weights, one per thread.
+    pub(crate) fn band_weights(&self) -> Vec<u32> {
+        GangExec { gang: &self.gang }.band_weights()
     }
 
     /// Threads of the crew, the driver included.

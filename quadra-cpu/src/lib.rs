@@ -17,6 +17,7 @@
 pub mod aligned;
 pub mod checkpoint;
 pub mod config;
+pub mod cores;
 pub mod dispatch;
 pub mod file;
 mod gang;
@@ -33,6 +34,7 @@ use rayon::prelude::*;
 pub use aligned::{AlignedF32, AlignedVec};
 use checkpoint::{CheckpointError, StateDict};
 use config::ArchConfig;
+use cores::{Bands, Cores, Placement, Topology};
 use file::ModelFile;
 use gang::Crew;
 pub use gang::GangExec;
@@ -66,6 +68,14 @@ pub enum RunError {
     /// The thread pool could not be built.
     #[error("cannot build a thread pool: {0}")]
     Pool(String),
+    /// A choice of cores this machine cannot satisfy (an offline CPU, an empty list).
+    #[error("cores '{policy}': {why}")]
+    Cores {
+        /// The policy as given (`big`, `4-7`, ...).
+        policy: String,
+        /// Why it cannot be used.
+        why: String,
+    },
     /// An API used in a way it does not allow (the message says how).
     #[error("{0}")]
     Misuse(String),
@@ -92,6 +102,10 @@ pub struct Network {
     meta: String,
     kernels: Kernels,
     threads: usize,
+    /// The threads' cores, and how rows are split among them.
+    cores: Cores,
+    bands: Bands,
+    placement: Placement,
     /// Built on first use: a network only run through a [`Session`] (which has its own
     /// threads) never starts one.
     pool: std::sync::OnceLock<Result<rayon::ThreadPool, String>>,
@@ -233,10 +247,14 @@ pub fn parse_count(s: &str) -> Result<usize, String> {
     }
 }
 
-/// Parses a thread count for command lines: 1 to [`MAX_THREADS`].
+/// Parses a thread count for command lines: 0 (one per chosen core) to [`MAX_THREADS`].
 #[doc(hidden)]
 pub fn parse_threads(s: &str) -> Result<usize, String> {
-    match parse_count(s)? {
+    let n = s
+        .trim()
+        .parse::<usize>()
+        .map_err(|_| format!("'{s}' is not a whole number"))?;
+    match n {
         n if n > MAX_THREADS => Err(format!(
             "{n} threads: at most {MAX_THREADS} (a layer is split into at most {MAX_THREADS} \
              bands of rows, one per thread)"
@@ -283,12 +301,54 @@ pub enum Layout {
     Nhwc,
 }
 
-fn pool(threads: usize) -> Result<rayon::ThreadPool, String> {
+/// The rayon pool of whole-image batches: one thread per placed core, pinned there when
+/// the placement asks (a failure leaves a thread unpinned).
+fn pool(placement: &Placement) -> Result<rayon::ThreadPool, String> {
+    let cores = placement.pin.then(|| placement.cores.clone());
     rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("quadra-{i}"))
+        .num_threads(placement.threads())
+        .thread_name(|i| format!("quadra-batch-{i}"))
+        .start_handler(move |i| {
+            if let Some(c) = cores.as_ref().and_then(|c| c.get(i)) {
+                let _ = cores::pin_to(*c);
+            }
+        })
         .build()
         .map_err(|e| e.to_string())
+}
+
+/// [`Network::describe`] and [`Session::describe`].
+pub(crate) fn describe(
+    kernels: Kernels,
+    placement: &Placement,
+    policy: &Cores,
+    crew: Option<&Crew>,
+) -> String {
+    let n = placement.threads();
+    let mut s = format!(
+        "{} kernels, {n} thread{}",
+        kernels.describe(),
+        if n == 1 { "" } else { "s" }
+    );
+    if n > 1 {
+        s += &format!(
+            " on cores {} ({}), {} bands",
+            cores::format_cpu_list(&placement.cores),
+            policy.name(),
+            placement.bands.name()
+        );
+        match crew {
+            Some(c) if c.pinned() => s += ", workers pinned",
+            Some(c) => {
+                s += ", workers not pinned";
+                if let Some(note) = c.pin_note() {
+                    s += &format!(" ({note})");
+                }
+            }
+            None => {}
+        }
+    }
+    s
 }
 
 impl Network {
@@ -305,6 +365,9 @@ impl Network {
             meta,
             kernels: dispatch::default_kernels()?,
             threads: 1,
+            cores: Cores::default(),
+            bands: Bands::default(),
+            placement: Placement::single(),
             pool: std::sync::OnceLock::new(),
             crew: std::sync::OnceLock::new(),
         })
@@ -355,8 +418,10 @@ impl Network {
         self
     }
 
-    /// Runs on `threads` threads of its own (at least 1, at most [`MAX_THREADS`]; the
-    /// global rayon pool is never used).
+    /// Runs on `threads` threads of its own (0: one per core of its [`Cores`], by default
+    /// the big cores; at most [`MAX_THREADS`]; the global rayon pool is never used). The
+    /// workers are pinned to the chosen cores ([`Network::describe`] says whether that
+    /// worked).
     pub fn with_threads(mut self, threads: usize) -> Result<Self, RunError> {
         if threads > MAX_THREADS {
             return Err(RunError::Input(format!(
@@ -364,15 +429,60 @@ impl Network {
                  {MAX_THREADS} bands of rows, one per thread)"
             )));
         }
-        self.threads = threads.max(1);
+        self.threads = threads;
+        self.replace()
+    }
+
+    /// Runs on the cores `cores` chooses (`big` by default): the thread count stays as
+    /// set (`with_threads(0)`: one per chosen core).
+    pub fn with_cores(mut self, cores: Cores) -> Result<Self, RunError> {
+        self.cores = cores;
+        self.replace()
+    }
+
+    /// Splits each layer's rows among the threads as `bands` says (`measured` by default).
+    pub fn with_bands(mut self, bands: Bands) -> Result<Self, RunError> {
+        self.bands = bands;
+        self.replace()
+    }
+
+    /// Places the threads anew (and drops any started).
+    fn replace(mut self) -> Result<Self, RunError> {
+        self.placement = Self::place(&self.cores, self.threads, self.bands)?;
         self.pool = std::sync::OnceLock::new();
         self.crew = std::sync::OnceLock::new();
         Ok(self)
     }
 
+    /// `threads` threads (0: one per chosen core) on `cores`, read from this machine's
+    /// topology ([`Topology::detect`]).
+    pub(crate) fn place(
+        cores: &Cores,
+        threads: usize,
+        bands: Bands,
+    ) -> Result<Placement, RunError> {
+        Placement::new(&Topology::detect(), cores, threads, bands).map_err(|why| RunError::Cores {
+            policy: cores.name(),
+            why,
+        })
+    }
+
+    /// The cores a network's threads run on (thread `i` on `cores()[i]`; thread 0 is the
+    /// caller's, which is not pinned).
+    pub fn cores(&self) -> &[usize] {
+        &self.placement.cores
+    }
+
+    /// The kernels, threads and cores in words, e.g. `avx512+vnni kernels, 2 threads on
+    /// cores 0,1 (big), measured bands`; with threads started, whether they are pinned.
+    pub fn describe(&self) -> String {
+        let crew = self.crew.get().and_then(|c| c.as_ref().ok());
+        describe(self.kernels, &self.placement, &self.cores, crew)
+    }
+
     fn pool(&self) -> Result<&rayon::ThreadPool, RunError> {
         self.pool
-            .get_or_init(|| pool(self.threads))
+            .get_or_init(|| pool(&self.placement))
             .as_ref()
             .map_err(|e| RunError::Pool(e.clone()))
     }
@@ -382,9 +492,23 @@ impl Network {
         self.kernels
     }
 
-    /// Threads of the private pool.
+    /// Threads a forward pass runs on.
     pub fn threads(&self) -> usize {
-        self.threads
+        self.placement.threads()
+    }
+
+    /// How each layer's rows are split among the threads.
+    pub fn bands(&self) -> Bands {
+        self.bands
+    }
+
+    pub(crate) fn placement(&self) -> &Placement {
+        &self.placement
+    }
+
+    /// The cores policy ([`Network::with_cores`]).
+    pub fn cores_policy(&self) -> &Cores {
+        &self.cores
     }
 
     /// Runs `f` with an executor that splits each layer into one band per thread (for the
@@ -398,8 +522,8 @@ impl Network {
         let crew = self
             .crew
             .get_or_init(|| {
-                Crew::new(self.threads)
-                    .map_err(|e| format!("cannot start {} threads: {e}", self.threads))
+                Crew::placed(&self.placement)
+                    .map_err(|e| format!("cannot start {} threads: {e}", self.threads()))
             })
             .as_ref()
             .map_err(|e| RunError::Pool(e.clone()))?;

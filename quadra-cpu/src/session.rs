@@ -7,6 +7,7 @@ use quadra_core::{Kernels, Serial};
 
 use crate::aligned::AlignedF32;
 use crate::config::ArchConfig;
+use crate::cores::{Cores, Placement};
 use crate::gang::Crew;
 use crate::{ExecRef, Layout, Network, RunError, Store};
 
@@ -16,9 +17,9 @@ use crate::{ExecRef, Layout, Network, RunError, Store};
 ///
 /// Images of a batch run one after another, each split into bands of rows over the
 /// session's threads (as `Network::forward_*` does for one image). The threads are the
-/// network's count (`Network::with_threads`); between runs they sleep on a condition
-/// variable, during a run they spin between layers. A session is used by one thread at a
-/// time (`run` takes `&mut self`) and may be moved between threads.
+/// network's (`Network::with_threads`, `with_cores`: one per big core for 0), workers
+/// pinned to their cores; between layers they spin briefly, then park. A session is used
+/// by one thread at a time (`run` takes `&mut self`) and may be moved between threads.
 ///
 /// ```no_run
 /// use quadra_cpu::{Layout, Network, Session};
@@ -41,17 +42,19 @@ pub struct Session {
     crew: Option<Crew>,
     /// Set while a run is in progress: still set on entry means the last run unwound.
     poisoned: bool,
+    policy: Cores,
+    placement: Placement,
 }
 
 impl Session {
     /// A session giving logits (`num_classes` per image) for `batch` images of
     /// `height x width`.
     pub fn new(net: &Network, height: usize, width: usize, batch: usize) -> Result<Self, RunError> {
-        Self::build(net, height, width, batch, false, net.threads())
+        Self::build(net, height, width, batch, false, net.placement().clone())
     }
 
-    /// As [`Session::new`], on `threads` threads of its own (at least 1) instead of the
-    /// network's count.
+    /// As [`Session::new`], on `threads` threads of its own instead of the network's
+    /// count (0: one per core the network's [`crate::cores::Cores`] choose).
     pub fn with_threads(
         net: &Network,
         height: usize,
@@ -59,7 +62,31 @@ impl Session {
         batch: usize,
         threads: usize,
     ) -> Result<Self, RunError> {
-        Self::build(net, height, width, batch, false, threads.max(1))
+        Self::on_cores(net, height, width, batch, threads, net.cores_policy())
+    }
+
+    /// As [`Session::with_threads`], on the cores `cores` chooses instead of the network's
+    /// (`threads` 0: one per chosen core).
+    pub fn on_cores(
+        net: &Network,
+        height: usize,
+        width: usize,
+        batch: usize,
+        threads: usize,
+        cores: &Cores,
+    ) -> Result<Self, RunError> {
+        if threads > crate::MAX_THREADS {
+            return Err(RunError::Input(format!(
+                "{threads} threads: at most {} (a layer is split into at most {} bands of \
+                 rows, one per thread)",
+                crate::MAX_THREADS,
+                crate::MAX_THREADS
+            )));
+        }
+        let placement = Network::place(cores, threads, net.bands())?;
+        let mut s = Self::build(net, height, width, batch, false, placement)?;
+        s.policy = cores.clone();
+        Ok(s)
     }
 
     /// A session giving pooled, normalised features before the head (`dims[3]` per image).
@@ -69,7 +96,7 @@ impl Session {
         width: usize,
         batch: usize,
     ) -> Result<Self, RunError> {
-        Self::build(net, height, width, batch, true, net.threads())
+        Self::build(net, height, width, batch, true, net.placement().clone())
     }
 
     fn build(
@@ -78,8 +105,9 @@ impl Session {
         w: usize,
         batch: usize,
         features: bool,
-        threads: usize,
+        placement: Placement,
     ) -> Result<Self, RunError> {
+        let threads = placement.threads();
         let config = net.config().clone();
         if h < 32 || w < 32 {
             return Err(RunError::Input(format!(
@@ -97,14 +125,6 @@ impl Session {
                 "a session needs a batch of at least 1".into(),
             ));
         }
-        if threads > crate::MAX_THREADS {
-            return Err(RunError::Input(format!(
-                "{threads} threads: at most {} (a layer is split into at most {} bands of \
-                 rows, one per thread)",
-                crate::MAX_THREADS,
-                crate::MAX_THREADS
-            )));
-        }
         let model = net.model()?;
         // The core refuses sizes it cannot plan (e.g. above its largest side) here, once.
         let arena_len = model.arena_len(h, w, threads);
@@ -117,7 +137,7 @@ impl Session {
             RunError::Input(format!("a batch of {batch} {h}x{w} images is too large"))
         })?;
         let crew = if threads > 1 {
-            let crew = Crew::new(threads)
+            let crew = Crew::placed(&placement)
                 .map_err(|e| RunError::Pool(format!("cannot start {threads} threads: {e}")))?;
             Some(crew)
         } else {
@@ -145,6 +165,8 @@ impl Session {
             crew,
             config,
             poisoned: false,
+            policy: net.cores_policy().clone(),
+            placement,
         })
     }
 
@@ -176,6 +198,36 @@ impl Session {
     /// Threads a run uses (the calling one included).
     pub fn threads(&self) -> usize {
         self.crew.as_ref().map_or(1, Crew::width)
+    }
+
+    /// The cores of the threads: thread `i` on `cores()[i]` (thread 0 is the caller's,
+    /// which is not pinned; the workers are, when [`Session::pinned`]).
+    pub fn cores(&self) -> &[usize] {
+        &self.placement.cores
+    }
+
+    /// Whether every worker thread is pinned to its core (false with one thread).
+    pub fn pinned(&self) -> bool {
+        self.crew.as_ref().is_some_and(Crew::pinned)
+    }
+
+    /// The current band weights, one per thread (the fastest about 1024): with measured
+    /// bands they follow the threads' speeds from run to run.
+    pub fn band_weights(&self) -> Vec<u32> {
+        self.crew
+            .as_ref()
+            .map_or_else(|| vec![1024], Crew::band_weights)
+    }
+
+    /// The kernels, threads, cores and pinning in words, e.g. `avx512+vnni kernels, 2
+    /// threads on cores 0,1 (big), measured bands, workers pinned`.
+    pub fn describe(&self) -> String {
+        crate::describe(
+            self.kernels,
+            &self.placement,
+            &self.policy,
+            self.crew.as_ref(),
+        )
     }
 
     /// Runs the batch in `input` (`layout`, `input_len()` floats) and returns the output

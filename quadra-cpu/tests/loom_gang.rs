@@ -11,8 +11,13 @@
 #![cfg(loom)]
 
 #[allow(dead_code)]
+#[path = "../src/cores.rs"]
+mod cores;
+#[allow(dead_code)]
 #[path = "../src/gang.rs"]
 mod gang;
+/// What `cores.rs` reads from the crate root.
+const MAX_THREADS: usize = quadra_core::exec::MAX_BANDS;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;

@@ -112,9 +112,10 @@ uint32_t quadra_model_in_chans(const struct QuadraModel *model);
 uint32_t quadra_model_num_classes(const struct QuadraModel *model);
 
 // Makes a session running `model` on batch-1 inputs of `height` x `width` (at least 32
-// each; QuadraNet downsamples by 32) on `threads` threads (0: one per core, at most
-// `QUADRA_MAX_THREADS`; more is `QUADRA_E_ARGUMENT`). The session owns its arena and
-// buffers: `quadra_session_run` allocates nothing.
+// each; QuadraNet downsamples by 32) on `threads` threads (0: one per big core, at most
+// `QUADRA_MAX_THREADS`; more is `QUADRA_E_ARGUMENT`), workers pinned to the big cores
+// (as `quadra_session_new_on` with cores "big"). The session owns its arena and buffers:
+// `quadra_session_run` allocates nothing.
 //
 // # Safety
 // `model` is NULL or a live model (a freed model is the caller's bug: undefined
@@ -125,6 +126,45 @@ int quadra_session_new(const struct QuadraModel *model,
                        uint32_t width,
                        uint32_t threads,
                        struct QuadraSession **out);
+
+// As `quadra_session_new`, on the cores `cores` names: "big" (every core but the slowest
+// class, all cores when they are equal; also for NULL), "little" (the slowest class),
+// "all", or a CPU list such as "4-7" or "0,2,5". `threads` 0 is one thread per chosen
+// core. Worker threads are pinned to their cores where the OS allows
+// (`quadra_session_pinned` says); the calling thread runs wherever it runs. An unknown
+// policy, an empty list or an offline CPU is `QUADRA_E_ARGUMENT` naming it.
+//
+// # Safety
+// As `quadra_session_new`; `cores` is NULL or a NUL-terminated string.
+int quadra_session_new_on(const struct QuadraModel *model,
+                          uint32_t height,
+                          uint32_t width,
+                          uint32_t threads,
+                          const char *cores,
+                          struct QuadraSession **out);
+
+// The CPU numbers of the session's threads, thread 0 (the caller's, not pinned) first:
+// writes at most `capacity` of them to `ids` (which may be NULL when `capacity` is 0) and
+// returns how many there are (0 if `s` is NULL).
+//
+// # Safety
+// `s` is NULL or a live session; `ids` is NULL or points to `capacity` writable `uint32_t`.
+size_t quadra_session_cores(const struct QuadraSession *s, uint32_t *ids, size_t capacity);
+
+// 1 if every worker thread of the session is pinned to its core, else 0 (one thread, a
+// NULL session, or an OS or container that refused: see `quadra_session_describe`).
+//
+// # Safety
+// `s` is NULL or a live session.
+int quadra_session_pinned(const struct QuadraSession *s);
+
+// The session's kernels, threads, cores and pinning in words, e.g. "avx512+vnni kernels,
+// 2 threads on cores 0-1 (big), measured bands, workers pinned" ("" if `s` is NULL).
+// Valid while the session lives.
+//
+// # Safety
+// `s` is NULL or a live session.
+const char *quadra_session_describe(const struct QuadraSession *s);
 
 // Floats `quadra_session_run` takes: in_chans x height x width (0 if `s` is NULL).
 //

@@ -11,6 +11,7 @@ use std::ffi::{c_char, c_int, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Mutex, TryLockError};
 
+use quadra_cpu::cores::Cores;
 use quadra_cpu::{Layout, Network, RunError, Session};
 
 /// Success.
@@ -48,6 +49,9 @@ pub struct QuadraSession {
     output_len: usize,
     input_size: (usize, usize),
     kernels: &'static CStr,
+    cores: Vec<u32>,
+    pinned: bool,
+    describe: CString,
 }
 
 thread_local! {
@@ -81,7 +85,7 @@ fn code_of(e: &RunError, otherwise: c_int) -> c_int {
         RunError::Io(_) => QUADRA_E_IO,
         RunError::Model(_) | RunError::Checkpoint(_) => QUADRA_E_FORMAT,
         // A bad QUADRA_KERNEL, or a path this CPU cannot run: the caller's setting.
-        RunError::Dispatch(_) | RunError::Misuse(_) => QUADRA_E_ARGUMENT,
+        RunError::Dispatch(_) | RunError::Misuse(_) | RunError::Cores { .. } => QUADRA_E_ARGUMENT,
         RunError::Pool(_) | RunError::Poisoned => QUADRA_E_INTERNAL,
         RunError::Input(_) | RunError::Core(_) => otherwise,
     }
@@ -268,9 +272,10 @@ pub unsafe extern "C" fn quadra_model_num_classes(model: *const QuadraModel) -> 
 }
 
 /// Makes a session running `model` on batch-1 inputs of `height` x `width` (at least 32
-/// each; QuadraNet downsamples by 32) on `threads` threads (0: one per core, at most
-/// `QUADRA_MAX_THREADS`; more is `QUADRA_E_ARGUMENT`). The session owns its arena and
-/// buffers: `quadra_session_run` allocates nothing.
+/// each; QuadraNet downsamples by 32) on `threads` threads (0: one per big core, at most
+/// `QUADRA_MAX_THREADS`; more is `QUADRA_E_ARGUMENT`), workers pinned to the big cores
+/// (as `quadra_session_new_on` with cores "big"). The session owns its arena and buffers:
+/// `quadra_session_run` allocates nothing.
 ///
 /// # Safety
 /// `model` is NULL or a live model (a freed model is the caller's bug: undefined
@@ -284,26 +289,52 @@ pub unsafe extern "C" fn quadra_session_new(
     threads: u32,
     out: *mut *mut QuadraSession,
 ) -> c_int {
+    // SAFETY: the caller's contract, passed on; NULL cores means "big".
+    unsafe { quadra_session_new_on(model, height, width, threads, std::ptr::null(), out) }
+}
+
+/// As `quadra_session_new`, on the cores `cores` names: "big" (every core but the slowest
+/// class, all cores when they are equal; also for NULL), "little" (the slowest class),
+/// "all", or a CPU list such as "4-7" or "0,2,5". `threads` 0 is one thread per chosen
+/// core. Worker threads are pinned to their cores where the OS allows
+/// (`quadra_session_pinned` says); the calling thread runs wherever it runs. An unknown
+/// policy, an empty list or an offline CPU is `QUADRA_E_ARGUMENT` naming it.
+///
+/// # Safety
+/// As `quadra_session_new`; `cores` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn quadra_session_new_on(
+    model: *const QuadraModel,
+    height: u32,
+    width: u32,
+    threads: u32,
+    cores: *const c_char,
+    out: *mut *mut QuadraSession,
+) -> c_int {
     guard("quadra_session_new", || {
         // SAFETY: the caller's contract for `out`, passed on.
         let out = unsafe { out_slot(out) }?;
         // SAFETY: NULL or live by the caller's contract.
         let model = unsafe { model.as_ref() }.ok_or_else(|| Failure::argument("model is NULL"))?;
-        let threads = match threads {
-            0 => std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .min(quadra_cpu::MAX_THREADS),
-            n if n as usize > quadra_cpu::MAX_THREADS => {
-                return Err(Failure::argument(format!(
-                    "{n} threads: at most {QUADRA_MAX_THREADS} (a layer is split into at \
-                     most {QUADRA_MAX_THREADS} bands of rows, one per thread)"
-                )))
-            }
-            n => n as usize,
+        if threads > QUADRA_MAX_THREADS {
+            return Err(Failure::argument(format!(
+                "{threads} threads: at most {QUADRA_MAX_THREADS} (a layer is split into at \
+                 most {QUADRA_MAX_THREADS} bands of rows, one per thread)"
+            )));
+        }
+        let policy = if cores.is_null() {
+            Cores::Big
+        } else {
+            // SAFETY: non-NULL and NUL-terminated by the caller's contract.
+            let text = unsafe { CStr::from_ptr(cores) }
+                .to_str()
+                .map_err(|_| Failure::argument("cores is not UTF-8"))?;
+            Cores::parse(text).map_err(Failure::argument)?
         };
         let (h, w) = (height as usize, width as usize);
-        let session = Session::with_threads(&model.net, h, w, 1, threads)
+        let session = Session::on_cores(&model.net, h, w, 1, threads as usize, &policy)
             .map_err(|e| Failure(code_of(&e, QUADRA_E_SHAPE), e.to_string()))?;
+        let describe = CString::new(session.describe()).unwrap_or_default();
         put(
             out,
             QuadraSession {
@@ -311,11 +342,61 @@ pub unsafe extern "C" fn quadra_session_new(
                 output_len: session.output_len(),
                 input_size: session.input_size(),
                 kernels: kernels_name(session.kernels()),
+                cores: session.cores().iter().map(|&c| c as u32).collect(),
+                pinned: session.pinned(),
+                describe,
                 session: Mutex::new(session),
             },
         );
         Ok(())
     })
+}
+
+/// The CPU numbers of the session's threads, thread 0 (the caller's, not pinned) first:
+/// writes at most `capacity` of them to `ids` (which may be NULL when `capacity` is 0) and
+/// returns how many there are (0 if `s` is NULL).
+///
+/// # Safety
+/// `s` is NULL or a live session; `ids` is NULL or points to `capacity` writable `uint32_t`.
+#[no_mangle]
+pub unsafe extern "C" fn quadra_session_cores(
+    s: *const QuadraSession,
+    ids: *mut u32,
+    capacity: usize,
+) -> usize {
+    // SAFETY: NULL or live by the caller's contract.
+    let Some(s) = (unsafe { s.as_ref() }) else {
+        return 0;
+    };
+    if !ids.is_null() {
+        let n = capacity.min(s.cores.len());
+        // SAFETY: `ids` has room for `capacity >= n` values by the caller's contract.
+        unsafe { std::ptr::copy_nonoverlapping(s.cores.as_ptr(), ids, n) };
+    }
+    s.cores.len()
+}
+
+/// 1 if every worker thread of the session is pinned to its core, else 0 (one thread, a
+/// NULL session, or an OS or container that refused: see `quadra_session_describe`).
+///
+/// # Safety
+/// `s` is NULL or a live session.
+#[no_mangle]
+pub unsafe extern "C" fn quadra_session_pinned(s: *const QuadraSession) -> c_int {
+    // SAFETY: NULL or live by the caller's contract.
+    unsafe { s.as_ref() }.map_or(0, |s| s.pinned as c_int)
+}
+
+/// The session's kernels, threads, cores and pinning in words, e.g. "avx512+vnni kernels,
+/// 2 threads on cores 0-1 (big), measured bands, workers pinned" ("" if `s` is NULL).
+/// Valid while the session lives.
+///
+/// # Safety
+/// `s` is NULL or a live session.
+#[no_mangle]
+pub unsafe extern "C" fn quadra_session_describe(s: *const QuadraSession) -> *const c_char {
+    // SAFETY: NULL or live by the caller's contract.
+    unsafe { s.as_ref() }.map_or(EMPTY.as_ptr(), |s| s.describe.as_ptr())
 }
 
 /// Floats `quadra_session_run` takes: in_chans x height x width (0 if `s` is NULL).

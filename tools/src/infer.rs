@@ -13,8 +13,9 @@ pub struct Args {
     /// The .qnet model.
     #[arg(long)]
     model: PathBuf,
-    /// Input batch: float32 .npy, NCHW `[N, in_chans, H, W]`.
-    #[arg(long, requires = "output", conflicts_with = "image")]
+    /// Input batch: float32 .npy, NCHW `[N, in_chans, H, W]`; the top classes of each
+    /// image are printed.
+    #[arg(long, conflicts_with = "image")]
     input: Option<PathBuf>,
     /// Where to write the logits: float32 .npy `[N, num_classes]` (with --image too, one
     /// row per image in order).
@@ -37,9 +38,13 @@ pub struct Args {
     /// With --image: per-channel standard deviation divided by.
     #[arg(long, default_value = "0.229,0.224,0.225", value_parser = three)]
     std: [f32; 3],
-    /// Threads (a private pool).
+    /// Threads (0: one per chosen core).
     #[arg(long, default_value_t = 1, value_parser = quadra_cpu::parse_threads)]
     threads: usize,
+    /// Cores the threads run on: big (every core but the slowest class; all when they are
+    /// equal), little, all, or a CPU list such as 4-7 or 0,2,5.
+    #[arg(long, default_value = "big", value_parser = quadra_cpu::cores::Cores::parse)]
+    cores: quadra_cpu::cores::Cores,
     /// Kernel path: scalar, avx2, avx512 or neon (default: the best this CPU runs, or
     /// QUADRA_KERNEL).
     #[arg(long)]
@@ -47,6 +52,21 @@ pub struct Args {
     /// How many classes to print per image.
     #[arg(long, default_value_t = 5)]
     top: usize,
+}
+
+/// Prints the `top` classes of one image's logits with their softmax probabilities.
+fn print_top(logits: &[f32], top: usize) {
+    let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let z: f32 = logits.iter().map(|v| (v - m).exp()).sum();
+    let mut idx: Vec<usize> = (0..logits.len()).collect();
+    idx.sort_by(|&i, &j| logits[j].total_cmp(&logits[i]));
+    for &i in idx.iter().take(top) {
+        println!(
+            "  class {i:5}  p = {:.6}  logit {:.7e}",
+            (logits[i] - m).exp() / z,
+            logits[i]
+        );
+    }
 }
 
 /// Parses three comma-separated floats (`0.485,0.456,0.406`).
@@ -61,7 +81,9 @@ fn three(s: &str) -> Result<[f32; 3], String> {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let mut net = Network::load(&a.model)?.with_threads(a.threads)?;
+    let mut net = Network::load(&a.model)?
+        .with_cores(a.cores.clone())?
+        .with_threads(a.threads)?;
     if let Some(name) = &a.kernel {
         let isa = Isa::from_name(name).with_context(|| {
             format!("unknown kernel path '{name}': use scalar, avx2, avx512 or neon")
@@ -73,18 +95,19 @@ pub fn run(a: Args) -> Result<()> {
         let y = net
             .forward_nchw(x.view())
             .with_context(|| format!("{}", input.display()))?;
-        let out = a
-            .output
-            .as_ref()
-            .expect("clap requires --output with --input");
-        crate::npy::write_2d(out, &y)?;
-        println!(
-            "wrote {} {:?} ({} kernels, {} threads)",
-            out.display(),
-            y.shape(),
-            net.kernels().describe(),
-            net.threads()
-        );
+        for (i, row) in y.outer_iter().enumerate() {
+            println!("image {i}:");
+            print_top(&row.to_vec(), a.top);
+        }
+        if let Some(out) = &a.output {
+            crate::npy::write_2d(out, &y)?;
+            println!(
+                "wrote {} {:?} ({})",
+                out.display(),
+                y.shape(),
+                net.describe()
+            );
+        }
         return Ok(());
     }
     if net.config().in_chans != 3 {
@@ -109,18 +132,8 @@ pub fn run(a: Args) -> Result<()> {
         let x = Array4::from_shape_vec((1, 3, ch, cw), x).expect("rgb8 gives 3 x crop floats");
         let y = net.forward_nchw(x.view())?;
         let logits = y.row(0).to_vec();
-        let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let z: f32 = logits.iter().map(|v| (v - m).exp()).sum();
-        let mut idx: Vec<usize> = (0..logits.len()).collect();
-        idx.sort_by(|&i, &j| logits[j].total_cmp(&logits[i]));
         println!("{} ({w}x{h}):", path.display());
-        for &i in idx.iter().take(a.top) {
-            println!(
-                "  class {i:5}  p = {:.6}  logit {:.7e}",
-                (logits[i] - m).exp() / z,
-                logits[i]
-            );
-        }
+        print_top(&logits, a.top);
         rows.extend(logits);
     }
     if let Some(out) = &a.output {

@@ -984,7 +984,7 @@ fn every_hostile_input_is_a_clean_error_and_every_valid_one_runs() {
     let good_png = s.path("i-valid_300x200_PNG.png");
     let opts: Vec<(&str, Vec<&str>, &'static [&'static str])> = vec![
         (
-            "--threads 0",
+            "--threads 17",
             vec![
                 "infer",
                 "--model",
@@ -994,9 +994,16 @@ fn every_hostile_input_is_a_clean_error_and_every_valid_one_runs() {
                 "--output",
                 &y,
                 "--threads",
-                "0",
+                "17",
             ],
-            &["--threads"],
+            &["at most 16"],
+        ),
+        (
+            "--cores of an offline CPU",
+            vec![
+                "infer", "--model", &f32m_path, "--input", &x, "--cores", "1000",
+            ],
+            &["CPU 1000 is not an online CPU"],
         ),
         (
             "--threads 10^6",
@@ -1206,10 +1213,21 @@ fn every_hostile_input_is_a_clean_error_and_every_valid_one_runs() {
             vec!["--preset", "quadranet25-xxs", "--input-size", "100000"],
             &["100000"],
         ),
+        ("--threads 17", vec!["--threads", "17"], &["at most 16"]),
         (
-            "--threads 0",
-            vec!["--threads", "0"],
-            &["'0' for '--threads"],
+            "--cores 0-99999",
+            vec!["--cores", "0-99999"],
+            &["not a CPU number"],
+        ),
+        (
+            "--cores fast",
+            vec!["--cores", "fast"],
+            &["unknown cores 'fast'"],
+        ),
+        (
+            "--bands fair",
+            vec!["--bands", "fair"],
+            &["unknown band split 'fair'"],
         ),
         ("--iters 0", vec!["--iters", "0"], &["'0' for '--iters"]),
         (

@@ -150,6 +150,20 @@ int main(int argc, char **argv) {
     CHECK(says(quadra_session_new(model, 64, 64, 100000, &s), QUADRA_E_ARGUMENT, "100000 threads", NULL));
     CHECK(says(quadra_session_new(model, 64, 64, QUADRA_MAX_THREADS + 1, &s), QUADRA_E_ARGUMENT, "at most", "bands"));
     CHECK(s == NULL);
+    /* Cores: a policy, a list, and what cannot be satisfied. */
+    CHECK(says(quadra_session_new_on(model, 64, 64, 0, "biggest", &s), QUADRA_E_ARGUMENT, "unknown cores 'biggest'", NULL));
+    CHECK(says(quadra_session_new_on(model, 64, 64, 0, "1023", &s), QUADRA_E_ARGUMENT, "CPU 1023 is not an online CPU", NULL));
+    CHECK(says(quadra_session_new_on(model, 64, 64, 0, "3-1", &s), QUADRA_E_ARGUMENT, "descending", NULL));
+    CHECK(s == NULL);
+    QuadraSession *on0 = NULL;
+    CHECK(quadra_session_new_on(model, 32, 32, 0, "0", &on0) == QUADRA_OK && on0);
+    uint32_t ids[4] = {99, 99, 99, 99};
+    CHECK(quadra_session_cores(on0, ids, 4) == 1 && ids[0] == 0 && ids[1] == 99);
+    CHECK(quadra_session_pinned(on0) == 0); /* one thread: no worker to pin */
+    CHECK(strstr(quadra_session_describe(on0), "1 thread") != NULL);
+    CHECK(quadra_session_cores(NULL, ids, 4) == 0 && quadra_session_pinned(NULL) == 0);
+    CHECK(strcmp(quadra_session_describe(NULL), "") == 0);
+    quadra_session_free(on0);
     /* A bad QUADRA_KERNEL is the caller's setting: an argument error naming it. */
     setenv("QUADRA_KERNEL", "bogus", 1);
     CHECK(says(quadra_model_open(path, &m), QUADRA_E_ARGUMENT, "bogus", NULL));

@@ -45,9 +45,17 @@ pub(crate) struct Args {
     /// Input size: `224` or `HxW`.
     #[arg(long, default_value = "224", value_parser = quadra_cpu::parse_input_size)]
     pub(crate) input_size: (usize, usize),
-    /// Threads.
+    /// Threads (0: one per chosen core).
     #[arg(long, default_value_t = 1, value_parser = quadra_cpu::parse_threads)]
     pub(crate) threads: usize,
+    /// Cores the threads run on: big (every core but the slowest class; all when they are
+    /// equal), little, all, or a CPU list such as 4-7 or 0,2,5. Workers are pinned to them.
+    #[arg(long, default_value = "big", value_parser = quadra_cpu::cores::Cores::parse)]
+    pub(crate) cores: quadra_cpu::cores::Cores,
+    /// How each layer's rows are split among the threads: even, capacity (by the cores'
+    /// sysfs capacity) or measured (from there, following each thread's measured speed).
+    #[arg(long, default_value = "measured", value_parser = quadra_cpu::cores::Bands::parse)]
+    pub(crate) bands: quadra_cpu::cores::Bands,
     /// Kernel path: scalar, avx2, avx512, neon (default: the best this CPU runs).
     #[arg(long)]
     pub(crate) kernel: Option<String>,

@@ -27,6 +27,8 @@ pub(crate) struct Measured {
     pub(crate) session: Vec<f64>,
     /// The arena plan of the measured passes.
     pub(crate) plan: Plan,
+    /// The session's `describe()`, cores, pinning and final band weights.
+    pub(crate) placement: (String, Vec<usize>, bool, Vec<u32>),
 }
 
 /// The network `--model`, `--config` or `--preset` names (random weights for the last
@@ -59,7 +61,11 @@ pub(crate) fn network(a: &Args) -> Res<(Network, String)> {
         let isa = Isa::from_name(k).ok_or_else(|| format!("unknown kernel path '{k}'"))?;
         net = net.with_kernels(dispatch::kernels_for(isa)?);
     }
-    Ok((net.with_threads(a.threads)?, name))
+    let net = net
+        .with_cores(a.cores.clone())?
+        .with_bands(a.bands)?
+        .with_threads(a.threads)?;
+    Ok((net, name))
 }
 
 /// `net` with its weights stored as `dtype` (f32 weights are converted; others run as
@@ -99,12 +105,14 @@ pub(crate) fn measure(a: &Args, net: &Network) -> Res<Measured> {
         };
         Ok((times, layers, candidates))
     })??;
+    let (session, placement) = session(a, net)?;
     Ok(Measured {
         times,
         layers,
         candidates,
-        session: session(a, net)?,
+        session,
         plan,
+        placement,
     })
 }
 
@@ -229,8 +237,9 @@ pub(crate) fn time_block(
 }
 
 /// The same pass through `Session::run` (its own threads; NCHW input, converted inside):
-/// what an embedding app and the C API get. Sorted durations.
-fn session(a: &Args, net: &Network) -> Res<Vec<f64>> {
+/// what an embedding app and the C API get. Sorted durations, and where it ran.
+#[allow(clippy::type_complexity)]
+fn session(a: &Args, net: &Network) -> Res<(Vec<f64>, (String, Vec<usize>, bool, Vec<u32>))> {
     let (h, w) = a.input_size;
     let mut s = Session::new(net, h, w, 1)?;
     let input = random(s.input_len(), 11);
@@ -244,5 +253,11 @@ fn session(a: &Args, net: &Network) -> Res<Vec<f64>> {
         ts.push(t.elapsed().as_secs_f64());
     }
     ts.sort_by(f64::total_cmp);
-    Ok(ts)
+    let placement = (
+        s.describe(),
+        s.cores().to_vec(),
+        s.pinned(),
+        s.band_weights(),
+    );
+    Ok((ts, placement))
 }

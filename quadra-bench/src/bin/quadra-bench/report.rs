@@ -100,6 +100,12 @@ fn json(a: &Args, net: &Network, name: &str, m: &Measured, s: &Summary) -> Res<V
         "kernel_path": kern.describe(),
         "dtype": net.weights()?.mats.dtype().name(),
         "threads": threads,
+        "cores": m.placement.1,
+        "pinned": m.placement.2,
+        "cores_policy": a.cores.name(),
+        "bands": a.bands.name(),
+        "band_weights": m.placement.3,
+        "placement": m.placement.0,
         "latency_ms": {"p50": s.p50 * 1e3, "p90": s.p90 * 1e3, "min": s.min * 1e3,
                        "mean": s.mean * 1e3},
         "session_latency_ms": {"p50": s.session_p50 * 1e3, "min": m.session[0] * 1e3},
@@ -128,8 +134,8 @@ fn text(a: &Args, net: &Network, name: &str, m: &Measured, s: &Summary) -> Res<(
     let plan = &m.plan;
     println!("model       {name}, {h}x{w}, batch 1");
     println!(
-        "kernels     {} , {threads} thread(s), weights {}",
-        net.kernels().describe(),
+        "kernels     {}, weights {}",
+        m.placement.0,
         net.weights()?.mats.dtype().name()
     );
     println!(
