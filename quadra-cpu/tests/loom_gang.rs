@@ -29,16 +29,18 @@ use quadra_core::Executor;
 /// Model-checks `f` over every interleaving with at most `bound` preemptions (`None`:
 /// all of them), and prints how many executions loom explored.
 fn check(name: &str, bound: Option<usize>, f: impl Fn() + Sync + Send + 'static) {
-    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    use std::sync::atomic::{AtomicUsize as StdCount, Ordering::SeqCst};
+    // This model's own counter (tests run in parallel).
+    let runs = Arc::new(StdCount::new(0));
     quiet_expected_panics();
     let mut b = loom::model::Builder::new();
     b.preemption_bound = bound;
-    let start = RUNS.load(std::sync::atomic::Ordering::SeqCst);
+    let counted = Arc::clone(&runs);
     b.check(move || {
-        RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        counted.fetch_add(1, SeqCst);
         f()
     });
-    let n = RUNS.load(std::sync::atomic::Ordering::SeqCst) - start;
+    let n = runs.load(SeqCst);
     let bound = bound.map_or("none".to_string(), |b| b.to_string());
     println!("loom: {name}: {n} executions explored (preemption bound {bound})");
 }
