@@ -114,7 +114,7 @@ fn zero_iterations_are_refused_and_zero_threads_mean_one_per_chosen_core() {
     let r: serde_json::Value = serde_json::from_str(&text).unwrap();
     let cores = r["cores"].as_array().unwrap();
     assert_eq!(r["threads"].as_u64().unwrap() as usize, cores.len(), "{r}");
-    assert!(r["pinned"].is_boolean() && r["bands"] == "measured", "{r}");
+    assert!(r["pinned"].is_boolean() && r["bands"] == "capacity", "{r}");
 }
 
 #[test]

@@ -21,7 +21,7 @@
 //! use quadra_cpu::{cores::Cores, Network, Session};
 //! let net = Network::load("m.qnet")?.with_cores(Cores::parse("big")?)?.with_threads(0)?;
 //! let s = Session::new(&net, 224, 224, 1)?;
-//! println!("{}", s.describe()); // "... 4 threads on cores 4-7 (big), measured bands, workers pinned"
+//! println!("{}", s.describe()); // "... 4 threads on cores 4-7 (big), capacity bands, workers pinned"
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -79,28 +79,32 @@ pub enum Cores {
     List(Vec<usize>),
 }
 
-/// How a layer's rows are split among the threads (`--bands even|capacity|measured`).
+/// How a layer's rows are split among the threads (`--bands auto|even|capacity|measured`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Bands {
+    /// `measured` on `--cores all` (where cores differ most), `capacity` otherwise (the
+    /// default).
+    #[default]
+    Auto,
     /// Equal bands.
     Even,
     /// In proportion to each thread's core capacity (equal bands on equal cores).
     Capacity,
     /// Start from the capacities, then follow each thread's measured speed: after every
-    /// forward pass, bands move towards equal finishing times (the default).
-    #[default]
+    /// forward pass, bands move towards equal finishing times.
     Measured,
 }
 
 impl Bands {
-    /// Parses `even`, `capacity` or `measured`.
+    /// Parses `auto`, `even`, `capacity` or `measured`.
     pub fn parse(s: &str) -> Result<Self, String> {
         match s.trim() {
+            "auto" => Ok(Bands::Auto),
             "even" => Ok(Bands::Even),
             "capacity" => Ok(Bands::Capacity),
             "measured" => Ok(Bands::Measured),
             other => Err(format!(
-                "unknown band split '{other}': use even, capacity or measured"
+                "unknown band split '{other}': use auto, even, capacity or measured"
             )),
         }
     }
@@ -108,6 +112,7 @@ impl Bands {
     /// The name `parse` takes.
     pub fn name(self) -> &'static str {
         match self {
+            Bands::Auto => "auto",
             Bands::Even => "even",
             Bands::Capacity => "capacity",
             Bands::Measured => "measured",
@@ -378,9 +383,18 @@ impl Placement {
         threads: usize,
         bands: Bands,
     ) -> Result<Self, String> {
-        let chosen = topo.choose(policy)?;
+        let mut chosen = topo.choose(policy)?;
         if chosen.is_empty() {
             return Err(format!("the cores '{}' name no CPU", policy.name()));
+        }
+        // Thread 0 is the caller's, which is not pinned: leave it the core it runs on now
+        // (when that core is chosen), so no worker is pinned beside it. A list keeps the
+        // order it was given.
+        if !matches!(policy, Cores::List(_)) {
+            if let Some(pos) = current_cpu().and_then(|c| chosen.iter().position(|&x| x == c)) {
+                let here = chosen.remove(pos);
+                chosen.insert(0, here);
+            }
         }
         let threads = if threads == 0 {
             chosen.len().min(crate::MAX_THREADS)
@@ -392,6 +406,11 @@ impl Placement {
             .iter()
             .map(|&c| topo.capacity(c).unwrap_or(1))
             .collect();
+        let bands = match (bands, policy) {
+            (Bands::Auto, Cores::All) => Bands::Measured,
+            (Bands::Auto, _) => Bands::Capacity,
+            (b, _) => b,
+        };
         Ok(Placement {
             cores,
             capacity,
@@ -456,6 +475,18 @@ pub(crate) fn pin_to(cpu: usize) -> Result<(), String> {
         let _ = cpu;
         Err("pinning threads is not supported on this OS".into())
     }
+}
+
+/// The CPU the calling thread runs on now (Linux and Android; `None` elsewhere).
+pub fn current_cpu() -> Option<usize> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        // SAFETY: sched_getcpu takes nothing and returns a CPU number or -1.
+        let c = unsafe { libc::sched_getcpu() };
+        usize::try_from(c).ok()
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    None
 }
 
 /// The CPUs the calling thread may run on (Linux and Android; `None` elsewhere).

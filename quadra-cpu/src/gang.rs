@@ -9,14 +9,18 @@
 //! # The protocol
 //! One driver at a time: [`GangExec::run`] claims the gang's `busy` flag and refuses (a
 //! panic naming the misuse) a second run while one is in flight, whether nested in one of
-//! its own tasks or entered from another thread. The driver writes the job (a lifetime-
-//! erased pointer to its closure) into the one job slot, resets `done` and publishes the
-//! job by bumping `generation` (Release). A worker that sees a new generation (Acquire)
-//! runs its tasks (`i ≡ idx mod width`), then counts itself `done` (Release). The driver
-//! runs task 0's share, waits until every worker is done (Acquire) — on every path, a
-//! panicking task included — and only then returns, so no worker can touch the closure or
-//! the tasks after `run` has returned. A worker's panic is caught and re-raised by the
-//! driver with its own message.
+//! its own tasks or entered from another thread. A job's tasks fall into `width` shares
+//! (task `i` in share `i mod width`); share 0 is the driver's. The driver publishes the job
+//! (a pointer to its stack and the task count) under a sequence lock on `generation` (odd
+//! while it writes), runs its share, and then, for every other share, either takes it over
+//! (a compare-exchange on `claimed[idx]`, when worker `idx` has not claimed it yet: it came
+//! late, its core busy with other work) and runs it itself, or waits until the worker marks
+//! it `finished` — on every path, a panicking task included — and only then returns. A
+//! worker reads the job under the sequence lock, claims its share with the same
+//! compare-exchange and dereferences the job only if that succeeds, so no thread touches a
+//! job after its run has returned, and a late worker never holds a layer up: it finds its
+//! share taken and moves on to the newest job. A panic in a share is caught and re-raised
+//! by the driver with its own message.
 //!
 //! Parking uses the classic Dekker pairing: a waiter announces itself (`sleepers`,
 //! `driver_parked`), issues a SeqCst fence and re-checks the condition under the lock;
@@ -34,8 +38,8 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use quadra_core::Executor;
 
 use self::sync::{
-    fence, thread, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Condvar, Mutex, Ordering,
-    UnsafeCell,
+    fence, thread, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Condvar, Mutex,
+    Ordering,
 };
 use crate::cores::{Bands, Placement};
 
@@ -45,32 +49,16 @@ const MAX: usize = quadra_core::exec::MAX_BANDS;
 #[cfg(not(loom))]
 mod sync {
     pub(crate) use std::sync::atomic::{
-        fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+        fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
     };
     pub(crate) use std::sync::{Condvar, Mutex};
     pub(crate) use std::{thread, thread_local};
-
-    /// `std`'s `UnsafeCell` with loom's access methods.
-    pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
-
-    impl<T> UnsafeCell<T> {
-        pub(crate) fn new(v: T) -> Self {
-            UnsafeCell(std::cell::UnsafeCell::new(v))
-        }
-        pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
-            f(self.0.get())
-        }
-        pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
-            f(self.0.get())
-        }
-    }
 }
 
 #[cfg(loom)]
 mod sync {
-    pub(crate) use loom::cell::UnsafeCell;
     pub(crate) use loom::sync::atomic::{
-        fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+        fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
     };
     pub(crate) use loom::sync::{Condvar, Mutex};
     pub(crate) use loom::{thread, thread_local};
@@ -81,6 +69,8 @@ mod sync {
 /// that lost its core) parks.
 pub(crate) const SPIN_FOR: std::time::Duration = std::time::Duration::from_micros(100);
 
+/// [`SPIN_FOR`], or `QUADRA_SPIN_US` microseconds (a tuning aid: longer spins favour a
+/// machine with idle cores, shorter ones a machine running other work).
 fn spin_for() -> std::time::Duration {
     static S: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
     *S.get_or_init(|| {
@@ -90,6 +80,10 @@ fn spin_for() -> std::time::Duration {
             .map_or(SPIN_FOR, std::time::Duration::from_micros)
     })
 }
+
+/// The shortest time the driver waits for a worker to claim its share before taking it
+/// over (see `Gang::finish_job`).
+const MIN_GRACE: std::time::Duration = std::time::Duration::from_micros(5);
 
 /// A bounded spin: `again()` is false once [`SPIN_FOR`] has passed (at once under loom,
 /// whose model explores the parked path instead).
@@ -120,55 +114,68 @@ impl Spin {
     }
 }
 
-/// A published job: run task `i` for every `i < n` this thread owns; `timed`: a job of
-/// row bands, whose time per thread measures the threads' speeds.
-#[derive(Clone, Copy)]
-struct Job {
-    call: *const (dyn Fn(usize) + Sync + 'static),
-    n: usize,
-    timed: bool,
+/// A published job: the driver's closure over its tasks (`n` of them; task `i` belongs to
+/// share `i mod width`) and, for a job of row bands, when it was published. It lives on
+/// the driver's stack for the job's duration.
+struct JobData<'a> {
+    call: &'a (dyn Fn(usize) + Sync),
+    published: Option<std::time::Instant>,
 }
 
 /// Shared state of one gang: a driver (whoever calls [`GangExec::run`]) and `width - 1`
 /// workers running [`Gang::work`].
 pub(crate) struct Gang {
     width: usize,
-    /// Held by a run from its start until every worker finished its job.
+    /// Held by a run from its start until every share of its job is done.
     busy: AtomicBool,
+    /// Even: the job of this generation is published; odd: the driver is writing the
+    /// next (a sequence lock around `job` and `tasks`).
     generation: AtomicUsize,
-    /// Workers done with the current job.
-    done: AtomicUsize,
+    /// The current job, on the driver's stack: dereferenced only by a thread that
+    /// claimed a share of it (see `impl Sync`).
+    job: AtomicPtr<JobData<'static>>,
+    /// Tasks of the current job.
+    tasks: AtomicUsize,
+    /// The newest generation whose share `idx` is claimed, by worker `idx` or by the
+    /// driver taking it over.
+    claimed: [AtomicUsize; MAX],
+    /// The newest generation whose share `idx` worker `idx` has finished.
+    finished: [AtomicUsize; MAX],
     stop: AtomicBool,
-    job: UnsafeCell<Option<Job>>,
     /// The first panic of a worker's task in the current job.
     panic: Mutex<Option<Box<dyn Any + Send>>>,
     /// Workers parked (or about to park) on `wake`.
     sleepers: AtomicUsize,
     /// Workers that have started.
     started: AtomicUsize,
-    /// The driver is parked (or about to park) on `finished`.
+    /// The driver is parked (or about to park) on `done`.
     driver_parked: AtomicBool,
     lock: Mutex<()>,
     wake: Condvar,
-    finished: Condvar,
+    done: Condvar,
     /// Band weight of each thread ([`Executor::split`]); changed by the driver only
     /// between passes.
     weights: [AtomicU32; MAX],
-    /// Nanoseconds each thread spent in timed jobs since the last rebalance.
+    /// Nanoseconds from publication to each share's finish, summed over the timed jobs
+    /// since the last rebalance.
     busy_ns: [AtomicU64; MAX],
     /// Rebalance the weights from `busy_ns` between passes (`Bands::Measured`).
     adapt: bool,
 }
 
-// SAFETY: `job` is written only by the driver that holds `busy`, and only while no worker
-// reads it: before it publishes the job with a Release increment of `generation`, and
-// after every worker counted itself done with the previous job (Acquire on `done`).
-// Workers read it only after observing the new generation (Acquire) and before counting
-// themselves done. The raw closure pointer in it is called only within that window, while
-// the driver keeps the closure alive (it waits for `done` on every path).
+// SAFETY: the job pointer is the only shared reference to non-Sync-checked data. A worker
+// reads it under the generation's sequence lock (so it is the pointer of the generation it
+// read), then claims its share of that generation with a compare-exchange on `claimed`
+// that succeeds only if nobody claimed it for that or a later generation; only then does
+// it dereference the pointer. The driver, before its job ends (and its stack frame with
+// the job and the tasks goes), either claims each worker's share itself (the worker's
+// claim then fails and it never dereferences) or waits until the worker marks the share
+// finished (Release on `finished`, Acquire in the driver) — on every path, a panicking
+// task included. Each task index belongs to exactly one share, so the `&mut` to tasks are
+// disjoint.
 unsafe impl Sync for Gang {}
-// SAFETY: the only non-Send part is the job's raw closure pointer, used only under the
-// protocol above whichever thread owns the gang.
+// SAFETY: as above: the pointer is only used under that protocol, whichever thread owns
+// the gang.
 unsafe impl Send for Gang {}
 
 impl Gang {
@@ -189,53 +196,80 @@ impl Gang {
             width,
             busy: AtomicBool::new(false),
             generation: AtomicUsize::new(0),
-            done: AtomicUsize::new(0),
+            job: AtomicPtr::new(std::ptr::null_mut()),
+            tasks: AtomicUsize::new(0),
+            claimed: std::array::from_fn(|_| AtomicUsize::new(0)),
+            finished: std::array::from_fn(|_| AtomicUsize::new(0)),
             stop: AtomicBool::new(false),
-            job: UnsafeCell::new(None),
             panic: Mutex::new(None),
             sleepers: AtomicUsize::new(0),
             started: AtomicUsize::new(0),
             driver_parked: AtomicBool::new(false),
             lock: Mutex::new(()),
             wake: Condvar::new(),
-            finished: Condvar::new(),
+            done: Condvar::new(),
         }
     }
 
-    /// Worker `idx` (1..width): runs its share of every job until [`Gang::stop`].
+    /// Worker `idx` (1..width): runs its share of every job it claims in time, until
+    /// [`Gang::stop`]. A worker that comes late finds its share taken by the driver and
+    /// moves on to the newest job.
     pub(crate) fn work(&self, idx: usize) {
         self.started.fetch_add(1, Ordering::Release);
         let mut seen = 0;
-        while let Some(generation) = self.next_job(seen) {
-            seen = generation;
-            // SAFETY: the job was written before `generation` moved and is not written
-            // again before this worker counts itself done (see `impl Sync`).
-            if let Some(job) = self.job.with(|p| unsafe { *p }) {
-                let start = job.timed.then(std::time::Instant::now);
-                let mut i = idx;
-                while i < job.n {
-                    // SAFETY: the driver keeps the closure alive until we count done below.
-                    let r = catch_unwind(AssertUnwindSafe(|| unsafe { (*job.call)(i) }));
-                    if let Err(payload) = r {
-                        let mut first = self.panic.lock().unwrap_or_else(|e| e.into_inner());
-                        first.get_or_insert(payload);
-                    }
-                    i += self.width;
-                }
-                self.add_busy(idx, start);
+        while let Some(g) = self.next_job(seen) {
+            seen = g;
+            // The job of generation `g`: read under the sequence lock.
+            let job = self.job.load(Ordering::Acquire);
+            let n = self.tasks.load(Ordering::Acquire);
+            if self.generation.load(Ordering::Acquire) != g || idx >= n {
+                continue;
             }
-            let finished = self.done.fetch_add(1, Ordering::Release) + 1 == self.width - 1;
-            if finished {
-                fence(Ordering::SeqCst);
-                if self.driver_parked.load(Ordering::Relaxed) {
-                    let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-                    self.finished.notify_one();
-                }
+            let old = self.claimed[idx].load(Ordering::Acquire);
+            if old >= g
+                || self.claimed[idx]
+                    .compare_exchange(old, g, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+            {
+                continue; // the driver took this share over
+            }
+            // SAFETY: share `idx` of generation `g` is ours, so the driver waits for it to
+            // be finished before the job (on its stack) ends (see `impl Sync`).
+            let job = unsafe { &*job };
+            self.run_share(job, n, idx);
+            self.add_busy(idx, job.published);
+            self.finished[idx].store(g, Ordering::Release);
+            fence(Ordering::SeqCst);
+            if self.driver_parked.load(Ordering::Relaxed) {
+                let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+                self.done.notify_all();
             }
         }
     }
 
-    /// Adds the time since `start` to thread `idx`'s timed-job total.
+    /// The driver's own share (0), a panic passed on as it is.
+    fn run_share_here(&self, job: &JobData<'_>, n: usize) {
+        let mut i = 0;
+        while i < n {
+            (job.call)(i);
+            i += self.width;
+        }
+    }
+
+    /// Runs the tasks of share `idx` (`idx`, `idx + width`, ... below `n`), keeping the
+    /// first panic for the driver.
+    fn run_share(&self, job: &JobData<'_>, n: usize, idx: usize) {
+        let mut i = idx;
+        while i < n {
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| (job.call)(i))) {
+                let mut first = self.panic.lock().unwrap_or_else(|e| e.into_inner());
+                first.get_or_insert(payload);
+            }
+            i += self.width;
+        }
+    }
+
+    /// Adds the time since `start` (a timed job's publication) to thread `idx`'s total.
     fn add_busy(&self, idx: usize, start: Option<std::time::Instant>) {
         if let Some(t) = start {
             let ns = t.elapsed().as_nanos().min(u64::MAX as u128) as u64;
@@ -256,8 +290,8 @@ impl Gang {
 
     /// Moves the band weights towards equal finishing times (driver only, between
     /// passes): each thread's weight is scaled by the square root of (mean time / its
-    /// time) over the timed jobs since the last call, once they add up to a millisecond
-    /// and differ by more than 3%. Any weights give the same results; these only decide
+    /// time) over the timed jobs since the last call, once they add up to 5 ms (a few
+    /// passes of a small model: one pass's timing is noise) and differ by more than 5%. Any weights give the same results; these only decide
     /// who waits.
     /// (Allocation-free: a session's runs make no heap allocation.)
     fn rebalance(&self) {
@@ -270,7 +304,7 @@ impl Gang {
             }
         });
         let total: u64 = ns.iter().sum();
-        if n < 2 || total < 1_000_000 {
+        if n < 2 || total < 5_000_000 {
             return;
         }
         for b in &self.busy_ns[..n] {
@@ -279,7 +313,7 @@ impl Gang {
         let mean = total as f64 / n as f64;
         // A thread with (almost) no rows measured (almost) nothing: floor its time.
         let t: [f64; MAX] = std::array::from_fn(|i| (ns[i] as f64).max(mean / 64.0));
-        if t[..n].iter().all(|&x| (x / mean - 1.0).abs() < 0.03) {
+        if t[..n].iter().all(|&x| (x / mean - 1.0).abs() < 0.05) {
             return;
         }
         let w = self.weights(n);
@@ -292,20 +326,24 @@ impl Gang {
         });
         let max = scaled.iter().cloned().fold(0.0f64, f64::max);
         for (i, s) in scaled[..n].iter().enumerate() {
-            let v = (s / max * 1024.0).round().clamp(16.0, 1024.0) as u32;
+            // At least a quarter of the fastest: a thread whose time is mostly the wait for
+            // its core (not its rows) would otherwise be starved of rows, and the layer
+            // would still wait for it.
+            let v = (s / max * 1024.0).round().clamp(256.0, 1024.0) as u32;
             self.weights[i].store(v, Ordering::Relaxed);
         }
     }
 
-    /// Waits for a generation other than `seen` (`None`: stopped).
+    /// Waits for a published generation newer than `seen` (`None`: stopped).
     fn next_job(&self, seen: usize) -> Option<usize> {
+        let newer = |g: usize| g != seen && g.is_multiple_of(2);
         let mut spin = Spin::new();
         loop {
             if self.stop.load(Ordering::Acquire) {
                 return None;
             }
             let g = self.generation.load(Ordering::Acquire);
-            if g != seen {
+            if newer(g) {
                 return Some(g);
             }
             if !spin.again() {
@@ -320,7 +358,7 @@ impl Gang {
                 break None;
             }
             let g = self.generation.load(Ordering::Acquire);
-            if g != seen {
+            if newer(g) {
                 break Some(g);
             }
             guard = self.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
@@ -329,30 +367,76 @@ impl Gang {
         next
     }
 
-    /// Publishes the job (the caller holds `busy`; every worker is done with the last).
-    fn publish(&self, job: Job) {
-        // SAFETY: no worker reads the slot now (see `impl Sync`).
-        self.job.with_mut(|p| unsafe { *p = Some(job) });
-        self.done.store(0, Ordering::Relaxed);
-        self.generation.fetch_add(1, Ordering::Release);
+    /// Publishes a job of `n` tasks (the caller holds `busy`; every share of the last job
+    /// is done); returns its generation.
+    fn publish(&self, job: &JobData<'_>, n: usize) -> usize {
+        let g = self.generation.load(Ordering::Relaxed) + 2;
+        // Odd while the job is written: a worker reading now sees the generation change.
+        self.generation.store(g - 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        let ptr = job as *const JobData<'_> as *mut JobData<'static>;
+        self.job.store(ptr, Ordering::Release);
+        self.tasks.store(n, Ordering::Release);
+        self.generation.store(g, Ordering::Release);
         fence(Ordering::SeqCst);
         if self.sleepers.load(Ordering::Relaxed) > 0 {
             let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
             self.wake.notify_all();
         }
+        g
     }
 
-    /// Waits until every worker is done with the current job.
-    fn wait_done(&self) {
-        let all = self.width - 1;
+    /// The driver's side of the other shares of job `g`, once its own share (which took
+    /// `own`) is done: a share no worker has claimed after a grace as long as the driver's
+    /// own share (at least [`MIN_GRACE`]) is taken over — run here, unless this thread's
+    /// own share already panicked (the job's results are lost anyway) — and a claimed one
+    /// waited for. The grace lets a worker that was only waking up (tens of microseconds)
+    /// run its share beside the driver; a worker whose core is busy with other work (for
+    /// milliseconds) holds the layer up for at most one more share's time.
+    fn finish_job(
+        &self,
+        job: &JobData<'_>,
+        n: usize,
+        g: usize,
+        own: std::time::Duration,
+        run_taken: bool,
+    ) {
+        let grace = own.max(MIN_GRACE);
+        let since = std::time::Instant::now();
+        for idx in 1..self.width.min(n) {
+            let claimed = || self.claimed[idx].load(Ordering::Acquire) >= g;
+            // Under loom the grace is skipped (time is not modelled): every interleaving of
+            // claims and take-overs is explored anyway.
+            while !cfg!(loom) && !claimed() && since.elapsed() < grace {
+                std::hint::spin_loop();
+            }
+            let old = self.claimed[idx].load(Ordering::Acquire);
+            let taken = old < g
+                && self.claimed[idx]
+                    .compare_exchange(old, g, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok();
+            if taken {
+                if run_taken {
+                    self.run_share(job, n, idx);
+                }
+                self.add_busy(idx, job.published);
+            } else {
+                self.wait_finished(idx, g);
+            }
+        }
+    }
+
+    /// Waits until worker `idx` has finished its share of generation `g`.
+    fn wait_finished(&self, idx: usize, g: usize) {
+        let done = || self.finished[idx].load(Ordering::Acquire) >= g;
         let mut spin = Spin::new();
-        while self.done.load(Ordering::Acquire) < all {
+        while !done() {
             if !spin.again() {
                 let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
                 self.driver_parked.store(true, Ordering::Relaxed);
                 fence(Ordering::SeqCst);
-                while self.done.load(Ordering::Acquire) < all {
-                    guard = self.finished.wait(guard).unwrap_or_else(|e| e.into_inner());
+                while !done() {
+                    guard = self.done.wait(guard).unwrap_or_else(|e| e.into_inner());
                 }
                 self.driver_parked.store(false, Ordering::Relaxed);
                 return;
@@ -395,9 +479,9 @@ impl Drop for Claim<'_> {
 }
 
 /// The executor of a gang ([`crate::Network::with_executor`], and a session's runs): task
-/// `i` of a layer runs on gang thread `i mod width`, the calling thread being 0. One run
-/// at a time: a run entered while another is in flight (nested in a task, or from a
-/// second thread) panics.
+/// `i` of a layer runs on gang thread `i mod width`, the calling thread being 0, unless
+/// that thread comes late and the caller runs its tasks itself. One run at a time: a run
+/// entered while another is in flight (nested in a task, or from a second thread) panics.
 pub struct GangExec<'g> {
     pub(crate) gang: &'g Gang,
 }
@@ -453,32 +537,25 @@ impl GangExec<'_> {
         }
         let base = TaskPtr(tasks.as_mut_ptr());
         let call = |i: usize| {
-            // SAFETY: `i < n`, and each index is run by exactly one thread (i mod width),
-            // so the `&mut` are disjoint; `tasks` outlives the job because we wait below.
+            // SAFETY: `i < n`, and each index belongs to exactly one share, run by exactly
+            // one thread, so the `&mut` are disjoint; `tasks` outlives the job because it
+            // ends only when every share is done.
             f(unsafe { &mut *base.at(i) })
         };
-        let call_ref: &(dyn Fn(usize) + Sync) = &call;
-        // SAFETY: only the lifetime is erased; workers call it only until they count
-        // themselves done, and we return (or unwind) only after all of them have.
-        let call_ptr: *const (dyn Fn(usize) + Sync + 'static) =
-            unsafe { std::mem::transmute(call_ref as *const (dyn Fn(usize) + Sync)) };
-        gang.publish(Job {
-            call: call_ptr,
-            n,
-            timed,
-        });
-        // This thread's tasks may panic; the workers' tasks still borrow `call` and
-        // `tasks`, so the unwinding waits until every worker is done with the job.
-        let start = timed.then(std::time::Instant::now);
-        let driver = catch_unwind(AssertUnwindSafe(|| {
-            let mut i = 0;
-            while i < n {
-                call(i);
-                i += width;
-            }
-        }));
-        gang.add_busy(0, start);
-        gang.wait_done();
+        // From publication, not from each thread's start: a thread that starts late (its
+        // core busy with other work) finishes late, and the split should see that.
+        let job = JobData {
+            call: &call,
+            published: timed.then(std::time::Instant::now),
+        };
+        let g = gang.publish(&job, n);
+        // This thread's tasks may panic; the other shares still borrow `call` and `tasks`,
+        // so the unwinding waits until every share is done.
+        let start = std::time::Instant::now();
+        let driver = catch_unwind(AssertUnwindSafe(|| gang.run_share_here(&job, n)));
+        let own = start.elapsed();
+        gang.add_busy(0, job.published);
+        gang.finish_job(&job, n, g, own, driver.is_ok());
         let worker = gang.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
         drop(claim);
         if let Err(payload) = driver {

@@ -440,7 +440,8 @@ impl Network {
         self.replace()
     }
 
-    /// Splits each layer's rows among the threads as `bands` says (`measured` by default).
+    /// Splits each layer's rows among the threads as `bands` says (`auto` by default:
+    /// measured speeds on `Cores::All`, core capacities otherwise).
     pub fn with_bands(mut self, bands: Bands) -> Result<Self, RunError> {
         self.bands = bands;
         self.replace()
@@ -474,7 +475,7 @@ impl Network {
     }
 
     /// The kernels, threads and cores in words, e.g. `avx512+vnni kernels, 2 threads on
-    /// cores 0,1 (big), measured bands`; with threads started, whether they are pinned.
+    /// cores 0-1 (big), capacity bands`; with threads started, whether they are pinned.
     pub fn describe(&self) -> String {
         let crew = self.crew.get().and_then(|c| c.as_ref().ok());
         describe(self.kernels, &self.placement, &self.cores, crew)

@@ -206,6 +206,11 @@ impl Session {
         &self.placement.cores
     }
 
+    /// How rows are split among the threads (`Bands::Auto` resolved).
+    pub fn bands(&self) -> crate::cores::Bands {
+        self.placement.bands
+    }
+
     /// Whether every worker thread is pinned to its core (false with one thread).
     pub fn pinned(&self) -> bool {
         self.crew.as_ref().is_some_and(Crew::pinned)
@@ -220,7 +225,7 @@ impl Session {
     }
 
     /// The kernels, threads, cores and pinning in words, e.g. `avx512+vnni kernels, 2
-    /// threads on cores 0,1 (big), measured bands, workers pinned`.
+    /// threads on cores 0-1 (big), capacity bands, workers pinned`.
     pub fn describe(&self) -> String {
         crate::describe(
             self.kernels,

@@ -260,21 +260,30 @@ fn workers_are_pinned_to_their_cores_or_fall_back_with_a_note() {
             .unwrap();
         assert_eq!(net.threads(), 2);
         assert_eq!(net.cores(), &cores[..]);
-        let seen = net
+        // Each task records the thread that ran it and that thread's affinity. Task 1 is
+        // worker 1's unless the worker comes late (then the caller runs it): the tasks
+        // take a few milliseconds, and runs repeat until worker 1 has run one.
+        let worker = net
             .with_executor(|exec| {
-                let mut t = vec![None; 2];
-                quadra_core::Executor::run(exec, &mut t, &|v: &mut Option<Vec<usize>>| {
-                    *v = current_affinity()
-                });
-                t
+                for _ in 0..200 {
+                    let mut t = vec![(None, None); 2];
+                    quadra_core::Executor::run(exec, &mut t, &|v| {
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                        let name = std::thread::current().name().map(str::to_string);
+                        *v = (name, current_affinity());
+                    });
+                    let w = t
+                        .into_iter()
+                        .find(|(n, _)| n.as_deref() == Some("quadra-1"));
+                    if let Some((_, affinity)) = w {
+                        return Some(affinity);
+                    }
+                }
+                None
             })
-            .unwrap();
-        // Task 1 ran on worker 1, pinned to cores[1]; task 0 on the unpinned caller.
-        assert_eq!(
-            seen[1].as_deref(),
-            Some(&cores[1..2]),
-            "worker 1's affinity"
-        );
+            .unwrap()
+            .expect("worker 1 ran a task in 200 runs");
+        assert_eq!(worker.as_deref(), Some(&cores[1..2]), "worker 1's affinity");
         assert!(
             net.describe().contains("workers pinned"),
             "{}",

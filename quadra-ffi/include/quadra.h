@@ -159,7 +159,7 @@ size_t quadra_session_cores(const struct QuadraSession *s, uint32_t *ids, size_t
 int quadra_session_pinned(const struct QuadraSession *s);
 
 // The session's kernels, threads, cores and pinning in words, e.g. "avx512+vnni kernels,
-// 2 threads on cores 0-1 (big), measured bands, workers pinned" ("" if `s` is NULL).
+// 2 threads on cores 0-1 (big), capacity bands, workers pinned" ("" if `s` is NULL).
 // Valid while the session lives.
 //
 // # Safety

@@ -388,7 +388,7 @@ pub unsafe extern "C" fn quadra_session_pinned(s: *const QuadraSession) -> c_int
 }
 
 /// The session's kernels, threads, cores and pinning in words, e.g. "avx512+vnni kernels,
-/// 2 threads on cores 0-1 (big), measured bands, workers pinned" ("" if `s` is NULL).
+/// 2 threads on cores 0-1 (big), capacity bands, workers pinned" ("" if `s` is NULL).
 /// Valid while the session lives.
 ///
 /// # Safety

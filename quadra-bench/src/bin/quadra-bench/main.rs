@@ -53,8 +53,9 @@ pub(crate) struct Args {
     #[arg(long, default_value = "big", value_parser = quadra_cpu::cores::Cores::parse)]
     pub(crate) cores: quadra_cpu::cores::Cores,
     /// How each layer's rows are split among the threads: even, capacity (by the cores'
-    /// sysfs capacity) or measured (from there, following each thread's measured speed).
-    #[arg(long, default_value = "measured", value_parser = quadra_cpu::cores::Bands::parse)]
+    /// sysfs capacity), measured (from there, following each thread's measured speed), or
+    /// auto (measured with --cores all, capacity otherwise).
+    #[arg(long, default_value = "auto", value_parser = quadra_cpu::cores::Bands::parse)]
     pub(crate) bands: quadra_cpu::cores::Bands,
     /// Kernel path: scalar, avx2, avx512, neon (default: the best this CPU runs).
     #[arg(long)]

@@ -27,8 +27,18 @@ pub(crate) struct Measured {
     pub(crate) session: Vec<f64>,
     /// The arena plan of the measured passes.
     pub(crate) plan: Plan,
-    /// The session's `describe()`, cores, pinning and final band weights.
-    pub(crate) placement: (String, Vec<usize>, bool, Vec<u32>),
+    /// Where the session's threads ran.
+    pub(crate) placement: Placed,
+}
+
+/// Where a session's threads ran: its `describe()`, cores, pinning, band split (resolved)
+/// and final band weights.
+pub(crate) struct Placed {
+    pub(crate) describe: String,
+    pub(crate) cores: Vec<usize>,
+    pub(crate) pinned: bool,
+    pub(crate) bands: &'static str,
+    pub(crate) weights: Vec<u32>,
 }
 
 /// The network `--model`, `--config` or `--preset` names (random weights for the last
@@ -238,8 +248,7 @@ pub(crate) fn time_block(
 
 /// The same pass through `Session::run` (its own threads; NCHW input, converted inside):
 /// what an embedding app and the C API get. Sorted durations, and where it ran.
-#[allow(clippy::type_complexity)]
-fn session(a: &Args, net: &Network) -> Res<(Vec<f64>, (String, Vec<usize>, bool, Vec<u32>))> {
+fn session(a: &Args, net: &Network) -> Res<(Vec<f64>, Placed)> {
     let (h, w) = a.input_size;
     let mut s = Session::new(net, h, w, 1)?;
     let input = random(s.input_len(), 11);
@@ -253,11 +262,12 @@ fn session(a: &Args, net: &Network) -> Res<(Vec<f64>, (String, Vec<usize>, bool,
         ts.push(t.elapsed().as_secs_f64());
     }
     ts.sort_by(f64::total_cmp);
-    let placement = (
-        s.describe(),
-        s.cores().to_vec(),
-        s.pinned(),
-        s.band_weights(),
-    );
+    let placement = Placed {
+        describe: s.describe(),
+        cores: s.cores().to_vec(),
+        pinned: s.pinned(),
+        bands: s.bands().name(),
+        weights: s.band_weights(),
+    };
     Ok((ts, placement))
 }

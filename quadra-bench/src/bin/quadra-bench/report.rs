@@ -100,12 +100,12 @@ fn json(a: &Args, net: &Network, name: &str, m: &Measured, s: &Summary) -> Res<V
         "kernel_path": kern.describe(),
         "dtype": net.weights()?.mats.dtype().name(),
         "threads": threads,
-        "cores": m.placement.1,
-        "pinned": m.placement.2,
+        "cores": m.placement.cores,
+        "pinned": m.placement.pinned,
         "cores_policy": a.cores.name(),
-        "bands": a.bands.name(),
-        "band_weights": m.placement.3,
-        "placement": m.placement.0,
+        "bands": m.placement.bands,
+        "band_weights": m.placement.weights,
+        "placement": m.placement.describe,
         "latency_ms": {"p50": s.p50 * 1e3, "p90": s.p90 * 1e3, "min": s.min * 1e3,
                        "mean": s.mean * 1e3},
         "session_latency_ms": {"p50": s.session_p50 * 1e3, "min": m.session[0] * 1e3},
@@ -135,7 +135,7 @@ fn text(a: &Args, net: &Network, name: &str, m: &Measured, s: &Summary) -> Res<(
     println!("model       {name}, {h}x{w}, batch 1");
     println!(
         "kernels     {}, weights {}",
-        m.placement.0,
+        m.placement.describe,
         net.weights()?.mats.dtype().name()
     );
     println!(
