@@ -249,3 +249,31 @@ print(len(lut), "entries")
     assert!(t[stem]["source"].as_str().unwrap().starts_with("model"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn w8a8_work_is_not_reported_against_the_f32_fma_peak() {
+    let args = [
+        "--preset",
+        "quadranet25-xxs",
+        "--input-size",
+        "64",
+        "--iters",
+        "2",
+        "--no-candidates",
+    ];
+    let (ok, text) = run(&[&args[..], &["--dtype", "w8a8"]].concat());
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("not comparable with the f32 FMA peak")
+            && !text.contains("% of the FMA peak"),
+        "{text}"
+    );
+    // One thread is "1 thread".
+    assert!(text.contains(", 1 thread,"), "{text}");
+    let (ok, text) = run(&[&args[..], &["--dtype", "w8a8", "--json"]].concat());
+    assert!(ok, "{text}");
+    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(r["fraction_of_peak"].is_null(), "{r}");
+    let (ok, text) = run(&[&args[..], &["--dtype", "f32"]].concat());
+    assert!(ok && text.contains("% of the FMA peak"), "{text}");
+}

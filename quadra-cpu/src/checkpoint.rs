@@ -39,6 +39,19 @@ fn in_words(e: &SafeTensorError, len: usize) -> String {
     }
 }
 
+/// What a file that users give instead of safetensors is, by its first bytes: `torch.save`
+/// writes a zip archive (PyTorch 1.6 and later) or a bare pickle (older).
+fn not_safetensors(bytes: &[u8]) -> Option<&'static str> {
+    match bytes {
+        [b'P', b'K', 3, 4, ..] => {
+            Some("a PyTorch checkpoint saved with torch.save (a zip archive)")
+        }
+        [0x80, 2..=5, ..] => Some("a Python pickle (torch.save of an older PyTorch)"),
+        [b'\x93', b'N', b'U', b'M', b'P', b'Y', ..] => Some("a numpy .npy array"),
+        _ => None,
+    }
+}
+
 /// One tensor, converted to f32, with the dtype it was stored in.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
@@ -193,6 +206,15 @@ impl StateDict {
 
     /// Parses safetensors bytes; `source` names them in errors.
     pub fn from_bytes(bytes: &[u8], source: &str) -> Result<Self, CheckpointError> {
+        if let Some(what) = not_safetensors(bytes) {
+            return Err(CheckpointError::Format {
+                source_name: source.to_string(),
+                msg: format!(
+                    "{what}, not safetensors: save the state_dict with \
+                     safetensors.torch.save_file(model.state_dict(), \"model.safetensors\")"
+                ),
+            });
+        }
         let st = SafeTensors::deserialize(bytes).map_err(|e| CheckpointError::Format {
             source_name: source.to_string(),
             msg: in_words(&e, bytes.len()),

@@ -12,6 +12,9 @@
 //! let logits = net.forward_nchw(x.view())?; // [1, 1000]
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! Features: `image` adds `preprocess::load_rgb8` (PNG and JPEG decoding, EXIF orientation)
+//! for images given as files; without it, [`preprocess::Preprocess`] takes pixels you hold.
 #![deny(missing_docs)]
 
 pub mod aligned;

@@ -10,6 +10,10 @@
 //! then rounded to 22-bit fixed point; a horizontal pass and then a vertical pass, each
 //! rounding to 8 bits. Same integers in, same integers out: on decoded pixels the result is
 //! PIL's to the bit (tested against torchvision on committed images).
+//!
+//! [`Preprocess`] works on pixels you already hold. Decoding files (`load_rgb8`, PNG and
+//! JPEG) needs the `image` feature: `quadra-cpu = { version = "0.1", features = ["image"] }`
+//! (the CLI enables it; the C library and embedders that have pixels leave it out).
 
 use crate::RunError;
 

@@ -14,7 +14,6 @@ use quadra_cpu::weights::LoadedModel;
 use quadra_cpu::Network;
 use quadra_tests::{assert_matches_torch, kernel_paths, kernel_paths_q8};
 
-#[allow(dead_code)]
 #[path = "../../models/digits/rust/model.rs"]
 mod bundled;
 

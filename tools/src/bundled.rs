@@ -1,7 +1,6 @@
 //! The bundled default model: QuadraNet trained on scikit-learn's digits (see
 //! `tools/train/`), converted to w8a8 (int8 weights and int8 pointwise GEMMs) with `quadra convert --emit-rust`, compiled in.
 
-#[allow(dead_code)]
 #[path = "../../models/digits/rust/model.rs"]
 mod model;
 

@@ -11,12 +11,13 @@ use quadra_cpu::weights::OwnedWeights;
 use quadra_cpu::Network;
 
 #[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("architecture").required(true).args(["config", "preset"])))]
 pub struct Args {
     /// PyTorch state_dict saved with safetensors (f32, f16 or bf16 tensors).
     #[arg(long)]
     weights: PathBuf,
-    /// Architecture config (JSON).
-    #[arg(long, conflicts_with = "preset", required_unless_present = "preset")]
+    /// Architecture config (JSON; or give --preset).
+    #[arg(long)]
     config: Option<PathBuf>,
     /// Built-in architecture: quadranet25-{xxs,xs,t,s,b} or quadranet36-{xxs,xs,t,s,b}
     /// (quadranet36-t is the official QuadraNet_tiny36_dw, quadranet36-b QuadraNet_base_dw36).
@@ -32,8 +33,9 @@ pub struct Args {
     /// widened to f32) or w8a8 (int8 weights and int8 pointwise GEMMs).
     #[arg(long, default_value = "f32", value_parser = quadra_cpu::parse_dtype)]
     dtype: Dtype,
-    /// With --dtype w8a8: keep the most sensitive blocks' pointwise GEMMs in f32 until the
-    /// worst logits cosine against f32 on the check inputs reaches this (e.g. 0.999).
+    /// With --dtype w8a8: keep the most sensitive units wholly in f32 (a block's QDW taps
+    /// and both pointwise layers, or the stem, downsample and head layers together) until
+    /// the worst logits cosine against f32 on the check inputs reaches this (e.g. 0.999).
     #[arg(long, requires = "dtype", value_parser = parse_cosine)]
     min_cosine: Option<f64>,
     /// Write a .qnet model file here.
@@ -53,6 +55,9 @@ pub struct Args {
     /// training report).
     #[arg(long)]
     meta: Option<PathBuf>,
+    /// Print only the summary lines, not the per-tensor quantisation table.
+    #[arg(long)]
+    quiet: bool,
 }
 
 /// Loads `--config` / `--preset`.
@@ -130,11 +135,18 @@ pub fn convert(
                 r.name, r.error.max_abs, r.error.rel_rms
             );
         }
-        let worst = report
-            .iter()
-            .map(|r| r.error.rel_rms)
-            .fold(0.0f32, f32::max);
-        println!("  worst relative rms error: {worst:.3e}");
+    }
+    if let Some(worst) = report.iter().map(|r| r.error.rel_rms).reduce(f32::max) {
+        println!(
+            "{} tensors quantised to {}: worst relative rms error {worst:.3e}{}",
+            report.len(),
+            dtype.name(),
+            if quiet {
+                " (--quiet: table left out)"
+            } else {
+                ""
+            }
+        );
     }
     let mut meta = serde_json::json!({
         "source": weights.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default(),
@@ -294,7 +306,7 @@ pub fn run(a: Args) -> Result<()> {
     if a.min_cosine.is_some() && a.dtype != Dtype::W8A8 {
         bail!("--min-cosine chooses which blocks of a w8a8 model stay f32: give --dtype w8a8");
     }
-    let mut c = convert(config, &a.weights, a.dtype, a.meta.as_deref(), false)?;
+    let mut c = convert(config, &a.weights, a.dtype, a.meta.as_deref(), a.quiet)?;
     if a.dtype != Dtype::F32 {
         let x = match &a.check_input {
             Some(p) => crate::npy::read_nchw(p)?,
@@ -350,9 +362,9 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(dir) = &a.emit_rust {
         crate::emit::write_module(dir, &c.config, &bytes, a.input_size, &a.weights, a.dtype)?;
         println!(
-            "wrote {}/model.rs and {}/model.qnet ({} bytes)",
-            dir.display(),
-            dir.display(),
+            "wrote {} and {} ({} bytes)",
+            dir.join("model.rs").display(),
+            dir.join("model.qnet").display(),
             bytes.len()
         );
     }

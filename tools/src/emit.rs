@@ -32,6 +32,11 @@ pub fn module_source(
         s,
         "//! `const`s, so a firmware build declares its arena as a `static` and needs no heap."
     );
+    let _ = writeln!(
+        s,
+        "// A program may use only some of the items below: none of them is an unused-code warning."
+    );
+    let _ = writeln!(s, "#![allow(dead_code)]");
     let _ = writeln!(s);
     let _ = writeln!(s, "use quadra_core::arch::{{Arch, BlockSpec, Stage}};");
     let _ = writeln!(s, "use quadra_core::format::{{Aligned, QnetFile}};");

@@ -14,12 +14,33 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
 }
 
-/// A fresh scratch directory per test.
-fn scratch(name: &str) -> PathBuf {
+/// A fresh scratch directory per test, removed when the test ends (passing or not).
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
     let d = std::env::temp_dir().join(format!("quadra-cli-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    Scratch(d)
 }
 
 fn quadra(args: &[&str]) -> Output {
@@ -456,12 +477,12 @@ fn broken_model_files_and_inputs_are_refused() {
         "--output",
         p(&y),
         "--threads",
-        "0",
+        "17",
     ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("--threads") && err.contains("must be at least 1"),
+        err.contains("--threads") && err.contains("at most 16"),
         "{err}"
     );
 }
@@ -675,7 +696,7 @@ fn inputs_that_lie_or_never_end_are_refused() {
         (dir.join("lie.npy"), "but 64 bytes of data follow it"),
         (dir.join("lie2.npy"), "header runs past the end"),
         (PathBuf::from("/dev/zero"), "not a regular file"),
-        (dir.clone(), "not a regular file"),
+        (dir.to_path_buf(), "not a regular file"),
     ] {
         fails(
             &[
@@ -928,4 +949,118 @@ fn convert_replaces_a_model_a_running_process_has_mapped() {
         .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("m.qnet")]);
     let _ = std::fs::remove_dir_all(&d);
+}
+
+/// What a newcomer tripped on (a fresh clone, a custom net), each said plainly now.
+#[test]
+fn what_a_newcomer_tripped_on_is_said_plainly() {
+    let d = scratch("newcomer");
+    let digits = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/digits");
+    let (w, cfg) = (
+        digits.join("digits.safetensors"),
+        digits.join("digits.json"),
+    );
+    let out = d.join("m.qnet");
+    // A torch.save checkpoint (a zip archive, or an old bare pickle) given as the weights.
+    for (name, bytes) in [
+        (
+            "model.pth",
+            &b"PK\x03\x04\x14\x00\x00\x00\x08\x00archive/data.pkl"[..],
+        ),
+        (
+            "old.pth",
+            &b"\x80\x02\x8a\x0alz\xfc\x9cF\xf9 j\xa8P\x19."[..],
+        ),
+    ] {
+        let f = d.join(name);
+        std::fs::write(&f, bytes).unwrap();
+        fails(
+            &[
+                "convert",
+                "--weights",
+                p(&f),
+                "--config",
+                p(&cfg),
+                "--out",
+                p(&out),
+            ],
+            &[name, "torch.save", "safetensors.torch.save_file"],
+        );
+    }
+    // An unknown config field is named once, not twice.
+    let bad = d.join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"dims": [16, 32, 64, 128], "depths": [1, 1, 1, 1], "kernel_sizes": [3, 3, 3, 3]}"#,
+    )
+    .unwrap();
+    let o = quadra(&[
+        "convert",
+        "--weights",
+        p(&w),
+        "--config",
+        p(&bad),
+        "--out",
+        p(&out),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        err.matches("unknown field `kernel_sizes`").count(),
+        1,
+        "{err}"
+    );
+    // convert without an architecture names both ways to give one.
+    let o = quadra(&["convert", "--weights", p(&w), "--out", p(&out)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--config") && err.contains("--preset"),
+        "{err}"
+    );
+    // infer --input alone prints each image's top classes (no --output needed).
+    let model = digits.join("rust/model.qnet");
+    let images = digits.join("test_images.npy");
+    let text = ok(&[
+        "infer",
+        "--model",
+        p(&model),
+        "--input",
+        p(&images),
+        "--top",
+        "2",
+    ]);
+    assert!(
+        text.contains("image 0:") && text.contains("image 359:"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("  class ").count(),
+        2 * 360,
+        "two classes per image"
+    );
+    // --quiet leaves the per-tensor quantisation table out, not the summary.
+    let convert = |extra: &[&str]| {
+        let mut args = vec!["convert", "--weights", p(&w), "--config", p(&cfg)];
+        args.extend_from_slice(&["--dtype", "int8", "--out", p(&out), "--input-size", "32"]);
+        args.extend_from_slice(extra);
+        ok(&args)
+    };
+    let (loud, quiet) = (convert(&[]), convert(&["--quiet"]));
+    assert!(
+        loud.lines().count() >= quiet.lines().count() + 10,
+        "{loud}\n---\n{quiet}"
+    );
+    assert!(
+        quiet.contains("worst relative rms error") && !quiet.contains("rel rms\n"),
+        "{quiet}"
+    );
+    // --emit-rust into `dir/` names its files without a doubled slash; the module lets a
+    // program use only some of its items.
+    let dir = format!("{}/gen/", d.display());
+    let text = convert(&["--emit-rust", &dir]);
+    assert!(!text.contains("//model"), "{text}");
+    let src = std::fs::read_to_string(d.join("gen/model.rs")).unwrap();
+    assert!(src.contains("#![allow(dead_code)]"));
+    // --min-cosine's help says what stays f32: whole units.
+    let help = ok(&["convert", "--help"]);
+    assert!(help.contains("wholly in f32"), "{help}");
 }

@@ -2,6 +2,8 @@
 //!
 //! The model file is compiled in, 64-byte aligned; shapes and the arena size are
 //! `const`s, so a firmware build declares its arena as a `static` and needs no heap.
+// A program may use only some of the items below: none of them is an unused-code warning.
+#![allow(dead_code)]
 
 use quadra_core::arch::{Arch, BlockSpec, Stage};
 use quadra_core::format::{Aligned, QnetFile};
