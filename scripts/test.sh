@@ -40,6 +40,7 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet -p quadra-core -p quadra-
 # quietly skip one.
 req=""
 if grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo; then req="avx2"; fi
+if grep -qw avx_vnni /proc/cpuinfo && grep -qw avx2 /proc/cpuinfo; then req="$req,avx2+vnni"; fi
 if grep -qw avx512f /proc/cpuinfo; then req="$req,avx512"; fi
 if grep -qw avx512_vnni /proc/cpuinfo && grep -qw avx512bw /proc/cpuinfo; then req="$req,avx512+vnni"; fi
 step "native tests (kernel paths demanded: scalar${req:+,$req})"

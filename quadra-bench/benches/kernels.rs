@@ -162,13 +162,7 @@ fn gemm_q8(cr: &mut Criterion) {
         // The AVX-VNNI tiles (256-bit `vpdpbusd`) in their EVEX encoding, on a CPU with
         // AVX-512 VNNI: what an AVX-VNNI CPU's int8 GEMM does, measured where this one can.
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx512vl")
-            && std::is_x86_feature_detected!("avx512bw")
-            && std::is_x86_feature_detected!("avx512vnni")
-            && std::is_x86_feature_detected!("avx2")
-            && std::is_x86_feature_detected!("fma")
-            && std::is_x86_feature_detected!("f16c")
-        {
+        if quadra_core::Kernels::evex_vnni_twin_supported() {
             let kern = quadra_cpu::dispatch::available()[1];
             let mut q = rows_in(qbuf.as_mut_slice(), m, k).unwrap();
             quantize_rows(kern, &a, k, &mut q).unwrap();

@@ -20,7 +20,7 @@ impl<'w, const C: usize, const K: usize> QuadraDwConv<'w, C, K> {
     /// Packed taps length.
     pub const TAPS: usize = QdwWeights::taps_len(K, C);
 
-    /// Wraps packed taps, scales and biases (see [`QdwWeights`]); `K` must be 3, 5 or 7
+    /// Wraps packed taps, scales and biases (see `kernels::QdwWeights`); `K` must be 3, 5 or 7
     /// (a compile error otherwise).
     pub fn new(taps: MatData<'w>, scales: &'w [f32], bias: &'w [f32]) -> Result<Self, Error> {
         const { assert!(K == 3 || K == 5 || K == 7, "QDW kernel must be 3, 5 or 7") };

@@ -41,9 +41,9 @@ use crate::weights::{FloatBlocks, Weights};
 /// File magic.
 pub const MAGIC: [u8; 8] = *b"\x89QNET\r\n\x1a";
 /// The version this build writes. Version 3 adds the w8a8 dtype (code 3: int8 matrices, the
-/// block pointwise panels in the dot-product layout, [`crate::kernels::PackedB::dot_index`]);
+/// block pointwise panels in the dot-product layout, `kernels::PackedB::dot_index`);
 /// otherwise it is version 2, which this build still reads. Version 2 stores QDW taps
-/// channel-blocked ([`crate::kernels::QdwWeights::tap_index`]); version 1 files (taps by
+/// channel-blocked (`kernels::QdwWeights::tap_index`); version 1 files (taps by
 /// tap, then channel) are refused, not misread: reconvert them from the checkpoint.
 pub const VERSION: u32 = 3;
 /// The oldest version this build reads.

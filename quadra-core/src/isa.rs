@@ -133,13 +133,42 @@ impl Kernels {
     /// paths; elsewhere what is enabled at compile time ([`Kernels::compiled`]: NEON is
     /// baseline on aarch64). `quadra-cpu` detects the same with `std`.
     pub fn detect() -> Kernels {
+        [Isa::Avx512, Isa::Avx2, Isa::Neon]
+            .into_iter()
+            .find_map(Kernels::supported)
+            .unwrap_or(Kernels::scalar())
+    }
+
+    /// Kernels for `isa` if this CPU runs them, with the ISA's int8 dot-product extension
+    /// when the CPU has it: on x86_64 by CPUID and XGETBV (the one place the rules are
+    /// written: AVX2 needs AVX2, FMA and F16C with YMM state saved; AVX-512 needs AVX-512F
+    /// with ZMM state on top of AVX2's, since its int8 GEMM without VNNI runs the AVX2 leaf;
+    /// the dot extensions are AVX-VNNI for AVX2 and AVX-512 VNNI with BW for AVX-512);
+    /// elsewhere what is enabled at compile time ([`Kernels::for_compiled`]). `quadra-cpu`
+    /// uses this on x86_64 and the OS's feature detection on aarch64, where reading the
+    /// CPU's ID registers needs the OS.
+    pub fn supported(isa: Isa) -> Option<Kernels> {
+        match isa {
+            Isa::Scalar => Some(Kernels::scalar()),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 | Isa::Avx512 => x86::supported(isa),
+            _ => Kernels::for_compiled(isa),
+        }
+    }
+
+    /// Whether this CPU runs the EVEX twin of the AVX-VNNI int8 tiles (AVX-512 VL, BW and
+    /// VNNI on top of AVX2's features): how the `avx2+vnni` tiles are tested and measured
+    /// on a CPU without AVX-VNNI.
+    #[doc(hidden)]
+    pub fn evex_vnni_twin_supported() -> bool {
         #[cfg(target_arch = "x86_64")]
         {
-            if let Some(k) = x86::detect() {
-                return k;
-            }
+            x86::evex_vnni_twin()
         }
-        Kernels::compiled()
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
     }
 
     /// `isa` if it is enabled at compile time, else `None`.
@@ -245,8 +274,19 @@ mod x86 {
         reg >> n & 1 == 1
     }
 
-    /// The best x86 kernels by CPUID and XGETBV, or `None` for scalar.
-    pub(super) fn detect() -> Option<Kernels> {
+    /// What CPUID and XGETBV say of the features the x86 leaves use.
+    struct Features {
+        /// AVX2, FMA and F16C with the OS saving YMM state.
+        avx2: bool,
+        /// AVX-512F with ZMM state saved.
+        avx512f: bool,
+        avx512bw: bool,
+        avx512vl: bool,
+        avx512vnni: bool,
+        avxvnni: bool,
+    }
+
+    fn features() -> Option<Features> {
         let l1 = __cpuid(1);
         // OSXSAVE: XGETBV is there and the OS manages the extended state; AVX itself.
         if !(bit(l1.ecx, 27) && bit(l1.ecx, 28)) {
@@ -261,30 +301,43 @@ mod x86 {
         }
         let l7 = __cpuid_count(7, 0);
         let (fma, f16c) = (bit(l1.ecx, 12), bit(l1.ecx, 29));
-        let (avx2, avx512f, avx512bw) = (bit(l7.ebx, 5), bit(l7.ebx, 16), bit(l7.ebx, 30));
-        let vnni = bit(l7.ecx, 11);
-        if !(avx2 && fma && f16c) {
+        // AVX-VNNI: CPUID.(EAX=7,ECX=1):EAX bit 4 (leaf 7's EAX is its highest sub-leaf).
+        let avxvnni = l7.eax >= 1 && bit(__cpuid_count(7, 1).eax, 4);
+        Some(Features {
+            avx2: bit(l7.ebx, 5) && fma && f16c,
+            avx512f: bit(l7.ebx, 16) && zmm,
+            avx512bw: bit(l7.ebx, 30),
+            avx512vl: bit(l7.ebx, 31),
+            avx512vnni: bit(l7.ecx, 11),
+            avxvnni,
+        })
+    }
+
+    /// Kernels for `isa` (AVX2 or AVX-512) by CPUID, or `None`.
+    pub(super) fn supported(isa: Isa) -> Option<Kernels> {
+        let f = features()?;
+        let (ok, dot) = match isa {
+            Isa::Avx2 => (f.avx2, f.avxvnni),
+            // The AVX-512 int8 GEMM without VNNI runs the AVX2 leaf: AVX2's features too.
+            Isa::Avx512 => (f.avx2 && f.avx512f, f.avx512vnni && f.avx512bw),
+            _ => (false, false),
+        };
+        if !ok {
             return None;
         }
-        if avx512f && zmm {
-            // SAFETY: AVX-512F with the OS saving ZMM state, and AVX2, FMA and F16C for the
-            // leaves AVX-512 falls back on, were all just detected.
-            let k = unsafe { Kernels::new_unchecked(Isa::Avx512) };
-            return Some(if vnni && avx512bw {
-                // SAFETY: AVX-512 VNNI and BW detected just above.
-                unsafe { k.with_int8_dot_unchecked() }
-            } else {
-                k.without_int8_dot()
-            });
-        }
-        // SAFETY: AVX2, FMA and F16C with the OS saving YMM state, detected above.
-        let k = unsafe { Kernels::new_unchecked(Isa::Avx2) };
-        // AVX-VNNI: CPUID.(EAX=7,ECX=1):EAX bit 4 (leaf 7's EAX is its highest sub-leaf).
-        Some(if l7.eax >= 1 && bit(__cpuid_count(7, 1).eax, 4) {
-            // SAFETY: AVX-VNNI detected just above (its VEX instructions need only YMM state).
+        // SAFETY: every feature the ISA's leaves are compiled with was detected above.
+        let k = unsafe { Kernels::new_unchecked(isa) };
+        Some(if dot {
+            // SAFETY: the ISA's int8 dot extension was detected above (AVX-VNNI's VEX
+            // instructions need only YMM state).
             unsafe { k.with_int8_dot_unchecked() }
         } else {
             k.without_int8_dot()
         })
+    }
+
+    /// AVX2's features and AVX-512 VL, BW and VNNI (the EVEX twin of the AVX-VNNI tiles).
+    pub(super) fn evex_vnni_twin() -> bool {
+        features().is_some_and(|f| f.avx2 && f.avx512f && f.avx512vl && f.avx512bw && f.avx512vnni)
     }
 }

@@ -37,8 +37,9 @@
 //! [`Model`] over an [`Arch`] and [`Weights`], sized by [`Arch::arena_len`] (or
 //! [`Model::arena_len`]) and run with [`Kernels`] through an [`Executor`]; [`QnetFile`] to
 //! parse a model file; the static-shaped [`QuadraDwConv`] and [`QuadraBlock`]. Items marked
-//! hidden (the `kernels`, `plan` and `math` modules, the band and packing functions) are
-//! internals shared with the other crates of this workspace.
+//! hidden (the band and packing functions) are internals shared with the other crates of
+//! this workspace; the `kernels`, `plan` and `math` modules exist publicly only with the
+//! `internals` feature, which this workspace's benches and tests enable (not a stable API).
 #![no_std]
 #![deny(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -49,22 +50,35 @@ extern crate std;
 
 pub mod arch;
 pub mod block;
+pub mod compare;
 pub mod error;
 pub mod exec;
 pub mod fixed;
 pub mod format;
 pub mod isa;
-// Internals: public so that quadra-cpu, the tools, the tests and the benches reach the
-// kernels and the packing directly, hidden from the documented API, which may change them
-// without notice. The types users need are re-exported below.
+// Internals: the kernels, the arena plan and the scalar math are public only with the
+// `internals` feature, for this workspace's benches and tests (not a stable API: it may
+// change without notice). The types users need are re-exported below.
+#[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod kernels;
+#[cfg(not(feature = "internals"))]
+#[allow(dead_code)]
+mod kernels;
+#[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod math;
+#[cfg(not(feature = "internals"))]
+#[allow(dead_code)]
+mod math;
 pub mod net;
 mod pad;
+#[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod plan;
+#[cfg(not(feature = "internals"))]
+#[allow(dead_code)]
+mod plan;
 pub mod weights;
 
 #[cfg(test)]

@@ -252,7 +252,7 @@ impl GroupedScratch {
 
 /// Scratch floats a block needs at strip height `strip`: a ring of `K` zero-padded,
 /// channel-blocked LN1 rows (LayerNorm writes them in place), one strip of LN2 rows and
-/// one strip of a hidden slice ([`BlockScratch`]).
+/// one strip of a hidden slice (`plan::BlockScratch`).
 pub const fn block_scratch_len(w: usize, c: usize, k: usize, e: usize, strip: usize) -> usize {
     block_scratch_len_for(w, c, k, e, strip, false)
 }
@@ -272,7 +272,7 @@ pub const fn block_scratch_len_for(
 }
 
 /// Scratch floats of one band of a block run in bands: the block scratch plus `(K-1)/2`
-/// LN1 rows below the band ([`BlockScratch`] with `band`).
+/// LN1 rows below the band (`BlockScratch` with `band`).
 pub const fn band_scratch_len(
     w: usize,
     c: usize,
@@ -284,12 +284,12 @@ pub const fn band_scratch_len(
     BlockScratch::of(w, c, k, e, strip, q8, true).floats()
 }
 
-/// Scratch floats of the channel MLP of `m` pixels ([`MlpScratch`]).
+/// Scratch floats of the channel MLP of `m` pixels (`MlpScratch`).
 pub const fn mlp_scratch_len(m: usize, c: usize, e: usize, q8: bool) -> usize {
     MlpScratch::of(m, c, e, q8).floats()
 }
 
-/// Shared scratch floats of a grouped-MLP block ([`GroupedScratch`]).
+/// Shared scratch floats of a grouped-MLP block (`GroupedScratch`).
 pub const fn grouped_scratch_len(h: usize, w: usize, c: usize, e: usize, q8: bool) -> usize {
     GroupedScratch::of(h, w, c, e, q8).floats()
 }

@@ -197,7 +197,7 @@ impl StateDict {
     /// Reads a safetensors file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, CheckpointError> {
         let path = path.as_ref();
-        let bytes = crate::read_file(path).map_err(|source| CheckpointError::Io {
+        let bytes = crate::file::read_file(path).map_err(|source| CheckpointError::Io {
             path: path.display().to_string(),
             source,
         })?;

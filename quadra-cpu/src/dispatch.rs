@@ -18,69 +18,46 @@ pub enum DispatchError {
     Unsupported(Isa),
 }
 
-/// Can this CPU run `isa`? Checked at run time.
-pub fn cpu_supports(isa: Isa) -> bool {
+/// Kernels for `isa` if this CPU runs them, with the ISA's int8 dot-product extension
+/// when the CPU has it: on x86_64 the core's CPUID rules ([`Kernels::supported`], the one
+/// place they are written), on aarch64 the OS's feature detection (`neon`, `dotprod`).
+fn detected(isa: Isa) -> Option<Kernels> {
     match isa {
-        Isa::Scalar => true,
-        // Every feature the leaves are compiled with: the AVX2 leaves widen f16 weights
-        // with F16C (`vcvtph2ps`), so a CPU (or emulator) without it must not get them.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => {
-            is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
-                && is_x86_feature_detected!("f16c")
-        }
-        // The AVX-512 kernels fall back on the AVX2 int8 GEMM without VNNI: demand what the
-        // AVX2 leaves need too (every AVX-512F CPU has it).
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => {
-            is_x86_feature_detected!("avx512f")
-                && is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
-                && is_x86_feature_detected!("f16c")
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon if std::arch::is_aarch64_feature_detected!("neon") => {
+            // SAFETY: NEON detected just above.
+            let k = unsafe { Kernels::new_unchecked(Isa::Neon) };
+            Some(if std::arch::is_aarch64_feature_detected!("dotprod") {
+                // SAFETY: FEAT_DotProd detected just above.
+                unsafe { k.with_int8_dot_unchecked() }
+            } else {
+                k.without_int8_dot()
+            })
         }
         #[cfg(target_arch = "aarch64")]
-        Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
-        #[allow(unreachable_patterns)]
-        _ => false,
+        Isa::Neon => None,
+        _ => Kernels::supported(isa),
     }
+}
+
+/// Can this CPU run `isa`? Checked at run time.
+pub fn cpu_supports(isa: Isa) -> bool {
+    detected(isa).is_some()
 }
 
 /// Does this CPU have the int8 dot-product extension of `isa` (AVX-VNNI, AVX-512 VNNI with
 /// BW, or FEAT_DotProd)?
 pub fn cpu_supports_int8_dot(isa: Isa) -> bool {
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => is_x86_feature_detected!("avxvnni"),
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => {
-            is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512bw")
-        }
-        #[cfg(target_arch = "aarch64")]
-        Isa::Neon => std::arch::is_aarch64_feature_detected!("dotprod"),
-        #[allow(unreachable_patterns)]
-        _ => false,
-    }
+    detected(isa).is_some_and(Kernels::int8_dot)
 }
 
 /// Kernels for `isa` if this CPU can run them, with its int8 dot-product extension when
 /// the CPU has it (see [`Kernels::describe`]). `QUADRA_NO_INT8_DOT=1` leaves the extension
 /// out (to measure or test the 16-bit int8 path on a CPU that has it).
 pub fn kernels_for(isa: Isa) -> Result<Kernels, DispatchError> {
-    if isa.exists_for_target() && cpu_supports(isa) {
-        // SAFETY: runtime detection just confirmed the CPU supports `isa`, and it exists
-        // for this target architecture.
-        let k = unsafe { Kernels::new_unchecked(isa) };
-        let no_dot = std::env::var_os(NO_INT8_DOT_ENV).is_some_and(|v| v != "0" && !v.is_empty());
-        if cpu_supports_int8_dot(isa) && !no_dot {
-            // SAFETY: the extension was detected just above.
-            Ok(unsafe { k.with_int8_dot_unchecked() })
-        } else {
-            Ok(k.without_int8_dot())
-        }
-    } else {
-        Err(DispatchError::Unsupported(isa))
-    }
+    let k = detected(isa).ok_or(DispatchError::Unsupported(isa))?;
+    let no_dot = std::env::var_os(NO_INT8_DOT_ENV).is_some_and(|v| v != "0" && !v.is_empty());
+    Ok(if no_dot { k.without_int8_dot() } else { k })
 }
 
 /// Environment variable that keeps the int8 dot-product extension out of the kernels.

@@ -51,10 +51,10 @@ impl ModelFile {
         let path = path.as_ref();
         let source = path.display().to_string();
         let cannot = |e: std::io::Error| RunError::Io(format!("cannot read {source}: {e}"));
-        let len = crate::regular_file_len(path).map_err(cannot)?;
+        let len = regular_file_len(path).map_err(cannot)?;
         if len < 4096 {
             // Too short to be worth a mapping (and an empty file cannot be mapped).
-            let bytes = crate::read_file(path).map_err(cannot)?;
+            let bytes = read_file(path).map_err(cannot)?;
             return Self::from_bytes(&bytes, &source);
         }
         let file = std::fs::File::open(path).map_err(cannot)?;
@@ -114,6 +114,53 @@ impl ModelFile {
         QnetFile::reparse(self.bytes())
             .map_err(|e| RunError::Model(format!("{}: {e}", self.source)))
     }
+}
+
+/// Largest file read as a model, checkpoint or input (16 GiB).
+pub const MAX_FILE_BYTES: u64 = 16 << 30;
+
+/// Reads a whole regular file of at most [`MAX_FILE_BYTES`]: a FIFO or a device (which
+/// could block forever or never end, like `/dev/zero`) and a directory are refused, as is
+/// a file that grows past the limit while it is read. The error says why; the caller
+/// names the path (as for any I/O error).
+pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>, std::io::Error> {
+    use std::io::{Error, ErrorKind, Read};
+    regular_file_len(path)?;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("grew past {MAX_FILE_BYTES} bytes while it was read"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// The length of the regular file at `path`, at most [`MAX_FILE_BYTES`]: a FIFO, a device
+/// or a directory is refused, as is a larger file (the error says why; the caller names
+/// the path).
+pub fn regular_file_len(path: &std::path::Path) -> Result<u64, std::io::Error> {
+    use std::io::{Error, ErrorKind};
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "not a regular file (a directory, FIFO or device?)",
+        ));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{} bytes, more than the {MAX_FILE_BYTES} read here",
+                meta.len()
+            ),
+        ));
+    }
+    Ok(meta.len())
 }
 
 /// Writes `bytes` to `path` by replacing it: the bytes go to a new temporary file in the

@@ -157,143 +157,14 @@ impl Store {
     }
 }
 
-/// Parses an input size given as `224` or `224x160` (H x W) for command lines; sizes
-/// under 32 (QuadraNet downsamples by 32) are refused.
-#[doc(hidden)]
-pub fn parse_input_size(s: &str) -> Result<(usize, usize), String> {
-    let (h, w) = s.split_once('x').unwrap_or((s, s));
-    let p = |v: &str| {
-        v.trim()
-            .parse::<usize>()
-            .map_err(|_| format!("'{s}' is not a size like 224 or 224x160"))
-    };
-    let (h, w) = (p(h)?, p(w)?);
-    if h < 32 || w < 32 {
-        return Err(format!(
-            "input size {h}x{w} is too small: QuadraNet downsamples by 32"
-        ));
-    }
-    if h > MAX_INPUT_SIDE || w > MAX_INPUT_SIDE {
-        return Err(format!(
-            "input size {h}x{w} is too large: at most {MAX_INPUT_SIDE} a side here"
-        ));
-    }
-    Ok((h, w))
-}
-
-/// Largest file read as a model, checkpoint or input (16 GiB).
-#[doc(hidden)]
-pub const MAX_FILE_BYTES: u64 = 16 << 30;
-
-/// Reads a whole regular file of at most [`MAX_FILE_BYTES`]: a FIFO or a device (which
-/// could block forever or never end, like `/dev/zero`) and a directory are refused, as is
-/// a file that grows past the limit while it is read. The error says why; the caller
-/// names the path (as for any I/O error).
-#[doc(hidden)]
-pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>, std::io::Error> {
-    use std::io::{Error, ErrorKind, Read};
-    regular_file_len(path)?;
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)?
-        .take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(Error::new(
-            ErrorKind::InvalidInput,
-            format!("grew past {MAX_FILE_BYTES} bytes while it was read"),
-        ));
-    }
-    Ok(bytes)
-}
-
-/// The length of the regular file at `path`, at most [`MAX_FILE_BYTES`]: a FIFO, a device
-/// or a directory is refused, as is a larger file (the error says why; the caller names
-/// the path).
-pub(crate) fn regular_file_len(path: &std::path::Path) -> Result<u64, std::io::Error> {
-    use std::io::{Error, ErrorKind};
-    let meta = std::fs::metadata(path)?;
-    if !meta.is_file() {
-        return Err(Error::new(
-            ErrorKind::InvalidInput,
-            "not a regular file (a directory, FIFO or device?)",
-        ));
-    }
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(Error::new(
-            ErrorKind::InvalidInput,
-            format!(
-                "{} bytes, more than the {MAX_FILE_BYTES} read here",
-                meta.len()
-            ),
-        ));
-    }
-    Ok(meta.len())
-}
-
-/// Largest input side the command lines take: an 8192x8192 image is 768 MiB of f32
-/// before any layer (the core itself stops at `quadra_core::arch::MAX_SIDE`).
-#[doc(hidden)]
+/// Largest input side a session takes (and the command lines): an 8192x8192 image is
+/// 768 MiB of f32 before any layer (the core itself stops at `quadra_core::arch::MAX_SIDE`).
 pub const MAX_INPUT_SIDE: usize = 8192;
 
 /// Most threads a network or session runs on: a layer is split into at most
 /// [`quadra_core::exec::MAX_BANDS`] bands of rows, one per thread, so more threads could
 /// only wait.
 pub const MAX_THREADS: usize = quadra_core::exec::MAX_BANDS;
-
-/// Parses a count that must be at least 1 (timed runs, images) for command lines.
-#[doc(hidden)]
-pub fn parse_count(s: &str) -> Result<usize, String> {
-    match s.trim().parse::<usize>() {
-        Ok(0) => Err("must be at least 1".into()),
-        Ok(n) => Ok(n),
-        Err(_) => Err(format!("'{s}' is not a whole number")),
-    }
-}
-
-/// Parses a thread count for command lines: 0 (one per chosen core) to [`MAX_THREADS`].
-#[doc(hidden)]
-pub fn parse_threads(s: &str) -> Result<usize, String> {
-    let n = s
-        .trim()
-        .parse::<usize>()
-        .map_err(|_| format!("'{s}' is not a whole number"))?;
-    match n {
-        n if n > MAX_THREADS => Err(format!(
-            "{n} threads: at most {MAX_THREADS} (a layer is split into at most {MAX_THREADS} \
-             bands of rows, one per thread)"
-        )),
-        n => Ok(n),
-    }
-}
-
-/// Makes a write to a closed standard output (`quadra inspect m.qnet | head -1`) end the
-/// program quietly with the conventional status 141 (128 + SIGPIPE) instead of a panic:
-/// Rust ignores SIGPIPE, so `print!` panics on the broken pipe. Call first in `main`;
-/// every other panic still reaches the previous hook.
-#[doc(hidden)]
-pub fn exit_quietly_on_broken_pipe() {
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let payload = info.payload();
-        let msg = payload
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| payload.downcast_ref::<&str>().copied())
-            .unwrap_or("");
-        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
-            std::process::exit(141);
-        }
-        previous(info);
-    }));
-}
-
-/// Parses a weight dtype name (`f32`, `f16`, `int8`, `w8a8`) for command lines.
-#[doc(hidden)]
-pub fn parse_dtype(s: &str) -> Result<quadra_core::Dtype, String> {
-    quadra_core::Dtype::from_name(s).ok_or_else(|| {
-        format!("unknown dtype '{s}': use f32, f16, int8 (weight-only) or w8a8 (int8 compute)")
-    })
-}
 
 /// Tensor layout of an input batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -255,8 +255,8 @@ pub const MAX_IMAGE_PIXELS: u64 = 64 << 20;
 pub fn load_rgb8(path: &std::path::Path) -> Result<(Vec<u8>, usize, usize), RunError> {
     use image::ImageDecoder;
     let shown = path.display();
-    let bytes =
-        crate::read_file(path).map_err(|e| RunError::Io(format!("cannot read {shown}: {e}")))?;
+    let bytes = crate::file::read_file(path)
+        .map_err(|e| RunError::Io(format!("cannot read {shown}: {e}")))?;
     let bad = |e: image::ImageError| RunError::Input(format!("cannot decode image {shown}: {e}"));
     let reader = image::ImageReader::new(std::io::Cursor::new(&bytes[..]))
         .with_guessed_format()

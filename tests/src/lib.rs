@@ -66,13 +66,7 @@ pub fn kernel_paths_q8() -> Vec<Kernels> {
     v
 }
 
-/// Cosine similarity (f64 sums); NaN if either vector holds a NaN.
-pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let na = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb)
-}
+pub use quadra_core::compare::cosine;
 
 /// Tolerance of our f32 outputs against PyTorch's, relative to `1 + max|torch|`: the paths
 /// agree to about 1e-6 (different summation orders, the rational erf in GELU, a fused

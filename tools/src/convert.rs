@@ -24,14 +24,14 @@ pub struct Args {
     #[arg(long)]
     preset: Option<String>,
     /// With --preset: classes of the head (default 1000).
-    #[arg(long, requires = "preset", value_parser = quadra_cpu::parse_count)]
+    #[arg(long, requires = "preset", value_parser = quadra_cli::parse_count)]
     num_classes: Option<usize>,
     /// With --preset: input channels (default 3).
-    #[arg(long, requires = "preset", value_parser = quadra_cpu::parse_count)]
+    #[arg(long, requires = "preset", value_parser = quadra_cli::parse_count)]
     in_chans: Option<usize>,
     /// Storage type of the weight matrices: f32, f16, int8 (weight-only: int8 weights
     /// widened to f32) or w8a8 (int8 weights and int8 pointwise GEMMs).
-    #[arg(long, default_value = "f32", value_parser = quadra_cpu::parse_dtype)]
+    #[arg(long, default_value = "f32", value_parser = quadra_cli::parse_dtype)]
     dtype: Dtype,
     /// With --dtype w8a8: keep the most sensitive units wholly in f32 (a block's QDW taps
     /// and both pointwise layers, or the stem, downsample and head layers together) until
@@ -45,7 +45,7 @@ pub struct Args {
     #[arg(long)]
     emit_rust: Option<PathBuf>,
     /// Input size for the arena constant and the accuracy check: `224` or `HxW`.
-    #[arg(long, default_value = "224", value_parser = quadra_cpu::parse_input_size)]
+    #[arg(long, default_value = "224", value_parser = quadra_cli::parse_input_size)]
     input_size: (usize, usize),
     /// Inputs (float32 .npy, [N, C, H, W]) for the accuracy check and the --min-cosine
     /// search; random if absent.
@@ -73,16 +73,7 @@ pub fn load_config(config: Option<&Path>, preset: Option<&str>) -> Result<ArchCo
     }
 }
 
-/// Cosine similarity of two vectors.
-pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let na = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    if na == 0.0 || nb == 0.0 {
-        return if na == nb { 1.0 } else { 0.0 };
-    }
-    dot / (na * nb)
-}
+pub use quadra_core::compare::cosine;
 
 /// Index of the largest value.
 pub fn argmax(v: &[f32]) -> usize {

@@ -27,7 +27,7 @@ pub struct Args {
     #[arg(long, num_args = 1.., required_unless_present = "input")]
     image: Vec<PathBuf>,
     /// With --image: the model's input size (the centre crop), `224` or `HxW`.
-    #[arg(long, default_value = "224", value_parser = quadra_cpu::parse_input_size)]
+    #[arg(long, default_value = "224", value_parser = quadra_cli::parse_input_size)]
     input_size: (usize, usize),
     /// With --image: the shorter side after resizing [default: 8/7 of the input size, 256 for 224].
     #[arg(long)]
@@ -39,7 +39,7 @@ pub struct Args {
     #[arg(long, default_value = "0.229,0.224,0.225", value_parser = three)]
     std: [f32; 3],
     /// Threads (0: one per chosen core).
-    #[arg(long, default_value_t = 1, value_parser = quadra_cpu::parse_threads)]
+    #[arg(long, default_value_t = 1, value_parser = quadra_cli::parse_threads)]
     threads: usize,
     /// Cores the threads run on: big (every core but the slowest class; all when they are
     /// equal), little, all, or a CPU list such as 4-7 or 0,2,5.

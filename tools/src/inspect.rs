@@ -12,7 +12,7 @@ pub struct Args {
     /// The .qnet file.
     model: PathBuf,
     /// Input size for FLOPs and arena: `224` or `HxW`.
-    #[arg(long, default_value = "224", value_parser = quadra_cpu::parse_input_size)]
+    #[arg(long, default_value = "224", value_parser = quadra_cli::parse_input_size)]
     input_size: (usize, usize),
     /// Print JSON instead of a table.
     #[arg(long)]

@@ -37,7 +37,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    quadra_cpu::exit_quietly_on_broken_pipe();
+    quadra_cli::exit_quietly_on_broken_pipe();
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Convert(a) => convert::run(a),

@@ -73,8 +73,8 @@ fn checked_shape(bytes: &[u8], path: &Path) -> Result<Vec<usize>> {
 
 /// Reads a float32 array of rank 4 (`[N, C, H, W]`).
 pub fn read_nchw(path: &Path) -> Result<Array4<f32>> {
-    let bytes =
-        quadra_cpu::read_file(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = quadra_cpu::file::read_file(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     checked_shape(&bytes, path)?;
     let a = ArrayD::<f32>::read_npy(&bytes[..]).map_err(|e| {
         anyhow::anyhow!(

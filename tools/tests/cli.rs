@@ -106,11 +106,7 @@ fn prepare(name: &str, dir: &Path) -> (PathBuf, PathBuf, Vec<f32>, usize) {
     (cfg, xp, y.data.clone(), y.shape[1])
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let n = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    dot / (n(a) * n(b))
-}
+use quadra_core::compare::cosine;
 
 #[test]
 fn checkpoints_convert_in_every_dtype_and_match_pytorch() {

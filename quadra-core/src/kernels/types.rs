@@ -18,8 +18,8 @@ pub enum Dtype {
     I8,
     /// int8 weights as [`Dtype::I8`], and the pointwise GEMMs of every block with
     /// `C % 4 == 0` computed in int8: activations quantised per pixel, int32 sums
-    /// ([`q8`]). Those GEMMs' panels are stored in the dot-product layout
-    /// ([`PackedB::dot_index`]).
+    /// (`kernels::q8`). Those GEMMs' panels are stored in the dot-product layout
+    /// (`PackedB::dot_index`).
     W8A8,
 }
 
@@ -66,7 +66,7 @@ pub enum MatData<'a> {
     /// A whole w8a8 matrix stream ([`Dtype::W8A8`]): int8 values, the block pointwise
     /// panels in the dot-product layout, and the blocks kept in f32 (mixed precision, see
     /// [`FloatBlocks`]). Views of single tensors cut from it are [`MatData::I8`] (or a
-    /// dot-layout [`PackedB`]).
+    /// dot-layout `PackedB`).
     W8A8(&'a [i8], FloatBlocks<'a>),
 }
 

@@ -18,7 +18,7 @@ pub enum Packing {
     Linear,
     /// A block's `pwconv1`/`pwconv2` `[n, k]` Linear weight: packed as [`Packing::Linear`],
     /// except in a w8a8 model with `k % 4 == 0`, where its int8 panels take the
-    /// dot-product layout ([`PackedB::dot_index`]) of the int8 GEMM.
+    /// dot-product layout (`kernels::PackedB::dot_index`) of the int8 GEMM.
     Pointwise,
     /// A `[n, c, kh, kw]` patch conv weight, packed as `B[(ky·kw + kx)·c + ci][n]` panels,
     /// the order in which a channels-last patch is gathered; scales as for `Linear`.

@@ -32,7 +32,7 @@ pub struct QuantError {
 pub(super) enum Channels {
     /// GEMM panels: channel `j` of `n` is column `j`, `k` elements.
     Panels { k: usize, n: usize },
-    /// GEMM panels in the dot-product layout ([`PackedB::dot_index`]).
+    /// GEMM panels in the dot-product layout (`kernels::PackedB::dot_index`).
     DotPanels { k: usize, n: usize },
     /// QDW taps of filter `f`: channel `f·d + ch`, `k²` taps each.
     Taps { d: usize, k: usize, f: usize },

@@ -5,8 +5,28 @@ use crate::isa::{Isa, Kernels};
 
 #[test]
 fn no_std_detection_agrees_with_std_detection() {
-    // `Kernels::detect` (CPUID/XGETBV, no std) picks what std's feature detection makes
-    // the best path of `available()`, int8 extension included.
+    // The core's CPUID rules against std's feature detection, the independent oracle.
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::is_x86_feature_detected as has;
+        let avx2 = has!("avx2") && has!("fma") && has!("f16c");
+        let avx512 = avx2 && has!("avx512f");
+        for (isa, std_ok, std_dot) in [
+            (Isa::Avx2, avx2, has!("avxvnni")),
+            (Isa::Avx512, avx512, has!("avx512vnni") && has!("avx512bw")),
+        ] {
+            let k = Kernels::supported(isa);
+            assert_eq!(k.is_some(), std_ok, "{isa:?}");
+            assert_eq!(
+                k.is_some_and(Kernels::int8_dot),
+                std_ok && std_dot,
+                "{isa:?} dot"
+            );
+        }
+        let twin = avx512 && has!("avx512vl") && has!("avx512bw") && has!("avx512vnni");
+        assert_eq!(Kernels::evex_vnni_twin_supported(), twin);
+    }
+    // `Kernels::detect` picks the best path of `available()`, int8 extension included.
     let best = *available().last().unwrap();
     let got = Kernels::detect();
     assert_eq!(got.isa(), best.isa(), "detect() chose {}", got.describe());

@@ -53,36 +53,15 @@ impl Rng {
 /// `avx512+vnni` and `neon+dotprod`.
 pub(crate) fn available() -> Vec<Kernels> {
     let mut v = vec![Kernels::scalar()];
+    // x86: the core's own CPUID rules (`no_std_detection_agrees_with_std_detection` checks
+    // them against std's detection); aarch64: std's detection (the core has no run-time
+    // detection there).
     #[cfg(target_arch = "x86_64")]
-    {
-        // Every feature the AVX2 leaves are compiled with (F16C widens f16 weights); the
-        // AVX-512 int8 GEMM without VNNI runs the AVX2 leaf.
-        let avx2 = std::is_x86_feature_detected!("avx2")
-            && std::is_x86_feature_detected!("fma")
-            && std::is_x86_feature_detected!("f16c");
-        if avx2 {
-            // SAFETY: detected just above.
-            let k = unsafe { Kernels::new_unchecked(Isa::Avx2) };
-            if std::is_x86_feature_detected!("avxvnni") {
-                // SAFETY: AVX-VNNI detected just above.
-                v.push(unsafe { k.with_int8_dot_unchecked() });
-            } else {
-                v.push(k.without_int8_dot());
-            }
-        }
-        if avx2 && std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: detected just above.
-            let k = unsafe { Kernels::new_unchecked(Isa::Avx512) };
-            let vnni = std::is_x86_feature_detected!("avx512vnni")
-                && std::is_x86_feature_detected!("avx512bw");
-            if vnni {
-                // SAFETY: VNNI and BW detected just above.
-                v.push(unsafe { k.with_int8_dot_unchecked() });
-            } else {
-                v.push(k);
-            }
-        }
-    }
+    v.extend(
+        [Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .filter_map(Kernels::supported),
+    );
     #[cfg(target_arch = "aarch64")]
     {
         if std::arch::is_aarch64_feature_detected!("neon") {
@@ -563,12 +542,7 @@ pub(crate) fn check_model(arch: &Arch<'_>, h: usize, w: usize, seed: u64) {
     }
 }
 
-pub(crate) fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb)
-}
+pub(crate) use crate::compare::cosine;
 
 /// 64-byte aligned copy of some bytes (tests only).
 pub(crate) struct AlignedBuf(Vec<crate::format::Aligned<[u8; 64]>>, usize);

@@ -27,12 +27,7 @@ enum Q8Path {
 fn q8_paths() -> Vec<Q8Path> {
     let mut v: Vec<Q8Path> = available_q8().into_iter().map(Q8Path::Kern).collect();
     #[cfg(target_arch = "x86_64")]
-    if available().iter().any(|k| k.isa() == crate::isa::Isa::Avx2)
-        && std::is_x86_feature_detected!("avx512f")
-        && std::is_x86_feature_detected!("avx512vl")
-        && std::is_x86_feature_detected!("avx512bw")
-        && std::is_x86_feature_detected!("avx512vnni")
-    {
+    if crate::isa::Kernels::evex_vnni_twin_supported() {
         v.push(Q8Path::VnniYmm);
     }
     v

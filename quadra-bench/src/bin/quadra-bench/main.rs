@@ -43,10 +43,10 @@ pub(crate) struct Args {
     #[arg(long)]
     pub(crate) model: Option<PathBuf>,
     /// Input size: `224` or `HxW`.
-    #[arg(long, default_value = "224", value_parser = quadra_cpu::parse_input_size)]
+    #[arg(long, default_value = "224", value_parser = quadra_cli::parse_input_size)]
     pub(crate) input_size: (usize, usize),
     /// Threads (0: one per chosen core).
-    #[arg(long, default_value_t = 1, value_parser = quadra_cpu::parse_threads)]
+    #[arg(long, default_value_t = 1, value_parser = quadra_cli::parse_threads)]
     pub(crate) threads: usize,
     /// Cores the threads run on: big (every core but the slowest class; all when they are
     /// equal), little, all, or a CPU list such as 4-7 or 0,2,5. Workers are pinned to them.
@@ -61,7 +61,7 @@ pub(crate) struct Args {
     #[arg(long)]
     pub(crate) kernel: Option<String>,
     /// Timed runs.
-    #[arg(long, default_value_t = 20, value_parser = quadra_cpu::parse_count)]
+    #[arg(long, default_value_t = 20, value_parser = quadra_cli::parse_count)]
     pub(crate) iters: usize,
     /// Untimed warm-up runs.
     #[arg(long, default_value_t = 3)]
@@ -80,7 +80,7 @@ pub(crate) struct Args {
     pub(crate) no_candidates: bool,
     /// Store (and compute) the weights as f32, f16, int8 (weight-only) or w8a8 (int8
     /// pointwise GEMMs); a model file's f32 weights are converted, others run as stored.
-    #[arg(long, value_parser = quadra_cpu::parse_dtype)]
+    #[arg(long, value_parser = quadra_cli::parse_dtype)]
     pub(crate) dtype: Option<Dtype>,
     /// Measure one operator instead of a model: `qdw:CxHxK` or `block:CxHxKxE` (an HxH
     /// map of C channels, random weights).
@@ -104,7 +104,7 @@ pub(crate) struct Args {
 }
 
 fn main() -> std::process::ExitCode {
-    quadra_cpu::exit_quietly_on_broken_pipe();
+    quadra_cli::exit_quietly_on_broken_pipe();
     match run(Args::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

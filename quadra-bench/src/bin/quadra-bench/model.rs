@@ -48,7 +48,7 @@ pub(crate) fn network(a: &Args) -> Res<(Network, String)> {
         (Some(p), _) => (Network::load(p)?, p.display().to_string()),
         (None, _) if a.config.is_some() => {
             let p = a.config.as_ref().expect("checked by the guard");
-            let text = quadra_cpu::read_file(p)
+            let text = quadra_cpu::file::read_file(p)
                 .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
             let text =
                 String::from_utf8(text).map_err(|_| format!("{}: not UTF-8", p.display()))?;

@@ -99,8 +99,8 @@ fn op_weights_from(
 
 /// Reads raw little-endian f32 values, exactly `n` of them.
 fn read_f32s(path: &std::path::Path, n: usize) -> Res<Vec<f32>> {
-    let b =
-        quadra_cpu::read_file(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let b = quadra_cpu::file::read_file(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     if b.len() != 4 * n {
         return Err(format!(
             "{}: {} bytes, expected {} ({n} f32 values)",
