@@ -50,7 +50,10 @@ impl ModelFile {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, RunError> {
         let path = path.as_ref();
         let source = path.display().to_string();
-        let cannot = |e: std::io::Error| RunError::Io(format!("cannot read {source}: {e}"));
+        let cannot = |e: std::io::Error| RunError::Io {
+            path: source.clone(),
+            source: e,
+        };
         let len = regular_file_len(path).map_err(cannot)?;
         if len < 4096 {
             // Too short to be worth a mapping (and an empty file cannot be mapped).
@@ -87,7 +90,10 @@ impl ModelFile {
     fn validate(&self) -> Result<(), RunError> {
         QnetFile::parse(self.bytes())
             .map(|_| ())
-            .map_err(|e| RunError::Model(format!("{}: {e}", self.source)))
+            .map_err(|e| RunError::Model {
+                file: self.source.clone(),
+                reason: e.to_string(),
+            })
     }
 
     /// The file's bytes.
@@ -111,8 +117,10 @@ impl ModelFile {
     /// The parsed file, borrowing the bytes. Cheap: the bytes were validated once when the
     /// model was opened, so only the structure is parsed again ([`QnetFile::reparse`]).
     pub fn parsed(&self) -> Result<QnetFile<'_>, RunError> {
-        QnetFile::reparse(self.bytes())
-            .map_err(|e| RunError::Model(format!("{}: {e}", self.source)))
+        QnetFile::reparse(self.bytes()).map_err(|e| RunError::Model {
+            file: self.source.clone(),
+            reason: e.to_string(),
+        })
     }
 }
 

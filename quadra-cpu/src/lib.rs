@@ -47,12 +47,14 @@ pub use ndarray;
 pub use session::Session;
 use weights::{LoadedModel, OwnedWeights};
 
-/// Why a network could not be built or run.
+/// Why a network could not be built or run. Match on the variants (and on
+/// [`InputError`]'s) to act on a kind of failure; `Display` gives the sentence to show.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RunError {
-    /// The input tensor does not fit the model.
+    /// The input does not fit the model or the session (the [`InputError`] says how).
     #[error("bad input: {0}")]
-    Input(String),
+    Input(#[from] InputError),
     /// Reported by the core.
     #[error(transparent)]
     Core(#[from] quadra_core::Error),
@@ -62,12 +64,31 @@ pub enum RunError {
     /// The requested kernel path cannot run here.
     #[error(transparent)]
     Dispatch(#[from] dispatch::DispatchError),
-    /// A model file is not a valid model.
-    #[error("{0}")]
-    Model(String),
-    /// A file could not be read (the message names it).
-    #[error("{0}")]
-    Io(String),
+    /// A model file is not a valid model, or changed while in use.
+    #[error("{file}: {reason}")]
+    Model {
+        /// The file (or the name given to model bytes).
+        file: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// More threads than a layer has bands.
+    #[error("{requested} threads: at most {max} (a layer is split into at most {max} bands of rows, one per thread)")]
+    Threads {
+        /// Threads asked for.
+        requested: usize,
+        /// [`MAX_THREADS`].
+        max: usize,
+    },
     /// The thread pool could not be built.
     #[error("cannot build a thread pool: {0}")]
     Pool(String),
@@ -86,6 +107,67 @@ pub enum RunError {
     /// session refuses to run again. Make a new one.
     #[error("this session is poisoned: an earlier run panicked (a bug in quadra: please report it); make a new session")]
     Poisoned,
+}
+
+/// How an input does not fit a model or a session.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InputError {
+    /// The tensor's channel count is not the model's.
+    #[error("input has {found} channels, the model expects {expected} (layout {layout}, shape {shape:?})")]
+    Channels {
+        /// The model's `in_chans`.
+        expected: usize,
+        /// The tensor's.
+        found: usize,
+        /// `[N, C, H, W]` or `[N, H, W, C]`.
+        layout: &'static str,
+        /// The tensor's shape.
+        shape: Vec<usize>,
+    },
+    /// A side under 32 (QuadraNet downsamples by 32).
+    #[error("input {h}x{w}: QuadraNet downsamples by 32, so H and W must be at least 32")]
+    TooSmall {
+        /// Height.
+        h: usize,
+        /// Width.
+        w: usize,
+    },
+    /// A side above [`MAX_INPUT_SIDE`].
+    #[error("input size {h}x{w}: at most {max} a side")]
+    TooLarge {
+        /// Height.
+        h: usize,
+        /// Width.
+        w: usize,
+        /// [`MAX_INPUT_SIDE`].
+        max: usize,
+    },
+    /// A flat input of the wrong length.
+    #[error(
+        "input has {found} floats, the session expects {expected} ({batch} x {chans} x {h} x {w})"
+    )]
+    Length {
+        /// Floats the session takes.
+        expected: usize,
+        /// Floats given.
+        found: usize,
+        /// Images per run.
+        batch: usize,
+        /// Input channels.
+        chans: usize,
+        /// Height.
+        h: usize,
+        /// Width.
+        w: usize,
+    },
+    /// A batch of 0, or one too large to allocate.
+    #[error("{0}")]
+    Batch(String),
+    /// Anything else about an input (an image that cannot be decoded, preprocessing
+    /// settings, weights of the wrong type); the message says what.
+    #[error("{0}")]
+    Other(String),
 }
 
 /// A loaded network: architecture, packed weights, kernel path and thread pool.
@@ -133,14 +215,17 @@ impl Store {
         Ok(match self {
             Store::Packed(w) => Model::new(config.arch(), w.view())?,
             Store::File(f) => {
-                let changed = |what: String| {
-                    RunError::Model(format!(
-                        "{}: the model file changed while in use ({what}): replace a model \
-                         file by renaming a new one over it, never by rewriting it in place",
-                        f.source()
-                    ))
+                let changed = |what: String| RunError::Model {
+                    file: f.source().to_string(),
+                    reason: format!(
+                        "the model file changed while in use ({what}): replace a model file by \
+                         renaming a new one over it, never by rewriting it in place"
+                    ),
                 };
-                let parsed = f.parsed().map_err(|e| changed(e.to_string()))?;
+                let parsed = f.parsed().map_err(|e| match e {
+                    RunError::Model { reason, .. } => changed(reason),
+                    other => changed(other.to_string()),
+                })?;
                 if parsed.arch != config.arch() {
                     return Err(changed("its architecture is not the one loaded".into()));
                 }
@@ -298,10 +383,10 @@ impl Network {
     /// worked).
     pub fn with_threads(mut self, threads: usize) -> Result<Self, RunError> {
         if threads > MAX_THREADS {
-            return Err(RunError::Input(format!(
-                "{threads} threads: at most {MAX_THREADS} (a layer is split into at most \
-                 {MAX_THREADS} bands of rows, one per thread)"
-            )));
+            return Err(RunError::Threads {
+                requested: threads,
+                max: MAX_THREADS,
+            });
         }
         self.threads = threads;
         self.replace()
@@ -482,17 +567,16 @@ impl Network {
             Layout::Nhwc => "[N, H, W, C]",
         };
         if c != cfg.in_chans {
-            return Err(RunError::Input(format!(
-                "input has {c} channels, the model expects {} (layout {name}, shape {:?})",
-                cfg.in_chans,
-                x.shape()
-            )));
+            return Err(InputError::Channels {
+                expected: cfg.in_chans,
+                found: c,
+                layout: name,
+                shape: x.shape().to_vec(),
+            }
+            .into());
         }
         if h < 32 || w < 32 {
-            return Err(RunError::Input(format!(
-                "input is {h}x{w}; QuadraNet downsamples by 32, so H and W must be at least 32 (shape {:?})",
-                x.shape()
-            )));
+            return Err(InputError::TooSmall { h, w }.into());
         }
         let width = if features {
             cfg.dims[3]

@@ -15,7 +15,7 @@
 //! JPEG) needs the `image` feature: `quadra-cpu = { version = "0.1", features = ["image"] }`
 //! (the CLI enables it; the C library and embedders that have pixels leave it out).
 
-use crate::RunError;
+use crate::{InputError, RunError};
 
 /// Pillow's fixed-point precision for 8-bit resampling: 32 - 8 - 2 bits.
 const PRECISION_BITS: u32 = 22;
@@ -188,25 +188,26 @@ impl Preprocess {
     pub fn rgb8(&self, pixels: &[u8], w: usize, h: usize) -> Result<Vec<f32>, RunError> {
         self.check()?;
         if w == 0 || h == 0 || pixels.len() != w * h * 3 {
-            return Err(RunError::Input(format!(
+            return Err(InputError::Other(format!(
                 "an RGB image of {w}x{h} needs {} bytes, found {}",
                 w * h * 3,
                 pixels.len()
-            )));
+            ))
+            .into());
         }
         let (nw, nh) = self.resized_size(w, h);
         if nw.max(nh) > MAX_IMAGE_SIDE {
-            return Err(RunError::Input(format!(
+            return Err(InputError::Other(format!(
                 "{w}x{h} is too elongated: {} on the short side makes it {nw}x{nh}, more than {MAX_IMAGE_SIDE}",
                 self.resize
-            )));
+            )).into());
         }
         let (ch, cw) = self.crop;
         if cw > nw || ch > nh {
-            return Err(RunError::Input(format!(
+            return Err(InputError::Other(format!(
                 "a {cw}x{ch} crop does not fit the {nw}x{nh} resized image (resize {} is smaller than the crop)",
                 self.resize
-            )));
+            )).into());
         }
         let resized = resize_bilinear_rgb8(pixels, w, h, nw, nh);
         // torchvision: crop_top = int(round((H - ch) / 2.0)), likewise left.
@@ -227,18 +228,19 @@ impl Preprocess {
     fn check(&self) -> Result<(), RunError> {
         let (ch, cw) = self.crop;
         if ch == 0 || cw == 0 || self.resize == 0 || self.resize > MAX_IMAGE_SIDE {
-            return Err(RunError::Input(format!(
+            return Err(InputError::Other(format!(
                 "preprocessing needs a resize of 1..={MAX_IMAGE_SIDE} and a non-empty crop (resize {}, crop {cw}x{ch})",
                 self.resize
-            )));
+            )).into());
         }
         if let Some(c) = (0..3)
             .find(|&c| !(self.std[c].is_finite() && self.std[c] > 0.0 && self.mean[c].is_finite()))
         {
-            return Err(RunError::Input(format!(
+            return Err(InputError::Other(format!(
                 "channel {c}: mean {} and std {} must be finite, std above zero",
                 self.mean[c], self.std[c]
-            )));
+            ))
+            .into());
         }
         Ok(())
     }
@@ -255,27 +257,36 @@ pub const MAX_IMAGE_PIXELS: u64 = 64 << 20;
 pub fn load_rgb8(path: &std::path::Path) -> Result<(Vec<u8>, usize, usize), RunError> {
     use image::ImageDecoder;
     let shown = path.display();
-    let bytes = crate::file::read_file(path)
-        .map_err(|e| RunError::Io(format!("cannot read {shown}: {e}")))?;
-    let bad = |e: image::ImageError| RunError::Input(format!("cannot decode image {shown}: {e}"));
+    let bytes = crate::file::read_file(path).map_err(|source| RunError::Io {
+        path: shown.to_string(),
+        source,
+    })?;
+    let bad = |e: image::ImageError| {
+        RunError::Input(InputError::Other(format!(
+            "cannot decode image {shown}: {e}"
+        )))
+    };
     let reader = image::ImageReader::new(std::io::Cursor::new(&bytes[..]))
         .with_guessed_format()
-        .map_err(|e| RunError::Io(format!("cannot read {shown}: {e}")))?;
+        .map_err(|source| RunError::Io {
+            path: shown.to_string(),
+            source,
+        })?;
     if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_complete(&bytes) {
         // The decoder fills a truncated scan with grey and says nothing.
-        return Err(RunError::Input(format!(
+        return Err(InputError::Other(format!(
             "cannot decode image {shown}: the JPEG is truncated (no end-of-image marker after its last scan)"
-        )));
+        )).into());
     }
     let mut decoder = reader.into_decoder().map_err(bad)?;
     let (w, h) = decoder.dimensions();
     if w == 0 || h == 0 {
-        return Err(RunError::Input(format!("{shown}: empty image")));
+        return Err(InputError::Other(format!("{shown}: empty image")).into());
     }
     if w.max(h) as usize > MAX_IMAGE_SIDE || w as u64 * h as u64 > MAX_IMAGE_PIXELS {
-        return Err(RunError::Input(format!(
+        return Err(InputError::Other(format!(
             "{shown}: {w}x{h} pixels, more than {MAX_IMAGE_SIDE} a side or {MAX_IMAGE_PIXELS} in all"
-        )));
+        )).into());
     }
     let orientation = decoder.orientation().map_err(bad)?;
     let mut img = image::DynamicImage::from_decoder(decoder).map_err(bad)?;

@@ -9,7 +9,7 @@ use crate::aligned::AlignedF32;
 use crate::config::ArchConfig;
 use crate::cores::{Cores, Placement};
 use crate::gang::Crew;
-use crate::{ExecRef, Layout, Network, RunError, Store};
+use crate::{ExecRef, InputError, Layout, Network, RunError, Store};
 
 /// A network prepared for one input size and batch: it owns the arena, the layout-converted
 /// image, the output and (with more than one thread) its own worker threads, so
@@ -76,12 +76,10 @@ impl Session {
         cores: &Cores,
     ) -> Result<Self, RunError> {
         if threads > crate::MAX_THREADS {
-            return Err(RunError::Input(format!(
-                "{threads} threads: at most {} (a layer is split into at most {} bands of \
-                 rows, one per thread)",
-                crate::MAX_THREADS,
-                crate::MAX_THREADS
-            )));
+            return Err(RunError::Threads {
+                requested: threads,
+                max: crate::MAX_THREADS,
+            });
         }
         let placement = Network::place(cores, threads, net.bands())?;
         let mut s = Self::build(net, height, width, batch, false, placement)?;
@@ -110,20 +108,15 @@ impl Session {
         let threads = placement.threads();
         let config = net.config().clone();
         if h < 32 || w < 32 {
-            return Err(RunError::Input(format!(
-                "input size {h}x{w}: QuadraNet downsamples by 32, so H and W must be at least 32"
-            )));
+            return Err(InputError::TooSmall { h, w }.into());
         }
         if h > crate::MAX_INPUT_SIDE || w > crate::MAX_INPUT_SIDE {
-            return Err(RunError::Input(format!(
-                "input size {h}x{w}: at most {} a side",
-                crate::MAX_INPUT_SIDE
-            )));
+            let max = crate::MAX_INPUT_SIDE;
+            return Err(InputError::TooLarge { h, w, max }.into());
         }
         if batch == 0 {
-            return Err(RunError::Input(
-                "a session needs a batch of at least 1".into(),
-            ));
+            let why = "a session needs a batch of at least 1";
+            return Err(InputError::Batch(why.into()).into());
         }
         let model = net.model()?;
         // The core refuses sizes it cannot plan (e.g. above its largest side) here, once.
@@ -134,7 +127,7 @@ impl Session {
             config.num_classes
         };
         let input = batch.checked_mul(config.in_chans * h * w).ok_or_else(|| {
-            RunError::Input(format!("a batch of {batch} {h}x{w} images is too large"))
+            InputError::Batch(format!("a batch of {batch} {h}x{w} images is too large"))
         })?;
         let crew = if threads > 1 {
             let crew = Crew::placed(&placement)
@@ -147,7 +140,7 @@ impl Session {
         // machine is an error, not an abort.
         let alloc = |n: usize, what: &str| {
             AlignedF32::try_zeros(n).ok_or_else(|| {
-                RunError::Input(format!(
+                InputError::Batch(format!(
                     "cannot allocate {} bytes for the {what} of a batch of {batch} {h}x{w} images",
                     n.saturating_mul(4)
                 ))
@@ -247,13 +240,15 @@ impl Session {
         }
         if input.len() != self.input_len() {
             let (h, w) = self.size;
-            return Err(RunError::Input(format!(
-                "input has {} floats, the session expects {} ({} x {} x {h} x {w})",
-                input.len(),
-                self.input_len(),
-                self.batch,
-                self.config.in_chans
-            )));
+            return Err(InputError::Length {
+                expected: self.input_len(),
+                found: input.len(),
+                batch: self.batch,
+                chans: self.config.in_chans,
+                h,
+                w,
+            }
+            .into());
         }
         let Session {
             store,

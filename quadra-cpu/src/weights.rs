@@ -9,7 +9,7 @@ use quadra_core::{Dtype, FloatBlocks, MatData, Weights};
 
 use crate::aligned::AlignedVec;
 use crate::config::ArchConfig;
-use crate::RunError;
+use crate::{InputError, RunError};
 
 /// An owned matrix stream.
 #[derive(Clone, Debug, PartialEq)]
@@ -97,7 +97,7 @@ impl OwnedWeights {
         dtype: Dtype,
     ) -> Result<(OwnedWeights, Vec<TensorQuantError>), RunError> {
         let OwnedMats::F32(mats) = &self.mats else {
-            return Err(RunError::Input("only f32 weights can be quantised".into()));
+            return Err(InputError::Other("only f32 weights can be quantised".into()).into());
         };
         let mut vecs = self.vecs.clone();
         let mut report = Vec::new();
@@ -134,13 +134,14 @@ impl OwnedWeights {
         float: &[usize],
     ) -> Result<(OwnedWeights, Vec<TensorQuantError>), RunError> {
         let OwnedMats::F32(mats) = &self.mats else {
-            return Err(RunError::Input("only f32 weights can be quantised".into()));
+            return Err(InputError::Other("only f32 weights can be quantised".into()).into());
         };
         let nq = arch.quadratic_blocks();
         if let Some(b) = float.iter().find(|&&b| b >= nq) {
-            return Err(RunError::Input(format!(
+            return Err(InputError::Other(format!(
                 "block {b} cannot stay f32: the network has {nq} quadratic blocks"
-            )));
+            ))
+            .into());
         }
         let mut vecs = self.vecs.clone();
         let mut report = Vec::new();

@@ -96,3 +96,57 @@ fn bad_inputs_are_reported() {
         .to_string();
     assert!(e.contains("at least 32"), "{e}");
 }
+
+/// A Rust caller matches on what went wrong instead of parsing the message.
+#[test]
+fn errors_are_structured() {
+    use quadra_cpu::{InputError, RunError, Session};
+    let net = network("quadranet25-xxs");
+    match net.forward_nchw(Array4::zeros((1, 4, 64, 64)).view()) {
+        Err(RunError::Input(InputError::Channels {
+            expected: 3,
+            found: 4,
+            ..
+        })) => {}
+        other => panic!("{other:?}"),
+    }
+    match net.forward_nchw(Array4::zeros((1, 3, 31, 64)).view()) {
+        Err(RunError::Input(InputError::TooSmall { h: 31, w: 64 })) => {}
+        other => panic!("{other:?}"),
+    }
+    match Network::load("/nonexistent/m.qnet") {
+        Err(RunError::Io { path, source }) => {
+            assert_eq!(path, "/nonexistent/m.qnet");
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        }
+        Err(other) => panic!("{other:?}"),
+        Ok(_) => panic!("opened a file that does not exist"),
+    }
+    match network("quadranet25-xxs").with_threads(17) {
+        Err(RunError::Threads {
+            requested: 17,
+            max: 16,
+        }) => {}
+        Err(other) => panic!("{other:?}"),
+        Ok(_) => panic!("17 threads accepted"),
+    }
+    let mut s = Session::new(&net, 64, 64, 1).unwrap();
+    match s.run(&[0.0; 5], Layout::Nchw) {
+        Err(RunError::Input(InputError::Length {
+            expected, found: 5, ..
+        })) => assert_eq!(expected, 3 * 64 * 64),
+        other => panic!("{other:?}"),
+    }
+    // A file that is not a model is named in a Model error.
+    let p = std::env::temp_dir().join(format!("quadra-not-a-model-{}.qnet", std::process::id()));
+    std::fs::write(&p, vec![7u8; 5000]).unwrap();
+    match Network::load(&p) {
+        Err(RunError::Model { file, reason }) => {
+            assert_eq!(file, p.display().to_string());
+            assert!(reason.contains("magic"), "{reason}");
+        }
+        Err(other) => panic!("{other:?}"),
+        Ok(_) => panic!("loaded garbage"),
+    }
+    let _ = std::fs::remove_file(&p);
+}

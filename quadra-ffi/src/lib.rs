@@ -82,12 +82,18 @@ impl Failure {
 
 fn code_of(e: &RunError, otherwise: c_int) -> c_int {
     match e {
-        RunError::Io(_) => QUADRA_E_IO,
-        RunError::Model(_) | RunError::Checkpoint(_) => QUADRA_E_FORMAT,
-        // A bad QUADRA_KERNEL, or a path this CPU cannot run: the caller's setting.
-        RunError::Dispatch(_) | RunError::Misuse(_) | RunError::Cores { .. } => QUADRA_E_ARGUMENT,
+        RunError::Io { .. } => QUADRA_E_IO,
+        RunError::Model { .. } | RunError::Checkpoint(_) => QUADRA_E_FORMAT,
+        // A bad QUADRA_KERNEL, a path this CPU cannot run, cores or threads it does not
+        // have: the caller's settings.
+        RunError::Dispatch(_)
+        | RunError::Misuse(_)
+        | RunError::Cores { .. }
+        | RunError::Threads { .. } => QUADRA_E_ARGUMENT,
         RunError::Pool(_) | RunError::Poisoned => QUADRA_E_INTERNAL,
         RunError::Input(_) | RunError::Core(_) => otherwise,
+        // RunError is non-exhaustive: a kind added later is a bug until it gets its code.
+        _ => QUADRA_E_INTERNAL,
     }
 }
 
