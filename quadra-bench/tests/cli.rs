@@ -22,7 +22,7 @@ fn bad_operators_are_refused_with_the_reason() {
         ("qdw:axbxc", "expected qdw:CxHxK"),
         ("conv:64x56x7", "expected qdw:CxHxK"),
         ("qdw:64x14x4", "3, 5 or 7"),
-        // Values that used to truncate to a byte or overflow.
+        // Values that would truncate to a byte or overflow if parsed carelessly.
         ("block:16x16x259x260", "must be 3, 5 or 7, not 259"),
         ("block:16x16x7x260", "must be 1 to 8, not 260"),
         ("qdw:18446744073709551615x2x3", "at most 16384 channels"),

@@ -1,4 +1,4 @@
-"""QuadraNet as defined by the official PyTorch code (README "The model, as computed"; keys as in docs/ARCHITECTURE.md).
+"""QuadraNet as defined by the official PyTorch code (docs/ARCHITECTURE.md: "The model, as computed" and the keys).
 
 Module and parameter names follow the official `QuadraNet` / `QuadraBlock1_dw`, so
 `model.state_dict()` has exactly the official checkpoint keys. Blocks may differ per

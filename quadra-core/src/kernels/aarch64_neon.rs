@@ -35,7 +35,7 @@ unsafe impl Simd for Neon {
     }
     #[inline(always)]
     unsafe fn load_f16(p: *const u16) -> float32x4_t {
-        // Three vector operations (the old form took seven; `fcvtl` needs FEAT_FP16
+        // Three vector operations (`fcvtl` needs FEAT_FP16
         // intrinsics Rust has not stabilised, and LLVM's Neoverse-N1 model gives it one
         // issue every two cycles): a signed widening shift by 13 puts the half's sign in bit
         // 31 and its exponent|mantissa in bits 27..13, with copies of the sign in bits
@@ -248,9 +248,9 @@ unsafe fn qdw_groups<const K: usize, const PACKED: bool, const UNIT: bool, const
 ///
 /// * `SDOT` (FEAT_DotProd): `sdot` sums four s8·s8 products into each i32 lane (16 MACs
 ///   per instruction). The main loop uses the by-element form: one 16-byte load of a
-///   row's activations serves four k-groups (`v.4b[lane]`), where a broadcast load per
-///   group had held the modeled A76 (llvm-mca, Neoverse-N1) at 60% of 2 `sdot`/cycle;
-///   5 x 16 models at 93% with no stack traffic (6 x 16 spills, 4 x 16 84%).
+///   row's activations serves four k-groups (`v.4b[lane]`); a broadcast load per group
+///   models (llvm-mca, Neoverse-N1) at 60% of 2 `sdot`/cycle, this 5 x 16 tile at 93% with
+///   no stack traffic (6 x 16 spills, 4 x 16 reaches 84%).
 /// * Without: `smull` (i8·i8 into i16, at most 128·127), `addp` of adjacent products (at
 ///   most 32512: no i16 overflow), `sadalp` into the i32 lanes. Exact.
 #[derive(Clone, Copy)]

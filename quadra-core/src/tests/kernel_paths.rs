@@ -399,7 +399,7 @@ fn plain_depthwise_row_simd_matches_scalar() {
 
 /// The NEON QDW assembly (`kernels/neon_qdw.rs`: taps in place or widened once per chunk,
 /// four epilogues, the next-row copy beside it) gives the bits of the generic Rust loop it
-/// replaces (`qdw_taps` + `qdw_finish`, group by group), which is what NEON ran before.
+/// stands in for (`qdw_taps` + `qdw_finish`, group by group).
 #[cfg(target_arch = "aarch64")]
 #[test]
 fn neon_qdw_assembly_is_the_generic_loop_bit_for_bit() {

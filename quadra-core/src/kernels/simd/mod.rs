@@ -11,8 +11,8 @@
 /// Runs the body for each vector of a row of `c` floats, in order: whole vectors (`n` the
 /// lane count, a constant, so the loop has no partial-vector branch), then the tail. A
 /// macro, not a function taking a closure: a closure is a function of its own, without the
-/// leaf's `#[target_feature]`, and the intrinsics inside it were called instead of inlined
-/// (AVX-512 LayerNorm ran several times slower).
+/// leaf's `#[target_feature]`, so the intrinsics inside it would be called instead of
+/// inlined (AVX-512 LayerNorm runs several times slower that way).
 macro_rules! each_vector {
     ($S:ty, $c:expr, |$i:ident, $n:ident| $body:expr) => {{
         let c = $c;
