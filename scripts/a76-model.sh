@@ -15,8 +15,10 @@ if [ ! -x "$mca" ]; then
 fi
 source scripts/aarch64-env.sh
 dir=target/a76
+# `internals`: the kernels' entry points that only the tests and benches call (GELU on a
+# slice, among them) are public then, so they are compiled and found in the assembly.
 CARGO_TARGET_DIR=$dir RUSTFLAGS="-C target-cpu=cortex-a76" \
-  cargo rustc --quiet --release --target aarch64-unknown-linux-gnu -p quadra-core --lib -- \
-  --emit asm -C codegen-units=1 >&2
+  cargo rustc --quiet --release --target aarch64-unknown-linux-gnu -p quadra-core --lib \
+  --features internals -- --emit asm -C codegen-units=1 >&2
 asm=$(ls -t "$dir"/aarch64-unknown-linux-gnu/release/deps/quadra_core-*.s | head -1)
 python3 scripts/a76_model.py "$asm" --mca "$mca" --floors scripts/a76-floors.txt "$@"
