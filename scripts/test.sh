@@ -107,6 +107,12 @@ python3 scripts/gen_neon_qdw.py --check
 step "the modeled Cortex-A76: llvm-mca (Neoverse-N1) on every NEON hot loop, against its floor"
 bash scripts/a76-model.sh
 
+step "firmware booted: the bare-metal example under qemu-system-aarch64 (virt, Cortex-A76, NEON)"
+bash scripts/run-firmware.sh aarch64
+
+step "firmware booted: the bare-metal example under qemu-system-arm (mps2-an386 Cortex-M4F, mps3-an547 Cortex-M55)"
+bash scripts/run-firmware.sh cortex-m
+
 step "bare-metal build: quadra-core and the firmware example for aarch64-unknown-none (no std, no alloc)"
 RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=target/baremetal \
   cargo build --profile firmware -Zbuild-std=core --target aarch64-unknown-none -p quadra-core -p quadra-firmware-example

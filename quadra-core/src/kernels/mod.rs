@@ -9,6 +9,12 @@
 //! [`scalar`] is the reference and source of truth; `x86_avx2`, `x86_avx512` and
 //! `aarch64_neon` instantiate the single generic SIMD body in `simd` for their ISA.
 //! The safe functions here validate every length, then dispatch on the [`Kernels`] token.
+// On an architecture without SIMD leaves (Cortex-M, RISC-V, ...) only the scalar reference
+// runs: the raw arguments built for the leaves go unused there, and that is expected.
+#![cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(unused_variables, unused_imports, dead_code)
+)]
 
 /// The ISA dispatch, written once: `leaf!(kern, f(args..), scalar)` calls `f` in the leaf
 /// module of `kern`'s ISA (`x86_avx2`, `x86_avx512`, `aarch64_neon`), or evaluates `scalar`
