@@ -92,8 +92,9 @@ check() {
   echo "$name: accuracy and logits checksum equal the Linux run's ($ref)"
 }
 
-# The three error modes (a build with the error-modes feature): each must exit 1 with the
-# core's error naming its problem.
+# The error modes (a build with the error-modes feature): a broken model, a short arena and a
+# short input must each exit 1 with the core's error naming its problem; a fault must be
+# reported by the exception handler (exit 3).
 check_errors() {
   local name=$1 elf=$2; shift 2
   local rc
@@ -108,6 +109,14 @@ check_errors() {
     fi
     echo "$name ${mode%%:*}: exit 1, $said"
   done
+  # A fault (an undefined instruction): the handler reports it and the exit status is 3.
+  rc=0
+  boot "$name" fault "$elf" "$@" || rc=$?
+  said=$(grep '^exception: ' "$out/$name-fault.txt" || true)
+  if [ $rc -ne 3 ] || [ -z "$said" ]; then
+    cat "$out/$name-fault.txt"; echo "$name fault: status $rc, expected 3 and the exception reported"; exit 1
+  fi
+  echo "$name fault: exit 3, $said"
 }
 
 # Flash (text + rodata) and RAM (data + bss) of an ELF, and the stack measured in the run.

@@ -49,7 +49,8 @@ impl Fnv {
     }
 }
 
-/// Runs `mode` (`run`, `bad-model`, `small-arena`, `bad-input`); returns the exit status.
+/// Runs `mode` (`run`, `bad-model`, `small-arena`, `bad-input`, and with the error-modes
+/// feature `fault`); returns the exit status.
 pub fn run(mode: &str, out: &mut impl Write) -> i32 {
     if TAKEN.swap(true, Ordering::AcqRel) {
         return 5;
@@ -77,6 +78,13 @@ pub fn run(mode: &str, out: &mut impl Write) -> i32 {
             copy.copy_from_slice(&MODEL_BYTES.0);
             copy[MODEL_LEN / 2] ^= 0x40;
             QnetFile::parse(copy).map(|_| ())
+        }
+        #[cfg(feature = "error-modes")]
+        "fault" => {
+            // An undefined instruction: the exception handler must report it and stop.
+            // SAFETY: `udf` only raises the exception the startup code handles.
+            unsafe { core::arch::asm!("udf #0") };
+            Ok(())
         }
         "small-arena" => model::model().and_then(|m| {
             let input = [0.0f32; INPUT_LEN];
