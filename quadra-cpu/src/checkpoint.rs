@@ -250,6 +250,13 @@ impl StateDict {
             };
             tensors.insert(name, tensor);
         }
+        Ok(Self::from_tensors(source, tensors))
+    }
+
+    /// A state_dict from tensors already in memory (e.g. a Python `state_dict()`), named
+    /// `source` in messages. As for a file, a `module.` prefix on every key (a model
+    /// wrapped for data-parallel training) is removed and noted.
+    pub fn from_tensors(source: &str, mut tensors: BTreeMap<String, Tensor>) -> Self {
         // A model wrapped for data-parallel training saves every key under `module.`.
         let prefix = "module.";
         let stripped_prefix = (!tensors.is_empty()
@@ -261,11 +268,11 @@ impl StateDict {
                 .map(|(k, v)| (k[prefix.len()..].to_string(), v))
                 .collect();
         }
-        Ok(StateDict {
+        StateDict {
             source: source.to_string(),
             tensors,
             stripped_prefix,
-        })
+        }
     }
 
     /// Checks every key against `arch` and packs the weights for the core as f32 streams.

@@ -20,8 +20,10 @@
 pub mod aligned;
 pub mod checkpoint;
 pub mod config;
+pub mod convert;
 pub mod cores;
 pub mod dispatch;
+pub mod emit;
 pub mod file;
 mod gang;
 pub mod preprocess;

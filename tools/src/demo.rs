@@ -9,7 +9,7 @@ use quadra_core::Isa;
 use quadra_cpu::dispatch;
 
 use crate::bundled;
-use crate::convert::argmax;
+use quadra_cpu::convert::argmax;
 
 #[derive(clap::Args)]
 pub struct Args {

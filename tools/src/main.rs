@@ -4,7 +4,6 @@
 mod bundled;
 mod convert;
 mod demo;
-mod emit;
 mod infer;
 mod inspect;
 mod npy;

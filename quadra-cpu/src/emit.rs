@@ -1,12 +1,12 @@
-//! `--emit-rust`: a Rust module with the model bytes for `include_bytes!` and the
+//! `quadra convert --emit-rust`: a Rust module with the model bytes for `include_bytes!` and the
 //! architecture, arena and input sizes as `const`s, for firmware with no heap.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{Context, Result};
 use quadra_core::Dtype;
-use quadra_cpu::config::ArchConfig;
+
+use crate::config::ArchConfig;
 
 /// The module source for `config`, whose `.qnet` bytes sit beside it as `model.qnet`.
 pub fn module_source(
@@ -131,24 +131,24 @@ pub fn module_source(
     s
 }
 
-/// Writes `dir/model.rs` and `dir/model.qnet`.
+/// Writes `dir/model.rs` and `dir/model.qnet` (each atomically); `source` names the
+/// checkpoint in the module's header. An error names the file it could not write.
 pub fn write_module(
     dir: &Path,
     config: &ArchConfig,
     qnet: &[u8],
     input: (usize, usize),
-    weights: &Path,
+    source: &str,
     dtype: Dtype,
-) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let source = weights
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let src = module_source(config, qnet.len(), input, &source, dtype);
-    quadra_cpu::file::write_atomic(dir.join("model.rs"), src.as_bytes())
-        .with_context(|| format!("cannot write {}/model.rs", dir.display()))?;
-    quadra_cpu::file::write_atomic(dir.join("model.qnet"), qnet)
-        .with_context(|| format!("cannot write {}/model.qnet", dir.display()))?;
+) -> Result<(), std::io::Error> {
+    let named = |path: &Path, e: std::io::Error| {
+        std::io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display()))
+    };
+    std::fs::create_dir_all(dir).map_err(|e| named(dir, e))?;
+    let src = module_source(config, qnet.len(), input, source, dtype);
+    let rs = dir.join("model.rs");
+    crate::file::write_atomic(&rs, src.as_bytes()).map_err(|e| named(&rs, e))?;
+    let bin = dir.join("model.qnet");
+    crate::file::write_atomic(&bin, qnet).map_err(|e| named(&bin, e))?;
     Ok(())
 }
