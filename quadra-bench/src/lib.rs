@@ -1,7 +1,10 @@
-//! Shared pieces of the benchmarks: deterministic random data, FLOP counts, and the
-//! unfused baselines the fused kernels are compared against.
+//! Shared pieces of the benchmarks: deterministic random data, FLOP counts, the unfused
+//! baselines the fused kernels are compared against, and measuring a whole network
+//! ([`measure`]) into a latency table ([`lut`]).
 
 pub mod baseline;
+pub mod lut;
+pub mod measure;
 pub mod peak;
 
 use quadra_core::kernels::QdwWeights;

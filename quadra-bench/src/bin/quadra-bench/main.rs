@@ -4,11 +4,10 @@
 //!
 //! No criterion, links statically for aarch64: copy it to a Raspberry Pi 5 or a phone.
 //!
-//! One file per job: `model` measures a network (whole passes, layers, candidate blocks,
-//! a session), `lut` turns the measurements into the latency table, `report` prints them,
-//! `op` measures one operator (`--op`).
+//! One file per job: `model` builds the network the arguments name, `report` prints what
+//! the library's `measure` found and the latency table `lut` made of it, `op` measures one
+//! operator (`--op`).
 
-mod lut;
 mod model;
 mod op;
 mod report;
@@ -16,6 +15,7 @@ mod report;
 use std::path::PathBuf;
 
 use clap::Parser;
+use quadra_bench::{lut, measure};
 use quadra_core::Dtype;
 
 /// Boxed errors, printed as a sentence.
@@ -103,6 +103,18 @@ pub(crate) struct Args {
     pub(crate) strip: Option<usize>,
 }
 
+impl Args {
+    /// What to measure.
+    pub(crate) fn opts(&self) -> measure::Opts {
+        measure::Opts {
+            input_size: self.input_size,
+            iters: self.iters,
+            warmup: self.warmup,
+            candidates: !self.no_candidates,
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
     quadra_cli::exit_quietly_on_broken_pipe();
     match run(Args::parse()) {
@@ -120,7 +132,7 @@ fn run(a: Args) -> Res<()> {
         return op::bench(&a, op);
     }
     let (net, name) = model::network(&a)?;
-    let m = model::measure(&a, &net)?;
+    let m = measure::measure(&a.opts(), &net)?;
     let arch = net.config().arch();
     let table = lut::table(&arch, a.input_size, &m, !a.no_candidates);
     let write = |p: &std::path::Path, text: String| {

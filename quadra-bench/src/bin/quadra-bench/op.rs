@@ -12,8 +12,8 @@ use quadra_cpu::config::ArchConfig;
 use quadra_cpu::{dispatch, AlignedF32, Network};
 use serde_json::json;
 
-use crate::lut::percentile;
 use crate::{Args, Res};
+use quadra_bench::lut::percentile;
 
 /// A lone operator's packed weights from a PyTorch state_dict: the tensors are placed as
 /// block 0 of a one-block network (the only part packed from the file; the rest is zeros)
@@ -357,7 +357,9 @@ fn bench_block(
     let cfg = ArchConfig::preset("quadranet25-xxs")?;
     let net = Network::new(cfg.clone(), random_weights(cfg.arch().weights_len(), 1))?
         .with_threads(a.threads)?;
-    t.op = net.with_executor(|exec| crate::model::time_block(a, exec, kern, dims, &bw, x0))??;
+    t.op = net.with_executor(|exec| {
+        quadra_bench::measure::time_block(&a.opts(), exec, kern, dims, &bw, x0)
+    })??;
     if a.op_output.is_some() {
         // The output of one more run, as the timed runs computed it.
         let (per, total) = quadra_core::net::run_block_scratch(dims, net.threads());

@@ -5,9 +5,9 @@ use quadra_core::arch::Arch;
 use quadra_cpu::Network;
 use serde_json::{json, Map, Value};
 
-use crate::lut::{self, key, mean, percentile};
-use crate::model::Measured;
 use crate::{Args, Res};
+use quadra_bench::lut::{self, key, mean, percentile};
+use quadra_bench::measure::Measured;
 
 /// The numbers every report shows, derived once.
 struct Summary {

@@ -4,20 +4,23 @@ use quadra_core::arch::{Arch, BlockSpec};
 use quadra_core::net::Layer;
 use serde_json::{json, Map, Value};
 
-use crate::model::Measured;
+use crate::measure::Measured;
 
-/// The value at quantile `q` of sorted durations.
-pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
+/// The value at quantile `q` of sorted durations (NaN for none).
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
 /// The mean of durations (0 for none).
-pub(crate) fn mean(v: &[f64]) -> f64 {
+pub fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 
 /// ProxylessNAS latency-table key of one layer.
-pub(crate) fn key(arch: &Arch<'_>, (h, w): (usize, usize), layer: Layer) -> String {
+pub fn key(arch: &Arch<'_>, (h, w): (usize, usize), layer: Layer) -> String {
     let hw = Arch::stage_hw(h, w);
     match layer {
         Layer::Stem => format!(
@@ -48,7 +51,7 @@ pub(crate) fn key(arch: &Arch<'_>, (h, w): (usize, usize), layer: Layer) -> Stri
 }
 
 /// The key of a block (a QuadraBlock or an identity) at a stage's shape.
-pub(crate) fn block_key((h, w): (usize, usize), c: usize, spec: BlockSpec) -> String {
+pub fn block_key((h, w): (usize, usize), c: usize, spec: BlockSpec) -> String {
     if spec.is_identity() {
         format!("Identity-input:{h}x{w}x{c}-output:{h}x{w}x{c}-expand:0-kernel:0-stride:1-idskip:1")
     } else {
@@ -60,7 +63,7 @@ pub(crate) fn block_key((h, w): (usize, usize), c: usize, spec: BlockSpec) -> St
 }
 
 /// Mean, median, 10th and 90th percentile (ms) of durations in seconds, as a table entry.
-pub(crate) fn stats(ts: &[f64], source: &str) -> Value {
+pub fn stats(ts: &[f64], source: &str) -> Value {
     let mut v = ts.to_vec();
     v.sort_by(f64::total_cmp);
     json!({"mean": mean(&v) * 1e3, "median": percentile(&v, 0.5) * 1e3,
@@ -73,7 +76,7 @@ pub(crate) fn stats(ts: &[f64], source: &str) -> Value {
 /// runs), identity blocks included; then the candidate blocks of the search space this
 /// network lacks, timed alone (their own random weights, warm from run to run); with
 /// `identities`, the identity (skip) block at every stage shape.
-pub(crate) fn table(
+pub fn table(
     arch: &Arch<'_>,
     hw: (usize, usize),
     m: &Measured,
@@ -108,7 +111,7 @@ pub(crate) fn table(
 }
 
 /// The table's medians summed over this network's layers (`--check`), in ms.
-pub(crate) fn sum_over(
+pub fn sum_over(
     lut: &Map<String, Value>,
     arch: &Arch<'_>,
     hw: (usize, usize),
@@ -124,7 +127,7 @@ pub(crate) fn sum_over(
 /// `LatencyEstimator` reads `lut[key]['mean']`) holding `mean`, `median`, `p10`, `p90` (ms),
 /// `runs` and `source`. Keys and strings are written as double-quoted JSON strings, which
 /// YAML reads as the same strings whatever they contain (a plain `a: b` would not parse).
-pub(crate) fn yaml(lut: &Map<String, Value>) -> String {
+pub fn yaml(lut: &Map<String, Value>) -> String {
     let quote = |s: &str| Value::from(s).to_string();
     let mut y = String::new();
     for (k, v) in lut {
