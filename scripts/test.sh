@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, clippy, native tests on every kernel path
-# this CPU has, the no_std compile-time dispatch, NEON under qemu, and the bare-metal build.
+# this CPU has, the Python package, the no_std compile-time dispatch, NEON under qemu,
+# firmware booted under qemu, and the bare-metal build.
 # Installs the aarch64 cross toolchain first if it is missing (needs root or sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +46,18 @@ if grep -qw avx512f /proc/cpuinfo; then req="$req,avx512"; fi
 if grep -qw avx512_vnni /proc/cpuinfo && grep -qw avx512bw /proc/cpuinfo; then req="$req,avx512+vnni"; fi
 step "native tests (kernel paths demanded: scalar${req:+,$req})"
 QUADRA_REQUIRE_ISA="$req" cargo test --workspace --release
+
+step "the Python package: pip install ./python in a fresh venv, then pytest (PyTorch fixtures, the CLI's logits, errors)"
+if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo apt-get install -y -q python3-venv
+fi
+rm -rf target/venv
+python3 -m venv target/venv
+target/venv/bin/pip install -q ./python pytest numpy safetensors pillow
+# The tests compare with the CLI (built by the native tests above; this makes sure).
+cargo build --release -q -p quadra-tools
+QUADRA_CLI=target/release/quadra target/venv/bin/python -m pytest -q python/tests
 
 step "the thread gang's protocol, model-checked by loom"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \

@@ -255,24 +255,29 @@ pub const MAX_IMAGE_PIXELS: u64 = 64 << 20;
 /// from the header before anything is decoded.
 #[cfg(feature = "image")]
 pub fn load_rgb8(path: &std::path::Path) -> Result<(Vec<u8>, usize, usize), RunError> {
-    use image::ImageDecoder;
-    let shown = path.display();
     let bytes = crate::file::read_file(path).map_err(|source| RunError::Io {
-        path: shown.to_string(),
+        path: path.display().to_string(),
         source,
     })?;
+    decode_rgb8(&bytes, &path.display().to_string())
+}
+
+/// [`load_rgb8`] of an image already in memory; `shown` names it in errors.
+#[cfg(feature = "image")]
+pub fn decode_rgb8(bytes: &[u8], shown: &str) -> Result<(Vec<u8>, usize, usize), RunError> {
+    use image::ImageDecoder;
     let bad = |e: image::ImageError| {
         RunError::Input(InputError::Other(format!(
             "cannot decode image {shown}: {e}"
         )))
     };
-    let reader = image::ImageReader::new(std::io::Cursor::new(&bytes[..]))
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|source| RunError::Io {
             path: shown.to_string(),
             source,
         })?;
-    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_complete(&bytes) {
+    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_complete(bytes) {
         // The decoder fills a truncated scan with grey and says nothing.
         return Err(InputError::Other(format!(
             "cannot decode image {shown}: the JPEG is truncated (no end-of-image marker after its last scan)"
