@@ -477,6 +477,36 @@ impl Session {
         Ok(y.into_any())
     }
 
+    /// Seconds of each of `iters` `Session::run` calls on `x`, timed in Rust (no Python
+    /// between the calls): the baseline `python/benches/evidence.py` measures the Python
+    /// call's overhead against, on the same session, buffers and input.
+    #[pyo3(signature = (x, iters, *, layout="nchw"))]
+    fn _time_rust(
+        &mut self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        iters: usize,
+        layout: &str,
+    ) -> PyResult<Vec<f64>> {
+        let lay = self::layout(layout)?;
+        let a = f32_array(x)?;
+        let ro = a.readonly();
+        let src = ro
+            .as_slice()
+            .map_err(|e| ShapeError::new_err(e.to_string()))?;
+        let inner = &mut self.inner;
+        py.detach(|| -> Result<Vec<f64>, RunError> {
+            let mut ts = Vec::with_capacity(iters);
+            for _ in 0..iters {
+                let t = std::time::Instant::now();
+                inner.run(src, lay)?;
+                ts.push(t.elapsed().as_secs_f64());
+            }
+            Ok(ts)
+        })
+        .map_err(to_py)
+    }
+
     /// The kernel path, threads, cores and band split of this session.
     fn describe(&self) -> String {
         self.inner.describe()
