@@ -334,3 +334,10 @@ def test_errors_are_quadra_exceptions_naming_the_problem(tmp_path):
     raises(quadra.IoError, "no-such.png", quadra.preprocess, tmp_path / "no-such.png")
     raises(quadra.ShapeError, "[H, W, 3]", quadra.preprocess, np.zeros((8, 8, 4), np.uint8))
     raises(quadra.ArgumentError, "iters", quadra.benchmark, m, iters=0)
+
+
+def test_readme_python_example_is_the_example_file():
+    readme = (ROOT / "README.md").read_text()
+    example = (ROOT / "python" / "examples" / "from_pytorch.py").read_text()
+    assert f"```python\n{example}```\n" in readme, "copy python/examples/from_pytorch.py into README"
+    compile(example, "from_pytorch.py", "exec")  # it needs torch to run; here it must parse
