@@ -146,6 +146,27 @@ def find(blks):
             name = "ln_rows4"  # per four rows: variance sums, square roots, divisions
         elif "ln_simd" in fn and mix["faddp"] == 8 and mix["dup"] == 4:
             name = "ln_means4"  # per four rows: the means
+        elif gemm_fn(fn) and mix["frecpe"] == 5 and mix["str"] == 5 and not mix["sdot"]:
+            # The epilogue of a 5-row tile, one column vector: bias, GELU, store (PW1).
+            name = "epi_gelu"
+        elif (gemm_fn(fn) and fmla == 10 and mix["str"] == 5 and not mix["frecpe"]
+              and mix["ldr"] >= 15 and not mix["ld1"]):
+            # ... layer scale and residual: `out += gamma * (tile * scale + bias)` (PW2).
+            name = "epi_scale_add"
+        elif (gemm_fn(fn) and fmla == 5 and mix["str"] == 5 and not mix["frecpe"]
+              and not mix["ld1"] and not mix["fmov"]):
+            # ... bias only (the stem, downsample and head layers).
+            name = "epi_bias"
+        elif "q88dispatch" in fn and mix["scvtf"] == 4 and mix["fmul"] == 4 and mix["str"] == 4:
+            # w8a8: a tile's int32 sums times the row scales, 16 values (`q8::finish`).
+            name = "dequant"
+        elif "quantize_rows" in fn and mix["fabs"] and mix["fmax"] and mix["fsub"] and len(body) < 12:
+            # w8a8 activations, first pass over a row: max |x| and the finiteness sum.
+            name = "quant_amax"
+        elif ("quantize_rows" in fn and mix["frintn"] and mix["fcvtns"] and mix["str"]
+              and not mix["stur"] and not mix["bl"]):
+            # ... second pass: scale, round to even, clamp, narrow to int8, sum.
+            name = "quant_round"
         elif gemm_fn(fn) and not fmla and w != "f32" and (mix["str"] or mix["stp"]):
             # f16 / int8 weight panels widened to f32 once per GEMM call (`gemm_widened`).
             name = f"widen_{w}"
@@ -180,6 +201,8 @@ def describe(name):
         return "GEMM widening", f"{m.group(1)} panel -> f32"
     if name == "gelu":
         return "GELU", "4 values"
+    if name in ELEMENTWISE:
+        return ELEMENTWISE[name][0], ELEMENTWISE[name][1]
     if name.startswith("ln_"):
         return "LayerNorm", {"ln_sum": "4 rows x 4 ch, sum", "ln_var": "4 rows x 4 ch, deviations",
                              "ln_norm": "4 rows x 4 ch, normalise", "ln_norm_blocked":
@@ -187,6 +210,17 @@ def describe(name):
                              "ln_means4": "per 4 rows: means"}[name]
     m = re.match(r"q8_sdot_(\d)x16", name)
     return "GEMM int8 sdot", f"{m.group(1)}x16, by element"
+
+
+# The loops around the GEMMs (name: part, what one iteration does, values per iteration).
+ELEMENTWISE = {
+    "epi_gelu": ("Epilogue", "bias + GELU, 5 rows x 4", 20),
+    "epi_scale_add": ("Epilogue", "bias, gamma, residual, 5 x 4", 20),
+    "epi_bias": ("Epilogue", "bias, 5 rows x 4", 20),
+    "dequant": ("Dequantise", "int32 sums x row scale, 16", 16),
+    "quant_amax": ("Quantise", "max |x| pass, 4 values", 4),
+    "quant_round": ("Quantise", "round + narrow pass, 4 values", 4),
+}
 
 
 # quadra-core's plan (plan.rs) on aarch64: the strip budget in floats, the hidden slice, and the
@@ -203,61 +237,86 @@ def strips(h, w, c, e=4):
     return -(-h // strip_rows(h, w, c, e))
 
 
+PARTS = ("GEMM", "QDW", "GELU", "LayerNorm", "quantise", "epilogue", "other")
+MODES = ("f32", "f16w", "w8a8")
+
+
 def network_estimate(t, ghz):
-    """Per-layer modeled cycles, summed: each layer's multiply-adds over the modeled rate of
-    the main loop of its kernel, LayerNorm and GELU at their loops' cycles per value
-    (compute-bound, every load an L1 hit; quantisation, epilogues and copies not counted). f16 GEMMs up to WIDE_K run the f32 loop on
-    panels widened once per call, each widened weight costing the widening loop's cycles."""
+    """Per-part modeled milliseconds of whole networks, every part from its own modeled
+    loop, compute-bound (every load an L1 hit): {(model, mode): {part: ms}}.
+
+    GEMM: the blocks' pointwise layers (f16 weights: the f32 loop on panels widened once
+    per strip; w8a8: the sdot loop). QDW: the taps with the residual `x += gamma * y` in
+    their epilogue. GELU: the erf of the 4C hidden values of every pixel. LayerNorm: both
+    of every block, the stem's and each downsample's. quantise (w8a8): both passes over the
+    C inputs of PW1 and the 4C of PW2 per pixel. epilogue: what the GEMM tiles do after
+    their sums besides GELU (bias, gamma and residual; w8a8: the int32 sums times the row
+    scales first). other: the stem, downsample and head layers (f32 GEMMs; f16 and w8a8
+    widen their weights) with their bias. Not counted: storing the accumulators before the
+    epilogue (one store per 4 values), the global pool and the final LayerNorm (one row)."""
     need = ("gemm_5x16_f32", "q8_sdot_5x16", "qdw_k7_f32", "gemm_5x16_f16", "qdw_k7_f16",
-            "widen_f16")
-    if any(n not in t for n in need):
-        return []
+            "widen_f16", "gelu", "epi_gelu", "epi_scale_add", "epi_bias", "dequant",
+            "quant_amax", "quant_round", "ln_sum", "ln_var", "ln_norm", "ln_rows4", "ln_means4")
+    missing = [n for n in need if n not in t]
+    if missing:
+        return {}, missing
     fg, f8, fq, fg16, fq16 = (t[n]["fraction"] for n in need[:5])
     widen16 = t["widen_f16"]["per_elem"]
-    # Cycles per value of GELU, and of a LayerNorm row of c channels (three passes over
-    # 16 values, the per-row work over four rows).
-    gelu = t["gelu"]["cycles"] / 4 if "gelu" in t else 0.0
-    ln_parts = ("ln_sum", "ln_var", "ln_norm", "ln_rows4", "ln_means4")
-    ln_ok = all(n in t for n in ln_parts)
+    per = {n: t[n]["cycles"] / ELEMENTWISE[n][2] for n in ELEMENTWISE}  # cycles per value
+    gelu = t["gelu"]["cycles"] / 4
+    # The GELU epilogue's own work is what it spends beyond the GELU loop's.
+    epi_gelu = max(0.0, per["epi_gelu"] - gelu)
+    quant = per["quant_amax"] + per["quant_round"]
 
     def ln(c):
-        if not ln_ok:
-            return 0.0
-        passes = sum(t[n]["cycles"] for n in ln_parts[:3]) / 16
+        """Cycles of one LayerNorm row of c channels: three passes over 16 values at a
+        time, the per-row work over four rows."""
+        passes = sum(t[n]["cycles"] for n in ("ln_sum", "ln_var", "ln_norm")) / 16
         return passes * c + (t["ln_rows4"]["cycles"] + t["ln_means4"]["cycles"]) / 4
     rate = 4 * PEAK  # f32 multiply-adds per cycle at peak
-    rows = []
+    out = {}
     for name, c, depths in (("QuadraNet36-T", 64, (3, 3, 27, 3)), ("QuadraNet25-XXS", 16, (2, 3, 18, 2))):
         dims = [c, 2 * c, 4 * c, 8 * c]
         hw = [56 >> s for s in range(4)]
-        # (multiply-adds, k, weights, calls) of every f32-computed GEMM outside the blocks:
-        # the stem (4x4 patches of 3 channels), the three downsamples (2x2 patches) and
-        # the head; m > 5 rows widen (the head, one row, widens per use).
-        other = [(16 * 3 * dims[0] * hw[0] ** 2, 48, 48 * dims[0], hw[0] ** 2 > 5)]
-        other += [(4 * dims[s - 1] * dims[s] * hw[s] ** 2, 4 * dims[s - 1], 4 * dims[s - 1] * dims[s], True)
-                  for s in range(1, 4)]
-        other += [(dims[3] * 1000, dims[3], dims[3] * 1000, False)]
-        f32_macs = sum(o[0] for o in other)
-        pw = sum(d * 2 * 4 * dims[s] ** 2 * hw[s] ** 2 for s, d in enumerate(depths))
-        qdw = sum(d * 3 * 49 * dims[s] * hw[s] ** 2 for s, d in enumerate(depths))
-        # LN1 and LN2 of every block, the stem's LN and each downsample's; GELU on the
-        # 4·C hidden values of every pixel. The same in every dtype (they stay f32).
-        elementwise = sum(d * hw[s] ** 2 * (2 * ln(dims[s]) + 4 * dims[s] * gelu)
-                          for s, d in enumerate(depths))
-        elementwise += hw[0] ** 2 * ln(dims[0]) + sum(hw[s - 1] ** 2 * ln(dims[s - 1]) for s in range(1, 4))
-        base = f32_macs / (rate * fg) + qdw / (rate * fq) + elementwise
-        f16 = qdw / (rate * fq16) + elementwise
-        for macs, k, weights, widen in other:
-            f16 += macs / (rate * fg) + weights * widen16 if widen and k <= WIDE_K else macs / (rate * fg16)
-        for s, d in enumerate(depths):
-            # PW1 and PW2 (k = C and the 128-channel slice, both <= WIDE_K here): the f32
-            # loop, plus each strip widening all 8·C² weights once.
-            assert dims[s] <= WIDE_K
-            f16 += d * (2 * 4 * dims[s] ** 2 * hw[s] ** 2 / (rate * fg)
-                        + strips(hw[s], hw[s], dims[s]) * 8 * dims[s] ** 2 * widen16)
-        rows.append((name, (base + pw / (rate * fg)) / ghz / 1e6,
-                     f16 / ghz / 1e6, (base + pw / (16 * PEAK * f8)) / ghz / 1e6))
-    return rows
+        # (multiply-adds, k, weights, widened once per call, outputs) of the f32 GEMMs
+        # outside the blocks: the stem (4x4 patches of 3 channels), the three downsamples
+        # (2x2 patches) and the head (one row: its weights are widened as they are used).
+        other = [(16 * 3 * dims[0] * hw[0] ** 2, 48, 48 * dims[0], hw[0] ** 2 > 5, dims[0] * hw[0] ** 2)]
+        other += [(4 * dims[s - 1] * dims[s] * hw[s] ** 2, 4 * dims[s - 1], 4 * dims[s - 1] * dims[s], True,
+                   dims[s] * hw[s] ** 2) for s in range(1, 4)]
+        other += [(dims[3] * 1000, dims[3], dims[3] * 1000, False, 1000)]
+        pix = [d * hw[s] ** 2 for s, d in enumerate(depths)]  # block-pixels per stage
+        pw = sum(p * 8 * dims[s] ** 2 for s, p in enumerate(pix))
+        qdw = sum(p * 3 * 49 * dims[s] for s, p in enumerate(pix))
+        hidden = sum(p * 4 * dims[s] for s, p in enumerate(pix))  # PW1 outputs, PW2 inputs
+        narrow = sum(p * dims[s] for s, p in enumerate(pix))  # PW1 inputs, PW2 outputs
+        common = {
+            "GELU": hidden * gelu,
+            "LayerNorm": sum(2 * p * ln(dims[s]) for s, p in enumerate(pix))
+            + hw[0] ** 2 * ln(dims[0]) + sum(hw[s - 1] ** 2 * ln(dims[s - 1]) for s in range(1, 4)),
+            "epilogue": hidden * epi_gelu + narrow * per["epi_scale_add"],
+        }
+        other_f32 = sum(m / (rate * fg) + o * per["epi_bias"] for m, _, _, _, o in other)
+        other_widened = sum((m / (rate * fg) + w * widen16 if wide and k <= WIDE_K else m / (rate * fg16))
+                            + o * per["epi_bias"] for m, k, w, wide, o in other)
+        for mode in MODES:
+            parts = dict(common, quantise=0.0)
+            if mode == "f32":
+                parts.update(GEMM=pw / (rate * fg), QDW=qdw / (rate * fq), other=other_f32)
+            elif mode == "f16w":
+                widen = 0.0
+                for s, d in enumerate(depths):
+                    # PW1 and PW2 (k = C and the 128-channel slice, both <= WIDE_K here):
+                    # each strip widens all 8·C² weights once.
+                    assert dims[s] <= WIDE_K
+                    widen += d * strips(hw[s], hw[s], dims[s]) * 8 * dims[s] ** 2 * widen16
+                parts.update(GEMM=pw / (rate * fg) + widen, QDW=qdw / (rate * fq16), other=other_widened)
+            else:  # w8a8: int8 pointwise GEMMs; QDW taps and the other layers as f32 models
+                parts.update(GEMM=pw / (16 * PEAK * f8), QDW=qdw / (rate * fq), other=other_f32,
+                             quantise=(hidden + narrow) * quant)
+                parts["epilogue"] += (hidden + narrow) * per["dequant"]
+            out[(name, mode)] = {k: v / ghz / 1e6 for k, v in parts.items()}
+    return out, []
 
 
 def main():
@@ -308,14 +367,25 @@ def main():
             print(f"{k}, {v}, once per GEMM call for k <= {WIDE_K}: {r['per_elem']:.3f} cycles per "
                   f"weight ({r['insns']} instructions, {r['cycles']:.1f} cycles per iteration, "
                   f"{r['stack']} stack accesses)")
-    est = network_estimate(table, a.ghz)
-    if est:
+    for name, r in table.items():
+        if name in ELEMENTWISE:
+            k, v, n = ELEMENTWISE[name]
+            print(f"{k:10s} {v:33s} {r['insns']:4d} insns {r['cycles']:7.1f} cycles  "
+                  f"{r['cycles'] / n:.2f} cycles per value  stack {r['stack']}")
+    est, missing = network_estimate(table, a.ghz)
+    if missing:
+        failed_est = f"whole-network estimate: loops not found: {', '.join(missing)}"
+    else:
+        failed_est = None
         print(f"\nWhole networks, one A76 core at {a.ghz} GHz, 224x224, batch 1: MODELED, not measured")
-        print("(each layer's multiply-adds at its kernel's modeled main-loop rate, LayerNorm and GELU at")
-        print(" their loops' rates: compute-bound, L1 hits; w8a8's quantisation, epilogues and copies")
-        print(" not counted, so real latency is higher)")
-        for name, f32_ms, f16_ms, w8_ms in est:
-            print(f"  {name:16s} f32 {f32_ms:7.1f} ms   f16 {f16_ms:7.1f} ms   w8a8 {w8_ms:7.1f} ms")
+        print("(every part from its own modeled loop, compute-bound, every load an L1 hit; the fp16")
+        print(" modes do not exist yet. ms per part, then one line per model and mode)")
+        print(f"  {'model':16s} {'mode':5s} " + " ".join(f"{p:>9s}" for p in PARTS) + f" {'total':>9s}")
+        for (name, mode), parts in est.items():
+            print(f"  {name:16s} {mode:5s} " + " ".join(f"{parts[p]:9.1f}" for p in PARTS)
+                  + f" {sum(parts.values()):9.1f}")
+        for (name, mode), parts in est.items():
+            print(f"{name} {mode} {sum(parts.values()):.1f} ms")
     failed = []
     if a.floors:
         for line in a.floors.read_text().splitlines():
@@ -330,6 +400,8 @@ def main():
                 failed.append(f"{name}: {100 * r['fraction']:.1f}% of peak, floor {100 * floor:.0f}%")
             elif r["stack"] > max_stack:
                 failed.append(f"{name}: {r['stack']} stack accesses, at most {max_stack}")
+        if failed_est:
+            failed.append(failed_est)
         if failed:
             print("\nA76 model check FAILED:\n  " + "\n  ".join(failed))
             sys.exit(1)

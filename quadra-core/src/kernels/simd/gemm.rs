@@ -411,30 +411,36 @@ pub(crate) unsafe fn epilogue<S: Simd, const M: usize>(
     // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
     // lengths documented above) is what the body relies on.
     unsafe {
-        let mut c0 = 0;
-        while c0 < cols {
-            let nv = (cols - c0).min(S::LANES);
-            let scale = ld_any::<S>(scales.add(c0), nv);
-            let bias = if epi.bias.is_null() {
-                S::zero()
-            } else {
-                ld_any::<S>(epi.bias.add(c0), nv)
-            };
-            let g = match epi.kind {
-                EpiKind::ScaleAdd => ld_any::<S>(epi.gamma.add(c0), nv),
-                _ => S::zero(),
-            };
-            for i in 0..M {
-                let v = S::fmadd(S::load(tp.add(i * TILE_COLS + c0)), scale, bias);
-                let p = out.add(i * ldo + c0);
-                let v = match epi.kind {
-                    EpiKind::Bias => v,
-                    EpiKind::Gelu => gelu::<S>(v),
-                    EpiKind::ScaleAdd => S::fmadd(g, v, ld_any::<S>(p, nv)),
-                };
-                st_any::<S>(p, v, nv);
-            }
-            c0 += S::LANES;
+        // One loop per kind: the kind is not tested per row, and each loop's whole-vector
+        // path is one straight block (which the A76 model times).
+        macro_rules! columns {
+            (|$v:ident, $p:ident, $nv:ident, $c0:ident| $f:expr) => {{
+                let mut $c0 = 0;
+                while $c0 < cols {
+                    let $nv = (cols - $c0).min(S::LANES);
+                    let scale = ld_any::<S>(scales.add($c0), $nv);
+                    let bias = if epi.bias.is_null() {
+                        S::zero()
+                    } else {
+                        ld_any::<S>(epi.bias.add($c0), $nv)
+                    };
+                    for i in 0..M {
+                        let $v = S::fmadd(S::load(tp.add(i * TILE_COLS + $c0)), scale, bias);
+                        let $p = out.add(i * ldo + $c0);
+                        st_any::<S>($p, $f, $nv);
+                    }
+                    $c0 += S::LANES;
+                }
+            }};
+        }
+        match epi.kind {
+            EpiKind::Bias => columns!(|v, _p, _nv, _c0| v),
+            EpiKind::Gelu => columns!(|v, _p, _nv, _c0| gelu::<S>(v)),
+            EpiKind::ScaleAdd => columns!(|v, p, nv, c0| S::fmadd(
+                ld_any::<S>(epi.gamma.add(c0), nv),
+                v,
+                ld_any::<S>(p, nv)
+            )),
         }
     }
 }
