@@ -92,8 +92,9 @@ step "aarch64 under qemu: core, runtime (threads), PyTorch fixtures, digits mode
 (
   source scripts/aarch64-env.sh
   # qemu's default CPU has FEAT_DotProd: the sdot int8 GEMM runs, and the tests run the
-  # smull path beside it.
-  QUADRA_REQUIRE_ISA=neon,neon+dotprod cargo test --release --target aarch64-unknown-linux-gnu \
+  # smull path beside it. It has FEAT_FP16 too: the half-precision reference is checked
+  # against fmla/fmul/fadd .8h bit for bit.
+  QUADRA_REQUIRE_FP16=1 QUADRA_REQUIRE_ISA=neon,neon+dotprod cargo test --release --target aarch64-unknown-linux-gnu \
     -p quadra-core -p quadra-cpu -p quadra-tests -p quadra-firmware-example
 )
 

@@ -86,3 +86,94 @@ pub fn layer_norm_inplace(x: &mut [f32], w: &[f32], b: &[f32]) {
         *v = (*v - mean) * rstd * w + b;
     }
 }
+
+/// Half-precision arithmetic as FEAT_FP16 hardware does it (`fmla`, `fmul`, `fadd` on
+/// `.8h` vectors: round to nearest even, IEEE 754 subnormals, overflow to infinity), on f16
+/// bit patterns: the reference the fp16 kernels are tested against bit for bit.
+///
+/// An f16 fused multiply-add rounds once: `round_f16(a·b + c)`. Here `a·b` is exact in f64
+/// (two 11-bit significands make 22 bits) and `a·b + c` is rounded to f64, then to f16.
+/// That second rounding is the only one that matters: a result under 2^16 whose f64 sum is
+/// inexact spans more than 53 bits, which (c's lowest bit being 2^-24 or above, the
+/// product's 2^-48) needs a product below 2^-15 beside a much larger c; the f64 error,
+/// under 2^-53 of c, cannot then move the sum onto or across an f16 rounding boundary of c
+/// (those lie on a grid of 2^-11 of c, which the 22-bit product either hits exactly or
+/// misses by at least 2^-33 of c); and overflow (|result| >= 65520, an f64 number) is
+/// decided the same on both sides of a monotone rounding. `tests::f16` checks the
+/// instructions themselves under qemu, on edge cases and millions of random operands.
+pub mod f16 {
+    /// 2^k, exactly (k within f64's normal exponents).
+    fn pow2(k: i32) -> f64 {
+        f64::from_bits(((k + 1023) as u64) << 52)
+    }
+
+    /// The f16 bit pattern as f64 (exact).
+    pub fn to_f64(h: u16) -> f64 {
+        let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
+        let exp = (h >> 10) & 0x1f;
+        let man = (h & 0x3ff) as f64;
+        match exp {
+            0 => sign * man * pow2(-24),
+            0x1f if man == 0.0 => sign * f64::INFINITY,
+            0x1f => f64::NAN,
+            e => sign * (1024.0 + man) * pow2(e as i32 - 25),
+        }
+    }
+
+    /// `x` rounded once to the nearest f16 (ties to even; overflow to infinity; NaN to the
+    /// default quiet NaN with x's sign). Every bit of x takes part in the rounding.
+    pub fn from_f64(x: f64) -> u16 {
+        let bits = x.to_bits();
+        let sign = ((bits >> 48) & 0x8000) as u16;
+        let exp = ((bits >> 52) & 0x7ff) as i32;
+        let man = bits & ((1u64 << 52) - 1);
+        if exp == 0x7ff {
+            return sign | 0x7c00 | if man != 0 { 0x200 } else { 0 };
+        }
+        if exp == 0 {
+            // Zero, or an f64 subnormal: far below half the smallest f16 subnormal.
+            return sign;
+        }
+        let e = exp - 1023; // x = 1.man · 2^e
+        let sig = (1u64 << 52) | man; // 53 bits
+                                      // Bits of `sig` below the f16 result's last place: 42 for normal results (10
+                                      // fraction bits kept), more for subnormal ones (their last place is 2^-24).
+        let shift = if e >= -14 { 42 } else { 42 + (-14 - e) as u32 };
+        if shift > 53 {
+            // x < 2^-25, half the smallest subnormal: rounds to zero.
+            return sign;
+        }
+        let q = sig >> shift;
+        let rem = sig & ((1u64 << shift) - 1);
+        let half = 1u64 << (shift - 1);
+        let q = q + u64::from(rem > half || (rem == half && q & 1 == 1));
+        let mag = if e >= -14 {
+            // q holds the hidden bit at 2^10: adding it to the biased exponent less one
+            // carries a rounded-up significand into the next binade.
+            (((e + 14) as u64) << 10) + q
+        } else {
+            q // a subnormal, or 0x400 (the smallest normal) when it rounded up to it
+        };
+        if mag >= 0x7c00 {
+            sign | 0x7c00
+        } else {
+            sign | mag as u16
+        }
+    }
+
+    /// `round_f16(a·b + c)`, one rounding: `fmla` / `vfmaq_f16`.
+    pub fn fma(a: u16, b: u16, c: u16) -> u16 {
+        // The product is exact in f64; the sum rounds once to f64 (see the module docs).
+        from_f64(to_f64(a) * to_f64(b) + to_f64(c))
+    }
+
+    /// `round_f16(a·b)`: `fmul`.
+    pub fn mul(a: u16, b: u16) -> u16 {
+        from_f64(to_f64(a) * to_f64(b))
+    }
+
+    /// `round_f16(a + b)`: `fadd`.
+    pub fn add(a: u16, b: u16) -> u16 {
+        from_f64(to_f64(a) + to_f64(b))
+    }
+}

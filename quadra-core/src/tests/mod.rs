@@ -16,6 +16,7 @@ use crate::math::{gelu_exact, layer_norm};
 use crate::net::{pack_model, Model};
 use crate::weights::Weights;
 
+mod f16;
 mod format;
 mod isa;
 mod kernel_paths;
