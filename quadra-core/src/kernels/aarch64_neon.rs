@@ -30,6 +30,24 @@ unsafe impl Simd for Neon {
         vdupq_n_f32(x)
     }
     #[inline(always)]
+    unsafe fn addend<const I: usize, const N: usize>(rows: &[[f32; 4]; N]) -> float32x4_t {
+        const { assert!(I < N) };
+        let v: float32x4_t;
+        // A plain `ldr q` of row I, written as assembly so that LLVM neither hoists it out
+        // of the loop (keeping the constant in a register that `fmla` would then need
+        // copied) nor merges it with another load of the same row: the block is not `pure`.
+        // It reads those 16 bytes of `rows` (I < N, checked at compile time) and nothing
+        // else; no stack, no flags.
+        core::arch::asm!(
+            "ldr {v:q}, [{p}, #{off}]",
+            v = lateout(vreg) v,
+            p = in(reg) rows.as_ptr(),
+            off = const I * 16,
+            options(readonly, nostack, preserves_flags),
+        );
+        v
+    }
+    #[inline(always)]
     unsafe fn load(p: *const f32) -> float32x4_t {
         vld1q_f32(p)
     }

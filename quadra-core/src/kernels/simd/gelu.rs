@@ -3,6 +3,28 @@
 use super::{ld_any, st_any, Simd};
 use crate::math::{ERF_CLAMP, ERF_P, ERF_Q};
 
+/// Each erf coefficient in every lane of a vector: `Simd::addend` loads them afresh.
+const fn rows<const N: usize>(c: [f32; N]) -> [[f32; 4]; N] {
+    let mut r = [[0.0; 4]; N];
+    let mut i = 0;
+    while i < N {
+        r[i] = [c[i]; 4];
+        i += 1;
+    }
+    r
+}
+/// P's coefficients, then Q's: one table, so one address.
+static ERF_ROWS: [[f32; 4]; 12] = {
+    let (p, q) = (rows(ERF_P), rows(ERF_Q));
+    let mut r = [[0.0; 4]; 12];
+    let mut i = 0;
+    while i < 12 {
+        r[i] = if i < 7 { p[i] } else { q[i - 7] };
+        i += 1;
+    }
+    r
+};
+
 /// `erf(x) ≈ x·P(x²)/Q(x²)` on [-4, 4] (see `math::erf_rational`).
 #[inline(always)]
 pub(crate) unsafe fn erf<S: Simd>(x: S::V) -> S::V {
@@ -11,18 +33,25 @@ pub(crate) unsafe fn erf<S: Simd>(x: S::V) -> S::V {
     unsafe {
         let x = S::min(S::max(x, S::splat(-ERF_CLAMP)), S::splat(ERF_CLAMP));
         let x2 = S::mul(x, x);
+        // Horner, highest coefficient first; each step's constant a fresh addend (row
+        // i of ERF_ROWS is ERF_P[i], row 7 + i is ERF_Q[i]).
+        macro_rules! step {
+            ($acc:ident, $row:literal) => {
+                $acc = S::fmadd($acc, x2, S::addend::<$row, 12>(&ERF_ROWS))
+            };
+        }
         let mut p = S::splat(ERF_P[6]);
-        let mut i = 6;
-        while i > 0 {
-            i -= 1;
-            p = S::fmadd(p, x2, S::splat(ERF_P[i]));
-        }
+        step!(p, 5);
+        step!(p, 4);
+        step!(p, 3);
+        step!(p, 2);
+        step!(p, 1);
+        step!(p, 0);
         let mut q = S::splat(ERF_Q[4]);
-        let mut i = 4;
-        while i > 0 {
-            i -= 1;
-            q = S::fmadd(q, x2, S::splat(ERF_Q[i]));
-        }
+        step!(q, 10);
+        step!(q, 9);
+        step!(q, 8);
+        step!(q, 7);
         S::mul(S::mul(x, p), S::recip(q))
     }
 }

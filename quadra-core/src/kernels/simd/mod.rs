@@ -55,6 +55,17 @@ pub(crate) unsafe trait Simd {
     const LANES: usize;
     unsafe fn zero() -> Self::V;
     unsafe fn splat(x: f32) -> Self::V;
+    /// `splat(rows[I][0])` for the addend of an `fmadd` (a Horner step's constant), each
+    /// row of `rows` holding its constant in every lane. Where the fused multiply-add
+    /// overwrites its addend (NEON's `fmla`), a constant kept in a register must be copied
+    /// first, a `mov` on the two SIMD pipes the arithmetic needs; NEON loads a fresh one
+    /// instead (a load pipe), at a constant offset from the table so that only the table's
+    /// address stays in a register. Same value, same results.
+    #[inline(always)]
+    unsafe fn addend<const I: usize, const N: usize>(rows: &[[f32; 4]; N]) -> Self::V {
+        // SAFETY: as `splat`, under the trait's contract.
+        unsafe { Self::splat(rows[I][0]) }
+    }
     unsafe fn load(p: *const f32) -> Self::V;
     /// Loads `LANES` f16 bit patterns, widened to f32.
     unsafe fn load_f16(p: *const u16) -> Self::V;
