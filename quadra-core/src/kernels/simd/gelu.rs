@@ -13,8 +13,13 @@ const fn rows<const N: usize>(c: [f32; N]) -> [[f32; 4]; N] {
     }
     r
 }
+
+/// A table of coefficient rows, 64-byte aligned: each 16-byte row sits in one cache line.
+#[repr(C, align(64))]
+struct Rows([[f32; 4]; 12]);
+
 /// P's coefficients, then Q's: one table, so one address.
-static ERF_ROWS: [[f32; 4]; 12] = {
+static ERF_ROWS: Rows = Rows({
     let (p, q) = (rows(ERF_P), rows(ERF_Q));
     let mut r = [[0.0; 4]; 12];
     let mut i = 0;
@@ -23,7 +28,7 @@ static ERF_ROWS: [[f32; 4]; 12] = {
         i += 1;
     }
     r
-};
+});
 
 /// `erf(x) ≈ x·P(x²)/Q(x²)` on [-4, 4] (see `math::erf_rational`).
 #[inline(always)]
@@ -37,7 +42,7 @@ pub(crate) unsafe fn erf<S: Simd>(x: S::V) -> S::V {
         // i of ERF_ROWS is ERF_P[i], row 7 + i is ERF_Q[i]).
         macro_rules! step {
             ($acc:ident, $row:literal) => {
-                $acc = S::fmadd($acc, x2, S::addend::<$row, 12>(&ERF_ROWS))
+                $acc = S::fmadd($acc, x2, S::addend::<$row, 12>(&ERF_ROWS.0))
             };
         }
         let mut p = S::splat(ERF_P[6]);
