@@ -101,8 +101,11 @@ extern "C" fn quadra_exception(vector: u64, esr: u64, elr: u64, far: u64) -> ! {
     exit(3)
 }
 
+/// The semihosting operation that ends the program with a status (SYS_EXIT, whose 64-bit form takes a parameter block with a subcode).
+pub(crate) const SYS_EXIT: usize = 0x18;
+
 /// A semihosting call (`hlt #0xf000`): operation `op`, parameter block at `arg`.
-fn semihost(op: usize, arg: usize) -> usize {
+pub(crate) fn semihost(op: usize, arg: usize) -> usize {
     let r: usize;
     // SAFETY: the semihosting trap reads the parameter block at `arg` (the caller's live
     // local) and writes only x0; QEMU runs with -semihosting.
@@ -110,27 +113,4 @@ fn semihost(op: usize, arg: usize) -> usize {
     r
 }
 
-/// Ends the program with `status` (ADP_Stopped_ApplicationExit and a subcode).
-pub fn exit(status: i32) -> ! {
-    let block = [0x20026usize, status as usize];
-    semihost(0x18, block.as_ptr() as usize);
-    loop {
-        core::hint::spin_loop();
-    }
-}
-
-/// The semihosting command line (`-semihosting-config arg=...`), in `buf`.
-pub fn command_line(buf: &mut [u8]) -> &str {
-    let mut block = [buf.as_mut_ptr() as usize, buf.len()];
-    if semihost(0x15, block.as_mut_ptr() as usize) != 0 {
-        return "";
-    }
-    core::str::from_utf8(&buf[..block[1].min(buf.len())]).unwrap_or("")
-}
-
-pub use crate::rt_common::{stack_used, Console};
-
-/// Writes a NUL-terminated string (SYS_WRITE0).
-pub(crate) fn write0(s: &[u8]) {
-    semihost(0x04, s.as_ptr() as usize);
-}
+pub use crate::rt_common::{command_line, exit, stack_used, Console};

@@ -1,4 +1,5 @@
-//! What both startups share: a console over semihosting and the stack high-water mark.
+//! What both startups share: a console, the exit and the command line over each target's
+//! semihosting trap (`rt::semihost`, `rt::SYS_EXIT`), and the stack high-water mark.
 
 use core::fmt;
 
@@ -21,7 +22,7 @@ impl Console {
     fn flush(&mut self) {
         if self.len > 0 {
             self.buf[self.len] = 0;
-            super::rt::write0(&self.buf[..=self.len]);
+            write0(&self.buf[..=self.len]);
             self.len = 0;
         }
     }
@@ -63,4 +64,27 @@ pub fn stack_used() -> (usize, usize) {
         p += 4;
     }
     (top - p, top - bottom)
+}
+
+/// Ends the program with `status` (ADP_Stopped_ApplicationExit and a subcode).
+pub fn exit(status: i32) -> ! {
+    let block = [0x20026usize, status as usize];
+    super::rt::semihost(super::rt::SYS_EXIT, block.as_ptr() as usize);
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// The semihosting command line (`-semihosting-config arg=...`), in `buf`.
+pub fn command_line(buf: &mut [u8]) -> &str {
+    let mut block = [buf.as_mut_ptr() as usize, buf.len()];
+    if super::rt::semihost(0x15, block.as_mut_ptr() as usize) != 0 {
+        return "";
+    }
+    core::str::from_utf8(&buf[..block[1].min(buf.len())]).unwrap_or("")
+}
+
+/// Writes a NUL-terminated string (SYS_WRITE0).
+fn write0(s: &[u8]) {
+    super::rt::semihost(0x04, s.as_ptr() as usize);
 }

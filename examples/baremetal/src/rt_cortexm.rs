@@ -89,8 +89,11 @@ extern "C" fn quadra_exception(ipsr: u32, cfsr: u32, hfsr: u32, lr: u32) -> ! {
     exit(3)
 }
 
+/// The semihosting operation that ends the program with a status (SYS_EXIT_EXTENDED: 32-bit SYS_EXIT cannot carry a subcode).
+pub(crate) const SYS_EXIT: usize = 0x20;
+
 /// A semihosting call (`bkpt 0xab`): operation `op`, parameter block at `arg`.
-fn semihost(op: usize, arg: usize) -> usize {
+pub(crate) fn semihost(op: usize, arg: usize) -> usize {
     let r: usize;
     // SAFETY: the semihosting breakpoint reads the parameter block at `arg` (the caller's
     // live local) and writes only r0; QEMU runs with -semihosting.
@@ -98,28 +101,4 @@ fn semihost(op: usize, arg: usize) -> usize {
     r
 }
 
-/// Ends the program with `status` (SYS_EXIT_EXTENDED: ADP_Stopped_ApplicationExit and a
-/// subcode; 32-bit SYS_EXIT cannot carry one).
-pub fn exit(status: i32) -> ! {
-    let block = [0x20026usize, status as usize];
-    semihost(0x20, block.as_ptr() as usize);
-    loop {
-        core::hint::spin_loop();
-    }
-}
-
-/// The semihosting command line (`-semihosting-config arg=...`), in `buf`.
-pub fn command_line(buf: &mut [u8]) -> &str {
-    let mut block = [buf.as_mut_ptr() as usize, buf.len()];
-    if semihost(0x15, block.as_mut_ptr() as usize) != 0 {
-        return "";
-    }
-    core::str::from_utf8(&buf[..block[1].min(buf.len())]).unwrap_or("")
-}
-
-pub use crate::rt_common::{stack_used, Console};
-
-/// Writes a NUL-terminated string (SYS_WRITE0).
-pub(crate) fn write0(s: &[u8]) {
-    semihost(0x04, s.as_ptr() as usize);
-}
+pub use crate::rt_common::{command_line, exit, stack_used, Console};
