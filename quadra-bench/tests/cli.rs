@@ -12,6 +12,17 @@ fn run(args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// QuadraNet25-XXS at 64x64, two iterations, no candidate table: the quick whole-network run.
+const SMALL_25XXS: &[&str] = &[
+    "--preset",
+    "quadranet25-xxs",
+    "--input-size",
+    "64",
+    "--iters",
+    "2",
+    "--no-candidates",
+];
+
 #[test]
 fn bad_operators_are_refused_with_the_reason() {
     for (op, says) in [
@@ -98,18 +109,7 @@ fn strips_are_checked_and_do_not_change_the_block() {
 fn zero_iterations_are_refused_and_zero_threads_mean_one_per_chosen_core() {
     let (ok, text) = run(&["--op", "qdw:16x14x7", "--iters", "0"]);
     assert!(!ok && text.contains("must be at least 1"), "{text}");
-    let (ok, text) = run(&[
-        "--preset",
-        "quadranet25-xxs",
-        "--input-size",
-        "64",
-        "--iters",
-        "2",
-        "--no-candidates",
-        "--threads",
-        "0",
-        "--json",
-    ]);
+    let (ok, text) = run(&[SMALL_25XXS, &["--threads", "0", "--json"]].concat());
     assert!(ok, "{text}");
     let r: serde_json::Value = serde_json::from_str(&text).unwrap();
     let cores = r["cores"].as_array().unwrap();
@@ -252,16 +252,7 @@ print(len(lut), "entries")
 
 #[test]
 fn w8a8_work_is_not_reported_against_the_f32_fma_peak() {
-    let args = [
-        "--preset",
-        "quadranet25-xxs",
-        "--input-size",
-        "64",
-        "--iters",
-        "2",
-        "--no-candidates",
-    ];
-    let (ok, text) = run(&[&args[..], &["--dtype", "w8a8"]].concat());
+    let (ok, text) = run(&[SMALL_25XXS, &["--dtype", "w8a8"]].concat());
     assert!(ok, "{text}");
     assert!(
         text.contains("not comparable with the f32 FMA peak")
@@ -270,10 +261,10 @@ fn w8a8_work_is_not_reported_against_the_f32_fma_peak() {
     );
     // One thread is "1 thread".
     assert!(text.contains(", 1 thread,"), "{text}");
-    let (ok, text) = run(&[&args[..], &["--dtype", "w8a8", "--json"]].concat());
+    let (ok, text) = run(&[SMALL_25XXS, &["--dtype", "w8a8", "--json"]].concat());
     assert!(ok, "{text}");
     let r: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert!(r["fraction_of_peak"].is_null(), "{r}");
-    let (ok, text) = run(&[&args[..], &["--dtype", "f32"]].concat());
+    let (ok, text) = run(&[SMALL_25XXS, &["--dtype", "f32"]].concat());
     assert!(ok && text.contains("% of the FMA peak"), "{text}");
 }
