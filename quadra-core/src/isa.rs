@@ -69,8 +69,52 @@ impl fmt::Display for Isa {
     }
 }
 
+/// The arithmetic of the float kernels: `F32` (the default, everywhere) or `Fp16`, half
+/// precision on aarch64 CPUs with FEAT_FP16 (the Cortex-A76 and its kind: `fmla .8h`, eight
+/// multiply-adds per instruction, twice the f32 rate). Elsewhere `Fp16` runs f32, and
+/// [`Kernels::describe`] of the resulting token says `fp16` only when it is really used.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// Single precision throughout.
+    #[default]
+    F32,
+    /// The pointwise GEMMs in half precision (operands rounded to f16, products summed in
+    /// f16 over runs of [`FP16_CHUNK`] inner steps, the runs summed in f32); the rest f32.
+    Fp16,
+}
+
+/// Inner-dimension steps a half-precision GEMM sums in f16 before adding the run into its
+/// f32 accumulator: long enough that the f32 additions (four vector operations per eight
+/// columns) cost a few percent of the `fmla`s, short enough that the f16 sum keeps about
+/// three significant digits (an f16 sum of 32 terms is off by at most 32 half-ulps).
+pub const FP16_CHUNK: usize = 32;
+
+impl Precision {
+    /// `f32` or `fp16`, as accepted by [`Precision::from_name`].
+    pub const fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Fp16 => "fp16",
+        }
+    }
+
+    /// Parses `f32` or `fp16`.
+    pub fn from_name(name: &str) -> Option<Precision> {
+        [Precision::F32, Precision::Fp16]
+            .into_iter()
+            .find(|p| p.name() == name)
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A token for running kernels of one ISA. Holding one proves the CPU supports its ISA
-/// (and, when [`Kernels::int8_dot`] is set, its int8 dot-product extension).
+/// (and, when [`Kernels::int8_dot`] is set, its int8 dot-product extension; when
+/// [`Kernels::fp16`] is set, FEAT_FP16 half-precision arithmetic).
 ///
 /// ```
 /// use quadra_core::{Isa, Kernels};
@@ -82,6 +126,7 @@ impl fmt::Display for Isa {
 pub struct Kernels {
     isa: Isa,
     dot: bool,
+    fp16: bool,
 }
 
 /// Is the int8 dot-product extension of `isa` enabled at compile time: AVX-VNNI for
@@ -106,6 +151,7 @@ impl Kernels {
         Kernels {
             isa: Isa::Scalar,
             dot: false,
+            fp16: false,
         }
     }
 
@@ -123,6 +169,7 @@ impl Kernels {
         Kernels {
             isa,
             dot: dot_compiled_in(isa),
+            fp16: false,
         }
     }
 
@@ -177,6 +224,7 @@ impl Kernels {
             Some(Kernels {
                 isa,
                 dot: dot_compiled_in(isa),
+                fp16: false,
             })
         } else {
             None
@@ -192,6 +240,7 @@ impl Kernels {
         Kernels {
             isa,
             dot: dot_compiled_in(isa),
+            fp16: false,
         }
     }
 
@@ -207,6 +256,7 @@ impl Kernels {
         Kernels {
             isa: self.isa,
             dot: matches!(self.isa, Isa::Avx2 | Isa::Avx512 | Isa::Neon),
+            fp16: self.fp16,
         }
     }
 
@@ -216,6 +266,59 @@ impl Kernels {
         Kernels {
             isa: self.isa,
             dot: false,
+            fp16: self.fp16,
+        }
+    }
+
+    /// These kernels in half precision ([`Precision::Fp16`]) if their ISA has it (NEON with
+    /// FEAT_FP16); any other ISA is returned unchanged, running f32.
+    ///
+    /// # Safety
+    /// The CPU running the program must support FEAT_FP16 (e.g. checked with
+    /// `is_aarch64_feature_detected!("fp16")`, the `asimdhp` HWCAP).
+    pub const unsafe fn with_fp16_unchecked(self) -> Kernels {
+        Kernels {
+            isa: self.isa,
+            dot: self.dot,
+            fp16: matches!(self.isa, Isa::Neon),
+        }
+    }
+
+    /// These kernels in single precision.
+    pub const fn without_fp16(self) -> Kernels {
+        Kernels {
+            isa: self.isa,
+            dot: self.dot,
+            fp16: false,
+        }
+    }
+
+    /// These kernels at `precision` as far as the build allows without run-time detection
+    /// (for `no_std`): `Fp16` takes effect on NEON when FEAT_FP16 is enabled at compile time
+    /// (`-C target-feature=+fp16`, or a `target-cpu` that has it, such as `cortex-a76`); otherwise
+    /// the kernels run f32. `quadra-cpu` detects FEAT_FP16 at run time instead.
+    pub const fn with_precision(self, precision: Precision) -> Kernels {
+        let fp16 = matches!(precision, Precision::Fp16)
+            && matches!(self.isa, Isa::Neon)
+            && cfg!(all(target_arch = "aarch64", target_feature = "fp16"));
+        Kernels {
+            isa: self.isa,
+            dot: self.dot,
+            fp16,
+        }
+    }
+
+    /// Do the float GEMMs run in half precision ([`Precision::Fp16`])?
+    pub const fn fp16(self) -> bool {
+        self.fp16
+    }
+
+    /// The precision the float kernels compute in.
+    pub const fn precision(self) -> Precision {
+        if self.fp16 {
+            Precision::Fp16
+        } else {
+            Precision::F32
         }
     }
 
@@ -251,16 +354,18 @@ impl Kernels {
     }
 
     /// The kernel path in words, e.g. `avx512+vnni`, `avx2+vnni` (AVX-VNNI),
-    /// `neon+dotprod`, `avx2`, `scalar`.
+    /// `neon+dotprod`, `neon+dotprod+fp16` (half-precision GEMMs), `avx2`, `scalar`.
     pub const fn describe(self) -> &'static str {
-        match (self.isa, self.dot) {
-            (Isa::Scalar, _) => "scalar",
-            (Isa::Avx2, false) => "avx2",
-            (Isa::Avx2, true) => "avx2+vnni",
-            (Isa::Avx512, false) => "avx512",
-            (Isa::Avx512, true) => "avx512+vnni",
-            (Isa::Neon, false) => "neon",
-            (Isa::Neon, true) => "neon+dotprod",
+        match (self.isa, self.dot, self.fp16) {
+            (Isa::Scalar, _, _) => "scalar",
+            (Isa::Avx2, false, _) => "avx2",
+            (Isa::Avx2, true, _) => "avx2+vnni",
+            (Isa::Avx512, false, _) => "avx512",
+            (Isa::Avx512, true, _) => "avx512+vnni",
+            (Isa::Neon, false, false) => "neon",
+            (Isa::Neon, true, false) => "neon+dotprod",
+            (Isa::Neon, false, true) => "neon+fp16",
+            (Isa::Neon, true, true) => "neon+dotprod+fp16",
         }
     }
 }

@@ -90,7 +90,7 @@ pub use error::Error;
 pub use exec::{Executor, Serial};
 pub use fixed::{QuadraBlock, QuadraDwConv};
 pub use format::QnetFile;
-pub use isa::{Isa, Kernels};
+pub use isa::{Isa, Kernels, Precision};
 pub use kernels::{Dtype, MatData};
 pub use net::Model;
 pub use weights::{FloatBlocks, Weights, WeightsLen};

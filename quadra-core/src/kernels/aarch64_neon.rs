@@ -9,7 +9,7 @@ use core::arch::aarch64::*;
 
 use super::q8::{self, Dot, Q8Args, QuantArgs};
 use super::simd::{self, DwArgs, Elem, GemmArgs, LnArgs, QdwArgs, Simd};
-use super::{neon_qdw, CBLOCK};
+use super::{neon_fp16, neon_qdw, CBLOCK};
 
 #[derive(Clone, Copy)]
 pub(crate) struct Neon;
@@ -365,6 +365,18 @@ pub(crate) unsafe fn gemm<W: Elem>(g: &GemmArgs, b: *const W) {
             simd::gemm::<Neon, W, 5, 4>(g, b)
         }
     }
+}
+
+/// The half-precision GEMM ([`crate::isa::Precision::Fp16`], see `neon_fp16`).
+///
+/// # Safety
+/// CPU must have NEON and FEAT_FP16; lengths as checked by `kernels::gemm`;
+/// `neon_fp16::takes::<W>(g.k)`.
+#[target_feature(enable = "neon,fp16")]
+pub(crate) unsafe fn gemm_fp16<W: neon_fp16::HalfPanel>(g: &GemmArgs, b: *const W) {
+    // SAFETY: the caller holds a `Kernels` token with FEAT_FP16 and checked every length
+    // behind the pointers and that the weights fit (see `kernels::gemm`).
+    unsafe { neon_fp16::gemm::<W>(g, b) }
 }
 
 /// # Safety

@@ -54,6 +54,8 @@ mod types;
 #[cfg(target_arch = "aarch64")]
 pub(crate) mod aarch64_neon;
 #[cfg(target_arch = "aarch64")]
+mod neon_fp16;
+#[cfg(target_arch = "aarch64")]
 mod neon_qdw;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx2;
@@ -67,6 +69,12 @@ pub(crate) use types::check_strided;
 pub use types::{
     Dtype, Epilogue, FloatBlocks, MatData, MatMut, MatRef, PackedB, QdwWeights, CBLOCK, MAX_K,
 };
+
+/// Deepest f32 or int8 weight panel (inner dimension) a half-precision GEMM converts into
+/// its stack copy; deeper ones run the f32 GEMM (f16 weights run in half precision at any
+/// depth). Every pointwise layer of the presets up to QuadraNet36-T fits.
+#[doc(hidden)]
+pub const WIDE_K: usize = simd::WIDE_K;
 
 /// Width of a packed weight panel, in columns. Every ISA reads the same packed layout.
 pub const PANEL: usize = 16;
@@ -151,12 +159,34 @@ pub fn gemm(
         out: out.data.as_mut_ptr(),
         ldo,
     };
-    match b.data {
-        MatData::F32(d) => simd_gemm(kern, &g, d.as_ptr()),
-        MatData::F16(d) => simd_gemm(kern, &g, d.as_ptr()),
-        MatData::I8(d) | MatData::W8A8(d, _) => simd_gemm(kern, &g, d.as_ptr()),
+    #[cfg(target_arch = "aarch64")]
+    if kern.fp16() {
+        use neon_fp16::takes;
+        // SAFETY: a token with `fp16` set holds NEON and proves FEAT_FP16 (it is only made
+        // by `with_fp16_unchecked`, whose contract that is, or by `with_precision` when the
+        // build enables it); every length behind `g` and `b` is checked above, and `takes`
+        // each time.
+        let done = unsafe {
+            match b.data {
+                MatData::F32(d) if takes::<f32>(k) => aarch64_neon::gemm_fp16(&g, d.as_ptr()),
+                MatData::F16(d) => aarch64_neon::gemm_fp16(&g, d.as_ptr()),
+                MatData::I8(d) if takes::<i8>(k) => aarch64_neon::gemm_fp16(&g, d.as_ptr()),
+                // f32 or int8 panels too deep for the stack copy: the f32 GEMM.
+                _ => return Ok(simd_gemm_any(kern, &g, b.data)),
+            }
+        };
+        return Ok(done);
     }
+    simd_gemm_any(kern, &g, b.data);
     Ok(())
+}
+
+fn simd_gemm_any(kern: Kernels, g: &simd::GemmArgs, data: MatData<'_>) {
+    match data {
+        MatData::F32(d) => simd_gemm(kern, g, d.as_ptr()),
+        MatData::F16(d) => simd_gemm(kern, g, d.as_ptr()),
+        MatData::I8(d) | MatData::W8A8(d, _) => simd_gemm(kern, g, d.as_ptr()),
+    }
 }
 
 fn simd_gemm<W: simd::Elem>(kern: Kernels, g: &simd::GemmArgs, b: *const W) {

@@ -28,6 +28,43 @@ pub fn gemm(
     }
 }
 
+/// The half-precision GEMM ([`crate::isa::Precision::Fp16`]), bit for bit what the
+/// FEAT_FP16 kernel computes before its epilogue: each activation and weight rounded to
+/// f16 (nearest even); for each output, runs of [`crate::isa::FP16_CHUNK`] inner steps
+/// summed in f16 from +0, one rounding per step (`fmla .8h`, [`crate::math::f16::fma`]);
+/// each run widened exactly and added into an f32 sum (the first run taken as it is).
+/// The epilogue is then the f32 GEMM's, on `sum · scale`.
+pub fn gemm_fp16(
+    a: &[f32],
+    m: usize,
+    lda: usize,
+    b: PackedB<'_>,
+    epi: Epilogue<'_>,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    use crate::math::f16;
+    let (k, n, scales) = (b.k(), b.n(), b.scales());
+    let h = |x: f32| f16::from_f64(f64::from(x));
+    for i in 0..m {
+        let arow = &a[i * lda..i * lda + k];
+        for j in 0..n {
+            let mut sum = 0.0f32;
+            for (c, run) in arow.chunks(crate::isa::FP16_CHUNK).enumerate() {
+                let k0 = c * crate::isa::FP16_CHUNK;
+                let mut acc = 0u16; // +0
+                for (kk, &av) in run.iter().enumerate() {
+                    acc = f16::fma(h(av), h(b.get(k0 + kk, j)), acc);
+                }
+                let wide = f16::to_f64(acc) as f32; // exact
+                sum = if c == 0 { wide } else { sum + wide };
+            }
+            let o = &mut out[i * ldo + j];
+            *o = epi.apply(j, sum * scales[j], *o);
+        }
+    }
+}
+
 /// Reference QDW row (see [`super::qdw_row`] for the contract): for each filter
 /// `f`, `v_f = scale_f·Σ taps_f·x + bias_f`, then `y = v_a·v_b + v_c`.
 pub fn qdw_row(

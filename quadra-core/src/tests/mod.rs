@@ -18,6 +18,7 @@ use crate::weights::Weights;
 
 mod f16;
 mod format;
+mod fp16;
 mod isa;
 mod kernel_paths;
 mod model;

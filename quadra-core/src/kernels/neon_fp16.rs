@@ -1,0 +1,300 @@
+//! Half-precision (FEAT_FP16) NEON: the pointwise GEMM of [`Precision::Fp16`].
+//!
+//! `fmla v.8h` does eight multiply-adds where `fmla v.4s` does four, on the same two
+//! pipes of a Cortex-A76. Stable Rust has no f16 vector type or FEAT_FP16 intrinsics, so
+//! the eight-lane values travel in `uint16x8_t` registers and each half-precision
+//! instruction is a one-line `asm!` block (registers only: `pure, nomem`); LLVM still
+//! allocates the registers and schedules the loads around them.
+//!
+//! The arithmetic, which [`crate::kernels::scalar::gemm_fp16_reference`] defines bit for
+//! bit: activations and weights rounded to f16 (round to nearest even, `fcvtn`); for each
+//! output, the products of a run of [`FP16_CHUNK`] inner steps summed by `fmla .8h` in
+//! order from +0 (each step one f16 rounding of the exact `acc + a·b`); each run's sum
+//! widened exactly (`fcvtl`) and added into an f32 accumulator (the first run stored as
+//! it is); then the f32 epilogue of the f32 GEMM.
+//!
+//! [`Precision::Fp16`]: crate::isa::Precision::Fp16
+
+use core::arch::aarch64::*;
+use core::arch::asm;
+use core::mem::MaybeUninit;
+
+use super::aarch64_neon::Neon;
+use super::simd::{epilogue, GemmArgs, TILE_COLS, WIDE_K};
+use super::PANEL;
+use crate::isa::FP16_CHUNK;
+
+/// Eight f16 lanes.
+type H8 = uint16x8_t;
+
+/// Rows of the main tile: 8 x 16 is 16 accumulators of 8 halves, 8 activation vectors
+/// (by-element operands must be in v0-v15) and the two weight vectors of a step: 26 of the
+/// 32 registers.
+const MR: usize = 8;
+
+/// `acc + b·a[L]`, eight lanes, one rounding (FMLA, by element).
+///
+/// # Safety
+/// FEAT_FP16 enabled in the calling leaf.
+#[inline(always)]
+unsafe fn fmla_lane<const L: i32>(mut acc: H8, b: H8, a: H8) -> H8 {
+    // SAFETY: registers only; FEAT_FP16 is the caller's contract.
+    unsafe {
+        asm!(
+            "fmla {acc:v}.8h, {b:v}.8h, {a:v}.h[{l}]",
+            acc = inout(vreg) acc,
+            b = in(vreg) b,
+            a = in(vreg_low16) a,
+            l = const L,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    acc
+}
+
+/// Eight f32 (`lo` then `hi`) rounded to f16, to nearest even (FCVTN, FCVTN2: ARMv8.0).
+#[inline(always)]
+unsafe fn narrow(lo: float32x4_t, hi: float32x4_t) -> H8 {
+    let r: H8;
+    // SAFETY: registers only. `r` is an `out` (not `lateout`) operand, so it is never
+    // allocated over `hi`, which the second instruction still reads.
+    unsafe {
+        asm!(
+            "fcvtn {r:v}.4h, {lo:v}.4s",
+            "fcvtn2 {r:v}.8h, {hi:v}.4s",
+            r = out(vreg) r,
+            lo = in(vreg) lo,
+            hi = in(vreg) hi,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    r
+}
+
+/// The eight halves widened to f32, exactly (FCVTL, FCVTL2: ARMv8.0).
+#[inline(always)]
+unsafe fn widen(h: H8) -> (float32x4_t, float32x4_t) {
+    let (lo, hi): (float32x4_t, float32x4_t);
+    // SAFETY: registers only. `lo` is an `out` (not `lateout`) operand, so it is never
+    // allocated over `h`, which the second instruction still reads.
+    unsafe {
+        asm!(
+            "fcvtl {lo:v}.4s, {h:v}.4h",
+            "fcvtl2 {hi:v}.4s, {h:v}.8h",
+            lo = out(vreg) lo,
+            hi = lateout(vreg) hi,
+            h = in(vreg) h,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    (lo, hi)
+}
+
+/// Eight int16 converted to f16 (SCVTF .8h, FEAT_FP16): exact for |x| <= 2048.
+///
+/// # Safety
+/// FEAT_FP16 enabled in the calling leaf.
+#[inline(always)]
+unsafe fn i16_to_f16(x: int16x8_t) -> H8 {
+    let r: H8;
+    // SAFETY: registers only; FEAT_FP16 is the caller's contract.
+    unsafe {
+        asm!(
+            "scvtf {r:v}.8h, {x:v}.8h",
+            r = lateout(vreg) r,
+            x = in(vreg) x,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    r
+}
+
+/// A stored weight type as f16 panels: f16 weights are read where they are; f32 and int8
+/// ones are converted a panel at a time into a stack copy (int8 values are integers of at
+/// most 127, exact in f16; their scales stay in the f32 epilogue, as in the f32 GEMM).
+pub(crate) trait HalfPanel: Copy {
+    /// Already f16: no copy, and any inner dimension.
+    const DIRECT: bool;
+    /// The `k x 16` panel at `src` as f16, in `buf` (room for `k·16` halves) unless
+    /// [`Self::DIRECT`].
+    ///
+    /// # Safety
+    /// `src` valid for `k·16` elements, `buf` for `k·16` halves; FEAT_FP16 enabled.
+    unsafe fn panel(src: *const Self, k: usize, buf: *mut u16) -> *const u16;
+}
+
+impl HalfPanel for u16 {
+    const DIRECT: bool = true;
+    #[inline(always)]
+    unsafe fn panel(src: *const u16, _: usize, _: *mut u16) -> *const u16 {
+        src
+    }
+}
+
+impl HalfPanel for f32 {
+    const DIRECT: bool = false;
+    #[inline(always)]
+    unsafe fn panel(src: *const f32, k: usize, buf: *mut u16) -> *const u16 {
+        // SAFETY: `k·16` elements behind both pointers (the contract), eight at a time.
+        unsafe {
+            let mut e = 0;
+            while e < k * PANEL {
+                let h = narrow(vld1q_f32(src.add(e)), vld1q_f32(src.add(e + 4)));
+                vst1q_u16(buf.add(e), h);
+                e += 8;
+            }
+        }
+        buf
+    }
+}
+
+impl HalfPanel for i8 {
+    const DIRECT: bool = false;
+    #[inline(always)]
+    unsafe fn panel(src: *const i8, k: usize, buf: *mut u16) -> *const u16 {
+        // SAFETY: `k·16` elements behind both pointers (the contract), sixteen at a time.
+        unsafe {
+            let mut e = 0;
+            while e < k * PANEL {
+                let b = vld1q_s8(src.add(e));
+                vst1q_u16(buf.add(e), i16_to_f16(vmovl_s8(vget_low_s8(b))));
+                vst1q_u16(buf.add(e + 8), i16_to_f16(vmovl_high_s8(b)));
+                e += 16;
+            }
+        }
+        buf
+    }
+}
+
+/// One `M x 16` tile over the f16 panel `bp`: the f32 sums parked at `tp` (rows
+/// [`TILE_COLS`] floats apart), ready for the epilogue.
+///
+/// # Safety
+/// `a` valid for `M` rows of `k` floats, `lda` apart; `bp` for `k·16` halves; `tp` for `M`
+/// rows of 16 floats; FEAT_FP16 enabled.
+#[inline(always)]
+unsafe fn tile<const M: usize>(a: *const f32, lda: usize, k: usize, bp: *const u16, tp: *mut f32) {
+    // SAFETY: every access is within the extents of the contract.
+    unsafe {
+        let z = vdupq_n_u16(0);
+        if k == 0 {
+            for i in 0..M {
+                for c in (0..PANEL).step_by(4) {
+                    vst1q_f32(tp.add(i * TILE_COLS + c), vdupq_n_f32(0.0));
+                }
+            }
+            return;
+        }
+        // One inner step at activation lane `$l` of `$av`, weights row `$kk`.
+        macro_rules! step {
+            ($acc:ident, $av:ident, $kk:expr, $l:literal) => {{
+                let b0 = vld1q_u16(bp.add($kk * PANEL));
+                let b1 = vld1q_u16(bp.add($kk * PANEL + 8));
+                for i in 0..M {
+                    $acc[i][0] = fmla_lane::<$l>($acc[i][0], b0, $av[i]);
+                    $acc[i][1] = fmla_lane::<$l>($acc[i][1], b1, $av[i]);
+                }
+            }};
+        }
+        let mut k0 = 0;
+        while k0 < k {
+            let end = (k0 + FP16_CHUNK).min(k);
+            let mut acc = [[z; 2]; M];
+            let mut kk = k0;
+            while kk + 8 <= end {
+                let mut av = [z; M];
+                for (i, v) in av.iter_mut().enumerate() {
+                    let p = a.add(i * lda + kk);
+                    *v = narrow(vld1q_f32(p), vld1q_f32(p.add(4)));
+                }
+                step!(acc, av, kk, 0);
+                step!(acc, av, kk + 1, 1);
+                step!(acc, av, kk + 2, 2);
+                step!(acc, av, kk + 3, 3);
+                step!(acc, av, kk + 4, 4);
+                step!(acc, av, kk + 5, 5);
+                step!(acc, av, kk + 6, 6);
+                step!(acc, av, kk + 7, 7);
+                kk += 8;
+            }
+            while kk < end {
+                let mut av = [z; M];
+                for (i, v) in av.iter_mut().enumerate() {
+                    *v = narrow(vdupq_n_f32(*a.add(i * lda + kk)), vdupq_n_f32(0.0));
+                }
+                step!(acc, av, kk, 0);
+                kk += 1;
+            }
+            for (i, row) in acc.iter().enumerate() {
+                for (j, &h) in row.iter().enumerate() {
+                    let p = tp.add(i * TILE_COLS + j * 8);
+                    let (lo, hi) = widen(h);
+                    if k0 == 0 {
+                        vst1q_f32(p, lo);
+                        vst1q_f32(p.add(4), hi);
+                    } else {
+                        vst1q_f32(p, vaddq_f32(vld1q_f32(p), lo));
+                        vst1q_f32(p.add(4), vaddq_f32(vld1q_f32(p.add(4)), hi));
+                    }
+                }
+            }
+            k0 = end;
+        }
+    }
+}
+
+/// Can [`gemm`] take weights of type `W` with inner dimension `k`? (f32 and int8 panels
+/// are converted into a stack copy of [`WIDE_K`] rows; wider ones run the f32 GEMM.)
+pub(crate) const fn takes<W: HalfPanel>(k: usize) -> bool {
+    W::DIRECT || k <= WIDE_K
+}
+
+/// `out = epi(scales ⊙ A·B)` in half precision (see the module comment). Panels outer,
+/// row tiles of 8 inner, as the f32 GEMM.
+///
+/// # Safety
+/// FEAT_FP16; pointers as checked by `kernels::gemm`; [`takes`]`::<W>(g.k)`.
+#[inline(always)]
+pub(crate) unsafe fn gemm<W: HalfPanel>(g: &GemmArgs, b: *const W) {
+    // SAFETY: every pointer is used within the extents `kernels::gemm` checked; the stack
+    // copies are written before they are read.
+    unsafe {
+        let mut buf = MaybeUninit::<[u16; WIDE_K * PANEL]>::uninit();
+        let mut tile_buf = MaybeUninit::<[[f32; TILE_COLS]; MR]>::uninit();
+        let tp = tile_buf.as_mut_ptr().cast::<f32>();
+        let mut j0 = 0;
+        while j0 < g.n {
+            let cols = (g.n - j0).min(PANEL);
+            // A whole panel (the packed matrix is padded to whole panels).
+            let bp = W::panel(
+                b.add((j0 / PANEL) * g.pstride),
+                g.k,
+                buf.as_mut_ptr().cast(),
+            );
+            let (scales, epi) = (g.scales.add(j0), g.epi.offset(j0));
+            let mut i0 = 0;
+            macro_rules! rows {
+                ($m:literal) => {{
+                    let a = g.a.add(i0 * g.lda);
+                    tile::<$m>(a, g.lda, g.k, bp, tp);
+                    epilogue::<Neon, $m>(tp, cols, scales, epi, g.out.add(i0 * g.ldo + j0), g.ldo);
+                    i0 += $m;
+                }};
+            }
+            while i0 + MR <= g.m {
+                rows!(8);
+            }
+            if i0 + 4 <= g.m {
+                rows!(4);
+            }
+            if i0 + 2 <= g.m {
+                rows!(2);
+            }
+            if i0 < g.m {
+                rows!(1);
+            }
+            debug_assert_eq!(i0, g.m);
+            j0 += cols;
+        }
+    }
+}

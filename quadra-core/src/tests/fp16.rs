@@ -1,0 +1,287 @@
+//! `Precision::Fp16`: the half-precision GEMM against its scalar definition
+//! (`scalar::gemm_fp16`), bit for bit, under qemu's FEAT_FP16; the definition itself against
+//! exact cases; and the token rules (fp16 only where the ISA has it).
+
+use std::vec::Vec;
+
+use super::*;
+use crate::isa::{Precision, FP16_CHUNK};
+use crate::kernels::{self, scalar, Epilogue, MatMut, MatRef};
+
+/// `gemm_fp16` of the reference on A (`m x k`, stride `lda`), into a copy of `init`.
+#[allow(clippy::too_many_arguments)]
+fn reference(
+    a: &[f32],
+    m: usize,
+    lda: usize,
+    b: PackedB<'_>,
+    epi: Epilogue<'_>,
+    init: &[f32],
+    ldo: usize,
+) -> Vec<f32> {
+    let mut out = init.to_vec();
+    scalar::gemm_fp16(a, m, lda, b, epi, &mut out, ldo);
+    out
+}
+
+/// The dense `k x n` matrix `w` (row-major) packed into panels.
+fn pack(w: &[f32], k: usize, n: usize) -> Vec<f32> {
+    let mut packed = std::vec![0.0; PackedB::packed_len(k, n)];
+    PackedB::pack(k, n, &mut packed, |kk, j| w[kk * n + j]).unwrap();
+    packed
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    kern: Kernels,
+    a: &[f32],
+    m: usize,
+    lda: usize,
+    b: PackedB<'_>,
+    epi: Epilogue<'_>,
+    init: &[f32],
+    ldo: usize,
+) -> Vec<f32> {
+    let (k, n) = (b.k(), b.n());
+    let mut out = init.to_vec();
+    let am = MatRef {
+        data: a,
+        rows: m,
+        cols: k,
+        stride: lda,
+    };
+    let om = MatMut {
+        data: &mut out,
+        rows: m,
+        cols: n,
+        stride: ldo,
+    };
+    kernels::gemm(kern, am, b, epi, om).unwrap();
+    out
+}
+
+/// Bit-for-bit equality; a NaN anywhere fails (NaN != NaN by bits only by accident).
+fn assert_bits(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            !g.is_nan() && !w.is_nan() && g.to_bits() == w.to_bits(),
+            "{what}: element {i}: got {g:e} ({:#010x}), want {w:e} ({:#010x})",
+            g.to_bits(),
+            w.to_bits()
+        );
+    }
+}
+
+/// Small integers: every product and every partial sum is an integer below 2048, exact
+/// in f16, so the half-precision definition must equal the plain f32 GEMM exactly; with
+/// k > FP16_CHUNK the runs' f32 additions are exercised too.
+#[test]
+fn fp16_reference_is_exact_where_f16_is() {
+    let mut rng = Rng::new(7);
+    for &(m, k, n) in &[
+        (3usize, 5usize, 17usize),
+        (4, 32, 16),
+        (2, 33, 5),
+        (5, 100, 20),
+    ] {
+        let a: Vec<f32> = (0..m * k).map(|_| rng.usize(0, 7) as f32 - 3.0).collect();
+        let w: Vec<f32> = (0..k * n).map(|_| rng.usize(0, 5) as f32 - 2.0).collect();
+        let packed = pack(&w, k, n);
+        let ones = std::vec![1.0f32; n];
+        let b = PackedB::new(MatData::F32(&packed), &ones, k, n).unwrap();
+        let zero = std::vec![0.0f32; n];
+        let init = std::vec![0.0f32; m * n];
+        let got = reference(&a, m, k, b, Epilogue::Bias(&zero), &init, n);
+        let mut want = std::vec![0.0f32; m * n];
+        scalar::gemm(&a, m, k, b, Epilogue::Bias(&zero), &mut want, n);
+        assert_bits(&got, &want, &std::format!("m={m} k={k} n={n}"));
+    }
+}
+
+/// The definition rounds where the hardware does: a sum that f16 cannot hold loses its low
+/// bits inside a run, but not across runs (they are added in f32).
+#[test]
+fn fp16_reference_rounds_within_runs_only() {
+    // 2048 + 1 is not an f16 (spacing 2 there): within one run, +1 after 2048 is lost
+    // (ties to even); in the next run it is a new f16 sum, added in f32.
+    let k = FP16_CHUNK + 1;
+    let mut a = std::vec![0.0f32; k];
+    a[0] = 2048.0;
+    a[1] = 1.0;
+    a[FP16_CHUNK] = 1.0;
+    let w = std::vec![1.0f32; k];
+    let packed = pack(&w, k, 1);
+    let b = PackedB::new(MatData::F32(&packed), &[1.0], k, 1).unwrap();
+    let got = reference(&a, 1, k, b, Epilogue::Bias(&[0.0]), &[0.0], 1);
+    assert_eq!(got[0], 2049.0, "2048 + 1 (lost in f16) + 1 (its own run)");
+}
+
+#[test]
+fn fp16_tokens_only_where_the_isa_has_it() {
+    let scalar_fp16 = Kernels::scalar().with_precision(Precision::Fp16);
+    assert!(!scalar_fp16.fp16());
+    assert_eq!(scalar_fp16.describe(), "scalar");
+    for kern in available() {
+        // SAFETY: the token is only inspected here, never run.
+        let k = unsafe { kern.with_fp16_unchecked() };
+        assert_eq!(k.fp16(), kern.isa() == Isa::Neon, "{kern:?}");
+        assert_eq!(k.int8_dot(), kern.int8_dot());
+        if kern.isa() != Isa::Neon {
+            assert!(!k.fp16(), "{kern:?} took the fp16 bit");
+            assert_eq!(k.describe(), kern.describe());
+            assert_eq!(k.precision(), Precision::F32);
+        }
+        assert_eq!(k.without_fp16(), kern);
+    }
+    assert_eq!(Precision::from_name("fp16"), Some(Precision::Fp16));
+    assert_eq!(Precision::from_name("f32"), Some(Precision::F32));
+    assert_eq!(Precision::from_name("f16"), None);
+}
+
+#[cfg(target_arch = "aarch64")]
+fn fp16_available() -> bool {
+    std::arch::is_aarch64_feature_detected!("fp16")
+}
+
+#[cfg(not(target_arch = "aarch64"))]
+fn fp16_available() -> bool {
+    false
+}
+
+/// The fp16 kernel paths of this machine (NEON with FEAT_FP16); `QUADRA_REQUIRE_FP16=1`
+/// makes their absence a failure, so a skipped path cannot hide.
+fn fp16_kernels() -> Vec<Kernels> {
+    let v: Vec<Kernels> = available()
+        .into_iter()
+        .filter(|k| k.isa() == Isa::Neon && fp16_available())
+        // SAFETY: FEAT_FP16 detected by the filter.
+        .map(|k| unsafe { k.with_fp16_unchecked() })
+        .collect();
+    if v.is_empty() {
+        assert!(
+            std::env::var("QUADRA_REQUIRE_FP16").is_err(),
+            "QUADRA_REQUIRE_FP16 is set but this CPU has no FEAT_FP16"
+        );
+    }
+    v
+}
+
+/// Every shape class: rows 1..13 and past the 8-row tile (the 4-, 2- and 1-row tails),
+/// inner dimensions around the 8-step and the 32-step run, columns around the 16-column
+/// panel; f32, f16 and int8 weights; strided A and output. Bias epilogue, bit for bit
+/// (for int8 weights, whose scale is not 1, with a zero bias: the f32 epilogue fuses
+/// `sum·scale + bias` into one rounding, the reference rounds twice).
+#[test]
+fn fp16_gemm_is_its_definition_bit_for_bit() {
+    let kerns = fp16_kernels();
+    if kerns.is_empty() {
+        std::eprintln!("no FEAT_FP16 here: the fp16 GEMM is not run");
+        return;
+    }
+    let mut rng = Rng::new(11);
+    let ms = [1usize, 2, 3, 4, 5, 7, 8, 9, 12, 13, 15, 25, 49];
+    let ks = [1usize, 3, 7, 8, 9, 31, 32, 33, 48, 64, 67, 128, 200];
+    let ns = [1usize, 3, 8, 15, 16, 17, 33, 48];
+    let mut checked = 0usize;
+    for &m in &ms {
+        for &k in &ks {
+            for &n in &ns {
+                let lda = k + rng.usize(0, 3);
+                let a = rng.vec(m * lda, -2.0, 2.0);
+                let stored = random_b(&mut rng, k, n);
+                let ldo = n + rng.usize(0, 2);
+                let init = rng.vec(m * ldo, -1.0, 1.0);
+                for dtype in DTYPES {
+                    let (data, scales) = stored.data(dtype);
+                    let b = PackedB::new(data, scales, k, n).unwrap();
+                    let bias = if dtype == Dtype::I8 {
+                        std::vec![0.0; n]
+                    } else {
+                        rng.vec(n, -0.5, 0.5)
+                    };
+                    let want = reference(&a, m, lda, b, Epilogue::Bias(&bias), &init, ldo);
+                    for &kern in &kerns {
+                        let got = run(kern, &a, m, lda, b, Epilogue::Bias(&bias), &init, ldo);
+                        let what = std::format!("fp16 {dtype:?} m={m} k={k} n={n}");
+                        assert_bits(&got, &want, &what);
+                        checked += got.len();
+                    }
+                }
+            }
+        }
+    }
+    std::eprintln!("fp16 GEMM: {checked} outputs equal to the definition bit for bit");
+}
+
+/// The GELU and residual epilogues are the f32 GEMM's, on the same sums: within their own
+/// f32 tolerance of the definition (the kernel's rational erf against libm's, 4e-7 for
+/// |x| <= 4 as `simd_gelu_matches_exact_gelu` states; one fused rounding for the residual).
+#[test]
+fn fp16_gemm_epilogues_are_the_f32_ones() {
+    let kerns = fp16_kernels();
+    let mut rng = Rng::new(12);
+    for &(m, k, n) in &[(9usize, 40usize, 33usize), (13, 128, 16), (1, 7, 5)] {
+        let a = rng.vec(m * k, -1.0, 1.0);
+        let stored = random_b(&mut rng, k, n);
+        let (bias, gamma) = (rng.vec(n, -0.5, 0.5), rng.vec(n, 0.5, 1.5));
+        let init = rng.vec(m * n, -1.0, 1.0);
+        for dtype in DTYPES {
+            let (data, scales) = stored.data(dtype);
+            let b = PackedB::new(data, scales, k, n).unwrap();
+            for e in [
+                Epilogue::BiasGelu(&bias),
+                Epilogue::BiasScaleAdd {
+                    bias: &bias,
+                    gamma: &gamma,
+                },
+            ] {
+                let want = reference(&a, m, k, b, e, &init, n);
+                for &kern in &kerns {
+                    let got = run(kern, &a, m, k, b, e, &init, n);
+                    assert_close(
+                        &got,
+                        &want,
+                        1e-6,
+                        &std::format!("fp16 {dtype:?} {m}x{k}x{n}"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// f32 and int8 panels deeper than the stack copy run the f32 GEMM (bit for bit the f32
+/// token's result); f16 panels of any depth run in half precision.
+#[test]
+fn fp16_gemm_past_the_stack_copy() {
+    let kerns = fp16_kernels();
+    let mut rng = Rng::new(13);
+    let (m, k, n) = (6usize, crate::kernels::WIDE_K + 9, 20usize);
+    let a = rng.vec(m * k, -1.0, 1.0);
+    let stored = random_b(&mut rng, k, n);
+    let bias = std::vec![0.0; n];
+    let init = std::vec![0.0; m * n];
+    for dtype in DTYPES {
+        let (data, scales) = stored.data(dtype);
+        let b = PackedB::new(data, scales, k, n).unwrap();
+        for &kern in &kerns {
+            let got = run(kern, &a, m, k, b, Epilogue::Bias(&bias), &init, n);
+            let want = if dtype == Dtype::F16 {
+                reference(&a, m, k, b, Epilogue::Bias(&bias), &init, n)
+            } else {
+                run(
+                    kern.without_fp16(),
+                    &a,
+                    m,
+                    k,
+                    b,
+                    Epilogue::Bias(&bias),
+                    &init,
+                    n,
+                )
+            };
+            assert_bits(&got, &want, &std::format!("{dtype:?} k={k}"));
+        }
+    }
+}
