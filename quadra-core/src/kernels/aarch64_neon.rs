@@ -371,7 +371,7 @@ pub(crate) unsafe fn gemm<W: Elem>(g: &GemmArgs, b: *const W) {
 ///
 /// # Safety
 /// CPU must have NEON and FEAT_FP16; lengths as checked by `kernels::gemm`;
-/// `neon_fp16::takes::<W>(g.k)`.
+/// `neon_fp16::takes(g.k)`.
 #[target_feature(enable = "neon,fp16")]
 pub(crate) unsafe fn gemm_fp16<W: neon_fp16::HalfPanel>(g: &GemmArgs, b: *const W) {
     // SAFETY: the caller holds a `Kernels` token with FEAT_FP16 and checked every length

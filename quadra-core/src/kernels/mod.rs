@@ -70,9 +70,9 @@ pub use types::{
     Dtype, Epilogue, FloatBlocks, MatData, MatMut, MatRef, PackedB, QdwWeights, CBLOCK, MAX_K,
 };
 
-/// Deepest f32 or int8 weight panel (inner dimension) a half-precision GEMM converts into
-/// its stack copy; deeper ones run the f32 GEMM (f16 weights run in half precision at any
-/// depth). Every pointwise layer of the presets up to QuadraNet36-T fits.
+/// Deepest inner dimension a half-precision GEMM takes (its activations and weight panels
+/// are converted into stack copies that deep); deeper ones run the f32 GEMM. Every
+/// pointwise layer of the presets up to QuadraNet36-T fits.
 #[doc(hidden)]
 pub const WIDE_K: usize = simd::WIDE_K;
 
@@ -161,18 +161,17 @@ pub fn gemm(
     };
     #[cfg(target_arch = "aarch64")]
     if kern.fp16() {
-        use neon_fp16::takes;
         // SAFETY: a token with `fp16` set holds NEON and proves FEAT_FP16 (it is only made
         // by `with_fp16_unchecked`, whose contract that is, or by `with_precision` when the
         // build enables it); every length behind `g` and `b` is checked above, and `takes`
         // each time.
         let done = unsafe {
             match b.data {
-                MatData::F32(d) if takes::<f32>(k) => aarch64_neon::gemm_fp16(&g, d.as_ptr()),
+                // Deeper than the stack copies: the f32 GEMM.
+                _ if !neon_fp16::takes(k) => return Ok(simd_gemm_any(kern, &g, b.data)),
+                MatData::F32(d) => aarch64_neon::gemm_fp16(&g, d.as_ptr()),
                 MatData::F16(d) => aarch64_neon::gemm_fp16(&g, d.as_ptr()),
-                MatData::I8(d) if takes::<i8>(k) => aarch64_neon::gemm_fp16(&g, d.as_ptr()),
-                // f32 or int8 panels too deep for the stack copy: the f32 GEMM.
-                _ => return Ok(simd_gemm_any(kern, &g, b.data)),
+                MatData::I8(d) | MatData::W8A8(d, _) => aarch64_neon::gemm_fp16(&g, d.as_ptr()),
             }
         };
         return Ok(done);

@@ -27,10 +27,12 @@ use crate::isa::FP16_CHUNK;
 /// Eight f16 lanes.
 type H8 = uint16x8_t;
 
-/// Rows of the main tile: 8 x 16 is 16 accumulators of 8 halves, 8 activation vectors
-/// (by-element operands must be in v0-v15) and the two weight vectors of a step: 26 of the
-/// 32 registers.
-const MR: usize = 8;
+/// Rows of the main tile: 4 x 16 is 8 accumulators of 8 halves and the 16 f32 ones their
+/// runs are added into, 4 activation vectors (by-element operands must be in v0-v15) and
+/// the two weight vectors of a step: 30 of the 32 registers. (8 x 16 needs its f32 sums
+/// on the stack: modeled on the A76, its fold of a run then took 126 cycles against the
+/// run's 345, with the activations' conversion in the loop as well.)
+const MR: usize = 4;
 
 /// `acc + b·a[L]`, eight lanes, one rounding (FMLA, by element).
 ///
@@ -113,7 +115,7 @@ unsafe fn i16_to_f16(x: int16x8_t) -> H8 {
 /// ones are converted a panel at a time into a stack copy (int8 values are integers of at
 /// most 127, exact in f16; their scales stay in the f32 epilogue, as in the f32 GEMM).
 pub(crate) trait HalfPanel: Copy {
-    /// Already f16: no copy, and any inner dimension.
+    /// Already f16: no copy.
     const DIRECT: bool;
     /// The `k x 16` panel at `src` as f16, in `buf` (room for `k·16` halves) unless
     /// [`Self::DIRECT`].
@@ -166,25 +168,20 @@ impl HalfPanel for i8 {
     }
 }
 
-/// One `M x 16` tile over the f16 panel `bp`: the f32 sums parked at `tp` (rows
-/// [`TILE_COLS`] floats apart), ready for the epilogue.
+/// One `M x 16` tile: the f16 activation rows at `ah` (`k` halves each, `k` apart) times
+/// the f16 panel `bp`; the f32 sums parked at `tp` (rows [`TILE_COLS`] floats apart),
+/// ready for the epilogue. The f32 accumulators stay in registers with the f16 ones
+/// (`M·4 + M·2` of them), so a run's fold is register arithmetic only.
 ///
 /// # Safety
-/// `a` valid for `M` rows of `k` floats, `lda` apart; `bp` for `k·16` halves; `tp` for `M`
-/// rows of 16 floats; FEAT_FP16 enabled.
+/// `ah` valid for `M·k` halves; `bp` for `k·16`; `tp` for `M` rows of 16 floats;
+/// FEAT_FP16 enabled.
 #[inline(always)]
-unsafe fn tile<const M: usize>(a: *const f32, lda: usize, k: usize, bp: *const u16, tp: *mut f32) {
+unsafe fn tile<const M: usize>(ah: *const u16, k: usize, bp: *const u16, tp: *mut f32) {
     // SAFETY: every access is within the extents of the contract.
     unsafe {
         let z = vdupq_n_u16(0);
-        if k == 0 {
-            for i in 0..M {
-                for c in (0..PANEL).step_by(4) {
-                    vst1q_f32(tp.add(i * TILE_COLS + c), vdupq_n_f32(0.0));
-                }
-            }
-            return;
-        }
+        let mut sum = [[vdupq_n_f32(0.0); 4]; M];
         // One inner step at activation lane `$l` of `$av`, weights row `$kk`.
         macro_rules! step {
             ($acc:ident, $av:ident, $kk:expr, $l:literal) => {{
@@ -204,8 +201,7 @@ unsafe fn tile<const M: usize>(a: *const f32, lda: usize, k: usize, bp: *const u
             while kk + 8 <= end {
                 let mut av = [z; M];
                 for (i, v) in av.iter_mut().enumerate() {
-                    let p = a.add(i * lda + kk);
-                    *v = narrow(vld1q_f32(p), vld1q_f32(p.add(4)));
+                    *v = vld1q_u16(ah.add(i * k + kk));
                 }
                 step!(acc, av, kk, 0);
                 step!(acc, av, kk + 1, 1);
@@ -220,81 +216,123 @@ unsafe fn tile<const M: usize>(a: *const f32, lda: usize, k: usize, bp: *const u
             while kk < end {
                 let mut av = [z; M];
                 for (i, v) in av.iter_mut().enumerate() {
-                    *v = narrow(vdupq_n_f32(*a.add(i * lda + kk)), vdupq_n_f32(0.0));
+                    *v = vld1q_dup_u16(ah.add(i * k + kk));
                 }
                 step!(acc, av, kk, 0);
                 kk += 1;
             }
-            for (i, row) in acc.iter().enumerate() {
+            for (s, row) in sum.iter_mut().zip(acc.iter()) {
                 for (j, &h) in row.iter().enumerate() {
-                    let p = tp.add(i * TILE_COLS + j * 8);
                     let (lo, hi) = widen(h);
                     if k0 == 0 {
-                        vst1q_f32(p, lo);
-                        vst1q_f32(p.add(4), hi);
+                        (s[2 * j], s[2 * j + 1]) = (lo, hi);
                     } else {
-                        vst1q_f32(p, vaddq_f32(vld1q_f32(p), lo));
-                        vst1q_f32(p.add(4), vaddq_f32(vld1q_f32(p.add(4)), hi));
+                        s[2 * j] = vaddq_f32(s[2 * j], lo);
+                        s[2 * j + 1] = vaddq_f32(s[2 * j + 1], hi);
                     }
                 }
             }
             k0 = end;
         }
+        for (i, s) in sum.iter().enumerate() {
+            for (j, &v) in s.iter().enumerate() {
+                vst1q_f32(tp.add(i * TILE_COLS + 4 * j), v);
+            }
+        }
     }
 }
 
-/// Can [`gemm`] take weights of type `W` with inner dimension `k`? (f32 and int8 panels
-/// are converted into a stack copy of [`WIDE_K`] rows; wider ones run the f32 GEMM.)
-pub(crate) const fn takes<W: HalfPanel>(k: usize) -> bool {
-    W::DIRECT || k <= WIDE_K
-}
+/// Rows of activations converted to f16 at a time: the conversion is paid once per row
+/// per call (not once per panel), and an f32 or int8 panel once per block of rows.
+const ROW_BLOCK: usize = 32;
 
-/// `out = epi(scales ⊙ A·B)` in half precision (see the module comment). Panels outer,
-/// row tiles of 8 inner, as the f32 GEMM.
+/// `rows` rows of `k` floats at `a` (`lda` apart) rounded to f16 into `ah` (`k` apart).
 ///
 /// # Safety
-/// FEAT_FP16; pointers as checked by `kernels::gemm`; [`takes`]`::<W>(g.k)`.
+/// `a` valid for the rows, `ah` for `rows·k` halves.
+#[inline(always)]
+unsafe fn narrow_rows(a: *const f32, lda: usize, rows: usize, k: usize, ah: *mut u16) {
+    // SAFETY: within the extents of the contract.
+    unsafe {
+        for i in 0..rows {
+            let (src, dst) = (a.add(i * lda), ah.add(i * k));
+            let mut kk = 0;
+            while kk + 8 <= k {
+                vst1q_u16(
+                    dst.add(kk),
+                    narrow(vld1q_f32(src.add(kk)), vld1q_f32(src.add(kk + 4))),
+                );
+                kk += 8;
+            }
+            while kk < k {
+                let h = narrow(vdupq_n_f32(*src.add(kk)), vdupq_n_f32(0.0));
+                vst1q_lane_u16::<0>(dst.add(kk), h);
+                kk += 1;
+            }
+        }
+    }
+}
+
+/// Can [`gemm`] take inner dimension `k`? (The activations and f32 or int8 panels are
+/// converted into stack copies of [`WIDE_K`] columns or rows; deeper GEMMs run in f32.)
+pub(crate) const fn takes(k: usize) -> bool {
+    k <= WIDE_K
+}
+
+/// `out = epi(scales ⊙ A·B)` in half precision (see the module comment). Blocks of
+/// [`ROW_BLOCK`] activation rows converted to f16 outer; panels (converted, unless f16)
+/// inner; row tiles of 4 innermost.
+///
+/// # Safety
+/// FEAT_FP16; pointers as checked by `kernels::gemm`; [`takes`]`(g.k)`.
 #[inline(always)]
 pub(crate) unsafe fn gemm<W: HalfPanel>(g: &GemmArgs, b: *const W) {
     // SAFETY: every pointer is used within the extents `kernels::gemm` checked; the stack
     // copies are written before they are read.
     unsafe {
-        let mut buf = MaybeUninit::<[u16; WIDE_K * PANEL]>::uninit();
+        let mut panel = MaybeUninit::<[u16; WIDE_K * PANEL]>::uninit();
+        let mut act = MaybeUninit::<[u16; WIDE_K * ROW_BLOCK]>::uninit();
         let mut tile_buf = MaybeUninit::<[[f32; TILE_COLS]; MR]>::uninit();
-        let tp = tile_buf.as_mut_ptr().cast::<f32>();
-        let mut j0 = 0;
-        while j0 < g.n {
-            let cols = (g.n - j0).min(PANEL);
-            // A whole panel (the packed matrix is padded to whole panels).
-            let bp = W::panel(
-                b.add((j0 / PANEL) * g.pstride),
-                g.k,
-                buf.as_mut_ptr().cast(),
-            );
-            let (scales, epi) = (g.scales.add(j0), g.epi.offset(j0));
-            let mut i0 = 0;
-            macro_rules! rows {
-                ($m:literal) => {{
-                    let a = g.a.add(i0 * g.lda);
-                    tile::<$m>(a, g.lda, g.k, bp, tp);
-                    epilogue::<Neon, $m>(tp, cols, scales, epi, g.out.add(i0 * g.ldo + j0), g.ldo);
-                    i0 += $m;
-                }};
+        let (tp, ah) = (
+            tile_buf.as_mut_ptr().cast::<f32>(),
+            act.as_mut_ptr().cast::<u16>(),
+        );
+        let mut r0 = 0;
+        while r0 < g.m {
+            let rows = (g.m - r0).min(ROW_BLOCK);
+            narrow_rows(g.a.add(r0 * g.lda), g.lda, rows, g.k, ah);
+            let mut j0 = 0;
+            while j0 < g.n {
+                let cols = (g.n - j0).min(PANEL);
+                // A whole panel (the packed matrix is padded to whole panels).
+                let bp = W::panel(
+                    b.add((j0 / PANEL) * g.pstride),
+                    g.k,
+                    panel.as_mut_ptr().cast(),
+                );
+                let (scales, epi) = (g.scales.add(j0), g.epi.offset(j0));
+                let mut i = 0;
+                macro_rules! rows {
+                    ($m:literal) => {{
+                        tile::<$m>(ah.add(i * g.k), g.k, bp, tp);
+                        let out = g.out.add((r0 + i) * g.ldo + j0);
+                        epilogue::<Neon, $m>(tp, cols, scales, epi, out, g.ldo);
+                        i += $m;
+                    }};
+                }
+                while i + MR <= rows {
+                    rows!(4);
+                }
+                if i + 2 <= rows {
+                    rows!(2);
+                }
+                if i < rows {
+                    rows!(1);
+                }
+                debug_assert_eq!(i, rows);
+                j0 += cols;
             }
-            while i0 + MR <= g.m {
-                rows!(8);
-            }
-            if i0 + 4 <= g.m {
-                rows!(4);
-            }
-            if i0 + 2 <= g.m {
-                rows!(2);
-            }
-            if i0 < g.m {
-                rows!(1);
-            }
-            debug_assert_eq!(i0, g.m);
-            j0 += cols;
+            r0 += rows;
         }
     }
 }
