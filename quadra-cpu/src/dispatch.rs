@@ -2,7 +2,7 @@
 
 use std::sync::OnceLock;
 
-use quadra_core::{Isa, Kernels};
+use quadra_core::{Isa, Kernels, Precision};
 
 /// Environment variable that forces a kernel path: `scalar`, `avx2`, `avx512` or `neon`.
 pub const KERNEL_ENV: &str = "QUADRA_KERNEL";
@@ -85,5 +85,42 @@ pub fn default_kernels() -> Result<Kernels, DispatchError> {
             kernels_for(isa)
         }
         _ => Ok(best()),
+    }
+}
+
+/// Does this CPU do FEAT_FP16 half-precision vector arithmetic (the `asimdhp` HWCAP on
+/// Linux and Android)? Always false off aarch64: x86 CPUs here have F16C conversions only.
+pub fn cpu_supports_fp16() -> bool {
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("fp16")
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    {
+        false
+    }
+}
+
+/// `kernels` at `precision`: [`Precision::Fp16`] takes effect on NEON when this CPU has
+/// FEAT_FP16 (detected at run time); anywhere else the kernels run f32, and
+/// [`precision_note`] says why.
+pub fn with_precision(kernels: Kernels, precision: Precision) -> Kernels {
+    if precision == Precision::Fp16 && kernels.isa() == Isa::Neon && cpu_supports_fp16() {
+        // SAFETY: FEAT_FP16 detected just above.
+        unsafe { kernels.with_fp16_unchecked() }
+    } else {
+        kernels.without_fp16()
+    }
+}
+
+/// Why `requested` precision is not what `kernels` run, if it is not.
+pub fn precision_note(kernels: Kernels, requested: Precision) -> Option<&'static str> {
+    match (requested, kernels.fp16()) {
+        (Precision::Fp16, false) => Some(match kernels.isa() {
+            Isa::Neon => "fp16 requested, running f32: this CPU has no FEAT_FP16 (asimdhp)",
+            Isa::Scalar => "fp16 requested, running f32: the scalar kernels compute in f32",
+            _ => "fp16 requested, running f32: x86 has no half-precision arithmetic on these CPUs",
+        }),
+        _ => None,
     }
 }

@@ -33,6 +33,7 @@ pub mod weights;
 use std::sync::Arc;
 
 use ndarray::{Array2, ArrayView4, Axis};
+pub use quadra_core::Precision;
 use quadra_core::{Executor, Kernels, Model, Serial, Weights};
 use rayon::prelude::*;
 
@@ -188,6 +189,9 @@ pub struct Network {
     store: Arc<Store>,
     meta: String,
     kernels: Kernels,
+    /// The precision asked for (the model file's recorded default, or `with_precision`);
+    /// `kernels` has it if this CPU does.
+    precision: Precision,
     threads: usize,
     /// The threads' cores, and how rows are split among them.
     cores: Cores,
@@ -281,6 +285,7 @@ fn pool(placement: &Placement) -> Result<rayon::ThreadPool, String> {
 /// [`Network::describe`] and [`Session::describe`].
 pub(crate) fn describe(
     kernels: Kernels,
+    precision: Precision,
     placement: &Placement,
     policy: &Cores,
     crew: Option<&Crew>,
@@ -291,6 +296,9 @@ pub(crate) fn describe(
         kernels.describe(),
         if n == 1 { "" } else { "s" }
     );
+    if let Some(note) = dispatch::precision_note(kernels, precision) {
+        s += &format!(" ({note})");
+    }
     if n > 1 {
         s += &format!(
             " on cores {} ({}), {} bands",
@@ -312,6 +320,15 @@ pub(crate) fn describe(
     s
 }
 
+/// The precision a model file's metadata records (`"precision": "fp16"`, written by
+/// `quadra convert --precision fp16`); f32 when it records none.
+pub(crate) fn recorded_precision(meta: &str) -> Precision {
+    serde_json::from_str::<serde_json::Value>(meta)
+        .ok()
+        .and_then(|v| v.get("precision")?.as_str().and_then(Precision::from_name))
+        .unwrap_or_default()
+}
+
 impl Network {
     /// From an architecture and weights already packed for the core.
     pub fn new(config: ArchConfig, weights: OwnedWeights) -> Result<Self, RunError> {
@@ -320,11 +337,13 @@ impl Network {
     }
 
     fn with_store(config: ArchConfig, store: Store, meta: String) -> Result<Self, RunError> {
+        let precision = recorded_precision(&meta);
         Ok(Network {
             config,
             store: Arc::new(store),
             meta,
-            kernels: dispatch::default_kernels()?,
+            kernels: dispatch::with_precision(dispatch::default_kernels()?, precision),
+            precision,
             threads: 1,
             cores: Cores::default(),
             bands: Bands::default(),
@@ -356,7 +375,8 @@ impl Network {
 
     /// From a loaded `.qnet` model.
     pub fn from_loaded(m: LoadedModel) -> Result<Self, RunError> {
-        let mut n = Self::new(m.config, m.weights)?;
+        let precision = recorded_precision(&m.meta);
+        let mut n = Self::new(m.config, m.weights)?.with_precision(precision);
         n.meta = m.meta;
         Ok(n)
     }
@@ -373,10 +393,31 @@ impl Network {
         &self.meta
     }
 
-    /// Uses `kernels` instead of the detected (or `QUADRA_KERNEL`) path.
+    /// Uses `kernels` instead of the detected (or `QUADRA_KERNEL`) path, at the network's
+    /// precision ([`Network::with_precision`]).
     pub fn with_kernels(mut self, kernels: Kernels) -> Self {
-        self.kernels = kernels;
+        self.kernels = dispatch::with_precision(kernels, self.precision);
         self
+    }
+
+    /// Computes at `precision`: [`Precision::Fp16`] runs the pointwise GEMMs in half
+    /// precision on aarch64 CPUs with FEAT_FP16 (detected at run time) and f32 elsewhere,
+    /// which [`Network::describe`] then says. The default is the model file's recorded
+    /// precision (`quadra convert --precision`), else f32.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.set_precision(precision);
+        self
+    }
+
+    /// [`Network::with_precision`] in place (sessions made afterwards use it).
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
+        self.kernels = dispatch::with_precision(self.kernels, precision);
+    }
+
+    /// The precision asked for (what runs: [`Network::kernels`]`().precision()`).
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Runs on `threads` threads of its own (0: one per core of its [`Cores`], by default
@@ -439,7 +480,13 @@ impl Network {
     /// cores 0-1 (big), capacity bands`; with threads started, whether they are pinned.
     pub fn describe(&self) -> String {
         let crew = self.crew.get().and_then(|c| c.as_ref().ok());
-        describe(self.kernels, &self.placement, &self.cores, crew)
+        describe(
+            self.kernels,
+            self.precision,
+            &self.placement,
+            &self.cores,
+            crew,
+        )
     }
 
     fn pool(&self) -> Result<&rayon::ThreadPool, RunError> {

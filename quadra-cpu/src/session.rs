@@ -33,6 +33,7 @@ pub struct Session {
     store: Arc<Store>,
     config: ArchConfig,
     kernels: Kernels,
+    precision: quadra_core::Precision,
     size: (usize, usize),
     batch: usize,
     features: bool,
@@ -149,6 +150,7 @@ impl Session {
         Ok(Session {
             store: Arc::clone(&net.store),
             kernels: net.kernels(),
+            precision: net.precision(),
             size: (h, w),
             batch,
             features,
@@ -222,6 +224,7 @@ impl Session {
     pub fn describe(&self) -> String {
         crate::describe(
             self.kernels,
+            self.precision,
             &self.placement,
             &self.policy,
             self.crew.as_ref(),

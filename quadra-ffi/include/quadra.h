@@ -111,6 +111,17 @@ uint32_t quadra_model_in_chans(const struct QuadraModel *model);
 // `model` is NULL or a live model.
 uint32_t quadra_model_num_classes(const struct QuadraModel *model);
 
+// Sets the arithmetic of the sessions made from `model` afterwards: "f32", or "fp16" (the
+// pointwise GEMMs in half precision on aarch64 CPUs with FEAT_FP16, detected at run time;
+// elsewhere f32, which `quadra_session_describe` then says). The default is what the
+// model file records (`quadra convert --precision`), else "f32". An unknown name is
+// `QUADRA_E_ARGUMENT`.
+//
+// # Safety
+// `model` is NULL or a live model not in use by another thread during the call;
+// `precision` is NULL or a NUL-terminated string.
+int quadra_model_set_precision(struct QuadraModel *model, const char *precision);
+
 // Makes a session running `model` on batch-1 inputs of `height` x `width` (at least 32
 // each; QuadraNet downsamples by 32) on `threads` threads (0: one per big core, at most
 // `QUADRA_MAX_THREADS`; more is `QUADRA_E_ARGUMENT`), workers pinned to the big cores

@@ -277,6 +277,38 @@ pub unsafe extern "C" fn quadra_model_num_classes(model: *const QuadraModel) -> 
     unsafe { model.as_ref() }.map_or(0, |m| m.net.config().num_classes as u32)
 }
 
+/// Sets the arithmetic of the sessions made from `model` afterwards: "f32", or "fp16" (the
+/// pointwise GEMMs in half precision on aarch64 CPUs with FEAT_FP16, detected at run time;
+/// elsewhere f32, which `quadra_session_describe` then says). The default is what the
+/// model file records (`quadra convert --precision`), else "f32". An unknown name is
+/// `QUADRA_E_ARGUMENT`.
+///
+/// # Safety
+/// `model` is NULL or a live model not in use by another thread during the call;
+/// `precision` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn quadra_model_set_precision(
+    model: *mut QuadraModel,
+    precision: *const c_char,
+) -> c_int {
+    guard("quadra_model_set_precision", || {
+        // SAFETY: NULL or live and unshared by the caller's contract.
+        let model = unsafe { model.as_mut() }.ok_or_else(|| Failure::argument("model is NULL"))?;
+        if precision.is_null() {
+            return Err(Failure::argument("precision is NULL"));
+        }
+        // SAFETY: non-NULL and NUL-terminated by the caller's contract.
+        let text = unsafe { CStr::from_ptr(precision) }
+            .to_str()
+            .map_err(|_| Failure::argument("precision is not UTF-8"))?;
+        let p = quadra_cpu::Precision::from_name(text).ok_or_else(|| {
+            Failure::argument(format!("unknown precision '{text}': use f32 or fp16"))
+        })?;
+        model.net.set_precision(p);
+        Ok(())
+    })
+}
+
 /// Makes a session running `model` on batch-1 inputs of `height` x `width` (at least 32
 /// each; QuadraNet downsamples by 32) on `threads` threads (0: one per big core, at most
 /// `QUADRA_MAX_THREADS`; more is `QUADRA_E_ARGUMENT`), workers pinned to the big cores
@@ -437,7 +469,7 @@ pub unsafe extern "C" fn quadra_session_kernels(s: *const QuadraSession) -> *con
 }
 
 /// Every name [`quadra_core::Kernels::describe`] gives, as C strings.
-const KERNEL_NAMES: [(&str, &CStr); 7] = [
+const KERNEL_NAMES: [(&str, &CStr); 9] = [
     ("scalar", cstr(b"scalar\0")),
     ("avx2", cstr(b"avx2\0")),
     ("avx2+vnni", cstr(b"avx2+vnni\0")),
@@ -445,6 +477,8 @@ const KERNEL_NAMES: [(&str, &CStr); 7] = [
     ("avx512+vnni", cstr(b"avx512+vnni\0")),
     ("neon", cstr(b"neon\0")),
     ("neon+dotprod", cstr(b"neon+dotprod\0")),
+    ("neon+fp16", cstr(b"neon+fp16\0")),
+    ("neon+dotprod+fp16", cstr(b"neon+dotprod+fp16\0")),
 ];
 
 /// [`quadra_cpu::Kernels::describe`] as a C string (every name it gives; a test keeps the
@@ -558,6 +592,9 @@ mod tests {
             // SAFETY: as above.
             for k in [k.without_int8_dot(), unsafe { k.with_int8_dot_unchecked() }] {
                 assert_eq!(kernels_name(k).to_str().unwrap(), k.describe());
+                // SAFETY: as above.
+                let h = unsafe { k.with_fp16_unchecked() };
+                assert_eq!(kernels_name(h).to_str().unwrap(), h.describe());
             }
         }
     }

@@ -36,6 +36,11 @@ pub struct Args {
     /// the worst logits cosine against f32 on the check inputs reaches this (e.g. 0.999).
     #[arg(long, requires = "dtype", value_parser = parse_cosine)]
     min_cosine: Option<f64>,
+    /// Record the precision the model runs at by default: f32, or fp16 (half-precision
+    /// GEMMs on aarch64 CPUs with FEAT_FP16; `quadra infer --precision` overrides it).
+    /// Pair fp16 with --dtype f16: the weights are then used as stored.
+    #[arg(long, value_parser = quadra_cli::parse_precision)]
+    precision: Option<quadra_cpu::Precision>,
     /// Write a .qnet model file here.
     #[arg(long, required_unless_present = "emit_rust")]
     out: Option<PathBuf>,
@@ -94,6 +99,9 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     let mut c = convert::convert(config, &sd, a.dtype)?;
+    if let Some(p) = a.precision {
+        c.meta.insert("precision".into(), p.name().into());
+    }
     if !a.quiet {
         println!(
             "{}: {} tensors match the architecture ({} parameters)",

@@ -49,6 +49,10 @@ pub struct Args {
     /// QUADRA_KERNEL).
     #[arg(long)]
     kernel: Option<String>,
+    /// Arithmetic: f32, or fp16 (the pointwise GEMMs in half precision on aarch64 CPUs
+    /// with FEAT_FP16; f32 elsewhere, saying so). Default: what the model file records.
+    #[arg(long, value_parser = quadra_cli::parse_precision)]
+    precision: Option<quadra_cpu::Precision>,
     /// How many classes to print per image.
     #[arg(long, default_value_t = 5)]
     top: usize,
@@ -89,6 +93,9 @@ pub fn run(a: Args) -> Result<()> {
             format!("unknown kernel path '{name}': use scalar, avx2, avx512 or neon")
         })?;
         net = net.with_kernels(dispatch::kernels_for(isa)?);
+    }
+    if let Some(p) = a.precision {
+        net = net.with_precision(p);
     }
     if let Some(input) = &a.input {
         let x = crate::npy::read_nchw(input)?;

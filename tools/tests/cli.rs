@@ -1060,3 +1060,79 @@ fn what_a_newcomer_tripped_on_is_said_plainly() {
     let help = ok(&["convert", "--help"]);
     assert!(help.contains("wholly in f32"), "{help}");
 }
+
+/// `convert --precision fp16` records the default in the model file; `infer` runs it and,
+/// on a CPU without FEAT_FP16 (every x86), runs f32 and says so: the logits are then those
+/// of the same file at `--precision f32`, bit for bit.
+#[test]
+fn fp16_precision_is_recorded_and_runs_f32_where_there_is_none() {
+    let dir = scratch("fp16");
+    let (cfg, x, want, _) = prepare("net_small", &dir);
+    let weights = fixtures().join("net_small.weights.safetensors");
+    let m = dir.join("fp16.qnet");
+    ok(&[
+        "convert",
+        "--weights",
+        p(&weights),
+        "--config",
+        p(&cfg),
+        "--dtype",
+        "f16",
+        "--precision",
+        "fp16",
+        "--input-size",
+        "64",
+        "--out",
+        p(&m),
+    ]);
+    let json = ok(&["inspect", p(&m), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["meta"]["precision"], "fp16", "{json}");
+    let mut logits = Vec::new();
+    for precision in [None, Some("f32")] {
+        let y = dir.join(format!("{precision:?}.npy"));
+        let mut args = vec![
+            "infer",
+            "--model",
+            p(&m),
+            "--input",
+            p(&x),
+            "--output",
+            p(&y),
+        ];
+        args.extend(precision.map(|q| ["--precision", q]).into_iter().flatten());
+        let out = ok(&args);
+        let fallback = out.contains("fp16 requested, running f32");
+        assert_eq!(
+            fallback,
+            precision.is_none() && !cfg!(target_arch = "aarch64"),
+            "{out}"
+        );
+        let got = Array2::<f32>::read_npy(std::fs::File::open(&y).unwrap()).unwrap();
+        logits.push(got.into_raw_vec_and_offset().0);
+    }
+    if !cfg!(target_arch = "aarch64") {
+        assert!(
+            logits[0]
+                .iter()
+                .zip(&logits[1])
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "f32 fallback differs from f32"
+        );
+    }
+    assert!(cosine(&logits[0], &want) >= 0.9999);
+    let o = quadra(&[
+        "infer",
+        "--model",
+        p(&m),
+        "--input",
+        p(&x),
+        "--precision",
+        "f16",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("unknown precision 'f16': use f32 or fp16"),
+        "{err}"
+    );
+}

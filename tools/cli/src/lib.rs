@@ -70,6 +70,13 @@ pub fn exit_quietly_on_broken_pipe() {
     }));
 }
 
+/// Parses `--precision`: `f32` or `fp16` (half-precision GEMMs on aarch64 CPUs with
+/// FEAT_FP16; f32 elsewhere, which the run's description says).
+pub fn parse_precision(s: &str) -> Result<quadra_core::Precision, String> {
+    quadra_core::Precision::from_name(s)
+        .ok_or_else(|| format!("unknown precision '{s}': use f32 or fp16"))
+}
+
 /// Parses a weight dtype name (`f32`, `f16`, `int8`, `w8a8`) for command lines.
 pub fn parse_dtype(s: &str) -> Result<quadra_core::Dtype, String> {
     quadra_core::Dtype::from_name(s).ok_or_else(|| {

@@ -60,6 +60,10 @@ pub(crate) struct Args {
     /// Kernel path: scalar, avx2, avx512, neon (default: the best this CPU runs).
     #[arg(long)]
     pub(crate) kernel: Option<String>,
+    /// Arithmetic: f32, or fp16 (half-precision GEMMs on aarch64 with FEAT_FP16; f32
+    /// elsewhere, which the report's description says). Default: the model's recorded one.
+    #[arg(long, value_parser = quadra_cli::parse_precision)]
+    pub(crate) precision: Option<quadra_cpu::Precision>,
     /// Timed runs.
     #[arg(long, default_value_t = 20, value_parser = quadra_cli::parse_count)]
     pub(crate) iters: usize,

@@ -37,6 +37,9 @@ pub(crate) fn network(a: &Args) -> Res<(Network, String)> {
         let isa = Isa::from_name(k).ok_or_else(|| format!("unknown kernel path '{k}'"))?;
         net = net.with_kernels(dispatch::kernels_for(isa)?);
     }
+    if let Some(p) = a.precision {
+        net = net.with_precision(p);
+    }
     let net = net
         .with_cores(a.cores.clone())?
         .with_bands(a.bands)?
@@ -51,6 +54,8 @@ fn requantized(net: Network, dtype: quadra_core::Dtype) -> Res<Network> {
         return Ok(net);
     }
     let (wts, _) = net.owned_weights()?.quantize(&net.config().arch(), dtype)?;
-    let kern = net.kernels();
-    Ok(Network::new(net.config().clone(), wts)?.with_kernels(kern))
+    let (kern, precision) = (net.kernels(), net.precision());
+    Ok(Network::new(net.config().clone(), wts)?
+        .with_precision(precision)
+        .with_kernels(kern))
 }
