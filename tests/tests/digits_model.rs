@@ -113,6 +113,11 @@ fn committed_w8a8_file_is_the_conversion_of_the_committed_checkpoint() {
 /// Test images the checkpoint converted to `dtype` classifies right, run through
 /// `quadra-cpu`, and PyTorch's count.
 fn correct_as(dtype: Dtype) -> (i64, i64) {
+    correct_at(dtype, quadra_cpu::Precision::F32)
+}
+
+/// [`correct_as`] at `precision`.
+fn correct_at(dtype: Dtype, precision: quadra_cpu::Precision) -> (i64, i64) {
     let x: Array4<f32> = npy("test_images.npy");
     let labels: Array1<i64> = npy("test_labels.npy");
     let f32_net = f32_network();
@@ -121,7 +126,9 @@ fn correct_as(dtype: Dtype) -> (i64, i64) {
         .unwrap()
         .quantize(&f32_net.config().arch(), dtype)
         .unwrap();
-    let net = Network::new(f32_net.config().clone(), w).unwrap();
+    let net = Network::new(f32_net.config().clone(), w)
+        .unwrap()
+        .with_precision(precision);
     let y = net.forward_nchw(x.view()).unwrap();
     let correct = y
         .outer_iter()
@@ -149,5 +156,25 @@ fn f16_model_is_within_one_image_of_pytorch() {
     assert!(
         (correct - pytorch).abs() <= 1,
         "f16 {correct} correct, PyTorch {pytorch}"
+    );
+}
+
+/// Half-precision GEMMs (`--precision fp16`, f16 weights) where the CPU has FEAT_FP16
+/// (qemu here): the test set's count, against PyTorch's, within one image as the f16
+/// weights alone are.
+#[test]
+fn fp16_precision_is_within_one_image_of_pytorch() {
+    if !quadra_cpu::dispatch::cpu_supports_fp16() {
+        assert!(
+            std::env::var("QUADRA_REQUIRE_FP16").is_err(),
+            "no FEAT_FP16 here"
+        );
+        return;
+    }
+    let (correct, pytorch) = correct_at(Dtype::F16, quadra_cpu::Precision::Fp16);
+    eprintln!("digits fp16: {correct} correct, PyTorch {pytorch}");
+    assert!(
+        (correct - pytorch).abs() <= 1,
+        "fp16 {correct} correct, PyTorch {pytorch}"
     );
 }

@@ -115,10 +115,8 @@ unsafe fn i16_to_f16(x: int16x8_t) -> H8 {
 /// ones are converted a panel at a time into a stack copy (int8 values are integers of at
 /// most 127, exact in f16; their scales stay in the f32 epilogue, as in the f32 GEMM).
 pub(crate) trait HalfPanel: Copy {
-    /// Already f16: no copy.
-    const DIRECT: bool;
-    /// The `k x 16` panel at `src` as f16, in `buf` (room for `k·16` halves) unless
-    /// [`Self::DIRECT`].
+    /// The `k x 16` panel at `src` as f16: `src` itself for f16 weights, else converted
+    /// into `buf` (room for `k·16` halves).
     ///
     /// # Safety
     /// `src` valid for `k·16` elements, `buf` for `k·16` halves; FEAT_FP16 enabled.
@@ -126,7 +124,6 @@ pub(crate) trait HalfPanel: Copy {
 }
 
 impl HalfPanel for u16 {
-    const DIRECT: bool = true;
     #[inline(always)]
     unsafe fn panel(src: *const u16, _: usize, _: *mut u16) -> *const u16 {
         src
@@ -134,7 +131,6 @@ impl HalfPanel for u16 {
 }
 
 impl HalfPanel for f32 {
-    const DIRECT: bool = false;
     #[inline(always)]
     unsafe fn panel(src: *const f32, k: usize, buf: *mut u16) -> *const u16 {
         // SAFETY: `k·16` elements behind both pointers (the contract), eight at a time.
@@ -151,7 +147,6 @@ impl HalfPanel for f32 {
 }
 
 impl HalfPanel for i8 {
-    const DIRECT: bool = false;
     #[inline(always)]
     unsafe fn panel(src: *const i8, k: usize, buf: *mut u16) -> *const u16 {
         // SAFETY: `k·16` elements behind both pointers (the contract), sixteen at a time.
