@@ -126,6 +126,16 @@ def find(blks):
                     name = f"qdw_k{k}_q4_{w}"
         elif gemm_fn(fn) and fmla in (96, 80, 64) and body[-1].startswith("b."):
             name = f"gemm_{fmla // 16}x16_{w}"
+        elif "gemm_fp16" in fn and fmla == 64 and not mix["fcvtl"] and body[-1].startswith("b."):
+            # The half-precision GEMM's 4 x 16 tile, eight k steps by element (`fmla .8h`).
+            name = "gemm_4x16_fp16"
+        elif "gemm_fp16" in fn and mix["fcvtl2"] == 8 and mix["fadd"] == 16 and not fmla:
+            # ... a run of 32 steps widened and added into the f32 sums (register-only).
+            name = "fp16_fold"
+        elif ("gemm_fp16" in fn and mix["fcvtn2"] == 1 and not fmla and mix["str"] == 1
+              and body[-1].startswith("b.")):
+            # ... activations rounded to f16, eight per iteration, once per block of rows.
+            name = "fp16_narrow"
         elif sdot in (80, 64) and not fmla:
             name = f"q8_sdot_{sdot // 16}x16"
         elif "gelu_slice" in fn and mix["frecpe"] and mix["str"] == 1 and not mix["bl"]:
@@ -200,6 +210,8 @@ def describe(name):
         how = {"f32": "f32 taps", "f32_store": "f32 taps, store", "f16": "f16 taps, widened",
                "int8": "int8 taps, widened"}[m.group(2)]
         return "QDW row", f"K={m.group(1)}, 7 px, {how}"
+    if name == "gemm_4x16_fp16":
+        return "GEMM fp16", "4x16, fmla .8h by element"
     m = re.match(r"gemm_(\d)x16_(\w+)", name)
     if m:
         return "GEMM f32", f"{m.group(1)}x16, {m.group(2)} weights"
@@ -230,6 +242,8 @@ ELEMENTWISE = {
     "dequant": ("Dequantise", "int32 sums x row scale, 16", 16),
     "quant_amax": ("Quantise", "max |x| pass, 4 values", 4),
     "quant_round": ("Quantise", "round + narrow pass, 4 values", 4),
+    "fp16_fold": ("GEMM fp16", "a 32-step run into f32, 4 x 16", 64),
+    "fp16_narrow": ("GEMM fp16", "activations to f16, 8 values", 8),
 }
 
 
@@ -255,7 +269,7 @@ def values(name):
     if name == "epi_gelu":
         return 4 * GELU_ROWS.get("rows", 5)
     return ELEMENTWISE[name][2]
-MODES = ("f32", "f16w", "w8a8")
+MODES = ("f32", "f16w", "w8a8", "fp16", "w8a8+fp16")
 
 
 def network_estimate(t, ghz):
@@ -273,7 +287,8 @@ def network_estimate(t, ghz):
     epilogue (one store per 4 values), the global pool and the final LayerNorm (one row)."""
     need = ("gemm_5x16_f32", "q8_sdot_5x16", "qdw_k7_f32", "gemm_5x16_f16", "qdw_k7_f16",
             "widen_f16", "gelu", "epi_gelu", "epi_scale_add", "epi_bias", "dequant",
-            "quant_amax", "quant_round", "ln_sum", "ln_var", "ln_norm", "ln_rows4", "ln_means4")
+            "quant_amax", "quant_round", "ln_sum", "ln_var", "ln_norm", "ln_rows4", "ln_means4",
+            "gemm_4x16_fp16", "fp16_fold", "fp16_narrow")
     missing = [n for n in need if n not in t]
     if missing:
         return {}, missing
@@ -291,6 +306,11 @@ def network_estimate(t, ghz):
         passes = sum(t[n]["cycles"] for n in ("ln_sum", "ln_var", "ln_norm")) / 16
         return passes * c + (t["ln_rows4"]["cycles"] + t["ln_means4"]["cycles"]) / 4
     rate = 4 * PEAK  # f32 multiply-adds per cycle at peak
+    # The fp16 GEMM (Precision::Fp16): multiply-adds per cycle over a whole 32-step run of a
+    # 4 x 16 tile (four 8-step iterations, then the run's fold into the f32 sums), and the
+    # cycles to round one activation to f16 (once per GEMM call and row).
+    rate16 = 4 * 16 * 32 / (4 * t["gemm_4x16_fp16"]["cycles"] + t["fp16_fold"]["cycles"])
+    narrow16 = t["fp16_narrow"]["cycles"] / 8
     out = {}
     for name, c, depths in (("QuadraNet36-T", 64, (3, 3, 27, 3)), ("QuadraNet25-XXS", 16, (2, 3, 18, 2))):
         dims = [c, 2 * c, 4 * c, 8 * c]
@@ -316,6 +336,15 @@ def network_estimate(t, ghz):
         other_f32 = sum(m / (rate * fg) + o * per["epi_bias"] for m, _, _, _, o in other)
         other_widened = sum((m / (rate * fg) + w * widen16 if wide and k <= WIDE_K else m / (rate * fg16))
                             + o * per["epi_bias"] for m, k, w, wide, o in other)
+        # fp16 mode: the other layers' GEMMs in half precision where k <= WIDE_K (f16
+        # weights read in place), else the f16w path; their inputs rounded once per row.
+        other_fp16 = sum((m / rate16 + m * k / w * narrow16 if k <= WIDE_K else
+                          m / (rate * fg) + w * widen16 if wide else m / (rate * fg16))
+                         + o * per["epi_bias"] for m, k, w, wide, o in other)
+        # PW1's input (C per pixel) is rounded once per 128-channel hidden slice, PW2's (the
+        # slice) once.
+        pw_narrow = sum(p * (dims[s] * -(-4 * dims[s] // HIDDEN_CHUNK) + 4 * dims[s])
+                        for s, p in enumerate(pix)) * narrow16
         for mode in MODES:
             parts = dict(common, quantise=0.0)
             if mode == "f32":
@@ -328,7 +357,11 @@ def network_estimate(t, ghz):
                     assert dims[s] <= WIDE_K
                     widen += d * strips(hw[s], hw[s], dims[s]) * 8 * dims[s] ** 2 * widen16
                 parts.update(GEMM=pw / (rate * fg) + widen, QDW=qdw / (rate * fq16), other=other_widened)
-            else:  # w8a8: int8 pointwise GEMMs; QDW taps and the other layers as f32 models
+            elif mode == "fp16":  # f16 weights, half-precision pointwise GEMMs; the rest as f16w
+                parts.update(GEMM=pw / rate16 + pw_narrow, QDW=qdw / (rate * fq16), other=other_fp16)
+            else:  # w8a8, w8a8+fp16: int8 pointwise GEMMs; QDW taps and the other layers as f32 models
+                # (w8a8+fp16: the same today, as nothing outside the GEMMs runs in fp16 yet,
+                # and the int8 GEMMs take w8a8's other layers' f32 weights as stored)
                 parts.update(GEMM=pw / (16 * PEAK * f8), QDW=qdw / (rate * fq), other=other_f32,
                              quantise=(hidden + narrow) * quant)
                 parts["epilogue"] += (hidden + narrow) * per["dequant"]
@@ -397,11 +430,13 @@ def main():
     else:
         failed_est = None
         print(f"\nWhole networks, one A76 core at {a.ghz} GHz, 224x224, batch 1: MODELED, not measured")
-        print("(every part from its own modeled loop, compute-bound, every load an L1 hit; the fp16")
-        print(" modes do not exist yet. ms per part, then one line per model and mode)")
-        print(f"  {'model':16s} {'mode':5s} " + " ".join(f"{p:>9s}" for p in PARTS) + f" {'total':>9s}")
+        print("(every part from its own modeled loop, compute-bound, every load an L1 hit. fp16: f16")
+        print(" weights, the pointwise GEMMs in half precision, QDW/GELU/LayerNorm still f32;")
+        print(" w8a8+fp16: as w8a8 until more than the GEMMs runs in fp16. ms per part, then one line")
+        print(" per model and mode)")
+        print(f"  {'model':16s} {'mode':9s} " + " ".join(f"{p:>9s}" for p in PARTS) + f" {'total':>9s}")
         for (name, mode), parts in est.items():
-            print(f"  {name:16s} {mode:5s} " + " ".join(f"{parts[p]:9.1f}" for p in PARTS)
+            print(f"  {name:16s} {mode:9s} " + " ".join(f"{parts[p]:9.1f}" for p in PARTS)
                   + f" {sum(parts.values()):9.1f}")
         for (name, mode), parts in est.items():
             print(f"{name} {mode} {sum(parts.values()):.1f} ms")

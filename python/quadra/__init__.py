@@ -117,6 +117,7 @@ def convert(
     check_input=None,
     input_size=224,
     meta=None,
+    precision=None,
 ):
     """Convert PyTorch weights into a quadra model, checked, in memory.
 
@@ -137,6 +138,10 @@ def convert(
         min_cosine search; deterministic random ones at ``input_size`` if None.
     input_size: 224 or (h, w), for the random check inputs.
     meta: a dict merged into the model file's metadata (e.g. a training report).
+    precision: the arithmetic the model runs at by default, recorded in its metadata:
+        "f32", or "fp16" (the pointwise GEMMs in half precision on aarch64 CPUs with
+        FEAT_FP16; f32 elsewhere, which ``model.describe()`` says). Pair "fp16" with
+        dtype "f16".
 
     Returns a ``quadra.Model``; ``model.report`` is the conversion report as a dict
     (per-tensor quantisation error, units kept in f32, cosine and top-1 agreement with f32).
@@ -154,9 +159,13 @@ def convert(
         )
     kind, text, cname = _config(config)
     meta_json = None
+    if meta is not None and not isinstance(meta, dict):
+        raise ArgumentError("meta must be a dict")
+    if precision is not None:
+        if precision not in ("f32", "fp16"):
+            raise ArgumentError(f"unknown precision {precision!r}: use 'f32' or 'fp16'")
+        meta = dict(meta or {}, precision=precision)
     if meta is not None:
-        if not isinstance(meta, dict):
-            raise ArgumentError("meta must be a dict")
         meta_json = _json.dumps(meta)
     return _quadra._convert(
         w,

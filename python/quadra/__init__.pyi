@@ -32,6 +32,7 @@ def convert(
     check_input: Optional[npt.ArrayLike] = None,
     input_size: Size = 224,
     meta: Optional[Mapping[str, Any]] = None,
+    precision: Optional[str] = None,
 ) -> Model: ...
 def load(model: Union[PathLike, bytes, bytearray, memoryview]) -> Model: ...
 def preprocess(

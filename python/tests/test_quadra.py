@@ -106,6 +106,23 @@ def test_pytorch_fixtures_reproduced_in_f32(name):
     assert_close(y2, want, TORCH_TOL, f"{name} nhwc")
 
 
+def test_fp16_precision_is_recorded_and_runs_f32_without_feat_fp16():
+    """precision="fp16" is recorded in the model; on x86 (no FEAT_FP16) it runs f32 and
+    describe() says so: the logits are the f16-weight model's at f32, bit for bit."""
+    meta, x, want = fixture("net_small")
+    w = FIX / "net_small.weights.safetensors"
+    m = quadra.convert(w, meta["config"], "f16", precision="fp16")
+    assert m.meta["precision"] == "fp16"
+    plain = quadra.convert(w, meta["config"], "f16")
+    assert "precision" not in plain.meta
+    if os.uname().machine != "aarch64":
+        assert "fp16 requested, running f32" in m.describe(threads=1), m.describe(threads=1)
+        assert np.array_equal(m.run(x, threads=1), plain.run(x, threads=1))
+    assert cosine(m.run(x, threads=1), want) >= 0.9999
+    with pytest.raises(quadra.ArgumentError, match="unknown precision 'f16'"):
+        quadra.convert(w, meta["config"], "f16", precision="f16")
+
+
 @pytest.mark.parametrize("name", NETS)
 def test_pytorch_fixtures_tracked_in_w8a8(name):
     meta, x, want = fixture(name)
