@@ -6,21 +6,12 @@ use std::vec::Vec;
 
 use super::*;
 use crate::isa::{Precision, FP16_CHUNK};
-use crate::kernels::{self, scalar, Epilogue, MatMut, MatRef};
+use crate::kernels::{scalar, Epilogue};
 
-/// `gemm_fp16` of the reference on A (`m x k`, stride `lda`), into a copy of `init`.
-#[allow(clippy::too_many_arguments)]
-fn reference(
-    a: &[f32],
-    m: usize,
-    lda: usize,
-    b: PackedB<'_>,
-    epi: Epilogue<'_>,
-    init: &[f32],
-    ldo: usize,
-) -> Vec<f32> {
-    let mut out = init.to_vec();
-    scalar::gemm_fp16(a, m, lda, b, epi, &mut out, ldo);
+/// `scalar::gemm_fp16`, the definition, on `g`.
+fn reference(g: GemmCase<'_>) -> Vec<f32> {
+    let mut out = g.init.to_vec();
+    scalar::gemm_fp16(g.a, g.m, g.lda, g.b, g.epi, &mut out, g.ldo);
     out
 }
 
@@ -29,35 +20,6 @@ fn pack(w: &[f32], k: usize, n: usize) -> Vec<f32> {
     let mut packed = std::vec![0.0; PackedB::packed_len(k, n)];
     PackedB::pack(k, n, &mut packed, |kk, j| w[kk * n + j]).unwrap();
     packed
-}
-
-#[allow(clippy::too_many_arguments)]
-fn run(
-    kern: Kernels,
-    a: &[f32],
-    m: usize,
-    lda: usize,
-    b: PackedB<'_>,
-    epi: Epilogue<'_>,
-    init: &[f32],
-    ldo: usize,
-) -> Vec<f32> {
-    let (k, n) = (b.k(), b.n());
-    let mut out = init.to_vec();
-    let am = MatRef {
-        data: a,
-        rows: m,
-        cols: k,
-        stride: lda,
-    };
-    let om = MatMut {
-        data: &mut out,
-        rows: m,
-        cols: n,
-        stride: ldo,
-    };
-    kernels::gemm(kern, am, b, epi, om).unwrap();
-    out
 }
 
 /// Bit-for-bit equality; a NaN anywhere fails (NaN != NaN by bits only by accident).
@@ -92,7 +54,15 @@ fn fp16_reference_is_exact_where_f16_is() {
         let b = PackedB::new(MatData::F32(&packed), &ones, k, n).unwrap();
         let zero = std::vec![0.0f32; n];
         let init = std::vec![0.0f32; m * n];
-        let got = reference(&a, m, k, b, Epilogue::Bias(&zero), &init, n);
+        let got = reference(GemmCase {
+            a: &a,
+            m,
+            lda: k,
+            b,
+            epi: Epilogue::Bias(&zero),
+            init: &init,
+            ldo: n,
+        });
         let mut want = std::vec![0.0f32; m * n];
         scalar::gemm(&a, m, k, b, Epilogue::Bias(&zero), &mut want, n);
         assert_bits(&got, &want, &std::format!("m={m} k={k} n={n}"));
@@ -113,7 +83,15 @@ fn fp16_reference_rounds_within_runs_only() {
     let w = std::vec![1.0f32; k];
     let packed = pack(&w, k, 1);
     let b = PackedB::new(MatData::F32(&packed), &[1.0], k, 1).unwrap();
-    let got = reference(&a, 1, k, b, Epilogue::Bias(&[0.0]), &[0.0], 1);
+    let got = reference(GemmCase {
+        a: &a,
+        m: 1,
+        lda: k,
+        b,
+        epi: Epilogue::Bias(&[0.0]),
+        init: &[0.0],
+        ldo: 1,
+    });
     assert_eq!(got[0], 2049.0, "2048 + 1 (lost in f16) + 1 (its own run)");
 }
 
@@ -200,9 +178,18 @@ fn fp16_gemm_is_its_definition_bit_for_bit() {
                     } else {
                         rng.vec(n, -0.5, 0.5)
                     };
-                    let want = reference(&a, m, lda, b, Epilogue::Bias(&bias), &init, ldo);
+                    let g = GemmCase {
+                        a: &a,
+                        m,
+                        lda,
+                        b,
+                        epi: Epilogue::Bias(&bias),
+                        init: &init,
+                        ldo,
+                    };
+                    let want = reference(g);
                     for &kern in &kerns {
-                        let got = run(kern, &a, m, lda, b, Epilogue::Bias(&bias), &init, ldo);
+                        let got = g.run(kern);
                         let what = std::format!("fp16 {dtype:?} m={m} k={k} n={n}");
                         assert_bits(&got, &want, &what);
                         checked += got.len();
@@ -236,9 +223,18 @@ fn fp16_gemm_epilogues_are_the_f32_ones() {
                     gamma: &gamma,
                 },
             ] {
-                let want = reference(&a, m, k, b, e, &init, n);
+                let g = GemmCase {
+                    a: &a,
+                    m,
+                    lda: k,
+                    b,
+                    epi: e,
+                    init: &init,
+                    ldo: n,
+                };
+                let want = reference(g);
                 for &kern in &kerns {
-                    let got = run(kern, &a, m, k, b, e, &init, n);
+                    let got = g.run(kern);
                     assert_close(
                         &got,
                         &want,
@@ -266,17 +262,16 @@ fn fp16_gemm_past_the_stack_copy() {
         let (data, scales) = stored.data(dtype);
         let b = PackedB::new(data, scales, k, n).unwrap();
         for &kern in &kerns {
-            let got = run(kern, &a, m, k, b, Epilogue::Bias(&bias), &init, n);
-            let want = run(
-                kern.without_fp16(),
-                &a,
+            let g = GemmCase {
+                a: &a,
                 m,
-                k,
+                lda: k,
                 b,
-                Epilogue::Bias(&bias),
-                &init,
-                n,
-            );
+                epi: Epilogue::Bias(&bias),
+                init: &init,
+                ldo: n,
+            };
+            let (got, want) = (g.run(kern), g.run(kern.without_fp16()));
             assert_bits(&got, &want, &std::format!("{dtype:?} k={k}"));
         }
     }

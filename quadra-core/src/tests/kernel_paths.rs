@@ -89,21 +89,17 @@ fn gemm_matches_matrixmultiply_on_awkward_shapes() {
                                 }
                             }
                         }
+                        let g = GemmCase {
+                            a: &a,
+                            m,
+                            lda,
+                            b,
+                            epi: e,
+                            init: &init,
+                            ldo,
+                        };
                         for &kern in &kerns {
-                            let mut out = init.clone();
-                            let am = MatRef {
-                                data: &a,
-                                rows: m,
-                                cols: k,
-                                stride: lda,
-                            };
-                            let om = MatMut {
-                                data: &mut out,
-                                rows: m,
-                                cols: n,
-                                stride: ldo,
-                            };
-                            kernels::gemm(kern, am, b, e, om).unwrap();
+                            let out = g.run(kern);
                             // Padding between output rows must stay untouched too.
                             let what = std::format!(
                                 "{:?} {dtype:?} m={m} k={k} n={n} epi={epi}",

@@ -102,6 +102,40 @@ pub(crate) fn available_q8() -> Vec<Kernels> {
     v
 }
 
+/// One GEMM call's operands: A (`m` rows, `lda` apart), the packed B, the epilogue, and the
+/// output's contents before the call (`ldo` apart).
+#[derive(Clone, Copy)]
+pub(crate) struct GemmCase<'a> {
+    pub a: &'a [f32],
+    pub m: usize,
+    pub lda: usize,
+    pub b: PackedB<'a>,
+    pub epi: crate::kernels::Epilogue<'a>,
+    pub init: &'a [f32],
+    pub ldo: usize,
+}
+
+impl GemmCase<'_> {
+    /// The output of `kernels::gemm` on `kern`.
+    pub(crate) fn run(&self, kern: Kernels) -> Vec<f32> {
+        let mut out = self.init.to_vec();
+        let am = crate::kernels::MatRef {
+            data: self.a,
+            rows: self.m,
+            cols: self.b.k(),
+            stride: self.lda,
+        };
+        let om = crate::kernels::MatMut {
+            data: &mut out,
+            rows: self.m,
+            cols: self.b.n(),
+            stride: self.ldo,
+        };
+        crate::kernels::gemm(kern, am, self.b, self.epi, om).unwrap();
+        out
+    }
+}
+
 pub(crate) fn assert_close(got: &[f32], want: &[f32], rel: f32, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     let scale = 1.0 + want.iter().fold(0.0f32, |m, v| m.max(v.abs()));

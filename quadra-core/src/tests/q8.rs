@@ -25,6 +25,8 @@ enum Q8Path {
 
 /// Every int8 GEMM leaf this CPU runs.
 fn q8_paths() -> Vec<Q8Path> {
+    // `mut` is used on x86_64 only.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut v: Vec<Q8Path> = available_q8().into_iter().map(Q8Path::Kern).collect();
     #[cfg(target_arch = "x86_64")]
     if crate::isa::Kernels::evex_vnni_twin_supported() {
