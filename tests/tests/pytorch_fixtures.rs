@@ -161,6 +161,18 @@ fn quadranet25_xxs_at_224_in_f16_matches_pytorch() {
     net_fixture("quadranet25_xxs");
 }
 
+/// Image by image: (index, our logits, PyTorch's), `classes` each.
+fn images<'a>(
+    ours: &'a [f32],
+    torch: &'a [f32],
+    classes: usize,
+) -> impl Iterator<Item = (usize, &'a [f32], &'a [f32])> {
+    ours.chunks(classes)
+        .zip(torch.chunks(classes))
+        .enumerate()
+        .map(|(i, (a, b))| (i, a, b))
+}
+
 /// The w8a8 model of fixture `name` (int8 weights, int8 pointwise GEMMs with per-pixel
 /// activation scales) against PyTorch's f32 output, on every int8 GEMM path; returns the
 /// worst cosine.
@@ -179,12 +191,7 @@ fn w8a8_fixture(name: &str, min_cos: f64) -> f64 {
             .unwrap()
             .with_kernels(kern);
         let y = net.forward_nchw(x).unwrap();
-        let y = y.as_slice().unwrap();
-        for (i, (a, b)) in y
-            .chunks(classes)
-            .zip(f.output.data.chunks(classes))
-            .enumerate()
-        {
+        for (i, a, b) in images(y.as_slice().unwrap(), &f.output.data, classes) {
             let c = cosine(a, b);
             eprintln!(
                 "{name} w8a8 on {} image {i}: cosine {c:.6}",
@@ -254,12 +261,7 @@ fn fp16_fixture(name: &str) {
             .with_precision(quadra_cpu::Precision::Fp16);
         assert!(net.kernels().fp16(), "{}", net.describe());
         let y = net.forward_nchw(x).unwrap();
-        let y = y.as_slice().unwrap();
-        for (i, (a, b)) in y
-            .chunks(classes)
-            .zip(f.output.data.chunks(classes))
-            .enumerate()
-        {
+        for (i, a, b) in images(y.as_slice().unwrap(), &f.output.data, classes) {
             let c = cosine(a, b);
             let d = a
                 .iter()
