@@ -164,6 +164,18 @@ int main(int argc, char **argv) {
     CHECK(quadra_session_cores(NULL, ids, 4) == 0 && quadra_session_pinned(NULL) == 0);
     CHECK(strcmp(quadra_session_describe(NULL), "") == 0);
     quadra_session_free(on0);
+    /* Precision: "f32" or "fp16", else an argument error naming it. fp16 runs where the CPU
+       has FEAT_FP16 (qemu's aarch64 does); elsewhere f32, and the description says so. */
+    CHECK(says(quadra_model_set_precision(NULL, "fp16"), QUADRA_E_ARGUMENT, "model is NULL", NULL));
+    CHECK(says(quadra_model_set_precision(model, NULL), QUADRA_E_ARGUMENT, "precision is NULL", NULL));
+    CHECK(says(quadra_model_set_precision(model, "f16"), QUADRA_E_ARGUMENT, "unknown precision 'f16'", "f32 or fp16"));
+    CHECK(quadra_model_set_precision(model, "fp16") == QUADRA_OK);
+    QuadraSession *half = NULL;
+    CHECK(quadra_session_new(model, 32, 32, 1, &half) == QUADRA_OK && half);
+    CHECK(strstr(quadra_session_kernels(half), "+fp16") != NULL ||
+          strstr(quadra_session_describe(half), "fp16 requested, running f32") != NULL);
+    quadra_session_free(half);
+    CHECK(quadra_model_set_precision(model, "f32") == QUADRA_OK);
     /* A bad QUADRA_KERNEL is the caller's setting: an argument error naming it. */
     setenv("QUADRA_KERNEL", "bogus", 1);
     CHECK(says(quadra_model_open(path, &m), QUADRA_E_ARGUMENT, "bogus", NULL));
