@@ -105,6 +105,12 @@ qemu-aarch64-static target/cross/aarch64-unknown-linux-gnu/release/quadra-bench 
   --lut-yaml target/cross/lut.yaml --json > target/cross/bench.json
 grep -q '"kernel": "neon"' target/cross/bench.json
 grep -q 'QuadraBlock-input:16x16x16-output:16x16x16-expand:2-kernel:3-stride:1-idskip:1' target/cross/lut.yaml
+# --precision fp16 under qemu's FEAT_FP16: the half-precision GEMMs run, named as such.
+qemu-aarch64-static target/cross/aarch64-unknown-linux-gnu/release/quadra-bench \
+  --preset quadranet25-xxs --input-size 64 --iters 2 --warmup 1 --dtype f16 --precision fp16 \
+  --no-candidates --json > target/cross/bench-fp16.json
+grep -q '"kernel_path": "neon+dotprod+fp16"' target/cross/bench-fp16.json
+grep -q '"fraction_of_peak": null' target/cross/bench-fp16.json
 for op in qdw:24x14x7 block:24x14x5x2; do
   qemu-aarch64-static target/cross/aarch64-unknown-linux-gnu/release/quadra-bench \
     --op "$op" --iters 2 --warmup 1 --json > target/cross/op.json

@@ -268,3 +268,21 @@ fn w8a8_work_is_not_reported_against_the_f32_fma_peak() {
     let (ok, text) = run(&[SMALL_25XXS, &["--dtype", "f32"]].concat());
     assert!(ok && text.contains("% of the FMA peak"), "{text}");
 }
+
+/// `--precision fp16` is reported as what runs: half precision where the CPU has FEAT_FP16,
+/// else f32 with the placement saying it was asked for (every x86 here).
+#[test]
+fn fp16_precision_is_reported_as_what_runs() {
+    let (ok, text) = run(&[SMALL_25XXS, &["--precision", "fp16", "--json"]].concat());
+    assert!(ok, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    if cfg!(target_arch = "aarch64") && v["precision"] == "fp16" {
+        assert!(v["fraction_of_peak"].is_null(), "{text}");
+    } else {
+        assert_eq!(v["precision"], "f32", "{text}");
+        let placement = v["placement"].as_str().unwrap();
+        assert!(placement.contains("fp16 requested, running f32"), "{text}");
+    }
+    let (ok, text) = run(&[SMALL_25XXS, &["--precision", "half"]].concat());
+    assert!(!ok && text.contains("unknown precision 'half'"), "{text}");
+}

@@ -98,6 +98,7 @@ fn json(a: &Args, net: &Network, name: &str, m: &Measured, s: &Summary) -> Res<V
         "input": [h, w],
         "kernel": kern.isa().name(),
         "kernel_path": kern.describe(),
+        "precision": kern.precision().name(),
         "dtype": net.weights()?.mats.dtype().name(),
         "threads": threads,
         "cores": m.placement.cores,
@@ -113,8 +114,10 @@ fn json(a: &Args, net: &Network, name: &str, m: &Measured, s: &Summary) -> Res<V
         "multiply_adds": s.macs,
         "gflops": s.gflops,
         "fma_peak_gflops_per_core": s.peak,
-        // w8a8 does its pointwise layers in int8, which the f32 FMA peak does not bound.
-        "fraction_of_peak": (net.weights()?.mats.dtype() != quadra_core::Dtype::W8A8)
+        // w8a8 does its pointwise layers in int8 and fp16 in half precision, which the f32
+        // FMA peak does not bound.
+        "fraction_of_peak": (net.weights()?.mats.dtype() != quadra_core::Dtype::W8A8
+            && !kern.fp16())
             .then(|| s.gflops / (s.peak * threads as f64)),
         "arena_bytes": plan.arena_len() * 4,
         "activation_bytes": plan.act_len * 4,
@@ -158,6 +161,14 @@ fn text(a: &Args, net: &Network, name: &str, m: &Measured, s: &Summary) -> Res<(
         // Most multiply-adds are int8 dot products, which the f32 FMA peak does not bound.
         println!(
             "compute     {:.3} G multiply-adds x 2 per image, {:.1} G/s (the pointwise layers in int8: not comparable with the f32 FMA peak of {:.1} GFLOP/s per core)",
+            2.0 * s.macs as f64 / 1e9,
+            s.gflops,
+            s.peak
+        );
+    } else if net.kernels().fp16() {
+        // The pointwise layers run `fmla .8h`: twice the f32 FMA rate.
+        println!(
+            "compute     {:.3} G multiply-adds x 2 per image, {:.1} G/s (the pointwise layers in half precision: not comparable with the f32 FMA peak of {:.1} GFLOP/s per core)",
             2.0 * s.macs as f64 / 1e9,
             s.gflops,
             s.peak
