@@ -6,7 +6,7 @@
 //! instruction is a one-line `asm!` block (registers only: `pure, nomem`); LLVM still
 //! allocates the registers and schedules the loads around them.
 //!
-//! The arithmetic, which [`crate::kernels::scalar::gemm_fp16_reference`] defines bit for
+//! The arithmetic, which [`crate::kernels::scalar::gemm_fp16`] defines bit for
 //! bit: activations and weights rounded to f16 (round to nearest even, `fcvtn`); for each
 //! output, the products of a run of [`FP16_CHUNK`] inner steps summed by `fmla .8h` in
 //! order from +0 (each step one f16 rounding of the exact `acc + a·b`); each run's sum
