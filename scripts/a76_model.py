@@ -138,6 +138,19 @@ def find(blks):
             name = "fp16_narrow"
         elif sdot in (80, 64) and not fmla:
             name = f"q8_sdot_{sdot // 16}x16"
+        elif "gelu_slice" in fn and mix["tbl"] == 5 and mix["fcvtn2"] == 1 and not mix["bl"]:
+            # The half-precision GELU of eight values (Precision::Fp16): `g` by segment
+            # (five `tbl`), in f16, then `0.5·x + |x|·g` in f32.
+            name = "gelu_fp16"
+        elif ("gemm_fp16" in fn and mix["tbl"] and mix["tbl"] == 5 * mix["fcvtn2"] == 5 * mix["fcvtl2"]
+              and mix["stp"] == mix["fcvtn2"] and body[-1].startswith("b.")):
+            # ... in the fp16 GEMM's GELU epilogue (PW1), eight columns of one or more rows,
+            # whole vectors (one `stp` per row); the block with the most rows is kept.
+            rows = mix["fcvtn2"]
+            if rows > GELU_ROWS.get("fp16_rows", 0):
+                GELU_ROWS["fp16_rows"] = rows
+                found.pop("epi_gelu_fp16", None)
+                name = "epi_gelu_fp16"
         elif "gelu_slice" in fn and mix["frecpe"] and mix["str"] == 1 and not mix["bl"]:
             # GELU of one vector (the GEMM epilogue's, here alone): erf's rational
             # polynomial, a reciprocal estimate and two Newton steps.
@@ -220,6 +233,8 @@ def describe(name):
         return "GEMM widening", f"{m.group(1)} panel -> f32"
     if name == "gelu":
         return "GELU", "4 values"
+    if name == "gelu_fp16":
+        return "GELU fp16", "8 values"
     if name in ELEMENTWISE:
         return ELEMENTWISE[name][0], ELEMENTWISE[name][1]
     if name.startswith("ln_"):
@@ -237,6 +252,7 @@ GELU_ROWS = {}
 # The loops around the GEMMs (name: part, what one iteration does, values per iteration).
 ELEMENTWISE = {
     "epi_gelu": ("Epilogue", "bias + GELU, rows x 4", 20),
+    "epi_gelu_fp16": ("Epilogue", "bias + GELU fp16, rows x 8", 32),
     "epi_scale_add": ("Epilogue", "bias, gamma, residual, 5 x 4", 20),
     "epi_bias": ("Epilogue", "bias, 5 rows x 4", 20),
     "dequant": ("Dequantise", "int32 sums x row scale, 16", 16),
@@ -268,6 +284,8 @@ def values(name):
     """Values one iteration of an ELEMENTWISE loop handles."""
     if name == "epi_gelu":
         return 4 * GELU_ROWS.get("rows", 5)
+    if name == "epi_gelu_fp16":
+        return 8 * GELU_ROWS.get("fp16_rows", 4)
     return ELEMENTWISE[name][2]
 MODES = ("f32", "f16w", "w8a8", "fp16", "w8a8+fp16")
 
@@ -288,7 +306,7 @@ def network_estimate(t, ghz):
     need = ("gemm_5x16_f32", "q8_sdot_5x16", "qdw_k7_f32", "gemm_5x16_f16", "qdw_k7_f16",
             "widen_f16", "gelu", "epi_gelu", "epi_scale_add", "epi_bias", "dequant",
             "quant_amax", "quant_round", "ln_sum", "ln_var", "ln_norm", "ln_rows4", "ln_means4",
-            "gemm_4x16_fp16", "fp16_fold", "fp16_narrow")
+            "gemm_4x16_fp16", "fp16_fold", "fp16_narrow", "epi_gelu_fp16")
     missing = [n for n in need if n not in t]
     if missing:
         return {}, missing
@@ -298,6 +316,7 @@ def network_estimate(t, ghz):
     # In the network GELU runs in PW1's epilogue: its cost is that epilogue's beyond the
     # bias-only epilogue's (which stays in "epilogue").
     gelu = per["epi_gelu"] - per["epi_bias"]
+    gelu16 = per["epi_gelu_fp16"] - per["epi_bias"]  # fp16: `g` in half precision
     quant = per["quant_amax"] + per["quant_round"]
 
     def ln(c):
@@ -358,7 +377,8 @@ def network_estimate(t, ghz):
                     widen += d * strips(hw[s], hw[s], dims[s]) * 8 * dims[s] ** 2 * widen16
                 parts.update(GEMM=pw / (rate * fg) + widen, QDW=qdw / (rate * fq16), other=other_widened)
             elif mode == "fp16":  # f16 weights, half-precision pointwise GEMMs; the rest as f16w
-                parts.update(GEMM=pw / rate16 + pw_narrow, QDW=qdw / (rate * fq16), other=other_fp16)
+                parts.update(GEMM=pw / rate16 + pw_narrow, QDW=qdw / (rate * fq16), other=other_fp16,
+                             GELU=hidden * gelu16)
             else:  # w8a8, w8a8+fp16: int8 pointwise GEMMs; QDW taps and the other layers as f32 models
                 # (w8a8+fp16: the same today, as nothing outside the GEMMs runs in fp16 yet,
                 # and the int8 GEMMs take w8a8's other layers' f32 weights as stored)
@@ -405,9 +425,9 @@ def main():
     print(" and stores at [sp], spills)")
     print("Elementwise loops (LayerNorm, GELU; no multiply peak to compare with: cycles per value):")
     for name, r in table.items():
-        if name == "gelu" or name.startswith("ln_"):
+        if name.startswith(("gelu", "ln_")):
             k, v = describe(name)
-            per = {"gelu": 4, "ln_rows4": 0, "ln_means4": 0}.get(name, 16)
+            per = {"gelu": 4, "gelu_fp16": 8, "ln_rows4": 0, "ln_means4": 0}.get(name, 16)
             each = f"{r['cycles'] / per:.2f} cycles per value" if per else "per 4 rows"
             print(f"  {k:10s} {v:40s} {r['insns']:4d} insns {r['cycles']:7.1f} cycles  {each}"
                   f"  stack {r['stack']}")
@@ -422,6 +442,8 @@ def main():
             k, v, _ = ELEMENTWISE[name]
             if name == "epi_gelu":
                 v = v.replace("rows", f"{GELU_ROWS.get('rows', 0)} row(s)")
+            if name == "epi_gelu_fp16":
+                v = v.replace("rows", f"{GELU_ROWS.get('fp16_rows', 0)} row(s)")
             print(f"{k:10s} {v:33s} {r['insns']:4d} insns {r['cycles']:7.1f} cycles  "
                   f"{r['cycles'] / values(name):.2f} cycles per value  stack {r['stack']}")
     est, missing = network_estimate(table, a.ghz)
@@ -431,7 +453,7 @@ def main():
         failed_est = None
         print(f"\nWhole networks, one A76 core at {a.ghz} GHz, 224x224, batch 1: MODELED, not measured")
         print("(every part from its own modeled loop, compute-bound, every load an L1 hit. fp16: f16")
-        print(" weights, the pointwise GEMMs in half precision, QDW/GELU/LayerNorm still f32;")
+        print(" weights, the pointwise GEMMs and GELU's g in half precision, QDW/LayerNorm still f32;")
         print(" w8a8+fp16: as w8a8 until more than the GEMMs runs in fp16. ms per part, then one line")
         print(" per model and mode)")
         print(f"  {'model':16s} {'mode':9s} " + " ".join(f"{p:>9s}" for p in PARTS) + f" {'total':>9s}")

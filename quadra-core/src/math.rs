@@ -176,4 +176,65 @@ pub mod f16 {
     pub fn add(a: u16, b: u16) -> u16 {
         from_f64(to_f64(a) + to_f64(b))
     }
+
+    /// The half-precision GELU's coefficients, f16 bits: row `j` holds `c_j` of the eight
+    /// segments (one 16-byte `tbl` table each). Segments 0-6 are quartics in `d` centred on
+    /// `u = 1.75·|x|` = 0, 1, ..., 6; segment 7 (`u >= 6.5`, `|x| >= 3.71`, where `g` rounds to
+    /// 0.5 in f16) is the constant 0.5. Fitted by `scripts/fit_gelu_fp16.py` (weighted least
+    /// squares, coefficients rounded to f16 highest first, the lower ones refitted): `g`
+    /// evaluated as [`gelu`] does is within 2.5 f16 ulps of `0.5·erf(a/√2)` at every f16 `a`.
+    pub(crate) const GELU_C: [[u16; 8]; 5] = [
+        [
+            0x8001, 0x32eb, 0x35fa, 0x374f, 0x37d2, 0x37f7, 0x37ff, 0x3800,
+        ],
+        [
+            0x334c, 0x3232, 0x2f98, 0x2ab7, 0x2448, 0x1be1, 0x113a, 0x0000,
+        ],
+        [
+            0x017a, 0xa80c, 0xa8f5, 0xa694, 0xa198, 0x9a6f, 0x9120, 0x0000,
+        ],
+        [
+            0xa274, 0x9f37, 0x17ba, 0x1d96, 0x1bde, 0x1639, 0x0e4f, 0x0000,
+        ],
+        [
+            0x10f9, 0x1892, 0x1741, 0x03c5, 0x9154, 0x8f3b, 0x88f5, 0x0000,
+        ],
+    ];
+    /// Segments per unit of `|x|` (1.75, f16 bits).
+    pub(crate) const GELU_SCALE: u16 = 0x3f00;
+    /// The last segment (7.0, f16 bits): `u` is clamped to it.
+    pub(crate) const GELU_TOP: u16 = 0x4700;
+    /// 1024.0, f16 bits: `u + 1024` is `u` rounded to an integer (f16's step there is 1),
+    /// and its bits are `0x6400 + round(u)`.
+    pub(crate) const GELU_ROUND: u16 = 0x6400;
+
+    /// GELU in half precision ([`crate::isa::Precision::Fp16`]), bit for bit what the
+    /// FEAT_FP16 kernel computes: `GELU(x) = 0.5·x + |x|·g(|x|)` with `g(a) = Φ(a) − 0.5`.
+    /// `g` is evaluated in f16 from `x` rounded to f16: `u = min(1.75·|x|, 7)`, segment
+    /// `i = round(u)` (`u + 1024` rounds it, to even), `d = u − i` (exact), then Horner over
+    /// [`GELU_C`]'s column `i`, one f16 rounding per step (`fmla .8h`); the rest in f32, one
+    /// fused rounding (`fmla .4s`): `|x|·g + 0.5·x`. So only `g` is half precision: a value
+    /// too large for f16 (where `g` is 0.5) comes out as `x` or `0`, exactly, and the error
+    /// is at most `|x|` times `g`'s (about 2 f16 ulps of `g`, 2^-12 near 0.5, plus the
+    /// rounding of `x`). NaN in, NaN out.
+    pub fn gelu(x: f32) -> f32 {
+        let a = from_f64(f64::from(x)) & 0x7fff; // |round_f16(x)|: `fabs`
+        let u = mul(a, GELU_SCALE);
+        // `fmin(u, 7)`: NaN stays NaN (the comparison is false).
+        let u = if to_f64(u) > to_f64(GELU_TOP) {
+            GELU_TOP
+        } else {
+            u
+        };
+        let t = add(u, GELU_ROUND);
+        // The segment: `t`'s bits less 1024's (a NaN's are anything; its `d` is NaN).
+        let i = usize::from(t.wrapping_sub(GELU_ROUND) & 7);
+        let d = add(u, add(t, GELU_ROUND | 0x8000) ^ 0x8000); // `u − (t − 1024)`, both exact
+        let mut p = GELU_C[4][i];
+        for c in GELU_C[..4].iter().rev() {
+            p = fma(d, p, c[i]);
+        }
+        let g = to_f64(p) as f32; // exact (`fcvtl`)
+        libm::fmaf(x.abs(), g, 0.5 * x)
+    }
 }

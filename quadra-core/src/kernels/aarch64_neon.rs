@@ -394,6 +394,17 @@ pub(crate) unsafe fn qdw_row<W: Elem>(k: usize, a: &QdwArgs, taps: *const W) {
     }
 }
 
+/// GELU with `g` in half precision ([`crate::isa::Precision::Fp16`], see `neon_fp16`).
+///
+/// # Safety
+/// CPU must have NEON and FEAT_FP16; `p` valid for `len` floats.
+#[target_feature(enable = "neon,fp16")]
+pub(crate) unsafe fn gelu_fp16_slice(p: *mut f32, len: usize) {
+    // SAFETY: the caller holds a `Kernels` token with FEAT_FP16 and passes a slice's
+    // pointer and length.
+    unsafe { neon_fp16::gelu_slice(p, len) }
+}
+
 /// # Safety
 /// CPU must have NEON; `p` valid for `len` floats.
 #[target_feature(enable = "neon")]

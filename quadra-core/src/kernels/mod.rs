@@ -337,8 +337,15 @@ fn simd_qdw<W: simd::Elem>(kern: Kernels, k: usize, a: &simd::QdwArgs, taps: *co
 }
 
 /// Applies GELU to every element of `x` with the kernels of `kern` (the SIMD paths use the
-/// rational erf; scalar uses libm's `erff`). Used by tests and by unfused baselines.
+/// rational erf; scalar uses libm's `erff`; a token with `fp16` evaluates GELU's `g` in
+/// half precision, [`crate::math::f16::gelu`]). Used by tests and by unfused baselines.
 pub fn gelu_slice(kern: Kernels, x: &mut [f32]) {
+    #[cfg(target_arch = "aarch64")]
+    if kern.fp16() {
+        // SAFETY: a token with `fp16` set holds NEON and proves FEAT_FP16 (see `gemm`); the
+        // pointer and length come from a slice.
+        return unsafe { aarch64_neon::gelu_fp16_slice(x.as_mut_ptr(), x.len()) };
+    }
     // The pointer/length pair comes from a slice.
     leaf!(
         kern,

@@ -20,7 +20,7 @@ use core::arch::asm;
 use core::mem::MaybeUninit;
 
 use super::aarch64_neon::Neon;
-use super::simd::{epilogue, GemmArgs, TILE_COLS, WIDE_K};
+use super::simd::{epilogue, ld_any, st_any, EpiPtrs, GemmArgs, TILE_COLS, WIDE_K};
 use super::PANEL;
 use crate::isa::FP16_CHUNK;
 
@@ -109,6 +109,207 @@ unsafe fn i16_to_f16(x: int16x8_t) -> H8 {
         );
     }
     r
+}
+
+/// One FEAT_FP16 instruction on eight halves, as a function: `$name(a[, b]) = $ins r, a[, b]`.
+macro_rules! half_op {
+    ($(#[$doc:meta])* $name:ident($a:ident $(, $b:ident)?) = $ins:literal) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// FEAT_FP16 enabled in the calling leaf.
+        #[inline(always)]
+        unsafe fn $name($a: H8 $(, $b: H8)?) -> H8 {
+            let r: H8;
+            // SAFETY: registers only; FEAT_FP16 is the caller's contract.
+            unsafe {
+                asm!(
+                    concat!($ins, " {r:v}.8h, {a:v}.8h" $(, ", {", stringify!($b), ":v}.8h")?),
+                    r = lateout(vreg) r,
+                    a = in(vreg) $a,
+                    $($b = in(vreg) $b,)?
+                    options(pure, nomem, nostack, preserves_flags)
+                );
+            }
+            r
+        }
+    };
+}
+
+half_op!(
+    /// `|a|` (FABS).
+    fabs(a) = "fabs"
+);
+half_op!(
+    /// `round_f16(a·b)` (FMUL).
+    fmul(a, b) = "fmul"
+);
+half_op!(
+    /// `min(a, b)`, NaN if either is (FMIN).
+    fmin(a, b) = "fmin"
+);
+half_op!(
+    /// `round_f16(a + b)` (FADD).
+    fadd(a, b) = "fadd"
+);
+half_op!(
+    /// `round_f16(a − b)` (FSUB).
+    fsub(a, b) = "fsub"
+);
+
+/// `acc + b·c`, eight lanes, one rounding (FMLA, by vector).
+///
+/// # Safety
+/// FEAT_FP16 enabled in the calling leaf.
+#[inline(always)]
+unsafe fn fmla(mut acc: H8, b: H8, c: H8) -> H8 {
+    // SAFETY: registers only; FEAT_FP16 is the caller's contract.
+    unsafe {
+        asm!(
+            "fmla {acc:v}.8h, {b:v}.8h, {c:v}.8h",
+            acc = inout(vreg) acc,
+            b = in(vreg) b,
+            c = in(vreg) c,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    acc
+}
+
+/// GELU of eight f32 (`lo`, `hi`), `g` in half precision: bit for bit
+/// [`crate::math::f16::gelu`], which states the arithmetic. The segment's coefficients
+/// are picked per lane by `tbl` from one 16-byte table per power of `d`.
+///
+/// # Safety
+/// FEAT_FP16 enabled in the calling leaf.
+#[inline(always)]
+unsafe fn gelu8(lo: float32x4_t, hi: float32x4_t) -> (float32x4_t, float32x4_t) {
+    use crate::math::f16::{GELU_C, GELU_ROUND, GELU_SCALE, GELU_TOP};
+    // SAFETY: registers and the constant table only; FEAT_FP16 is the caller's contract.
+    unsafe {
+        let a = fabs(narrow(lo, hi));
+        let u = fmin(fmul(a, vdupq_n_u16(GELU_SCALE)), vdupq_n_u16(GELU_TOP));
+        // `u + 1024` rounds u to the integer i (its bits are 0x6400 + i); `d = u − i`. No
+        // float-integer conversions: those are four-cycle instructions on the A76's one
+        // conversion pipe.
+        let k = vdupq_n_u16(GELU_ROUND);
+        let t = fadd(u, k);
+        let d = fsub(u, fsub(t, k));
+        // Lane i's bytes of a table are 2i and 2i + 1 (little-endian halves): the low byte
+        // of t << 1 is 2i, copied into both bytes of the lane, plus 0 and 1.
+        let even = vreinterpretq_u8_u16(vshlq_n_u16::<1>(t));
+        let bytes = vaddq_u8(
+            vtrn1q_u8(even, even),
+            vreinterpretq_u8_u16(vdupq_n_u16(0x0100)),
+        );
+
+        let c =
+            |j: usize| vreinterpretq_u16_u8(vqtbl1q_u8(vld1q_u8(GELU_C[j].as_ptr().cast()), bytes));
+        let mut p = c(4);
+        for j in (0..4).rev() {
+            p = fmla(c(j), d, p);
+        }
+        let (g0, g1) = widen(p);
+        (
+            vfmaq_f32(vmulq_n_f32(lo, 0.5), vabsq_f32(lo), g0),
+            vfmaq_f32(vmulq_n_f32(hi, 0.5), vabsq_f32(hi), g1),
+        )
+    }
+}
+
+/// GELU in place on `len` floats at `p`, `g` in half precision ([`gelu8`]).
+///
+/// # Safety
+/// `p` valid for `len` floats; FEAT_FP16 enabled in the calling leaf.
+#[inline(always)]
+pub(crate) unsafe fn gelu_slice(p: *mut f32, len: usize) {
+    // SAFETY: every access is within the `len` floats of the contract.
+    unsafe {
+        let mut i = 0;
+        while i < len {
+            let n = (len - i).min(8);
+            let (n0, n1) = (n.min(4), n.saturating_sub(4));
+            let lo = ld_any::<Neon>(p.add(i), n0);
+            let hi = if n1 > 0 {
+                ld_any::<Neon>(p.add(i + 4), n1)
+            } else {
+                lo
+            };
+            let (g0, g1) = gelu8(lo, hi);
+            st_any::<Neon>(p.add(i), g0, n0);
+            if n1 > 0 {
+                st_any::<Neon>(p.add(i + 4), g1, n1);
+            }
+            i += n;
+        }
+    }
+}
+
+/// The GEMM's epilogue in half precision: GELU's `g` in f16 ([`gelu8`], eight columns at a
+/// time); every other kind is the f32 GEMM's [`epilogue`].
+///
+/// # Safety
+/// As [`epilogue`]; FEAT_FP16 enabled in the calling leaf.
+#[inline(always)]
+unsafe fn epilogue_fp16<const M: usize>(
+    tp: *const f32,
+    cols: usize,
+    scales: *const f32,
+    epi: EpiPtrs,
+    out: *mut f32,
+    ldo: usize,
+) {
+    // SAFETY: within the extents of `epilogue`'s contract: `tp` holds whole 16-column rows,
+    // `scales`, the bias and `out` are read and written for the `cols` columns only.
+    unsafe {
+        let Some(bias) = epi.gelu_bias() else {
+            return epilogue::<Neon, M>(tp, cols, scales, epi, out, ldo);
+        };
+        // One row's eight columns: `scale·sum + bias` (one rounding), GELU, stored.
+        let row = |i: usize, c0: usize, s: [float32x4_t; 2], b: [float32x4_t; 2], n: usize| {
+            let t = tp.add(i * TILE_COLS + c0);
+            let (g0, g1) = gelu8(
+                vfmaq_f32(b[0], vld1q_f32(t), s[0]),
+                vfmaq_f32(b[1], vld1q_f32(t.add(4)), s[1]),
+            );
+            let o = out.add(i * ldo + c0);
+            if n == 8 {
+                vst1q_f32(o, g0);
+                vst1q_f32(o.add(4), g1);
+            } else {
+                st_any::<Neon>(o, g0, n.min(4));
+                if n > 4 {
+                    st_any::<Neon>(o.add(4), g1, n - 4);
+                }
+            }
+        };
+        let mut c0 = 0;
+        // Whole groups of eight columns: one straight block per row (the A76 model times it).
+        while c0 + 8 <= cols {
+            let s = [vld1q_f32(scales.add(c0)), vld1q_f32(scales.add(c0 + 4))];
+            let b = [vld1q_f32(bias.add(c0)), vld1q_f32(bias.add(c0 + 4))];
+            for i in 0..M {
+                row(i, c0, s, b, 8);
+            }
+            c0 += 8;
+        }
+        if c0 < cols {
+            let n = cols - c0;
+            let ld = |p: *const f32, at: usize, n: usize| {
+                if n == 0 {
+                    vdupq_n_f32(0.0)
+                } else {
+                    ld_any::<Neon>(p.add(c0 + at), n)
+                }
+            };
+            let (n0, n1) = (n.min(4), n.saturating_sub(4));
+            let s = [ld(scales, 0, n0), ld(scales, 4, n1)];
+            let b = [ld(bias, 0, n0), ld(bias, 4, n1)];
+            for i in 0..M {
+                row(i, c0, s, b, n);
+            }
+        }
+    }
 }
 
 /// A stored weight type as f16 panels: f16 weights are read where they are; f32 and int8
@@ -311,7 +512,7 @@ pub(crate) unsafe fn gemm<W: HalfPanel>(g: &GemmArgs, b: *const W) {
                     ($m:literal) => {{
                         tile::<$m>(ah.add(i * g.k), g.k, bp, tp);
                         let out = g.out.add((r0 + i) * g.ldo + j0);
-                        epilogue::<Neon, $m>(tp, cols, scales, epi, out, g.ldo);
+                        epilogue_fp16::<$m>(tp, cols, scales, epi, out, g.ldo);
                         i += $m;
                     }};
                 }

@@ -33,7 +33,8 @@ pub fn gemm(
 /// f16 (nearest even); for each output, runs of [`crate::isa::FP16_CHUNK`] inner steps
 /// summed in f16 from +0, one rounding per step (`fmla .8h`, [`crate::math::f16::fma`]);
 /// each run widened exactly and added into an f32 sum (the first run taken as it is).
-/// The epilogue is then the f32 GEMM's, on `sum · scale`.
+/// The epilogue is then the f32 GEMM's, on `sum · scale`, but for GELU, whose `g` is
+/// evaluated in half precision ([`crate::math::f16::gelu`]).
 pub fn gemm_fp16(
     a: &[f32],
     m: usize,
@@ -60,7 +61,10 @@ pub fn gemm_fp16(
                 sum = if c == 0 { wide } else { sum + wide };
             }
             let o = &mut out[i * ldo + j];
-            *o = epi.apply(j, sum * scales[j], *o);
+            *o = match epi {
+                Epilogue::BiasGelu(bias) => f16::gelu(sum * scales[j] + bias[j]),
+                _ => epi.apply(j, sum * scales[j], *o),
+            };
         }
     }
 }

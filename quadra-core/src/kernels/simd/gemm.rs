@@ -20,6 +20,16 @@ pub(crate) struct EpiPtrs {
 }
 
 impl EpiPtrs {
+    /// The bias of a GELU epilogue, `None` for the other kinds: for a kernel that computes
+    /// that one its own way (`neon_fp16`'s half-precision GELU).
+    #[allow(dead_code)] // used by the aarch64 fp16 kernel only
+    pub(crate) fn gelu_bias(&self) -> Option<*const f32> {
+        match self.kind {
+            EpiKind::Gelu => Some(self.bias),
+            _ => None,
+        }
+    }
+
     pub(crate) fn new(epi: Epilogue<'_>) -> Self {
         match epi {
             Epilogue::Bias(bias) => EpiPtrs {
