@@ -130,7 +130,7 @@ def find(blks):
             # The half-precision GEMM's 4 x 16 tile, eight k steps by element (`fmla .8h`).
             name = "gemm_4x16_fp16"
         elif "gemm_fp16" in fn and mix["fcvtl2"] == 8 and mix["fadd"] == 16 and not fmla:
-            # ... a run of 32 steps widened and added into the f32 sums (register-only).
+            # ... a run of FP16_CHUNK steps widened and added into the f32 sums (register-only).
             name = "fp16_fold"
         elif ("gemm_fp16" in fn and mix["fcvtn2"] == 1 and not fmla and mix["str"] == 1
               and body[-1].startswith("b.")):
@@ -258,7 +258,7 @@ ELEMENTWISE = {
     "dequant": ("Dequantise", "int32 sums x row scale, 16", 16),
     "quant_amax": ("Quantise", "max |x| pass, 4 values", 4),
     "quant_round": ("Quantise", "round + narrow pass, 4 values", 4),
-    "fp16_fold": ("GEMM fp16", "a 32-step run into f32, 4 x 16", 64),
+    "fp16_fold": ("GEMM fp16", "a run's fold into f32, 4 x 16", 64),
     "fp16_narrow": ("GEMM fp16", "activations to f16, 8 values", 8),
 }
 
@@ -266,6 +266,7 @@ ELEMENTWISE = {
 # quadra-core's plan (plan.rs) on aarch64: the strip budget in floats, the hidden slice, and the
 # widest GEMM whose f16/int8 panels are widened once per call (simd::WIDE_K).
 STRIP_BUDGET, HIDDEN_CHUNK, WIDE_K = 40 * 1024, 128, 512
+FP16_CHUNK = 64  # isa::FP16_CHUNK: inner steps an fp16 GEMM sums in f16 before its f32 fold
 
 
 def strip_rows(h, w, c, e=4, budget=STRIP_BUDGET):
@@ -325,10 +326,10 @@ def network_estimate(t, ghz):
         passes = sum(t[n]["cycles"] for n in ("ln_sum", "ln_var", "ln_norm")) / 16
         return passes * c + (t["ln_rows4"]["cycles"] + t["ln_means4"]["cycles"]) / 4
     rate = 4 * PEAK  # f32 multiply-adds per cycle at peak
-    # The fp16 GEMM (Precision::Fp16): multiply-adds per cycle over a whole 32-step run of a
-    # 4 x 16 tile (four 8-step iterations, then the run's fold into the f32 sums), and the
+    # The fp16 GEMM (Precision::Fp16): multiply-adds per cycle over a whole run of a 4 x 16
+    # tile (FP16_CHUNK / 8 iterations of 8 steps, then the run's fold into the f32 sums), and the
     # cycles to round one activation to f16 (once per GEMM call and row).
-    rate16 = 4 * 16 * 32 / (4 * t["gemm_4x16_fp16"]["cycles"] + t["fp16_fold"]["cycles"])
+    rate16 = 4 * 16 * FP16_CHUNK / (FP16_CHUNK / 8 * t["gemm_4x16_fp16"]["cycles"] + t["fp16_fold"]["cycles"])
     narrow16 = t["fp16_narrow"]["cycles"] / 8
     out = {}
     for name, c, depths in (("QuadraNet36-T", 64, (3, 3, 27, 3)), ("QuadraNet25-XXS", 16, (2, 3, 18, 2))):
