@@ -142,15 +142,18 @@ def find(blks):
             # The half-precision GELU of eight values (Precision::Fp16): `g` by segment
             # (five `tbl`), in f16, then `0.5·x + |x|·g` in f32.
             name = "gelu_fp16"
-        elif ("gemm_fp16" in fn and mix["tbl"] and mix["tbl"] == 5 * mix["fcvtn2"] == 5 * mix["fcvtl2"]
+        elif (("gemm_fp16" in fn or "gemm_q8_sdot_fp16" in fn) and mix["tbl"]
+              and mix["tbl"] == 5 * mix["fcvtn2"] == 5 * mix["fcvtl2"]
               and mix["stp"] == mix["fcvtn2"] and body[-1].startswith("b.")):
-            # ... in the fp16 GEMM's GELU epilogue (PW1), eight columns of one or more rows,
-            # whole vectors (one `stp` per row); the block with the most rows is kept.
+            # ... in the GELU epilogue (PW1) of the fp16 GEMM, or of the int8 one with
+            # Precision::Fp16: eight columns of one or more rows, whole vectors (one `stp`
+            # per row); the block with the most rows is kept.
+            epi = "epi_gelu_fp16" if "gemm_fp16" in fn else "q8_epi_gelu_fp16"
             rows = mix["fcvtn2"]
-            if rows > GELU_ROWS.get("fp16_rows", 0):
-                GELU_ROWS["fp16_rows"] = rows
-                found.pop("epi_gelu_fp16", None)
-                name = "epi_gelu_fp16"
+            if rows > GELU_ROWS.get(epi, 0):
+                GELU_ROWS[epi] = rows
+                found.pop(epi, None)
+                name = epi
         elif "gelu_slice" in fn and mix["frecpe"] and mix["str"] == 1 and not mix["bl"]:
             # GELU of one vector (the GEMM epilogue's, here alone): erf's rational
             # polynomial, a reciprocal estimate and two Newton steps.
@@ -253,6 +256,7 @@ GELU_ROWS = {}
 ELEMENTWISE = {
     "epi_gelu": ("Epilogue", "bias + GELU, rows x 4", 20),
     "epi_gelu_fp16": ("Epilogue", "bias + GELU fp16, rows x 8", 32),
+    "q8_epi_gelu_fp16": ("Epilogue", "int8 GEMM: bias + GELU fp16, rows x 8", 32),
     "epi_scale_add": ("Epilogue", "bias, gamma, residual, 5 x 4", 20),
     "epi_bias": ("Epilogue", "bias, 5 rows x 4", 20),
     "dequant": ("Dequantise", "int32 sums x row scale, 16", 16),
@@ -285,8 +289,8 @@ def values(name):
     """Values one iteration of an ELEMENTWISE loop handles."""
     if name == "epi_gelu":
         return 4 * GELU_ROWS.get("rows", 5)
-    if name == "epi_gelu_fp16":
-        return 8 * GELU_ROWS.get("fp16_rows", 4)
+    if name in ("epi_gelu_fp16", "q8_epi_gelu_fp16"):
+        return 8 * GELU_ROWS.get(name, 4)
     return ELEMENTWISE[name][2]
 MODES = ("f32", "f16w", "w8a8", "fp16", "w8a8+fp16")
 
@@ -307,7 +311,7 @@ def network_estimate(t, ghz):
     need = ("gemm_5x16_f32", "q8_sdot_5x16", "qdw_k7_f32", "gemm_5x16_f16", "qdw_k7_f16",
             "widen_f16", "gelu", "epi_gelu", "epi_scale_add", "epi_bias", "dequant",
             "quant_amax", "quant_round", "ln_sum", "ln_var", "ln_norm", "ln_rows4", "ln_means4",
-            "gemm_4x16_fp16", "fp16_fold", "fp16_narrow", "epi_gelu_fp16")
+            "gemm_4x16_fp16", "fp16_fold", "fp16_narrow", "epi_gelu_fp16", "q8_epi_gelu_fp16")
     missing = [n for n in need if n not in t]
     if missing:
         return {}, missing
@@ -381,11 +385,13 @@ def network_estimate(t, ghz):
                 parts.update(GEMM=pw / rate16 + pw_narrow, QDW=qdw / (rate * fq16), other=other_fp16,
                              GELU=hidden * gelu16)
             else:  # w8a8, w8a8+fp16: int8 pointwise GEMMs; QDW taps and the other layers as f32 models
-                # (w8a8+fp16: the same today, as nothing outside the GEMMs runs in fp16 yet,
-                # and the int8 GEMMs take w8a8's other layers' f32 weights as stored)
+                # (w8a8+fp16: GELU's g in half precision in the int8 GEMM's epilogue; the
+                # rest as w8a8, whose other layers keep their f32 weights as stored)
                 parts.update(GEMM=pw / (16 * PEAK * f8), QDW=qdw / (rate * fq), other=other_f32,
                              quantise=(hidden + narrow) * quant)
                 parts["epilogue"] += (hidden + narrow) * per["dequant"]
+                if mode == "w8a8+fp16":
+                    parts["GELU"] = hidden * (per["q8_epi_gelu_fp16"] - per["epi_bias"])
             out[(name, mode)] = {k: v / ghz / 1e6 for k, v in parts.items()}
     return out, []
 
@@ -443,8 +449,8 @@ def main():
             k, v, _ = ELEMENTWISE[name]
             if name == "epi_gelu":
                 v = v.replace("rows", f"{GELU_ROWS.get('rows', 0)} row(s)")
-            if name == "epi_gelu_fp16":
-                v = v.replace("rows", f"{GELU_ROWS.get('fp16_rows', 0)} row(s)")
+            if name in ("epi_gelu_fp16", "q8_epi_gelu_fp16"):
+                v = v.replace("rows", f"{GELU_ROWS.get(name, 0)} row(s)")
             print(f"{k:10s} {v:33s} {r['insns']:4d} insns {r['cycles']:7.1f} cycles  "
                   f"{r['cycles'] / values(name):.2f} cycles per value  stack {r['stack']}")
     est, missing = network_estimate(table, a.ghz)
@@ -455,7 +461,7 @@ def main():
         print(f"\nWhole networks, one A76 core at {a.ghz} GHz, 224x224, batch 1: MODELED, not measured")
         print("(every part from its own modeled loop, compute-bound, every load an L1 hit. fp16: f16")
         print(" weights, the pointwise GEMMs and GELU's g in half precision, QDW/LayerNorm still f32;")
-        print(" w8a8+fp16: as w8a8 until more than the GEMMs runs in fp16. ms per part, then one line")
+        print(" w8a8+fp16: w8a8 with GELU's g in half precision. ms per part, then one line")
         print(" per model and mode)")
         print(f"  {'model':16s} {'mode':9s} " + " ".join(f"{p:>9s}" for p in PARTS) + f" {'total':>9s}")
         for (name, mode), parts in est.items():

@@ -232,9 +232,10 @@ fn quadranet25_xxs_at_224_in_w8a8_tracks_pytorch() {
     w8a8_fixture("quadranet25_xxs", 0.999);
 }
 
-/// `Precision::Fp16` (half-precision pointwise GEMMs) against PyTorch's f32 output, f32 and
-/// f16 weights: per image, the logits' cosine (floor 0.9995, issue #24's target) and the
-/// same top-1 class; the max |difference| printed. Runs where the CPU has FEAT_FP16 (qemu
+/// `Precision::Fp16` (half-precision pointwise GEMMs and GELU) against PyTorch's f32 output,
+/// f32 and f16 weights, and w8a8 with fp16 against w8a8 in f32: per image, the logits'
+/// cosine (floor 0.9995, issue #24's target) and the same top-1 class; the max |difference|
+/// printed. Runs where the CPU has FEAT_FP16 (qemu
 /// here; `QUADRA_REQUIRE_FP16=1` makes its absence a failure); elsewhere fp16 runs f32,
 /// which the f32 tests cover.
 fn fp16_fixture(name: &str) {
@@ -250,25 +251,34 @@ fn fp16_fixture(name: &str) {
     let x = input_of(&f);
     let classes = base.config().num_classes;
     let top = |v: &[f32]| (0..v.len()).fold(0, |b, j| if v[j] > v[b] { j } else { b });
-    for dtype in [Dtype::F32, Dtype::F16] {
+    for dtype in [Dtype::F32, Dtype::F16, Dtype::W8A8] {
         let (w, _) = base
             .owned_weights()
             .unwrap()
             .quantize(&base.config().arch(), dtype)
             .unwrap();
-        let net = Network::new(base.config().clone(), w)
+        let mut net = Network::new(base.config().clone(), w)
             .unwrap()
             .with_precision(quadra_cpu::Precision::Fp16);
         assert!(net.kernels().fp16(), "{}", net.describe());
         let y = net.forward_nchw(x).unwrap();
-        for (i, a, b) in images(y.as_slice().unwrap(), &f.output.data, classes) {
+        // w8a8 with fp16 (GELU's g in half precision) against the same w8a8 model in f32,
+        // which `w8a8_fixture` holds to PyTorch: what fp16 adds, alone.
+        let (want, against) = if dtype == Dtype::W8A8 {
+            net.set_precision(quadra_cpu::Precision::F32);
+            let y32 = net.forward_nchw(x).unwrap();
+            (y32.as_slice().unwrap().to_vec(), "w8a8 in f32")
+        } else {
+            (f.output.data.clone(), "torch")
+        };
+        for (i, a, b) in images(y.as_slice().unwrap(), &want, classes) {
             let c = cosine(a, b);
             let d = a
                 .iter()
                 .zip(b)
                 .fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
             eprintln!(
-                "{name} fp16 ({dtype:?} weights) image {i}: cosine {c:.7}, max |ours - torch| {d:.3e}"
+                "{name} fp16 ({dtype:?} weights) image {i}: cosine {c:.7}, max |ours - {against}| {d:.3e}"
             );
             // NaN-aware: a NaN cosine fails.
             assert!(c >= 0.9995, "{name} fp16 {dtype:?} image {i}: cosine {c}");

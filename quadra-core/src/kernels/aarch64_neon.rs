@@ -271,21 +271,23 @@ unsafe fn qdw_groups<const K: usize, const PACKED: bool, const UNIT: bool, const
 ///   no stack traffic (6 x 16 spills, 4 x 16 reaches 84%).
 /// * Without: `smull` (i8·i8 into i16, at most 128·127), `addp` of adjacent products (at
 ///   most 32512: no i16 overflow), `sadalp` into the i32 lanes. Exact.
+/// With `HALF`, the epilogue's GELU runs in half precision (`Precision::Fp16`).
 #[derive(Clone, Copy)]
-pub(crate) struct NeonDot<const SDOT: bool>;
+pub(crate) struct NeonDot<const SDOT: bool, const HALF: bool = false>;
 
 // The impl is one unsafe group, under the SAFETY note below.
 #[allow(unsafe_op_in_unsafe_fn)]
 // SAFETY: NEON intrinsics, and with `SDOT` the DotProd instruction, only reachable from
-// `gemm_q8` (NEON enabled) and `gemm_q8_sdot` (NEON and DotProd enabled); pointers as the
-// trait requires.
-unsafe impl<const SDOT: bool> Dot for NeonDot<SDOT> {
+// `gemm_q8` (NEON enabled) and `gemm_q8_sdot` (NEON and DotProd enabled); with `HALF` only
+// from their `_fp16` twins (FEAT_FP16 enabled as well); pointers as the trait requires.
+unsafe impl<const SDOT: bool, const HALF: bool> Dot for NeonDot<SDOT, HALF> {
     type Acc = int32x4_t;
     type A = int8x16_t;
     type B = int8x16_t;
     const COLS: usize = 4;
     const OFFSET: bool = false;
     const LANES4: bool = SDOT;
+    const HALF_GELU: bool = HALF;
     #[inline(always)]
     unsafe fn init(_: i32) -> int32x4_t {
         vdupq_n_s32(0)
@@ -472,4 +474,26 @@ pub(crate) unsafe fn gemm_q8_sdot(g: &Q8Args) {
     // SAFETY: the caller holds this ISA's `Kernels` token and checked every length
     // behind the pointers (see `kernels::leaf!`).
     unsafe { q8::gemm::<NeonDot<true>, Neon, 5, 4>(g) }
+}
+
+/// [`gemm_q8`] with the epilogue's GELU in half precision (`Precision::Fp16`).
+///
+/// # Safety
+/// CPU must have NEON and FEAT_FP16; pointers as checked by `q8::gemm_q8`.
+#[target_feature(enable = "neon,fp16")]
+pub(crate) unsafe fn gemm_q8_fp16(g: &Q8Args) {
+    // SAFETY: the caller holds a NEON token with FEAT_FP16 and checked every length
+    // behind the pointers.
+    unsafe { q8::gemm::<NeonDot<false, true>, Neon, 4, 4>(g) }
+}
+
+/// [`gemm_q8_sdot`] with the epilogue's GELU in half precision (`Precision::Fp16`).
+///
+/// # Safety
+/// CPU must have NEON, FEAT_DotProd and FEAT_FP16; pointers as checked by `q8::gemm_q8`.
+#[target_feature(enable = "neon,dotprod,fp16")]
+pub(crate) unsafe fn gemm_q8_sdot_fp16(g: &Q8Args) {
+    // SAFETY: the caller holds a NEON token with FEAT_DotProd and FEAT_FP16 and checked
+    // every length behind the pointers.
+    unsafe { q8::gemm::<NeonDot<true, true>, Neon, 5, 4>(g) }
 }

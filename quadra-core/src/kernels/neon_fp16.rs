@@ -251,7 +251,7 @@ pub(crate) unsafe fn gelu_slice(p: *mut f32, len: usize) {
 /// # Safety
 /// As [`epilogue`]; FEAT_FP16 enabled in the calling leaf.
 #[inline(always)]
-unsafe fn epilogue_fp16<const M: usize>(
+pub(crate) unsafe fn epilogue_fp16<const M: usize>(
     tp: *const f32,
     cols: usize,
     scales: *const f32,

@@ -413,6 +413,13 @@ fn dispatch(leaf: Leaf, g: &Q8Args) {
         // SAFETY: the token proves AVX-512F with VNNI and BW; lengths checked by the caller.
         (Isa::Avx512, true) => unsafe { super::x86_avx512::gemm_q8_vnni(g) },
         #[cfg(target_arch = "aarch64")]
+        // SAFETY: the token proves NEON with FEAT_DotProd and FEAT_FP16; lengths checked by
+        // the caller.
+        (Isa::Neon, true) if kern.fp16() => unsafe { super::aarch64_neon::gemm_q8_sdot_fp16(g) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: the token proves NEON with FEAT_FP16; lengths checked by the caller.
+        (Isa::Neon, false) if kern.fp16() => unsafe { super::aarch64_neon::gemm_q8_fp16(g) },
+        #[cfg(target_arch = "aarch64")]
         // SAFETY: the token proves NEON with FEAT_DotProd; lengths checked by the caller.
         (Isa::Neon, true) => unsafe { super::aarch64_neon::gemm_q8_sdot(g) },
         #[cfg(target_arch = "aarch64")]
@@ -574,6 +581,9 @@ pub(crate) unsafe trait Dot {
     }
     /// Writes the `COLS` int32 sums.
     unsafe fn store(p: *mut i32, acc: Self::Acc);
+    /// Is GELU's `g` evaluated in half precision in the epilogue (`Precision::Fp16`: NEON
+    /// with FEAT_FP16 enabled in the leaf, `neon_fp16`)?
+    const HALF_GELU: bool = false;
 }
 
 /// The int8 GEMM: column tiles of `NV` vectors (`NV·COLS` columns, whole panels) outer,
@@ -701,17 +711,19 @@ unsafe fn tile<D: Dot, S: Simd, const M: usize, const NV: usize>(
                 D::store(tp.add(i * TILE_COLS + j * D::COLS), *v);
             }
         }
-        finish::<S, M>(g, tp, i0, j0, cols);
+        finish::<S, M>(g, tp, i0, j0, cols, D::HALF_GELU);
     }
 }
 
 /// The end of an `M`-row tile whose int32 sums are parked at `tp` (rows [`TILE_COLS`]
 /// apart, `cols` rounded up to whole vectors): copied out, or dequantised and through the
-/// epilogue. Shared by every ISA's tile so the dequantisation is written once.
+/// epilogue (with `half_gelu`, the half-precision one of `neon_fp16`). Shared by every
+/// ISA's tile so the dequantisation is written once.
 ///
 /// # Safety
 /// `tp` valid for `M` rows of `cols` rounded up to `S::LANES`; rows `i0..i0+M` and
-/// columns `j0..j0+cols` inside the GEMM that `g` describes.
+/// columns `j0..j0+cols` inside the GEMM that `g` describes; `half_gelu` only in a NEON
+/// leaf with FEAT_FP16 enabled (a constant of the caller's `Dot`).
 #[inline(always)]
 pub(crate) unsafe fn finish<S: Simd, const M: usize>(
     g: &Q8Args,
@@ -719,6 +731,7 @@ pub(crate) unsafe fn finish<S: Simd, const M: usize>(
     i0: usize,
     j0: usize,
     cols: usize,
+    half_gelu: bool,
 ) {
     // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
     // lengths documented above) is what the body relies on.
@@ -746,14 +759,14 @@ pub(crate) unsafe fn finish<S: Simd, const M: usize>(
                         c += S::LANES;
                     }
                 }
-                simd::epilogue::<S, M>(
-                    fp,
-                    cols,
-                    g.b_scales.add(j0),
-                    epi.offset(j0),
-                    out.add(i0 * ldo + j0),
-                    ldo,
-                );
+                let (scales, epi, out) =
+                    (g.b_scales.add(j0), epi.offset(j0), out.add(i0 * ldo + j0));
+                #[cfg(target_arch = "aarch64")]
+                if half_gelu {
+                    return super::neon_fp16::epilogue_fp16::<M>(fp, cols, scales, epi, out, ldo);
+                }
+                let _ = half_gelu;
+                simd::epilogue::<S, M>(fp, cols, scales, epi, out, ldo);
             }
         }
     }

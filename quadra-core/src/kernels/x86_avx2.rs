@@ -453,6 +453,6 @@ unsafe fn wide_row<const NV: usize>(
             let s = _mm256_permute4x64_epi64::<0b11_01_10_00>(s);
             _mm256_storeu_si256(tp.add(8 * h) as *mut __m256i, s);
         }
-        q8::finish::<Avx2, 1>(g, tp, i, j0, cols);
+        q8::finish::<Avx2, 1>(g, tp, i, j0, cols, false);
     }
 }

@@ -32,6 +32,16 @@ fn q8_paths() -> Vec<Q8Path> {
     if crate::isa::Kernels::evex_vnni_twin_supported() {
         v.push(Q8Path::VnniYmm);
     }
+    // Each NEON token once more with FEAT_FP16 (the half-precision GELU epilogue).
+    #[cfg(target_arch = "aarch64")]
+    if std::arch::is_aarch64_feature_detected!("fp16") {
+        let half: Vec<Q8Path> = available_q8()
+            .into_iter()
+            // SAFETY: FEAT_FP16 detected above.
+            .map(|k| Q8Path::Kern(unsafe { k.with_fp16_unchecked() }))
+            .collect();
+        v.extend(half);
+    }
     v
 }
 
@@ -326,6 +336,9 @@ fn int8_gemm_epilogues_match_the_reference() {
             },
             Epilogue::ScaleAdd { gamma: &gamma },
         ];
+        // `sum·scales + bias`, GELU's input.
+        let mut v = base.clone();
+        q8::gemm_q8_ref(a.view(), b, Epilogue::Bias(&bias), &mut v, n);
         for epi in epis {
             let mut want = base.clone();
             q8::gemm_q8_ref(a.view(), b, epi, &mut want, n);
@@ -333,6 +346,30 @@ fn int8_gemm_epilogues_match_the_reference() {
             for path in q8_paths() {
                 let mut got = base.clone();
                 path.f32(a.view(), b, epi, MatMut::dense(&mut got, m, n));
+                if matches!((path, epi), (Q8Path::Kern(k), Epilogue::BiasGelu(_)) if k.fp16()) {
+                    // Half-precision GELU: its definition on the same input, within the
+                    // epilogue's f32 roundings; where those can move the input across an f16
+                    // rounding boundary, within what one f16 step of the input can move the
+                    // result (see `fp16_gemm_epilogues_within_one_rounding`).
+                    use crate::math::f16;
+                    for (i, (&x, &g)) in v.iter().zip(&got).enumerate() {
+                        let w = f16::gelu(x);
+                        let x64 = f64::from(x);
+                        let edge =
+                            f16::from_f64(x64 * (1.0 + 1e-6)) != f16::from_f64(x64 * (1.0 - 1e-6));
+                        let tol = if edge {
+                            x.abs() * 2f32.powi(-12) + 0.21 * 2f32.powi(-11) + 2e-6 * scale
+                        } else {
+                            2e-6 * scale
+                        };
+                        assert!(
+                            (g - w).abs() <= tol,
+                            "{} {m}x{k}x{n} fp16 GELU [{i}]: {g} vs {w}",
+                            path.name()
+                        );
+                    }
+                    continue;
+                }
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     // The sums are exact; what differs is f32 rounding in the epilogue (a
                     // fused multiply-add, the rational erf in GELU): a few ulps of the
