@@ -83,6 +83,21 @@ pub fn run(a: Args) -> Result<()> {
         }
     };
     let flops = 2 * arch.macs(h, w);
+    // The precision the metadata records as the default (`convert --precision`). A name this
+    // build does not know runs f32: said here, since loading does not refuse it.
+    let recorded = serde_json::from_str::<serde_json::Value>(meta)
+        .ok()
+        .and_then(|v| v.get("precision")?.as_str().map(str::to_owned));
+    let (runs, warning) = match recorded.as_deref().map(|n| (n, quadra_cpu::Precision::from_name(n))) {
+        None => (quadra_cpu::Precision::F32, None),
+        Some((_, Some(p))) => (p, None),
+        Some((n, None)) => (
+            quadra_cpu::Precision::F32,
+            Some(format!(
+                "the metadata records precision {n:?}, which this build does not know (f32, fp16): it runs f32"
+            )),
+        ),
+    };
     let report = serde_json::json!({
         "file": a.model.display().to_string(),
         "file_bytes": bytes,
@@ -101,6 +116,8 @@ pub fn run(a: Args) -> Result<()> {
         "activation_bytes": plan.act_len * 4,
         "scratch_bytes": plan.scratch_len * 4,
         "largest_activation_bytes": arch.largest_activation(h, w) * 4,
+        "precision": runs.name(),
+        "precision_warning": warning,
         "meta": serde_json::from_str::<serde_json::Value>(meta).unwrap_or(serde_json::Value::String(meta.to_string())),
     });
     if a.json {
@@ -151,6 +168,10 @@ pub fn run(a: Args) -> Result<()> {
         plan.scratch_len * 4,
         arch.largest_activation(h, w) * 4
     );
+    println!("  precision  {runs} (the default; `quadra infer --precision` overrides it)");
+    if let Some(w) = &warning {
+        println!("  warning    {w}");
+    }
     if !meta.is_empty() {
         println!("  metadata   {meta}");
     }

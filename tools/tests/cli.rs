@@ -1088,6 +1088,38 @@ fn fp16_precision_is_recorded_and_runs_f32_where_there_is_none() {
     let json = ok(&["inspect", p(&m), "--json"]);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["meta"]["precision"], "fp16", "{json}");
+    assert_eq!(v["precision"], "fp16", "{json}");
+    assert!(v["precision_warning"].is_null(), "{json}");
+    // A precision this build does not know runs f32, and `inspect` says so.
+    let meta = dir.join("fp8.json");
+    std::fs::write(&meta, r#"{"precision": "fp8"}"#).unwrap();
+    let m8 = dir.join("fp8.qnet");
+    ok(&[
+        "convert",
+        "--weights",
+        p(&weights),
+        "--config",
+        p(&cfg),
+        "--meta",
+        p(&meta),
+        "--input-size",
+        "64",
+        "--out",
+        p(&m8),
+    ]);
+    let json = ok(&["inspect", p(&m8), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["precision"], "f32", "{json}");
+    let warning = v["precision_warning"].as_str().unwrap_or_default();
+    assert!(
+        warning.contains("\"fp8\"") && warning.contains("runs f32"),
+        "{json}"
+    );
+    let table = ok(&["inspect", p(&m8)]);
+    assert!(
+        table.contains("warning") && table.contains("fp8"),
+        "{table}"
+    );
     let mut logits = Vec::new();
     for precision in [None, Some("f32")] {
         let y = dir.join(format!("{precision:?}.npy"));
