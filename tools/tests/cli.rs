@@ -1069,22 +1069,23 @@ fn fp16_precision_is_recorded_and_runs_f32_where_there_is_none() {
     let dir = scratch("fp16");
     let (cfg, x, want, _) = prepare("net_small", &dir);
     let weights = fixtures().join("net_small.weights.safetensors");
+    let convert = |extra: &[&str], out: &Path| {
+        let mut args = std::vec![
+            "convert",
+            "--weights",
+            p(&weights),
+            "--config",
+            p(&cfg),
+            "--input-size",
+            "64",
+            "--out",
+            p(out),
+        ];
+        args.extend(extra);
+        ok(&args)
+    };
     let m = dir.join("fp16.qnet");
-    ok(&[
-        "convert",
-        "--weights",
-        p(&weights),
-        "--config",
-        p(&cfg),
-        "--dtype",
-        "f16",
-        "--precision",
-        "fp16",
-        "--input-size",
-        "64",
-        "--out",
-        p(&m),
-    ]);
+    convert(&["--dtype", "f16", "--precision", "fp16"], &m);
     let json = ok(&["inspect", p(&m), "--json"]);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["meta"]["precision"], "fp16", "{json}");
@@ -1094,19 +1095,7 @@ fn fp16_precision_is_recorded_and_runs_f32_where_there_is_none() {
     let meta = dir.join("fp8.json");
     std::fs::write(&meta, r#"{"precision": "fp8"}"#).unwrap();
     let m8 = dir.join("fp8.qnet");
-    ok(&[
-        "convert",
-        "--weights",
-        p(&weights),
-        "--config",
-        p(&cfg),
-        "--meta",
-        p(&meta),
-        "--input-size",
-        "64",
-        "--out",
-        p(&m8),
-    ]);
+    convert(&["--meta", p(&meta)], &m8);
     let json = ok(&["inspect", p(&m8), "--json"]);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["precision"], "f32", "{json}");
