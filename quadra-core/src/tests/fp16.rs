@@ -209,9 +209,7 @@ fn fp16_gemm_is_its_definition_bit_for_bit() {
 
 /// The epilogues where the kernel's fused `sum·scale + bias` and the definition's two
 /// roundings differ (int8 weights with a bias): the residual one within one f32 rounding
-/// (1e-6); GELU where its input's f16 rounding can differ: within what one f16 step of
-/// `|v|` (2^-11·|v|) moves `|v|·g(|v|)` (`|v|·φ·2^-11·|v|` <= 2^-11·0.21) plus one f16
-/// ulp of `g` (2^-12) times `|v|`, `v` being the bias epilogue's output.
+/// (1e-6); GELU as `assert_fp16_gelu` states, `v` being the bias epilogue's output.
 #[test]
 fn fp16_gemm_epilogues_within_one_rounding() {
     let kerns = fp16_kernels();
@@ -249,14 +247,8 @@ fn fp16_gemm_epilogues_within_one_rounding() {
                 for &kern in &kerns {
                     let got = g.run(kern);
                     if matches!(e, Epilogue::BiasGelu(_)) {
-                        for (i, (&x, (&gv, &wv))) in v.iter().zip(got.iter().zip(&want)).enumerate()
-                        {
-                            let tol = x.abs() * 2f32.powi(-12) + 0.21 * 2f32.powi(-11) + 1e-6;
-                            assert!(
-                                (gv - wv).abs() <= tol,
-                                "{what} GELU {i}: got {gv}, want {wv} (v {x})"
-                            );
-                        }
+                        // The definition's GELU is `math::f16::gelu(v)`.
+                        assert_fp16_gelu(&got, &v, 1e-6, &what);
                     } else {
                         assert_close(&got, &want, 1e-6, &what);
                     }

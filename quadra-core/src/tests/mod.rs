@@ -148,6 +148,31 @@ pub(crate) fn assert_close(got: &[f32], want: &[f32], rel: f32, what: &str) {
     }
 }
 
+/// A kernel's half-precision GELU outputs `got` against their definition
+/// (`math::f16::gelu`) on the inputs `v`, as a GEMM epilogue computed them: within `slack`
+/// (the epilogue's own f32 roundings of `v`); where those roundings can move `v` across an
+/// f16 rounding boundary, also within what one f16 step of the input moves the result
+/// (`|v|·φ·2^-11·|v|` <= 2^-11·0.21) plus one f16 ulp of `g` (2^-12) times `|v|`.
+pub(crate) fn assert_fp16_gelu(got: &[f32], v: &[f32], slack: f32, what: &str) {
+    use crate::math::f16;
+    assert_eq!(got.len(), v.len(), "{what}: length");
+    for (i, (&x, &g)) in v.iter().zip(got).enumerate() {
+        let w = f16::gelu(x);
+        let x64 = f64::from(x);
+        let edge = f16::from_f64(x64 * (1.0 + 1e-6)) != f16::from_f64(x64 * (1.0 - 1e-6));
+        let tol = if edge {
+            x.abs() * 2f32.powi(-12) + 0.21 * 2f32.powi(-11) + slack
+        } else {
+            slack
+        };
+        // NaN-aware: a NaN fails the comparison.
+        assert!(
+            (g - w).abs() <= tol,
+            "{what} fp16 GELU [{i}]: got {g}, want {w} (v {x})"
+        );
+    }
+}
+
 /// A matrix in all three storage types, each with its per-column scales, plus the values
 /// the stored data stands for (`stored · scale`).
 pub(crate) struct Stored {

@@ -5,7 +5,8 @@ use std::vec;
 use std::vec::Vec;
 
 use super::{
-    available, available_q8, cosine, AlignedBuf, Rng, SplitReverse, SplitWeighted, StateDict,
+    assert_fp16_gelu, available, available_q8, cosine, AlignedBuf, Rng, SplitReverse,
+    SplitWeighted, StateDict,
 };
 use crate::arch::{Arch, BlockSpec, Stage};
 use crate::isa::Kernels;
@@ -347,27 +348,9 @@ fn int8_gemm_epilogues_match_the_reference() {
                 let mut got = base.clone();
                 path.f32(a.view(), b, epi, MatMut::dense(&mut got, m, n));
                 if matches!((path, epi), (Q8Path::Kern(k), Epilogue::BiasGelu(_)) if k.fp16()) {
-                    // Half-precision GELU: its definition on the same input, within the
-                    // epilogue's f32 roundings; where those can move the input across an f16
-                    // rounding boundary, within what one f16 step of the input can move the
-                    // result (see `fp16_gemm_epilogues_within_one_rounding`).
-                    use crate::math::f16;
-                    for (i, (&x, &g)) in v.iter().zip(&got).enumerate() {
-                        let w = f16::gelu(x);
-                        let x64 = f64::from(x);
-                        let edge =
-                            f16::from_f64(x64 * (1.0 + 1e-6)) != f16::from_f64(x64 * (1.0 - 1e-6));
-                        let tol = if edge {
-                            x.abs() * 2f32.powi(-12) + 0.21 * 2f32.powi(-11) + 2e-6 * scale
-                        } else {
-                            2e-6 * scale
-                        };
-                        assert!(
-                            (g - w).abs() <= tol,
-                            "{} {m}x{k}x{n} fp16 GELU [{i}]: {g} vs {w}",
-                            path.name()
-                        );
-                    }
+                    // Half-precision GELU: its definition on the same input.
+                    let what = std::format!("{} {m}x{k}x{n}", path.name());
+                    assert_fp16_gelu(&got, &v, 2e-6 * scale, &what);
                     continue;
                 }
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
