@@ -21,6 +21,11 @@ later tap is one fused multiply-add per accumulator, taps in row-major order (ky
 So the sums are bit-identical to the generic kernel's (tested against it and the scalar
 reference under qemu).
 
+`Precision::Fp16` has its own tap loop (`taps_k*_fp16`, FEAT_FP16): the same registers and
+walk, eight channels a vector (`fmla .8h`), f16 taps (scales folded in), inputs from
+half-precision rows (32 bytes a pixel); and its own epilogue (`finish_fp16_*`), which widens
+the f16 sums to f32 first.
+
 Taps are read either in the packed layout (f32 taps: filter f of tap t at
 `((t*3 + f) * 16 + lane)` floats from the chunk's start, `CBLOCK` = 16) or compact (f16 and
 int8 taps widened once per channel chunk into a stack buffer: `(t*3 + f) * 4 + lane`).
@@ -32,6 +37,7 @@ import sys
 OUT = pathlib.Path(__file__).resolve().parent.parent / "quadra-core/src/kernels/neon_qdw.rs"
 Q = 7  # pixels per group
 PIXEL = 64  # bytes between pixels of a channel-blocked row (CBLOCK floats)
+HALF_PIXEL = 32  # ... of a half-precision row (CBLOCK halves)
 
 
 # v21-v31 are the window, tap and epilogue registers: scratch to the compiler.
@@ -68,6 +74,31 @@ def body_compact(k):
                 x = 21 + (q + kx) % Q
                 for f in range(3):
                     lines.append(f"{op} v{f * Q + q}.4s, v{28 + f}.4s, v{x}.4s")
+    return lines
+
+
+def body_fp16(k):
+    """Half precision (`Precision::Fp16`, FEAT_FP16): eight channels per vector, the
+    compact walk of `body_compact` with `fmla .8h`. Taps: f16, `(t*3 + f) * 8` halves
+    from the chunk's start (rounded from f32, scales folded in, once per channel chunk).
+    Inputs: the f16 ring (`block_row` and LayerNorm round the rows to f16 as they write
+    them), a pixel's eight channels one 16-byte load, pixels `HALF_PIXEL` bytes apart."""
+    lines = ["mov {wp}, {w}"]
+    for ky in range(k):
+        row = ROW_REG[ky % 2]
+        for kx in range(k):
+            t = ky * k + kx
+            if kx == 0:
+                lines += row_pointer(ky)
+            lines.append("ld1 {{v28.8h, v29.8h, v30.8h}}, [{wp}], #48")
+            new = range(Q) if kx == 0 else [kx + Q - 1]
+            for j in new:
+                lines.append(f"ldr q{21 + j % Q}, [{row}, #{j * HALF_PIXEL}]")
+            op = "fmul" if t == 0 else "fmla"
+            for q in range(Q):
+                x = 21 + (q + kx) % Q
+                for f in range(3):
+                    lines.append(f"{op} v{f * Q + q}.8h, v{28 + f}.8h, v{x}.8h")
     return lines
 
 
@@ -112,27 +143,36 @@ def body_pipelined(k, tap_stride):
     return lines
 
 
-def function(k, compact):
-    name = f"taps_k{k}_{'compact' if compact else 'packed'}"
-    stride = 16 if compact else 64
-    layout = ("compact: tap vector `(t·3 + f)·4` floats in" if compact
-              else "packed: tap vector `(t·3 + f)·16` floats in (`CBLOCK` = 16)")
+def function(k, layout):
+    """The tap loop of one group, `layout` "packed", "compact" or "fp16"."""
+    compact = layout != "packed"
+    name = f"taps_k{k}_{layout}"
+    stride = 64
+    doc = {"compact": "compact: tap vector `(t·3 + f)·4` floats in",
+           "packed": "packed: tap vector `(t·3 + f)·16` floats in (`CBLOCK` = 16)",
+           "fp16": "fp16: tap vector `(t·3 + f)·8` halves (FEAT_FP16; eight channels, the sums\n/// eight f16 lanes a register) in"}[layout]
+    half = layout == "fp16"
+    isa, chans = ("NEON and FEAT_FP16 (enabled in the calling leaf)", "eight") if half else ("NEON", "four")
+    wty, vty, zero = ("u16", "uint16x8_t", "vdupq_n_u16(0)") if half else ("f32", "float32x4_t", "vdupq_n_f32(0.0)")
+    pixel = HALF_PIXEL if half else PIXEL
     out = [
-        f"/// K = {k}, taps {layout}; see the module comment.",
+        f"/// K = {k}, taps {doc}; see the module comment.",
         "///",
         "/// # Safety",
-        f"/// NEON; `rows[ky] + off` bytes valid for {Q + k - 1} pixels of a channel-blocked row",
-        f"/// ({PIXEL} bytes apart), `w` for the {k * k * 3} tap vectors.",
+        f"/// {isa}; `rows[ky] + off` bytes valid for {Q + k - 1} pixels of {chans} channels of a",
+        f"/// channel-blocked row ({pixel} bytes apart), `w` for the {k * k * 3} tap vectors.",
         "#[inline(always)]",
-        f"pub(super) unsafe fn {name}(rows: &[*const f32; {k}], off: usize, w: *const f32) -> [float32x4_t; 21] {{",
-        "    // SAFETY: NEON is the caller's; the loads stay in the caller's valid ranges (offsets",
+        f"pub(super) unsafe fn {name}(rows: &[*const {wty}; {k}], off: usize, w: *const {wty}) -> [{vty}; 21] {{",
+        f"    // SAFETY: {isa.split(' (')[0]} is the caller's; the loads stay in the caller's valid ranges (offsets",
         "    // within the documented lengths); every register written is an output or a clobber.",
         "    unsafe {",
-        "        let mut o = [vdupq_n_f32(0.0); 21];",
+        f"        let mut o = [{zero}; 21];",
         "        core::arch::asm!(",
     ]
-    out.append(f'            "// quadra-mca: qdw_taps_k{k}_{"compact" if compact else "packed"}",')
-    for line in (body_compact(k) if compact else body_pipelined(k, stride)):
+    out.append(f'            "// quadra-mca: qdw_taps_k{k}_{layout}",')
+    body = {"compact": lambda: body_compact(k), "fp16": lambda: body_fp16(k),
+            "packed": lambda: body_pipelined(k, stride)}[layout]()
+    for line in body:
         out.append(f'            "{line}",')
     out.append("            rows = in(reg) rows.as_ptr(),")
     out.append("            off = in(reg) off,")
@@ -231,6 +271,73 @@ def finish(unit, gamma):
     return out
 
 
+def finish_fp16(gamma):
+    """The half-precision group's epilogue (`Precision::Fp16`): the f16 tap sums in v0-v20
+    (eight channels each; the scales are folded into the taps) widened exactly to f32
+    (`fcvtl` for channels 0-3, `fcvtl2` for 4-7), then the unit-scale f32 epilogue of
+    `finish`: `y = (a + ba)(b + bb) + (c + bc)` as `vc + va*vb`, stored or added as
+    `out += gamma * y`; pixels `stride` bytes apart, channels 4-7 16 bytes on."""
+    name = f"finish_fp16_{'gamma' if gamma else 'store'}"
+    lines = [f"// quadra-mca: qdw_{name}"]
+    # Biases of filters a, b, c for channels 0-3 in v21-v23, 4-7 in v24-v26; gamma in
+    # v27 / v28; v29-v31 the widened sums.
+    lines += ["ldr q21, [{b}]", "ldr q24, [{b}, #16]", "add {p}, {b}, {st}",
+              "ldr q22, [{p}]", "ldr q25, [{p}, #16]", "add {p}, {p}, {st}",
+              "ldr q23, [{p}]", "ldr q26, [{p}, #16]"]
+    if gamma:
+        lines += ["ldr q27, [{g}]", "ldr q28, [{g}, #16]"]
+    for q in range(Q):
+        at, nxt = ("o", "p") if q % 2 == 0 else ("p", "o")
+        if q + 1 < Q:
+            lines.append(f"add {{{nxt}}}, {{{at}}}, {{st}}")
+        for hi in (0, 1):
+            cvt, lanes, off = ("fcvtl2", "8h", 16) if hi else ("fcvtl", "4h", 0)
+            bias = 24 if hi else 21
+            for f, t in enumerate((29, 30, 31)):
+                lines += [f"{cvt} v{t}.4s, v{f * Q + q}.{lanes}",
+                          f"fadd v{t}.4s, v{t}.4s, v{bias + f}.4s"]
+            lines.append("fmla v31.4s, v29.4s, v30.4s")
+            addr = f"[{{{at}}}, #{off}]" if off else f"[{{{at}}}]"
+            if gamma:
+                lines += [f"ldr q29, {addr}", f"fmla v29.4s, v{28 if hi else 27}.4s, v31.4s",
+                          f"str q29, {addr}"]
+            else:
+                lines.append(f"str q31, {addr}")
+        if q + 1 == Q:
+            lines.append(f"add {{o}}, {{{at}}}, {{st}}")
+    out = [
+        f"/// The half-precision epilogue, {'adding gamma times the result' if gamma else 'storing'}; "
+        "see `finish_fp16` in the generator.",
+        "///",
+        "/// # Safety",
+        "/// NEON and FEAT_FP16 (the caller's leaf); `out` valid for 7 pixels of 8 channels `stride`",
+        "/// bytes apart, `f`'s bias and gamma pointers for their 8 channels (scales unused).",
+        "/// Returns the next group's `out` (7 pixels on).",
+        "#[inline(always)]",
+        f"pub(super) unsafe fn {name}(t: [uint16x8_t; 21], mut out: *mut f32, f: &Finish) -> *mut f32 {{",
+        "    // SAFETY: NEON is the caller's; every access stays in the ranges `f` promises;",
+        "    // every register written is an operand or a clobber.",
+        "    unsafe {",
+        "        core::arch::asm!(",
+    ]
+    out += [f'            "{line}",' for line in lines]
+    out.append("            o = inout(reg) out,")
+    out.append("            p = out(reg) _,")
+    out.append("            st = in(reg) f.stride,")
+    out.append("            b = in(reg) f.bias,")
+    if gamma:
+        out.append("            g = in(reg) f.gamma,")
+    for i in range(21):
+        out.append(f'            inout("v{i}") t[{i}] => _,')
+    out += SCRATCH
+    out.append("            options(nostack, preserves_flags)")
+    out.append("        );")
+    out.append("    }")
+    out.append("    out")
+    out.append("}")
+    return out
+
+
 FINISH_STRUCT = """
 /// What the epilogue reads, at the chunk's first channel.
 pub(super) struct Finish {
@@ -252,14 +359,17 @@ def render():
     ]
     fns = []
     for k in (3, 5, 7):
-        for compact in (False, True):
+        for layout in ("packed", "compact", "fp16"):
             fns.append("")
-            fns.extend(function(k, compact))
+            fns.extend(function(k, layout))
     fns.append(FINISH_STRUCT)
     for unit in (True, False):
         for gamma in (False, True):
             fns.append("")
             fns.extend(finish(unit, gamma))
+    for gamma in (False, True):
+        fns.append("")
+        fns.extend(finish_fp16(gamma))
     return "\n".join(head + fns) + "\n"
 
 

@@ -129,6 +129,7 @@ impl<'a> BlockWeights<'a> {
 /// A ring of zero-padded rows in scratch; input row `y` lives in slot `(y + p) mod slots`.
 struct Ring<'s> {
     buf: &'s mut [f32],
+    kern: Kernels,
     slots: usize,
     row_len: usize,
     w: usize,
@@ -139,19 +140,36 @@ struct Ring<'s> {
 
 impl<'s> Ring<'s> {
     /// A ring over `buf`; `clear` zeroes the padding columns, which must be zero (every
-    /// slot's pixels are written before they are read).
-    fn new(buf: &'s mut [f32], slots: usize, w: usize, c: usize, k: usize, clear: bool) -> Self {
+    /// slot's pixels are written before they are read). The rows are those `kern` writes
+    /// and reads: half precision with an fp16 token (`kernels::block_row`), in the first
+    /// half of each slot, whose padding is then what is cleared.
+    fn new(
+        buf: &'s mut [f32],
+        slots: usize,
+        (w, c, k): (usize, usize, usize),
+        kern: Kernels,
+        clear: bool,
+    ) -> Self {
         let row_len = qdw_row_len(w, c, k);
         let buf = &mut buf[..slots * row_len];
         if clear {
             let (p, pw) = ((k - 1) / 2, w + k - 1);
-            for block in buf.chunks_exact_mut(pw * CBLOCK) {
-                block[..p * CBLOCK].fill(0.0);
-                block[(p + w) * CBLOCK..].fill(0.0);
+            // Floats per pixel of a block: 16, or 8 holding 16 halves.
+            let (px, used) = if kern.fp16() {
+                (CBLOCK / 2, row_len / 2)
+            } else {
+                (CBLOCK, row_len)
+            };
+            for slot in buf.chunks_exact_mut(row_len) {
+                for block in slot[..used].chunks_exact_mut(pw * px) {
+                    block[..p * px].fill(0.0);
+                    block[(p + w) * px..].fill(0.0);
+                }
             }
         }
         Ring {
             buf,
+            kern,
             slots,
             row_len,
             w,
@@ -171,16 +189,10 @@ impl<'s> Ring<'s> {
     }
 
     /// Fills the slot of row `y` from the unpadded channels-last row `src` (normalised by
-    /// `ln` on the way, if given), channel-blocked with `kern`; with no source (outside the
-    /// image) the row is zero.
-    fn fill(
-        &mut self,
-        kern: Kernels,
-        y: isize,
-        src: Option<&[f32]>,
-        ln: Option<Ln<'_>>,
-    ) -> Result<(), Error> {
-        let (w, c, k) = (self.w, self.c, self.k);
+    /// `ln` on the way, if given), channel-blocked with the ring's kernels (so in the
+    /// precision its QDW reads); with no source (outside the image) the row is zero.
+    fn fill(&mut self, y: isize, src: Option<&[f32]>, ln: Option<Ln<'_>>) -> Result<(), Error> {
+        let (w, c, k, kern) = (self.w, self.c, self.k, self.kern);
         let dst = self.slot_mut(y);
         let Some(src) = src else {
             dst.fill(0.0);
@@ -188,9 +200,7 @@ impl<'s> Ring<'s> {
         };
         match ln {
             None => kernels::block_row(kern, src, w, c, k, dst)?,
-            Some((ln_kern, lw, lb)) => {
-                kernels::layer_norm_blocked_row(ln_kern, src, w, c, lw, lb, k, dst)?
-            }
+            Some((lw, lb)) => kernels::layer_norm_blocked_row(kern, src, w, c, lw, lb, k, dst)?,
         }
         Ok(())
     }
@@ -226,8 +236,8 @@ impl<'s> Ring<'s> {
     }
 }
 
-/// A LayerNorm to apply: kernels, weight, bias.
-type Ln<'w> = (Kernels, &'w [f32], &'w [f32]);
+/// A LayerNorm to apply: weight, bias.
+type Ln<'w> = (&'w [f32], &'w [f32]);
 
 /// Row `y` of an `[h, row]` tensor, or `None` outside `0..h`.
 fn row_of(x: &[f32], y: isize, h: usize, row: usize) -> Option<&[f32]> {
@@ -264,9 +274,9 @@ pub fn qdw_forward(
     let p = (k - 1) / 2;
     let row = w * c;
     // k + 1 slots: the kernel blocks the next input row into the spare one as it runs.
-    let mut ring = Ring::new(scratch, k + 1, w, c, k, true);
+    let mut ring = Ring::new(scratch, k + 1, (w, c, k), kern, true);
     for y in -(p as isize)..=p as isize {
-        ring.fill(kern, y, row_of(x, y, h, row), None)?;
+        ring.fill(y, row_of(x, y, h, row), None)?;
     }
     for y in 0..h {
         // Input row `next` goes into the spare slot while row `y` is computed.
@@ -384,18 +394,18 @@ pub fn block_prepare_band(
         return Ok(());
     }
     let p = (k - 1) / 2;
-    let ln1 = Some((kern, wts.ln1_w, wts.ln1_b));
+    let ln1 = Some((wts.ln1_w, wts.ln1_b));
     let row = w * c;
     // Only rows other bands own are captured here; the band normalises its own rows
     // when it runs.
-    let mut ring = Ring::new(sc.ring, k, w, c, k, true);
+    let mut ring = Ring::new(sc.ring, k, (w, c, k), kern, true);
     for y in y0 as isize - p as isize..y0 as isize {
-        ring.fill(kern, y, row_of(x, y, h, row), ln1)?;
+        ring.fill(y, row_of(x, y, h, row), ln1)?;
     }
     if y1 < h {
-        let mut below = Ring::new(sc.below, p, w, c, k, true);
+        let mut below = Ring::new(sc.below, p, (w, c, k), kern, true);
         for y in y1..y1 + p {
-            below.fill(kern, y as isize, row_of(x, y as isize, h, row), ln1)?;
+            below.fill(y as isize, row_of(x, y as isize, h, row), ln1)?;
         }
     }
     Ok(())
@@ -582,9 +592,9 @@ impl<'s, 'w> BandQdw<'s, 'w> {
     ) -> Result<Self, Error> {
         let (k, p) = (d.k, (d.k - 1) / 2);
         let mut b = BandQdw {
-            ring: Ring::new(sc.ring, k, d.w, d.c, k, false),
-            below: (y1 < d.h).then(|| Ring::new(sc.below, p, d.w, d.c, k, false)),
-            ln1: Some((kern, wts.ln1_w, wts.ln1_b)),
+            ring: Ring::new(sc.ring, k, (d.w, d.c, k), kern, false),
+            below: (y1 < d.h).then(|| Ring::new(sc.below, p, (d.w, d.c, k), kern, false)),
+            ln1: Some((wts.ln1_w, wts.ln1_b)),
             rows: (y0, y1, d.h),
         };
         for y in y0..y0 + p {
@@ -636,15 +646,13 @@ fn fill_band_row(
     let row = x_band.len() / (y1 - y0).max(1);
     if y < y1 {
         let src = row_of(x_band, (y - y0) as isize, y1 - y0, row);
-        // The copy takes the LayerNorm's kernels (a band always normalises).
-        let kern = ln1.map_or(Kernels::scalar(), |(kern, _, _)| kern);
-        ring.fill(kern, y as isize, src, ln1)
+        ring.fill(y as isize, src, ln1)
     } else if let (true, Some(b)) = (y < h, below) {
         let p = ring.p;
         ring.slot_mut(y as isize)
             .copy_from_slice(b.rows(y + p, 1)[0]);
         Ok(())
     } else {
-        ring.fill(Kernels::scalar(), y as isize, None, None)
+        ring.fill(y as isize, None, None)
     }
 }

@@ -9,7 +9,7 @@ use core::arch::aarch64::*;
 
 use super::q8::{self, Dot, Q8Args, QuantArgs};
 use super::simd::{self, DwArgs, Elem, GemmArgs, LnArgs, QdwArgs, Simd};
-use super::{neon_fp16, neon_qdw, CBLOCK};
+use super::{neon_fp16, neon_fp16_qdw, neon_qdw, CBLOCK};
 
 #[derive(Clone, Copy)]
 pub(crate) struct Neon;
@@ -80,6 +80,24 @@ unsafe impl Simd for Neon {
     #[inline(always)]
     unsafe fn store(p: *mut f32, v: float32x4_t) {
         vst1q_f32(p, v)
+    }
+    #[inline(always)]
+    unsafe fn store_half(p: *mut u16, v: float32x4_t, n: usize) {
+        let h: uint16x4_t;
+        // SAFETY: FCVTN (ARMv8.0) reads and writes registers only.
+        core::arch::asm!(
+            "fcvtn {h:v}.4h, {v:v}.4s",
+            h = lateout(vreg) h,
+            v = in(vreg) v,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+        if n == 4 {
+            vst1_u16(p, h);
+        } else {
+            let mut t = [0u16; 4];
+            vst1_u16(t.as_mut_ptr(), h);
+            core::ptr::copy_nonoverlapping(t.as_ptr(), p, n);
+        }
     }
     #[inline(always)]
     unsafe fn load_n(p: *const f32, n: usize) -> float32x4_t {
@@ -394,6 +412,45 @@ pub(crate) unsafe fn qdw_row<W: Elem>(k: usize, a: &QdwArgs, taps: *const W) {
             _ => simd::qdw_row::<Neon, W, 7, 7>(a, taps),
         }
     }
+}
+
+/// The QDW row in half precision, on half-precision rows ([`crate::isa::Precision::Fp16`],
+/// see `neon_fp16_qdw`).
+///
+/// # Safety
+/// CPU must have NEON and FEAT_FP16; pointers as checked by `kernels::qdw_row`.
+#[target_feature(enable = "neon,fp16")]
+pub(crate) unsafe fn qdw_row_fp16<W: Elem>(k: usize, a: &QdwArgs, taps: *const W) {
+    // SAFETY: the caller holds a `Kernels` token with FEAT_FP16 and checked every length
+    // behind the pointers.
+    unsafe {
+        match k {
+            3 => neon_fp16_qdw::qdw_row::<W, 3>(a, taps),
+            5 => neon_fp16_qdw::qdw_row::<W, 5>(a, taps),
+            _ => neon_fp16_qdw::qdw_row::<W, 7>(a, taps),
+        }
+    }
+}
+
+/// A row into a half-precision QDW row (`neon_fp16_qdw::block_row`; the rounding is
+/// ARMv8.0's `fcvtn`).
+///
+/// # Safety
+/// CPU must have NEON; lengths as checked by `kernels::block_row`.
+#[target_feature(enable = "neon")]
+pub(crate) unsafe fn block_row_half(src: *const f32, w: usize, c: usize, k: usize, dst: *mut u16) {
+    // SAFETY: the caller holds a NEON token and checked every length behind the pointers.
+    unsafe { neon_fp16_qdw::block_row(src, w, c, k, dst) }
+}
+
+/// LayerNorm into a half-precision QDW row (`simd::layer_norm_rows_half`).
+///
+/// # Safety
+/// CPU must have NEON; pointers in `a` valid as `simd::layer_norm_rows_half` requires.
+#[target_feature(enable = "neon")]
+pub(crate) unsafe fn layer_norm_rows_half(a: &LnArgs) {
+    // SAFETY: the caller holds a NEON token and checked every length behind the pointers.
+    unsafe { simd::layer_norm_rows_half::<Neon>(a) }
 }
 
 /// GELU with `g` in half precision ([`crate::isa::Precision::Fp16`], see `neon_fp16`).

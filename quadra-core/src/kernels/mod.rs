@@ -56,6 +56,8 @@ pub(crate) mod aarch64_neon;
 #[cfg(target_arch = "aarch64")]
 mod neon_fp16;
 #[cfg(target_arch = "aarch64")]
+mod neon_fp16_qdw;
+#[cfg(target_arch = "aarch64")]
 mod neon_qdw;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx2;
@@ -203,6 +205,10 @@ pub const fn qdw_row_len(w: usize, c: usize, k: usize) -> usize {
 /// padded row `dst` ([`qdw_row_len`] floats), leaving its padding as it is (zero). The
 /// SIMD paths copy a vector at a time (a plain copy loop here cost a quarter of the QDW
 /// kernel's time); every path writes the same bits.
+///
+/// With an fp16 token ([`crate::isa::Precision::Fp16`]) the row is half precision: each
+/// value rounded to f16 (nearest even) at the same index counted in halves from `dst`'s
+/// start ([`scalar::block_row_fp16`]), which is what [`qdw_row`] then reads.
 pub fn block_row(
     kern: Kernels,
     src: &[f32],
@@ -212,6 +218,13 @@ pub fn block_row(
     dst: &mut [f32],
 ) -> Result<(), Error> {
     check_blocked_row(src, w, c, k, dst)?;
+    #[cfg(target_arch = "aarch64")]
+    if kern.fp16() {
+        // SAFETY: an fp16 token holds NEON; the lengths are checked above (the half row
+        // needs half of them).
+        unsafe { aarch64_neon::block_row_half(src.as_ptr(), w, c, k, dst.as_mut_ptr().cast()) };
+        return Ok(());
+    }
     // Lengths checked above.
     leaf!(
         kern,
@@ -245,6 +258,10 @@ fn check_ln_weights(c: usize, w: &[f32], b: &[f32]) -> Result<(), Error> {
 /// addresses need no per-pixel arithmetic. `out` is channels-last. With `gamma = None`, `out[x][c]` is set
 /// to `(a + ba)(b + bb) + (c + bc)`; with `Some(gamma)` that value is scaled by `gamma[c]` and
 /// added to `out` (the residual of a QuadraBlock).
+///
+/// With an fp16 token ([`crate::isa::Precision::Fp16`]) the rows are half precision, as
+/// [`block_row`] writes them with that token, and the conv runs in half precision:
+/// [`scalar::qdw_row_fp16`] defines it.
 pub fn qdw_row(
     kern: Kernels,
     wts: &QdwWeights<'_>,
@@ -323,6 +340,21 @@ fn qdw_row_impl(
         next_src,
         next_dst,
     };
+    #[cfg(target_arch = "aarch64")]
+    if kern.fp16() {
+        // SAFETY: a token with `fp16` set holds NEON and proves FEAT_FP16 (see `gemm`);
+        // every length behind `args` and the taps is checked above.
+        unsafe {
+            match wts.taps {
+                MatData::F32(t) => aarch64_neon::qdw_row_fp16(k, &args, t.as_ptr()),
+                MatData::F16(t) => aarch64_neon::qdw_row_fp16(k, &args, t.as_ptr()),
+                MatData::I8(t) | MatData::W8A8(t, _) => {
+                    aarch64_neon::qdw_row_fp16(k, &args, t.as_ptr())
+                }
+            }
+        }
+        return Ok(());
+    }
     match wts.taps {
         MatData::F32(t) => simd_qdw(kern, k, &args, t.as_ptr()),
         MatData::F16(t) => simd_qdw(kern, k, &args, t.as_ptr()),
@@ -380,7 +412,8 @@ pub fn layer_norm_rows(
 
 /// LayerNorm of one channels-last row of `w` pixels straight into the channel-blocked,
 /// padded QDW row `dst` ([`qdw_row_len`] floats, padding left as it is): the same values
-/// as [`layer_norm_rows`] followed by [`block_row`], without the intermediate row.
+/// as [`layer_norm_rows`] followed by [`block_row`], without the intermediate row (with an
+/// fp16 token, a half-precision row as [`block_row`] writes it then).
 #[allow(clippy::too_many_arguments)]
 pub fn layer_norm_blocked_row(
     kern: Kernels,
@@ -408,16 +441,16 @@ pub fn layer_norm_blocked_row(
         }
         return Ok(());
     }
-    ln_simd(
-        kern,
-        src.as_ptr(),
-        w,
-        c,
-        lw,
-        lb,
-        dst.as_mut_ptr(),
-        Some((pw, p)),
-    );
+    let blocks = Some((pw, p));
+    #[cfg(target_arch = "aarch64")]
+    if kern.fp16() {
+        let a = ln_args(src.as_ptr(), w, c, lw, lb, dst.as_mut_ptr(), blocks);
+        // SAFETY: an fp16 token holds NEON; `check_blocked_row` and `check_ln_weights`
+        // checked the lengths behind `a` (the half row needs half of them).
+        unsafe { aarch64_neon::layer_norm_rows_half(&a) };
+        return Ok(());
+    }
+    ln_simd(kern, src.as_ptr(), w, c, lw, lb, dst.as_mut_ptr(), blocks);
     Ok(())
 }
 
@@ -464,7 +497,22 @@ fn ln_simd(
     op: *mut f32,
     blocks: Option<(usize, usize)>,
 ) {
-    let a = simd::LnArgs {
+    let a = ln_args(xp, rows, c, w, b, op, blocks);
+    // The callers checked `rows·c` floats behind `xp` (and the output layout's behind `op`)
+    // and `c` behind `w` and `b`; they run the scalar path.
+    leaf!(kern, layer_norm_rows(&a), ())
+}
+
+fn ln_args(
+    xp: *const f32,
+    rows: usize,
+    c: usize,
+    w: &[f32],
+    b: &[f32],
+    op: *mut f32,
+    blocks: Option<(usize, usize)>,
+) -> simd::LnArgs {
+    simd::LnArgs {
         x: xp,
         rows,
         c,
@@ -473,10 +521,7 @@ fn ln_simd(
         eps: crate::math::LN_EPS,
         out: op,
         blocks,
-    };
-    // The callers checked `rows·c` floats behind `xp` (and the output layout's behind `op`)
-    // and `c` behind `w` and `b`; they run the scalar path.
-    leaf!(kern, layer_norm_rows(&a), ())
+    }
 }
 
 /// A plain (linear) depthwise KxK conv: `taps[(ky·K + kx)·C + ch]`, `bias[ch]`.

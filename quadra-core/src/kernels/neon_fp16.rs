@@ -25,7 +25,7 @@ use super::PANEL;
 use crate::isa::FP16_CHUNK;
 
 /// Eight f16 lanes.
-type H8 = uint16x8_t;
+pub(super) type H8 = uint16x8_t;
 
 /// Rows of the main tile: 4 x 16 is 8 accumulators of 8 halves and the 16 f32 ones their
 /// runs are added into, 4 activation vectors (by-element operands must be in v0-v15) and
@@ -56,7 +56,7 @@ unsafe fn fmla_lane<const L: i32>(mut acc: H8, b: H8, a: H8) -> H8 {
 
 /// Eight f32 (`lo` then `hi`) rounded to f16, to nearest even (FCVTN, FCVTN2: ARMv8.0).
 #[inline(always)]
-unsafe fn narrow(lo: float32x4_t, hi: float32x4_t) -> H8 {
+pub(super) unsafe fn narrow(lo: float32x4_t, hi: float32x4_t) -> H8 {
     let r: H8;
     // SAFETY: registers only. `r` is an `out` (not `lateout`) operand, so it is never
     // allocated over `hi`, which the second instruction still reads.
@@ -75,7 +75,7 @@ unsafe fn narrow(lo: float32x4_t, hi: float32x4_t) -> H8 {
 
 /// The eight halves widened to f32, exactly (FCVTL, FCVTL2: ARMv8.0).
 #[inline(always)]
-unsafe fn widen(h: H8) -> (float32x4_t, float32x4_t) {
+pub(super) unsafe fn widen(h: H8) -> (float32x4_t, float32x4_t) {
     let (lo, hi): (float32x4_t, float32x4_t);
     // SAFETY: registers only. `lo` is an `out` (not `lateout`) operand, so it is never
     // allocated over `h`, which the second instruction still reads.
@@ -119,7 +119,7 @@ macro_rules! half_op {
         /// # Safety
         /// FEAT_FP16 enabled in the calling leaf.
         #[inline(always)]
-        unsafe fn $name($a: H8 $(, $b: H8)?) -> H8 {
+        pub(super) unsafe fn $name($a: H8 $(, $b: H8)?) -> H8 {
             let r: H8;
             // SAFETY: registers only; FEAT_FP16 is the caller's contract.
             unsafe {
@@ -162,7 +162,7 @@ half_op!(
 /// # Safety
 /// FEAT_FP16 enabled in the calling leaf.
 #[inline(always)]
-unsafe fn fmla(mut acc: H8, b: H8, c: H8) -> H8 {
+pub(super) unsafe fn fmla(mut acc: H8, b: H8, c: H8) -> H8 {
     // SAFETY: registers only; FEAT_FP16 is the caller's contract.
     unsafe {
         asm!(

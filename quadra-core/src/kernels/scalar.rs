@@ -104,6 +104,82 @@ pub fn qdw_row(
     }
 }
 
+/// The half-precision QDW row ([`crate::isa::Precision::Fp16`]), bit for bit what the
+/// FEAT_FP16 kernel computes, on half-precision rows ([`block_row_fp16`]).
+///
+/// For each filter `f`: every tap rounded to f16 after its scale is applied in f32
+/// (`round_f16(tap·scale_f)`), the sum in f16 over the taps in row-major order (the first a
+/// product, each later one an FMA: one rounding each), the sum widened exactly and
+/// `v_f = sum + bias_f` in f32; then `y = fma(v_a, v_b, v_c)` and `out = y` or
+/// `out = fma(gamma, y, out)`.
+pub fn qdw_row_fp16(
+    wts: &QdwWeights<'_>,
+    rows: &[&[f32]],
+    w: usize,
+    gamma: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    use crate::math::f16;
+    let (k, c) = (wts.k(), wts.c());
+    let (taps, scales, bias) = (wts.taps(), wts.scales(), wts.bias());
+    let h = |x: f32| f16::from_f64(f64::from(x));
+    let pw = w + k - 1;
+    for x in 0..w {
+        for ch in 0..c {
+            let mut acc = [0u16; 3];
+            for (ky, row) in rows.iter().enumerate() {
+                for kx in 0..k {
+                    let t = ky * k + kx;
+                    let v = half(row, ((ch / CBLOCK) * pw + x + kx) * CBLOCK + ch % CBLOCK);
+                    for (f, a) in acc.iter_mut().enumerate() {
+                        let tap = taps.get(QdwWeights::tap_index(k, t, f, ch)) * scales[f * c + ch];
+                        *a = if t == 0 {
+                            f16::mul(h(tap), v)
+                        } else {
+                            f16::fma(h(tap), v, *a)
+                        };
+                    }
+                }
+            }
+            let [a, b, cc] = [0, 1, 2].map(|f| f16::to_f64(acc[f]) as f32 + bias[f * c + ch]);
+            let y = libm::fmaf(a, b, cc);
+            let o = &mut out[x * c + ch];
+            *o = match gamma {
+                None => y,
+                Some(g) => libm::fmaf(g[ch], y, *o),
+            };
+        }
+    }
+}
+
+/// Half `i` of a half-precision row held in f32 storage: the two bytes at `2·i` from the
+/// row's start (the layout the kernels address through a `u16` pointer).
+pub fn half(row: &[f32], i: usize) -> u16 {
+    let b = row[i / 2].to_ne_bytes();
+    let j = 2 * (i % 2);
+    u16::from_ne_bytes([b[j], b[j + 1]])
+}
+
+/// Sets half `i` of a half-precision row (see [`half`]).
+pub fn set_half(row: &mut [f32], i: usize, v: u16) {
+    let mut b = row[i / 2].to_ne_bytes();
+    let j = 2 * (i % 2);
+    b[j..j + 2].copy_from_slice(&v.to_ne_bytes());
+    row[i / 2] = f32::from_ne_bytes(b);
+}
+
+/// Reference half-precision blocked row ([`super::block_row`] with an fp16 token): each
+/// value rounded to f16 (nearest even) at [`block_row`]'s index, counted in halves.
+pub fn block_row_fp16(src: &[f32], w: usize, c: usize, k: usize, dst: &mut [f32]) {
+    let (p, pw) = ((k - 1) / 2, w + k - 1);
+    for (px, pix) in src.chunks_exact(c.max(1)).take(w).enumerate() {
+        for (ch, &v) in pix.iter().enumerate() {
+            let at = ((ch / CBLOCK) * pw + p + px) * CBLOCK + ch % CBLOCK;
+            set_half(dst, at, crate::math::f16::from_f64(f64::from(v)));
+        }
+    }
+}
+
 /// Reference channel-blocked copy of one row (see [`super::block_row`], which checked the
 /// lengths).
 pub fn block_row(src: &[f32], w: usize, c: usize, k: usize, dst: &mut [f32]) {

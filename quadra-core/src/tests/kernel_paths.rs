@@ -306,7 +306,7 @@ fn qdw_row_simd_matches_scalar() {
 
 /// `qdw_row_and_block` gives `qdw_row`'s bits (`plain`) and writes `block_row`'s bits,
 /// leaving the padding alone; a next row of the wrong length is an error.
-fn check_qdw_row_and_block(
+pub(super) fn check_qdw_row_and_block(
     kern: Kernels,
     wts: &QdwWeights<'_>,
     rows: &[&[f32]],
@@ -319,7 +319,12 @@ fn check_qdw_row_and_block(
     let src: Vec<f32> = (0..w * c).map(|i| i as f32 * 0.5 - 3.0).collect();
     let len = kernels::qdw_row_len(w, c, k);
     let mut want = std::vec![7.0f32; len];
-    kernels::block_row(Kernels::scalar(), &src, w, c, k, &mut want).unwrap();
+    if kern.fp16() {
+        // Half-precision rows (see `kernels::block_row`).
+        crate::kernels::scalar::block_row_fp16(&src, w, c, k, &mut want);
+    } else {
+        kernels::block_row(Kernels::scalar(), &src, w, c, k, &mut want).unwrap();
+    }
     let mut got = init.to_vec();
     let mut dst = std::vec![7.0f32; len];
     kernels::qdw_row_and_block(kern, wts, rows, w, &mut got, &src, &mut dst).unwrap();

@@ -25,6 +25,25 @@ pub(crate) struct LnArgs {
 /// blocked, with `p + rows <= pw`), `w` and `b` for `c`.
 #[inline(always)]
 pub(crate) unsafe fn layer_norm_rows<S: Simd>(a: &LnArgs) {
+    // SAFETY: the caller's contract.
+    unsafe { ln_all::<S, false>(a) }
+}
+
+/// [`layer_norm_rows`] into a half-precision blocked row (`a.blocks` set; `a.out` then
+/// points at halves, see `kernels::neon_fp16_qdw`): each value rounded to f16 as it is
+/// stored.
+///
+/// # Safety
+/// As [`layer_norm_rows`], `out` valid for `ceil(c/16)·pw·16` halves.
+#[cfg(target_arch = "aarch64")]
+#[inline(always)]
+pub(crate) unsafe fn layer_norm_rows_half<S: Simd>(a: &LnArgs) {
+    // SAFETY: the caller's contract.
+    unsafe { ln_all::<S, true>(a) }
+}
+
+#[inline(always)]
+unsafe fn ln_all<S: Simd, const HALF: bool>(a: &LnArgs) {
     // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
     // lengths documented above) is what the body relies on.
     unsafe {
@@ -35,11 +54,11 @@ pub(crate) unsafe fn layer_norm_rows<S: Simd>(a: &LnArgs) {
         // out-of-order window alone overlapped too few of them.
         let mut r = 0;
         while r + 4 <= rows {
-            ln_rows::<S, 4>(a, r, inv_n);
+            ln_rows::<S, 4, HALF>(a, r, inv_n);
             r += 4;
         }
         while r < rows {
-            ln_rows::<S, 1>(a, r, inv_n);
+            ln_rows::<S, 1, HALF>(a, r, inv_n);
             r += 1;
         }
     }
@@ -47,7 +66,7 @@ pub(crate) unsafe fn layer_norm_rows<S: Simd>(a: &LnArgs) {
 
 /// Rows `r0..r0 + R` of [`layer_norm_rows`], each computed exactly as alone.
 #[inline(always)]
-unsafe fn ln_rows<S: Simd, const R: usize>(a: &LnArgs, r0: usize, inv_n: f32) {
+unsafe fn ln_rows<S: Simd, const R: usize, const HALF: bool>(a: &LnArgs, r0: usize, inv_n: f32) {
     // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
     // lengths documented above) is what the body relies on.
     unsafe {
@@ -90,12 +109,15 @@ unsafe fn ln_rows<S: Simd, const R: usize>(a: &LnArgs, r0: usize, inv_n: f32) {
         });
         // Row `r0 + j`'s output for channels `i..` is `j·step` floats past row `r0`'s at `o`.
         macro_rules! normalise {
-            ($i:expr, $n:expr, $o:expr, $step:expr) => {{
+            ($i:expr, $n:expr, $o:expr, $step:expr) => {
+                normalise!($i, $n, $o, $step, st_any::<S>)
+            };
+            ($i:expr, $n:expr, $o:expr, $step:expr, $store:expr) => {{
                 let (i, n, o) = ($i, $n, $o);
                 let (wv, bv) = (ld_any::<S>(w.add(i), n), ld_any::<S>(b.add(i), n));
                 for j in 0..R {
                     let d = S::mul(S::sub(ld_any::<S>(xr[j].add(i), n), mv[j]), rstd[j]);
-                    st_any::<S>(o.add(j * $step), S::fmadd(d, wv, bv), n);
+                    $store(o.add(j * $step), S::fmadd(d, wv, bv), n);
                 }
             }};
         }
@@ -103,6 +125,16 @@ unsafe fn ln_rows<S: Simd, const R: usize>(a: &LnArgs, r0: usize, inv_n: f32) {
         // `((i/CBLOCK)·pw + p + r)·CBLOCK + i%CBLOCK` (LANES divides CBLOCK: a vector never
         // straddles two blocks).
         match blocks {
+            Some((pw, p)) if HALF => each_vector!(S, c, |i, n| {
+                normalise!(
+                    i,
+                    n,
+                    out.cast::<u16>()
+                        .add(((i / CBLOCK) * pw + p + r0) * CBLOCK + i % CBLOCK),
+                    CBLOCK,
+                    S::store_half
+                )
+            }),
             None => each_vector!(S, c, |i, n| normalise!(i, n, out.add(r0 * c + i), c)),
             Some((pw, p)) => each_vector!(S, c, |i, n| {
                 normalise!(

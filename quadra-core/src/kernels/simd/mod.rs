@@ -72,6 +72,22 @@ pub(crate) unsafe trait Simd {
     /// Loads `LANES` int8 values, converted to f32.
     unsafe fn load_i8(p: *const i8) -> Self::V;
     unsafe fn store(p: *mut f32, v: Self::V);
+    /// Rounds the first `n` lanes to f16 (nearest even) and stores their bit patterns: the
+    /// half-precision QDW rows of `Precision::Fp16`.
+    ///
+    /// # Safety
+    /// The ISA enabled; `p` valid for `n` halves.
+    #[inline(always)]
+    unsafe fn store_half(p: *mut u16, v: Self::V, n: usize) {
+        let mut t = [0.0f32; 16];
+        // SAFETY: `t` holds a whole vector (LANES <= 16); `p` is the caller's.
+        unsafe {
+            Self::store(t.as_mut_ptr(), v);
+            for (i, &x) in t.iter().enumerate().take(n) {
+                *p.add(i) = crate::math::f16::from_f64(f64::from(x));
+            }
+        }
+    }
     /// Loads `n < LANES` lanes, the rest zero.
     unsafe fn load_n(p: *const f32, n: usize) -> Self::V;
     /// Stores the first `n < LANES` lanes.

@@ -54,8 +54,7 @@ unsafe fn qdw_chunk<S: Simd, W: Elem, const K: usize, const P: usize, const FULL
     // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
     // lengths documented above) is what the body relies on.
     unsafe {
-        // This chunk's weights: one contiguous run, the three filters of a tap side by side.
-        let wblk = taps.add((c0 / CBLOCK) * K * K * 3 * CBLOCK + c0 % CBLOCK);
+        let wblk = chunk_taps::<W, K>(taps, c0);
         let mut x0 = 0;
         if S::QDW7 && FULL && P == 7 && S::LANES == 4 {
             // f32 taps are read in place; f16 and int8 ones widened here, once per chunk
@@ -95,6 +94,17 @@ unsafe fn qdw_chunk<S: Simd, W: Elem, const K: usize, const P: usize, const FULL
             x0 += 1;
         }
     }
+}
+
+/// The taps of the chunk from channel `c0`: one contiguous run, the three filters of a
+/// tap side by side, [`CBLOCK`] elements apart.
+///
+/// # Safety
+/// `taps` is the packed taps of a row with more than `c0` channels.
+#[inline(always)]
+pub(crate) unsafe fn chunk_taps<W: Elem, const K: usize>(taps: *const W, c0: usize) -> *const W {
+    // SAFETY: within the packed taps, by the caller's contract.
+    unsafe { taps.add((c0 / CBLOCK) * K * K * 3 * CBLOCK + c0 % CBLOCK) }
 }
 
 /// One group of `Q` pixels from `x0`, channels `c0..c0 + nv`, with the chunk's taps at `wblk`.
