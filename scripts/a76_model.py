@@ -85,6 +85,8 @@ QDW_REGIONS = {
     "f32_store": ("packed", "finish_unit_store"),
     "f16": ("compact", "finish_unit_gamma"),
     "int8": ("compact", "finish_scaled_gamma"),
+    # Precision::Fp16: f16 taps (any storage), eight channels a group, `fmla .8h`.
+    "fp16": ("fp16", "finish_fp16_gamma"),
 }
 
 
@@ -168,6 +170,11 @@ def find(blks):
             elif vec["fsub"] == 4 and vec["fmul"] == 4 and vec["fmla"] == 4 and sum(
                     1 for t in body if t.startswith("str\tq")) == 4:  # whole vectors, not a tail
                 name = "ln_norm_blocked" if mix["lsr"] else "ln_norm"
+        elif ("layer_norm_rows_half" in fn and mix["fcvtn"] == 4 and mix["fsub"] == 4
+              and mix["fmul"] == 4 and mix["fmla"] == 4 and body[-1].startswith("b.")):
+            # ... the normalise pass into a half-precision QDW row (Precision::Fp16): each
+            # vector rounded to f16 (`fcvtn`) and stored as four halves.
+            name = "ln_norm_blocked_fp16"
         elif "ln_simd" in fn and mix["fsqrt"] == 4:
             name = "ln_rows4"  # per four rows: variance sums, square roots, divisions
         elif "ln_simd" in fn and mix["faddp"] == 8 and mix["dup"] == 4:
@@ -224,7 +231,7 @@ def describe(name):
     m = re.match(r"qdw_k(\d)_(\w+)", name)
     if m:
         how = {"f32": "f32 taps", "f32_store": "f32 taps, store", "f16": "f16 taps, widened",
-               "int8": "int8 taps, widened"}[m.group(2)]
+               "int8": "int8 taps, widened", "fp16": "fp16, 8 ch, fmla .8h"}[m.group(2)]
         return "QDW row", f"K={m.group(1)}, 7 px, {how}"
     if name == "gemm_4x16_fp16":
         return "GEMM fp16", "4x16, fmla .8h by element"
@@ -243,7 +250,8 @@ def describe(name):
     if name.startswith("ln_"):
         return "LayerNorm", {"ln_sum": "4 rows x 4 ch, sum", "ln_var": "4 rows x 4 ch, deviations",
                              "ln_norm": "4 rows x 4 ch, normalise", "ln_norm_blocked":
-                             "4 rows x 4 ch, normalise to QDW layout", "ln_rows4": "per 4 rows: sqrt, div",
+                             "4 rows x 4 ch, normalise to QDW layout", "ln_norm_blocked_fp16":
+                             "4 rows x 4 ch, normalise to an f16 QDW row", "ln_rows4": "per 4 rows: sqrt, div",
                              "ln_means4": "per 4 rows: means"}[name]
     m = re.match(r"q8_sdot_(\d)x16", name)
     return "GEMM int8 sdot", f"{m.group(1)}x16, by element"
@@ -311,7 +319,8 @@ def network_estimate(t, ghz):
     need = ("gemm_5x16_f32", "q8_sdot_5x16", "qdw_k7_f32", "gemm_5x16_f16", "qdw_k7_f16",
             "widen_f16", "gelu", "epi_gelu", "epi_scale_add", "epi_bias", "dequant",
             "quant_amax", "quant_round", "ln_sum", "ln_var", "ln_norm", "ln_rows4", "ln_means4",
-            "gemm_4x16_fp16", "fp16_fold", "fp16_narrow", "epi_gelu_fp16", "q8_epi_gelu_fp16")
+            "gemm_4x16_fp16", "fp16_fold", "fp16_narrow", "epi_gelu_fp16", "q8_epi_gelu_fp16",
+            "qdw_k7_fp16", "ln_norm", "ln_norm_blocked_fp16")
     missing = [n for n in need if n not in t]
     if missing:
         return {}, missing
@@ -335,6 +344,11 @@ def network_estimate(t, ghz):
     # cycles to round one activation to f16 (once per GEMM call and row).
     rate16 = 4 * 16 * FP16_CHUNK / (FP16_CHUNK / 8 * t["gemm_4x16_fp16"]["cycles"] + t["fp16_fold"]["cycles"])
     narrow16 = t["fp16_narrow"]["cycles"] / 8
+    # Precision::Fp16's QDW: `fmla .8h` (eight multiply-adds each) at the group's fraction
+    # of the peak; its rows are rounded to f16 by LN1's normalise pass (cycles per value
+    # beyond the f32 pass's).
+    rate_qdw16 = 8 * PEAK * t["qdw_k7_fp16"]["fraction"]
+    ln1_half = (t["ln_norm_blocked_fp16"]["cycles"] - t["ln_norm"]["cycles"]) / 16
     out = {}
     for name, c, depths in (("QuadraNet36-T", 64, (3, 3, 27, 3)), ("QuadraNet25-XXS", 16, (2, 3, 18, 2))):
         dims = [c, 2 * c, 4 * c, 8 * c]
@@ -381,9 +395,10 @@ def network_estimate(t, ghz):
                     assert dims[s] <= WIDE_K
                     widen += d * strips(hw[s], hw[s], dims[s]) * 8 * dims[s] ** 2 * widen16
                 parts.update(GEMM=pw / (rate * fg) + widen, QDW=qdw / (rate * fq16), other=other_widened)
-            elif mode == "fp16":  # f16 weights, half-precision pointwise GEMMs; the rest as f16w
-                parts.update(GEMM=pw / rate16 + pw_narrow, QDW=qdw / (rate * fq16), other=other_fp16,
+            elif mode == "fp16":  # f16 weights, half-precision pointwise GEMMs, QDW and GELU
+                parts.update(GEMM=pw / rate16 + pw_narrow, QDW=qdw / rate_qdw16, other=other_fp16,
                              GELU=hidden * gelu16)
+                parts["LayerNorm"] += narrow * ln1_half
             else:  # w8a8, w8a8+fp16: int8 pointwise GEMMs; QDW taps and the other layers as f32 models
                 # (w8a8+fp16: GELU's g in half precision in the int8 GEMM's epilogue; the
                 # rest as w8a8, whose other layers keep their f32 weights as stored)
@@ -392,6 +407,8 @@ def network_estimate(t, ghz):
                 parts["epilogue"] += (hidden + narrow) * per["dequant"]
                 if mode == "w8a8+fp16":
                     parts["GELU"] = hidden * (per["q8_epi_gelu_fp16"] - per["epi_bias"])
+                    parts["QDW"] = qdw / rate_qdw16
+                    parts["LayerNorm"] += narrow * ln1_half
             out[(name, mode)] = {k: v / ghz / 1e6 for k, v in parts.items()}
     return out, []
 
@@ -409,7 +426,9 @@ def main():
         # Vector multiplies: fmla and sdot, and in the assembly QDW groups fmul, which is
         # the first tap's product there (elsewhere an fmul may be widening f16 weights).
         ops = ("fmla", "fmul", "sdot") if re.match(r"qdw_k\d_(f|i)", name) else ("fmla", "sdot")
-        macs = sum(1 for t in body if t.split()[0] in ops)
+        # The fp16 QDW group's epilogue has f32 `fmla .4s` too: only the taps' `.8h` count.
+        half = name.startswith("qdw_") and name.endswith("_fp16")
+        macs = sum(1 for t in body if t.split()[0] in ops and (not half or ".8h" in t))
         cycles = mca(a.mca, body)
         # Floats a widening iteration writes: 4 per q register stored (stp stores two).
         elems = 4 * sum(2 if t.startswith("stp") else 1 for t in body
@@ -460,8 +479,9 @@ def main():
         failed_est = None
         print(f"\nWhole networks, one A76 core at {a.ghz} GHz, 224x224, batch 1: MODELED, not measured")
         print("(every part from its own modeled loop, compute-bound, every load an L1 hit. fp16: f16")
-        print(" weights, the pointwise GEMMs and GELU's g in half precision, QDW/LayerNorm still f32;")
-        print(" w8a8+fp16: w8a8 with GELU's g in half precision. ms per part, then one line")
+        print(" weights; the pointwise GEMMs, the QDW (on f16 rows LN1 writes) and GELU's g in half")
+        print(" precision, LayerNorm in f32; w8a8+fp16: w8a8 with the QDW and GELU's g in half")
+        print(" precision. ms per part, then one line")
         print(" per model and mode)")
         print(f"  {'model':16s} {'mode':9s} " + " ".join(f"{p:>9s}" for p in PARTS) + f" {'total':>9s}")
         for (name, mode), parts in est.items():
