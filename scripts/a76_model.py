@@ -172,9 +172,10 @@ def find(blks):
                 name = "ln_norm_blocked" if mix["lsr"] else "ln_norm"
         elif ("layer_norm_rows_half" in fn and mix["fcvtn"] == 4 and mix["fsub"] == 4
               and mix["fmul"] == 4 and mix["fmla"] == 4 and body[-1].startswith("b.")):
-            # ... the normalise pass into a half-precision QDW row (Precision::Fp16): each
-            # vector rounded to f16 (`fcvtn`) and stored as four halves.
-            name = "ln_norm_blocked_fp16"
+            # ... the normalise pass into half-precision rows (Precision::Fp16): each vector
+            # rounded to f16 (`fcvtn`) and stored as four halves; the QDW's blocked rows
+            # (LN1) or PW1's channels-last ones (LN2).
+            name = "ln_norm_blocked_fp16" if mix["lsr"] else "ln_norm_fp16"
         elif "ln_simd" in fn and mix["fsqrt"] == 4:
             name = "ln_rows4"  # per four rows: variance sums, square roots, divisions
         elif "ln_simd" in fn and mix["faddp"] == 8 and mix["dup"] == 4:
@@ -251,7 +252,8 @@ def describe(name):
         return "LayerNorm", {"ln_sum": "4 rows x 4 ch, sum", "ln_var": "4 rows x 4 ch, deviations",
                              "ln_norm": "4 rows x 4 ch, normalise", "ln_norm_blocked":
                              "4 rows x 4 ch, normalise to QDW layout", "ln_norm_blocked_fp16":
-                             "4 rows x 4 ch, normalise to an f16 QDW row", "ln_rows4": "per 4 rows: sqrt, div",
+                             "4 rows x 4 ch, normalise to an f16 QDW row", "ln_norm_fp16":
+                             "4 rows x 4 ch, normalise to f16 rows", "ln_rows4": "per 4 rows: sqrt, div",
                              "ln_means4": "per 4 rows: means"}[name]
     m = re.match(r"q8_sdot_(\d)x16", name)
     return "GEMM int8 sdot", f"{m.group(1)}x16, by element"
@@ -320,7 +322,7 @@ def network_estimate(t, ghz):
             "widen_f16", "gelu", "epi_gelu", "epi_scale_add", "epi_bias", "dequant",
             "quant_amax", "quant_round", "ln_sum", "ln_var", "ln_norm", "ln_rows4", "ln_means4",
             "gemm_4x16_fp16", "fp16_fold", "fp16_narrow", "epi_gelu_fp16", "q8_epi_gelu_fp16",
-            "qdw_k7_fp16", "ln_norm", "ln_norm_blocked_fp16")
+            "qdw_k7_fp16", "ln_norm", "ln_norm_blocked_fp16", "ln_norm_fp16")
     missing = [n for n in need if n not in t]
     if missing:
         return {}, missing
@@ -349,6 +351,9 @@ def network_estimate(t, ghz):
     # beyond the f32 pass's).
     rate_qdw16 = 8 * PEAK * t["qdw_k7_fp16"]["fraction"]
     ln1_half = (t["ln_norm_blocked_fp16"]["cycles"] - t["ln_norm"]["cycles"]) / 16
+    # ... and with float weights LN2 writes PW1's input rows in f16 (once, not at each
+    # hidden slice).
+    ln2_half = (t["ln_norm_fp16"]["cycles"] - t["ln_norm"]["cycles"]) / 16
     out = {}
     for name, c, depths in (("QuadraNet36-T", 64, (3, 3, 27, 3)), ("QuadraNet25-XXS", 16, (2, 3, 18, 2))):
         dims = [c, 2 * c, 4 * c, 8 * c]
@@ -379,10 +384,9 @@ def network_estimate(t, ghz):
         other_fp16 = sum((m / rate16 + m * k / w * narrow16 if k <= WIDE_K else
                           m / (rate * fg) + w * widen16 if wide else m / (rate * fg16))
                          + o * per["epi_bias"] for m, k, w, wide, o in other)
-        # PW1's input (C per pixel) is rounded once per 128-channel hidden slice, PW2's (the
-        # slice) once.
-        pw_narrow = sum(p * (dims[s] * -(-4 * dims[s] // HIDDEN_CHUNK) + 4 * dims[s])
-                        for s, p in enumerate(pix)) * narrow16
+        # PW1's input is LN2's f16 rows (their rounding is priced in LayerNorm); PW2's (the
+        # 128-channel hidden slice, 4C per pixel) is rounded once per call.
+        pw_narrow = sum(p * 4 * dims[s] for s, p in enumerate(pix)) * narrow16
         for mode in MODES:
             parts = dict(common, quantise=0.0)
             if mode == "f32":
@@ -398,7 +402,7 @@ def network_estimate(t, ghz):
             elif mode == "fp16":  # f16 weights, half-precision pointwise GEMMs, QDW and GELU
                 parts.update(GEMM=pw / rate16 + pw_narrow, QDW=qdw / rate_qdw16, other=other_fp16,
                              GELU=hidden * gelu16)
-                parts["LayerNorm"] += narrow * ln1_half
+                parts["LayerNorm"] += narrow * (ln1_half + ln2_half)
             else:  # w8a8, w8a8+fp16: int8 pointwise GEMMs; QDW taps and the other layers as f32 models
                 # (w8a8+fp16: GELU's g in half precision in the int8 GEMM's epilogue; the
                 # rest as w8a8, whose other layers keep their f32 weights as stored)

@@ -456,10 +456,10 @@ pub fn block_run_band(
         }
         let xs = &mut x_band[(s0 - y0) * row..(s0 - y0 + s) * row];
         let m = s * w;
-        kernels::layer_norm_rows(kern, xs, c, wts.ln2_w, wts.ln2_b, &mut ln2[..m * c])?;
+        let rows = ln2_rows(kern, wts, xs, c, &mut ln2[..m * c], true)?;
         // The hidden layer a slice at a time: PW1 + GELU into the slice, then PW2 adds
         // the slice's contribution into the residual (bias with the first slice).
-        mlp_group(kern, (c, e), wts, ln2, m, (0, 1), hidden, &[], xs)?;
+        mlp_group(kern, (c, e), wts, rows, m, (0, 1), hidden, &[], xs)?;
         s0 += s;
     }
     Ok(())
@@ -490,14 +490,39 @@ pub fn block_qdw_band(
     for y in y0..y1 {
         qdw.row(kern, wts, x_band, y)?;
     }
-    kernels::layer_norm_rows(
-        kern,
-        x_band,
-        c,
-        wts.ln2_w,
-        wts.ln2_b,
-        &mut ln2_out[..x_band.len()],
-    )
+    // f32 rows: the grouped MLP reads all bands' rows as one matrix, and each band's share
+    // of `ln2_out` starts where its f32 rows do.
+    ln2_rows(kern, wts, x_band, c, &mut ln2_out[..x_band.len()], false).map(|_| ())
+}
+
+/// LN2's rows as [`mlp_group`] reads them: `m` rows of `c`.
+#[derive(Clone, Copy, Debug)]
+#[doc(hidden)]
+pub enum Ln2<'a> {
+    /// f32 rows.
+    F32(&'a [f32]),
+    /// Half-precision rows (two halves to a float; [`kernels::gemm_half_rows`]), for PW1 in
+    /// `Precision::Fp16`: rounded once, not again at every hidden slice.
+    Half(&'a [f32]),
+}
+
+/// LN2 of the rows `x` into `out`: half precision where `half_ok` and PW1 can read such
+/// rows ([`kernels::half_rows`]: an fp16 token, float weights), else f32.
+fn ln2_rows<'o>(
+    kern: Kernels,
+    wts: &BlockWeights<'_>,
+    x: &[f32],
+    c: usize,
+    out: &'o mut [f32],
+    half_ok: bool,
+) -> Result<Ln2<'o>, Error> {
+    if half_ok && kernels::half_rows(kern, &wts.pw1) {
+        kernels::layer_norm_rows_half(kern, x, c, wts.ln2_w, wts.ln2_b, out)?;
+        Ok(Ln2::Half(out))
+    } else {
+        kernels::layer_norm_rows(kern, x, c, wts.ln2_w, wts.ln2_b, out)?;
+        Ok(Ln2::F32(out))
+    }
 }
 
 /// The channel MLP of `m` pixels (LN2 rows in `ln2`), a 128-channel hidden slice at a time:
@@ -517,7 +542,7 @@ pub fn mlp_group(
     kern: Kernels,
     (c, e): (usize, usize),
     wts: &BlockWeights<'_>,
-    ln2: &[f32],
+    ln2: Ln2<'_>,
     m: usize,
     (group, groups): (usize, usize),
     scratch: &mut [f32],
@@ -527,6 +552,10 @@ pub fn mlp_group(
     let (ec, hc) = (e * c, hidden_chunk(c, e));
     let q8 = wts.q8();
     let [hidden, ln2_q, hid_q] = MlpScratch::of(m, c, e, q8).split(scratch)?;
+    let (ln2, half) = match ln2 {
+        Ln2::F32(r) => (r, false),
+        Ln2::Half(r) => (r, true),
+    };
     let ln2 = MatRef::dense(&ln2[..m * c], m, c);
     let mut ln2_q = if wts.pw1.is_dot() {
         let mut q = q8::rows_in(ln2_q, m, c)?;
@@ -547,6 +576,7 @@ pub fn mlp_group(
         let gelu = Epilogue::BiasGelu(&wts.pw1_b[j0..j1]);
         match ln2_q.as_mut() {
             Some(q) => q8::gemm_q8(kern, q.as_ref(), pw1, gelu, h_out)?,
+            None if half => kernels::gemm_half_rows(kern, ln2.data, m, pw1, gelu, h_out)?,
             None => kernels::gemm(kern, ln2, pw1, gelu, h_out)?,
         }
         let epi = match (group, first) {

@@ -396,7 +396,19 @@ pub(crate) unsafe fn gemm<W: Elem>(g: &GemmArgs, b: *const W) {
 pub(crate) unsafe fn gemm_fp16<W: neon_fp16::HalfPanel>(g: &GemmArgs, b: *const W) {
     // SAFETY: the caller holds a `Kernels` token with FEAT_FP16 and checked every length
     // behind the pointers and that the weights fit (see `kernels::gemm`).
-    unsafe { neon_fp16::gemm::<W>(g, b) }
+    unsafe { neon_fp16::gemm::<W, false>(g, b) }
+}
+
+/// The half-precision GEMM on activations that are f16 already (`kernels::gemm_half_rows`).
+///
+/// # Safety
+/// CPU must have NEON and FEAT_FP16; pointers as checked by `kernels::gemm_half_rows`;
+/// `neon_fp16::takes(g.k)`.
+#[target_feature(enable = "neon,fp16")]
+pub(crate) unsafe fn gemm_fp16_half_rows<W: neon_fp16::HalfPanel>(g: &GemmArgs, b: *const W) {
+    // SAFETY: the caller holds a `Kernels` token with FEAT_FP16 and checked every length
+    // behind the pointers and that the weights fit.
+    unsafe { neon_fp16::gemm::<W, true>(g, b) }
 }
 
 /// # Safety

@@ -182,6 +182,70 @@ pub fn gemm(
     Ok(())
 }
 
+/// Can [`gemm_half_rows`] run a GEMM with weights `b` on `kern`: an fp16 token (aarch64 with
+/// FEAT_FP16), float weights (not w8a8's dot layout) and `k <= WIDE_K`? Where it can, the
+/// GEMM's input rows may be kept in half precision ([`layer_norm_rows_half`]), which saves
+/// the GEMM rounding them again at every call (PW1 is called once per hidden slice).
+pub(crate) fn half_rows(kern: Kernels, b: &PackedB<'_>) -> bool {
+    kern.fp16() && !b.dot && b.k <= WIDE_K
+}
+
+/// [`gemm`] with an fp16 token on activations held in half precision: `a` holds `m` dense
+/// rows of `b.k` halves (two to a float, see [`scalar::half`]), as [`layer_norm_rows_half`]
+/// writes them. The result is [`gemm`]'s with the same token on any f32 rows that round to
+/// these halves. Errors unless [`half_rows`].
+pub(crate) fn gemm_half_rows(
+    kern: Kernels,
+    a: &[f32],
+    m: usize,
+    b: PackedB<'_>,
+    epi: Epilogue<'_>,
+    out: MatMut<'_>,
+) -> Result<(), Error> {
+    if !half_rows(kern, &b) {
+        return Err(Error::Arch(
+            "half-precision GEMM rows need an fp16 token and float weights with k <= WIDE_K",
+        ));
+    }
+    let (k, n) = (b.k, b.n);
+    check_out(&out, m, n)?;
+    check_len(Buffer::Activation, (m * k).div_ceil(2), a.len())?;
+    epi.check(n)?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        let g = simd::GemmArgs {
+            a: a.as_ptr(),
+            m,
+            lda: k,
+            k,
+            n,
+            pstride: b.pstride,
+            scales: b.scales.as_ptr(),
+            epi: simd::EpiPtrs::new(epi),
+            out: out.data.as_mut_ptr(),
+            ldo: out.stride,
+        };
+        // SAFETY: `half_rows` holds: the token proves NEON and FEAT_FP16 and `k <= WIDE_K`;
+        // every length behind `g` and `b` is checked above.
+        unsafe {
+            match b.data {
+                MatData::F32(d) => aarch64_neon::gemm_fp16_half_rows(&g, d.as_ptr()),
+                MatData::F16(d) => aarch64_neon::gemm_fp16_half_rows(&g, d.as_ptr()),
+                MatData::I8(d) | MatData::W8A8(d, _) => {
+                    aarch64_neon::gemm_fp16_half_rows(&g, d.as_ptr())
+                }
+            }
+        }
+        Ok(())
+    }
+    // `half_rows` is false off aarch64.
+    #[cfg(not(target_arch = "aarch64"))]
+    Err(Error::Arch("half-precision GEMM rows need aarch64"))
+}
+
 fn simd_gemm_any(kern: Kernels, g: &simd::GemmArgs, data: MatData<'_>) {
     match data {
         MatData::F32(d) => simd_gemm(kern, g, d.as_ptr()),
@@ -452,6 +516,34 @@ pub fn layer_norm_blocked_row(
     }
     ln_simd(kern, src.as_ptr(), w, c, lw, lb, dst.as_mut_ptr(), blocks);
     Ok(())
+}
+
+/// [`layer_norm_rows`] into half-precision rows for [`gemm_half_rows`]: each value the f32
+/// LayerNorm computes, rounded to f16 (nearest even), stored as the halves of `out`
+/// (`rows·c` of them, two to a float). Needs an fp16 token.
+pub(crate) fn layer_norm_rows_half(
+    kern: Kernels,
+    x: &[f32],
+    c: usize,
+    w: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+) -> Result<(), Error> {
+    if c == 0 {
+        return Ok(());
+    }
+    check_ln_weights(c, w, b)?;
+    let rows = x.len() / c;
+    check_len(Buffer::Output, (rows * c).div_ceil(2), out.len())?;
+    #[cfg(target_arch = "aarch64")]
+    if kern.fp16() {
+        let a = ln_args(x.as_ptr(), rows, c, w, b, out.as_mut_ptr(), None);
+        // SAFETY: an fp16 token holds NEON; the lengths behind `a` are checked above.
+        unsafe { aarch64_neon::layer_norm_rows_half(&a) };
+        return Ok(());
+    }
+    let _ = kern;
+    Err(Error::Arch("half-precision rows need an fp16 token"))
 }
 
 /// [`layer_norm_rows`] in place.

@@ -477,12 +477,13 @@ pub(crate) const fn takes(k: usize) -> bool {
 
 /// `out = epi(scales ⊙ A·B)` in half precision (see the module comment). Blocks of
 /// [`ROW_BLOCK`] activation rows converted to f16 outer; panels (converted, unless f16)
-/// inner; row tiles of 4 innermost.
+/// inner; row tiles of 4 innermost. With `HALF_A` the activations are f16 already (`g.a`
+/// points at halves, rows `g.k` apart: `kernels::gemm_half_rows`), and are read in place.
 ///
 /// # Safety
-/// FEAT_FP16; pointers as checked by `kernels::gemm`; [`takes`]`(g.k)`.
+/// FEAT_FP16; pointers as checked by `kernels::gemm` (or `gemm_half_rows`); [`takes`]`(g.k)`.
 #[inline(always)]
-pub(crate) unsafe fn gemm<W: HalfPanel>(g: &GemmArgs, b: *const W) {
+pub(crate) unsafe fn gemm<W: HalfPanel, const HALF_A: bool>(g: &GemmArgs, b: *const W) {
     // SAFETY: every pointer is used within the extents `kernels::gemm` checked; the stack
     // copies are written before they are read.
     unsafe {
@@ -496,7 +497,12 @@ pub(crate) unsafe fn gemm<W: HalfPanel>(g: &GemmArgs, b: *const W) {
         let mut r0 = 0;
         while r0 < g.m {
             let rows = (g.m - r0).min(ROW_BLOCK);
-            narrow_rows(g.a.add(r0 * g.lda), g.lda, rows, g.k, ah);
+            let ah = if HALF_A {
+                g.a.cast::<u16>().add(r0 * g.k)
+            } else {
+                narrow_rows(g.a.add(r0 * g.lda), g.lda, rows, g.k, ah);
+                ah
+            };
             let mut j0 = 0;
             while j0 < g.n {
                 let cols = (g.n - j0).min(PANEL);

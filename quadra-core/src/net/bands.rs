@@ -4,7 +4,7 @@
 use crate::arch::{block_scratch_split, default_strip, grouped_mlp, MLP_GROUPS};
 use crate::block::{
     block_forward, block_prepare_band, block_qdw_band, block_run_band, mlp_group, BlockDims,
-    BlockWeights,
+    BlockWeights, Ln2,
 };
 use crate::error::{Buffer, Error};
 use crate::exec::{Executor, MAX_BANDS};
@@ -153,7 +153,17 @@ fn run_block_grouped<E: Executor>(
         }
         exec.run(&mut groups, &|t| {
             let groups = (t.g, MLP_GROUPS);
-            t.res = mlp_group(kern, (c, e), bw, ln2, m, groups, t.hidden, ones, t.out)
+            t.res = mlp_group(
+                kern,
+                (c, e),
+                bw,
+                Ln2::F32(ln2),
+                m,
+                groups,
+                t.hidden,
+                ones,
+                t.out,
+            )
         });
         groups.iter().try_for_each(|t| t.res)?;
     }

@@ -6,7 +6,7 @@ use std::vec::Vec;
 
 use super::*;
 use crate::isa::{Precision, FP16_CHUNK};
-use crate::kernels::{self, scalar, Epilogue};
+use crate::kernels::{self, scalar, Epilogue, MatMut, MatRef};
 use crate::math::f16;
 
 /// `scalar::gemm_fp16`, the definition, on `g`.
@@ -305,6 +305,88 @@ fn fp16_rows_are_written_in_half_precision() {
                     kernels::layer_norm_blocked_row(kern, &src, w, c, &lw, &lb, k, &mut got)
                         .unwrap();
                     assert_bits(&got, &want, &std::format!("LayerNorm {what}"));
+                }
+            }
+        }
+    }
+}
+
+/// PW1 on LN2's half-precision rows: `layer_norm_rows_half` writes the f32 LayerNorm's values
+/// rounded to f16 (and nothing past them), and `gemm_half_rows` on those rows gives the
+/// fp16 `gemm`'s bits on the f32 rows, which it rounds the same way; bias and GELU
+/// epilogues, f32, f16 and int8 weights. Without an fp16 token both refuse (an error, no
+/// panic).
+#[test]
+fn fp16_half_rows_are_the_rounded_f32_rows() {
+    let mut rng = Rng::new(37);
+    let (m, c, n) = (3usize, 16usize, 8usize);
+    let b_data = rng.vec(PackedB::packed_len(c, n), -0.5, 0.5);
+    let ones = std::vec![1.0f32; n];
+    let b = PackedB::new(MatData::F32(&b_data), &ones, c, n).unwrap();
+    let (lw, lb) = (std::vec![1.0f32; c], std::vec![0.0f32; c]);
+    let x = std::vec![0.5f32; m * c];
+    let mut h = std::vec![0.0f32; m * c];
+    let mut out = std::vec![0.0f32; m * n];
+    for kern in available() {
+        let kern = kern.without_fp16();
+        assert!(kernels::layer_norm_rows_half(kern, &x, c, &lw, &lb, &mut h).is_err());
+        let epi = Epilogue::Bias(&ones);
+        let r = kernels::gemm_half_rows(kern, &h, m, b, epi, MatMut::dense(&mut out, m, n));
+        assert!(r.is_err());
+    }
+    let kerns = fp16_kernels();
+    if kerns.is_empty() {
+        std::eprintln!("no FEAT_FP16 here: the half-precision GEMM rows are not run");
+        return;
+    }
+    for (m, c) in [
+        (1usize, 8usize),
+        (3, 16),
+        (5, 17),
+        (13, 64),
+        (33, 40),
+        (40, 128),
+    ] {
+        let x = rng.vec(m * c, -3.0, 3.0);
+        let (lw, lb) = (rng.vec(c, 0.5, 1.5), rng.vec(c, -0.5, 0.5));
+        for &kern in &kerns {
+            let mut f = std::vec![0.0f32; m * c];
+            kernels::layer_norm_rows(kern, &x, c, &lw, &lb, &mut f).unwrap();
+            let mut h = std::vec![7.0f32; m * c];
+            kernels::layer_norm_rows_half(kern, &x, c, &lw, &lb, &mut h).unwrap();
+            for (i, &v) in f.iter().enumerate() {
+                let want = f16::from_f64(f64::from(v));
+                assert_eq!(scalar::half(&h, i), want, "m={m} c={c}: LN2 half {i}");
+            }
+            assert!(
+                h[(m * c).div_ceil(2)..].iter().all(|&v| v == 7.0),
+                "m={m} c={c}: past the rows"
+            );
+            for n in [1usize, 16, 33] {
+                let stored = random_b(&mut rng, c, n);
+                let bias = rng.vec(n, -0.5, 0.5);
+                let init = rng.vec(m * n, -1.0, 1.0);
+                for dtype in DTYPES {
+                    let (data, scales) = stored.data(dtype);
+                    let b = PackedB::new(data, scales, c, n).unwrap();
+                    for gelu in [false, true] {
+                        let epi = || {
+                            if gelu {
+                                Epilogue::BiasGelu(&bias)
+                            } else {
+                                Epilogue::Bias(&bias)
+                            }
+                        };
+                        let mut want = init.clone();
+                        let a = MatRef::dense(&f, m, c);
+                        kernels::gemm(kern, a, b, epi(), MatMut::dense(&mut want, m, n)).unwrap();
+                        let mut got = init.clone();
+                        let out = MatMut::dense(&mut got, m, n);
+                        kernels::gemm_half_rows(kern, &h, m, b, epi(), out).unwrap();
+                        let what =
+                            std::format!("half rows {dtype:?} m={m} k={c} n={n} gelu {gelu}");
+                        assert_bits(&got, &want, &what);
+                    }
                 }
             }
         }

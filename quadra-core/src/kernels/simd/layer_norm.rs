@@ -29,12 +29,12 @@ pub(crate) unsafe fn layer_norm_rows<S: Simd>(a: &LnArgs) {
     unsafe { ln_all::<S, false>(a) }
 }
 
-/// [`layer_norm_rows`] into a half-precision blocked row (`a.blocks` set; `a.out` then
-/// points at halves, see `kernels::neon_fp16_qdw`): each value rounded to f16 as it is
-/// stored.
+/// [`layer_norm_rows`] into half-precision rows (`a.out` then points at halves): blocked
+/// (`a.blocks` set; the QDW's rows, see `kernels::neon_fp16_qdw`) or channels-last (the
+/// pointwise GEMM's input rows); each value rounded to f16 as it is stored.
 ///
 /// # Safety
-/// As [`layer_norm_rows`], `out` valid for `ceil(c/16)·pw·16` halves.
+/// As [`layer_norm_rows`], `out` valid for `rows·c` halves, or `ceil(c/16)·pw·16` blocked.
 #[cfg(target_arch = "aarch64")]
 #[inline(always)]
 pub(crate) unsafe fn layer_norm_rows_half<S: Simd>(a: &LnArgs) {
@@ -134,6 +134,9 @@ unsafe fn ln_rows<S: Simd, const R: usize, const HALF: bool>(a: &LnArgs, r0: usi
                     CBLOCK,
                     S::store_half
                 )
+            }),
+            None if HALF => each_vector!(S, c, |i, n| {
+                normalise!(i, n, out.cast::<u16>().add(r0 * c + i), c, S::store_half)
             }),
             None => each_vector!(S, c, |i, n| normalise!(i, n, out.add(r0 * c + i), c)),
             Some((pw, p)) => each_vector!(S, c, |i, n| {
