@@ -124,20 +124,25 @@ unsafe fn ln_rows<S: Simd, const R: usize, const HALF: bool>(a: &LnArgs, r0: usi
         // The layout decided once, outside the loops. Blocked: channel `i` of row `r` at
         // `((i/CBLOCK)·pw + p + r)·CBLOCK + i%CBLOCK` (LANES divides CBLOCK: a vector never
         // straddles two blocks).
+        if HALF {
+            match blocks {
+                Some((pw, p)) => each_vector!(S, c, |i, n| {
+                    normalise!(
+                        i,
+                        n,
+                        out.cast::<u16>()
+                            .add(((i / CBLOCK) * pw + p + r0) * CBLOCK + i % CBLOCK),
+                        CBLOCK,
+                        S::store_half
+                    )
+                }),
+                None => each_vector!(S, c, |i, n| {
+                    normalise!(i, n, out.cast::<u16>().add(r0 * c + i), c, S::store_half)
+                }),
+            }
+            return;
+        }
         match blocks {
-            Some((pw, p)) if HALF => each_vector!(S, c, |i, n| {
-                normalise!(
-                    i,
-                    n,
-                    out.cast::<u16>()
-                        .add(((i / CBLOCK) * pw + p + r0) * CBLOCK + i % CBLOCK),
-                    CBLOCK,
-                    S::store_half
-                )
-            }),
-            None if HALF => each_vector!(S, c, |i, n| {
-                normalise!(i, n, out.cast::<u16>().add(r0 * c + i), c, S::store_half)
-            }),
             None => each_vector!(S, c, |i, n| normalise!(i, n, out.add(r0 * c + i), c)),
             Some((pw, p)) => each_vector!(S, c, |i, n| {
                 normalise!(
