@@ -78,8 +78,10 @@ pub enum Precision {
     /// Single precision throughout.
     #[default]
     F32,
-    /// The pointwise GEMMs in half precision (operands rounded to f16, products summed in
-    /// f16 over runs of [`FP16_CHUNK`] inner steps, the runs summed in f32); the rest f32.
+    /// Half precision where FEAT_FP16 pays: the pointwise GEMMs (operands rounded to f16,
+    /// products summed in f16 over runs of [`FP16_CHUNK`] inner steps, the runs summed in
+    /// f32), the QDW conv (on half-precision input rows, its epilogue in f32) and GELU's
+    /// `g`; the rest f32.
     Fp16,
 }
 
