@@ -54,10 +54,17 @@ def row_pointer(ky):
     return [f"ldr {reg}, [{{rows}}, #{8 * ky}]", f"add {reg}, {reg}, {{off}}"]
 
 
-def body_compact(k):
+def body_compact(k, half=False):
     """Compact taps: each tap loads its three vectors at once (`ld1` of three registers,
     walking a copy of the tap pointer), taps in row-major order, pixel by pixel within a
-    tap."""
+    tap.
+
+    With `half` (`Precision::Fp16`, FEAT_FP16): eight channels per vector, `fmla .8h`. Taps:
+    f16, `(t*3 + f) * 8` halves from the chunk's start (rounded from f32, scales folded in,
+    once per channel chunk). Inputs: the f16 ring (`block_row` and LayerNorm round the rows
+    to f16 as they write them), a pixel's eight channels one 16-byte load, pixels
+    `HALF_PIXEL` bytes apart."""
+    lanes, pixel = ("8h", HALF_PIXEL) if half else ("4s", PIXEL)
     lines = ["mov {wp}, {w}"]
     for ky in range(k):
         row = ROW_REG[ky % 2]
@@ -65,40 +72,15 @@ def body_compact(k):
             t = ky * k + kx
             if kx == 0:
                 lines += row_pointer(ky)
-            lines.append("ld1 {{v28.4s, v29.4s, v30.4s}}, [{wp}], #48")
+            lines.append(f"ld1 {{{{v28.{lanes}, v29.{lanes}, v30.{lanes}}}}}, [{{wp}}], #48")
             new = range(Q) if kx == 0 else [kx + Q - 1]
             for j in new:
-                lines.append(f"ldr q{21 + j % Q}, [{row}, #{j * PIXEL}]")
+                lines.append(f"ldr q{21 + j % Q}, [{row}, #{j * pixel}]")
             op = "fmul" if t == 0 else "fmla"
             for q in range(Q):
                 x = 21 + (q + kx) % Q
                 for f in range(3):
-                    lines.append(f"{op} v{f * Q + q}.4s, v{28 + f}.4s, v{x}.4s")
-    return lines
-
-
-def body_fp16(k):
-    """Half precision (`Precision::Fp16`, FEAT_FP16): eight channels per vector, the
-    compact walk of `body_compact` with `fmla .8h`. Taps: f16, `(t*3 + f) * 8` halves
-    from the chunk's start (rounded from f32, scales folded in, once per channel chunk).
-    Inputs: the f16 ring (`block_row` and LayerNorm round the rows to f16 as they write
-    them), a pixel's eight channels one 16-byte load, pixels `HALF_PIXEL` bytes apart."""
-    lines = ["mov {wp}, {w}"]
-    for ky in range(k):
-        row = ROW_REG[ky % 2]
-        for kx in range(k):
-            t = ky * k + kx
-            if kx == 0:
-                lines += row_pointer(ky)
-            lines.append("ld1 {{v28.8h, v29.8h, v30.8h}}, [{wp}], #48")
-            new = range(Q) if kx == 0 else [kx + Q - 1]
-            for j in new:
-                lines.append(f"ldr q{21 + j % Q}, [{row}, #{j * HALF_PIXEL}]")
-            op = "fmul" if t == 0 else "fmla"
-            for q in range(Q):
-                x = 21 + (q + kx) % Q
-                for f in range(3):
-                    lines.append(f"{op} v{f * Q + q}.8h, v{28 + f}.8h, v{x}.8h")
+                    lines.append(f"{op} v{f * Q + q}.{lanes}, v{28 + f}.{lanes}, v{x}.{lanes}")
     return lines
 
 
@@ -170,7 +152,7 @@ def function(k, layout):
         "        core::arch::asm!(",
     ]
     out.append(f'            "// quadra-mca: qdw_taps_k{k}_{layout}",')
-    body = {"compact": lambda: body_compact(k), "fp16": lambda: body_fp16(k),
+    body = {"compact": lambda: body_compact(k), "fp16": lambda: body_compact(k, half=True),
             "packed": lambda: body_pipelined(k, stride)}[layout]()
     for line in body:
         out.append(f'            "{line}",')

@@ -450,6 +450,26 @@ pub fn gelu_slice(kern: Kernels, x: &mut [f32]) {
     )
 }
 
+/// The rows of a LayerNorm call (`x.len() / c`), after the checks every entry point makes:
+/// `c` weights and biases, and an output of at least `floats(rows·c)` floats (`found`).
+/// `None` for `c = 0` (nothing to do).
+fn ln_rows(
+    x: &[f32],
+    c: usize,
+    w: &[f32],
+    b: &[f32],
+    found: usize,
+    floats: fn(usize) -> usize,
+) -> Result<Option<usize>, Error> {
+    if c == 0 {
+        return Ok(None);
+    }
+    check_ln_weights(c, w, b)?;
+    let rows = x.len() / c;
+    check_len(Buffer::Output, floats(rows * c), found)?;
+    Ok(Some(rows))
+}
+
 /// LayerNorm (eps 1e-6, over channels) of consecutive channel vectors of length `c`:
 /// `x` and `out` hold the same number of them. The scalar path is `math::layer_norm`.
 pub fn layer_norm_rows(
@@ -460,12 +480,9 @@ pub fn layer_norm_rows(
     b: &[f32],
     out: &mut [f32],
 ) -> Result<(), Error> {
-    if c == 0 {
+    let Some(rows) = ln_rows(x, c, w, b, out.len(), |n| n)? else {
         return Ok(());
-    }
-    check_ln_weights(c, w, b)?;
-    let rows = x.len() / c;
-    check_len(Buffer::Output, rows * c, out.len())?;
+    };
     if kern.isa() == Isa::Scalar {
         crate::math::layer_norm_rows(&x[..rows * c], c, &w[..c], &b[..c], &mut out[..rows * c]);
         return Ok(());
@@ -529,12 +546,9 @@ pub(crate) fn layer_norm_rows_half(
     b: &[f32],
     out: &mut [f32],
 ) -> Result<(), Error> {
-    if c == 0 {
+    let Some(rows) = ln_rows(x, c, w, b, out.len(), |n| n.div_ceil(2))? else {
         return Ok(());
-    }
-    check_ln_weights(c, w, b)?;
-    let rows = x.len() / c;
-    check_len(Buffer::Output, (rows * c).div_ceil(2), out.len())?;
+    };
     #[cfg(target_arch = "aarch64")]
     if kern.fp16() {
         let a = ln_args(x.as_ptr(), rows, c, w, b, out.as_mut_ptr(), None);
@@ -542,7 +556,7 @@ pub(crate) fn layer_norm_rows_half(
         unsafe { aarch64_neon::layer_norm_rows_half(&a) };
         return Ok(());
     }
-    let _ = kern;
+    let _ = (kern, rows);
     Err(Error::Arch("half-precision rows need an fp16 token"))
 }
 
