@@ -233,12 +233,18 @@ def finish(unit, gamma):
         "    unsafe {",
         "        core::arch::asm!(",
     ]
-    out += [f'            "{line}",' for line in lines]
+    return out + finish_tail(lines, scales=not unit, gamma=gamma)
+
+
+def finish_tail(lines, scales, gamma):
+    """An epilogue's assembly lines and its operands (the scales pointer if `scales`, gamma's
+    if `gamma`), closing the function."""
+    out = [f'            "{line}",' for line in lines]
     out.append("            o = inout(reg) out,")
     out.append("            p = out(reg) _,")
     out.append("            st = in(reg) f.stride,")
     out.append("            b = in(reg) f.bias,")
-    if not unit:
+    if scales:
         out.append("            s = in(reg) f.scales,")
     if gamma:
         out.append("            g = in(reg) f.gamma,")
@@ -302,22 +308,7 @@ def finish_fp16(gamma):
         "    unsafe {",
         "        core::arch::asm!(",
     ]
-    out += [f'            "{line}",' for line in lines]
-    out.append("            o = inout(reg) out,")
-    out.append("            p = out(reg) _,")
-    out.append("            st = in(reg) f.stride,")
-    out.append("            b = in(reg) f.bias,")
-    if gamma:
-        out.append("            g = in(reg) f.gamma,")
-    for i in range(21):
-        out.append(f'            inout("v{i}") t[{i}] => _,')
-    out += SCRATCH
-    out.append("            options(nostack, preserves_flags)")
-    out.append("        );")
-    out.append("    }")
-    out.append("    out")
-    out.append("}")
-    return out
+    return out + finish_tail(lines, scales=False, gamma=gamma)
 
 
 FINISH_STRUCT = """
