@@ -458,20 +458,32 @@ unsafe fn narrow_rows(a: *const f32, lda: usize, rows: usize, k: usize, ah: *mut
     // SAFETY: within the extents of the contract.
     unsafe {
         for i in 0..rows {
-            let (src, dst) = (a.add(i * lda), ah.add(i * AS));
-            let mut kk = 0;
-            while kk + 8 <= k {
-                vst1q_u16(
-                    dst.add(kk),
-                    narrow(vld1q_f32(src.add(kk)), vld1q_f32(src.add(kk + 4))),
-                );
-                kk += 8;
-            }
-            while kk < k {
-                let h = narrow(vdupq_n_f32(*src.add(kk)), vdupq_n_f32(0.0));
-                vst1q_lane_u16::<0>(dst.add(kk), h);
-                kk += 1;
-            }
+            narrow_run(a.add(i * lda), k, ah.add(i * AS));
+        }
+    }
+}
+
+/// `n` consecutive floats at `src` rounded to f16 (nearest even) into `dst`: eight at a
+/// time, the rest one by one.
+///
+/// # Safety
+/// NEON; `src` valid for `n` floats, `dst` for `n` halves.
+#[inline(always)]
+pub(super) unsafe fn narrow_run(src: *const f32, n: usize, dst: *mut u16) {
+    // SAFETY: within the extents of the contract.
+    unsafe {
+        let mut kk = 0;
+        while kk + 8 <= n {
+            vst1q_u16(
+                dst.add(kk),
+                narrow(vld1q_f32(src.add(kk)), vld1q_f32(src.add(kk + 4))),
+            );
+            kk += 8;
+        }
+        while kk < n {
+            let h = narrow(vdupq_n_f32(*src.add(kk)), vdupq_n_f32(0.0));
+            vst1q_lane_u16::<0>(dst.add(kk), h);
+            kk += 1;
         }
     }
 }

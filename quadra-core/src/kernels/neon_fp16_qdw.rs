@@ -21,10 +21,9 @@ use core::arch::aarch64::*;
 use core::mem::MaybeUninit;
 
 use super::aarch64_neon::Neon;
-use super::neon_fp16::{fmla, fmul, narrow, widen, H8};
+use super::neon_fp16::{fmla, fmul, narrow, narrow_run, widen, H8};
 use super::simd::{self, ld_any, st_any, Elem, QdwArgs};
 use super::{neon_qdw, CBLOCK, MAX_K};
-use crate::math::f16;
 
 /// Channels of one half-precision chunk: one `.8h` vector.
 const CH: usize = 8;
@@ -34,30 +33,6 @@ const CH: usize = 8;
 #[inline(always)]
 const fn at(ch: usize, pw: usize, x: usize) -> usize {
     ((ch / CBLOCK) * pw + x) * CBLOCK + ch % CBLOCK
-}
-
-/// Channels `0..c` of `src` rounded to f16 into `dst`: eight at a time, the rest one by one.
-///
-/// # Safety
-/// NEON; `src` valid for `c` floats; `dst` for the halves `at(ch, ..)` names, each
-/// chunk of eight inside one [`CBLOCK`] block.
-#[inline(always)]
-unsafe fn narrow_pixel(src: *const f32, c: usize, dst: impl Fn(usize) -> *mut u16) {
-    // SAFETY: the caller's contract.
-    unsafe {
-        let mut ch = 0;
-        while ch + CH <= c {
-            vst1q_u16(
-                dst(ch),
-                narrow(vld1q_f32(src.add(ch)), vld1q_f32(src.add(ch + 4))),
-            );
-            ch += CH;
-        }
-        while ch < c {
-            *dst(ch) = f16::from_f64(f64::from(*src.add(ch)));
-            ch += 1;
-        }
-    }
 }
 
 /// A channels-last row of `w` pixels into the half-precision blocked row `dst` (see the
@@ -72,7 +47,15 @@ pub(crate) unsafe fn block_row(src: *const f32, w: usize, c: usize, k: usize, ds
     unsafe {
         let (p, pw) = ((k - 1) / 2, w + k - 1);
         for px in 0..w {
-            narrow_pixel(src.add(px * c), c, |ch| dst.add(at(ch, pw, p + px)));
+            // Each 16-channel block of the pixel is contiguous in the blocked row.
+            let pix = src.add(px * c);
+            for b0 in (0..c).step_by(CBLOCK) {
+                narrow_run(
+                    pix.add(b0),
+                    (c - b0).min(CBLOCK),
+                    dst.add(at(b0, pw, p + px)),
+                );
+            }
         }
     }
 }
@@ -93,7 +76,8 @@ unsafe fn copy_next<const K: usize>(a: &QdwArgs, x0: usize, q: usize, c0: usize,
         let (pw, dst) = (a.w + K - 1, a.next_dst.cast::<u16>());
         for j in x0..x0 + q {
             let src = a.next_src.add(j * a.c + c0);
-            narrow_pixel(src, nv, |i| dst.add(at(c0 + i, pw, (K - 1) / 2 + j)));
+            // The chunk's `nv <= 8` channels lie in one block, contiguous.
+            narrow_run(src, nv, dst.add(at(c0, pw, (K - 1) / 2 + j)));
         }
     }
 }
