@@ -198,15 +198,19 @@ def find(blks):
               and not mix["ld1"] and not mix["fmov"]):
             # ... bias only (the stem, downsample and head layers).
             name = "epi_bias"
-        elif "q88dispatch" in fn and mix["scvtf"] == 4 and mix["fmul"] == 4 and mix["str"] == 4:
-            # w8a8: a tile's int32 sums times the row scales, 16 values (`q8::finish`).
+        elif "gemm_q8_sdot" in fn and mix["scvtf"] == 20 and mix["fmul"] == 20 and not mix["sdot"]:
+            # w8a8: the 5 x 16 sdot tile's int32 sums converted and times the row scales in
+            # registers, then parked for the epilogue (`q8::tile`, `Dot::store_scaled`).
             name = "dequant"
-        elif "quantize_rows" in fn and mix["fabs"] and mix["fmax"] and mix["fsub"] and len(body) < 12:
-            # w8a8 activations, first pass over a row: max |x| and the finiteness sum.
+        elif ("quantize_rows" in fn and mix["fabs"] == 4 and mix["fmax"] == 4 and not mix["fsub"]
+              and body[-1].startswith("b.")):
+            # w8a8 activations, first pass over a row: max |x| of 16 values (NEON's `fmax`
+            # carries a NaN through, so no finiteness sum).
             name = "quant_amax"
-        elif ("quantize_rows" in fn and mix["frintn"] and mix["fcvtns"] and mix["str"]
-              and not mix["stur"] and not mix["bl"]):
-            # ... second pass: scale, round to even, clamp, narrow to int8, sum.
+        elif ("quantize_rows" in fn and mix["fcvtns"] == 4 and mix["sqxtn2"] == 3 and mix["str"]
+              and not mix["bl"] and body[-1].startswith("b.")):
+            # ... second pass over 16: scale, round to even and convert (`fcvtns`), narrow
+            # to int8 (`sqxtn`), store, sum (`saddlp`, `sadalp`).
             name = "quant_round"
         elif gemm_fn(fn) and not fmla and w != "f32" and (mix["str"] or mix["stp"]):
             # f16 / int8 weight panels widened to f32 once per GEMM call (`gemm_widened`).
@@ -269,9 +273,9 @@ ELEMENTWISE = {
     "q8_epi_gelu_fp16": ("Epilogue", "int8 GEMM: bias + GELU fp16, rows x 8", 32),
     "epi_scale_add": ("Epilogue", "bias, gamma, residual, 5 x 4", 20),
     "epi_bias": ("Epilogue", "bias, 5 rows x 4", 20),
-    "dequant": ("Dequantise", "int32 sums x row scale, 16", 16),
-    "quant_amax": ("Quantise", "max |x| pass, 4 values", 4),
-    "quant_round": ("Quantise", "round + narrow pass, 4 values", 4),
+    "dequant": ("Dequantise", "5 x 16 int32 sums x row scale, in registers", 80),
+    "quant_amax": ("Quantise", "max |x| pass, 16 values", 16),
+    "quant_round": ("Quantise", "round + narrow pass, 16 values", 16),
     "fp16_fold": ("GEMM fp16", "a run's fold into f32, 4 x 16", 64),
     "fp16_narrow": ("GEMM fp16", "activations to f16, 8 values", 8),
 }

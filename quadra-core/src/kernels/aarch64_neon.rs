@@ -367,6 +367,10 @@ unsafe impl<const SDOT: bool, const HALF: bool> Dot for NeonDot<SDOT, HALF> {
     unsafe fn store(p: *mut i32, acc: int32x4_t) {
         vst1q_s32(p, acc)
     }
+    #[inline(always)]
+    unsafe fn store_scaled(p: *mut f32, acc: int32x4_t, scale: f32) {
+        vst1q_f32(p, vmulq_n_f32(vcvtq_f32_s32(acc), scale))
+    }
 }
 
 /// # Safety
@@ -518,13 +522,81 @@ pub(crate) unsafe fn block_row(src: *const f32, w: usize, c: usize, k: usize, ds
     unsafe { simd::block_row::<Neon>(src, w, c, k, dst) }
 }
 
+/// The w8a8 activation rows, bit for bit as `q8::quantize_rows_ref`, in NEON's own two
+/// passes of sixteen values (the generic `q8::quantize` spends six instructions on four):
+///
+/// * `max |x|` alone: `fmax` returns NaN when either input is NaN, so a NaN or an infinity
+///   in the row leaves `amax` non-finite, which `q8::row_scale` turns into the NaN scale
+///   (the generic loop sums `x - x` for that, on ISAs whose max drops NaNs).
+/// * `fcvtns` rounds `x · (127 / amax)` to the nearest integer, ties to even, as `rintf`
+///   does, and the narrows (`sqxtn`) keep it: no clamp is needed, as a finite row gives
+///   `|x · inv| <= 127·(1 + 2^-24)^2 < 127.5` (`row_scale` never returns an infinite
+///   `inv`), and a row holding a NaN or an infinity has `inv = 0`, its values 0 (`fcvtns`
+///   of NaN, like the reference's `NaN as i32`).
+/// * The sum of the row's int8 values by pairwise widening adds (`saddlp`, `sadalp`).
+///
 /// # Safety
 /// CPU must have NEON; pointers as checked by `q8::quantize_rows`.
 #[target_feature(enable = "neon")]
 pub(crate) unsafe fn quantize_rows(q: &QuantArgs) {
-    // SAFETY: the caller holds this ISA's `Kernels` token and checked every length
-    // behind the pointers (see `kernels::leaf!`).
-    unsafe { q8::quantize::<Neon>(q) }
+    // SAFETY: the caller holds this ISA's `Kernels` token and checked every length behind
+    // the pointers (see `kernels::leaf!`): row `i` of `q.k` floats at `q.a + i·q.lda`, its
+    // `q.k` int8 values at `q.q + i·q.k`, `q.m` scales and sums. Every load below stays
+    // inside the row (`c + 16 <= k`, then `simd::ld_any` of the `n < 4` left), every store
+    // inside the output row (whole 16-byte vectors, the tail through `tail`).
+    unsafe {
+        let k = q.k;
+        for i in 0..q.m {
+            let x = q.a.add(i * q.lda);
+            let mut m = [vdupq_n_f32(0.0); 4];
+            let mut c = 0;
+            while c + 16 <= k {
+                for (t, m) in m.iter_mut().enumerate() {
+                    *m = vmaxq_f32(*m, vabsq_f32(vld1q_f32(x.add(c + 4 * t))));
+                }
+                c += 16;
+            }
+            while c < k {
+                let n = (k - c).min(4);
+                m[0] = vmaxq_f32(m[0], vabsq_f32(simd::ld_any::<Neon>(x.add(c), n)));
+                c += n;
+            }
+            let amax = vmaxvq_f32(vmaxq_f32(vmaxq_f32(m[0], m[1]), vmaxq_f32(m[2], m[3])));
+            // A NaN or an infinity made `amax` non-finite, which `row_scale` checks.
+            let (scale, inv) = q8::row_scale(amax, true);
+            let inv = vdupq_n_f32(inv);
+            let qrow = q.q.add(i * k);
+            let mut sum = vdupq_n_s32(0);
+            // Sixteen values to sixteen int8; their sum into `sum`.
+            let narrow = |v: [float32x4_t; 4], sum: &mut int32x4_t| {
+                let r = v.map(|v| vcvtnq_s32_f32(vmulq_f32(v, inv)));
+                let lo = vqmovn_high_s32(vqmovn_s32(r[0]), r[1]);
+                let hi = vqmovn_high_s32(vqmovn_s32(r[2]), r[3]);
+                let b = vqmovn_high_s16(vqmovn_s16(lo), hi);
+                *sum = vpadalq_s16(*sum, vpaddlq_s8(b));
+                b
+            };
+            let mut c = 0;
+            while c + 16 <= k {
+                let v = core::array::from_fn(|t| vld1q_f32(x.add(c + 4 * t)));
+                vst1q_s8(qrow.add(c), narrow(v, &mut sum));
+                c += 16;
+            }
+            if c < k {
+                // Fewer than sixteen left: zeros beyond the row quantise to 0 and add 0.
+                let n = k - c;
+                let mut v = [vdupq_n_f32(0.0); 4];
+                for (t, v) in v.iter_mut().enumerate().take(n.div_ceil(4)) {
+                    *v = simd::ld_any::<Neon>(x.add(c + 4 * t), (n - 4 * t).min(4));
+                }
+                let mut tail = [0i8; 16];
+                vst1q_s8(tail.as_mut_ptr(), narrow(v, &mut sum));
+                core::ptr::copy_nonoverlapping(tail.as_ptr(), qrow.add(c), n);
+            }
+            *q.scales.add(i) = scale;
+            *q.sums.add(i) = vaddvq_s32(sum);
+        }
+    }
 }
 
 /// # Safety

@@ -7,8 +7,10 @@
 //!
 //! * **Quantise** a row `x` of `k` floats: `amax = max|x|`, `scale = amax / 127`,
 //!   `q = clamp(rint(x · (127 / amax)), -127, 127)` (round half to even), `sum = Σ q`. A row
-//!   of zeros gets scale 0; a row holding a NaN or an infinity gets scale NaN, so every
-//!   output computed from it is NaN rather than silently finite.
+//!   of zeros gets scale 0, and so does one whose `127 / amax` overflows (`amax` below
+//!   about 3.7e-37); a row holding a NaN or an infinity gets scale NaN, so every
+//!   output computed from it is NaN rather than silently finite (its int8 values are then
+//!   unspecified: the ISAs' clamps treat NaN differently).
 //! * **Multiply**: `acc[i][j] = Σ_kk q[i][kk] · B[kk][j]`, exact in int32 for every `k` the
 //!   architecture allows (`|acc| <= 131072 · 127 · 127 < 2^31`). Weights must lie in
 //!   `-127..=127` (symmetric quantisation never gives -128, and loading a w8a8 file checks
@@ -150,11 +152,14 @@ fn dense_len(buffer: Buffer, rows: usize, cols: usize) -> Result<usize, Error> {
 
 /// The scale and inverse scale of a row from its `max|x|` and whether it held a NaN or an
 /// infinity: `(amax / 127, 127 / amax)`, `(0, 0)` for zeros, `(NaN, 0)` if not finite.
+/// A row whose `amax` is so small (below `127 / f32::MAX`, about 3.7e-37) that `127 / amax`
+/// overflows counts as zeros: an infinite inverse would turn its zeros into `0 · inf` = NaN,
+/// which each ISA's clamp maps differently.
 #[inline(always)]
 pub(crate) fn row_scale(amax: f32, finite: bool) -> (f32, f32) {
     if !finite || !amax.is_finite() {
         (f32::NAN, 0.0)
-    } else if amax == 0.0 {
+    } else if amax == 0.0 || !(127.0 / amax).is_finite() {
         (0.0, 0.0)
     } else {
         (amax / 127.0, 127.0 / amax)
@@ -581,6 +586,9 @@ pub(crate) unsafe trait Dot {
     }
     /// Writes the `COLS` int32 sums.
     unsafe fn store(p: *mut i32, acc: Self::Acc);
+    /// Writes the `COLS` sums dequantised by the row scale, `(acc as f32) · scale` in
+    /// each lane: the first step of the f32 epilogue, done while they are in registers.
+    unsafe fn store_scaled(p: *mut f32, acc: Self::Acc, scale: f32);
     /// Is GELU's `g` evaluated in half precision in the epilogue (`Precision::Fp16`: NEON
     /// with FEAT_FP16 enabled in the leaf, `neon_fp16`)?
     const HALF_GELU: bool = false;
@@ -706,6 +714,18 @@ unsafe fn tile<D: Dot, S: Simd, const M: usize, const NV: usize>(
         }
         let mut t = core::mem::MaybeUninit::<[[i32; TILE_COLS]; 12]>::uninit();
         let tp = t.as_mut_ptr().cast::<i32>();
+        if let Q8Out::F32 { .. } = g.out {
+            // Dequantised by the row scales on their way out of the registers, then the
+            // epilogue (one pass over the parked tile rather than two).
+            let fp = tp.cast::<f32>();
+            for (i, row) in acc.iter().enumerate() {
+                let rs = *g.a_scales.add(i0 + i);
+                for (j, v) in row.iter().enumerate() {
+                    D::store_scaled(fp.add(i * TILE_COLS + j * D::COLS), *v, rs);
+                }
+            }
+            return epilogue::<S, M>(g, fp, i0, j0, cols, D::HALF_GELU);
+        }
         for (i, row) in acc.iter().enumerate() {
             for (j, v) in row.iter().enumerate() {
                 D::store(tp.add(i * TILE_COLS + j * D::COLS), *v);
@@ -746,9 +766,9 @@ pub(crate) unsafe fn finish<S: Simd, const M: usize>(
                     );
                 }
             }
-            Q8Out::F32 { out, ldo, epi } => {
+            Q8Out::F32 { .. } => {
                 // Dequantise by the row scale in place (i32 and f32 lanes are the same size),
-                // then the f32 GEMM's epilogue applies the column scale, bias and the rest.
+                // then the epilogue.
                 let fp = tp.cast::<f32>();
                 for i in 0..M {
                     let rs = S::splat(*g.a_scales.add(i0 + i));
@@ -759,15 +779,38 @@ pub(crate) unsafe fn finish<S: Simd, const M: usize>(
                         c += S::LANES;
                     }
                 }
-                let (scales, epi, out) =
-                    (g.b_scales.add(j0), epi.offset(j0), out.add(i0 * ldo + j0));
-                #[cfg(target_arch = "aarch64")]
-                if half_gelu {
-                    return super::neon_fp16::epilogue_fp16::<M>(fp, cols, scales, epi, out, ldo);
-                }
-                let _ = half_gelu;
-                simd::epilogue::<S, M>(fp, cols, scales, epi, out, ldo);
+                epilogue::<S, M>(g, fp, i0, j0, cols, half_gelu);
             }
         }
+    }
+}
+
+/// The f32 GEMM's epilogue (column scale, bias and the rest) over an `M`-row tile whose
+/// sums, already times the row scales, are parked at `fp` (as [`finish`] lays them out).
+///
+/// # Safety
+/// As [`finish`], with `g.out` the f32 output.
+#[inline(always)]
+unsafe fn epilogue<S: Simd, const M: usize>(
+    g: &Q8Args,
+    fp: *mut f32,
+    i0: usize,
+    j0: usize,
+    cols: usize,
+    half_gelu: bool,
+) {
+    let Q8Out::F32 { out, ldo, epi } = g.out else {
+        return;
+    };
+    // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
+    // lengths documented above) is what the body relies on.
+    unsafe {
+        let (scales, epi, out) = (g.b_scales.add(j0), epi.offset(j0), out.add(i0 * ldo + j0));
+        #[cfg(target_arch = "aarch64")]
+        if half_gelu {
+            return super::neon_fp16::epilogue_fp16::<M>(fp, cols, scales, epi, out, ldo);
+        }
+        let _ = half_gelu;
+        simd::epilogue::<S, M>(fp, cols, scales, epi, out, ldo);
     }
 }

@@ -228,14 +228,34 @@ fn quantize_rows_simd_writes_the_reference_bits() {
                 );
             }
         }
-        // A NaN or an infinity anywhere in a row makes its scale NaN (never finite garbage).
-        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
-            let mut a = rng.vec(2 * 40, -1.0, 1.0);
-            a[40 + 33] = bad;
-            let mut got = QBuf::new(2, 40);
-            q8::quantize_rows(kern, &a, 40, &mut got.view_mut()).unwrap();
-            assert!(got.scales[0].is_finite(), "{}: clean row", kern.describe());
-            assert!(got.scales[1].is_nan(), "{}: {bad} row", kern.describe());
+        // A NaN or an infinity anywhere in a row makes its scale NaN (never finite garbage),
+        // wherever it sits (the main loop or the tail); that row's int8 values are then
+        // unspecified (every output from them is NaN), the clean row's match the
+        // reference's. A row whose `max|x|` is so small that `127 / amax` would overflow
+        // is zeros with scale 0 on every path.
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e-39, -2e-45] {
+            for at in [0usize, 5, 16, 33, 39] {
+                let mut a = rng.vec(2 * 40, -1.0, 1.0);
+                if bad.is_finite() {
+                    a[40..].iter_mut().for_each(|v| *v *= bad.abs() * 1e-3);
+                    a[40 + 7] = 0.0;
+                }
+                a[40 + at] = bad;
+                let mut want = QBuf::new(2, 40);
+                q8::quantize_rows_ref(&a, 40, &mut want.view_mut());
+                let mut got = QBuf::new(2, 40);
+                q8::quantize_rows(kern, &a, 40, &mut got.view_mut()).unwrap();
+                let what = std::format!("{}: {bad} at {at}", kern.describe());
+                assert!(got.scales[0].is_finite(), "{what}: clean row");
+                assert_eq!(got.scales[1].is_nan(), !bad.is_finite(), "{what}: scale");
+                if bad.is_finite() {
+                    assert!(got.scales[1] == 0.0 && got.q[40..].iter().all(|&v| v == 0), "{what}");
+                }
+                let rows = if bad.is_finite() { 2 } else { 1 };
+                assert_eq!(got.q[..40 * rows], want.q[..40 * rows], "{what}: values");
+                assert_eq!(got.sums[..rows], want.sums[..rows], "{what}: sums");
+                assert!(got.q.iter().all(|&v| v != -128), "{what}: -128 never occurs");
+            }
         }
     }
 }
