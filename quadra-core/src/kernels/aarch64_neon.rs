@@ -180,24 +180,6 @@ unsafe impl Simd for Neon {
         }
     }
     #[inline(always)]
-    unsafe fn abs(a: float32x4_t) -> float32x4_t {
-        vabsq_f32(a)
-    }
-    #[inline(always)]
-    unsafe fn reduce_max(v: float32x4_t) -> f32 {
-        vmaxvq_f32(v)
-    }
-    #[inline(always)]
-    unsafe fn round_even(a: float32x4_t) -> float32x4_t {
-        vrndnq_f32(a)
-    }
-    #[inline(always)]
-    unsafe fn store_i8(p: *mut i8, v: float32x4_t) {
-        let h = vmovn_s32(vcvtnq_s32_f32(v));
-        let b = vmovn_s16(vcombine_s16(h, h));
-        core::ptr::write_unaligned(p as *mut i32, vget_lane_s32::<0>(vreinterpret_s32_s8(b)));
-    }
-    #[inline(always)]
     unsafe fn load_i32(p: *const i32) -> float32x4_t {
         vcvtq_f32_s32(vld1q_s32(p))
     }

@@ -452,6 +452,7 @@ pub(crate) struct QuantArgs {
 ///
 /// # Safety
 /// Pointers as checked by [`quantize_rows`]; the leaf's ISA available.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub(crate) unsafe fn quantize<S: Simd>(g: &QuantArgs) {
     // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the

@@ -109,13 +109,18 @@ pub(crate) unsafe trait Simd {
     /// Asks for the cache line at `p` to be brought into L2 (a hint: never faults, any
     /// address).
     unsafe fn prefetch_l2(p: *const u8);
+    // The generic w8a8 quantisation's (`q8::quantize`, x86; NEON has its own).
     /// `|a|`.
+    #[cfg(target_arch = "x86_64")]
     unsafe fn abs(a: Self::V) -> Self::V;
     /// Largest lane.
+    #[cfg(target_arch = "x86_64")]
     unsafe fn reduce_max(v: Self::V) -> f32;
     /// Each lane rounded to the nearest integer, ties to even (as `libm::rintf`).
+    #[cfg(target_arch = "x86_64")]
     unsafe fn round_even(a: Self::V) -> Self::V;
     /// Stores `LANES` lanes holding integers in `-127..=127` as int8.
+    #[cfg(target_arch = "x86_64")]
     unsafe fn store_i8(p: *mut i8, v: Self::V);
     /// Loads `LANES` int32 values, converted to f32.
     unsafe fn load_i32(p: *const i32) -> Self::V;
