@@ -264,7 +264,10 @@ unsafe impl Dot for SignMadd {
     }
     #[inline(always)]
     unsafe fn store_scaled(p: *mut f32, acc: __m256i, scale: f32) {
-        _mm256_storeu_ps(p, _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(scale)))
+        _mm256_storeu_ps(
+            p,
+            _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(scale)),
+        )
     }
 }
 
@@ -341,7 +344,10 @@ unsafe impl<const VEX: bool> Dot for VnniY<VEX> {
     }
     #[inline(always)]
     unsafe fn store_scaled(p: *mut f32, acc: __m256i, scale: f32) {
-        _mm256_storeu_ps(p, _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(scale)))
+        _mm256_storeu_ps(
+            p,
+            _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(scale)),
+        )
     }
 }
 

@@ -168,7 +168,10 @@ unsafe impl Dot for Vnni {
     }
     #[inline(always)]
     unsafe fn store_scaled(p: *mut f32, acc: __m512i, scale: f32) {
-        _mm512_storeu_ps(p, _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(scale)))
+        _mm512_storeu_ps(
+            p,
+            _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(scale)),
+        )
     }
 }
 /// # Safety

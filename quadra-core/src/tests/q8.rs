@@ -249,12 +249,18 @@ fn quantize_rows_simd_writes_the_reference_bits() {
                 assert!(got.scales[0].is_finite(), "{what}: clean row");
                 assert_eq!(got.scales[1].is_nan(), !bad.is_finite(), "{what}: scale");
                 if bad.is_finite() {
-                    assert!(got.scales[1] == 0.0 && got.q[40..].iter().all(|&v| v == 0), "{what}");
+                    assert!(
+                        got.scales[1] == 0.0 && got.q[40..].iter().all(|&v| v == 0),
+                        "{what}"
+                    );
                 }
                 let rows = if bad.is_finite() { 2 } else { 1 };
                 assert_eq!(got.q[..40 * rows], want.q[..40 * rows], "{what}: values");
                 assert_eq!(got.sums[..rows], want.sums[..rows], "{what}: sums");
-                assert!(got.q.iter().all(|&v| v != -128), "{what}: -128 never occurs");
+                assert!(
+                    got.q.iter().all(|&v| v != -128),
+                    "{what}: -128 never occurs"
+                );
             }
         }
     }
