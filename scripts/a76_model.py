@@ -156,6 +156,22 @@ def find(blks):
                 GELU_ROWS[epi] = rows
                 found.pop(epi, None)
                 name = epi
+        elif ("gemm_fp16_gelu_half" in fn and mix["tbl"] and mix["tbl"] == 5 * mix["fcvtn2"]
+              and not mix["fcvtl2"] and mix["str"] == mix["fcvtn2"] and body[-1].startswith("b.")):
+            # ... the GELU epilogue writing half-precision rows (Precision::Fp16's PW1, for
+            # PW2): all of it in f16 after `x` is rounded, one `str q` of eight halves per row.
+            rows = mix["fcvtn2"]
+            if rows > GELU_ROWS.get("epi_gelu_fp16_half", 0):
+                GELU_ROWS["epi_gelu_fp16_half"] = rows
+                found.pop("epi_gelu_fp16_half", None)
+                name = "epi_gelu_fp16_half"
+        elif (("half_rows" in fn or "gelu_half" in fn) and len(body) <= 11 and mix["ldp"] == 2
+              and mix["stp"] == 2 and all(t.split()[1].startswith("q") for t in body
+                                          if t.split()[0] in ("ldp", "stp"))
+              and body[-1].startswith("b.")):
+            # ... f16 activation rows copied into the tiles' layout (rows WIDE_K apart), 32
+            # halves per iteration, once per GEMM call and row.
+            name = "fp16_copy"
         elif "gelu_slice" in fn and mix["frecpe"] and mix["str"] == 1 and not mix["bl"]:
             # GELU of one vector (the GEMM epilogue's, here alone): erf's rational
             # polynomial, a reciprocal estimate and two Newton steps.
@@ -278,6 +294,8 @@ ELEMENTWISE = {
     "quant_round": ("Quantise", "round + narrow pass, 16 values", 16),
     "fp16_fold": ("GEMM fp16", "a run's fold into f32, 4 x 16", 64),
     "fp16_narrow": ("GEMM fp16", "activations to f16, 8 values", 8),
+    "fp16_copy": ("GEMM fp16", "f16 rows into the tile layout, 32", 32),
+    "epi_gelu_fp16_half": ("Epilogue", "bias + GELU fp16 to f16, rows x 8", 32),
 }
 
 
@@ -303,9 +321,11 @@ def values(name):
     """Values one iteration of an ELEMENTWISE loop handles."""
     if name == "epi_gelu":
         return 4 * GELU_ROWS.get("rows", 5)
-    if name in ("epi_gelu_fp16", "q8_epi_gelu_fp16"):
+    if name in ("epi_gelu_fp16", "q8_epi_gelu_fp16", "epi_gelu_fp16_half"):
         return 8 * GELU_ROWS.get(name, 4)
     return ELEMENTWISE[name][2]
+
+
 MODES = ("f32", "f16w", "w8a8", "fp16", "w8a8+fp16")
 
 
@@ -326,6 +346,7 @@ def network_estimate(t, ghz):
             "widen_f16", "gelu", "epi_gelu", "epi_scale_add", "epi_bias", "dequant",
             "quant_amax", "quant_round", "ln_sum", "ln_var", "ln_norm", "ln_rows4", "ln_means4",
             "gemm_4x16_fp16", "fp16_fold", "fp16_narrow", "epi_gelu_fp16", "q8_epi_gelu_fp16",
+            "epi_gelu_fp16_half", "fp16_copy",
             "qdw_k7_fp16", "ln_norm", "ln_norm_blocked_fp16", "ln_norm_fp16")
     missing = [n for n in need if n not in t]
     if missing:
@@ -336,7 +357,8 @@ def network_estimate(t, ghz):
     # In the network GELU runs in PW1's epilogue: its cost is that epilogue's beyond the
     # bias-only epilogue's (which stays in "epilogue").
     gelu = per["epi_gelu"] - per["epi_bias"]
-    gelu16 = per["epi_gelu_fp16"] - per["epi_bias"]  # fp16: `g` in half precision
+    # fp16 (float weights): PW1's GELU all in half precision, written as PW2's f16 input.
+    gelu16 = per["epi_gelu_fp16_half"] - per["epi_bias"]
     quant = per["quant_amax"] + per["quant_round"]
 
     def ln(c):
@@ -350,6 +372,7 @@ def network_estimate(t, ghz):
     # cycles to round one activation to f16 (once per GEMM call and row).
     rate16 = 4 * 16 * FP16_CHUNK / (FP16_CHUNK / 8 * t["gemm_4x16_fp16"]["cycles"] + t["fp16_fold"]["cycles"])
     narrow16 = t["fp16_narrow"]["cycles"] / 8
+    copy16 = t["fp16_copy"]["cycles"] / 32  # f16 rows copied into the tiles' layout, per value
     # Precision::Fp16's QDW: `fmla .8h` (eight multiply-adds each) at the group's fraction
     # of the peak; its rows are rounded to f16 by LN1's normalise pass (cycles per value
     # beyond the f32 pass's).
@@ -388,9 +411,11 @@ def network_estimate(t, ghz):
         other_fp16 = sum((m / rate16 + m * k / w * narrow16 if k <= WIDE_K else
                           m / (rate * fg) + w * widen16 if wide else m / (rate * fg16))
                          + o * per["epi_bias"] for m, k, w, wide, o in other)
-        # PW1's input is LN2's f16 rows (their rounding is priced in LayerNorm); PW2's (the
-        # 128-channel hidden slice, 4C per pixel) is rounded once per call.
-        pw_narrow = sum(p * 4 * dims[s] for s, p in enumerate(pix)) * narrow16
+        # PW1's input is LN2's f16 rows (their rounding is priced in LayerNorm), PW2's the
+        # f16 rows PW1's GELU writes: each GEMM call copies them into its tiles' layout, so
+        # PW1's C-channel rows once per 128-channel hidden slice (4C/128 times a pixel).
+        pw1_in = sum(p * -(-4 * dims[s] // HIDDEN_CHUNK) * dims[s] for s, p in enumerate(pix))
+        pw_copy = (hidden + pw1_in) * copy16
         for mode in MODES:
             parts = dict(common, quantise=0.0)
             if mode == "f32":
@@ -404,7 +429,7 @@ def network_estimate(t, ghz):
                     widen += d * strips(hw[s], hw[s], dims[s]) * 8 * dims[s] ** 2 * widen16
                 parts.update(GEMM=pw / (rate * fg) + widen, QDW=qdw / (rate * fq16), other=other_widened)
             elif mode == "fp16":  # f16 weights, half-precision pointwise GEMMs, QDW and GELU
-                parts.update(GEMM=pw / rate16 + pw_narrow, QDW=qdw / rate_qdw16, other=other_fp16,
+                parts.update(GEMM=pw / rate16 + pw_copy, QDW=qdw / rate_qdw16, other=other_fp16,
                              GELU=hidden * gelu16)
                 parts["LayerNorm"] += narrow * (ln1_half + ln2_half)
             else:  # w8a8, w8a8+fp16: int8 pointwise GEMMs; QDW taps and the other layers as f32 models
@@ -476,7 +501,7 @@ def main():
             k, v, _ = ELEMENTWISE[name]
             if name == "epi_gelu":
                 v = v.replace("rows", f"{GELU_ROWS.get('rows', 0)} row(s)")
-            if name in ("epi_gelu_fp16", "q8_epi_gelu_fp16"):
+            if name in ("epi_gelu_fp16", "q8_epi_gelu_fp16", "epi_gelu_fp16_half"):
                 v = v.replace("rows", f"{GELU_ROWS.get(name, 0)} row(s)")
             print(f"{k:10s} {v:33s} {r['insns']:4d} insns {r['cycles']:7.1f} cycles  "
                   f"{r['cycles'] / values(name):.2f} cycles per value  stack {r['stack']}")
@@ -487,10 +512,9 @@ def main():
         failed_est = None
         print(f"\nWhole networks, one A76 core at {a.ghz} GHz, 224x224, batch 1: MODELED, not measured")
         print("(every part from its own modeled loop, compute-bound, every load an L1 hit. fp16: f16")
-        print(" weights; the pointwise GEMMs, the QDW (on f16 rows LN1 writes) and GELU's g in half")
-        print(" precision, LayerNorm in f32; w8a8+fp16: w8a8 with the QDW and GELU's g in half")
-        print(" precision. ms per part, then one line")
-        print(" per model and mode)")
+        print(" weights; the pointwise GEMMs, the QDW (on f16 rows LN1 writes) and GELU (into PW2's")
+        print(" f16 rows) in half precision, LayerNorm's statistics in f32; w8a8+fp16: w8a8 with the")
+        print(" QDW and GELU's g in half precision. ms per part, then one line per model and mode)")
         print(f"  {'model':16s} {'mode':9s} " + " ".join(f"{p:>9s}" for p in PARTS) + f" {'total':>9s}")
         for (name, mode), parts in est.items():
             print(f"  {name:16s} {mode:9s} " + " ".join(f"{parts[p]:9.1f}" for p in PARTS)

@@ -572,12 +572,22 @@ pub fn mlp_group(
         let (Some(pw1), Some(pw2)) = (wts.pw1.cols(j0, j1), wts.pw2.rows(j0, j1)) else {
             return Err(Error::Arch("hidden slice outside the PW weights"));
         };
-        let h_out = MatMut::dense(&mut hidden[..m * nh], m, nh);
-        let gelu = Epilogue::BiasGelu(&wts.pw1_b[j0..j1]);
-        match ln2_q.as_mut() {
-            Some(q) => q8::gemm_q8(kern, q.as_ref(), pw1, gelu, h_out)?,
-            None if half => kernels::gemm_half_rows(kern, ln2.data, m, pw1, gelu, h_out)?,
-            None => kernels::gemm(kern, ln2, pw1, gelu, h_out)?,
+        let pw1_b = &wts.pw1_b[j0..j1];
+        // `Precision::Fp16` with float weights: PW1's GELU writes the slice in half
+        // precision, which PW2 reads as it is.
+        let half_hidden =
+            ln2_q.is_none() && kernels::half_rows(kern, &pw1) && kernels::half_rows(kern, &pw2);
+        if half_hidden {
+            let h_out = &mut hidden[..(m * nh).div_ceil(2)];
+            kernels::gemm_gelu_half(kern, (ln2.data, half), m, pw1, pw1_b, h_out)?;
+        } else {
+            let h_out = MatMut::dense(&mut hidden[..m * nh], m, nh);
+            let gelu = Epilogue::BiasGelu(pw1_b);
+            match ln2_q.as_mut() {
+                Some(q) => q8::gemm_q8(kern, q.as_ref(), pw1, gelu, h_out)?,
+                None if half => kernels::gemm_half_rows(kern, ln2.data, m, pw1, gelu, h_out)?,
+                None => kernels::gemm(kern, ln2, pw1, gelu, h_out)?,
+            }
         }
         let epi = match (group, first) {
             (0, true) => Epilogue::BiasScaleAdd {
@@ -587,9 +597,11 @@ pub fn mlp_group(
             (0, false) => Epilogue::ScaleAdd { gamma: wts.gamma2 },
             _ => Epilogue::ScaleAdd { gamma: ones },
         };
-        let hid = MatRef::dense(&hidden[..m * nh], m, nh);
         let res = MatMut::dense(&mut out[..m * c], m, c);
-        if pw2.is_dot() {
+        let hid = MatRef::dense(&hidden[..m * nh], m, nh);
+        if half_hidden {
+            kernels::gemm_half_rows(kern, &hid.data[..(m * nh).div_ceil(2)], m, pw2, epi, res)?;
+        } else if pw2.is_dot() {
             let mut q = q8::rows_in(hid_q, m, nh)?;
             q8::quantize_rows(kern, hid.data, nh, &mut q)?;
             q8::gemm_q8(kern, q.as_ref(), pw2, epi, res)?;

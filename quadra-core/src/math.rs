@@ -218,7 +218,25 @@ pub mod f16 {
     /// is at most `|x|` times `g`'s (about 2 f16 ulps of `g`, 2^-12 near 0.5, plus the
     /// rounding of `x`). NaN in, NaN out.
     pub fn gelu(x: f32) -> f32 {
-        let a = from_f64(f64::from(x)) & 0x7fff; // |round_f16(x)|: `fabs`
+        let g = to_f64(gelu_g(from_f64(f64::from(x)))) as f32; // exact (`fcvtl`)
+        libm::fmaf(x.abs(), g, 0.5 * x)
+    }
+
+    /// GELU with its output in half precision (`Precision::Fp16`'s PW1, whose output is
+    /// PW2's f16 input): `g` as [`gelu`] evaluates it, then `round_f16(|h|·g + 0.5·h)`, one
+    /// rounding (`fmul .8h` of `h` by 0.5, exact but for f16 subnormals, then `fmla .8h`),
+    /// `h` being `x` rounded to f16. Against [`gelu`]'s value rounded to f16 it differs by
+    /// the rounding of `x` (2^-11 relative) at most. NaN in, NaN out; beyond f16's range
+    /// (`|x| >= 65520`, where the fp16 GEMM's own f16 sums overflow as well) `+inf` for
+    /// positive `x` and NaN (`inf − inf`) for negative: loud, as [`gelu`]'s `-inf` is.
+    pub fn gelu_half(x: f32) -> u16 {
+        let h = from_f64(f64::from(x));
+        fma(h & 0x7fff, gelu_g(h), mul(h, 0x3800))
+    }
+
+    /// `g(|h|)` of [`gelu`], f16 bits, from `x` rounded to f16 (`h`).
+    fn gelu_g(h: u16) -> u16 {
+        let a = h & 0x7fff; // `fabs`
         let u = mul(a, GELU_SCALE);
         // `fmin(u, 7)`: NaN stays NaN (the comparison is false).
         let u = if to_f64(u) > to_f64(GELU_TOP) {
@@ -234,7 +252,6 @@ pub mod f16 {
         for c in GELU_C[..4].iter().rev() {
             p = fma(d, p, c[i]);
         }
-        let g = to_f64(p) as f32; // exact (`fcvtl`)
-        libm::fmaf(x.abs(), g, 0.5 * x)
+        p
     }
 }

@@ -382,7 +382,7 @@ pub(crate) unsafe fn gemm<W: Elem>(g: &GemmArgs, b: *const W) {
 pub(crate) unsafe fn gemm_fp16<W: neon_fp16::HalfPanel>(g: &GemmArgs, b: *const W) {
     // SAFETY: the caller holds a `Kernels` token with FEAT_FP16 and checked every length
     // behind the pointers and that the weights fit (see `kernels::gemm`).
-    unsafe { neon_fp16::gemm::<W, false>(g, b) }
+    unsafe { neon_fp16::gemm::<W, false, false>(g, b) }
 }
 
 /// The half-precision GEMM on activations that are f16 already (`kernels::gemm_half_rows`).
@@ -394,7 +394,23 @@ pub(crate) unsafe fn gemm_fp16<W: neon_fp16::HalfPanel>(g: &GemmArgs, b: *const 
 pub(crate) unsafe fn gemm_fp16_half_rows<W: neon_fp16::HalfPanel>(g: &GemmArgs, b: *const W) {
     // SAFETY: the caller holds a `Kernels` token with FEAT_FP16 and checked every length
     // behind the pointers and that the weights fit.
-    unsafe { neon_fp16::gemm::<W, true>(g, b) }
+    unsafe { neon_fp16::gemm::<W, true, false>(g, b) }
+}
+
+/// The half-precision GEMM with a GELU epilogue written as halves
+/// (`kernels::gemm_gelu_half`): on f32 activation rows, or with `HALF_A` on f16 ones.
+///
+/// # Safety
+/// CPU must have NEON and FEAT_FP16; pointers as checked by `kernels::gemm_gelu_half`;
+/// `neon_fp16::takes(g.k)`.
+#[target_feature(enable = "neon,fp16")]
+pub(crate) unsafe fn gemm_fp16_gelu_half<W: neon_fp16::HalfPanel, const HALF_A: bool>(
+    g: &GemmArgs,
+    b: *const W,
+) {
+    // SAFETY: the caller holds a `Kernels` token with FEAT_FP16 and checked every length
+    // behind the pointers and that the weights fit.
+    unsafe { neon_fp16::gemm::<W, HALF_A, true>(g, b) }
 }
 
 /// # Safety

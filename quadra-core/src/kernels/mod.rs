@@ -246,6 +246,74 @@ pub(crate) fn gemm_half_rows(
     Err(Error::Arch("half-precision GEMM rows need aarch64"))
 }
 
+/// PW1 of `Precision::Fp16` with its output in half precision, as PW2 reads it through
+/// [`gemm_half_rows`]: `out` gets `m` dense rows of `b.n` halves (two to a float), each
+/// [`crate::math::f16::gelu_half`] of `sum·scale + bias` (one rounding), `sum` the fp16
+/// GEMM's ([`scalar::gemm_fp16_gelu_half`] is the definition). `a` holds `m` dense rows of
+/// `b.k` floats, or with `a_half` of `b.k` halves ([`layer_norm_rows_half`]'s). Saves the
+/// f32 GELU's widening and PW2 rounding its input again. Errors unless [`half_rows`].
+pub(crate) fn gemm_gelu_half(
+    kern: Kernels,
+    (a, a_half): (&[f32], bool),
+    m: usize,
+    b: PackedB<'_>,
+    bias: &[f32],
+    out: &mut [f32],
+) -> Result<(), Error> {
+    if !half_rows(kern, &b) {
+        return Err(Error::Arch(
+            "half-precision GEMM rows need an fp16 token and float weights with k <= WIDE_K",
+        ));
+    }
+    let (k, n) = (b.k, b.n);
+    let (ak, on) = (m.checked_mul(k), m.checked_mul(n));
+    let (Some(ak), Some(on)) = (ak, on) else {
+        return Err(Error::Overflow {
+            buffer: Buffer::Activation,
+        });
+    };
+    let a_len = if a_half { ak.div_ceil(2) } else { ak };
+    check_len(Buffer::Activation, a_len, a.len())?;
+    check_len(Buffer::Output, on.div_ceil(2), out.len())?;
+    let epi = Epilogue::BiasGelu(bias);
+    epi.check(n)?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        let g = simd::GemmArgs {
+            a: a.as_ptr(),
+            m,
+            lda: k,
+            k,
+            n,
+            pstride: b.pstride,
+            scales: b.scales.as_ptr(),
+            epi: simd::EpiPtrs::new(epi),
+            out: out.as_mut_ptr(),
+            ldo: n,
+        };
+        // SAFETY: `half_rows` holds: the token proves NEON and FEAT_FP16 and `k <= WIDE_K`;
+        // every length behind `g` and `b` is checked above (`out` holds `m·n` halves).
+        unsafe {
+            use aarch64_neon::gemm_fp16_gelu_half as run;
+            match (b.data, a_half) {
+                (MatData::F32(d), false) => run::<_, false>(&g, d.as_ptr()),
+                (MatData::F32(d), true) => run::<_, true>(&g, d.as_ptr()),
+                (MatData::F16(d), false) => run::<_, false>(&g, d.as_ptr()),
+                (MatData::F16(d), true) => run::<_, true>(&g, d.as_ptr()),
+                (MatData::I8(d) | MatData::W8A8(d, _), false) => run::<_, false>(&g, d.as_ptr()),
+                (MatData::I8(d) | MatData::W8A8(d, _), true) => run::<_, true>(&g, d.as_ptr()),
+            }
+        }
+        Ok(())
+    }
+    // `half_rows` is false off aarch64.
+    #[cfg(not(target_arch = "aarch64"))]
+    Err(Error::Arch("half-precision GEMM rows need aarch64"))
+}
+
 fn simd_gemm_any(kern: Kernels, g: &simd::GemmArgs, data: MatData<'_>) {
     match data {
         MatData::F32(d) => simd_gemm(kern, g, d.as_ptr()),

@@ -176,18 +176,17 @@ pub(super) unsafe fn fmla(mut acc: H8, b: H8, c: H8) -> H8 {
     acc
 }
 
-/// GELU of eight f32 (`lo`, `hi`), `g` in half precision: bit for bit
-/// [`crate::math::f16::gelu`], which states the arithmetic. The segment's coefficients
+/// GELU's `g(a)` of eight halves `a = |round_f16(x)|`, in half precision: bit for bit
+/// [`crate::math::f16::gelu`]'s, which states the arithmetic. The segment's coefficients
 /// are picked per lane by `tbl` from one 16-byte table per power of `d`.
 ///
 /// # Safety
 /// FEAT_FP16 enabled in the calling leaf.
 #[inline(always)]
-unsafe fn gelu8(lo: float32x4_t, hi: float32x4_t) -> (float32x4_t, float32x4_t) {
+unsafe fn gelu_g8(a: H8) -> H8 {
     use crate::math::f16::{GELU_C, GELU_ROUND, GELU_SCALE, GELU_TOP};
     // SAFETY: registers and the constant table only; FEAT_FP16 is the caller's contract.
     unsafe {
-        let a = fabs(narrow(lo, hi));
         let u = fmin(fmul(a, vdupq_n_u16(GELU_SCALE)), vdupq_n_u16(GELU_TOP));
         // `u + 1024` rounds u to the integer i (its bits are 0x6400 + i); `d = u − i`. No
         // float-integer conversions: those are four-cycle instructions on the A76's one
@@ -209,11 +208,39 @@ unsafe fn gelu8(lo: float32x4_t, hi: float32x4_t) -> (float32x4_t, float32x4_t) 
         for j in (0..4).rev() {
             p = fmla(c(j), d, p);
         }
-        let (g0, g1) = widen(p);
+        p
+    }
+}
+
+/// GELU of eight f32 (`lo`, `hi`), `g` in half precision: bit for bit
+/// [`crate::math::f16::gelu`].
+///
+/// # Safety
+/// FEAT_FP16 enabled in the calling leaf.
+#[inline(always)]
+unsafe fn gelu8(lo: float32x4_t, hi: float32x4_t) -> (float32x4_t, float32x4_t) {
+    // SAFETY: registers and the constant table only; FEAT_FP16 is the caller's contract.
+    unsafe {
+        let (g0, g1) = widen(gelu_g8(fabs(narrow(lo, hi))));
         (
             vfmaq_f32(vmulq_n_f32(lo, 0.5), vabsq_f32(lo), g0),
             vfmaq_f32(vmulq_n_f32(hi, 0.5), vabsq_f32(hi), g1),
         )
+    }
+}
+
+/// GELU of eight f32 (`lo`, `hi`) to eight halves, all in half precision after `x` is
+/// rounded: bit for bit [`crate::math::f16::gelu_half`], which states the arithmetic.
+///
+/// # Safety
+/// FEAT_FP16 enabled in the calling leaf.
+#[inline(always)]
+unsafe fn gelu8_half(lo: float32x4_t, hi: float32x4_t) -> H8 {
+    // SAFETY: registers and the constant table only; FEAT_FP16 is the caller's contract.
+    unsafe {
+        let h = narrow(lo, hi);
+        let a = fabs(h);
+        fmla(fmul(h, vdupq_n_u16(0x3800)), a, gelu_g8(a))
     }
 }
 
@@ -265,13 +292,8 @@ pub(crate) unsafe fn epilogue_fp16<const M: usize>(
         let Some(bias) = epi.gelu_bias() else {
             return epilogue::<Neon, M>(tp, cols, scales, epi, out, ldo);
         };
-        // One row's eight columns: `scale·sum + bias` (one rounding), GELU, stored.
-        let row = |i: usize, c0: usize, s: [float32x4_t; 2], b: [float32x4_t; 2], n: usize| {
-            let t = tp.add(i * TILE_COLS + c0);
-            let (g0, g1) = gelu8(
-                vfmaq_f32(b[0], vld1q_f32(t), s[0]),
-                vfmaq_f32(b[1], vld1q_f32(t.add(4)), s[1]),
-            );
+        gelu_cols::<M>(tp, cols, scales, bias, |i, c0, v, n| {
+            let (g0, g1) = gelu8(v[0], v[1]);
             let o = out.add(i * ldo + c0);
             if n == 8 {
                 vst1q_f32(o, g0);
@@ -282,6 +304,69 @@ pub(crate) unsafe fn epilogue_fp16<const M: usize>(
                     st_any::<Neon>(o.add(4), g1, n - 4);
                 }
             }
+        });
+    }
+}
+
+/// The GELU epilogue to half-precision rows ([`gelu8_half`]): `out` holds halves, row `i`
+/// of the tile at `out + i·ldo`. The epilogue must be `BiasGelu` (else nothing is written).
+///
+/// # Safety
+/// As [`epilogue`], with `out` valid for `M` rows of `cols` halves `ldo` apart; FEAT_FP16
+/// enabled in the calling leaf.
+#[inline(always)]
+unsafe fn epilogue_gelu_half<const M: usize>(
+    tp: *const f32,
+    cols: usize,
+    scales: *const f32,
+    epi: EpiPtrs,
+    out: *mut u16,
+    ldo: usize,
+) {
+    // SAFETY: as `epilogue_fp16`: the `cols` columns of each row only.
+    unsafe {
+        let Some(bias) = epi.gelu_bias() else {
+            return;
+        };
+        gelu_cols::<M>(tp, cols, scales, bias, |i, c0, v, n| {
+            let y = gelu8_half(v[0], v[1]);
+            let o = out.add(i * ldo + c0);
+            if n == 8 {
+                vst1q_u16(o, y);
+            } else {
+                // Lane by lane (a variable-length copy would be a call to memcpy).
+                let mut t = [0u16; 8];
+                vst1q_u16(t.as_mut_ptr(), y);
+                for (l, &h) in t.iter().enumerate().take(n) {
+                    core::ptr::write(o.add(l), h);
+                }
+            }
+        });
+    }
+}
+
+/// The columns of a GELU epilogue, eight at a time: `row(i, c0, v, n)` gets row `i`'s
+/// values `scale·sum + bias` (one rounding) at columns `c0..c0 + n` (`n <= 8`, lanes past
+/// `n` zero) and stores them.
+///
+/// # Safety
+/// `tp` holds `M` whole 16-column rows; `scales` and `bias` valid for `cols` floats.
+#[inline(always)]
+unsafe fn gelu_cols<const M: usize>(
+    tp: *const f32,
+    cols: usize,
+    scales: *const f32,
+    bias: *const f32,
+    mut row: impl FnMut(usize, usize, [float32x4_t; 2], usize),
+) {
+    // SAFETY: within the extents of the contract.
+    unsafe {
+        let v = |i: usize, c0: usize, s: [float32x4_t; 2], b: [float32x4_t; 2]| {
+            let t = tp.add(i * TILE_COLS + c0);
+            [
+                vfmaq_f32(b[0], vld1q_f32(t), s[0]),
+                vfmaq_f32(b[1], vld1q_f32(t.add(4)), s[1]),
+            ]
         };
         let mut c0 = 0;
         // Whole groups of eight columns: one straight block per row (the A76 model times it).
@@ -289,7 +374,7 @@ pub(crate) unsafe fn epilogue_fp16<const M: usize>(
             let s = [vld1q_f32(scales.add(c0)), vld1q_f32(scales.add(c0 + 4))];
             let b = [vld1q_f32(bias.add(c0)), vld1q_f32(bias.add(c0 + 4))];
             for i in 0..M {
-                row(i, c0, s, b, 8);
+                row(i, c0, v(i, c0, s, b), 8);
             }
             c0 += 8;
         }
@@ -306,7 +391,7 @@ pub(crate) unsafe fn epilogue_fp16<const M: usize>(
             let s = [ld(scales, 0, n0), ld(scales, 4, n1)];
             let b = [ld(bias, 0, n0), ld(bias, 4, n1)];
             for i in 0..M {
-                row(i, c0, s, b, n);
+                row(i, c0, v(i, c0, s, b), n);
             }
         }
     }
@@ -488,7 +573,8 @@ pub(super) unsafe fn narrow_run(src: *const f32, n: usize, dst: *mut u16) {
     }
 }
 
-/// `rows` dense rows of `k` halves at `h` copied into `ah` ([`AS`] apart).
+/// `rows` dense rows of `k` halves at `h` copied into `ah` ([`AS`] apart): 32 halves an
+/// iteration (four q registers; with one, the A76 model gave 4.1 cycles per eight halves).
 ///
 /// # Safety
 /// `h` valid for `rows·k` halves, `ah` for `rows` rows of [`AS`]; `k <= AS`.
@@ -499,6 +585,13 @@ unsafe fn copy_rows(h: *const u16, rows: usize, k: usize, ah: *mut u16) {
         for i in 0..rows {
             let (src, dst) = (h.add(i * k), ah.add(i * AS));
             let mut kk = 0;
+            while kk + 32 <= k {
+                let v: [H8; 4] = core::array::from_fn(|j| vld1q_u16(src.add(kk + 8 * j)));
+                for (j, v) in v.iter().enumerate() {
+                    vst1q_u16(dst.add(kk + 8 * j), *v);
+                }
+                kk += 32;
+            }
             while kk + 8 <= k {
                 vst1q_u16(dst.add(kk), vld1q_u16(src.add(kk)));
                 kk += 8;
@@ -521,11 +614,17 @@ pub(crate) const fn takes(k: usize) -> bool {
 /// [`ROW_BLOCK`] activation rows converted to f16 outer; panels (converted, unless f16)
 /// inner; row tiles of 4 innermost. With `HALF_A` the activations are f16 already (`g.a`
 /// points at halves, rows `g.k` apart: `kernels::gemm_half_rows`), and are read in place.
+/// With `HALF_OUT` the epilogue is GELU's, written as halves (`g.out` points at halves,
+/// rows `g.ldo` apart: `kernels::gemm_gelu_half`).
 ///
 /// # Safety
-/// FEAT_FP16; pointers as checked by `kernels::gemm` (or `gemm_half_rows`); [`takes`]`(g.k)`.
+/// FEAT_FP16; pointers as checked by `kernels::gemm` (or `gemm_half_rows`,
+/// `gemm_gelu_half`); [`takes`]`(g.k)`.
 #[inline(always)]
-pub(crate) unsafe fn gemm<W: HalfPanel, const HALF_A: bool>(g: &GemmArgs, b: *const W) {
+pub(crate) unsafe fn gemm<W: HalfPanel, const HALF_A: bool, const HALF_OUT: bool>(
+    g: &GemmArgs,
+    b: *const W,
+) {
     // SAFETY: every pointer is used within the extents `kernels::gemm` checked; the stack
     // copies are written before they are read.
     unsafe {
@@ -558,8 +657,13 @@ pub(crate) unsafe fn gemm<W: HalfPanel, const HALF_A: bool>(g: &GemmArgs, b: *co
                 macro_rules! rows {
                     ($m:literal) => {{
                         tile::<$m>(ah.add(i * AS), g.k, bp, tp);
-                        let out = g.out.add((r0 + i) * g.ldo + j0);
-                        epilogue_fp16::<$m>(tp, cols, scales, epi, out, g.ldo);
+                        let at = (r0 + i) * g.ldo + j0;
+                        if HALF_OUT {
+                            let out = g.out.cast::<u16>().add(at);
+                            epilogue_gelu_half::<$m>(tp, cols, scales, epi, out, g.ldo);
+                        } else {
+                            epilogue_fp16::<$m>(tp, cols, scales, epi, g.out.add(at), g.ldo);
+                        }
                         i += $m;
                     }};
                 }

@@ -45,21 +45,11 @@ pub fn gemm_fp16(
     ldo: usize,
 ) {
     use crate::math::f16;
-    let (k, n, scales) = (b.k(), b.n(), b.scales());
-    let h = |x: f32| f16::from_f64(f64::from(x));
+    let scales = b.scales();
     for i in 0..m {
-        let arow = &a[i * lda..i * lda + k];
-        for j in 0..n {
-            let mut sum = 0.0f32;
-            for (c, run) in arow.chunks(crate::isa::FP16_CHUNK).enumerate() {
-                let k0 = c * crate::isa::FP16_CHUNK;
-                let mut acc = 0u16; // +0
-                for (kk, &av) in run.iter().enumerate() {
-                    acc = f16::fma(h(av), h(b.get(k0 + kk, j)), acc);
-                }
-                let wide = f16::to_f64(acc) as f32; // exact
-                sum = if c == 0 { wide } else { sum + wide };
-            }
+        let arow = &a[i * lda..i * lda + b.k()];
+        for j in 0..b.n() {
+            let sum = fp16_sum(arow, b, j);
             let o = &mut out[i * ldo + j];
             *o = match epi {
                 Epilogue::BiasGelu(bias) => f16::gelu(sum * scales[j] + bias[j]),
@@ -67,6 +57,44 @@ pub fn gemm_fp16(
             };
         }
     }
+}
+
+/// Reference `kernels::gemm_gelu_half`: [`gemm_fp16`]'s sums, then
+/// `f16::gelu_half(sum·scale + bias)` (one rounding: `fmaf`, as the kernel fuses it) into
+/// `out` as `m` dense rows of `n` halves ([`set_half`]).
+pub fn gemm_fp16_gelu_half(
+    a: &[f32],
+    m: usize,
+    lda: usize,
+    b: PackedB<'_>,
+    bias: &[f32],
+    out: &mut [f32],
+) {
+    let (n, scales) = (b.n(), b.scales());
+    for i in 0..m {
+        let arow = &a[i * lda..i * lda + b.k()];
+        for j in 0..n {
+            let v = libm::fmaf(fp16_sum(arow, b, j), scales[j], bias[j]);
+            set_half(out, i * n + j, crate::math::f16::gelu_half(v));
+        }
+    }
+}
+
+/// The fp16 GEMM's sum for one output (see [`gemm_fp16`]): row `arow` times column `j`.
+fn fp16_sum(arow: &[f32], b: PackedB<'_>, j: usize) -> f32 {
+    use crate::math::f16;
+    let h = |x: f32| f16::from_f64(f64::from(x));
+    let mut sum = 0.0f32;
+    for (c, run) in arow.chunks(crate::isa::FP16_CHUNK).enumerate() {
+        let k0 = c * crate::isa::FP16_CHUNK;
+        let mut acc = 0u16; // +0
+        for (kk, &av) in run.iter().enumerate() {
+            acc = f16::fma(h(av), h(b.get(k0 + kk, j)), acc);
+        }
+        let wide = f16::to_f64(acc) as f32; // exact
+        sum = if c == 0 { wide } else { sum + wide };
+    }
+    sum
 }
 
 /// Reference QDW row (see [`super::qdw_row`] for the contract): for each filter
