@@ -339,7 +339,8 @@ def network_estimate(t, ghz):
     of every block, the stem's and each downsample's. quantise (w8a8): both passes over the
     C inputs of PW1 and the 4C of PW2 per pixel. epilogue: what the GEMM tiles do after
     their sums besides GELU (bias, gamma and residual; w8a8: the int32 sums times the row
-    scales first). other: the stem, downsample and head layers (f32 GEMMs; f16 and w8a8
+    scales first). PW2 runs once per 128-channel hidden slice (`block::mlp_group`), so its
+    epilogue passes over the C outputs of a pixel 4C/128 times. other: the stem, downsample and head layers (f32 GEMMs; f16 and w8a8
     widen their weights) with their bias. Not counted: storing the accumulators before the
     epilogue (one store per 4 values), the global pool and the final LayerNorm (one row)."""
     need = ("gemm_5x16_f32", "q8_sdot_5x16", "qdw_k7_f32", "gemm_5x16_f16", "qdw_k7_f16",
@@ -397,11 +398,14 @@ def network_estimate(t, ghz):
         qdw = sum(p * 3 * 49 * dims[s] for s, p in enumerate(pix))
         hidden = sum(p * 4 * dims[s] for s, p in enumerate(pix))  # PW1 outputs, PW2 inputs
         narrow = sum(p * dims[s] for s, p in enumerate(pix))  # PW1 inputs, PW2 outputs
+        # ... and the C values of a pixel times its hidden slices (4C/128): what each slice's
+        # PW2 epilogue passes over, and each slice's PW1 reads.
+        per_slice = sum(p * -(-4 * dims[s] // HIDDEN_CHUNK) * dims[s] for s, p in enumerate(pix))
         common = {
             "GELU": hidden * gelu,
             "LayerNorm": sum(2 * p * ln(dims[s]) for s, p in enumerate(pix))
             + hw[0] ** 2 * ln(dims[0]) + sum(hw[s - 1] ** 2 * ln(dims[s - 1]) for s in range(1, 4)),
-            "epilogue": hidden * per["epi_bias"] + narrow * per["epi_scale_add"],
+            "epilogue": hidden * per["epi_bias"] + per_slice * per["epi_scale_add"],
         }
         other_f32 = sum(m / (rate * fg) + o * per["epi_bias"] for m, _, _, _, o in other)
         other_widened = sum((m / (rate * fg) + w * widen16 if wide and k <= WIDE_K else m / (rate * fg16))
@@ -413,9 +417,8 @@ def network_estimate(t, ghz):
                          + o * per["epi_bias"] for m, k, w, wide, o in other)
         # PW1's input is LN2's f16 rows (their rounding is priced in LayerNorm), PW2's the
         # f16 rows PW1's GELU writes: each GEMM call copies them into its tiles' layout, so
-        # PW1's C-channel rows once per 128-channel hidden slice (4C/128 times a pixel).
-        pw1_in = sum(p * -(-4 * dims[s] // HIDDEN_CHUNK) * dims[s] for s, p in enumerate(pix))
-        pw_copy = (hidden + pw1_in) * copy16
+        # PW1's C-channel rows once per hidden slice.
+        pw_copy = (hidden + per_slice) * copy16
         for mode in MODES:
             parts = dict(common, quantise=0.0)
             if mode == "f32":
@@ -437,7 +440,7 @@ def network_estimate(t, ghz):
                 # rest as w8a8, whose other layers keep their f32 weights as stored)
                 parts.update(GEMM=pw / (16 * PEAK * f8), QDW=qdw / (rate * fq), other=other_f32,
                              quantise=(hidden + narrow) * quant)
-                parts["epilogue"] += (hidden + narrow) * per["dequant"]
+                parts["epilogue"] += (hidden + per_slice) * per["dequant"]
                 if mode == "w8a8+fp16":
                     parts["GELU"] = hidden * (per["q8_epi_gelu_fp16"] - per["epi_bias"])
                     parts["QDW"] = qdw / rate_qdw16
