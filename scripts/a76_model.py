@@ -214,6 +214,13 @@ def find(blks):
               and not mix["ld1"] and not mix["fmov"]):
             # ... bias only (the stem, downsample and head layers).
             name = "epi_bias"
+        elif ("gemm_q8_sdot" in fn and mix["scvtf"] >= 19 and mix["fmul"] == 20 and mix["fmla"] == 40
+              and not mix["sdot"]):
+            # w8a8: PW2's residual epilogue applied from the 5 x 16 sdot tile's registers
+            # (`q8::residual`): convert, times the row scale, `fmla` by the column scale and
+            # bias, `fmla` by gamma into the output row (one `scvtf` may sit in the block
+            # before).
+            name = "q8_residual"
         elif "gemm_q8_sdot" in fn and mix["scvtf"] == 20 and mix["fmul"] == 20 and not mix["sdot"]:
             # w8a8: the 5 x 16 sdot tile's int32 sums converted and times the row scales in
             # registers, then parked for the epilogue (`q8::tile`, `Dot::store_scaled`).
@@ -290,6 +297,7 @@ ELEMENTWISE = {
     "epi_scale_add": ("Epilogue", "bias, gamma, residual, 5 x 4", 20),
     "epi_bias": ("Epilogue", "bias, 5 rows x 4", 20),
     "dequant": ("Dequantise", "5 x 16 int32 sums x row scale, in registers", 80),
+    "q8_residual": ("Epilogue", "int8 GEMM: residual from registers, 5 x 16", 80),
     "quant_amax": ("Quantise", "max |x| pass, 16 values", 16),
     "quant_round": ("Quantise", "round + narrow pass, 16 values", 16),
     "fp16_fold": ("GEMM fp16", "a run's fold into f32, 4 x 16", 64),
@@ -339,15 +347,16 @@ def network_estimate(t, ghz):
     of every block, the stem's and each downsample's. quantise (w8a8): both passes over the
     C inputs of PW1 and the 4C of PW2 per pixel. epilogue: what the GEMM tiles do after
     their sums besides GELU (bias, gamma and residual; w8a8: the int32 sums times the row
-    scales first). PW2 runs once per 128-channel hidden slice (`block::mlp_group`), so its
-    epilogue passes over the C outputs of a pixel 4C/128 times. other: the stem, downsample and head layers (f32 GEMMs; f16 and w8a8
+    scales first; PW2's residual applied from the int8 tile's registers). PW2 runs once per
+    128-channel hidden slice (`block::mlp_group`), so its epilogue passes over the C outputs
+    of a pixel 4C/128 times. other: the stem, downsample and head layers (f32 GEMMs; f16 and w8a8
     widen their weights) with their bias. Not counted: storing the accumulators before the
     epilogue (one store per 4 values), the global pool and the final LayerNorm (one row)."""
     need = ("gemm_5x16_f32", "q8_sdot_5x16", "qdw_k7_f32", "gemm_5x16_f16", "qdw_k7_f16",
             "widen_f16", "gelu", "epi_gelu", "epi_scale_add", "epi_bias", "dequant",
             "quant_amax", "quant_round", "ln_sum", "ln_var", "ln_norm", "ln_rows4", "ln_means4",
             "gemm_4x16_fp16", "fp16_fold", "fp16_narrow", "epi_gelu_fp16", "q8_epi_gelu_fp16",
-            "epi_gelu_fp16_half", "fp16_copy",
+            "epi_gelu_fp16_half", "fp16_copy", "q8_residual",
             "qdw_k7_fp16", "ln_norm", "ln_norm_blocked_fp16", "ln_norm_fp16")
     missing = [n for n in need if n not in t]
     if missing:
@@ -440,7 +449,9 @@ def network_estimate(t, ghz):
                 # rest as w8a8, whose other layers keep their f32 weights as stored)
                 parts.update(GEMM=pw / (16 * PEAK * f8), QDW=qdw / (rate * fq), other=other_f32,
                              quantise=(hidden + narrow) * quant)
-                parts["epilogue"] += (hidden + per_slice) * per["dequant"]
+                # PW1: its sums dequantised (then GELU, above, and the bias); PW2: the
+                # residual epilogue from the tile's registers, once per hidden slice.
+                parts["epilogue"] = hidden * (per["epi_bias"] + per["dequant"]) + per_slice * per["q8_residual"]
                 if mode == "w8a8+fp16":
                     parts["GELU"] = hidden * (per["q8_epi_gelu_fp16"] - per["epi_bias"])
                     parts["QDW"] = qdw / rate_qdw16

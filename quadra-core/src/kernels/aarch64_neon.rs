@@ -349,10 +349,12 @@ unsafe impl<const SDOT: bool, const HALF: bool> Dot for NeonDot<SDOT, HALF> {
     unsafe fn store(p: *mut i32, acc: int32x4_t) {
         vst1q_s32(p, acc)
     }
+    type F = float32x4_t;
     #[inline(always)]
-    unsafe fn store_scaled(p: *mut f32, acc: int32x4_t, scale: f32) {
-        vst1q_f32(p, vmulq_n_f32(vcvtq_f32_s32(acc), scale))
+    unsafe fn scaled(acc: int32x4_t, scale: f32) -> float32x4_t {
+        vmulq_n_f32(vcvtq_f32_s32(acc), scale)
     }
+    const RESIDUAL: bool = true;
 }
 
 /// # Safety

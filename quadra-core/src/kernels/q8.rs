@@ -587,9 +587,16 @@ pub(crate) unsafe trait Dot {
     }
     /// Writes the `COLS` int32 sums.
     unsafe fn store(p: *mut i32, acc: Self::Acc);
-    /// Writes the `COLS` sums dequantised by the row scale, `(acc as f32) · scale` in
-    /// each lane: the first step of the f32 epilogue, done while they are in registers.
-    unsafe fn store_scaled(p: *mut f32, acc: Self::Acc, scale: f32);
+    /// The ISA's vector of `COLS` floats (its `Simd::V`).
+    type F: Copy;
+    /// The `COLS` sums dequantised by the row scale, `(acc as f32) · scale` in each lane:
+    /// the first step of the f32 epilogue, done while they are in registers.
+    unsafe fn scaled(acc: Self::Acc, scale: f32) -> Self::F;
+    /// Does the tile apply PW2's residual epilogue (`ScaleAdd`) from its registers where its
+    /// columns are whole ([`residual`]), rather than park the dequantised sums for
+    /// [`finish`]'s epilogue? (NEON: in the A76 model the parked tile's stores and reloads
+    /// were most of that epilogue's cost, which PW2 pays once per hidden slice.)
+    const RESIDUAL: bool = false;
     /// Is GELU's `g` evaluated in half precision in the epilogue (`Precision::Fp16`: NEON
     /// with FEAT_FP16 enabled in the leaf, `neon_fp16`)?
     const HALF_GELU: bool = false;
@@ -603,7 +610,7 @@ pub(crate) unsafe trait Dot {
 /// Pointers as checked by [`gemm_q8`]; `D` and `S` available; `NV·COLS <= 64` and a
 /// multiple of [`PANEL`].
 #[inline(always)]
-pub(crate) unsafe fn gemm<D: Dot, S: Simd, const MR: usize, const NV: usize>(g: &Q8Args) {
+pub(crate) unsafe fn gemm<D: Dot, S: Simd<V = D::F>, const MR: usize, const NV: usize>(g: &Q8Args) {
     // SAFETY: the caller's contract (the ISA enabled, every pointer valid for the
     // lengths documented above) is what the body relies on.
     unsafe {
@@ -624,7 +631,7 @@ pub(crate) unsafe fn gemm<D: Dot, S: Simd, const MR: usize, const NV: usize>(g: 
 }
 
 #[inline(always)]
-unsafe fn gemm_cols<D: Dot, S: Simd, const MR: usize, const NV: usize>(
+unsafe fn gemm_cols<D: Dot, S: Simd<V = D::F>, const MR: usize, const NV: usize>(
     g: &Q8Args,
     j0: usize,
     cols: usize,
@@ -655,7 +662,7 @@ unsafe fn gemm_cols<D: Dot, S: Simd, const MR: usize, const NV: usize>(
 /// One `M x (NV·COLS)` tile: the int32 sums in registers over the whole inner dimension,
 /// then parked on the stack and either copied out or dequantised through the epilogue.
 #[inline(always)]
-unsafe fn tile<D: Dot, S: Simd, const M: usize, const NV: usize>(
+unsafe fn tile<D: Dot, S: Simd<V = D::F>, const M: usize, const NV: usize>(
     g: &Q8Args,
     i0: usize,
     j0: usize,
@@ -715,14 +722,20 @@ unsafe fn tile<D: Dot, S: Simd, const M: usize, const NV: usize>(
         }
         let mut t = core::mem::MaybeUninit::<[[i32; TILE_COLS]; 12]>::uninit();
         let tp = t.as_mut_ptr().cast::<i32>();
-        if let Q8Out::F32 { .. } = g.out {
+        if let Q8Out::F32 { out, ldo, epi } = g.out {
+            if D::RESIDUAL && cols == NV * D::COLS {
+                if let Some((bias, gamma)) = epi.offset(j0).scale_add() {
+                    let out = out.add(i0 * ldo + j0);
+                    return residual::<D, S, M, NV>(g, &acc, i0, j0, (bias, gamma), out, ldo);
+                }
+            }
             // Dequantised by the row scales on their way out of the registers, then the
             // epilogue (one pass over the parked tile rather than two).
             let fp = tp.cast::<f32>();
             for (i, row) in acc.iter().enumerate() {
                 let rs = *g.a_scales.add(i0 + i);
                 for (j, v) in row.iter().enumerate() {
-                    D::store_scaled(fp.add(i * TILE_COLS + j * D::COLS), *v, rs);
+                    S::store(fp.add(i * TILE_COLS + j * D::COLS), D::scaled(*v, rs));
                 }
             }
             return epilogue::<S, M>(g, fp, i0, j0, cols, D::HALF_GELU);
@@ -733,6 +746,53 @@ unsafe fn tile<D: Dot, S: Simd, const M: usize, const NV: usize>(
             }
         }
         finish::<S, M>(g, tp, i0, j0, cols, D::HALF_GELU);
+    }
+}
+
+/// PW2's residual epilogue (`ScaleAdd`: `out += gamma ⊙ (v·colscale + bias)`, `v` the sums
+/// times the row scale) straight from the accumulators of an `M x (NV·COLS)` tile with
+/// whole columns: per column vector its scales, bias and gamma once, then each row. The
+/// same operations in the same order as parking the tile ([`Dot::scaled`]) and running
+/// `simd::epilogue` on it, so the same bits.
+///
+/// # Safety
+/// As [`tile`]; `bias` (or null: no bias) and `gamma` valid for the tile's columns, `out`
+/// for its `M` rows of `NV·COLS` floats, `ldo` apart.
+#[inline(always)]
+unsafe fn residual<D: Dot, S: Simd<V = D::F>, const M: usize, const NV: usize>(
+    g: &Q8Args,
+    acc: &[[D::Acc; NV]; M],
+    i0: usize,
+    j0: usize,
+    (bias, gamma): (*const f32, *const f32),
+    out: *mut f32,
+    ldo: usize,
+) {
+    // SAFETY: the caller's contract: every pointer valid for the tile's whole columns.
+    unsafe {
+        let rs: [f32; M] = core::array::from_fn(|i| *g.a_scales.add(i0 + i));
+        // One loop per case (the bias tested once, not per column vector): each one
+        // straight block.
+        macro_rules! run {
+            (|$c:ident| $bias:expr) => {
+                for j in 0..NV {
+                    let $c = j * D::COLS;
+                    let scale = S::load(g.b_scales.add(j0 + $c));
+                    let bias = $bias;
+                    let gamma = S::load(gamma.add($c));
+                    for (i, row) in acc.iter().enumerate() {
+                        let v = S::fmadd(D::scaled(row[j], rs[i]), scale, bias);
+                        let p = out.add(i * ldo + $c);
+                        S::store(p, S::fmadd(gamma, v, S::load(p)));
+                    }
+                }
+            };
+        }
+        if bias.is_null() {
+            run!(|_c| S::zero());
+        } else {
+            run!(|c| S::load(bias.add(c)));
+        }
     }
 }
 

@@ -262,12 +262,10 @@ unsafe impl Dot for SignMadd {
     unsafe fn store(p: *mut i32, acc: __m256i) {
         _mm256_storeu_si256(p as *mut __m256i, acc)
     }
+    type F = __m256;
     #[inline(always)]
-    unsafe fn store_scaled(p: *mut f32, acc: __m256i, scale: f32) {
-        _mm256_storeu_ps(
-            p,
-            _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(scale)),
-        )
+    unsafe fn scaled(acc: __m256i, scale: f32) -> __m256 {
+        _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(scale))
     }
 }
 
@@ -342,12 +340,10 @@ unsafe impl<const VEX: bool> Dot for VnniY<VEX> {
     unsafe fn store(p: *mut i32, acc: __m256i) {
         _mm256_storeu_si256(p as *mut __m256i, acc)
     }
+    type F = __m256;
     #[inline(always)]
-    unsafe fn store_scaled(p: *mut f32, acc: __m256i, scale: f32) {
-        _mm256_storeu_ps(
-            p,
-            _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(scale)),
-        )
+    unsafe fn scaled(acc: __m256i, scale: f32) -> __m256 {
+        _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(scale))
     }
 }
 

@@ -166,12 +166,10 @@ unsafe impl Dot for Vnni {
     unsafe fn store(p: *mut i32, acc: __m512i) {
         _mm512_storeu_si512(p as *mut __m512i, acc)
     }
+    type F = __m512;
     #[inline(always)]
-    unsafe fn store_scaled(p: *mut f32, acc: __m512i, scale: f32) {
-        _mm512_storeu_ps(
-            p,
-            _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(scale)),
-        )
+    unsafe fn scaled(acc: __m512i, scale: f32) -> __m512 {
+        _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(scale))
     }
 }
 /// # Safety

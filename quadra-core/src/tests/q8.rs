@@ -394,6 +394,72 @@ fn int8_gemm_epilogues_match_the_reference() {
     }
 }
 
+/// PW2's residual epilogues (`ScaleAdd`, `BiasScaleAdd`) on every SIMD int8 path, bit for
+/// bit in the kernels' order of operations, `out = fma(gamma, fma((acc as f32)·rs, cs,
+/// bias), out)`: NEON applies them from the tile's registers where its columns are whole
+/// (`q8::residual`), the others (and NEON's partial columns) from the parked tile; the
+/// same bits either way. Rows around the 5-, 4- and 2-row tiles, columns around the
+/// 16-column tile. (The scalar reference rounds `v·cs` and `+ bias` apart: not compared.)
+#[test]
+fn int8_residual_epilogues_are_the_kernels_order_bit_for_bit() {
+    let mut rng = Rng::new(74);
+    let mut checked = 0usize;
+    for (m, k, n) in [
+        (1, 4, 16),
+        (5, 64, 16),
+        (7, 128, 48),
+        (13, 16, 64),
+        (4, 260, 33),
+        (11, 32, 130),
+        (2, 8, 15),
+        (9, 512, 32),
+    ] {
+        let dense = random_i8(&mut rng, k * n, -127, 127);
+        let packed = dot_pack(&dense, k, n);
+        let cs = rng.vec(n, 0.001, 0.02);
+        let b = PackedB::new_dot(&packed, &cs, k, n).unwrap();
+        let a = QBuf::random(&mut rng, m, k, -127, 127);
+        let (bias, gamma) = (rng.vec(n, -1.0, 1.0), rng.vec(n, 0.5, 1.5));
+        let base = rng.vec(m * n, -1.0, 1.0);
+        let mut sums = vec![0i32; m * n];
+        q8::gemm_q8_i32_ref(a.view(), b, &mut sums);
+        for with_bias in [false, true] {
+            let epi = if with_bias {
+                Epilogue::BiasScaleAdd {
+                    bias: &bias,
+                    gamma: &gamma,
+                }
+            } else {
+                Epilogue::ScaleAdd { gamma: &gamma }
+            };
+            let want: Vec<f32> = (0..m * n)
+                .map(|e| {
+                    let (i, j) = (e / n, e % n);
+                    let b = if with_bias { bias[j] } else { 0.0 };
+                    let v = libm::fmaf(sums[e] as f32 * a.scales[i], cs[j], b);
+                    libm::fmaf(gamma[j], v, base[e])
+                })
+                .collect();
+            for path in q8_paths() {
+                if matches!(path, Q8Path::Kern(k) if k.isa() == crate::isa::Isa::Scalar) {
+                    continue;
+                }
+                let mut got = base.clone();
+                path.f32(a.view(), b, epi, MatMut::dense(&mut got, m, n));
+                for (e, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        g.to_bits() == w.to_bits() && g.is_finite(),
+                        "{} {m}x{k}x{n} bias {with_bias} [{e}]: {g:e} vs {w:e}",
+                        path.name()
+                    );
+                }
+                checked += got.len();
+            }
+        }
+    }
+    std::eprintln!("int8 residual epilogues: {checked} outputs in the kernels' order, bit for bit");
+}
+
 #[test]
 fn int8_gemm_refuses_what_it_cannot_compute() {
     let packed = vec![0i8; PackedB::packed_len(8, 16)];
