@@ -131,6 +131,11 @@ def find(blks):
         elif "gemm_fp16" in fn and fmla == 64 and not mix["fcvtl"] and body[-1].startswith("b."):
             # The half-precision GEMM's 4 x 16 tile, eight k steps by element (`fmla .8h`).
             name = "gemm_4x16_fp16"
+        elif ("gemm_fp16" in fn and fmla == 32 and mix["str"] >= 15 and not mix["fcvtl"]
+              and not any(".8h" in t for t in body)):
+            # ... PW2's residual epilogue from a 4 x 16 tile's registers (`residual`): per
+            # value an `fmla` by scale and bias, one by gamma into the output row.
+            name = "fp16_residual"
         elif "gemm_fp16" in fn and mix["fcvtl2"] == 8 and mix["fadd"] == 16 and not fmla:
             # ... a run of FP16_CHUNK steps widened and added into the f32 sums (register-only).
             name = "fp16_fold"
@@ -298,6 +303,7 @@ ELEMENTWISE = {
     "epi_bias": ("Epilogue", "bias, 5 rows x 4", 20),
     "dequant": ("Dequantise", "5 x 16 int32 sums x row scale, in registers", 80),
     "q8_residual": ("Epilogue", "int8 GEMM: residual from registers, 5 x 16", 80),
+    "fp16_residual": ("Epilogue", "fp16 GEMM: residual from registers, 4 x 16", 64),
     "quant_amax": ("Quantise", "max |x| pass, 16 values", 16),
     "quant_round": ("Quantise", "round + narrow pass, 16 values", 16),
     "fp16_fold": ("GEMM fp16", "a run's fold into f32, 4 x 16", 64),
@@ -356,7 +362,7 @@ def network_estimate(t, ghz):
             "widen_f16", "gelu", "epi_gelu", "epi_scale_add", "epi_bias", "dequant",
             "quant_amax", "quant_round", "ln_sum", "ln_var", "ln_norm", "ln_rows4", "ln_means4",
             "gemm_4x16_fp16", "fp16_fold", "fp16_narrow", "epi_gelu_fp16", "q8_epi_gelu_fp16",
-            "epi_gelu_fp16_half", "fp16_copy", "q8_residual",
+            "epi_gelu_fp16_half", "fp16_copy", "q8_residual", "fp16_residual",
             "qdw_k7_fp16", "ln_norm", "ln_norm_blocked_fp16", "ln_norm_fp16")
     missing = [n for n in need if n not in t]
     if missing:
@@ -441,6 +447,8 @@ def network_estimate(t, ghz):
                     widen += d * strips(hw[s], hw[s], dims[s]) * 8 * dims[s] ** 2 * widen16
                 parts.update(GEMM=pw / (rate * fg) + widen, QDW=qdw / (rate * fq16), other=other_widened)
             elif mode == "fp16":  # f16 weights, half-precision pointwise GEMMs, QDW and GELU
+                # PW2's residual epilogue from the fp16 tile's registers, once per slice.
+                parts["epilogue"] = hidden * per["epi_bias"] + per_slice * per["fp16_residual"]
                 parts.update(GEMM=pw / rate16 + pw_copy, QDW=qdw / rate_qdw16, other=other_fp16,
                              GELU=hidden * gelu16)
                 parts["LayerNorm"] += narrow * (ln1_half + ln2_half)

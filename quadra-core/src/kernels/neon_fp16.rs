@@ -456,15 +456,13 @@ impl HalfPanel for i8 {
 const AS: usize = WIDE_K;
 
 /// One `M x 16` tile: the f16 activation rows at `ah` (`k` halves each, [`AS`] apart) times
-/// the f16 panel `bp`; the f32 sums parked at `tp` (rows [`TILE_COLS`] floats apart),
-/// ready for the epilogue. The f32 accumulators stay in registers with the f16 ones
-/// (`M·4 + M·2` of them), so a run's fold is register arithmetic only.
+/// the f16 panel `bp`; its f32 sums, row by row. The f32 accumulators stay in registers
+/// with the f16 ones (`M·4 + M·2` of them), so a run's fold is register arithmetic only.
 ///
 /// # Safety
-/// `ah` valid for `M` rows of `k` halves, [`AS`] apart; `bp` for `k·16`; `tp` for `M` rows of 16 floats;
-/// FEAT_FP16 enabled.
+/// `ah` valid for `M` rows of `k` halves, [`AS`] apart; `bp` for `k·16`; FEAT_FP16 enabled.
 #[inline(always)]
-unsafe fn tile<const M: usize>(ah: *const u16, k: usize, bp: *const u16, tp: *mut f32) {
+unsafe fn tile<const M: usize>(ah: *const u16, k: usize, bp: *const u16) -> [[float32x4_t; 4]; M] {
     // SAFETY: every access is within the extents of the contract.
     unsafe {
         let z = vdupq_n_u16(0);
@@ -522,10 +520,64 @@ unsafe fn tile<const M: usize>(ah: *const u16, k: usize, bp: *const u16, tp: *mu
             }
             k0 = end;
         }
+        sum
+    }
+}
+
+/// A tile's sums parked at `tp` (rows [`TILE_COLS`] floats apart), ready for the epilogue.
+///
+/// # Safety
+/// `tp` valid for `M` rows of 16 floats.
+#[inline(always)]
+unsafe fn park<const M: usize>(sum: &[[float32x4_t; 4]; M], tp: *mut f32) {
+    // SAFETY: within the extents of the contract.
+    unsafe {
         for (i, s) in sum.iter().enumerate() {
             for (j, &v) in s.iter().enumerate() {
                 vst1q_f32(tp.add(i * TILE_COLS + 4 * j), v);
             }
+        }
+    }
+}
+
+/// PW2's residual epilogue (`ScaleAdd`: `out += gamma ⊙ (sum·scale + bias)`) straight from
+/// the sums of a whole 16-column tile: the operations of [`epilogue`] on the parked tile, in
+/// its order (so the same bits), without the tile's stores and reloads (PW2 pays this
+/// epilogue once per hidden slice).
+///
+/// # Safety
+/// `scales`, `bias` (or null: none) and `gamma` valid for 16 floats; `out` for `M` rows of
+/// 16, `ldo` apart.
+#[inline(always)]
+unsafe fn residual<const M: usize>(
+    sum: &[[float32x4_t; 4]; M],
+    scales: *const f32,
+    (bias, gamma): (*const f32, *const f32),
+    out: *mut f32,
+    ldo: usize,
+) {
+    // SAFETY: within the extents of the contract.
+    unsafe {
+        // One loop per case (the bias tested once): each one straight block.
+        macro_rules! run {
+            (|$c:ident| $bias:expr) => {
+                for j in 0..4 {
+                    let $c = 4 * j;
+                    let scale = vld1q_f32(scales.add($c));
+                    let bias = $bias;
+                    let gamma = vld1q_f32(gamma.add($c));
+                    for (i, s) in sum.iter().enumerate() {
+                        let v = vfmaq_f32(bias, s[j], scale);
+                        let p = out.add(i * ldo + $c);
+                        vst1q_f32(p, vfmaq_f32(vld1q_f32(p), gamma, v));
+                    }
+                }
+            };
+        }
+        if bias.is_null() {
+            run!(|_c| vdupq_n_f32(0.0));
+        } else {
+            run!(|c| vld1q_f32(bias.add(c)));
         }
     }
 }
@@ -653,15 +705,21 @@ pub(crate) unsafe fn gemm<W: HalfPanel, const HALF_A: bool, const HALF_OUT: bool
                     panel.as_mut_ptr().cast(),
                 );
                 let (scales, epi) = (g.scales.add(j0), g.epi.offset(j0));
+                // PW2's residual, on whole panels, from the tile's registers.
+                let fused = epi.scale_add().filter(|_| !HALF_OUT && cols == PANEL);
                 let mut i = 0;
                 macro_rules! rows {
                     ($m:literal) => {{
-                        tile::<$m>(ah.add(i * AS), g.k, bp, tp);
+                        let sum = tile::<$m>(ah.add(i * AS), g.k, bp);
                         let at = (r0 + i) * g.ldo + j0;
-                        if HALF_OUT {
+                        if let Some(ra) = fused {
+                            residual::<$m>(&sum, scales, ra, g.out.add(at), g.ldo);
+                        } else if HALF_OUT {
+                            park::<$m>(&sum, tp);
                             let out = g.out.cast::<u16>().add(at);
                             epilogue_gelu_half::<$m>(tp, cols, scales, epi, out, g.ldo);
                         } else {
+                            park::<$m>(&sum, tp);
                             epilogue_fp16::<$m>(tp, cols, scales, epi, g.out.add(at), g.ldo);
                         }
                         i += $m;

@@ -746,3 +746,67 @@ fn fp16_gelu_half_accuracy() {
     }
     assert!(f16::to_f64(f16::gelu_half(f32::NAN)).is_nan());
 }
+
+/// PW2's residual epilogues on the fp16 GEMM (`ScaleAdd`, `BiasScaleAdd`), bit for bit in
+/// the kernel's order, `out = fma(gamma, fma(sum, scale, bias), out)`, `sum` the
+/// definition's (`scalar::gemm_fp16` with unit scales and a zero bias gives it): whole
+/// 16-column panels run from the tile's registers, the rest through the parked tile. f32,
+/// f16 and int8 weights (int8's scales not 1); rows around the 4-, 2- and 1-row tiles,
+/// columns around the panel, inner dimensions around the 64-step run.
+#[test]
+fn fp16_residual_epilogues_are_the_kernels_order_bit_for_bit() {
+    let kerns = fp16_kernels();
+    if kerns.is_empty() {
+        std::eprintln!("no FEAT_FP16 here: the fp16 residual epilogues are not run");
+        return;
+    }
+    let mut rng = Rng::new(43);
+    let mut checked = 0usize;
+    for (m, k, n) in [
+        (1usize, 8usize, 16usize),
+        (4, 64, 16),
+        (5, 65, 32),
+        (7, 128, 33),
+        (9, 7, 48),
+        (13, 200, 17),
+    ] {
+        let a = rng.vec(m * k, -2.0, 2.0);
+        let stored = random_b(&mut rng, k, n);
+        let (bias, gamma) = (rng.vec(n, -0.5, 0.5), rng.vec(n, 0.5, 1.5));
+        let init = rng.vec(m * n, -1.0, 1.0);
+        let (ones, zeros) = (std::vec![1.0f32; n], std::vec![0.0f32; n]);
+        for dtype in DTYPES {
+            let (data, scales) = stored.data(dtype);
+            let b = PackedB::new(data, scales, k, n).unwrap();
+            let mut sums = std::vec![0.0f32; m * n];
+            let unit = PackedB::new(data, &ones, k, n).unwrap();
+            scalar::gemm_fp16(&a, m, k, unit, Epilogue::Bias(&zeros), &mut sums, n);
+            for with_bias in [false, true] {
+                let epi = if with_bias {
+                    Epilogue::BiasScaleAdd {
+                        bias: &bias,
+                        gamma: &gamma,
+                    }
+                } else {
+                    Epilogue::ScaleAdd { gamma: &gamma }
+                };
+                let want: Vec<f32> = (0..m * n)
+                    .map(|e| {
+                        let j = e % n;
+                        let b = if with_bias { bias[j] } else { 0.0 };
+                        libm::fmaf(gamma[j], libm::fmaf(sums[e], scales[j], b), init[e])
+                    })
+                    .collect();
+                for &kern in &kerns {
+                    let mut got = init.clone();
+                    let (am, om) = (MatRef::dense(&a, m, k), MatMut::dense(&mut got, m, n));
+                    kernels::gemm(kern, am, b, epi, om).unwrap();
+                    let what = std::format!("fp16 {dtype:?} {m}x{k}x{n} bias {with_bias}");
+                    assert_bits(&got, &want, &what);
+                    checked += got.len();
+                }
+            }
+        }
+    }
+    std::eprintln!("fp16 residual epilogues: {checked} outputs in the kernel's order, bit for bit");
+}

@@ -32,7 +32,7 @@ impl EpiPtrs {
 
     /// The bias (null if none) and gamma of a `ScaleAdd` epilogue (PW2's residual),
     /// `None` for the other kinds: for the int8 tile that applies it from its registers.
-    #[allow(dead_code)] // used by the aarch64 int8 kernels only
+    #[allow(dead_code)] // used by the aarch64 int8 and fp16 kernels only
     pub(crate) fn scale_add(&self) -> Option<(*const f32, *const f32)> {
         match self.kind {
             EpiKind::ScaleAdd => Some((self.bias, self.gamma)),
