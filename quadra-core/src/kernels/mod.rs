@@ -190,6 +190,35 @@ pub(crate) fn half_rows(kern: Kernels, b: &PackedB<'_>) -> bool {
     kern.fp16() && !b.dot && b.k <= WIDE_K
 }
 
+/// What [`gemm_half_rows`] and [`gemm_gelu_half`] return where [`half_rows`] is false.
+const NO_HALF_ROWS: Error =
+    Error::Arch("half-precision GEMM rows need an fp16 token and float weights with k <= WIDE_K");
+
+/// The raw arguments of a GEMM on `m` dense activation rows of `b.k` values (halves or
+/// floats) at `a`, into `out` (`ldo` apart); the caller checks every length.
+#[cfg(target_arch = "aarch64")]
+fn dense_args(
+    a: &[f32],
+    m: usize,
+    b: &PackedB<'_>,
+    epi: Epilogue<'_>,
+    out: *mut f32,
+    ldo: usize,
+) -> simd::GemmArgs {
+    simd::GemmArgs {
+        a: a.as_ptr(),
+        m,
+        lda: b.k,
+        k: b.k,
+        n: b.n,
+        pstride: b.pstride,
+        scales: b.scales.as_ptr(),
+        epi: simd::EpiPtrs::new(epi),
+        out,
+        ldo,
+    }
+}
+
 /// [`gemm`] with an fp16 token on activations held in half precision: `a` holds `m` dense
 /// rows of `b.k` halves (two to a float, see [`scalar::half`]), as [`layer_norm_rows_half`]
 /// writes them. The result is [`gemm`]'s with the same token on any f32 rows that round to
@@ -203,9 +232,7 @@ pub(crate) fn gemm_half_rows(
     out: MatMut<'_>,
 ) -> Result<(), Error> {
     if !half_rows(kern, &b) {
-        return Err(Error::Arch(
-            "half-precision GEMM rows need an fp16 token and float weights with k <= WIDE_K",
-        ));
+        return Err(NO_HALF_ROWS);
     }
     let (k, n) = (b.k, b.n);
     check_out(&out, m, n)?;
@@ -216,18 +243,7 @@ pub(crate) fn gemm_half_rows(
     }
     #[cfg(target_arch = "aarch64")]
     {
-        let g = simd::GemmArgs {
-            a: a.as_ptr(),
-            m,
-            lda: k,
-            k,
-            n,
-            pstride: b.pstride,
-            scales: b.scales.as_ptr(),
-            epi: simd::EpiPtrs::new(epi),
-            out: out.data.as_mut_ptr(),
-            ldo: out.stride,
-        };
+        let g = dense_args(a, m, &b, epi, out.data.as_mut_ptr(), out.stride);
         // SAFETY: `half_rows` holds: the token proves NEON and FEAT_FP16 and `k <= WIDE_K`;
         // every length behind `g` and `b` is checked above.
         unsafe {
@@ -261,9 +277,7 @@ pub(crate) fn gemm_gelu_half(
     out: &mut [f32],
 ) -> Result<(), Error> {
     if !half_rows(kern, &b) {
-        return Err(Error::Arch(
-            "half-precision GEMM rows need an fp16 token and float weights with k <= WIDE_K",
-        ));
+        return Err(NO_HALF_ROWS);
     }
     let (k, n) = (b.k, b.n);
     let (ak, on) = (m.checked_mul(k), m.checked_mul(n));
@@ -282,18 +296,7 @@ pub(crate) fn gemm_gelu_half(
     }
     #[cfg(target_arch = "aarch64")]
     {
-        let g = simd::GemmArgs {
-            a: a.as_ptr(),
-            m,
-            lda: k,
-            k,
-            n,
-            pstride: b.pstride,
-            scales: b.scales.as_ptr(),
-            epi: simd::EpiPtrs::new(epi),
-            out: out.as_mut_ptr(),
-            ldo: n,
-        };
+        let g = dense_args(a, m, &b, epi, out.as_mut_ptr(), n);
         // SAFETY: `half_rows` holds: the token proves NEON and FEAT_FP16 and `k <= WIDE_K`;
         // every length behind `g` and `b` is checked above (`out` holds `m·n` halves).
         unsafe {

@@ -782,14 +782,7 @@ fn fp16_residual_epilogues_are_the_kernels_order_bit_for_bit() {
             let unit = PackedB::new(data, &ones, k, n).unwrap();
             scalar::gemm_fp16(&a, m, k, unit, Epilogue::Bias(&zeros), &mut sums, n);
             for with_bias in [false, true] {
-                let epi = if with_bias {
-                    Epilogue::BiasScaleAdd {
-                        bias: &bias,
-                        gamma: &gamma,
-                    }
-                } else {
-                    Epilogue::ScaleAdd { gamma: &gamma }
-                };
+                let epi = residual_epi(with_bias, &bias, &gamma);
                 let want: Vec<f32> = (0..m * n)
                     .map(|e| {
                         let j = e % n;

@@ -225,6 +225,21 @@ impl Stored {
 
 pub(crate) const DTYPES: [Dtype; 3] = [Dtype::F32, Dtype::F16, Dtype::I8];
 
+/// PW2's residual epilogue, with a bias (`BiasScaleAdd`, the first hidden slice's) or
+/// without (`ScaleAdd`, the others').
+pub(crate) fn residual_epi<'a>(
+    with_bias: bool,
+    bias: &'a [f32],
+    gamma: &'a [f32],
+) -> crate::kernels::Epilogue<'a> {
+    use crate::kernels::Epilogue;
+    if with_bias {
+        Epilogue::BiasScaleAdd { bias, gamma }
+    } else {
+        Epilogue::ScaleAdd { gamma }
+    }
+}
+
 pub(crate) fn random_b(rng: &mut Rng, k: usize, n: usize) -> Stored {
     let dense = rng.vec(k * n, -1.0, 1.0);
     let mut packed = vec![0.0; PackedB::packed_len(k, n)];

@@ -4,6 +4,7 @@
 use std::vec;
 use std::vec::Vec;
 
+use super::residual_epi;
 use super::{
     assert_fp16_gelu, available, available_q8, cosine, AlignedBuf, Rng, SplitReverse,
     SplitWeighted, StateDict,
@@ -424,14 +425,7 @@ fn int8_residual_epilogues_are_the_kernels_order_bit_for_bit() {
         let mut sums = vec![0i32; m * n];
         q8::gemm_q8_i32_ref(a.view(), b, &mut sums);
         for with_bias in [false, true] {
-            let epi = if with_bias {
-                Epilogue::BiasScaleAdd {
-                    bias: &bias,
-                    gamma: &gamma,
-                }
-            } else {
-                Epilogue::ScaleAdd { gamma: &gamma }
-            };
+            let epi = residual_epi(with_bias, &bias, &gamma);
             let want: Vec<f32> = (0..m * n)
                 .map(|e| {
                     let (i, j) = (e / n, e % n);
