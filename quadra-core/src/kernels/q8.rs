@@ -660,7 +660,8 @@ unsafe fn gemm_cols<D: Dot, S: Simd<V = D::F>, const MR: usize, const NV: usize>
 }
 
 /// One `M x (NV·COLS)` tile: the int32 sums in registers over the whole inner dimension,
-/// then parked on the stack and either copied out or dequantised through the epilogue.
+/// then either dequantised on their way out of the registers (straight into PW2's residual
+/// where [`Dot::RESIDUAL`], else parked for the epilogue) or parked and copied out.
 #[inline(always)]
 unsafe fn tile<D: Dot, S: Simd<V = D::F>, const M: usize, const NV: usize>(
     g: &Q8Args,
