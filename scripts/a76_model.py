@@ -133,7 +133,7 @@ def find(blks):
             name = "gemm_4x16_fp16"
         elif ("gemm_fp16" in fn and fmla == 32 and mix["str"] >= 15 and not mix["fcvtl"]
               and not any(".8h" in t for t in body)):
-            # ... PW2's residual epilogue from a 4 x 16 tile's registers (`residual`): per
+            # ... PW2's residual epilogue from a 4 x 16 tile's registers (`simd::residual`): per
             # value an `fmla` by scale and bias, one by gamma into the output row.
             name = "fp16_residual"
         elif "gemm_fp16" in fn and mix["fcvtl2"] == 8 and mix["fadd"] == 16 and not fmla:
@@ -222,7 +222,7 @@ def find(blks):
         elif ("gemm_q8_sdot" in fn and mix["scvtf"] >= 19 and mix["fmul"] == 20 and mix["fmla"] == 40
               and not mix["sdot"]):
             # w8a8: PW2's residual epilogue applied from the 5 x 16 sdot tile's registers
-            # (`q8::residual`): convert, times the row scale, `fmla` by the column scale and
+            # (`simd::residual`): convert, times the row scale, `fmla` by the column scale and
             # bias, `fmla` by gamma into the output row (one `scvtf` may sit in the block
             # before).
             name = "q8_residual"

@@ -573,10 +573,9 @@ pub fn mlp_group(
             return Err(Error::Arch("hidden slice outside the PW weights"));
         };
         let pw1_b = &wts.pw1_b[j0..j1];
-        // `Precision::Fp16` with float weights: PW1's GELU writes the slice in half
-        // precision, which PW2 reads as it is.
-        let half_hidden =
-            ln2_q.is_none() && kernels::half_rows(kern, &pw1) && kernels::half_rows(kern, &pw2);
+        // `Precision::Fp16` with float weights (`half_rows`: never w8a8's): PW1's GELU writes
+        // the slice in half precision, which PW2 reads as it is.
+        let half_hidden = kernels::half_rows(kern, &pw1) && kernels::half_rows(kern, &pw2);
         if half_hidden {
             let h_out = &mut hidden[..(m * nh).div_ceil(2)];
             kernels::gemm_gelu_half(kern, (ln2.data, half), m, pw1, pw1_b, h_out)?;
@@ -600,7 +599,7 @@ pub fn mlp_group(
         let res = MatMut::dense(&mut out[..m * c], m, c);
         let hid = MatRef::dense(&hidden[..m * nh], m, nh);
         if half_hidden {
-            kernels::gemm_half_rows(kern, &hid.data[..(m * nh).div_ceil(2)], m, pw2, epi, res)?;
+            kernels::gemm_half_rows(kern, &hidden[..(m * nh).div_ceil(2)], m, pw2, epi, res)?;
         } else if pw2.is_dot() {
             let mut q = q8::rows_in(hid_q, m, nh)?;
             q8::quantize_rows(kern, hid.data, nh, &mut q)?;

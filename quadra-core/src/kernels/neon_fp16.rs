@@ -20,7 +20,7 @@ use core::arch::asm;
 use core::mem::MaybeUninit;
 
 use super::aarch64_neon::Neon;
-use super::simd::{epilogue, ld_any, st_any, EpiPtrs, GemmArgs, TILE_COLS, WIDE_K};
+use super::simd::{epilogue, ld_any, residual, st_any, EpiPtrs, GemmArgs, TILE_COLS, WIDE_K};
 use super::PANEL;
 use crate::isa::FP16_CHUNK;
 
@@ -540,48 +540,6 @@ unsafe fn park<const M: usize>(sum: &[[float32x4_t; 4]; M], tp: *mut f32) {
     }
 }
 
-/// PW2's residual epilogue (`ScaleAdd`: `out += gamma ⊙ (sum·scale + bias)`) straight from
-/// the sums of a whole 16-column tile: the operations of [`epilogue`] on the parked tile, in
-/// its order (so the same bits), without the tile's stores and reloads (PW2 pays this
-/// epilogue once per hidden slice).
-///
-/// # Safety
-/// `scales`, `bias` (or null: none) and `gamma` valid for 16 floats; `out` for `M` rows of
-/// 16, `ldo` apart.
-#[inline(always)]
-unsafe fn residual<const M: usize>(
-    sum: &[[float32x4_t; 4]; M],
-    scales: *const f32,
-    (bias, gamma): (*const f32, *const f32),
-    out: *mut f32,
-    ldo: usize,
-) {
-    // SAFETY: within the extents of the contract.
-    unsafe {
-        // One loop per case (the bias tested once): each one straight block.
-        macro_rules! run {
-            (|$c:ident| $bias:expr) => {
-                for j in 0..4 {
-                    let $c = 4 * j;
-                    let scale = vld1q_f32(scales.add($c));
-                    let bias = $bias;
-                    let gamma = vld1q_f32(gamma.add($c));
-                    for (i, s) in sum.iter().enumerate() {
-                        let v = vfmaq_f32(bias, s[j], scale);
-                        let p = out.add(i * ldo + $c);
-                        vst1q_f32(p, vfmaq_f32(vld1q_f32(p), gamma, v));
-                    }
-                }
-            };
-        }
-        if bias.is_null() {
-            run!(|_c| vdupq_n_f32(0.0));
-        } else {
-            run!(|c| vld1q_f32(bias.add(c)));
-        }
-    }
-}
-
 /// Rows of activations converted to f16 at a time: the conversion is paid once per row
 /// per call (not once per panel), and an f32 or int8 panel once per block of rows.
 const ROW_BLOCK: usize = 32;
@@ -713,7 +671,8 @@ pub(crate) unsafe fn gemm<W: HalfPanel, const HALF_A: bool, const HALF_OUT: bool
                         let sum = tile::<$m>(ah.add(i * AS), g.k, bp);
                         let at = (r0 + i) * g.ldo + j0;
                         if let Some(ra) = fused {
-                            residual::<$m>(&sum, scales, ra, g.out.add(at), g.ldo);
+                            let v = |i: usize, j: usize| sum[i][j];
+                            residual::<Neon, $m, 4>(v, scales, ra, g.out.add(at), g.ldo);
                         } else if HALF_OUT {
                             park::<$m>(&sum, tp);
                             let out = g.out.cast::<u16>().add(at);

@@ -593,7 +593,7 @@ pub(crate) unsafe trait Dot {
     /// the first step of the f32 epilogue, done while they are in registers.
     unsafe fn scaled(acc: Self::Acc, scale: f32) -> Self::F;
     /// Does the tile apply PW2's residual epilogue (`ScaleAdd`) from its registers where its
-    /// columns are whole ([`residual`]), rather than park the dequantised sums for
+    /// columns are whole (`simd::residual`), rather than park the dequantised sums for
     /// [`finish`]'s epilogue? (NEON: in the A76 model the parked tile's stores and reloads
     /// were most of that epilogue's cost, which PW2 pays once per hidden slice.)
     const RESIDUAL: bool = false;
@@ -725,9 +725,13 @@ unsafe fn tile<D: Dot, S: Simd<V = D::F>, const M: usize, const NV: usize>(
         let tp = t.as_mut_ptr().cast::<i32>();
         if let Q8Out::F32 { out, ldo, epi } = g.out {
             if D::RESIDUAL && cols == NV * D::COLS {
-                if let Some((bias, gamma)) = epi.offset(j0).scale_add() {
+                if let Some(ra) = epi.offset(j0).scale_add() {
+                    // PW2's residual from the registers, the sums dequantised on the way.
+                    debug_assert_eq!(D::COLS, S::LANES);
+                    let rs: [f32; M] = core::array::from_fn(|i| *g.a_scales.add(i0 + i));
+                    let v = |i: usize, j: usize| D::scaled(acc[i][j], rs[i]);
                     let out = out.add(i0 * ldo + j0);
-                    return residual::<D, S, M, NV>(g, &acc, i0, j0, (bias, gamma), out, ldo);
+                    return simd::residual::<S, M, NV>(v, g.b_scales.add(j0), ra, out, ldo);
                 }
             }
             // Dequantised by the row scales on their way out of the registers, then the
@@ -747,53 +751,6 @@ unsafe fn tile<D: Dot, S: Simd<V = D::F>, const M: usize, const NV: usize>(
             }
         }
         finish::<S, M>(g, tp, i0, j0, cols, D::HALF_GELU);
-    }
-}
-
-/// PW2's residual epilogue (`ScaleAdd`: `out += gamma ⊙ (v·colscale + bias)`, `v` the sums
-/// times the row scale) straight from the accumulators of an `M x (NV·COLS)` tile with
-/// whole columns: per column vector its scales, bias and gamma once, then each row. The
-/// same operations in the same order as parking the tile ([`Dot::scaled`]) and running
-/// `simd::epilogue` on it, so the same bits.
-///
-/// # Safety
-/// As [`tile`]; `bias` (or null: no bias) and `gamma` valid for the tile's columns, `out`
-/// for its `M` rows of `NV·COLS` floats, `ldo` apart.
-#[inline(always)]
-unsafe fn residual<D: Dot, S: Simd<V = D::F>, const M: usize, const NV: usize>(
-    g: &Q8Args,
-    acc: &[[D::Acc; NV]; M],
-    i0: usize,
-    j0: usize,
-    (bias, gamma): (*const f32, *const f32),
-    out: *mut f32,
-    ldo: usize,
-) {
-    // SAFETY: the caller's contract: every pointer valid for the tile's whole columns.
-    unsafe {
-        let rs: [f32; M] = core::array::from_fn(|i| *g.a_scales.add(i0 + i));
-        // One loop per case (the bias tested once, not per column vector): each one
-        // straight block.
-        macro_rules! run {
-            (|$c:ident| $bias:expr) => {
-                for j in 0..NV {
-                    let $c = j * D::COLS;
-                    let scale = S::load(g.b_scales.add(j0 + $c));
-                    let bias = $bias;
-                    let gamma = S::load(gamma.add($c));
-                    for (i, row) in acc.iter().enumerate() {
-                        let v = S::fmadd(D::scaled(row[j], rs[i]), scale, bias);
-                        let p = out.add(i * ldo + $c);
-                        S::store(p, S::fmadd(gamma, v, S::load(p)));
-                    }
-                }
-            };
-        }
-        if bias.is_null() {
-            run!(|_c| S::zero());
-        } else {
-            run!(|c| S::load(bias.add(c)));
-        }
     }
 }
 

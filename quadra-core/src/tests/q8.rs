@@ -398,7 +398,7 @@ fn int8_gemm_epilogues_match_the_reference() {
 /// PW2's residual epilogues (`ScaleAdd`, `BiasScaleAdd`) on every SIMD int8 path, bit for
 /// bit in the kernels' order of operations, `out = fma(gamma, fma((acc as f32)·rs, cs,
 /// bias), out)`: NEON applies them from the tile's registers where its columns are whole
-/// (`q8::residual`), the others (and NEON's partial columns) from the parked tile; the
+/// (`simd::residual`), the others (and NEON's partial columns) from the parked tile; the
 /// same bits either way. Rows around the 5-, 4- and 2-row tiles, columns around the
 /// 16-column tile. (The scalar reference rounds `v·cs` and `+ bias` apart: not compared.)
 #[test]

@@ -413,6 +413,52 @@ unsafe fn tile<S: Simd, W: Elem, const M: usize, const NV: usize>(
     }
 }
 
+/// PW2's residual epilogue (`ScaleAdd`: `out += gamma ⊙ (v·scale + bias)`) on an
+/// `M x (NV·LANES)` tile whose values are still in registers (`v(i, j)`: row `i`, column
+/// vector `j`), all columns whole: per column vector its scales, bias and gamma once, then
+/// each row. The same operations in the same order as [`epilogue`]'s `ScaleAdd` on the
+/// parked tile, so the same bits, without the tile's stores and reloads (PW2 pays this
+/// epilogue once per hidden slice). Used by NEON's int8 and fp16 tiles.
+///
+/// # Safety
+/// The ISA available; `scales`, `bias` (or null: none) and `gamma` valid for `NV·LANES`
+/// floats, `out` for `M` rows of them, `ldo` apart.
+#[allow(dead_code)] // used by the aarch64 int8 and fp16 kernels only
+#[inline(always)]
+pub(crate) unsafe fn residual<S: Simd, const M: usize, const NV: usize>(
+    v: impl Fn(usize, usize) -> S::V,
+    scales: *const f32,
+    (bias, gamma): (*const f32, *const f32),
+    out: *mut f32,
+    ldo: usize,
+) {
+    // SAFETY: within the extents of the contract.
+    unsafe {
+        // One loop per case (the bias tested once, not per column vector): each one
+        // straight block.
+        macro_rules! run {
+            (|$c:ident| $bias:expr) => {
+                for j in 0..NV {
+                    let $c = j * S::LANES;
+                    let scale = S::load(scales.add($c));
+                    let bias = $bias;
+                    let gamma = S::load(gamma.add($c));
+                    for i in 0..M {
+                        let x = S::fmadd(v(i, j), scale, bias);
+                        let p = out.add(i * ldo + $c);
+                        S::store(p, S::fmadd(gamma, x, S::load(p)));
+                    }
+                }
+            };
+        }
+        if bias.is_null() {
+            run!(|_c| S::zero());
+        } else {
+            run!(|c| S::load(bias.add(c)));
+        }
+    }
+}
+
 /// The epilogue of an `M`-row GEMM tile parked at `tp` (rows [`TILE_COLS`] apart), `cols`
 /// columns: `out = epi(tile · scales + bias)` (see [`super::Epilogue`]), a vector at a time.
 ///
