@@ -128,9 +128,13 @@ def find(blks):
                     name = f"qdw_k{k}_q4_{w}"
         elif gemm_fn(fn) and fmla in (96, 80, 64) and body[-1].startswith("b."):
             name = f"gemm_{fmla // 16}x16_{w}"
-        elif "gemm_fp16" in fn and fmla == 64 and not mix["fcvtl"] and body[-1].startswith("b."):
-            # The half-precision GEMM's 4 x 16 tile, eight k steps by element (`fmla .8h`).
-            name = "gemm_4x16_fp16"
+        elif "gemm_fp16_4x16" in tags:
+            # The half-precision GEMM's 4 x 16 tile, eight k steps by element (`fmla .8h`):
+            # its assembly loop (`neon_fp16::blocks4`), tagged.
+            loop = [i for i, t in zip(body, tags) if t == "gemm_fp16_4x16"]
+            if sum(i.startswith("fmla") for i in loop) == 64 and loop[-1].startswith("b."):
+                found["gemm_4x16_fp16"] = loop
+            continue
         elif ("gemm_fp16" in fn and fmla == 32 and mix["str"] >= 15 and not mix["fcvtl"]
               and not any(".8h" in t for t in body)):
             # ... PW2's residual epilogue from a 4 x 16 tile's registers (`simd::residual`): per
@@ -170,12 +174,14 @@ def find(blks):
                 GELU_ROWS["epi_gelu_fp16_half"] = rows
                 found.pop("epi_gelu_fp16_half", None)
                 name = "epi_gelu_fp16_half"
-        elif (("half_rows" in fn or "gelu_half" in fn) and len(body) <= 11 and mix["ldp"] == 2
-              and mix["stp"] == 2 and all(t.split()[1].startswith("q") for t in body
-                                          if t.split()[0] in ("ldp", "stp"))
+        elif (("half_rows" in fn or "gelu_half" in fn) and len(body) <= 12 and mix["ldp"] == 2
+              and mix["str"] + mix["stur"] == 4 and not mix["stp"]
+              and all(t.split()[1].startswith("q") for t in body
+                      if t.split()[0] in ("ldp", "str", "stur"))
               and body[-1].startswith("b.")):
-            # ... f16 activation rows copied into the tiles' layout (rows WIDE_K apart), 32
-            # halves per iteration, once per GEMM call and row.
+            # ... f16 activation rows copied into the tiles' layout (four eight-half blocks of
+            # a row, each to its k-block of the row's group), 32 halves per iteration, once
+            # per GEMM call and row.
             name = "fp16_copy"
         elif "gelu_slice" in fn and mix["frecpe"] and mix["str"] == 1 and not mix["bl"]:
             # GELU of one vector (the GEMM epilogue's, here alone): erf's rational

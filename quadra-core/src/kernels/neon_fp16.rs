@@ -449,32 +449,189 @@ impl HalfPanel for i8 {
     }
 }
 
-/// Halves between the rows of the f16 activation copy the tiles read. A constant, so a
-/// tile's four rows are one pointer and immediate offsets: with rows `k` apart LLVM kept a
-/// pointer per row and loaded by register offset (two micro-ops each in the A76 model), and
-/// the 8-step iteration was 104 micro-ops for 64 `fmla`, dispatch-bound at 84% of the peak.
-const AS: usize = WIDE_K;
+/// The f16 activation copy the tiles read is interleaved by groups of [`MR`] rows: within
+/// a group, k-block `kb` (eight inner steps) holds the eight halves of row 0, then rows 1, 2
+/// and 3, so one `ld1` of four registers loads a 4-row tile's operands for eight steps and
+/// walks on by post-index. (Rows [`WIDE_K`] halves apart, each loaded by `ldr q` at an
+/// immediate offset, made the 8-step iteration 101 micro-ops in the A76 model, 37.1
+/// cycles for 32 cycles of `fmla`; with a pointer per row, 104.) Halves between the
+/// k-blocks of a group:
+const KB: usize = MR * 8;
 
-/// One `M x 16` tile: the f16 activation rows at `ah` (`k` halves each, [`AS`] apart) times
-/// the f16 panel `bp`; its f32 sums, row by row. The f32 accumulators stay in registers
-/// with the f16 ones (`M·4 + M·2` of them), so a run's fold is register arithmetic only.
+/// Halves from the copy's start to row `i`'s first k-block (groups of [`MR`] rows, each
+/// [`WIDE_K`]` / 8` k-blocks).
+#[inline(always)]
+const fn slot(i: usize) -> usize {
+    (i / MR) * MR * WIDE_K + (i % MR) * 8
+}
+
+/// `M` consecutive activation vectors (one k-block of `M` rows of a group) from `p`.
 ///
 /// # Safety
-/// `ah` valid for `M` rows of `k` halves, [`AS`] apart; `bp` for `k·16`; FEAT_FP16 enabled.
+/// `p` valid for `8·M` halves.
+#[inline(always)]
+unsafe fn load_rows<const M: usize>(p: *const u16) -> [H8; M] {
+    // SAFETY: the caller's contract; `M` is 4, 2 or 1.
+    unsafe {
+        let mut v = [vdupq_n_u16(0); M];
+        match M {
+            4 => {
+                let x = vld1q_u16_x4(p);
+                v.copy_from_slice(&[x.0, x.1, x.2, x.3][..M]);
+            }
+            2 => {
+                let x = vld1q_u16_x2(p);
+                v.copy_from_slice(&[x.0, x.1][..M]);
+            }
+            _ => {
+                for (i, r) in v.iter_mut().enumerate() {
+                    *r = vld1q_u16(p.add(8 * i));
+                }
+            }
+        }
+        v
+    }
+}
+
+/// Whole k-blocks of a 4 x 16 tile: `n` iterations of eight inner steps, each one `ld1` of
+/// the four rows' activation vectors (the copy's layout, [`KB`]), four `ld1` of a step
+/// pair's weights and 64 `fmla .8h` by element into `acc`; both pointers walk on by
+/// post-index. Assembly because LLVM splits `vld1q_u16_x4` into `ldp` pairs (three
+/// micro-ops each in the A76 model against `ld1`'s four for four registers); the
+/// accumulators are LLVM's registers, v0-v7 the loads'.
+///
+/// # Safety
+/// FEAT_FP16 enabled; `n >= 1`; `*a` valid for `32·n` halves, `*b` for `128·n`.
+#[inline(always)]
+unsafe fn blocks4(acc: &mut [[H8; 2]; 4], a: &mut *const u16, b: &mut *const u16, n: usize) {
+    // SAFETY: reads within the contract's extents; every register written is an operand
+    // or a clobber.
+    unsafe {
+        asm!(
+            "// quadra-mca: gemm_fp16_4x16",
+            "2:",
+            "ld1 {{v0.8h, v1.8h, v2.8h, v3.8h}}, [{a}], #64",
+            "ld1 {{v4.8h, v5.8h, v6.8h, v7.8h}}, [{b}], #64",
+            "fmla {c00:v}.8h, v4.8h, v0.h[0]",
+            "fmla {c01:v}.8h, v5.8h, v0.h[0]",
+            "fmla {c10:v}.8h, v4.8h, v1.h[0]",
+            "fmla {c11:v}.8h, v5.8h, v1.h[0]",
+            "fmla {c20:v}.8h, v4.8h, v2.h[0]",
+            "fmla {c21:v}.8h, v5.8h, v2.h[0]",
+            "fmla {c30:v}.8h, v4.8h, v3.h[0]",
+            "fmla {c31:v}.8h, v5.8h, v3.h[0]",
+            "fmla {c00:v}.8h, v6.8h, v0.h[1]",
+            "fmla {c01:v}.8h, v7.8h, v0.h[1]",
+            "fmla {c10:v}.8h, v6.8h, v1.h[1]",
+            "fmla {c11:v}.8h, v7.8h, v1.h[1]",
+            "fmla {c20:v}.8h, v6.8h, v2.h[1]",
+            "fmla {c21:v}.8h, v7.8h, v2.h[1]",
+            "fmla {c30:v}.8h, v6.8h, v3.h[1]",
+            "fmla {c31:v}.8h, v7.8h, v3.h[1]",
+            "ld1 {{v4.8h, v5.8h, v6.8h, v7.8h}}, [{b}], #64",
+            "fmla {c00:v}.8h, v4.8h, v0.h[2]",
+            "fmla {c01:v}.8h, v5.8h, v0.h[2]",
+            "fmla {c10:v}.8h, v4.8h, v1.h[2]",
+            "fmla {c11:v}.8h, v5.8h, v1.h[2]",
+            "fmla {c20:v}.8h, v4.8h, v2.h[2]",
+            "fmla {c21:v}.8h, v5.8h, v2.h[2]",
+            "fmla {c30:v}.8h, v4.8h, v3.h[2]",
+            "fmla {c31:v}.8h, v5.8h, v3.h[2]",
+            "fmla {c00:v}.8h, v6.8h, v0.h[3]",
+            "fmla {c01:v}.8h, v7.8h, v0.h[3]",
+            "fmla {c10:v}.8h, v6.8h, v1.h[3]",
+            "fmla {c11:v}.8h, v7.8h, v1.h[3]",
+            "fmla {c20:v}.8h, v6.8h, v2.h[3]",
+            "fmla {c21:v}.8h, v7.8h, v2.h[3]",
+            "fmla {c30:v}.8h, v6.8h, v3.h[3]",
+            "fmla {c31:v}.8h, v7.8h, v3.h[3]",
+            "ld1 {{v4.8h, v5.8h, v6.8h, v7.8h}}, [{b}], #64",
+            "fmla {c00:v}.8h, v4.8h, v0.h[4]",
+            "fmla {c01:v}.8h, v5.8h, v0.h[4]",
+            "fmla {c10:v}.8h, v4.8h, v1.h[4]",
+            "fmla {c11:v}.8h, v5.8h, v1.h[4]",
+            "fmla {c20:v}.8h, v4.8h, v2.h[4]",
+            "fmla {c21:v}.8h, v5.8h, v2.h[4]",
+            "fmla {c30:v}.8h, v4.8h, v3.h[4]",
+            "fmla {c31:v}.8h, v5.8h, v3.h[4]",
+            "fmla {c00:v}.8h, v6.8h, v0.h[5]",
+            "fmla {c01:v}.8h, v7.8h, v0.h[5]",
+            "fmla {c10:v}.8h, v6.8h, v1.h[5]",
+            "fmla {c11:v}.8h, v7.8h, v1.h[5]",
+            "fmla {c20:v}.8h, v6.8h, v2.h[5]",
+            "fmla {c21:v}.8h, v7.8h, v2.h[5]",
+            "fmla {c30:v}.8h, v6.8h, v3.h[5]",
+            "fmla {c31:v}.8h, v7.8h, v3.h[5]",
+            "ld1 {{v4.8h, v5.8h, v6.8h, v7.8h}}, [{b}], #64",
+            "fmla {c00:v}.8h, v4.8h, v0.h[6]",
+            "fmla {c01:v}.8h, v5.8h, v0.h[6]",
+            "fmla {c10:v}.8h, v4.8h, v1.h[6]",
+            "fmla {c11:v}.8h, v5.8h, v1.h[6]",
+            "fmla {c20:v}.8h, v4.8h, v2.h[6]",
+            "fmla {c21:v}.8h, v5.8h, v2.h[6]",
+            "fmla {c30:v}.8h, v4.8h, v3.h[6]",
+            "fmla {c31:v}.8h, v5.8h, v3.h[6]",
+            "fmla {c00:v}.8h, v6.8h, v0.h[7]",
+            "fmla {c01:v}.8h, v7.8h, v0.h[7]",
+            "fmla {c10:v}.8h, v6.8h, v1.h[7]",
+            "fmla {c11:v}.8h, v7.8h, v1.h[7]",
+            "fmla {c20:v}.8h, v6.8h, v2.h[7]",
+            "fmla {c21:v}.8h, v7.8h, v2.h[7]",
+            "fmla {c30:v}.8h, v6.8h, v3.h[7]",
+            "fmla {c31:v}.8h, v7.8h, v3.h[7]",
+            "subs {n}, {n}, #1",
+            "b.ne 2b",
+            a = inout(reg) *a,
+            b = inout(reg) *b,
+            n = inout(reg) n => _,
+            c00 = inout(vreg) acc[0][0],
+            c01 = inout(vreg) acc[0][1],
+            c10 = inout(vreg) acc[1][0],
+            c11 = inout(vreg) acc[1][1],
+            c20 = inout(vreg) acc[2][0],
+            c21 = inout(vreg) acc[2][1],
+            c30 = inout(vreg) acc[3][0],
+            c31 = inout(vreg) acc[3][1],
+            out("v0") _,
+            out("v1") _,
+            out("v2") _,
+            out("v3") _,
+            out("v4") _,
+            out("v5") _,
+            out("v6") _,
+            out("v7") _,
+            options(nostack, readonly)
+        );
+    }
+}
+
+/// One `M x 16` tile: the f16 activation rows at `ah` (the copy's layout from row
+/// [`slot`]`(i)`, `M` rows of one group) times the f16 panel `bp`; its f32 sums, row by row.
+/// The f32 accumulators stay in registers with the f16 ones (`M·4 + M·2` of them), so a
+/// run's fold is register arithmetic only. Each pair of steps loads its four weight
+/// vectors with one `ld1` (64 contiguous bytes of the panel).
+///
+/// # Safety
+/// `ah` valid for the `M` rows' `k` halves in the copy's layout; `bp` for `k·16`;
+/// FEAT_FP16 enabled.
 #[inline(always)]
 unsafe fn tile<const M: usize>(ah: *const u16, k: usize, bp: *const u16) -> [[float32x4_t; 4]; M] {
     // SAFETY: every access is within the extents of the contract.
     unsafe {
         let z = vdupq_n_u16(0);
         let mut sum = [[vdupq_n_f32(0.0); 4]; M];
-        // One inner step at activation lane `$l` of `$av`, weights row `$l` from `$w`.
-        macro_rules! step {
-            ($acc:ident, $av:ident, $w:expr, $l:literal) => {{
-                let b0 = vld1q_u16($w.add($l * PANEL));
-                let b1 = vld1q_u16($w.add($l * PANEL + 8));
+        // Steps `$l` and `$l + 1` at activation lanes `$l`, `$l + 1` of `$av`, their weight
+        // rows from `$w`.
+        macro_rules! steps {
+            ($acc:ident, $av:ident, $w:expr, $l:literal, $l1:literal) => {{
+                let b = vld1q_u16_x4($w.add($l * PANEL));
                 for i in 0..M {
-                    $acc[i][0] = fmla_lane::<$l>($acc[i][0], b0, $av[i]);
-                    $acc[i][1] = fmla_lane::<$l>($acc[i][1], b1, $av[i]);
+                    $acc[i][0] = fmla_lane::<$l>($acc[i][0], b.0, $av[i]);
+                    $acc[i][1] = fmla_lane::<$l>($acc[i][1], b.1, $av[i]);
+                }
+                for i in 0..M {
+                    $acc[i][0] = fmla_lane::<$l1>($acc[i][0], b.2, $av[i]);
+                    $acc[i][1] = fmla_lane::<$l1>($acc[i][1], b.3, $av[i]);
                 }
             }};
         }
@@ -483,28 +640,40 @@ unsafe fn tile<const M: usize>(ah: *const u16, k: usize, bp: *const u16) -> [[fl
             let end = (k0 + FP16_CHUNK).min(k);
             let mut acc = [[z; 2]; M];
             let mut kk = k0;
+            let n = (end - kk) / 8;
+            if M == 4 && n > 0 {
+                let (mut a, mut b) = (ah.add(kk / 8 * KB), bp.add(kk * PANEL));
+                // SAFETY (cast): `M == 4`, so the array is the one `blocks4` takes.
+                blocks4(
+                    &mut *acc.as_mut_ptr().cast::<[[H8; 2]; 4]>(),
+                    &mut a,
+                    &mut b,
+                    n,
+                );
+                kk += 8 * n;
+            }
             while kk + 8 <= end {
-                let mut av = [z; M];
-                for (i, v) in av.iter_mut().enumerate() {
-                    *v = vld1q_u16(ah.add(i * AS + kk));
-                }
+                let av = load_rows::<M>(ah.add(kk / 8 * KB));
                 let w = bp.add(kk * PANEL);
-                step!(acc, av, w, 0);
-                step!(acc, av, w, 1);
-                step!(acc, av, w, 2);
-                step!(acc, av, w, 3);
-                step!(acc, av, w, 4);
-                step!(acc, av, w, 5);
-                step!(acc, av, w, 6);
-                step!(acc, av, w, 7);
+                steps!(acc, av, w, 0, 1);
+                steps!(acc, av, w, 2, 3);
+                steps!(acc, av, w, 4, 5);
+                steps!(acc, av, w, 6, 7);
                 kk += 8;
             }
             while kk < end {
                 let mut av = [z; M];
                 for (i, v) in av.iter_mut().enumerate() {
-                    *v = vld1q_dup_u16(ah.add(i * AS + kk));
+                    *v = vld1q_dup_u16(ah.add(kk / 8 * KB + 8 * i + kk % 8));
                 }
-                step!(acc, av, bp.add(kk * PANEL), 0);
+                let (b0, b1) = (
+                    vld1q_u16(bp.add(kk * PANEL)),
+                    vld1q_u16(bp.add(kk * PANEL + 8)),
+                );
+                for i in 0..M {
+                    acc[i][0] = fmla_lane::<0>(acc[i][0], b0, av[i]);
+                    acc[i][1] = fmla_lane::<0>(acc[i][1], b1, av[i]);
+                }
                 kk += 1;
             }
             for (s, row) in sum.iter_mut().zip(acc.iter()) {
@@ -544,16 +713,26 @@ unsafe fn park<const M: usize>(sum: &[[float32x4_t; 4]; M], tp: *mut f32) {
 /// per call (not once per panel), and an f32 or int8 panel once per block of rows.
 const ROW_BLOCK: usize = 32;
 
-/// `rows` rows of `k` floats at `a` (`lda` apart) rounded to f16 into `ah` ([`AS`] apart).
+/// `rows` rows of `k` floats at `a` (`lda` apart) rounded to f16 into the copy `ah` (its
+/// layout: [`KB`]).
 ///
 /// # Safety
-/// `a` valid for the rows, `ah` for `rows` rows of [`AS`] halves; `k <= AS`.
+/// `a` valid for the rows, `ah` for [`slot`]`(rows)` halves; `k <= WIDE_K`.
 #[inline(always)]
 unsafe fn narrow_rows(a: *const f32, lda: usize, rows: usize, k: usize, ah: *mut u16) {
     // SAFETY: within the extents of the contract.
     unsafe {
         for i in 0..rows {
-            narrow_run(a.add(i * lda), k, ah.add(i * AS));
+            let (src, dst) = (a.add(i * lda), ah.add(slot(i)));
+            let mut kk = 0;
+            while kk + 8 <= k {
+                let h = narrow(vld1q_f32(src.add(kk)), vld1q_f32(src.add(kk + 4)));
+                vst1q_u16(dst.add(kk / 8 * KB), h);
+                kk += 8;
+            }
+            if kk < k {
+                narrow_run(src.add(kk), k - kk, dst.add(kk / 8 * KB));
+            }
         }
     }
 }
@@ -583,31 +762,32 @@ pub(super) unsafe fn narrow_run(src: *const f32, n: usize, dst: *mut u16) {
     }
 }
 
-/// `rows` dense rows of `k` halves at `h` copied into `ah` ([`AS`] apart): 32 halves an
-/// iteration (four q registers; with one, the A76 model gave 4.1 cycles per eight halves).
+/// `rows` dense rows of `k` halves at `h` copied into the copy `ah` (its layout: [`KB`]):
+/// 32 halves an iteration (four q registers; with one, the A76 model gave 4.1 cycles per
+/// eight halves).
 ///
 /// # Safety
-/// `h` valid for `rows·k` halves, `ah` for `rows` rows of [`AS`]; `k <= AS`.
+/// `h` valid for `rows·k` halves, `ah` for [`slot`]`(rows)` halves; `k <= WIDE_K`.
 #[inline(always)]
 unsafe fn copy_rows(h: *const u16, rows: usize, k: usize, ah: *mut u16) {
     // SAFETY: within the extents of the contract.
     unsafe {
         for i in 0..rows {
-            let (src, dst) = (h.add(i * k), ah.add(i * AS));
+            let (src, dst) = (h.add(i * k), ah.add(slot(i)));
             let mut kk = 0;
             while kk + 32 <= k {
                 let v: [H8; 4] = core::array::from_fn(|j| vld1q_u16(src.add(kk + 8 * j)));
                 for (j, v) in v.iter().enumerate() {
-                    vst1q_u16(dst.add(kk + 8 * j), *v);
+                    vst1q_u16(dst.add((kk / 8 + j) * KB), *v);
                 }
                 kk += 32;
             }
             while kk + 8 <= k {
-                vst1q_u16(dst.add(kk), vld1q_u16(src.add(kk)));
+                vst1q_u16(dst.add(kk / 8 * KB), vld1q_u16(src.add(kk)));
                 kk += 8;
             }
             while kk < k {
-                *dst.add(kk) = *src.add(kk);
+                *dst.add(kk / 8 * KB + kk % 8) = *src.add(kk);
                 kk += 1;
             }
         }
@@ -668,7 +848,7 @@ pub(crate) unsafe fn gemm<W: HalfPanel, const HALF_A: bool, const HALF_OUT: bool
                 let mut i = 0;
                 macro_rules! rows {
                     ($m:literal) => {{
-                        let sum = tile::<$m>(ah.add(i * AS), g.k, bp);
+                        let sum = tile::<$m>(ah.add(slot(i)), g.k, bp);
                         let at = (r0 + i) * g.ldo + j0;
                         if let Some(ra) = fused {
                             let v = |i: usize, j: usize| sum[i][j];
