@@ -203,8 +203,10 @@ def find(blks):
             # rounded to f16 (`fcvtn`) and stored as four halves; the QDW's blocked rows
             # (LN1) or PW1's channels-last ones (LN2).
             name = "ln_norm_blocked_fp16" if mix["lsr"] else "ln_norm_fp16"
-        elif "ln_simd" in fn and mix["fsqrt"] == 4:
-            name = "ln_rows4"  # per four rows: variance sums, square roots, divisions
+        elif "ln_simd" in fn and mix["faddp"] == 8 and any(t.startswith("fsqrt\tv") for t in body):
+            # Per four rows: the variance sums, then one square root and one division of the
+            # four rows' `var + eps` in a vector.
+            name = "ln_rows4"
         elif "ln_simd" in fn and mix["faddp"] == 8 and mix["dup"] == 4:
             name = "ln_means4"  # per four rows: the means
         elif (gemm_fn(fn) and 0 < mix["frecpe"] == mix["str"] == mix["fmax"] and not mix["sdot"]
@@ -392,7 +394,12 @@ def network_estimate(t, ghz):
     # The fp16 GEMM (Precision::Fp16): multiply-adds per cycle over a whole run of a 4 x 16
     # tile (FP16_CHUNK / 8 iterations of 8 steps, then the run's fold into the f32 sums), and the
     # cycles to round one activation to f16 (once per GEMM call and row).
-    rate16 = 4 * 16 * FP16_CHUNK / (FP16_CHUNK / 8 * t["gemm_4x16_fp16"]["cycles"] + t["fp16_fold"]["cycles"])
+    def cyc16(macs, k):
+        """Cycles of `macs` multiply-adds of fp16 GEMMs with inner dimension `k`: per 4 x 16
+        tile, k/8 iterations and a fold per run (a GEMM with k < FP16_CHUNK folds once in
+        fewer steps: 16-channel PW1 pays a fold per 16 steps)."""
+        tile = k / 8 * t["gemm_4x16_fp16"]["cycles"] + -(-k // FP16_CHUNK) * t["fp16_fold"]["cycles"]
+        return macs / (4 * 16 * k) * tile
     narrow16 = t["fp16_narrow"]["cycles"] / 8
     copy16 = t["fp16_copy"]["cycles"] / 32  # f16 rows copied into the tiles' layout, per value
     # Precision::Fp16's QDW: `fmla .8h` (eight multiply-adds each) at the group's fraction
@@ -433,7 +440,7 @@ def network_estimate(t, ghz):
                             + o * per["epi_bias"] for m, k, w, wide, o in other)
         # fp16 mode: the other layers' GEMMs in half precision where k <= WIDE_K (f16
         # weights read in place), else the f16w path; their inputs rounded once per row.
-        other_fp16 = sum((m / rate16 + m * k / w * narrow16 if k <= WIDE_K else
+        other_fp16 = sum((cyc16(m, k) + m * k / w * narrow16 if k <= WIDE_K else
                           m / (rate * fg) + w * widen16 if wide else m / (rate * fg16))
                          + o * per["epi_bias"] for m, k, w, wide, o in other)
         # PW1's input is LN2's f16 rows (their rounding is priced in LayerNorm), PW2's the
@@ -455,7 +462,10 @@ def network_estimate(t, ghz):
             elif mode == "fp16":  # f16 weights, half-precision pointwise GEMMs, QDW and GELU
                 # PW2's residual epilogue from the fp16 tile's registers, once per slice.
                 parts["epilogue"] = hidden * per["epi_bias"] + per_slice * per["fp16_residual"]
-                parts.update(GEMM=pw / rate16 + pw_copy, QDW=qdw / rate_qdw16, other=other_fp16,
+                # PW1: k = C; PW2: k = the hidden slice (4C up to 128); half the MACs each.
+                pw16 = sum(cyc16(p * 4 * dims[s] ** 2, dims[s]) + cyc16(p * 4 * dims[s] ** 2,
+                           min(4 * dims[s], HIDDEN_CHUNK)) for s, p in enumerate(pix))
+                parts.update(GEMM=pw16 + pw_copy, QDW=qdw / rate_qdw16, other=other_fp16,
                              GELU=hidden * gelu16)
                 parts["LayerNorm"] += narrow * (ln1_half + ln2_half)
             else:  # w8a8, w8a8+fp16: int8 pointwise GEMMs; QDW taps and the other layers as f32 models

@@ -102,11 +102,22 @@ unsafe fn ln_rows<S: Simd, const R: usize, const HALF: bool>(a: &LnArgs, r0: usi
             }
         });
         // In-register square root: libm's `sqrtf` is legacy-SSE inline assembly, and running
-        // it with dirty upper vector state costs hundreds of cycles per row.
-        let rstd: [S::V; R] = core::array::from_fn(|j| {
-            let var = S::reduce_add(acc[j]) * inv_n;
-            S::div(S::splat(1.0), S::sqrt(S::splat(var + eps)))
-        });
+        // it with dirty upper vector state costs hundreds of cycles per row. The R rows'
+        // `var + eps` share one vector (R <= LANES; the other lanes 1), so they take one
+        // square root and one division: each was a scalar one per row, on the A76 model's
+        // one non-pipelined divide unit 7 cycles apiece (56 per four rows). Both are
+        // correctly rounded in every lane, so each row's value is what it was alone.
+        let rstd: [S::V; R] = {
+            let mut v = [1.0f32; 16];
+            for (j, a) in acc.iter().enumerate() {
+                v[j] = S::reduce_add(*a) * inv_n + eps;
+            }
+            S::store(
+                v.as_mut_ptr(),
+                S::div(S::splat(1.0), S::sqrt(S::load(v.as_ptr()))),
+            );
+            core::array::from_fn(|j| S::splat(v[j]))
+        };
         // Row `r0 + j`'s output for channels `i..` is `j·step` floats past row `r0`'s at `o`.
         macro_rules! normalise {
             ($i:expr, $n:expr, $o:expr, $step:expr) => {
