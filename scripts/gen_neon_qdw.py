@@ -59,13 +59,22 @@ def body_compact(k, half=False):
     walking a copy of the tap pointer), taps in row-major order, pixel by pixel within a
     tap.
 
-    With `half` (`Precision::Fp16`, FEAT_FP16): eight channels per vector, `fmla .8h`. Taps:
-    f16, `(t*3 + f) * 8` halves from the chunk's start (rounded from f32, scales folded in,
-    once per channel chunk). Inputs: the f16 ring (`block_row` and LayerNorm round the rows
+    With `half` (`Precision::Fp16`, FEAT_FP16): eight channels per vector, `fmla .8h`. The
+    chunk's buffer: the three filters' biases in f16, each as 7 vectors (168 halves), then
+    the taps, f16, `(t*3 + f) * 8` halves on (rounded from f32, scales folded in, once per
+    channel chunk); the sums start at the biases. Inputs: the f16 ring (`block_row` and LayerNorm round the rows
     to f16 as they write them), a pixel's eight channels one 16-byte load, pixels
     `HALF_PIXEL` bytes apart."""
     lanes, pixel = ("8h", HALF_PIXEL) if half else ("4s", PIXEL)
     lines = ["mov {wp}, {w}"]
+    if half:
+        # The sums start at the filters' f16 biases: 21 vectors before the taps (filter
+        # f's bias repeated for the 7 pixels, so in the order of v0-v20), four registers a
+        # load; every tap, the first too, is then a multiply-add.
+        for r in range(0, 20, 4):
+            regs = ", ".join(f"v{r + i}.8h" for i in range(4))
+            lines.append(f"ld1 {{{{{regs}}}}}, [{{wp}}], #64")
+        lines.append("ld1 {{v20.8h}}, [{wp}], #16")
     for ky in range(k):
         row = ROW_REG[ky % 2]
         for kx in range(k):
@@ -76,7 +85,7 @@ def body_compact(k, half=False):
             new = range(Q) if kx == 0 else [kx + Q - 1]
             for j in new:
                 lines.append(f"ldr q{21 + j % Q}, [{row}, #{j * pixel}]")
-            op = "fmul" if t == 0 else "fmla"
+            op = "fmul" if t == 0 and not half else "fmla"
             for q in range(Q):
                 x = 21 + (q + kx) % Q
                 for f in range(3):
@@ -132,7 +141,7 @@ def function(k, layout):
     stride = 64
     doc = {"compact": "compact: tap vector `(t·3 + f)·4` floats in",
            "packed": "packed: tap vector `(t·3 + f)·16` floats in (`CBLOCK` = 16)",
-           "fp16": "fp16: tap vector `(t·3 + f)·8` halves (FEAT_FP16; eight channels, the sums\n/// eight f16 lanes a register) in"}[layout]
+           "fp16": "fp16: the sums start at 21 f16 bias vectors (filter a's for pixels 0-6, then\n/// b's, c's), then tap vector `(t·3 + f)·8` halves (FEAT_FP16; eight channels, the sums\n/// eight f16 lanes a register) in"}[layout]
     half = layout == "fp16"
     isa, chans = ("NEON and FEAT_FP16 (enabled in the calling leaf)", "eight") if half else ("NEON", "four")
     wty, vty, zero = ("u16", "uint16x8_t", "vdupq_n_u16(0)") if half else ("f32", "float32x4_t", "vdupq_n_f32(0.0)")
@@ -142,7 +151,8 @@ def function(k, layout):
         "///",
         "/// # Safety",
         f"/// {isa}; `rows[ky] + off` bytes valid for {Q + k - 1} pixels of {chans} channels of a",
-        f"/// channel-blocked row ({pixel} bytes apart), `w` for the {k * k * 3} tap vectors.",
+        f"/// channel-blocked row ({pixel} bytes apart), `w` for the {k * k * 3}"
+        + (" tap vectors after the 21 bias vectors." if half else " tap vectors."),
         "#[inline(always)]",
         f"pub(super) unsafe fn {name}(rows: &[*const {wty}; {k}], off: usize, w: *const {wty}) -> [{vty}; 21] {{",
         f"    // SAFETY: {isa.split(' (')[0]} is the caller's; the loads stay in the caller's valid ranges (offsets",
@@ -236,14 +246,15 @@ def finish(unit, gamma):
     return out + finish_tail(lines, scales=not unit, gamma=gamma)
 
 
-def finish_tail(lines, scales, gamma):
+def finish_tail(lines, scales, gamma, bias=True):
     """An epilogue's assembly lines and its operands (the scales pointer if `scales`, gamma's
-    if `gamma`), closing the function."""
+    if `gamma`, the biases' if `bias`), closing the function."""
     out = [f'            "{line}",' for line in lines]
     out.append("            o = inout(reg) out,")
     out.append("            p = out(reg) _,")
     out.append("            st = in(reg) f.stride,")
-    out.append("            b = in(reg) f.bias,")
+    if bias:
+        out.append("            b = in(reg) f.bias,")
     if scales:
         out.append("            s = in(reg) f.scales,")
     if gamma:
@@ -260,18 +271,15 @@ def finish_tail(lines, scales, gamma):
 
 
 def finish_fp16(gamma):
-    """The half-precision group's epilogue (`Precision::Fp16`): the f16 tap sums in v0-v20
-    (eight channels each; the scales are folded into the taps) widened exactly to f32
-    (`fcvtl` for channels 0-3, `fcvtl2` for 4-7), then the unit-scale f32 epilogue of
-    `finish`: `y = (a + ba)(b + bb) + (c + bc)` as `vc + va*vb`, stored or added as
-    `out += gamma * y`; pixels `stride` bytes apart, channels 4-7 16 bytes on."""
+    """The half-precision group's epilogue (`Precision::Fp16`): the f16 sums in v0-v20
+    (eight channels each; the scales are folded into the taps, the biases are where the
+    sums started) widened exactly to f32 (`fcvtl` for channels 0-3, `fcvtl2` for 4-7),
+    then `y = a·b + c` as `vc + va*vb`, stored or added as `out += gamma * y`; pixels
+    `stride` bytes apart, channels 4-7 16 bytes on. (Adding the biases here, in f32, was
+    six `fadd` a pixel: the K = 7 group modeled at 82.8% of the `.8h` peak.)"""
     name = f"finish_fp16_{'gamma' if gamma else 'store'}"
     lines = [f"// quadra-mca: qdw_{name}"]
-    # Biases of filters a, b, c for channels 0-3 in v21-v23, 4-7 in v24-v26; gamma in
-    # v27 / v28; v29-v31 the widened sums.
-    lines += ["ldr q21, [{b}]", "ldr q24, [{b}, #16]", "add {p}, {b}, {st}",
-              "ldr q22, [{p}]", "ldr q25, [{p}, #16]", "add {p}, {p}, {st}",
-              "ldr q23, [{p}]", "ldr q26, [{p}, #16]"]
+    # Gamma in v27 / v28; v29-v31 the widened sums.
     if gamma:
         lines += ["ldr q27, [{g}]", "ldr q28, [{g}, #16]"]
     for q in range(Q):
@@ -280,10 +288,8 @@ def finish_fp16(gamma):
             lines.append(f"add {{{nxt}}}, {{{at}}}, {{st}}")
         for hi in (0, 1):
             cvt, lanes, off = ("fcvtl2", "8h", 16) if hi else ("fcvtl", "4h", 0)
-            bias = 24 if hi else 21
             for f, t in enumerate((29, 30, 31)):
-                lines += [f"{cvt} v{t}.4s, v{f * Q + q}.{lanes}",
-                          f"fadd v{t}.4s, v{t}.4s, v{bias + f}.4s"]
+                lines.append(f"{cvt} v{t}.4s, v{f * Q + q}.{lanes}")
             lines.append("fmla v31.4s, v29.4s, v30.4s")
             addr = f"[{{{at}}}, #{off}]" if off else f"[{{{at}}}]"
             if gamma:
@@ -299,7 +305,7 @@ def finish_fp16(gamma):
         "///",
         "/// # Safety",
         "/// NEON and FEAT_FP16 (the caller's leaf); `out` valid for 7 pixels of 8 channels `stride`",
-        "/// bytes apart, `f`'s bias and gamma pointers for their 8 channels (scales unused).",
+        "/// bytes apart, `f`'s gamma pointer for its 8 channels (scales and biases unused).",
         "/// Returns the next group's `out` (7 pixels on).",
         "#[inline(always)]",
         f"pub(super) unsafe fn {name}(t: [uint16x8_t; 21], mut out: *mut f32, f: &Finish) -> *mut f32 {{",
@@ -308,7 +314,7 @@ def finish_fp16(gamma):
         "    unsafe {",
         "        core::arch::asm!(",
     ]
-    return out + finish_tail(lines, scales=False, gamma=gamma)
+    return out + finish_tail(lines, scales=False, gamma=gamma, bias=False)
 
 
 FINISH_STRUCT = """

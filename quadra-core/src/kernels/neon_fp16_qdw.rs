@@ -11,7 +11,8 @@
 //! A76 model put the K = 7 group at 61% of the `fmla .8h` peak.)
 //!
 //! [`scalar::qdw_row_fp16`] defines the arithmetic bit for bit; in short: taps rounded to
-//! f16 with their scales folded in, sums in f16 (`fmla .8h`), the epilogue in f32.
+//! f16 with their scales folded in, sums in f16 (`fmla .8h`) starting at the biases rounded
+//! to f16, the epilogue `y = a·b + c` in f32.
 //!
 //! [`Precision::Fp16`]: crate::isa::Precision::Fp16
 //! [`qdw_row_len`]: super::qdw_row_len
@@ -21,7 +22,7 @@ use core::arch::aarch64::*;
 use core::mem::MaybeUninit;
 
 use super::aarch64_neon::Neon;
-use super::neon_fp16::{fmla, fmul, narrow, narrow_run, widen, H8};
+use super::neon_fp16::{fmla, narrow, narrow_run, widen, H8};
 use super::simd::{self, ld_any, st_any, Elem, QdwArgs};
 use super::{neon_qdw, CBLOCK, MAX_K};
 
@@ -82,13 +83,18 @@ unsafe fn copy_next<const K: usize>(a: &QdwArgs, x0: usize, q: usize, c0: usize,
     }
 }
 
-/// The chunk's taps rounded to f16, their scales folded in (`round_f16(tap·scale)`), into
-/// `hp`: filter `f` of tap `t` at `(t·3 + f)·8` halves. Lanes past `nv` (in the block's
-/// padding) get scale 1.
+/// Halves before a chunk's taps in its buffer: filters a, b and c's f16 biases, each
+/// repeated for the assembly group's 7 pixels (the order of its 21 sums, which start there).
+const BIASES: usize = 21 * CH;
+
+/// The chunk's biases and taps rounded to f16 into `hp`: filter `f`'s bias at
+/// `(f·7 + q)·8` halves for `q` in 0..7 (`round_f16(bias)`, lanes past `nv` zero), then, from
+/// [`BIASES`], the taps with their scales folded in (`round_f16(tap·scale)`): filter `f` of
+/// tap `t` at `(t·3 + f)·8` halves on. Lanes past `nv` (in the block's padding) get scale 1.
 ///
 /// # Safety
 /// NEON and FEAT_FP16; as [`qdw_row`], `c0 + nv <= a.c`, `nv <= 8`; `hp` valid for
-/// `K²·3·8` halves.
+/// `BIASES + K²·3·8` halves.
 #[inline(always)]
 unsafe fn chunk_taps<W: Elem, const K: usize>(
     a: &QdwArgs,
@@ -102,17 +108,26 @@ unsafe fn chunk_taps<W: Elem, const K: usize>(
     unsafe {
         let wblk = simd::chunk_taps::<W, K>(taps, c0);
         let mut sc = [[1.0f32; CH]; 3];
-        for (f, s) in sc.iter_mut().enumerate() {
-            for (i, v) in s.iter_mut().enumerate().take(nv) {
-                *v = *a.scales.add(f * a.c + c0 + i);
+        let mut bias = [[0.0f32; CH]; 3];
+        for f in 0..3 {
+            for i in 0..nv {
+                sc[f][i] = *a.scales.add(f * a.c + c0 + i);
+                bias[f][i] = *a.bias.add(f * a.c + c0 + i);
             }
         }
+        for (f, b) in bias.iter().enumerate() {
+            let h = narrow(vld1q_f32(b.as_ptr()), vld1q_f32(b.as_ptr().add(4)));
+            for q in 0..7 {
+                vst1q_u16(hp.add((f * 7 + q) * CH), h);
+            }
+        }
+        let tp = hp.add(BIASES);
         for t in 0..K * K {
             for (f, s) in sc.iter().enumerate() {
                 let src = wblk.add((t * 3 + f) * CBLOCK);
                 let lo = vmulq_f32(W::load::<Neon>(src), vld1q_f32(s.as_ptr()));
                 let hi = vmulq_f32(W::load::<Neon>(src.add(4)), vld1q_f32(s.as_ptr().add(4)));
-                vst1q_u16(hp.add((t * 3 + f) * CH), narrow(lo, hi));
+                vst1q_u16(tp.add((t * 3 + f) * CH), narrow(lo, hi));
             }
         }
     }
@@ -135,8 +150,8 @@ pub(crate) unsafe fn qdw_row<W: Elem, const K: usize>(a: &QdwArgs, taps: *const 
         let mut c0 = 0;
         while c0 < a.c {
             let nv = (a.c - c0).min(CH);
-            // Not zeroed: the groups read exactly the `K²·3` vectors written here.
-            let mut half = MaybeUninit::<[u16; MAX_K * MAX_K * 3 * CH]>::uninit();
+            // Not zeroed: the groups read exactly the `21 + K²·3` vectors written here.
+            let mut half = MaybeUninit::<[u16; BIASES + MAX_K * MAX_K * 3 * CH]>::uninit();
             let hp = half.as_mut_ptr().cast::<u16>();
             chunk_taps::<W, K>(a, taps, c0, nv, hp);
             let rows: [*const u16; K] =
@@ -169,7 +184,8 @@ pub(crate) unsafe fn qdw_row<W: Elem, const K: usize>(a: &QdwArgs, taps: *const 
 /// done.
 ///
 /// # Safety
-/// As [`qdw_row`]; `c0 + 8 <= a.c`; `rows` at the chunk's pixel 0, `hp` its f16 taps.
+/// As [`qdw_row`]; `c0 + 8 <= a.c`; `rows` at the chunk's pixel 0, `hp` its f16 biases and
+/// taps ([`chunk_taps`]).
 #[inline(always)]
 unsafe fn groups<const K: usize, const GAMMA: bool>(
     a: &QdwArgs,
@@ -225,31 +241,26 @@ unsafe fn pixels<const K: usize, const Q: usize>(
     // 16-channel block of the rows and taps; `out` is accessed for `nv` lanes only.
     unsafe {
         copy_next::<K>(a, x0, Q, c0, nv);
-        let mut acc = [[vdupq_n_u16(0); Q]; 3];
+        // The sums start at the filters' f16 biases.
+        let mut acc: [[H8; Q]; 3] = core::array::from_fn(|f| [vld1q_u16(hp.add(f * 7 * CH)); Q]);
+        let tp = hp.add(BIASES);
         for (ky, row) in rows.iter().enumerate() {
             for kx in 0..K {
                 let t = ky * K + kx;
-                let tv: [H8; 3] = core::array::from_fn(|f| vld1q_u16(hp.add((t * 3 + f) * CH)));
+                let tv: [H8; 3] = core::array::from_fn(|f| vld1q_u16(tp.add((t * 3 + f) * CH)));
                 for q in 0..Q {
                     let xv = vld1q_u16(row.add((x0 + q + kx) * CBLOCK));
                     for (sum, &tap) in acc.iter_mut().zip(&tv) {
-                        sum[q] = if t == 0 {
-                            fmul(tap, xv)
-                        } else {
-                            fmla(sum[q], tap, xv)
-                        };
+                        sum[q] = fmla(sum[q], tap, xv);
                     }
                 }
             }
         }
-        // The chunk's biases (filters a, b, c) and gamma, zero past `nv`.
-        let mut bg = [[0.0f32; CH]; 4];
-        for i in 0..nv {
-            for (f, b) in bg.iter_mut().take(3).enumerate() {
-                b[i] = *a.bias.add(f * a.c + c0 + i);
-            }
-            if !a.gamma.is_null() {
-                bg[3][i] = *a.gamma.add(c0 + i);
+        // The chunk's gamma, zero past `nv`.
+        let mut gm = [0.0f32; CH];
+        if !a.gamma.is_null() {
+            for (i, g) in gm.iter_mut().enumerate().take(nv) {
+                *g = *a.gamma.add(c0 + i);
             }
         }
         for q in 0..Q {
@@ -259,20 +270,14 @@ unsafe fn pixels<const K: usize, const Q: usize>(
                 if n == 0 {
                     continue;
                 }
-                let v: [float32x4_t; 3] = core::array::from_fn(|f| {
-                    let s = if h == 0 { sums[f].0 } else { sums[f].1 };
-                    vaddq_f32(s, vld1q_f32(bg[f].as_ptr().add(4 * h)))
-                });
+                let v: [float32x4_t; 3] =
+                    core::array::from_fn(|f| if h == 0 { sums[f].0 } else { sums[f].1 });
                 let y = vfmaq_f32(v[2], v[0], v[1]);
                 let p = o.add(4 * h);
                 let y = if a.gamma.is_null() {
                     y
                 } else {
-                    vfmaq_f32(
-                        ld_any::<Neon>(p, n),
-                        vld1q_f32(bg[3].as_ptr().add(4 * h)),
-                        y,
-                    )
+                    vfmaq_f32(ld_any::<Neon>(p, n), vld1q_f32(gm.as_ptr().add(4 * h)), y)
                 };
                 st_any::<Neon>(p, y, n);
             }

@@ -136,10 +136,9 @@ pub fn qdw_row(
 /// FEAT_FP16 kernel computes, on half-precision rows ([`block_row_fp16`]).
 ///
 /// For each filter `f`: every tap rounded to f16 after its scale is applied in f32
-/// (`round_f16(tap·scale_f)`), the sum in f16 over the taps in row-major order (the first a
-/// product, each later one an FMA: one rounding each), the sum widened exactly and
-/// `v_f = sum + bias_f` in f32; then `y = fma(v_a, v_b, v_c)` and `out = y` or
-/// `out = fma(gamma, y, out)`.
+/// (`round_f16(tap·scale_f)`), the sum in f16 from `round_f16(bias_f)` over the taps in
+/// row-major order (each an FMA: one rounding), widened exactly to `v_f`; then
+/// `y = fma(v_a, v_b, v_c)` in f32 and `out = y` or `out = fma(gamma, y, out)`.
 pub fn qdw_row_fp16(
     wts: &QdwWeights<'_>,
     rows: &[&[f32]],
@@ -154,22 +153,19 @@ pub fn qdw_row_fp16(
     let pw = w + k - 1;
     for x in 0..w {
         for ch in 0..c {
-            let mut acc = [0u16; 3];
+            // Each sum starts at its filter's bias, rounded to f16.
+            let mut acc = [0, 1, 2].map(|f| h(bias[f * c + ch]));
             for (ky, row) in rows.iter().enumerate() {
                 for kx in 0..k {
                     let t = ky * k + kx;
                     let v = half(row, ((ch / CBLOCK) * pw + x + kx) * CBLOCK + ch % CBLOCK);
                     for (f, a) in acc.iter_mut().enumerate() {
                         let tap = taps.get(QdwWeights::tap_index(k, t, f, ch)) * scales[f * c + ch];
-                        *a = if t == 0 {
-                            f16::mul(h(tap), v)
-                        } else {
-                            f16::fma(h(tap), v, *a)
-                        };
+                        *a = f16::fma(h(tap), v, *a);
                     }
                 }
             }
-            let [a, b, cc] = [0, 1, 2].map(|f| f16::to_f64(acc[f]) as f32 + bias[f * c + ch]);
+            let [a, b, cc] = [0, 1, 2].map(|f| f16::to_f64(acc[f]) as f32);
             let y = libm::fmaf(a, b, cc);
             let o = &mut out[x * c + ch];
             *o = match gamma {
