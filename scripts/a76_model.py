@@ -135,10 +135,11 @@ def find(blks):
             if sum(i.startswith("fmla") for i in loop) == 64 and loop[-1].startswith("b."):
                 found["gemm_4x16_fp16"] = loop
             continue
-        elif ("gemm_fp16" in fn and fmla == 32 and mix["str"] >= 15 and not mix["fcvtl"]
-              and not any(".8h" in t for t in body)):
+        elif ("gemm_fp16" in fn and fmla == 32 and mix["str"] + 2 * mix["st1"] >= 15
+              and not mix["fcvtl"] and not any(".8h" in t for t in body)):
             # ... PW2's residual epilogue from a 4 x 16 tile's registers (`simd::residual`): per
-            # value an `fmla` by scale and bias, one by gamma into the output row.
+            # value an `fmla` by scale and bias, one by gamma into the output row (stored a
+            # row's pair of vectors at a time).
             name = "fp16_residual"
         elif "gemm_fp16" in fn and mix["fcvtl2"] == 8 and mix["fadd"] == 16 and not fmla:
             # ... a run of FP16_CHUNK steps widened and added into the f32 sums (register-only).
@@ -174,15 +175,6 @@ def find(blks):
                 GELU_ROWS["epi_gelu_fp16_half"] = rows
                 found.pop("epi_gelu_fp16_half", None)
                 name = "epi_gelu_fp16_half"
-        elif (("half_rows" in fn or "gelu_half" in fn) and len(body) <= 12 and mix["ldp"] == 2
-              and mix["str"] + mix["stur"] == 4 and not mix["stp"]
-              and all(t.split()[1].startswith("q") for t in body
-                      if t.split()[0] in ("ldp", "str", "stur"))
-              and body[-1].startswith("b.")):
-            # ... f16 activation rows copied into the tiles' layout (four eight-half blocks of
-            # a row, each to its k-block of the row's group), 32 halves per iteration, once
-            # per GEMM call and row.
-            name = "fp16_copy"
         elif "gelu_slice" in fn and mix["frecpe"] and mix["str"] == 1 and not mix["bl"]:
             # GELU of one vector (the GEMM epilogue's, here alone): erf's rational
             # polynomial, a reciprocal estimate and two Newton steps.
@@ -316,7 +308,6 @@ ELEMENTWISE = {
     "quant_round": ("Quantise", "round + narrow pass, 16 values", 16),
     "fp16_fold": ("GEMM fp16", "a run's fold into f32, 4 x 16", 64),
     "fp16_narrow": ("GEMM fp16", "activations to f16, 8 values", 8),
-    "fp16_copy": ("GEMM fp16", "f16 rows into the tile layout, 32", 32),
     "epi_gelu_fp16_half": ("Epilogue", "bias + GELU fp16 to f16, rows x 8", 32),
 }
 
@@ -370,7 +361,7 @@ def network_estimate(t, ghz):
             "widen_f16", "gelu", "epi_gelu", "epi_scale_add", "epi_bias", "dequant",
             "quant_amax", "quant_round", "ln_sum", "ln_var", "ln_norm", "ln_rows4", "ln_means4",
             "gemm_4x16_fp16", "fp16_fold", "fp16_narrow", "epi_gelu_fp16", "q8_epi_gelu_fp16",
-            "epi_gelu_fp16_half", "fp16_copy", "q8_residual", "fp16_residual",
+            "epi_gelu_fp16_half", "q8_residual", "fp16_residual",
             "qdw_k7_fp16", "ln_norm", "ln_norm_blocked_fp16", "ln_norm_fp16")
     missing = [n for n in need if n not in t]
     if missing:
@@ -401,7 +392,6 @@ def network_estimate(t, ghz):
         tile = k / 8 * t["gemm_4x16_fp16"]["cycles"] + -(-k // FP16_CHUNK) * t["fp16_fold"]["cycles"]
         return macs / (4 * 16 * k) * tile
     narrow16 = t["fp16_narrow"]["cycles"] / 8
-    copy16 = t["fp16_copy"]["cycles"] / 32  # f16 rows copied into the tiles' layout, per value
     # Precision::Fp16's QDW: `fmla .8h` (eight multiply-adds each) at the group's fraction
     # of the peak; its rows are rounded to f16 by LN1's normalise pass (cycles per value
     # beyond the f32 pass's).
@@ -443,10 +433,6 @@ def network_estimate(t, ghz):
         other_fp16 = sum((cyc16(m, k) + m * k / w * narrow16 if k <= WIDE_K else
                           m / (rate * fg) + w * widen16 if wide else m / (rate * fg16))
                          + o * per["epi_bias"] for m, k, w, wide, o in other)
-        # PW1's input is LN2's f16 rows (their rounding is priced in LayerNorm), PW2's the
-        # f16 rows PW1's GELU writes: each GEMM call copies them into its tiles' layout, so
-        # PW1's C-channel rows once per hidden slice.
-        pw_copy = (hidden + per_slice) * copy16
         for mode in MODES:
             parts = dict(common, quantise=0.0)
             if mode == "f32":
@@ -465,7 +451,9 @@ def network_estimate(t, ghz):
                 # PW1: k = C; PW2: k = the hidden slice (4C up to 128); half the MACs each.
                 pw16 = sum(cyc16(p * 4 * dims[s] ** 2, dims[s]) + cyc16(p * 4 * dims[s] ** 2,
                            min(4 * dims[s], HIDDEN_CHUNK)) for s, p in enumerate(pix))
-                parts.update(GEMM=pw16 + pw_copy, QDW=qdw / rate_qdw16, other=other_fp16,
+                # PW1's input is LN2's f16 rows (their rounding is priced in LayerNorm), PW2's
+                # the f16 rows PW1's GELU writes, both in the tiles' layout, read in place.
+                parts.update(GEMM=pw16, QDW=qdw / rate_qdw16, other=other_fp16,
                              GELU=hidden * gelu16)
                 parts["LayerNorm"] += narrow * (ln1_half + ln2_half)
             else:  # w8a8, w8a8+fp16: int8 pointwise GEMMs; QDW taps and the other layers as f32 models

@@ -456,7 +456,7 @@ pub fn block_run_band(
         }
         let xs = &mut x_band[(s0 - y0) * row..(s0 - y0 + s) * row];
         let m = s * w;
-        let rows = ln2_rows(kern, wts, xs, c, &mut ln2[..m * c], true)?;
+        let rows = ln2_rows(kern, wts, xs, c, ln2, true)?;
         // The hidden layer a slice at a time: PW1 + GELU into the slice, then PW2 adds
         // the slice's contribution into the residual (bias with the first slice).
         mlp_group(kern, (c, e), wts, rows, m, (0, 1), hidden, &[], xs)?;
@@ -501,13 +501,16 @@ pub fn block_qdw_band(
 pub enum Ln2<'a> {
     /// f32 rows.
     F32(&'a [f32]),
-    /// Half-precision rows (two halves to a float; [`kernels::gemm_half_rows`]), for PW1 in
-    /// `Precision::Fp16`: rounded once, not again at every hidden slice.
+    /// Half-precision rows (two halves to a float, in the fp16 GEMM's layout:
+    /// [`kernels::gemm_half_rows`]), for PW1 in `Precision::Fp16`: rounded once, not again
+    /// at every hidden slice.
     Half(&'a [f32]),
 }
 
-/// LN2 of the rows `x` into `out`: half precision where `half_ok` and PW1 can read such
-/// rows ([`kernels::half_rows`]: an fp16 token, float weights), else f32.
+/// LN2 of the rows `x` into `out` (at least as long as `x`; with half precision, as
+/// `kernels::half_tiles_floats` says, which `plan::BlockScratch` provides): half precision
+/// where `half_ok` and PW1 can read such rows ([`kernels::half_rows`]: an fp16 token, float
+/// weights), else f32.
 fn ln2_rows<'o>(
     kern: Kernels,
     wts: &BlockWeights<'_>,
@@ -556,10 +559,9 @@ pub fn mlp_group(
         Ln2::F32(r) => (r, false),
         Ln2::Half(r) => (r, true),
     };
-    let ln2 = MatRef::dense(&ln2[..m * c], m, c);
     let mut ln2_q = if wts.pw1.is_dot() {
         let mut q = q8::rows_in(ln2_q, m, c)?;
-        q8::quantize_rows(kern, ln2.data, c, &mut q)?;
+        q8::quantize_rows(kern, &ln2[..m * c], c, &mut q)?;
         Some(q)
     } else {
         None
@@ -577,15 +579,15 @@ pub fn mlp_group(
         // the slice in half precision, which PW2 reads as it is.
         let half_hidden = kernels::half_rows(kern, &pw1) && kernels::half_rows(kern, &pw2);
         if half_hidden {
-            let h_out = &mut hidden[..(m * nh).div_ceil(2)];
-            kernels::gemm_gelu_half(kern, (ln2.data, half), m, pw1, pw1_b, h_out)?;
+            // In the fp16 GEMM's layout, as PW2 reads it (`plan::MlpScratch` sizes it).
+            kernels::gemm_gelu_half(kern, (ln2, half), m, pw1, pw1_b, hidden)?;
         } else {
             let h_out = MatMut::dense(&mut hidden[..m * nh], m, nh);
             let gelu = Epilogue::BiasGelu(pw1_b);
             match ln2_q.as_mut() {
                 Some(q) => q8::gemm_q8(kern, q.as_ref(), pw1, gelu, h_out)?,
-                None if half => kernels::gemm_half_rows(kern, ln2.data, m, pw1, gelu, h_out)?,
-                None => kernels::gemm(kern, ln2, pw1, gelu, h_out)?,
+                None if half => kernels::gemm_half_rows(kern, ln2, m, pw1, gelu, h_out)?,
+                None => kernels::gemm(kern, MatRef::dense(&ln2[..m * c], m, c), pw1, gelu, h_out)?,
             }
         }
         let epi = match (group, first) {
@@ -599,7 +601,7 @@ pub fn mlp_group(
         let res = MatMut::dense(&mut out[..m * c], m, c);
         let hid = MatRef::dense(&hidden[..m * nh], m, nh);
         if half_hidden {
-            kernels::gemm_half_rows(kern, &hidden[..(m * nh).div_ceil(2)], m, pw2, epi, res)?;
+            kernels::gemm_half_rows(kern, hidden, m, pw2, epi, res)?;
         } else if pw2.is_dot() {
             let mut q = q8::rows_in(hid_q, m, nh)?;
             q8::quantize_rows(kern, hid.data, nh, &mut q)?;

@@ -86,6 +86,19 @@ fn check(need: usize, scratch: &[f32]) -> Result<(), Error> {
     Ok(())
 }
 
+/// Floats for `m` rows of `k` values in f32 or, on aarch64, in half precision in the fp16
+/// GEMM's layout (`kernels::half_tiles_floats`: rows in groups of four, k-blocks of eight),
+/// whichever takes more. Only tiny shapes differ: `m` and `k` past a group and a block.
+const fn rows_len(m: usize, k: usize) -> usize {
+    let f32s = m * k;
+    let halves = m.div_ceil(4) * 4 * (k.div_ceil(8) * 8);
+    if cfg!(target_arch = "aarch64") && halves.div_ceil(2) > f32s {
+        halves.div_ceil(2)
+    } else {
+        f32s
+    }
+}
+
 /// Scratch of the channel MLP of `m` pixels (`block::mlp_group`): one hidden slice, and for
 /// int8 compute the int8 rows of the LN2 input and of the slice, with their scales.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,7 +117,7 @@ impl MlpScratch {
     pub const fn of(m: usize, c: usize, e: usize, q8: bool) -> Self {
         let hc = hidden_chunk(c, e);
         MlpScratch {
-            hidden: vec_pad(m * hc),
+            hidden: vec_pad(rows_len(m, hc)),
             ln2_q: if q8 { q8::scratch_len(m, c) } else { 0 },
             hidden_q: if q8 { q8::scratch_len(m, hc) } else { 0 },
         }
@@ -165,7 +178,7 @@ impl BlockScratch {
     ) -> Self {
         BlockScratch {
             ring: vec_pad(k * qdw_row_len(w, c, k)),
-            ln2: vec_pad(strip * w * c),
+            ln2: vec_pad(rows_len(strip * w, c)),
             mlp: MlpScratch::of(strip * w, c, e, q8),
             below: if band {
                 (k - 1) / 2 * qdw_row_len(w, c, k)

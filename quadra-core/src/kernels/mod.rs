@@ -190,6 +190,34 @@ pub(crate) fn half_rows(kern: Kernels, b: &PackedB<'_>) -> bool {
     kern.fp16() && !b.dot && b.k <= WIDE_K
 }
 
+/// The layout of the half-precision rows [`layer_norm_rows_half`] and [`gemm_gelu_half`]
+/// write and [`gemm_half_rows`] reads (`Precision::Fp16`'s LN2 -> PW1 -> PW2): `m` rows of
+/// `k` halves in groups of four rows; within a group, k-block `b` (columns `8b..8b + 8`)
+/// holds the eight halves of row 0, then those of rows 1, 2 and 3, so a group is
+/// `4·ceil(k/8)·8` halves. The fp16 GEMM's 4-row tile loads a k-block of its rows with one
+/// instruction, so it reads these rows where they are (dense rows were copied into this
+/// layout at every call). Halves in the padding (rows past `m`, columns past `k`) are
+/// neither written nor read. Floats the layout takes (two halves to a float), or `None` if
+/// that overflows.
+pub(crate) fn half_tiles_floats(m: usize, k: usize) -> Option<usize> {
+    let halves = m
+        .div_ceil(4)
+        .checked_mul(4)?
+        .checked_mul(k.div_ceil(8).checked_mul(8)?)?;
+    Some(halves.div_ceil(2))
+}
+
+/// The index, in halves, of row `r`, column `j` in the layout of [`half_tiles_floats`] for
+/// rows of `k` values.
+pub(crate) const fn half_tiles_at(r: usize, j: usize, k: usize) -> usize {
+    (r / 4) * 4 * k.div_ceil(8) * 8 + (j / 8) * 32 + (r % 4) * 8 + j % 8
+}
+
+/// [`half_tiles_floats`] or the overflow error for `buffer`.
+fn half_tiles_len(buffer: Buffer, m: usize, k: usize) -> Result<usize, Error> {
+    half_tiles_floats(m, k).ok_or(Error::Overflow { buffer })
+}
+
 /// What [`gemm_half_rows`] and [`gemm_gelu_half`] return where [`half_rows`] is false.
 const NO_HALF_ROWS: Error =
     Error::Arch("half-precision GEMM rows need an fp16 token and float weights with k <= WIDE_K");
@@ -219,10 +247,11 @@ fn dense_args(
     }
 }
 
-/// [`gemm`] with an fp16 token on activations held in half precision: `a` holds `m` dense
-/// rows of `b.k` halves (two to a float, see [`scalar::half`]), as [`layer_norm_rows_half`]
-/// writes them. The result is [`gemm`]'s with the same token on any f32 rows that round to
-/// these halves. Errors unless [`half_rows`].
+/// [`gemm`] with an fp16 token on activations held in half precision: `a` holds `m` rows
+/// of `b.k` halves (two to a float, see [`scalar::half`]) in the layout of
+/// [`half_tiles_floats`], as [`layer_norm_rows_half`] and [`gemm_gelu_half`] write them.
+/// The result is [`gemm`]'s with the same token on any f32 rows that round to these halves.
+/// Errors unless [`half_rows`].
 pub(crate) fn gemm_half_rows(
     kern: Kernels,
     a: &[f32],
@@ -236,7 +265,11 @@ pub(crate) fn gemm_half_rows(
     }
     let (k, n) = (b.k, b.n);
     check_out(&out, m, n)?;
-    check_len(Buffer::Activation, (m * k).div_ceil(2), a.len())?;
+    check_len(
+        Buffer::Activation,
+        half_tiles_len(Buffer::Activation, m, k)?,
+        a.len(),
+    )?;
     epi.check(n)?;
     if m == 0 || n == 0 {
         return Ok(());
@@ -263,11 +296,12 @@ pub(crate) fn gemm_half_rows(
 }
 
 /// PW1 of `Precision::Fp16` with its output in half precision, as PW2 reads it through
-/// [`gemm_half_rows`]: `out` gets `m` dense rows of `b.n` halves (two to a float), each
-/// [`crate::math::f16::gelu_half`] of `sum·scale + bias` (one rounding), `sum` the fp16
-/// GEMM's ([`scalar::gemm_fp16_gelu_half`] is the definition). `a` holds `m` dense rows of
-/// `b.k` floats, or with `a_half` of `b.k` halves ([`layer_norm_rows_half`]'s). Saves the
-/// f32 GELU's widening and PW2 rounding its input again. Errors unless [`half_rows`].
+/// [`gemm_half_rows`]: `out` gets `m` rows of `b.n` halves (two to a float) in the layout
+/// of [`half_tiles_floats`], each [`crate::math::f16::gelu_half`] of `sum·scale + bias`
+/// (one rounding), `sum` the fp16 GEMM's ([`scalar::gemm_fp16_gelu_half`] is the
+/// definition). `a` holds `m` dense rows of `b.k` floats, or with `a_half` `m` rows of
+/// `b.k` halves in that layout ([`layer_norm_rows_half`]'s). Saves the f32 GELU's widening
+/// and PW2 rounding its input again. Errors unless [`half_rows`].
 pub(crate) fn gemm_gelu_half(
     kern: Kernels,
     (a, a_half): (&[f32], bool),
@@ -280,15 +314,19 @@ pub(crate) fn gemm_gelu_half(
         return Err(NO_HALF_ROWS);
     }
     let (k, n) = (b.k, b.n);
-    let (ak, on) = (m.checked_mul(k), m.checked_mul(n));
-    let (Some(ak), Some(on)) = (ak, on) else {
-        return Err(Error::Overflow {
+    let a_len = if a_half {
+        half_tiles_len(Buffer::Activation, m, k)?
+    } else {
+        m.checked_mul(k).ok_or(Error::Overflow {
             buffer: Buffer::Activation,
-        });
+        })?
     };
-    let a_len = if a_half { ak.div_ceil(2) } else { ak };
     check_len(Buffer::Activation, a_len, a.len())?;
-    check_len(Buffer::Output, on.div_ceil(2), out.len())?;
+    check_len(
+        Buffer::Output,
+        half_tiles_len(Buffer::Output, m, n)?,
+        out.len(),
+    )?;
     let epi = Epilogue::BiasGelu(bias);
     epi.check(n)?;
     if m == 0 || n == 0 {
@@ -298,7 +336,8 @@ pub(crate) fn gemm_gelu_half(
     {
         let g = dense_args(a, m, &b, epi, out.as_mut_ptr(), n);
         // SAFETY: `half_rows` holds: the token proves NEON and FEAT_FP16 and `k <= WIDE_K`;
-        // every length behind `g` and `b` is checked above (`out` holds `m·n` halves).
+        // every length behind `g` and `b` is checked above (`out` holds the layout's halves
+        // for `m` rows of `n`).
         unsafe {
             use aarch64_neon::gemm_fp16_gelu_half as run;
             match (b.data, a_half) {
@@ -607,8 +646,8 @@ pub fn layer_norm_blocked_row(
 }
 
 /// [`layer_norm_rows`] into half-precision rows for [`gemm_half_rows`]: each value the f32
-/// LayerNorm computes, rounded to f16 (nearest even), stored as the halves of `out`
-/// (`rows·c` of them, two to a float). Needs an fp16 token.
+/// LayerNorm computes, rounded to f16 (nearest even), stored as the halves of `out` (two to
+/// a float) in the layout of [`half_tiles_floats`]. Needs an fp16 token.
 pub(crate) fn layer_norm_rows_half(
     kern: Kernels,
     x: &[f32],
@@ -617,9 +656,15 @@ pub(crate) fn layer_norm_rows_half(
     b: &[f32],
     out: &mut [f32],
 ) -> Result<(), Error> {
-    let Some(rows) = ln_rows(x, c, w, b, out.len(), |n| n.div_ceil(2))? else {
+    if c == 0 {
+        return Ok(());
+    }
+    let rows = x.len() / c;
+    let need = half_tiles_len(Buffer::Output, rows, c)?;
+    let Some(rows) = ln_rows(x, c, w, b, out.len(), |_| 0)? else {
         return Ok(());
     };
+    check_len(Buffer::Output, need, out.len())?;
     #[cfg(target_arch = "aarch64")]
     if kern.fp16() {
         let a = ln_args(x.as_ptr(), rows, c, w, b, out.as_mut_ptr(), None);

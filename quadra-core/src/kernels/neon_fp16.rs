@@ -308,29 +308,32 @@ pub(crate) unsafe fn epilogue_fp16<const M: usize>(
     }
 }
 
-/// The GELU epilogue to half-precision rows ([`gelu8_half`]): `out` holds halves, row `i`
-/// of the tile at `out + i·ldo`. The epilogue must be `BiasGelu` (else nothing is written).
+/// The GELU epilogue to half-precision rows ([`gelu8_half`]): `out = (base, (r, j), width)`,
+/// the tile's rows `r..r + M` and columns `j..j + cols` of rows of `width` halves at `base`, in
+/// the tiles' layout ([`KB`]; `j` a multiple of 8). The epilogue must be `BiasGelu` (else
+/// nothing is written).
 ///
 /// # Safety
-/// As [`epilogue`], with `out` valid for `M` rows of `cols` halves `ldo` apart; FEAT_FP16
-/// enabled in the calling leaf.
+/// As [`epilogue`], with `base` valid for the layout's halves of rows `r..r + M` of `width`;
+/// FEAT_FP16 enabled in the calling leaf.
 #[inline(always)]
 unsafe fn epilogue_gelu_half<const M: usize>(
     tp: *const f32,
     cols: usize,
     scales: *const f32,
     epi: EpiPtrs,
-    out: *mut u16,
-    ldo: usize,
+    (base, (r, j), width): (*mut u16, (usize, usize), usize),
 ) {
     // SAFETY: as `epilogue_fp16`: the `cols` columns of each row only.
     unsafe {
         let Some(bias) = epi.gelu_bias() else {
             return;
         };
+        let gs = group_stride(width);
         gelu_cols::<M>(tp, cols, scales, bias, |i, c0, v, n| {
             let y = gelu8_half(v[0], v[1]);
-            let o = out.add(i * ldo + c0);
+            // Columns `j + c0..` of row `r + i`: eight consecutive halves of its k-block.
+            let o = base.add(slot(r + i, gs) + (j + c0) / 8 * KB);
             if n == 8 {
                 vst1q_u16(o, y);
             } else {
@@ -449,20 +452,26 @@ impl HalfPanel for i8 {
     }
 }
 
-/// The f16 activation copy the tiles read is interleaved by groups of [`MR`] rows: within
-/// a group, k-block `kb` (eight inner steps) holds the eight halves of row 0, then rows 1, 2
-/// and 3, so one `ld1` of four registers loads a 4-row tile's operands for eight steps and
-/// walks on by post-index. (Rows [`WIDE_K`] halves apart, each loaded by `ldr q` at an
-/// immediate offset, made the 8-step iteration 101 micro-ops in the A76 model, 37.1
-/// cycles for 32 cycles of `fmla`; with a pointer per row, 104.) Halves between the
-/// k-blocks of a group:
+/// The tiles read their f16 activation rows in the layout of
+/// [`crate::kernels::half_tiles_floats`]: groups of [`MR`] rows; within a group, k-block `kb`
+/// (eight inner steps) holds the eight halves of row 0, then of rows 1, 2 and 3, so one `ld1`
+/// of four registers loads a 4-row tile's operands for eight steps and walks on by
+/// post-index. (Rows [`WIDE_K`] halves apart, each loaded by `ldr q` at an immediate offset,
+/// made the 8-step iteration 101 micro-ops in the A76 model, 37.1 cycles for 32 cycles of
+/// `fmla`; with a pointer per row, 104.) LN2 and PW1's GELU write PW1's and PW2's rows so;
+/// f32 rows are rounded into a stack copy so. Halves between the k-blocks of a group:
 const KB: usize = MR * 8;
 
-/// Halves from the copy's start to row `i`'s first k-block (groups of [`MR`] rows, each
-/// [`WIDE_K`]` / 8` k-blocks).
+/// Halves between the groups of rows of `k` values (`kernels::half_tiles_at`).
 #[inline(always)]
-const fn slot(i: usize) -> usize {
-    (i / MR) * MR * WIDE_K + (i % MR) * 8
+const fn group_stride(k: usize) -> usize {
+    MR * k.div_ceil(8) * 8
+}
+
+/// Halves from the rows' start to row `i`'s first k-block, groups `gs` halves apart.
+#[inline(always)]
+const fn slot(i: usize, gs: usize) -> usize {
+    (i / MR) * gs + (i % MR) * 8
 }
 
 /// `M` consecutive activation vectors (one k-block of `M` rows of a group) from `p`.
@@ -494,7 +503,7 @@ unsafe fn load_rows<const M: usize>(p: *const u16) -> [H8; M] {
 }
 
 /// Whole k-blocks of a 4 x 16 tile: `n` iterations of eight inner steps, each one `ld1` of
-/// the four rows' activation vectors (the copy's layout, [`KB`]), four `ld1` of a step
+/// the four rows' activation vectors (their layout: [`KB`]), four `ld1` of a step
 /// pair's weights and 64 `fmla .8h` by element into `acc`; both pointers walk on by
 /// post-index. Assembly because LLVM splits `vld1q_u16_x4` into `ldp` pairs (three
 /// micro-ops each in the A76 model against `ld1`'s four for four registers); the
@@ -713,17 +722,17 @@ unsafe fn park<const M: usize>(sum: &[[float32x4_t; 4]; M], tp: *mut f32) {
 /// per call (not once per panel), and an f32 or int8 panel once per block of rows.
 const ROW_BLOCK: usize = 32;
 
-/// `rows` rows of `k` floats at `a` (`lda` apart) rounded to f16 into the copy `ah` (its
-/// layout: [`KB`]).
+/// `rows` rows of `k` floats at `a` (`lda` apart) rounded to f16 into `ah` (the tiles'
+/// layout, [`KB`]; groups `gs` halves apart).
 ///
 /// # Safety
-/// `a` valid for the rows, `ah` for [`slot`]`(rows)` halves; `k <= WIDE_K`.
+/// `a` valid for the rows, `ah` for `ceil(rows/4)·gs` halves; `gs = group_stride(k)`.
 #[inline(always)]
-unsafe fn narrow_rows(a: *const f32, lda: usize, rows: usize, k: usize, ah: *mut u16) {
+unsafe fn narrow_rows(a: *const f32, lda: usize, rows: usize, k: usize, gs: usize, ah: *mut u16) {
     // SAFETY: within the extents of the contract.
     unsafe {
         for i in 0..rows {
-            let (src, dst) = (a.add(i * lda), ah.add(slot(i)));
+            let (src, dst) = (a.add(i * lda), ah.add(slot(i, gs)));
             let mut kk = 0;
             while kk + 8 <= k {
                 let h = narrow(vld1q_f32(src.add(kk)), vld1q_f32(src.add(kk + 4)));
@@ -762,38 +771,6 @@ pub(super) unsafe fn narrow_run(src: *const f32, n: usize, dst: *mut u16) {
     }
 }
 
-/// `rows` dense rows of `k` halves at `h` copied into the copy `ah` (its layout: [`KB`]):
-/// 32 halves an iteration (four q registers; with one, the A76 model gave 4.1 cycles per
-/// eight halves).
-///
-/// # Safety
-/// `h` valid for `rows·k` halves, `ah` for [`slot`]`(rows)` halves; `k <= WIDE_K`.
-#[inline(always)]
-unsafe fn copy_rows(h: *const u16, rows: usize, k: usize, ah: *mut u16) {
-    // SAFETY: within the extents of the contract.
-    unsafe {
-        for i in 0..rows {
-            let (src, dst) = (h.add(i * k), ah.add(slot(i)));
-            let mut kk = 0;
-            while kk + 32 <= k {
-                let v: [H8; 4] = core::array::from_fn(|j| vld1q_u16(src.add(kk + 8 * j)));
-                for (j, v) in v.iter().enumerate() {
-                    vst1q_u16(dst.add((kk / 8 + j) * KB), *v);
-                }
-                kk += 32;
-            }
-            while kk + 8 <= k {
-                vst1q_u16(dst.add(kk / 8 * KB), vld1q_u16(src.add(kk)));
-                kk += 8;
-            }
-            while kk < k {
-                *dst.add(kk / 8 * KB + kk % 8) = *src.add(kk);
-                kk += 1;
-            }
-        }
-    }
-}
-
 /// Can [`gemm`] take inner dimension `k`? (The activations and f32 or int8 panels are
 /// converted into stack copies of [`WIDE_K`] columns or rows; deeper GEMMs run in f32.)
 pub(crate) const fn takes(k: usize) -> bool {
@@ -801,11 +778,11 @@ pub(crate) const fn takes(k: usize) -> bool {
 }
 
 /// `out = epi(scales ⊙ A·B)` in half precision (see the module comment). Blocks of
-/// [`ROW_BLOCK`] activation rows converted to f16 outer; panels (converted, unless f16)
-/// inner; row tiles of 4 innermost. With `HALF_A` the activations are f16 already (`g.a`
-/// points at halves, rows `g.k` apart: `kernels::gemm_half_rows`), and are read in place.
-/// With `HALF_OUT` the epilogue is GELU's, written as halves (`g.out` points at halves,
-/// rows `g.ldo` apart: `kernels::gemm_gelu_half`).
+/// [`ROW_BLOCK`] activation rows outer (f32 rows rounded to f16 into a stack copy in the
+/// tiles' layout, [`KB`]); panels (converted, unless f16) inner; row tiles of 4 innermost.
+/// With `HALF_A` the activations are f16 already, in that layout (`g.a` points at halves:
+/// `kernels::gemm_half_rows`), and are read in place. With `HALF_OUT` the epilogue is
+/// GELU's, written as halves in that layout for rows of `g.ldo` (`kernels::gemm_gelu_half`).
 ///
 /// # Safety
 /// FEAT_FP16; pointers as checked by `kernels::gemm` (or `gemm_half_rows`,
@@ -821,18 +798,19 @@ pub(crate) unsafe fn gemm<W: HalfPanel, const HALF_A: bool, const HALF_OUT: bool
         let mut panel = MaybeUninit::<[u16; WIDE_K * PANEL]>::uninit();
         let mut act = MaybeUninit::<[u16; WIDE_K * ROW_BLOCK]>::uninit();
         let mut tile_buf = MaybeUninit::<[[f32; TILE_COLS]; MR]>::uninit();
-        let (tp, ah) = (
-            tile_buf.as_mut_ptr().cast::<f32>(),
-            act.as_mut_ptr().cast::<u16>(),
-        );
+        let tp = tile_buf.as_mut_ptr().cast::<f32>();
+        let gs = group_stride(g.k);
         let mut r0 = 0;
         while r0 < g.m {
             let rows = (g.m - r0).min(ROW_BLOCK);
-            if HALF_A {
-                copy_rows(g.a.cast::<u16>().add(r0 * g.k), rows, g.k, ah);
+            // `r0` is a multiple of MR: the block starts a group.
+            let ah = if HALF_A {
+                g.a.cast::<u16>().add(r0 / MR * gs)
             } else {
-                narrow_rows(g.a.add(r0 * g.lda), g.lda, rows, g.k, ah);
-            }
+                let ah = act.as_mut_ptr().cast::<u16>();
+                narrow_rows(g.a.add(r0 * g.lda), g.lda, rows, g.k, gs, ah);
+                ah
+            };
             let mut j0 = 0;
             while j0 < g.n {
                 let cols = (g.n - j0).min(PANEL);
@@ -848,15 +826,15 @@ pub(crate) unsafe fn gemm<W: HalfPanel, const HALF_A: bool, const HALF_OUT: bool
                 let mut i = 0;
                 macro_rules! rows {
                     ($m:literal) => {{
-                        let sum = tile::<$m>(ah.add(slot(i)), g.k, bp);
+                        let sum = tile::<$m>(ah.add(slot(i, gs)), g.k, bp);
                         let at = (r0 + i) * g.ldo + j0;
                         if let Some(ra) = fused {
                             let v = |i: usize, j: usize| sum[i][j];
                             residual::<Neon, $m, 4>(v, scales, ra, g.out.add(at), g.ldo);
                         } else if HALF_OUT {
                             park::<$m>(&sum, tp);
-                            let out = g.out.cast::<u16>().add(at);
-                            epilogue_gelu_half::<$m>(tp, cols, scales, epi, out, g.ldo);
+                            let out = (g.out.cast::<u16>(), (r0 + i, j0), g.ldo);
+                            epilogue_gelu_half::<$m>(tp, cols, scales, epi, out);
                         } else {
                             park::<$m>(&sum, tp);
                             epilogue_fp16::<$m>(tp, cols, scales, epi, g.out.add(at), g.ldo);

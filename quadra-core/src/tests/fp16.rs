@@ -325,7 +325,7 @@ fn fp16_half_rows_are_the_rounded_f32_rows() {
     let b = PackedB::new(MatData::F32(&b_data), &ones, c, n).unwrap();
     let (lw, lb) = (std::vec![1.0f32; c], std::vec![0.0f32; c]);
     let x = std::vec![0.5f32; m * c];
-    let mut h = std::vec![0.0f32; m * c];
+    let mut h = std::vec![0.0f32; kernels::half_tiles_floats(m, c).unwrap()];
     let mut out = std::vec![0.0f32; m * n];
     for kern in available() {
         let kern = kern.without_fp16();
@@ -352,16 +352,21 @@ fn fp16_half_rows_are_the_rounded_f32_rows() {
         for &kern in &kerns {
             let mut f = std::vec![0.0f32; m * c];
             kernels::layer_norm_rows(kern, &x, c, &lw, &lb, &mut f).unwrap();
-            let mut h = std::vec![7.0f32; m * c];
+            let len = kernels::half_tiles_floats(m, c).unwrap();
+            let mut h = std::vec![7.0f32; len + 1];
+            let short = kernels::layer_norm_rows_half(kern, &x, c, &lw, &lb, &mut h[..len - 1]);
+            assert!(short.is_err(), "m={m} c={c}: a buffer one float short");
             kernels::layer_norm_rows_half(kern, &x, c, &lw, &lb, &mut h).unwrap();
-            for (i, &v) in f.iter().enumerate() {
-                let want = f16::from_f64(f64::from(v));
-                assert_eq!(scalar::half(&h, i), want, "m={m} c={c}: LN2 half {i}");
-            }
-            assert!(
-                h[(m * c).div_ceil(2)..].iter().all(|&v| v == 7.0),
-                "m={m} c={c}: past the rows"
+            let want: Vec<u16> = f.iter().map(|&v| f16::from_f64(f64::from(v))).collect();
+            assert_tiles(
+                &h,
+                &want,
+                (m, c),
+                &std::format!("m={m} c={c}: LN2 half rows"),
             );
+            // NaN in the layout's padding: a GEMM that read it would carry it to `got`.
+            let mut h = std::vec![f32::from_bits(0x7e00_7e00); len];
+            kernels::layer_norm_rows_half(kern, &x, c, &lw, &lb, &mut h).unwrap();
             for n in [1usize, 16, 33] {
                 let stored = random_b(&mut rng, c, n);
                 let bias = rng.vec(n, -0.5, 0.5);
@@ -381,6 +386,9 @@ fn fp16_half_rows_are_the_rounded_f32_rows() {
                         let a = MatRef::dense(&f, m, c);
                         kernels::gemm(kern, a, b, epi(), MatMut::dense(&mut want, m, n)).unwrap();
                         let mut got = init.clone();
+                        let out = MatMut::dense(&mut got, m, n);
+                        let short = &h[..len - 1];
+                        assert!(kernels::gemm_half_rows(kern, short, m, b, epi(), out).is_err());
                         let out = MatMut::dense(&mut got, m, n);
                         kernels::gemm_half_rows(kern, &h, m, b, epi(), out).unwrap();
                         let what =
@@ -608,12 +616,40 @@ fn fp16_gelu_accuracy() {
 }
 
 /// `a` (f32 rows) rounded to f16, two halves to a float: what `layer_norm_rows_half` writes.
-fn to_half_rows(a: &[f32]) -> Vec<f32> {
-    let mut h = std::vec![0.0f32; a.len().div_ceil(2)];
-    for (i, &v) in a.iter().enumerate() {
-        scalar::set_half(&mut h, i, f16::from_f64(f64::from(v)));
+/// `m` rows of `k` floats rounded to f16 in the fp16 GEMM's layout
+/// (`kernels::half_tiles_at`); the padding holds NaN halves, which no kernel may read.
+fn to_half_tiles(a: &[f32], m: usize, k: usize) -> Vec<f32> {
+    let mut h = std::vec![f32::from_bits(0x7e00_7e00); kernels::half_tiles_floats(m, k).unwrap()];
+    for r in 0..m {
+        for j in 0..k {
+            let v = f16::from_f64(f64::from(a[r * k + j]));
+            scalar::set_half(&mut h, kernels::half_tiles_at(r, j, k), v);
+        }
     }
     h
+}
+
+/// `got`, `m x k` halves in the fp16 GEMM's layout written over a fill of 7.0 floats,
+/// against `want` (`m·k` dense halves): every entry equal and finite, every other half
+/// (the layout's padding and past it) untouched.
+fn assert_tiles(got: &[f32], want: &[u16], (m, k): (usize, usize), what: &str) {
+    let fill = 7.0f32.to_bits();
+    let mut entry = std::vec![false; 2 * got.len()];
+    for r in 0..m {
+        for j in 0..k {
+            let at = kernels::half_tiles_at(r, j, k);
+            entry[at] = true;
+            let (g, w) = (scalar::half(got, at), want[r * k + j]);
+            assert!(
+                g == w && g & 0x7c00 != 0x7c00,
+                "{what}: row {r} column {j}: got {g:#06x}, want {w:#06x}"
+            );
+        }
+    }
+    for (i, _) in entry.iter().enumerate().filter(|(_, &e)| !e) {
+        let untouched = (fill >> (16 * (i % 2))) as u16;
+        assert_eq!(scalar::half(got, i), untouched, "{what}: half {i} written");
+    }
 }
 
 /// PW1 into half-precision rows (`kernels::gemm_gelu_half`) equals its definition
@@ -629,7 +665,8 @@ fn fp16_gelu_half_rows_are_their_definition_bit_for_bit() {
     let (data, scales) = stored.data(Dtype::F32);
     let b = PackedB::new(data, scales, 8, 8).unwrap();
     let (a, bias) = (std::vec![0.5f32; 3 * 8], std::vec![0.0f32; 8]);
-    let mut out = std::vec![0.0f32; 12];
+    // 3 x 8 halves take 4 rows of 8 in the tiles' layout: 16 floats.
+    let mut out = std::vec![0.0f32; 16];
     for kern in available() {
         let kern = kern.without_fp16();
         assert!(kernels::gemm_gelu_half(kern, (&a, false), 3, b, &bias, &mut out).is_err());
@@ -640,8 +677,11 @@ fn fp16_gelu_half_rows_are_their_definition_bit_for_bit() {
         return;
     }
     for &kern in &kerns {
-        let short = kernels::gemm_gelu_half(kern, (&a, false), 3, b, &bias, &mut out[..11]);
-        assert!(short.is_err(), "3 x 8 halves need 12 floats");
+        let short = kernels::gemm_gelu_half(kern, (&a, false), 3, b, &bias, &mut out[..15]);
+        assert!(short.is_err(), "3 x 8 halves need 16 floats");
+        let ah = to_half_tiles(&a, 3, 8);
+        let short = kernels::gemm_gelu_half(kern, (&ah[..15], true), 3, b, &bias, &mut out);
+        assert!(short.is_err(), "3 x 8 half rows need 16 floats");
         assert!(kernels::gemm_gelu_half(kern, (&a[..20], false), 3, b, &bias, &mut out).is_err());
         assert!(kernels::gemm_gelu_half(kern, (&a, false), 3, b, &bias[..7], &mut out).is_err());
     }
@@ -650,28 +690,24 @@ fn fp16_gelu_half_rows_are_their_definition_bit_for_bit() {
         for &k in &[1usize, 7, 8, 9, 63, 64, 65, 128, 129] {
             for &n in &[1usize, 3, 7, 8, 9, 15, 16, 17, 33, 128] {
                 let a = rng.vec(m * k, -2.0, 2.0);
-                let ah = to_half_rows(&a);
+                let ah = to_half_tiles(&a, m, k);
                 let stored = random_b(&mut rng, k, n);
                 let bias = rng.vec(n, -0.5, 0.5);
                 for dtype in DTYPES {
                     let (data, scales) = stored.data(dtype);
                     let b = PackedB::new(data, scales, k, n).unwrap();
-                    let len = (m * n).div_ceil(2) + 2;
-                    let mut want = std::vec![7.0f32; len];
+                    let mut want = std::vec![0.0f32; (m * n).div_ceil(2)];
                     scalar::gemm_fp16_gelu_half(&a, m, k, b, &bias, &mut want);
+                    let want: Vec<u16> = (0..m * n).map(|i| scalar::half(&want, i)).collect();
+                    let len = kernels::half_tiles_floats(m, n).unwrap() + 2;
                     for &kern in &kerns {
                         for (rows, a_half) in [(&a, false), (&ah, true)] {
                             let mut got = std::vec![7.0f32; len];
                             kernels::gemm_gelu_half(kern, (rows, a_half), m, b, &bias, &mut got)
                                 .unwrap();
-                            for i in 0..2 * len {
-                                let (g, w) = (scalar::half(&got, i), scalar::half(&want, i));
-                                assert!(
-                                    g == w && g & 0x7c00 != 0x7c00,
-                                    "{dtype:?} m={m} k={k} n={n} half rows {a_half}: half {i}: \
-                                     got {g:#06x}, want {w:#06x}"
-                                );
-                            }
+                            let what =
+                                std::format!("{dtype:?} m={m} k={k} n={n} half rows {a_half}");
+                            assert_tiles(&got, &want, (m, n), &what);
                             checked += m * n;
                         }
                     }
@@ -699,12 +735,12 @@ fn fp16_gelu_half_kernel_on_every_half() {
     let ones = std::vec![1.0f32; n];
     let b = PackedB::new(MatData::F32(&zeros), &ones, 1, n).unwrap();
     for &kern in &kerns {
-        let mut got = std::vec![0.0f32; n.div_ceil(2)];
+        let mut got = std::vec![0.0f32; kernels::half_tiles_floats(1, n).unwrap()];
         kernels::gemm_gelu_half(kern, (&[0.0], false), 1, b, &xs, &mut got).unwrap();
         for (i, &x) in xs.iter().enumerate() {
             // The kernel's `x` is `0·1 + bias`: the bias, but +0 for -0.
             let (g, w) = (
-                scalar::half(&got, i),
+                scalar::half(&got, kernels::half_tiles_at(0, i, n)),
                 f16::gelu_half(libm::fmaf(0.0, 1.0, x)),
             );
             let nan = |h: u16| h & 0x7c00 == 0x7c00 && h & 0x3ff != 0;

@@ -147,8 +147,13 @@ unsafe fn ln_rows<S: Simd, const R: usize, const HALF: bool>(a: &LnArgs, r0: usi
                         S::store_half
                     )
                 }),
+                // The fp16 GEMM's layout (`kernels::half_tiles_at`): rows in groups of
+                // four, each group's k-blocks of eight halves row by row. `r0` is a multiple
+                // of 4 when R = 4, so the rows are 8 halves apart; a vector (LANES divides
+                // 8) lies in one k-block.
                 None => each_vector!(S, c, |i, n| {
-                    normalise!(i, n, out.cast::<u16>().add(r0 * c + i), c, S::store_half)
+                    let at = crate::kernels::half_tiles_at(r0, i, c);
+                    normalise!(i, n, out.cast::<u16>().add(at), 8, S::store_half)
                 }),
             }
             return;
