@@ -52,6 +52,12 @@ unsafe impl Simd for Neon {
         vld1q_f32(p)
     }
     #[inline(always)]
+    unsafe fn fmadd_into2(p: *mut f32, g: [float32x4_t; 2], x: [float32x4_t; 2]) {
+        let o = vld1q_f32_x2(p);
+        let o = float32x4x2_t(vfmaq_f32(o.0, g[0], x[0]), vfmaq_f32(o.1, g[1], x[1]));
+        vst1q_f32_x2(p, o);
+    }
+    #[inline(always)]
     unsafe fn load_f16(p: *const u16) -> float32x4_t {
         // Three vector operations (`fcvtl` needs FEAT_FP16
         // intrinsics Rust has not stabilised, and LLVM's Neoverse-N1 model gives it one

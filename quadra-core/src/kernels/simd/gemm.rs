@@ -435,17 +435,31 @@ pub(crate) unsafe fn residual<S: Simd, const M: usize, const NV: usize>(
     // SAFETY: within the extents of the contract.
     unsafe {
         // One loop per case (the bias tested once, not per column vector): each one
-        // straight block.
+        // straight block. Up to 16 values in registers, column vectors by pairs, each row's
+        // pair updated at once (`fmadd_into2`); an odd last one, or every one of a larger
+        // tile, alone (on NEON the pairs' loads and stores need two consecutive registers
+        // each, and with the 5 x 16 int8 tile's 20 sums LLVM then spilled).
+        let pairs = if M * NV <= 16 { NV - NV % 2 } else { 0 };
         macro_rules! run {
             (|$c:ident| $bias:expr) => {
-                for j in 0..NV {
-                    let $c = j * S::LANES;
-                    let scale = S::load(scales.add($c));
-                    let bias = $bias;
-                    let gamma = S::load(gamma.add($c));
+                let ld = |c: usize| {
+                    let $c = c;
+                    (S::load(scales.add(c)), $bias, S::load(gamma.add(c)))
+                };
+                for j in (0..pairs).step_by(2) {
+                    let (c0, c1) = (j * S::LANES, (j + 1) * S::LANES);
+                    let ((s0, b0, g0), (s1, b1, g1)) = (ld(c0), ld(c1));
+                    for i in 0..M {
+                        let x = [S::fmadd(v(i, j), s0, b0), S::fmadd(v(i, j + 1), s1, b1)];
+                        S::fmadd_into2(out.add(i * ldo + c0), [g0, g1], x);
+                    }
+                }
+                for j in pairs..NV {
+                    let c = j * S::LANES;
+                    let (scale, bias, gamma) = ld(c);
                     for i in 0..M {
                         let x = S::fmadd(v(i, j), scale, bias);
-                        let p = out.add(i * ldo + $c);
+                        let p = out.add(i * ldo + c);
                         S::store(p, S::fmadd(gamma, x, S::load(p)));
                     }
                 }

@@ -104,6 +104,22 @@ pub(crate) unsafe trait Simd {
     unsafe fn recip(a: Self::V) -> Self::V;
     /// `a·b + c`.
     unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// `p[..2·LANES] = g·x + p[..]`, vector `k` of the two with `g[k]`, `x[k]` ([`Self::fmadd`]
+    /// each): two consecutive vectors of a row updated in place. NEON loads and stores the
+    /// pair with one instruction each way.
+    ///
+    /// # Safety
+    /// The ISA enabled; `p` valid for `2·LANES` floats.
+    #[inline(always)]
+    unsafe fn fmadd_into2(p: *mut f32, g: [Self::V; 2], x: [Self::V; 2]) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            for k in 0..2 {
+                let q = p.add(k * Self::LANES);
+                Self::store(q, Self::fmadd(g[k], x[k], Self::load(q)));
+            }
+        }
+    }
     unsafe fn min(a: Self::V, b: Self::V) -> Self::V;
     unsafe fn max(a: Self::V, b: Self::V) -> Self::V;
     /// Asks for the cache line at `p` to be brought into L2 (a hint: never faults, any
