@@ -240,6 +240,26 @@ def find(blks):
             # ... second pass over 16: scale, round to even and convert (`fcvtns`), narrow
             # to int8 (`sqxtn`), store, sum (`saddlp`, `sadalp`).
             name = "quant_round"
+        elif (mix["fabs"] == 2 and mix["fmax"] == 2 and len(body) <= 12 and body[-1].startswith("b.")
+              and all(".8h" in t for t in body if t.split()[0] in ("fabs", "fmax"))):
+            # w8a8 with Precision::Fp16: PW2's f16 input rows (`quantize_rows_half`), first
+            # pass: max |x| of 16 halves (`fmax .8h`).
+            name = "quant_half_amax"
+        elif (any(t.startswith("fcvtns") and t.endswith(".8h") for t in body) and mix["fcvtns"] == 2
+              and mix["fmul"] == 2 and mix["sqxtn2"] == 1 and mix["str"] == 1 and not mix["bl"]
+              and body[-1].startswith("b.")):
+            # ... second pass over 16 halves: times the inverse scale in f16, rounded to
+            # int16 (`fcvtns .8h`), narrowed to int8, stored, summed.
+            name = "quant_half_round"
+        elif ("gemm_q8_sdot_fp16" in fn and mix["tbl"] and mix["tbl"] == 5 * mix["fcvtn2"]
+              and not mix["fcvtl2"] and mix["str"] == mix["fcvtn2"] and body[-1].startswith("b.")):
+            # ... PW1's GELU epilogue of the int8 GEMM writing halves (w8a8 with
+            # Precision::Fp16): all in f16 after `x` is rounded, as the fp16 GEMM's.
+            rows = mix["fcvtn2"]
+            if rows > GELU_ROWS.get("q8_epi_gelu_half", 0):
+                GELU_ROWS["q8_epi_gelu_half"] = rows
+                found.pop("q8_epi_gelu_half", None)
+                name = "q8_epi_gelu_half"
         elif gemm_fn(fn) and not fmla and w != "f32" and (mix["str"] or mix["stp"]):
             # f16 / int8 weight panels widened to f32 once per GEMM call (`gemm_widened`).
             name = f"widen_{w}"
@@ -309,6 +329,9 @@ ELEMENTWISE = {
     "fp16_fold": ("GEMM fp16", "a run's fold into f32, 4 x 16", 64),
     "fp16_narrow": ("GEMM fp16", "activations to f16, 8 values", 8),
     "epi_gelu_fp16_half": ("Epilogue", "bias + GELU fp16 to f16, rows x 8", 32),
+    "q8_epi_gelu_half": ("Epilogue", "int8 GEMM: bias + GELU fp16 to f16, rows x 8", 32),
+    "quant_half_amax": ("Quantise", "f16 rows: max |x| pass, 16 values", 16),
+    "quant_half_round": ("Quantise", "f16 rows: round + narrow pass, 16 values", 16),
 }
 
 
@@ -334,7 +357,7 @@ def values(name):
     """Values one iteration of an ELEMENTWISE loop handles."""
     if name == "epi_gelu":
         return 4 * GELU_ROWS.get("rows", 5)
-    if name in ("epi_gelu_fp16", "q8_epi_gelu_fp16", "epi_gelu_fp16_half"):
+    if name in ("epi_gelu_fp16", "q8_epi_gelu_fp16", "epi_gelu_fp16_half", "q8_epi_gelu_half"):
         return 8 * GELU_ROWS.get(name, 4)
     return ELEMENTWISE[name][2]
 
@@ -359,7 +382,8 @@ def network_estimate(t, ghz):
     epilogue (one store per 4 values), the global pool and the final LayerNorm (one row)."""
     need = ("gemm_5x16_f32", "q8_sdot_5x16", "qdw_k7_f32", "gemm_5x16_f16", "qdw_k7_f16",
             "widen_f16", "gelu", "epi_gelu", "epi_scale_add", "epi_bias", "dequant",
-            "quant_amax", "quant_round", "ln_sum", "ln_var", "ln_norm", "ln_rows4", "ln_means4",
+            "quant_amax", "quant_round", "quant_half_amax", "quant_half_round",
+            "q8_epi_gelu_half", "ln_sum", "ln_var", "ln_norm", "ln_rows4", "ln_means4",
             "gemm_4x16_fp16", "fp16_fold", "fp16_narrow", "epi_gelu_fp16", "q8_epi_gelu_fp16",
             "epi_gelu_fp16_half", "q8_residual", "fp16_residual",
             "qdw_k7_fp16", "ln_norm", "ln_norm_blocked_fp16", "ln_norm_fp16")
@@ -465,7 +489,11 @@ def network_estimate(t, ghz):
                 # residual epilogue from the tile's registers, once per hidden slice.
                 parts["epilogue"] = hidden * (per["epi_bias"] + per["dequant"]) + per_slice * per["q8_residual"]
                 if mode == "w8a8+fp16":
-                    parts["GELU"] = hidden * (per["q8_epi_gelu_fp16"] - per["epi_bias"])
+                    # PW1's GELU all in f16 after rounding x, written as halves, which PW2
+                    # quantises in f16 (`gemm_q8_gelu_half`, `quantize_rows_half`).
+                    parts["GELU"] = hidden * (per["q8_epi_gelu_half"] - per["epi_bias"])
+                    parts["quantise"] = (hidden * (per["quant_half_amax"] + per["quant_half_round"])
+                                         + narrow * quant)
                     parts["QDW"] = qdw / rate_qdw16
                     parts["LayerNorm"] += narrow * ln1_half
             out[(name, mode)] = {k: v / ghz / 1e6 for k, v in parts.items()}
@@ -527,7 +555,7 @@ def main():
             k, v, _ = ELEMENTWISE[name]
             if name == "epi_gelu":
                 v = v.replace("rows", f"{GELU_ROWS.get('rows', 0)} row(s)")
-            if name in ("epi_gelu_fp16", "q8_epi_gelu_fp16", "epi_gelu_fp16_half"):
+            if name in ("epi_gelu_fp16", "q8_epi_gelu_fp16", "epi_gelu_fp16_half", "q8_epi_gelu_half"):
                 v = v.replace("rows", f"{GELU_ROWS.get(name, 0)} row(s)")
             print(f"{k:10s} {v:33s} {r['insns']:4d} insns {r['cycles']:7.1f} cycles  "
                   f"{r['cycles'] / values(name):.2f} cycles per value  stack {r['stack']}")

@@ -578,9 +578,14 @@ pub fn mlp_group(
         // `Precision::Fp16` with float weights (`half_rows`: never w8a8's): PW1's GELU writes
         // the slice in half precision, which PW2 reads as it is.
         let half_hidden = kernels::half_rows(kern, &pw1) && kernels::half_rows(kern, &pw2);
+        // ... and with w8a8 weights both ways (the int8 GEMMs), PW1's GELU writes the slice
+        // in half precision too, which PW2 quantises in half precision.
+        let half_q8 = kern.fp16() && pw1.is_dot() && pw2.is_dot();
         if half_hidden {
             // In the fp16 GEMM's layout, as PW2 reads it (`plan::MlpScratch` sizes it).
             kernels::gemm_gelu_half(kern, (ln2, half), m, pw1, pw1_b, hidden)?;
+        } else if let (true, Some(q)) = (half_q8, ln2_q.as_mut()) {
+            q8::gemm_q8_gelu_half(kern, q.as_ref(), pw1, pw1_b, hidden)?;
         } else {
             let h_out = MatMut::dense(&mut hidden[..m * nh], m, nh);
             let gelu = Epilogue::BiasGelu(pw1_b);
@@ -602,6 +607,10 @@ pub fn mlp_group(
         let hid = MatRef::dense(&hidden[..m * nh], m, nh);
         if half_hidden {
             kernels::gemm_half_rows(kern, hidden, m, pw2, epi, res)?;
+        } else if half_q8 && ln2_q.is_some() {
+            let mut q = q8::rows_in(hid_q, m, nh)?;
+            q8::quantize_rows_half(kern, hidden, &mut q)?;
+            q8::gemm_q8(kern, q.as_ref(), pw2, epi, res)?;
         } else if pw2.is_dot() {
             let mut q = q8::rows_in(hid_q, m, nh)?;
             q8::quantize_rows(kern, hid.data, nh, &mut q)?;

@@ -605,6 +605,107 @@ pub(crate) unsafe fn quantize_rows(q: &QuantArgs) {
     }
 }
 
+/// [`quantize_rows`] of rows of halves (`q.a` points at halves, rows `q.lda` halves apart),
+/// `q8::quantize_row_half_ref` bit for bit: `max|x|` with `fmax .8h` (a NaN carries
+/// through), then, where the inverse scale fits f16, `fmul .8h` by it, `fcvtns .8h` and a
+/// saturating narrow, sixteen values an iteration; rows with a larger inverse scale (a
+/// `max|x|` under ~0.0019) are widened to f32 and quantised as [`quantize_rows`] does.
+///
+/// # Safety
+/// CPU must have NEON and FEAT_FP16; pointers as checked by `q8::quantize_rows_half`.
+#[target_feature(enable = "neon,fp16")]
+pub(crate) unsafe fn quantize_rows_half(q: &QuantArgs) {
+    use super::neon_fp16::{fabs, fmax, fmaxv, fmul, to_i16, widen, H8};
+    // SAFETY: the caller holds an fp16 token and checked every length behind the pointers:
+    // row `i`'s `q.k` halves at `q.a + i·q.lda` halves, its int8 values at `q.q + i·q.k`,
+    // `q.m` scales and sums. Whole vectors are loaded and stored inside the rows
+    // (`c + 16 <= k`); the tail goes through zeroed stack copies.
+    unsafe {
+        let k = q.k;
+        // Sixteen halves from `x` (the `n < 16` left of a row: zeros past them).
+        let tail = |x: *const u16, n: usize| {
+            let mut t = [0u16; 16];
+            core::ptr::copy_nonoverlapping(x, t.as_mut_ptr(), n);
+            [vld1q_u16(t.as_ptr()), vld1q_u16(t.as_ptr().add(8))]
+        };
+        for i in 0..q.m {
+            let x = q.a.cast::<u16>().add(i * q.lda);
+            let mut m = [vdupq_n_u16(0); 2];
+            let mut c = 0;
+            while c + 16 <= k {
+                m[0] = fmax(m[0], fabs(vld1q_u16(x.add(c))));
+                m[1] = fmax(m[1], fabs(vld1q_u16(x.add(c + 8))));
+                c += 16;
+            }
+            if c < k {
+                let v = tail(x.add(c), k - c);
+                m[0] = fmax(m[0], fabs(v[0]));
+                m[1] = fmax(m[1], fabs(v[1]));
+            }
+            let amax = crate::math::f16::to_f64(fmaxv(fmax(m[0], m[1]))) as f32;
+            // A NaN or an infinity made `amax` non-finite, which `row_scale` checks.
+            let (scale, inv) = q8::row_scale(amax, true);
+            let qrow = q.q.add(i * k);
+            let mut sum = vdupq_n_s32(0);
+            // Sixteen int16 to sixteen int8 (saturating; |r| <= 127 here); their sum.
+            let pack = |r: [int16x8_t; 2], sum: &mut int32x4_t| {
+                let b = vqmovn_high_s16(vqmovn_s16(r[0]), r[1]);
+                *sum = vpadalq_s16(*sum, vpaddlq_s8(b));
+                b
+            };
+            // The row's values, sixteen at a time, through `$narrow` (its int8, summed).
+            macro_rules! quantise {
+                ($narrow:ident) => {{
+                    let mut c = 0;
+                    while c + 16 <= k {
+                        let v = [vld1q_u16(x.add(c)), vld1q_u16(x.add(c + 8))];
+                        vst1q_s8(qrow.add(c), pack($narrow!(v), &mut sum));
+                        c += 16;
+                    }
+                    if c < k {
+                        // Zeros past the row quantise to 0 and add 0.
+                        let n = k - c;
+                        let mut t = [0i8; 16];
+                        let v = tail(x.add(c), n);
+                        vst1q_s8(t.as_mut_ptr(), pack($narrow!(v), &mut sum));
+                        core::ptr::copy_nonoverlapping(t.as_ptr(), qrow.add(c), n);
+                    }
+                }};
+            }
+            // (No closures around the FEAT_FP16 assembly: `array::map` and the like would
+            // inline it into code compiled without the feature.)
+            if inv > 0.0 && inv <= 65504.0 {
+                let inv16 = vdupq_n_u16(crate::math::f16::from_f64(f64::from(inv)));
+                macro_rules! by_half {
+                    ($v:expr) => {{
+                        let v: [H8; 2] = $v;
+                        [to_i16(fmul(v[0], inv16)), to_i16(fmul(v[1], inv16))]
+                    }};
+                }
+                quantise!(by_half);
+            } else {
+                let inv = vdupq_n_f32(inv);
+                macro_rules! by_f32 {
+                    ($v:expr) => {{
+                        let v: [H8; 2] = $v;
+                        let mut r = [vdupq_n_s16(0); 2];
+                        for (r, &h) in r.iter_mut().zip(v.iter()) {
+                            let (lo, hi) = widen(h);
+                            let lo = vcvtnq_s32_f32(vmulq_f32(lo, inv));
+                            let hi = vcvtnq_s32_f32(vmulq_f32(hi, inv));
+                            *r = vqmovn_high_s32(vqmovn_s32(lo), hi);
+                        }
+                        r
+                    }};
+                }
+                quantise!(by_f32);
+            }
+            *q.scales.add(i) = scale;
+            *q.sums.add(i) = vaddvq_s32(sum);
+        }
+    }
+}
+
 /// # Safety
 /// CPU must have NEON; pointers as checked by `q8::gemm_q8`.
 #[target_feature(enable = "neon")]

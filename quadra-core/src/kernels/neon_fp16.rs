@@ -149,6 +149,48 @@ half_op!(
     fmin(a, b) = "fmin"
 );
 half_op!(
+    /// `max(a, b)`, NaN if either is (FMAX).
+    fmax(a, b) = "fmax"
+);
+
+/// The largest of eight halves, NaN if any is (FMAXV), as its bits.
+///
+/// # Safety
+/// FEAT_FP16 enabled in the calling leaf.
+#[inline(always)]
+pub(super) unsafe fn fmaxv(a: H8) -> u16 {
+    let r: H8;
+    // SAFETY: registers only; FEAT_FP16 is the caller's contract.
+    unsafe {
+        asm!(
+            "fmaxv {r:h}, {a:v}.8h",
+            r = lateout(vreg) r,
+            a = in(vreg) a,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+        vgetq_lane_u16::<0>(r)
+    }
+}
+
+/// Eight halves rounded to the nearest int16, ties to even, saturating (FCVTNS .8h).
+///
+/// # Safety
+/// FEAT_FP16 enabled in the calling leaf.
+#[inline(always)]
+pub(super) unsafe fn to_i16(a: H8) -> int16x8_t {
+    let r: int16x8_t;
+    // SAFETY: registers only; FEAT_FP16 is the caller's contract.
+    unsafe {
+        asm!(
+            "fcvtns {r:v}.8h, {a:v}.8h",
+            r = lateout(vreg) r,
+            a = in(vreg) a,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    r
+}
+half_op!(
     /// `round_f16(a + b)` (FADD).
     fadd(a, b) = "fadd"
 );
@@ -309,31 +351,32 @@ pub(crate) unsafe fn epilogue_fp16<const M: usize>(
 }
 
 /// The GELU epilogue to half-precision rows ([`gelu8_half`]): `out = (base, (r, j), width)`,
-/// the tile's rows `r..r + M` and columns `j..j + cols` of rows of `width` halves at `base`, in
-/// the tiles' layout ([`KB`]; `j` a multiple of 8). The epilogue must be `BiasGelu` (else
-/// nothing is written).
+/// the tile's rows `r..r + M` and columns `j..j + cols` of rows of `width` halves at `base`,
+/// in the tiles' layout ([`KB`]; `j` a multiple of 8) if `TILED`, else dense (row `r` at
+/// `base + r·width`). The epilogue must be `BiasGelu` (else nothing is written).
 ///
 /// # Safety
-/// As [`epilogue`], with `base` valid for the layout's halves of rows `r..r + M` of `width`;
-/// FEAT_FP16 enabled in the calling leaf.
+/// As [`epilogue`], with `base` valid for the halves of rows `r..r + M` of `width` in the
+/// layout; FEAT_FP16 enabled in the calling leaf.
 #[inline(always)]
-unsafe fn epilogue_gelu_half<const M: usize>(
+pub(super) unsafe fn epilogue_gelu_half<const M: usize, const TILED: bool>(
     tp: *const f32,
     cols: usize,
     scales: *const f32,
-    epi: EpiPtrs,
+    bias: *const f32,
     (base, (r, j), width): (*mut u16, (usize, usize), usize),
 ) {
     // SAFETY: as `epilogue_fp16`: the `cols` columns of each row only.
     unsafe {
-        let Some(bias) = epi.gelu_bias() else {
-            return;
-        };
         let gs = group_stride(width);
         gelu_cols::<M>(tp, cols, scales, bias, |i, c0, v, n| {
             let y = gelu8_half(v[0], v[1]);
-            // Columns `j + c0..` of row `r + i`: eight consecutive halves of its k-block.
-            let o = base.add(slot(r + i, gs) + (j + c0) / 8 * KB);
+            // Columns `j + c0..` of row `r + i`: eight consecutive halves (of its k-block).
+            let o = if TILED {
+                base.add(slot(r + i, gs) + (j + c0) / 8 * KB)
+            } else {
+                base.add((r + i) * width + j + c0)
+            };
             if n == 8 {
                 vst1q_u16(o, y);
             } else {
@@ -834,7 +877,9 @@ pub(crate) unsafe fn gemm<W: HalfPanel, const HALF_A: bool, const HALF_OUT: bool
                         } else if HALF_OUT {
                             park::<$m>(&sum, tp);
                             let out = (g.out.cast::<u16>(), (r0 + i, j0), g.ldo);
-                            epilogue_gelu_half::<$m>(tp, cols, scales, epi, out);
+                            if let Some(bias) = epi.gelu_bias() {
+                                epilogue_gelu_half::<$m, true>(tp, cols, scales, bias, out);
+                            }
                         } else {
                             park::<$m>(&sum, tp);
                             epilogue_fp16::<$m>(tp, cols, scales, epi, g.out.add(at), g.ldo);

@@ -223,6 +223,132 @@ pub fn quantize_rows(
     Ok(())
 }
 
+/// The largest inverse scale [`quantize_rows_half`] multiplies by in half precision (f16's
+/// largest finite value): rows whose `127 / max|x|` is larger (`max|x|` under about 0.0019)
+/// are quantised in f32.
+const HALF_INV_MAX: f32 = 65504.0;
+
+/// Reference quantisation of one row of halves ([`quantize_rows_half`]); returns
+/// `(scale, sum)`. `max|x|` and the scale as [`quantize_row_ref`]'s on the halves' values;
+/// then, where `0 < inv <= 65504`, each value is `round_f16(x · round_f16(inv))` rounded to
+/// the nearest integer (ties to even) and clamped to ±127 (the product is within 127.13);
+/// otherwise as [`quantize_row_ref`] in f32. The int8 values of a row with a NaN or an
+/// infinity are unspecified (its scale is NaN).
+pub fn quantize_row_half_ref(x: &[u16], q: &mut [i8]) -> (f32, i32) {
+    use crate::math::f16;
+    let xf = || x.iter().map(|&h| f16::to_f64(h) as f32);
+    let amax = xf().fold(0.0f32, |m, v| m.max(v.abs()));
+    let (scale, inv) = row_scale(amax, xf().all(|v| v.is_finite()));
+    let mut sum = 0i32;
+    let half = inv > 0.0 && inv <= HALF_INV_MAX;
+    let inv16 = f16::from_f64(f64::from(inv));
+    for (o, (&h, v)) in q.iter_mut().zip(x.iter().zip(xf())) {
+        let p = if half {
+            f16::to_f64(f16::mul(h, inv16)) as f32
+        } else {
+            v * inv
+        };
+        let r = libm::rintf(p).clamp(-127.0, 127.0) as i32;
+        *o = r as i8;
+        sum += r;
+    }
+    (scale, sum)
+}
+
+/// Quantises `out.rows` rows of `out.cols` halves (`h`: dense, two halves to a float, as
+/// [`gemm_q8_gelu_half`] writes them) into `out`, in half precision where the row's scale
+/// allows ([`quantize_row_half_ref`] is the definition): PW2's input in a w8a8 model with
+/// `Precision::Fp16`. Needs an fp16 token.
+pub(crate) fn quantize_rows_half(
+    kern: Kernels,
+    h: &[f32],
+    out: &mut QRowsMut<'_>,
+) -> Result<(), Error> {
+    out.check()?;
+    let (m, k) = (out.rows, out.cols);
+    let halves = dense_len(Buffer::Activation, m, k)?;
+    check_len(Buffer::Activation, halves.div_ceil(2), h.len())?;
+    if !kern.fp16() {
+        return Err(Error::Arch("half-precision rows need an fp16 token"));
+    }
+    if m == 0 {
+        return Ok(());
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        let q = QuantArgs {
+            a: h.as_ptr(),
+            lda: k,
+            m,
+            k,
+            q: out.q.as_mut_ptr(),
+            scales: out.scales.as_mut_ptr(),
+            sums: out.sums.as_mut_ptr(),
+        };
+        // SAFETY: an fp16 token proves NEON and FEAT_FP16; every length behind `q` is
+        // checked above (`q.a` holds `m·k` halves).
+        unsafe { super::aarch64_neon::quantize_rows_half(&q) };
+        Ok(())
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    Err(Error::Arch("half-precision rows need aarch64"))
+}
+
+/// Reference [`gemm_q8_gelu_half`]: the int32 sums of [`gemm_q8_i32_ref`], then
+/// `gelu_half(fma(sum·row_scale, col_scale, bias))` ([`crate::math::f16::gelu_half`]) as
+/// halves, row `i` at half `i·n` of `out`.
+pub fn gemm_q8_gelu_half_ref(a: QRows<'_>, b: PackedB<'_>, bias: &[f32], out: &mut [f32]) {
+    let (m, k, n, cs) = (a.rows, a.cols, b.n(), b.scales());
+    for i in 0..m {
+        for j in 0..n {
+            let mut acc = 0i32;
+            for kk in 0..k {
+                acc += a.q[i * k + kk] as i32 * b.get(kk, j) as i32;
+            }
+            let x = libm::fmaf(acc as f32 * a.scales[i], cs[j], bias[j]);
+            super::scalar::set_half(out, i * n + j, crate::math::f16::gelu_half(x));
+        }
+    }
+}
+
+/// PW1 of a w8a8 model with `Precision::Fp16`: [`gemm_q8`] with a `BiasGelu` epilogue whose
+/// GELU runs all in half precision after rounding its input and writes halves, `out`
+/// getting `m` dense rows of `b.n` halves (two to a float), PW2's input for
+/// [`quantize_rows_half`] ([`gemm_q8_gelu_half_ref`] is the definition). Needs an fp16 token.
+pub(crate) fn gemm_q8_gelu_half(
+    kern: Kernels,
+    a: QRows<'_>,
+    b: PackedB<'_>,
+    bias: &[f32],
+    out: &mut [f32],
+) -> Result<(), Error> {
+    check_q8(&a, &b)?;
+    let (m, n) = (a.rows, b.n());
+    check_len(
+        Buffer::Output,
+        dense_len(Buffer::Output, m, n)?.div_ceil(2),
+        out.len(),
+    )?;
+    Epilogue::BiasGelu(bias).check(n)?;
+    if !kern.fp16() {
+        return Err(Error::Arch("half-precision rows need an fp16 token"));
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let g = Q8Args::new(
+        &a,
+        &b,
+        Q8Out::Half {
+            out: out.as_mut_ptr().cast(),
+            ldo: n,
+            bias: bias.as_ptr(),
+        },
+    );
+    dispatch(Leaf::Token(kern), &g);
+    Ok(())
+}
+
 /// Reference int32 product `acc[i][j] = Σ q[i][kk]·B[kk][j]` (dense `m x n` output).
 pub fn gemm_q8_i32_ref(a: QRows<'_>, b: PackedB<'_>, out: &mut [i32]) {
     let (m, k, n) = (a.rows, a.cols, b.n());
@@ -508,6 +634,15 @@ pub(crate) enum Q8Out {
         ldo: usize,
         epi: EpiPtrs,
     },
+    /// Dequantised, `+ bias` and GELU in half precision, stored as halves (row `i` at
+    /// `out + i·ldo`): [`gemm_q8_gelu_half`], NEON's FEAT_FP16 leaves only (built, never
+    /// read, elsewhere).
+    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+    Half {
+        out: *mut u16,
+        ldo: usize,
+        bias: *const f32,
+    },
 }
 
 /// Raw form of one int8 GEMM, built by [`gemm_q8`] / [`gemm_q8_i32`] after validation.
@@ -723,15 +858,17 @@ unsafe fn tile<D: Dot, S: Simd<V = D::F>, const M: usize, const NV: usize>(
         }
         let mut t = core::mem::MaybeUninit::<[[i32; TILE_COLS]; 12]>::uninit();
         let tp = t.as_mut_ptr().cast::<i32>();
-        if let Q8Out::F32 { out, ldo, epi } = g.out {
-            if D::RESIDUAL && cols == NV * D::COLS {
-                if let Some(ra) = epi.offset(j0).scale_add() {
-                    // PW2's residual from the registers, the sums dequantised on the way.
-                    debug_assert_eq!(D::COLS, S::LANES);
-                    let rs: [f32; M] = core::array::from_fn(|i| *g.a_scales.add(i0 + i));
-                    let v = |i: usize, j: usize| D::scaled(acc[i][j], rs[i]);
-                    let out = out.add(i0 * ldo + j0);
-                    return simd::residual::<S, M, NV>(v, g.b_scales.add(j0), ra, out, ldo);
+        if !matches!(g.out, Q8Out::I32 { .. }) {
+            if let Q8Out::F32 { out, ldo, epi } = g.out {
+                if D::RESIDUAL && cols == NV * D::COLS {
+                    if let Some(ra) = epi.offset(j0).scale_add() {
+                        // PW2's residual from the registers, the sums dequantised on the way.
+                        debug_assert_eq!(D::COLS, S::LANES);
+                        let rs: [f32; M] = core::array::from_fn(|i| *g.a_scales.add(i0 + i));
+                        let v = |i: usize, j: usize| D::scaled(acc[i][j], rs[i]);
+                        let out = out.add(i0 * ldo + j0);
+                        return simd::residual::<S, M, NV>(v, g.b_scales.add(j0), ra, out, ldo);
+                    }
                 }
             }
             // Dequantised by the row scales on their way out of the registers, then the
@@ -785,7 +922,7 @@ pub(crate) unsafe fn finish<S: Simd, const M: usize>(
                     );
                 }
             }
-            Q8Out::F32 { .. } => {
+            Q8Out::F32 { .. } | Q8Out::Half { .. } => {
                 // Dequantise by the row scale in place (i32 and f32 lanes are the same size),
                 // then the epilogue.
                 let fp = tp.cast::<f32>();
@@ -818,6 +955,18 @@ unsafe fn epilogue<S: Simd, const M: usize>(
     cols: usize,
     half_gelu: bool,
 ) {
+    // (`half_gelu` is a constant of the leaf: without it this is gone before the FEAT_FP16
+    // assembly would meet a leaf that lacks the feature.)
+    #[cfg(target_arch = "aarch64")]
+    if let (true, Q8Out::Half { out, ldo, bias }) = (half_gelu, g.out) {
+        // SAFETY: as below; `Half` comes only with the FEAT_FP16 leaves (`half_gelu`).
+        unsafe {
+            let (scales, bias) = (g.b_scales.add(j0), bias.add(j0));
+            let out = (out, (i0, j0), ldo);
+            super::neon_fp16::epilogue_gelu_half::<M, false>(fp, cols, scales, bias, out);
+        }
+        return;
+    }
     let Q8Out::F32 { out, ldo, epi } = g.out else {
         return;
     };

@@ -12,7 +12,7 @@ use super::{
 use crate::arch::{Arch, BlockSpec, Stage};
 use crate::isa::Kernels;
 use crate::kernels::q8::{self, QRows, QRowsMut};
-use crate::kernels::{Dtype, Epilogue, MatData, MatMut, PackedB, PANEL};
+use crate::kernels::{scalar, Dtype, Epilogue, MatData, MatMut, PackedB, PANEL};
 use crate::net::{quantize_model, MatDataMut, Model};
 use crate::weights::Weights;
 
@@ -956,4 +956,164 @@ fn moved_sections_and_non_finite_matrices_are_refused_even_with_a_valid_checksum
     assert!(QnetFile::parse(AlignedBuf::new(&o16).bytes()).is_ok());
     o16[lay16.mats + 6..lay16.mats + 8].copy_from_slice(&0x7C00u16.to_le_bytes());
     refuse(o16, "matrix weights contain NaN or infinity");
+}
+
+/// Every int8 kernel token with an fp16 token (NEON with FEAT_FP16), or none.
+fn q8_fp16_kernels() -> Vec<Kernels> {
+    q8_paths()
+        .into_iter()
+        .filter_map(|p| match p {
+            Q8Path::Kern(k) if k.fp16() => Some(k),
+            _ => None,
+        })
+        .collect()
+}
+
+/// PW1 of w8a8 with `Precision::Fp16` (`q8::gemm_q8_gelu_half`: GELU in half precision,
+/// halves out) equals its definition (`gemm_q8_gelu_half_ref`) bit for bit on every
+/// FEAT_FP16 int8 leaf: shapes around the row tiles, the 16-column panels, the 8-column
+/// epilogue groups and the int8 k-groups; nothing written past the `m·n` halves. Without an
+/// fp16 token, or with short buffers, an error.
+#[test]
+fn fp16_int8_gelu_half_rows_are_their_definition_bit_for_bit() {
+    let mut rng = Rng::new(97);
+    let (k, n) = (8usize, 16usize);
+    let packed = dot_pack(&random_i8(&mut rng, k * n, -127, 127), k, n);
+    let cs = rng.vec(n, 0.001, 0.02);
+    let b = PackedB::new_dot(&packed, &cs, k, n).unwrap();
+    let a = QBuf::random(&mut rng, 3, k, -127, 127);
+    let bias = rng.vec(n, -1.0, 1.0);
+    let mut out = vec![0.0f32; 24];
+    for kern in available_q8() {
+        let kern = kern.without_fp16();
+        assert!(q8::gemm_q8_gelu_half(kern, a.view(), b, &bias, &mut out).is_err());
+    }
+    let kerns = q8_fp16_kernels();
+    if kerns.is_empty() {
+        std::eprintln!("no FEAT_FP16 here: the int8 GEMM's half-precision rows are not run");
+        return;
+    }
+    for &kern in &kerns {
+        let short = q8::gemm_q8_gelu_half(kern, a.view(), b, &bias, &mut out[..23]);
+        assert!(short.is_err(), "3 x 16 halves need 24 floats");
+        assert!(q8::gemm_q8_gelu_half(kern, a.view(), b, &bias[..15], &mut out).is_err());
+    }
+    let mut checked = 0usize;
+    for &m in &[1usize, 2, 3, 4, 5, 6, 9, 11, 33] {
+        for &k in &[4usize, 12, 16, 20, 64, 132] {
+            for &n in &[1usize, 7, 8, 9, 16, 17, 40, 64, 65] {
+                let packed = dot_pack(&random_i8(&mut rng, k * n, -127, 127), k, n);
+                let cs = rng.vec(n, 0.001, 0.02);
+                let b = PackedB::new_dot(&packed, &cs, k, n).unwrap();
+                let a = QBuf::random(&mut rng, m, k, -127, 127);
+                let bias = rng.vec(n, -2.0, 2.0);
+                let len = (m * n).div_ceil(2) + 2;
+                let mut want = vec![7.0f32; len];
+                q8::gemm_q8_gelu_half_ref(a.view(), b, &bias, &mut want);
+                for &kern in &kerns {
+                    let mut got = vec![7.0f32; len];
+                    q8::gemm_q8_gelu_half(kern, a.view(), b, &bias, &mut got).unwrap();
+                    for i in 0..2 * len {
+                        let (g, w) = (scalar::half(&got, i), scalar::half(&want, i));
+                        assert!(
+                            g == w && (i >= m * n || g & 0x7c00 != 0x7c00),
+                            "{} m={m} k={k} n={n}: half {i}: got {g:#06x}, want {w:#06x}",
+                            kern.describe()
+                        );
+                    }
+                    checked += m * n;
+                }
+            }
+        }
+    }
+    std::eprintln!("int8 GELU to half rows: {checked} outputs equal to the definition bit for bit");
+}
+
+/// `q8::quantize_rows_half` equals `quantize_row_half_ref` bit for bit (int8 values, scales,
+/// sums): random rows of every length around the 16-value iteration, rows whose
+/// `127 / max|x|` is past f16's range (quantised in f32: tiny values and subnormals), zeros,
+/// values on the rounding ties, and rows with a NaN or an infinity (scale NaN, values
+/// unspecified) in the main loop and in the tail. Without an fp16 token, or with short
+/// buffers, an error.
+#[test]
+fn fp16_quantize_half_rows_is_its_definition_bit_for_bit() {
+    use crate::math::f16;
+    let mut rng = Rng::new(101);
+    let kerns = q8_fp16_kernels();
+    let mut q = QBuf::new(2, 8);
+    for kern in available_q8() {
+        let kern = kern.without_fp16();
+        assert!(q8::quantize_rows_half(kern, &[0.0; 8], &mut q.view_mut()).is_err());
+    }
+    if kerns.is_empty() {
+        std::eprintln!("no FEAT_FP16 here: the half-precision quantiser is not run");
+        return;
+    }
+    for &kern in &kerns {
+        let r = q8::quantize_rows_half(kern, &[0.0; 7], &mut q.view_mut());
+        assert!(r.is_err(), "2 x 8 halves need 8 floats");
+    }
+    let mut rows = 0usize;
+    for &k in &[1usize, 2, 7, 8, 9, 15, 16, 17, 31, 32, 33, 100, 128, 129] {
+        // Row kinds: 0 random, 1 tiny (f32 path), 2 subnormal halves, 3 zeros, 4 ties,
+        // 5 a NaN, 6 an infinity, 7 one large value among small ones.
+        let kinds = 8;
+        let mut h = vec![0u16; kinds * k];
+        for kind in 0..kinds {
+            let row = &mut h[kind * k..(kind + 1) * k];
+            for (j, v) in row.iter_mut().enumerate() {
+                let x = match kind {
+                    0 => rng.f32(-8.0, 8.0),
+                    1 => rng.f32(-1e-3, 1e-3),
+                    2 => rng.f32(-5e-5, 5e-5),
+                    3 => 0.0,
+                    4 => (j as f32 - 8.0) * 0.5,
+                    7 if j == k / 2 => 300.0,
+                    _ => rng.f32(-1.0, 1.0),
+                };
+                *v = f16::from_f64(f64::from(x));
+            }
+            let at = (k - 1) / 2 + (kind % 2) * (k / 2);
+            match kind {
+                5 => row[at.min(k - 1)] = 0x7e00,
+                6 => row[k - 1] = 0xfc00,
+                _ => {}
+            }
+        }
+        let mut packed = vec![0.0f32; (kinds * k).div_ceil(2)];
+        for (i, &v) in h.iter().enumerate() {
+            scalar::set_half(&mut packed, i, v);
+        }
+        let mut want = QBuf::new(kinds, k);
+        for r in 0..kinds {
+            let (s, sum) =
+                q8::quantize_row_half_ref(&h[r * k..(r + 1) * k], &mut want.q[r * k..(r + 1) * k]);
+            want.scales[r] = s;
+            want.sums[r] = sum;
+        }
+        for &kern in &kerns {
+            let mut got = QBuf::new(kinds, k);
+            q8::quantize_rows_half(kern, &packed, &mut got.view_mut()).unwrap();
+            for r in 0..kinds {
+                let what = std::format!("{} k={k} row kind {r}", kern.describe());
+                if r == 5 || r == 6 {
+                    assert!(got.scales[r].is_nan(), "{what}: scale {}", got.scales[r]);
+                    continue;
+                }
+                assert_eq!(
+                    got.scales[r].to_bits(),
+                    want.scales[r].to_bits(),
+                    "{what}: scale"
+                );
+                assert_eq!(
+                    got.q[r * k..(r + 1) * k],
+                    want.q[r * k..(r + 1) * k],
+                    "{what}: values"
+                );
+                assert_eq!(got.sums[r], want.sums[r], "{what}: sum");
+                rows += 1;
+            }
+        }
+    }
+    std::eprintln!("half-precision quantiser: {rows} rows equal to the definition bit for bit");
 }
