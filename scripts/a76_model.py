@@ -245,11 +245,13 @@ def find(blks):
             # w8a8 with Precision::Fp16: PW2's f16 input rows (`quantize_rows_half`), first
             # pass: max |x| of 16 halves (`fmax .8h`).
             name = "quant_half_amax"
-        elif (any(t.startswith("fcvtns") and t.endswith(".8h") for t in body) and mix["fcvtns"] == 2
-              and mix["fmul"] == 2 and mix["sqxtn2"] == 1 and mix["str"] == 1 and not mix["bl"]
+        elif (mix["fmla"] == 2 and all(t.endswith(".8h") for t in body if t.startswith("fmla"))
+              and sum(t.split()[0] in ("add", "sub") and t.endswith(".8h") for t in body) == 2
+              and mix["sqxtn2"] == 1 and mix["str"] == 1 and not mix["bl"]
               and body[-1].startswith("b.")):
-            # ... second pass over 16 halves: times the inverse scale in f16, rounded to
-            # int16 (`fcvtns .8h`), narrowed to int8, stored, summed.
+            # ... second pass over 16 halves: `x·inv + 1536` in f16 (`fmla .8h` onto a fresh
+            # `movi` of 1536), the integer read off its bits (`add .8h` of -0x6600), narrowed
+            # to int8, stored, summed.
             name = "quant_half_round"
         elif ("gemm_q8_sdot_fp16" in fn and mix["tbl"] and mix["tbl"] == 5 * mix["fcvtn2"]
               and not mix["fcvtl2"] and mix["str"] == mix["fcvtn2"] and body[-1].startswith("b.")):

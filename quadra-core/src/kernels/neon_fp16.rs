@@ -171,25 +171,6 @@ pub(super) unsafe fn fmaxv(a: H8) -> u16 {
         vgetq_lane_u16::<0>(r)
     }
 }
-
-/// Eight halves rounded to the nearest int16, ties to even, saturating (FCVTNS .8h).
-///
-/// # Safety
-/// FEAT_FP16 enabled in the calling leaf.
-#[inline(always)]
-pub(super) unsafe fn to_i16(a: H8) -> int16x8_t {
-    let r: int16x8_t;
-    // SAFETY: registers only; FEAT_FP16 is the caller's contract.
-    unsafe {
-        asm!(
-            "fcvtns {r:v}.8h, {a:v}.8h",
-            r = lateout(vreg) r,
-            a = in(vreg) a,
-            options(pure, nomem, nostack, preserves_flags)
-        );
-    }
-    r
-}
 half_op!(
     /// `round_f16(a + b)` (FADD).
     fadd(a, b) = "fadd"

@@ -228,12 +228,16 @@ pub fn quantize_rows(
 /// are quantised in f32.
 const HALF_INV_MAX: f32 = 65504.0;
 
+/// 1536 in f16: `round_f16(y + 1536)` for `|y| < 512` is 1536 plus `y` rounded to an
+/// integer, ties to even (f16's step is 1 in [1024, 2048)).
+pub(crate) const MAGIC_1536: u16 = 0x6600;
+
 /// Reference quantisation of one row of halves ([`quantize_rows_half`]); returns
 /// `(scale, sum)`. `max|x|` and the scale as [`quantize_row_ref`]'s on the halves' values;
-/// then, where `0 < inv <= 65504`, each value is `round_f16(x · round_f16(inv))` rounded to
-/// the nearest integer (ties to even) and clamped to ±127 (the product is within 127.13);
-/// otherwise as [`quantize_row_ref`] in f32. The int8 values of a row with a NaN or an
-/// infinity are unspecified (its scale is NaN).
+/// then, where `0 < inv <= 65504`, each value is `round_f16(x · round_f16(inv) + 1536) −
+/// 1536`: the exact product rounded once to the nearest integer (ties to even; it is within
+/// 127.13, so the clamp to ±127 is a no-op); otherwise as [`quantize_row_ref`] in f32. The
+/// int8 values of a row with a NaN or an infinity are unspecified (its scale is NaN).
 pub fn quantize_row_half_ref(x: &[u16], q: &mut [i8]) -> (f32, i32) {
     use crate::math::f16;
     let xf = || x.iter().map(|&h| f16::to_f64(h) as f32);
@@ -244,7 +248,7 @@ pub fn quantize_row_half_ref(x: &[u16], q: &mut [i8]) -> (f32, i32) {
     let inv16 = f16::from_f64(f64::from(inv));
     for (o, (&h, v)) in q.iter_mut().zip(x.iter().zip(xf())) {
         let p = if half {
-            f16::to_f64(f16::mul(h, inv16)) as f32
+            (f16::to_f64(f16::fma(h, inv16, MAGIC_1536)) - 1536.0) as f32
         } else {
             v * inv
         };
