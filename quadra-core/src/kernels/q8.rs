@@ -340,17 +340,23 @@ pub(crate) fn gemm_q8_gelu_half(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    let g = Q8Args::new(
-        &a,
-        &b,
-        Q8Out::Half {
-            out: out.as_mut_ptr().cast(),
-            ldo: n,
-            bias: bias.as_ptr(),
-        },
-    );
-    dispatch(Leaf::Token(kern), &g);
-    Ok(())
+    #[cfg(target_arch = "aarch64")]
+    {
+        let g = Q8Args::new(
+            &a,
+            &b,
+            Q8Out::Half {
+                out: out.as_mut_ptr().cast(),
+                ldo: n,
+                bias: bias.as_ptr(),
+            },
+        );
+        dispatch(Leaf::Token(kern), &g);
+        Ok(())
+    }
+    // An fp16 token exists on aarch64 only.
+    #[cfg(not(target_arch = "aarch64"))]
+    Err(Error::Arch("half-precision rows need aarch64"))
 }
 
 /// Reference int32 product `acc[i][j] = Σ q[i][kk]·B[kk][j]` (dense `m x n` output).
@@ -639,9 +645,8 @@ pub(crate) enum Q8Out {
         epi: EpiPtrs,
     },
     /// Dequantised, `+ bias` and GELU in half precision, stored as halves (row `i` at
-    /// `out + i·ldo`): [`gemm_q8_gelu_half`], NEON's FEAT_FP16 leaves only (built, never
-    /// read, elsewhere).
-    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+    /// `out + i·ldo`): [`gemm_q8_gelu_half`], NEON's FEAT_FP16 leaves only.
+    #[cfg(target_arch = "aarch64")]
     Half {
         out: *mut u16,
         ldo: usize,
@@ -862,21 +867,9 @@ unsafe fn tile<D: Dot, S: Simd<V = D::F>, const M: usize, const NV: usize>(
         }
         let mut t = core::mem::MaybeUninit::<[[i32; TILE_COLS]; 12]>::uninit();
         let tp = t.as_mut_ptr().cast::<i32>();
-        if !matches!(g.out, Q8Out::I32 { .. }) {
-            if let Q8Out::F32 { out, ldo, epi } = g.out {
-                if D::RESIDUAL && cols == NV * D::COLS {
-                    if let Some(ra) = epi.offset(j0).scale_add() {
-                        // PW2's residual from the registers, the sums dequantised on the way.
-                        debug_assert_eq!(D::COLS, S::LANES);
-                        let rs: [f32; M] = core::array::from_fn(|i| *g.a_scales.add(i0 + i));
-                        let v = |i: usize, j: usize| D::scaled(acc[i][j], rs[i]);
-                        let out = out.add(i0 * ldo + j0);
-                        return simd::residual::<S, M, NV>(v, g.b_scales.add(j0), ra, out, ldo);
-                    }
-                }
-            }
-            // Dequantised by the row scales on their way out of the registers, then the
-            // epilogue (one pass over the parked tile rather than two).
+        // Dequantised by the row scales on their way out of the registers, then the
+        // epilogue (one pass over the parked tile rather than two).
+        let park = |tp: *mut i32| {
             let fp = tp.cast::<f32>();
             for (i, row) in acc.iter().enumerate() {
                 let rs = *g.a_scales.add(i0 + i);
@@ -884,7 +877,25 @@ unsafe fn tile<D: Dot, S: Simd<V = D::F>, const M: usize, const NV: usize>(
                     S::store(fp.add(i * TILE_COLS + j * D::COLS), D::scaled(*v, rs));
                 }
             }
-            return epilogue::<S, M>(g, fp, i0, j0, cols, D::HALF_GELU);
+            fp
+        };
+        if let Q8Out::F32 { out, ldo, epi } = g.out {
+            if D::RESIDUAL && cols == NV * D::COLS {
+                if let Some(ra) = epi.offset(j0).scale_add() {
+                    // PW2's residual from the registers, the sums dequantised on the way.
+                    debug_assert_eq!(D::COLS, S::LANES);
+                    let rs: [f32; M] = core::array::from_fn(|i| *g.a_scales.add(i0 + i));
+                    let v = |i: usize, j: usize| D::scaled(acc[i][j], rs[i]);
+                    let out = out.add(i0 * ldo + j0);
+                    return simd::residual::<S, M, NV>(v, g.b_scales.add(j0), ra, out, ldo);
+                }
+            }
+            return epilogue::<S, M>(g, park(tp), i0, j0, cols, D::HALF_GELU);
+        }
+        // PW1's GELU into halves (w8a8 with `Precision::Fp16`: NEON's FEAT_FP16 leaves).
+        #[cfg(target_arch = "aarch64")]
+        if let (true, Q8Out::Half { .. }) = (D::HALF_GELU, g.out) {
+            return epilogue::<S, M>(g, park(tp), i0, j0, cols, true);
         }
         for (i, row) in acc.iter().enumerate() {
             for (j, v) in row.iter().enumerate() {
@@ -926,22 +937,56 @@ pub(crate) unsafe fn finish<S: Simd, const M: usize>(
                     );
                 }
             }
-            Q8Out::F32 { .. } | Q8Out::Half { .. } => {
-                // Dequantise by the row scale in place (i32 and f32 lanes are the same size),
-                // then the epilogue.
-                let fp = tp.cast::<f32>();
-                for i in 0..M {
-                    let rs = S::splat(*g.a_scales.add(i0 + i));
-                    let mut c = 0;
-                    while c < cols {
-                        let p = i * TILE_COLS + c;
-                        S::store(fp.add(p), S::mul(S::load_i32(tp.add(p)), rs));
-                        c += S::LANES;
-                    }
-                }
-                epilogue::<S, M>(g, fp, i0, j0, cols, half_gelu);
+            Q8Out::F32 { .. } => {
+                epilogue::<S, M>(
+                    g,
+                    dequantise::<S, M>(g, tp, i0, cols),
+                    i0,
+                    j0,
+                    cols,
+                    half_gelu,
+                );
+            }
+            #[cfg(target_arch = "aarch64")]
+            Q8Out::Half { .. } => {
+                epilogue::<S, M>(
+                    g,
+                    dequantise::<S, M>(g, tp, i0, cols),
+                    i0,
+                    j0,
+                    cols,
+                    half_gelu,
+                );
             }
         }
+    }
+}
+
+/// The parked int32 sums of an `M`-row tile times the row scales, in place (i32 and f32
+/// lanes are the same size); the f32 tile.
+///
+/// # Safety
+/// As [`finish`].
+#[inline(always)]
+unsafe fn dequantise<S: Simd, const M: usize>(
+    g: &Q8Args,
+    tp: *mut i32,
+    i0: usize,
+    cols: usize,
+) -> *mut f32 {
+    // SAFETY: the caller's contract: `tp` holds `M` rows of `cols` rounded up to LANES.
+    unsafe {
+        let fp = tp.cast::<f32>();
+        for i in 0..M {
+            let rs = S::splat(*g.a_scales.add(i0 + i));
+            let mut c = 0;
+            while c < cols {
+                let p = i * TILE_COLS + c;
+                S::store(fp.add(p), S::mul(S::load_i32(tp.add(p)), rs));
+                c += S::LANES;
+            }
+        }
+        fp
     }
 }
 
