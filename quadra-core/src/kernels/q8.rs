@@ -869,16 +869,19 @@ unsafe fn tile<D: Dot, S: Simd<V = D::F>, const M: usize, const NV: usize>(
         let tp = t.as_mut_ptr().cast::<i32>();
         // Dequantised by the row scales on their way out of the registers, then the
         // epilogue (one pass over the parked tile rather than two).
-        let park = |tp: *mut i32| {
-            let fp = tp.cast::<f32>();
-            for (i, row) in acc.iter().enumerate() {
-                let rs = *g.a_scales.add(i0 + i);
-                for (j, v) in row.iter().enumerate() {
-                    S::store(fp.add(i * TILE_COLS + j * D::COLS), D::scaled(*v, rs));
+        // (A macro: a closure borrowing `acc` made LLVM spill in the sdot loop.)
+        macro_rules! park {
+            ($tp:expr) => {{
+                let fp = $tp.cast::<f32>();
+                for (i, row) in acc.iter().enumerate() {
+                    let rs = *g.a_scales.add(i0 + i);
+                    for (j, v) in row.iter().enumerate() {
+                        S::store(fp.add(i * TILE_COLS + j * D::COLS), D::scaled(*v, rs));
+                    }
                 }
-            }
-            fp
-        };
+                fp
+            }};
+        }
         if let Q8Out::F32 { out, ldo, epi } = g.out {
             if D::RESIDUAL && cols == NV * D::COLS {
                 if let Some(ra) = epi.offset(j0).scale_add() {
@@ -890,12 +893,12 @@ unsafe fn tile<D: Dot, S: Simd<V = D::F>, const M: usize, const NV: usize>(
                     return simd::residual::<S, M, NV>(v, g.b_scales.add(j0), ra, out, ldo);
                 }
             }
-            return epilogue::<S, M>(g, park(tp), i0, j0, cols, D::HALF_GELU);
+            return epilogue::<S, M>(g, park!(tp), i0, j0, cols, D::HALF_GELU);
         }
         // PW1's GELU into halves (w8a8 with `Precision::Fp16`: NEON's FEAT_FP16 leaves).
         #[cfg(target_arch = "aarch64")]
         if let (true, Q8Out::Half { .. }) = (D::HALF_GELU, g.out) {
-            return epilogue::<S, M>(g, park(tp), i0, j0, cols, true);
+            return epilogue::<S, M>(g, park!(tp), i0, j0, cols, true);
         }
         for (i, row) in acc.iter().enumerate() {
             for (j, v) in row.iter().enumerate() {
