@@ -166,15 +166,18 @@ def find(blks):
                 GELU_ROWS[epi] = rows
                 found.pop(epi, None)
                 name = epi
-        elif ("gemm_fp16_gelu_half" in fn and mix["tbl"] and mix["tbl"] == 5 * mix["fcvtn2"]
-              and not mix["fcvtl2"] and mix["str"] == mix["fcvtn2"] and body[-1].startswith("b.")):
+        elif (("gemm_fp16_gelu_half" in fn or "gemm_q8_sdot_fp16" in fn) and mix["tbl"]
+              and mix["tbl"] == 5 * mix["fcvtn2"] and not mix["fcvtl2"]
+              and mix["str"] == mix["fcvtn2"] and body[-1].startswith("b.")):
             # ... the GELU epilogue writing half-precision rows (Precision::Fp16's PW1, for
-            # PW2): all of it in f16 after `x` is rounded, one `str q` of eight halves per row.
+            # PW2; of the fp16 GEMM, or of the int8 one in w8a8): all of it in f16 after `x`
+            # is rounded, one `str q` of eight halves per row.
+            epi = "epi_gelu_fp16_half" if "gemm_fp16" in fn else "q8_epi_gelu_half"
             rows = mix["fcvtn2"]
-            if rows > GELU_ROWS.get("epi_gelu_fp16_half", 0):
-                GELU_ROWS["epi_gelu_fp16_half"] = rows
-                found.pop("epi_gelu_fp16_half", None)
-                name = "epi_gelu_fp16_half"
+            if rows > GELU_ROWS.get(epi, 0):
+                GELU_ROWS[epi] = rows
+                found.pop(epi, None)
+                name = epi
         elif "gelu_slice" in fn and mix["frecpe"] and mix["str"] == 1 and not mix["bl"]:
             # GELU of one vector (the GEMM epilogue's, here alone): erf's rational
             # polynomial, a reciprocal estimate and two Newton steps.
@@ -253,15 +256,6 @@ def find(blks):
             # `movi` of 1536), the integer read off its bits (`add .8h` of -0x6600), narrowed
             # to int8, stored, summed.
             name = "quant_half_round"
-        elif ("gemm_q8_sdot_fp16" in fn and mix["tbl"] and mix["tbl"] == 5 * mix["fcvtn2"]
-              and not mix["fcvtl2"] and mix["str"] == mix["fcvtn2"] and body[-1].startswith("b.")):
-            # ... PW1's GELU epilogue of the int8 GEMM writing halves (w8a8 with
-            # Precision::Fp16): all in f16 after `x` is rounded, as the fp16 GEMM's.
-            rows = mix["fcvtn2"]
-            if rows > GELU_ROWS.get("q8_epi_gelu_half", 0):
-                GELU_ROWS["q8_epi_gelu_half"] = rows
-                found.pop("q8_epi_gelu_half", None)
-                name = "q8_epi_gelu_half"
         elif gemm_fn(fn) and not fmla and w != "f32" and (mix["str"] or mix["stp"]):
             # f16 / int8 weight panels widened to f32 once per GEMM call (`gemm_widened`).
             name = f"widen_{w}"

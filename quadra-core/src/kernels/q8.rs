@@ -302,13 +302,10 @@ pub(crate) fn quantize_rows_half(
 /// `gelu_half(fma(sum·row_scale, col_scale, bias))` ([`crate::math::f16::gelu_half`]) as
 /// halves, row `i` at half `i·n` of `out`.
 pub fn gemm_q8_gelu_half_ref(a: QRows<'_>, b: PackedB<'_>, bias: &[f32], out: &mut [f32]) {
-    let (m, k, n, cs) = (a.rows, a.cols, b.n(), b.scales());
+    let (m, n, cs) = (a.rows, b.n(), b.scales());
     for i in 0..m {
         for j in 0..n {
-            let mut acc = 0i32;
-            for kk in 0..k {
-                acc += a.q[i * k + kk] as i32 * b.get(kk, j) as i32;
-            }
+            let acc = dot_ref(&a, &b, i, j);
             let x = libm::fmaf(acc as f32 * a.scales[i], cs[j], bias[j]);
             super::scalar::set_half(out, i * n + j, crate::math::f16::gelu_half(x));
         }
@@ -359,15 +356,20 @@ pub(crate) fn gemm_q8_gelu_half(
     Err(Error::Arch("half-precision rows need aarch64"))
 }
 
+/// `Σ_kk q[i][kk]·B[kk][j]`, exactly: the references' int32 sum of row `i`, column `j`.
+fn dot_ref(a: &QRows<'_>, b: &PackedB<'_>, i: usize, j: usize) -> i32 {
+    let k = a.cols;
+    (0..k)
+        .map(|kk| a.q[i * k + kk] as i32 * b.get(kk, j) as i32)
+        .sum()
+}
+
 /// Reference int32 product `acc[i][j] = Σ q[i][kk]·B[kk][j]` (dense `m x n` output).
 pub fn gemm_q8_i32_ref(a: QRows<'_>, b: PackedB<'_>, out: &mut [i32]) {
-    let (m, k, n) = (a.rows, a.cols, b.n());
+    let (m, n) = (a.rows, b.n());
     for i in 0..m {
         for j in 0..n {
-            let mut acc = 0i32;
-            for kk in 0..k {
-                acc += a.q[i * k + kk] as i32 * b.get(kk, j) as i32;
-            }
+            let acc = dot_ref(&a, &b, i, j);
             out[i * n + j] = acc;
         }
     }
@@ -376,13 +378,10 @@ pub fn gemm_q8_i32_ref(a: QRows<'_>, b: PackedB<'_>, out: &mut [i32]) {
 /// Reference [`gemm_q8`]: the int32 sums of [`gemm_q8_i32_ref`], then the epilogue in the
 /// order the module docs give.
 pub fn gemm_q8_ref(a: QRows<'_>, b: PackedB<'_>, epi: Epilogue<'_>, out: &mut [f32], ldo: usize) {
-    let (m, k, n, cs) = (a.rows, a.cols, b.n(), b.scales());
+    let (m, n, cs) = (a.rows, b.n(), b.scales());
     for i in 0..m {
         for j in 0..n {
-            let mut acc = 0i32;
-            for kk in 0..k {
-                acc += a.q[i * k + kk] as i32 * b.get(kk, j) as i32;
-            }
+            let acc = dot_ref(&a, &b, i, j);
             let v = (acc as f32 * a.scales[i]) * cs[j];
             let o = &mut out[i * ldo + j];
             *o = epi.apply(j, v, *o);
@@ -940,27 +939,9 @@ pub(crate) unsafe fn finish<S: Simd, const M: usize>(
                     );
                 }
             }
-            Q8Out::F32 { .. } => {
-                epilogue::<S, M>(
-                    g,
-                    dequantise::<S, M>(g, tp, i0, cols),
-                    i0,
-                    j0,
-                    cols,
-                    half_gelu,
-                );
-            }
+            Q8Out::F32 { .. } => dequantised::<S, M>(g, tp, (i0, j0, cols), half_gelu),
             #[cfg(target_arch = "aarch64")]
-            Q8Out::Half { .. } => {
-                epilogue::<S, M>(
-                    g,
-                    dequantise::<S, M>(g, tp, i0, cols),
-                    i0,
-                    j0,
-                    cols,
-                    half_gelu,
-                );
-            }
+            Q8Out::Half { .. } => dequantised::<S, M>(g, tp, (i0, j0, cols), half_gelu),
         }
     }
 }
@@ -990,6 +971,30 @@ unsafe fn dequantise<S: Simd, const M: usize>(
             }
         }
         fp
+    }
+}
+
+/// [`dequantise`], then [`epilogue`].
+///
+/// # Safety
+/// As [`finish`].
+#[inline(always)]
+unsafe fn dequantised<S: Simd, const M: usize>(
+    g: &Q8Args,
+    tp: *mut i32,
+    (i0, j0, cols): (usize, usize, usize),
+    half_gelu: bool,
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        epilogue::<S, M>(
+            g,
+            dequantise::<S, M>(g, tp, i0, cols),
+            i0,
+            j0,
+            cols,
+            half_gelu,
+        )
     }
 }
 
