@@ -113,6 +113,16 @@ def gemm_fn(fn):
     return "simd_gemm" in fn or "aarch64_neon4gemm" in fn
 
 
+def most_rows(epi, rows, found):
+    """`epi` if a GELU epilogue block of `rows` rows has more rows than any seen before (LLVM
+    unrolls the row loop, or not; the block with the most is the one timed), else None."""
+    if rows > GELU_ROWS.get(epi, 0):
+        GELU_ROWS[epi] = rows
+        found.pop(epi, None)
+        return epi
+    return None
+
+
 def find(blks):
     """{region name: instructions} of the tracked loops."""
     found = qdw_regions(blks)
@@ -160,24 +170,16 @@ def find(blks):
             # ... in the GELU epilogue (PW1) of the fp16 GEMM, or of the int8 one with
             # Precision::Fp16: eight columns of one or more rows, whole vectors (one `stp`
             # per row); the block with the most rows is kept.
-            epi = "epi_gelu_fp16" if "gemm_fp16" in fn else "q8_epi_gelu_fp16"
-            rows = mix["fcvtn2"]
-            if rows > GELU_ROWS.get(epi, 0):
-                GELU_ROWS[epi] = rows
-                found.pop(epi, None)
-                name = epi
+            name = most_rows("epi_gelu_fp16" if "gemm_fp16" in fn else "q8_epi_gelu_fp16",
+                             mix["fcvtn2"], found)
         elif (("gemm_fp16_gelu_half" in fn or "gemm_q8_sdot_fp16" in fn) and mix["tbl"]
               and mix["tbl"] == 5 * mix["fcvtn2"] and not mix["fcvtl2"]
               and mix["str"] == mix["fcvtn2"] and body[-1].startswith("b.")):
             # ... the GELU epilogue writing half-precision rows (Precision::Fp16's PW1, for
             # PW2; of the fp16 GEMM, or of the int8 one in w8a8): all of it in f16 after `x`
             # is rounded, one `str q` of eight halves per row.
-            epi = "epi_gelu_fp16_half" if "gemm_fp16" in fn else "q8_epi_gelu_half"
-            rows = mix["fcvtn2"]
-            if rows > GELU_ROWS.get(epi, 0):
-                GELU_ROWS[epi] = rows
-                found.pop(epi, None)
-                name = epi
+            name = most_rows("epi_gelu_fp16_half" if "gemm_fp16" in fn else "q8_epi_gelu_half",
+                             mix["fcvtn2"], found)
         elif "gelu_slice" in fn and mix["frecpe"] and mix["str"] == 1 and not mix["bl"]:
             # GELU of one vector (the GEMM epilogue's, here alone): erf's rational
             # polynomial, a reciprocal estimate and two Newton steps.

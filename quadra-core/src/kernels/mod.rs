@@ -561,7 +561,7 @@ pub fn gelu_slice(kern: Kernels, x: &mut [f32]) {
 }
 
 /// The rows of a LayerNorm call (`x.len() / c`), after the checks every entry point makes:
-/// `c` weights and biases, and an output of at least `floats(rows·c)` floats (`found`).
+/// `c` weights and biases, and an output of at least `floats(rows, c)` floats (`found`).
 /// `None` for `c = 0` (nothing to do).
 fn ln_rows(
     x: &[f32],
@@ -569,14 +569,14 @@ fn ln_rows(
     w: &[f32],
     b: &[f32],
     found: usize,
-    floats: fn(usize) -> usize,
+    floats: fn(usize, usize) -> Result<usize, Error>,
 ) -> Result<Option<usize>, Error> {
     if c == 0 {
         return Ok(None);
     }
     check_ln_weights(c, w, b)?;
     let rows = x.len() / c;
-    check_len(Buffer::Output, floats(rows * c), found)?;
+    check_len(Buffer::Output, floats(rows, c)?, found)?;
     Ok(Some(rows))
 }
 
@@ -590,7 +590,7 @@ pub fn layer_norm_rows(
     b: &[f32],
     out: &mut [f32],
 ) -> Result<(), Error> {
-    let Some(rows) = ln_rows(x, c, w, b, out.len(), |n| n)? else {
+    let Some(rows) = ln_rows(x, c, w, b, out.len(), |rows, c| Ok(rows * c))? else {
         return Ok(());
     };
     if kern.isa() == Isa::Scalar {
@@ -656,15 +656,10 @@ pub(crate) fn layer_norm_rows_half(
     b: &[f32],
     out: &mut [f32],
 ) -> Result<(), Error> {
-    if c == 0 {
-        return Ok(());
-    }
-    let rows = x.len() / c;
-    let need = half_tiles_len(Buffer::Output, rows, c)?;
-    let Some(rows) = ln_rows(x, c, w, b, out.len(), |_| 0)? else {
+    let tiles = |rows, c| half_tiles_len(Buffer::Output, rows, c);
+    let Some(rows) = ln_rows(x, c, w, b, out.len(), tiles)? else {
         return Ok(());
     };
-    check_len(Buffer::Output, need, out.len())?;
     #[cfg(target_arch = "aarch64")]
     if kern.fp16() {
         let a = ln_args(x.as_ptr(), rows, c, w, b, out.as_mut_ptr(), None);
