@@ -145,6 +145,14 @@ def find(blks):
             if sum(i.startswith("fmla") for i in loop) == 64 and loop[-1].startswith("b."):
                 found["gemm_4x16_fp16"] = loop
             continue
+        elif "q8_residual_5x16" in tags:
+            # w8a8: PW2's residual epilogue from the 5 x 16 sdot tile's registers, its
+            # assembly (`aarch64_neon::residual_5x16`), tagged: per value the sum converted
+            # (integer add, `fsub`), times the row scale, `fmla` by the column scale onto the
+            # bias, `fmla` by gamma into the output row, a row's pair of vectors loaded and
+            # stored at once.
+            found["q8_residual"] = [i for i, t in zip(body, tags) if t == "q8_residual_5x16"]
+            continue
         elif ("gemm_fp16" in fn and fmla == 32 and mix["str"] + 2 * mix["st1"] >= 15
               and not mix["fcvtl"] and not any(".8h" in t for t in body)):
             # ... PW2's residual epilogue from a 4 x 16 tile's registers (`simd::residual`): per
@@ -224,13 +232,6 @@ def find(blks):
               and not mix["ld1"] and not mix["fmov"]):
             # ... bias only (the stem, downsample and head layers).
             name = "epi_bias"
-        elif ("gemm_q8_sdot" in fn and mix["scvtf"] >= 19 and mix["fmul"] == 20 and mix["fmla"] == 40
-              and not mix["sdot"]):
-            # w8a8: PW2's residual epilogue applied from the 5 x 16 sdot tile's registers
-            # (`simd::residual`): convert, times the row scale, `fmla` by the column scale and
-            # bias, `fmla` by gamma into the output row (one `scvtf` may sit in the block
-            # before).
-            name = "q8_residual"
         elif "gemm_q8_sdot" in fn and mix["scvtf"] == 20 and mix["fmul"] == 20 and not mix["sdot"]:
             # w8a8: the 5 x 16 sdot tile's int32 sums converted and times the row scales in
             # registers, then parked for the epilogue (`q8::tile`, `Dot::store_scaled`).

@@ -361,6 +361,199 @@ unsafe impl<const SDOT: bool, const HALF: bool> Dot for NeonDot<SDOT, HALF> {
         vmulq_n_f32(vcvtq_f32_s32(acc), scale)
     }
     const RESIDUAL: bool = true;
+    #[inline(always)]
+    unsafe fn residual_5x16(
+        acc: [[int32x4_t; 4]; 5],
+        k: usize,
+        rs: *const f32,
+        cs: *const f32,
+        ra: (*const f32, *const f32),
+        out: *mut f32,
+        ldo: usize,
+    ) -> bool {
+        residual_5x16(acc, k, rs, cs, ra, out, ldo)
+    }
+}
+
+/// The assembly of one row's pair of column vectors in [`residual_5x16`]: int32 sums in
+/// registers `v$a`, `v$b` (consecutive, for one `ld1`/`st1`), row scale in lane `$rs`;
+/// the column scales in v20/v21, gamma in v22/v23, bias (or zeros) in v24/v25, 2^23·1.5
+/// in v30. Per vector: the sum converted exactly (`+ 0x4B400000` as an integer, then
+/// `- 12582912.0`), times the row scale, `fmla` onto a copy of the bias by the column
+/// scale, the output row's vector loaded, `fmla` by gamma, stored; then the next row.
+macro_rules! residual_pair {
+    ($a:literal, $b:literal, $rs:literal) => {
+        concat!(
+            "add v",
+            $a,
+            ".4s, v",
+            $a,
+            ".4s, v30.4s\n",
+            "add v",
+            $b,
+            ".4s, v",
+            $b,
+            ".4s, v30.4s\n",
+            "fsub v",
+            $a,
+            ".4s, v",
+            $a,
+            ".4s, v30.4s\n",
+            "fsub v",
+            $b,
+            ".4s, v",
+            $b,
+            ".4s, v30.4s\n",
+            "fmul v",
+            $a,
+            ".4s, v",
+            $a,
+            ".4s, ",
+            $rs,
+            "\n",
+            "fmul v",
+            $b,
+            ".4s, v",
+            $b,
+            ".4s, ",
+            $rs,
+            "\n",
+            "mov v26.16b, v24.16b\n",
+            "mov v27.16b, v25.16b\n",
+            "fmla v26.4s, v",
+            $a,
+            ".4s, v20.4s\n",
+            "fmla v27.4s, v",
+            $b,
+            ".4s, v21.4s\n",
+            "ld1 {{v",
+            $a,
+            ".4s, v",
+            $b,
+            ".4s}}, [{o}]\n",
+            "fmla v",
+            $a,
+            ".4s, v26.4s, v22.4s\n",
+            "fmla v",
+            $b,
+            ".4s, v27.4s, v23.4s\n",
+            "st1 {{v",
+            $a,
+            ".4s, v",
+            $b,
+            ".4s}}, [{o}]\n",
+            "add {o}, {o}, {ldo}\n",
+        )
+    };
+}
+
+/// PW2's residual epilogue (`ScaleAdd`) of the sdot GEMM's whole 5 x 16 tile from its
+/// registers, in assembly: `out = fma(gamma, fma((acc as f32)·rs, cs, bias), out)` in
+/// every lane, the operations of `simd::residual` in its order (same bits), `bias` zero
+/// when null. In Rust (`simd::residual`) LLVM stored each vector alone (`str q`, four
+/// micro-ops in the N1 model against two per vector for an `st1` of two registers) and
+/// converted with `scvtf` (two micro-ops on one pipe): 1.18 cycles per value modeled.
+/// Here a row's pair of vectors is loaded and stored at once, in place of the sums (each
+/// row's four sums sit in four consecutive registers, v0 to v19), and each sum is converted
+/// by an integer trick: `sum + 0x4B400000` read as a float is `12582912 + sum` exactly
+/// for |sum| <= 2^22, so only for `k <= 256`, where |sum| <= k·128·128 <= 2^22 even with
+/// -128s (PW2's hidden slices have k <= 128). Returns false, having done nothing, for
+/// larger `k`.
+///
+/// # Safety
+/// NEON; `rs` valid for 5 floats, `cs`, `gamma` and (unless null) `bias` for 16, `out`
+/// for 5 rows of 16, `ldo` floats apart.
+#[inline(always)]
+unsafe fn residual_5x16(
+    acc: [[int32x4_t; 4]; 5],
+    k: usize,
+    rs: *const f32,
+    cs: *const f32,
+    (bias, gamma): (*const f32, *const f32),
+    out: *mut f32,
+    ldo: usize,
+) -> bool {
+    if k > 256 {
+        return false;
+    }
+    // SAFETY: reads 20 bytes at `rs`, 64 at `cs`, `gamma` and (if not null) `bias`, reads
+    // and writes 5 rows of 64 bytes at `out`, `4·ldo` bytes apart, as the caller
+    // guarantees; registers as declared (the sums in v0-v19 consumed, v20-v30 clobbered,
+    // the pointer registers advanced), no stack, and the flags untouched (`cbz` reads
+    // none).
+    unsafe {
+        core::arch::asm!(
+            "// quadra-mca: q8_residual_5x16",
+            "dup v30.4s, {m:w}",
+            "ld1 {{v28.4s}}, [{rs}]",
+            "ldr s29, [{rs}, #16]",
+            "ld1 {{v20.4s, v21.4s}}, [{cs}], #32",
+            "ld1 {{v22.4s, v23.4s}}, [{g}], #32",
+            "movi v24.4s, #0",
+            "movi v25.4s, #0",
+            "cbz {b}, 3f",
+            "ld1 {{v24.4s, v25.4s}}, [{b}], #32",
+            "3:",
+            "mov {o}, {out}",
+            residual_pair!(0, 1, "v28.s[0]"),
+            residual_pair!(4, 5, "v28.s[1]"),
+            residual_pair!(8, 9, "v28.s[2]"),
+            residual_pair!(12, 13, "v28.s[3]"),
+            residual_pair!(16, 17, "v29.s[0]"),
+            "ld1 {{v20.4s, v21.4s}}, [{cs}]",
+            "ld1 {{v22.4s, v23.4s}}, [{g}]",
+            "cbz {b}, 4f",
+            "ld1 {{v24.4s, v25.4s}}, [{b}]",
+            "4:",
+            "add {o}, {out}, #32",
+            residual_pair!(2, 3, "v28.s[0]"),
+            residual_pair!(6, 7, "v28.s[1]"),
+            residual_pair!(10, 11, "v28.s[2]"),
+            residual_pair!(14, 15, "v28.s[3]"),
+            residual_pair!(18, 19, "v29.s[0]"),
+            m = in(reg) 0x4B40_0000u32,
+            rs = in(reg) rs,
+            cs = inout(reg) cs => _,
+            g = inout(reg) gamma => _,
+            b = inout(reg) bias => _,
+            o = out(reg) _,
+            out = in(reg) out,
+            ldo = in(reg) ldo * 4,
+            inout("v0") acc[0][0] => _,
+            inout("v1") acc[0][1] => _,
+            inout("v2") acc[0][2] => _,
+            inout("v3") acc[0][3] => _,
+            inout("v4") acc[1][0] => _,
+            inout("v5") acc[1][1] => _,
+            inout("v6") acc[1][2] => _,
+            inout("v7") acc[1][3] => _,
+            inout("v8") acc[2][0] => _,
+            inout("v9") acc[2][1] => _,
+            inout("v10") acc[2][2] => _,
+            inout("v11") acc[2][3] => _,
+            inout("v12") acc[3][0] => _,
+            inout("v13") acc[3][1] => _,
+            inout("v14") acc[3][2] => _,
+            inout("v15") acc[3][3] => _,
+            inout("v16") acc[4][0] => _,
+            inout("v17") acc[4][1] => _,
+            inout("v18") acc[4][2] => _,
+            inout("v19") acc[4][3] => _,
+            out("v20") _,
+            out("v21") _,
+            out("v22") _,
+            out("v23") _,
+            out("v24") _,
+            out("v25") _,
+            out("v26") _,
+            out("v27") _,
+            out("v28") _,
+            out("v29") _,
+            out("v30") _,
+            options(nostack, preserves_flags),
+        );
+    }
+    true
 }
 
 /// # Safety

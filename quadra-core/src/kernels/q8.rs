@@ -740,6 +740,23 @@ pub(crate) unsafe trait Dot {
     /// [`finish`]'s epilogue? (NEON: in the A76 model the parked tile's stores and reloads
     /// were most of that epilogue's cost, which PW2 pays once per hidden slice.)
     const RESIDUAL: bool = false;
+    /// PW2's residual epilogue of a whole 5 x 16 tile (5 rows of four `COLS`-column
+    /// vectors) straight from its registers, bit for bit as [`simd::residual`] computes it,
+    /// where the ISA has a version of its own (NEON: assembly,
+    /// `aarch64_neon::residual_5x16`) and the inner dimension `k` suits it. Returns false,
+    /// having done nothing, where not. `rs`: the 5 row scales; `cs`, `ra` (bias, or null,
+    /// and gamma): 16 columns'; `out`: 5 rows of 16, `ldo` floats apart.
+    unsafe fn residual_5x16(
+        _acc: [[Self::Acc; 4]; 5],
+        _k: usize,
+        _rs: *const f32,
+        _cs: *const f32,
+        _ra: (*const f32, *const f32),
+        _out: *mut f32,
+        _ldo: usize,
+    ) -> bool {
+        false
+    }
     /// Is GELU's `g` evaluated in half precision in the epilogue (`Precision::Fp16`: NEON
     /// with FEAT_FP16 enabled in the leaf, `neon_fp16`)?
     const HALF_GELU: bool = false;
@@ -886,10 +903,19 @@ unsafe fn tile<D: Dot, S: Simd<V = D::F>, const M: usize, const NV: usize>(
                 if let Some(ra) = epi.offset(j0).scale_add() {
                     // PW2's residual from the registers, the sums dequantised on the way.
                     debug_assert_eq!(D::COLS, S::LANES);
-                    let rs: [f32; M] = core::array::from_fn(|i| *g.a_scales.add(i0 + i));
-                    let v = |i: usize, j: usize| D::scaled(acc[i][j], rs[i]);
                     let out = out.add(i0 * ldo + j0);
-                    return simd::residual::<S, M, NV>(v, g.b_scales.add(j0), ra, out, ldo);
+                    let (rs, cs) = (g.a_scales.add(i0), g.b_scales.add(j0));
+                    if M == 5 && NV == 4 {
+                        // (The identity on the 5 x 16 tile, which is the only one here.)
+                        let a =
+                            core::array::from_fn(|i| core::array::from_fn(|j| acc[i % M][j % NV]));
+                        if D::residual_5x16(a, g.k, rs, cs, ra, out, ldo) {
+                            return;
+                        }
+                    }
+                    let rs: [f32; M] = core::array::from_fn(|i| *rs.add(i));
+                    let v = |i: usize, j: usize| D::scaled(acc[i][j], rs[i]);
+                    return simd::residual::<S, M, NV>(v, cs, ra, out, ldo);
                 }
             }
             return epilogue::<S, M>(g, park!(tp), i0, j0, cols, D::HALF_GELU);

@@ -398,9 +398,10 @@ fn int8_gemm_epilogues_match_the_reference() {
 /// PW2's residual epilogues (`ScaleAdd`, `BiasScaleAdd`) on every SIMD int8 path, bit for
 /// bit in the kernels' order of operations, `out = fma(gamma, fma((acc as f32)·rs, cs,
 /// bias), out)`: NEON applies them from the tile's registers where its columns are whole
-/// (`simd::residual`), the others (and NEON's partial columns) from the parked tile; the
-/// same bits either way. Rows around the 5-, 4- and 2-row tiles, columns around the
-/// 16-column tile. (The scalar reference rounds `v·cs` and `+ bias` apart: not compared.)
+/// (`simd::residual`; the 5 x 16 sdot tile's in assembly for k <= 256), the others (and
+/// NEON's partial columns) from the parked tile; the same bits either way. Rows around
+/// the 5-, 4- and 2-row tiles, columns around the 16-column tile. (The scalar reference
+/// rounds `v·cs` and `+ bias` apart: not compared.)
 #[test]
 fn int8_residual_epilogues_are_the_kernels_order_bit_for_bit() {
     let mut rng = Rng::new(74);
@@ -416,42 +417,77 @@ fn int8_residual_epilogues_are_the_kernels_order_bit_for_bit() {
         (9, 512, 32),
     ] {
         let dense = random_i8(&mut rng, k * n, -127, 127);
-        let packed = dot_pack(&dense, k, n);
-        let cs = rng.vec(n, 0.001, 0.02);
-        let b = PackedB::new_dot(&packed, &cs, k, n).unwrap();
         let a = QBuf::random(&mut rng, m, k, -127, 127);
-        let (bias, gamma) = (rng.vec(n, -1.0, 1.0), rng.vec(n, 0.5, 1.5));
-        let base = rng.vec(m * n, -1.0, 1.0);
-        let mut sums = vec![0i32; m * n];
-        q8::gemm_q8_i32_ref(a.view(), b, &mut sums);
-        for with_bias in [false, true] {
-            let epi = residual_epi(with_bias, &bias, &gamma);
-            let want: Vec<f32> = (0..m * n)
-                .map(|e| {
-                    let (i, j) = (e / n, e % n);
-                    let b = if with_bias { bias[j] } else { 0.0 };
-                    let v = libm::fmaf(sums[e] as f32 * a.scales[i], cs[j], b);
-                    libm::fmaf(gamma[j], v, base[e])
-                })
-                .collect();
-            for path in q8_paths() {
-                if matches!(path, Q8Path::Kern(k) if k.isa() == crate::isa::Isa::Scalar) {
-                    continue;
-                }
-                let mut got = base.clone();
-                path.f32(a.view(), b, epi, MatMut::dense(&mut got, m, n));
-                for (e, (g, w)) in got.iter().zip(&want).enumerate() {
-                    assert!(
-                        g.to_bits() == w.to_bits() && g.is_finite(),
-                        "{} {m}x{k}x{n} bias {with_bias} [{e}]: {g:e} vs {w:e}",
-                        path.name()
-                    );
-                }
-                checked += got.len();
-            }
-        }
+        checked += check_residual(&mut rng, &a, &dense, n);
     }
     std::eprintln!("int8 residual epilogues: {checked} outputs in the kernels' order, bit for bit");
+}
+
+/// ... at the largest sums the contract allows (every product ±127·127), around k = 256:
+/// NEON's assembly 5 x 16 tile converts its sums by an integer trick exact only within
+/// ±2^22 (k <= 256 keeps them there: 256·127·127 = 4,129,024), and larger k take the
+/// `scvtf` path. k = 300 (sums of 4.8M) fails if the assembly is used past its range.
+#[test]
+fn int8_residual_epilogue_is_exact_at_the_largest_sums() {
+    let mut rng = Rng::new(75);
+    let mut checked = 0usize;
+    for (m, k, n) in [(5, 252, 16), (10, 256, 32), (5, 260, 16), (11, 300, 48)] {
+        // Columns alternately all +127 and all -127; rows alternately of +127 and -127:
+        // sums of ±k·127·127.
+        let dense: Vec<i8> = (0..k * n)
+            .map(|e| if e % n % 2 == 0 { 127 } else { -127 })
+            .collect();
+        let mut a = QBuf::random(&mut rng, m, k, -127, 127);
+        for i in 0..m {
+            let v = if i % 2 == 0 { 127 } else { -127 };
+            a.q[i * k..(i + 1) * k].fill(v);
+            a.sums[i] = v as i32 * k as i32;
+        }
+        checked += check_residual(&mut rng, &a, &dense, n);
+    }
+    std::eprintln!("int8 residual epilogues at |sum| up to 4.8M: {checked} outputs, bit for bit");
+}
+
+/// Both residual epilogues of `a` times the dense `k x n` int8 weights (random scales,
+/// bias, gamma and output) on every SIMD int8 path against `fma(gamma, fma((acc as
+/// f32)·rs, cs, bias), out)`; the outputs compared.
+fn check_residual(rng: &mut Rng, a: &QBuf, dense: &[i8], n: usize) -> usize {
+    let (m, k) = (a.rows, a.cols);
+    let packed = dot_pack(dense, k, n);
+    let cs = rng.vec(n, 0.001, 0.02);
+    let b = PackedB::new_dot(&packed, &cs, k, n).unwrap();
+    let (bias, gamma) = (rng.vec(n, -1.0, 1.0), rng.vec(n, 0.5, 1.5));
+    let base = rng.vec(m * n, -1.0, 1.0);
+    let mut sums = vec![0i32; m * n];
+    q8::gemm_q8_i32_ref(a.view(), b, &mut sums);
+    let mut checked = 0;
+    for with_bias in [false, true] {
+        let epi = residual_epi(with_bias, &bias, &gamma);
+        let want: Vec<f32> = (0..m * n)
+            .map(|e| {
+                let (i, j) = (e / n, e % n);
+                let b = if with_bias { bias[j] } else { 0.0 };
+                let v = libm::fmaf(sums[e] as f32 * a.scales[i], cs[j], b);
+                libm::fmaf(gamma[j], v, base[e])
+            })
+            .collect();
+        for path in q8_paths() {
+            if matches!(path, Q8Path::Kern(k) if k.isa() == crate::isa::Isa::Scalar) {
+                continue;
+            }
+            let mut got = base.clone();
+            path.f32(a.view(), b, epi, MatMut::dense(&mut got, m, n));
+            for (e, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    g.to_bits() == w.to_bits() && g.is_finite(),
+                    "{} {m}x{k}x{n} bias {with_bias} [{e}]: {g:e} vs {w:e}",
+                    path.name()
+                );
+            }
+            checked += got.len();
+        }
+    }
+    checked
 }
 
 #[test]
