@@ -145,6 +145,14 @@ def find(blks):
             if sum(i.startswith("fmla") for i in loop) == 64 and loop[-1].startswith("b."):
                 found["gemm_4x16_fp16"] = loop
             continue
+        elif "q8_dequant_5x16" in tags:
+            # w8a8: the 5 x 16 sdot tile's int32 sums converted, times the row scales and
+            # parked for the epilogue, a row at a time, in assembly
+            # (`aarch64_neon::park_5x16`), tagged: converted by the integer trick for k <= 256
+            # (`add`, `fsub`), else by `scvtf`.
+            loop = [i for i, t in zip(body, tags) if t == "q8_dequant_5x16"]
+            found.setdefault("dequant_wide" if any(i.startswith("scvtf") for i in loop) else "dequant", loop)
+            continue
         elif "q8_residual_5x16" in tags:
             # w8a8: PW2's residual epilogue from the 5 x 16 sdot tile's registers, its
             # assembly (`aarch64_neon::residual_5x16`), tagged: per value the sum converted
@@ -232,10 +240,6 @@ def find(blks):
               and not mix["ld1"] and not mix["fmov"]):
             # ... bias only (the stem, downsample and head layers).
             name = "epi_bias"
-        elif "gemm_q8_sdot" in fn and mix["scvtf"] == 20 and mix["fmul"] == 20 and not mix["sdot"]:
-            # w8a8: the 5 x 16 sdot tile's int32 sums converted and times the row scales in
-            # registers, then parked for the epilogue (`q8::tile`, `Dot::store_scaled`).
-            name = "dequant"
         elif ("quantize_rows" in fn and mix["fabs"] == 4 and mix["fmax"] == 4 and not mix["fsub"]
               and body[-1].startswith("b.")):
             # w8a8 activations, first pass over a row: max |x| of 16 values (NEON's `fmax`
@@ -320,7 +324,8 @@ ELEMENTWISE = {
     "q8_epi_gelu_fp16": ("Epilogue", "int8 GEMM: bias + GELU fp16, rows x 8", 32),
     "epi_scale_add": ("Epilogue", "bias, gamma, residual, 5 x 4", 20),
     "epi_bias": ("Epilogue", "bias, 5 rows x 4", 20),
-    "dequant": ("Dequantise", "5 x 16 int32 sums x row scale, in registers", 80),
+    "dequant": ("Dequantise", "5 x 16 int32 sums x row scale, parked, k <= 256", 80),
+    "dequant_wide": ("Dequantise", "5 x 16 int32 sums x row scale, parked, k > 256", 80),
     "q8_residual": ("Epilogue", "int8 GEMM: residual from registers, 5 x 16", 80),
     "fp16_residual": ("Epilogue", "fp16 GEMM: residual from registers, 4 x 16", 64),
     "quant_amax": ("Quantise", "max |x| pass, 16 values", 16),
@@ -380,7 +385,7 @@ def network_estimate(t, ghz):
     widen their weights) with their bias. Not counted: storing the accumulators before the
     epilogue (one store per 4 values), the global pool and the final LayerNorm (one row)."""
     need = ("gemm_5x16_f32", "q8_sdot_5x16", "qdw_k7_f32", "gemm_5x16_f16", "qdw_k7_f16",
-            "widen_f16", "gelu", "epi_gelu", "epi_scale_add", "epi_bias", "dequant",
+            "widen_f16", "gelu", "epi_gelu", "epi_scale_add", "epi_bias", "dequant", "dequant_wide",
             "quant_amax", "quant_round", "quant_half_amax", "quant_half_round",
             "q8_epi_gelu_half", "ln_sum", "ln_var", "ln_norm", "ln_rows4", "ln_means4",
             "gemm_4x16_fp16", "fp16_fold", "fp16_narrow", "epi_gelu_fp16", "q8_epi_gelu_fp16",
@@ -486,7 +491,10 @@ def network_estimate(t, ghz):
                              quantise=(hidden + narrow) * quant)
                 # PW1: its sums dequantised (then GELU, above, and the bias); PW2: the
                 # residual epilogue from the tile's registers, once per hidden slice.
-                parts["epilogue"] = hidden * (per["epi_bias"] + per["dequant"]) + per_slice * per["q8_residual"]
+                # (PW1's k is C: its sums converted exactly by the integer trick up to 256.)
+                dequant = sum(p * 4 * dims[s] * per["dequant" if dims[s] <= 256 else "dequant_wide"]
+                              for s, p in enumerate(pix))
+                parts["epilogue"] = hidden * per["epi_bias"] + dequant + per_slice * per["q8_residual"]
                 if mode == "w8a8+fp16":
                     # PW1's GELU all in f16 after rounding x, written as halves, which PW2
                     # quantises in f16 (`gemm_q8_gelu_half`, `quantize_rows_half`).

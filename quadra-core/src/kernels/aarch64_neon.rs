@@ -8,7 +8,7 @@
 use core::arch::aarch64::*;
 
 use super::q8::{self, Dot, Q8Args, QuantArgs};
-use super::simd::{self, DwArgs, Elem, GemmArgs, LnArgs, QdwArgs, Simd};
+use super::simd::{self, DwArgs, Elem, GemmArgs, LnArgs, QdwArgs, Simd, TILE_COLS};
 use super::{neon_fp16, neon_fp16_qdw, neon_qdw, CBLOCK};
 
 #[derive(Clone, Copy)]
@@ -373,78 +373,141 @@ unsafe impl<const SDOT: bool, const HALF: bool> Dot for NeonDot<SDOT, HALF> {
     ) -> bool {
         residual_5x16(acc, k, rs, cs, ra, out, ldo)
     }
+    #[inline(always)]
+    unsafe fn park_5x16(acc: [[int32x4_t; 4]; 5], k: usize, rs: *const f32, tp: *mut f32) -> bool {
+        park_5x16(acc, k, rs, tp);
+        true
+    }
 }
 
 /// The assembly of one row's pair of column vectors in [`residual_5x16`]: int32 sums in
 /// registers `v$a`, `v$b` (consecutive, for one `ld1`/`st1`), row scale in lane `$rs`;
 /// the column scales in v20/v21, gamma in v22/v23, bias (or zeros) in v24/v25, 2^23·1.5
-/// in v30. Per vector: the sum converted exactly (`+ 0x4B400000` as an integer, then
-/// `- 12582912.0`), times the row scale, `fmla` onto a copy of the bias by the column
-/// scale, the output row's vector loaded, `fmla` by gamma, stored; then the next row.
+/// in v30. Per vector: the sum converted exactly (`magic_cvt`), times the row scale,
+/// `fmla` onto a copy of the bias by the column scale, the output row's vector loaded,
+/// `fmla` by gamma, stored; then the next row.
+#[rustfmt::skip]
 macro_rules! residual_pair {
     ($a:literal, $b:literal, $rs:literal) => {
         concat!(
-            "add v",
-            $a,
-            ".4s, v",
-            $a,
-            ".4s, v30.4s\n",
-            "add v",
-            $b,
-            ".4s, v",
-            $b,
-            ".4s, v30.4s\n",
-            "fsub v",
-            $a,
-            ".4s, v",
-            $a,
-            ".4s, v30.4s\n",
-            "fsub v",
-            $b,
-            ".4s, v",
-            $b,
-            ".4s, v30.4s\n",
-            "fmul v",
-            $a,
-            ".4s, v",
-            $a,
-            ".4s, ",
-            $rs,
-            "\n",
-            "fmul v",
-            $b,
-            ".4s, v",
-            $b,
-            ".4s, ",
-            $rs,
-            "\n",
+            magic_cvt!($a), magic_cvt!($b),
+            "fmul v", $a, ".4s, v", $a, ".4s, ", $rs, "\n",
+            "fmul v", $b, ".4s, v", $b, ".4s, ", $rs, "\n",
             "mov v26.16b, v24.16b\n",
             "mov v27.16b, v25.16b\n",
-            "fmla v26.4s, v",
-            $a,
-            ".4s, v20.4s\n",
-            "fmla v27.4s, v",
-            $b,
-            ".4s, v21.4s\n",
-            "ld1 {{v",
-            $a,
-            ".4s, v",
-            $b,
-            ".4s}}, [{o}]\n",
-            "fmla v",
-            $a,
-            ".4s, v26.4s, v22.4s\n",
-            "fmla v",
-            $b,
-            ".4s, v27.4s, v23.4s\n",
-            "st1 {{v",
-            $a,
-            ".4s, v",
-            $b,
-            ".4s}}, [{o}]\n",
+            "fmla v26.4s, v", $a, ".4s, v20.4s\n",
+            "fmla v27.4s, v", $b, ".4s, v21.4s\n",
+            "ld1 {{v", $a, ".4s, v", $b, ".4s}}, [{o}]\n",
+            "fmla v", $a, ".4s, v26.4s, v22.4s\n",
+            "fmla v", $b, ".4s, v27.4s, v23.4s\n",
+            "st1 {{v", $a, ".4s, v", $b, ".4s}}, [{o}]\n",
             "add {o}, {o}, {ldo}\n",
         )
     };
+}
+
+/// One row of [`park_5x16`]: its four sums (registers `v$a` to `v$d`, consecutive)
+/// converted by `$cvt` (`magic_cvt` or `scvtf_cvt`), times the row scale in lane `$rs`,
+/// stored by one `st1` at `{tp}`, which moves on one tile row.
+#[rustfmt::skip]
+macro_rules! park_row {
+    ($cvt:ident, $a:literal, $b:literal, $c:literal, $d:literal, $rs:literal) => {
+        concat!(
+            $cvt!($a), $cvt!($b), $cvt!($c), $cvt!($d),
+            "fmul v", $a, ".4s, v", $a, ".4s, ", $rs, "\n",
+            "fmul v", $b, ".4s, v", $b, ".4s, ", $rs, "\n",
+            "fmul v", $c, ".4s, v", $c, ".4s, ", $rs, "\n",
+            "fmul v", $d, ".4s, v", $d, ".4s, ", $rs, "\n",
+            "st1 {{v", $a, ".4s, v", $b, ".4s, v", $c, ".4s, v", $d, ".4s}}, [{tp}], {stride}\n",
+        )
+    };
+}
+
+/// An int32 vector to f32, exact for |sum| <= 2^22 (see [`residual_5x16`]); 2^23·1.5 in v30.
+#[rustfmt::skip]
+macro_rules! magic_cvt {
+    ($r:literal) => {
+        concat!(
+            "add v", $r, ".4s, v", $r, ".4s, v30.4s\n",
+            "fsub v", $r, ".4s, v", $r, ".4s, v30.4s\n",
+        )
+    };
+}
+
+/// An int32 vector to f32 by `scvtf` (any sum).
+#[rustfmt::skip]
+macro_rules! scvtf_cvt {
+    ($r:literal) => {
+        concat!("scvtf v", $r, ".4s, v", $r, ".4s\n")
+    };
+}
+
+/// [`park_5x16`]'s assembly with one conversion (`magic_cvt` or `scvtf_cvt`).
+macro_rules! park_asm {
+    ($cvt:ident, $acc:ident, $rs:ident, $tp:ident) => {
+        core::arch::asm!(
+            "// quadra-mca: q8_dequant_5x16",
+            "dup v30.4s, {m:w}",
+            "ld1 {{v28.4s}}, [{rs}]",
+            "ldr s29, [{rs}, #16]",
+            park_row!($cvt, 0, 1, 2, 3, "v28.s[0]"),
+            park_row!($cvt, 4, 5, 6, 7, "v28.s[1]"),
+            park_row!($cvt, 8, 9, 10, 11, "v28.s[2]"),
+            park_row!($cvt, 12, 13, 14, 15, "v28.s[3]"),
+            park_row!($cvt, 16, 17, 18, 19, "v29.s[0]"),
+            m = in(reg) 0x4B40_0000u32,
+            rs = in(reg) $rs,
+            tp = inout(reg) $tp => _,
+            stride = in(reg) TILE_COLS * 4,
+            inout("v0") $acc[0][0] => _,
+            inout("v1") $acc[0][1] => _,
+            inout("v2") $acc[0][2] => _,
+            inout("v3") $acc[0][3] => _,
+            inout("v4") $acc[1][0] => _,
+            inout("v5") $acc[1][1] => _,
+            inout("v6") $acc[1][2] => _,
+            inout("v7") $acc[1][3] => _,
+            inout("v8") $acc[2][0] => _,
+            inout("v9") $acc[2][1] => _,
+            inout("v10") $acc[2][2] => _,
+            inout("v11") $acc[2][3] => _,
+            inout("v12") $acc[3][0] => _,
+            inout("v13") $acc[3][1] => _,
+            inout("v14") $acc[3][2] => _,
+            inout("v15") $acc[3][3] => _,
+            inout("v16") $acc[4][0] => _,
+            inout("v17") $acc[4][1] => _,
+            inout("v18") $acc[4][2] => _,
+            inout("v19") $acc[4][3] => _,
+            out("v28") _,
+            out("v29") _,
+            out("v30") _,
+            options(nostack, preserves_flags),
+        )
+    };
+}
+
+/// The sdot GEMM's whole 5 x 16 tile parked for the epilogue, in assembly: `(acc as
+/// f32)·rs` in every lane (as `Dot::scaled`: the same bits), each row's four vectors
+/// stored by one `st1` (two micro-ops a vector in the N1 model, against four for LLVM's
+/// `str q` each), converted by the exact integer trick for `k <= 256` (see
+/// [`residual_5x16`]; PW1's k is C: every block of QuadraNet36-T but the last stage's),
+/// else by `scvtf` (two micro-ops on one pipe).
+///
+/// # Safety
+/// NEON; `rs` valid for 5 floats, `tp` for 5 rows of 16 floats, [`TILE_COLS`] apart.
+#[inline(always)]
+unsafe fn park_5x16(acc: [[int32x4_t; 4]; 5], k: usize, rs: *const f32, tp: *mut f32) {
+    // SAFETY: reads 20 bytes at `rs`, writes the first 64 bytes of 5 rows `4·TILE_COLS`
+    // bytes apart at `tp`, as the caller guarantees; registers as declared (the sums in
+    // v0-v19 consumed, v28-v30 clobbered), no stack of its own, the flags untouched.
+    unsafe {
+        if k <= 256 {
+            park_asm!(magic_cvt, acc, rs, tp);
+        } else {
+            park_asm!(scvtf_cvt, acc, rs, tp);
+        }
+    }
 }
 
 /// PW2's residual epilogue (`ScaleAdd`) of the sdot GEMM's whole 5 x 16 tile from its

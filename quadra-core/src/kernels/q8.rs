@@ -757,6 +757,18 @@ pub(crate) unsafe trait Dot {
     ) -> bool {
         false
     }
+    /// The parking of a 5 x 16 tile for the epilogue (`tile`'s `park!`) where the ISA has a
+    /// version of its own (NEON: assembly, `aarch64_neon::park_5x16`): each sum times its
+    /// row's scale, `(acc as f32)·rs`, stored as f32 at `tp`, rows [`TILE_COLS`] floats
+    /// apart. Returns false, having done nothing, where not.
+    unsafe fn park_5x16(
+        _acc: [[Self::Acc; 4]; 5],
+        _k: usize,
+        _rs: *const f32,
+        _tp: *mut f32,
+    ) -> bool {
+        false
+    }
     /// Is GELU's `g` evaluated in half precision in the epilogue (`Precision::Fp16`: NEON
     /// with FEAT_FP16 enabled in the leaf, `neon_fp16`)?
     const HALF_GELU: bool = false;
@@ -889,10 +901,15 @@ unsafe fn tile<D: Dot, S: Simd<V = D::F>, const M: usize, const NV: usize>(
         macro_rules! park {
             ($tp:expr) => {{
                 let fp = $tp.cast::<f32>();
-                for (i, row) in acc.iter().enumerate() {
-                    let rs = *g.a_scales.add(i0 + i);
-                    for (j, v) in row.iter().enumerate() {
-                        S::store(fp.add(i * TILE_COLS + j * D::COLS), D::scaled(*v, rs));
+                let whole = M == 5
+                    && NV == 4
+                    && D::park_5x16(five_by_four(&acc), g.k, g.a_scales.add(i0), fp);
+                if !whole {
+                    for (i, row) in acc.iter().enumerate() {
+                        let rs = *g.a_scales.add(i0 + i);
+                        for (j, v) in row.iter().enumerate() {
+                            S::store(fp.add(i * TILE_COLS + j * D::COLS), D::scaled(*v, rs));
+                        }
                     }
                 }
                 fp
@@ -905,13 +922,11 @@ unsafe fn tile<D: Dot, S: Simd<V = D::F>, const M: usize, const NV: usize>(
                     debug_assert_eq!(D::COLS, S::LANES);
                     let out = out.add(i0 * ldo + j0);
                     let (rs, cs) = (g.a_scales.add(i0), g.b_scales.add(j0));
-                    if M == 5 && NV == 4 {
-                        // (The identity on the 5 x 16 tile, which is the only one here.)
-                        let a =
-                            core::array::from_fn(|i| core::array::from_fn(|j| acc[i % M][j % NV]));
-                        if D::residual_5x16(a, g.k, rs, cs, ra, out, ldo) {
-                            return;
-                        }
+                    if M == 5
+                        && NV == 4
+                        && D::residual_5x16(five_by_four(&acc), g.k, rs, cs, ra, out, ldo)
+                    {
+                        return;
                     }
                     let rs: [f32; M] = core::array::from_fn(|i| *rs.add(i));
                     let v = |i: usize, j: usize| D::scaled(acc[i][j], rs[i]);
@@ -932,6 +947,13 @@ unsafe fn tile<D: Dot, S: Simd<V = D::F>, const M: usize, const NV: usize>(
         }
         finish::<S, M>(g, tp, i0, j0, cols, D::HALF_GELU);
     }
+}
+
+/// A 5 x 4 tile of accumulators: `acc` itself when `M` is 5 and `NV` 4, the only case its
+/// callers use it in (other shapes give a wrapped copy, never read).
+#[inline(always)]
+fn five_by_four<A: Copy, const M: usize, const NV: usize>(acc: &[[A; NV]; M]) -> [[A; 4]; 5] {
+    core::array::from_fn(|i| core::array::from_fn(|j| acc[i % M][j % NV]))
 }
 
 /// The end of an `M`-row tile whose int32 sums are parked at `tp` (rows [`TILE_COLS`]

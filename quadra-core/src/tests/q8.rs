@@ -425,10 +425,12 @@ fn int8_residual_epilogues_are_the_kernels_order_bit_for_bit() {
 
 /// ... at the largest sums the contract allows (every product ±127·127), around k = 256:
 /// NEON's assembly 5 x 16 tile converts its sums by an integer trick exact only within
-/// ±2^22 (k <= 256 keeps them there: 256·127·127 = 4,129,024), and larger k take the
-/// `scvtf` path. k = 300 (sums of 4.8M) fails if the assembly is used past its range.
+/// ±2^22 (k <= 256 keeps them there: 256·127·127 = 4,129,024), both in PW2's residual and
+/// where it parks the tile for the other epilogues (here the bias one, `fma(acc·rs, cs,
+/// bias)`); larger k take `scvtf`. k = 300 (sums of 4.8M) fails if the trick is used past
+/// its range.
 #[test]
-fn int8_residual_epilogue_is_exact_at_the_largest_sums() {
+fn int8_epilogues_are_exact_at_the_largest_sums() {
     let mut rng = Rng::new(75);
     let mut checked = 0usize;
     for (m, k, n) in [(5, 252, 16), (10, 256, 32), (5, 260, 16), (11, 300, 48)] {
@@ -444,8 +446,37 @@ fn int8_residual_epilogue_is_exact_at_the_largest_sums() {
             a.sums[i] = v as i32 * k as i32;
         }
         checked += check_residual(&mut rng, &a, &dense, n);
+        let packed = dot_pack(&dense, k, n);
+        let cs = rng.vec(n, 0.001, 0.02);
+        let b = PackedB::new_dot(&packed, &cs, k, n).unwrap();
+        let bias = rng.vec(n, -1.0, 1.0);
+        let mut sums = vec![0i32; m * n];
+        q8::gemm_q8_i32_ref(a.view(), b, &mut sums);
+        for path in q8_paths() {
+            // (The scalar reference rounds `v·cs` and `+ bias` apart.)
+            if matches!(path, Q8Path::Kern(k) if k.isa() == crate::isa::Isa::Scalar) {
+                continue;
+            }
+            let mut got = vec![f32::NAN; m * n];
+            path.f32(
+                a.view(),
+                b,
+                Epilogue::Bias(&bias),
+                MatMut::dense(&mut got, m, n),
+            );
+            for (e, g) in got.iter().enumerate() {
+                let (i, j) = (e / n, e % n);
+                let w = libm::fmaf(sums[e] as f32 * a.scales[i], cs[j], bias[j]);
+                assert!(
+                    g.to_bits() == w.to_bits() && g.is_finite(),
+                    "{} bias epilogue {m}x{k}x{n} [{e}]: {g:e} vs {w:e}",
+                    path.name()
+                );
+            }
+            checked += got.len();
+        }
     }
-    std::eprintln!("int8 residual epilogues at |sum| up to 4.8M: {checked} outputs, bit for bit");
+    std::eprintln!("int8 epilogues at |sum| up to 4.8M: {checked} outputs, bit for bit");
 }
 
 /// Both residual epilogues of `a` times the dense `k x n` int8 weights (random scales,
