@@ -263,6 +263,13 @@ def find(blks):
             # `movi` of 1536), the integer read off its bits (`add .8h` of -0x6600), narrowed
             # to int8, stored, summed.
             name = "quant_half_round"
+        elif ("gemm_fp16" in fn and mix["saddw"] == 1 and mix["saddw2"] == 1 and mix["fsub"] == 2
+              and not fmla and body[-1].startswith("b.") and len(body) <= 14):
+            # The fp16 GEMM's int8 weight panels (a w8a8 model's stem, downsample and head
+            # layers) converted to f16 into a stack copy, 16 weights an iteration, once per
+            # panel and block of ROW_BLOCK rows (`neon_fp16::HalfPanel for i8`): each added
+            # onto the bits of 1536.0 as it widens (`saddw`), then 1536 subtracted in f16.
+            name = "panel_i8_f16"
         elif gemm_fn(fn) and not fmla and w != "f32" and (mix["str"] or mix["stp"]):
             # f16 / int8 weight panels widened to f32 once per GEMM call (`gemm_widened`).
             name = f"widen_{w}"
@@ -324,6 +331,7 @@ ELEMENTWISE = {
     "q8_epi_gelu_fp16": ("Epilogue", "int8 GEMM: bias + GELU fp16, rows x 8", 32),
     "epi_scale_add": ("Epilogue", "bias, gamma, residual, 5 x 4", 20),
     "epi_bias": ("Epilogue", "bias, 5 rows x 4", 20),
+    "panel_i8_f16": ("GEMM fp16", "int8 weight panel to f16, 16 weights", 16),
     "dequant": ("Dequantise", "5 x 16 int32 sums x row scale, parked, k <= 256", 80),
     "dequant_wide": ("Dequantise", "5 x 16 int32 sums x row scale, parked, k > 256", 80),
     "q8_residual": ("Epilogue", "int8 GEMM: residual from registers, 5 x 16", 80),
@@ -343,6 +351,7 @@ ELEMENTWISE = {
 # widest GEMM whose f16/int8 panels are widened once per call (simd::WIDE_K).
 STRIP_BUDGET, HIDDEN_CHUNK, WIDE_K = 40 * 1024, 128, 512
 FP16_CHUNK = 64  # isa::FP16_CHUNK: inner steps an fp16 GEMM sums in f16 before its f32 fold
+ROW_BLOCK = 32  # neon_fp16::ROW_BLOCK: activation rows per block of the fp16 GEMM
 
 
 def strip_rows(h, w, c, e=4, budget=STRIP_BUDGET):
@@ -385,7 +394,8 @@ def network_estimate(t, ghz):
     widen their weights) with their bias. Not counted: storing the accumulators before the
     epilogue (one store per 4 values), the global pool and the final LayerNorm (one row)."""
     need = ("gemm_5x16_f32", "q8_sdot_5x16", "qdw_k7_f32", "gemm_5x16_f16", "qdw_k7_f16",
-            "widen_f16", "gelu", "epi_gelu", "epi_scale_add", "epi_bias", "dequant", "dequant_wide",
+            "widen_f16", "widen_int8", "gemm_5x16_int8", "panel_i8_f16", "gelu", "epi_gelu",
+            "epi_scale_add", "epi_bias", "dequant", "dequant_wide",
             "quant_amax", "quant_round", "quant_half_amax", "quant_half_round",
             "q8_epi_gelu_half", "ln_sum", "ln_var", "ln_norm", "ln_rows4", "ln_means4",
             "gemm_4x16_fp16", "fp16_fold", "fp16_narrow", "epi_gelu_fp16", "q8_epi_gelu_fp16",
@@ -454,13 +464,24 @@ def network_estimate(t, ghz):
             "epilogue": hidden * per["epi_bias"] + per_slice * per["epi_scale_add"],
         }
         other_f32 = sum(m / (rate * fg) + o * per["epi_bias"] for m, _, _, _, o in other)
-        other_widened = sum((m / (rate * fg) + w * widen16 if wide and k <= WIDE_K else m / (rate * fg16))
-                            + o * per["epi_bias"] for m, k, w, wide, o in other)
+        def other_widened(widen, f_in_loop):
+            """The other layers with narrow weights in f32: widened once per GEMM call
+            where k <= WIDE_K (`widen` cycles per weight), else in the GEMM loop (whose
+            fraction of the peak is `f_in_loop`)."""
+            return sum((m / (rate * fg) + w * widen if wide and k <= WIDE_K else m / (rate * f_in_loop))
+                       + o * per["epi_bias"] for m, k, w, wide, o in other)
         # fp16 mode: the other layers' GEMMs in half precision where k <= WIDE_K (f16
         # weights read in place), else the f16w path; their inputs rounded once per row.
         other_fp16 = sum((cyc16(m, k) + m * k / w * narrow16 if k <= WIDE_K else
                           m / (rate * fg) + w * widen16 if wide else m / (rate * fg16))
                          + o * per["epi_bias"] for m, k, w, wide, o in other)
+        # w8a8 with Precision::Fp16: the other layers' int8 (weight-only) GEMMs in half
+        # precision where k <= WIDE_K, each weight panel converted to f16 once per block of
+        # ROW_BLOCK rows (`neon_fp16::gemm`); else the int8-weight f32 path.
+        other_fp16_i8 = sum((cyc16(m, k) + m * k / w * narrow16
+                             + w * -(-(m // w) // ROW_BLOCK) * per["panel_i8_f16"] if k <= WIDE_K
+                             else m / (rate * t["gemm_5x16_int8"]["fraction"]))
+                            + o * per["epi_bias"] for m, k, w, wide, o in other)
         for mode in MODES:
             parts = dict(common, quantise=0.0)
             if mode == "f32":
@@ -472,7 +493,8 @@ def network_estimate(t, ghz):
                     # each strip widens all 8·C² weights once.
                     assert dims[s] <= WIDE_K
                     widen += d * strips(hw[s], hw[s], dims[s]) * 8 * dims[s] ** 2 * widen16
-                parts.update(GEMM=pw / (rate * fg) + widen, QDW=qdw / (rate * fq16), other=other_widened)
+                parts.update(GEMM=pw / (rate * fg) + widen, QDW=qdw / (rate * fq16),
+                             other=other_widened(widen16, fg16))
             elif mode == "fp16":  # f16 weights, half-precision pointwise GEMMs, QDW and GELU
                 # PW2's residual epilogue from the fp16 tile's registers, once per slice.
                 parts["epilogue"] = hidden * per["epi_bias"] + per_slice * per["fp16_residual"]
@@ -487,7 +509,9 @@ def network_estimate(t, ghz):
             else:  # w8a8, w8a8+fp16: int8 pointwise GEMMs; QDW taps and the other layers as f32 models
                 # (w8a8+fp16: GELU's g in half precision in the int8 GEMM's epilogue; the
                 # rest as w8a8, whose other layers keep their f32 weights as stored)
-                parts.update(GEMM=pw / (16 * PEAK * f8), QDW=qdw / (rate * fq), other=other_f32,
+                # (A w8a8 model's other layers have int8 weights, weight-only.)
+                other_i8 = other_widened(t["widen_int8"]["per_elem"], t["gemm_5x16_int8"]["fraction"])
+                parts.update(GEMM=pw / (16 * PEAK * f8), QDW=qdw / (rate * fq), other=other_i8,
                              quantise=(hidden + narrow) * quant)
                 # PW1: its sums dequantised (then GELU, above, and the bias); PW2: the
                 # residual epilogue from the tile's registers, once per hidden slice.
@@ -502,6 +526,7 @@ def network_estimate(t, ghz):
                     parts["quantise"] = (hidden * (per["quant_half_amax"] + per["quant_half_round"])
                                          + narrow * quant)
                     parts["QDW"] = qdw / rate_qdw16
+                    parts["other"] = other_fp16_i8
                     parts["LayerNorm"] += narrow * ln1_half
             out[(name, mode)] = {k: v / ghz / 1e6 for k, v in parts.items()}
     return out, []

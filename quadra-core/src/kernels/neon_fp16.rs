@@ -92,23 +92,24 @@ pub(super) unsafe fn widen(h: H8) -> (float32x4_t, float32x4_t) {
     (lo, hi)
 }
 
-/// Eight int16 converted to f16 (SCVTF .8h, FEAT_FP16): exact for |x| <= 2048.
+/// Eight int16 converted to f16, exact for `-512 <= x <= 512` (int8 weights): `x` added to
+/// the bits of 1536.0 (0x6600; f16's step is 1 in [1024, 2048], so the bits of `1536 + x`),
+/// then 1536 subtracted in f16. Two single-micro-op instructions on either SIMD pipe, where
+/// `scvtf .8h` is four micro-ops on one in the A76 model (the panel conversion: 0.57 cycles
+/// per weight, 0.35 so).
 ///
 /// # Safety
 /// FEAT_FP16 enabled in the calling leaf.
 #[inline(always)]
 unsafe fn i16_to_f16(x: int16x8_t) -> H8 {
-    let r: H8;
     // SAFETY: registers only; FEAT_FP16 is the caller's contract.
     unsafe {
-        asm!(
-            "scvtf {r:v}.8h, {x:v}.8h",
-            r = lateout(vreg) r,
-            x = in(vreg) x,
-            options(pure, nomem, nostack, preserves_flags)
-        );
+        let k = vdupq_n_s16(0x6600);
+        fsub(
+            vreinterpretq_u16_s16(vaddq_s16(x, k)),
+            vreinterpretq_u16_s16(k),
+        )
     }
-    r
 }
 
 /// One FEAT_FP16 instruction on eight halves, as a function: `$name(a[, b]) = $ins r, a[, b]`.
