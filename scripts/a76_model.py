@@ -201,11 +201,20 @@ def find(blks):
             # polynomial, a reciprocal estimate and two Newton steps.
             name = "gelu"
         elif "ln_simd" in fn and any(t.startswith("b.") for t in body) and not mix["bl"]:
-            # LayerNorm of four rows, one vector of each per iteration: the three passes.
+            # LayerNorm of four rows, one or more vectors of each per iteration: the three
+            # passes (the sums: four accumulators, one per row; a single one is the loop of
+            # the rows left over, which runs once per call at most three times). The loop
+            # ends at its branch back to its own label (LLVM may run on into the code after
+            # it without a label).
+            back = [i for i, t in enumerate(body) if t.startswith("b") and t.endswith("\t" + label)]
+            if back:
+                body = body[:back[0] + 1]
+                mix = collections.Counter(t.split()[0] for t in body)
             vec = collections.Counter(t.split()[0] for t in body if ".4s" in t)
-            if vec["fadd"] == 4 and not vec["fsub"] and len(vec) == 1:
+            accs = {t.split()[1] for t in body if t.startswith(("fadd", "fmla")) and ".4s" in t}
+            if vec["fadd"] in (4, 8) and not vec["fsub"] and len(vec) == 1 and len(accs) == 4:
                 name = "ln_sum"
-            elif vec["fsub"] == 4 and vec["fmla"] == 4 and not vec["fmul"]:
+            elif vec["fsub"] == 4 and vec["fmla"] == 4 and not vec["fmul"] and len(accs) == 4:
                 name = "ln_var"
             elif vec["fsub"] == 4 and vec["fmul"] == 4 and vec["fmla"] == 4 and sum(
                     1 for t in body if t.startswith("str\tq")) == 4:  # whole vectors, not a tail
@@ -311,7 +320,7 @@ def describe(name):
     if name in ELEMENTWISE:
         return ELEMENTWISE[name][0], ELEMENTWISE[name][1]
     if name.startswith("ln_"):
-        return "LayerNorm", {"ln_sum": "4 rows x 4 ch, sum", "ln_var": "4 rows x 4 ch, deviations",
+        return "LayerNorm", {"ln_sum": "4 rows, sum", "ln_var": "4 rows x 4 ch, deviations",
                              "ln_norm": "4 rows x 4 ch, normalise", "ln_norm_blocked":
                              "4 rows x 4 ch, normalise to QDW layout", "ln_norm_blocked_fp16":
                              "4 rows x 4 ch, normalise to an f16 QDW row", "ln_norm_fp16":
@@ -417,7 +426,7 @@ def network_estimate(t, ghz):
     def ln(c):
         """Cycles of one LayerNorm row of c channels: three passes over 16 values at a
         time, the per-row work over four rows."""
-        passes = sum(t[n]["cycles"] for n in ("ln_sum", "ln_var", "ln_norm")) / 16
+        passes = sum(t[n]["cycles"] / t[n]["values"] for n in ("ln_sum", "ln_var", "ln_norm"))
         return passes * c + (t["ln_rows4"]["cycles"] + t["ln_means4"]["cycles"]) / 4
     rate = 4 * PEAK  # f32 multiply-adds per cycle at peak
     # The fp16 GEMM (Precision::Fp16): multiply-adds per cycle over a whole run of a 4 x 16
@@ -434,10 +443,10 @@ def network_estimate(t, ghz):
     # of the peak; its rows are rounded to f16 by LN1's normalise pass (cycles per value
     # beyond the f32 pass's).
     rate_qdw16 = 8 * PEAK * t["qdw_k7_fp16"]["fraction"]
-    ln1_half = (t["ln_norm_blocked_fp16"]["cycles"] - t["ln_norm"]["cycles"]) / 16
+    ln1_half = t["ln_norm_blocked_fp16"]["cycles"] / 16 - t["ln_norm"]["cycles"] / t["ln_norm"]["values"]
     # ... and with float weights LN2 writes PW1's input rows in f16 (once, not at each
     # hidden slice).
-    ln2_half = (t["ln_norm_fp16"]["cycles"] - t["ln_norm"]["cycles"]) / 16
+    ln2_half = t["ln_norm_fp16"]["cycles"] / 16 - t["ln_norm"]["cycles"] / t["ln_norm"]["values"]
     out = {}
     for name, c, depths in (("QuadraNet36-T", 64, (3, 3, 27, 3)), ("QuadraNet25-XXS", 16, (2, 3, 18, 2))):
         dims = [c, 2 * c, 4 * c, 8 * c]
@@ -471,9 +480,9 @@ def network_estimate(t, ghz):
             return sum((m / (rate * fg) + w * widen if wide and k <= WIDE_K else m / (rate * f_in_loop))
                        + o * per["epi_bias"] for m, k, w, wide, o in other)
         # fp16 mode: the other layers' GEMMs in half precision where k <= WIDE_K (f16
-        # weights read in place), else the f16w path; their inputs rounded once per row.
-        other_fp16 = sum((cyc16(m, k) + m * k / w * narrow16 if k <= WIDE_K else
-                          m / (rate * fg) + w * widen16 if wide else m / (rate * fg16))
+        # weights read in place; their inputs rounded once per row), else the f32 GEMM
+        # widening its f16 weights in its loop (36-T's last downsample, k = 1024).
+        other_fp16 = sum((cyc16(m, k) + m * k / w * narrow16 if k <= WIDE_K else m / (rate * fg16))
                          + o * per["epi_bias"] for m, k, w, wide, o in other)
         # w8a8 with Precision::Fp16: the other layers' int8 (weight-only) GEMMs in half
         # precision where k <= WIDE_K, each weight panel converted to f16 once per block of
@@ -555,6 +564,9 @@ def main():
         table[name] = {"insns": len(body), "macs": macs, "cycles": cycles,
                        "fraction": macs / PEAK / cycles if macs else 0.0,
                        "per_elem": cycles / elems if elems else 0.0,
+                       # LayerNorm's passes: values an iteration (four per vector summed or
+                       # normalised).
+                       "values": 4 * sum(1 for t in body if t.startswith(("fadd", "fmla")) and ".4s" in t),
                        "loads": sum(1 for t in body if t.split()[0].startswith("ld")),
                        "stack": sum(1 for t in body if "[sp" in t)}
     print("Modeled Cortex-A76: llvm-mca -mcpu=neoverse-n1 (modeled, not measured; every load an L1 hit)")
@@ -572,7 +584,7 @@ def main():
     for name, r in table.items():
         if name.startswith(("gelu", "ln_")):
             k, v = describe(name)
-            per = {"gelu": 4, "gelu_fp16": 8, "ln_rows4": 0, "ln_means4": 0}.get(name, 16)
+            per = {"gelu": 4, "gelu_fp16": 8, "ln_rows4": 0, "ln_means4": 0}.get(name, r["values"])
             each = f"{r['cycles'] / per:.2f} cycles per value" if per else "per 4 rows"
             print(f"  {k:10s} {v:40s} {r['insns']:4d} insns {r['cycles']:7.1f} cycles  {each}"
                   f"  stack {r['stack']}")
