@@ -174,7 +174,15 @@ def find(blks):
               and body[-1].startswith("b.")):
             # ... activations rounded to f16, eight per iteration, once per block of rows.
             name = "fp16_narrow"
-        elif sdot in (80, 64) and not fmla:
+        elif "q8_sdot_5x16" in tags:
+            # w8a8: the 5 x 16 sdot tile's sixteen inner steps, its assembly loop
+            # (`aarch64_neon::sdot_5x16`), tagged.
+            loop = [i for i, t in zip(body, tags) if t == "q8_sdot_5x16"]
+            if sum(i.startswith("sdot") for i in loop) == 80 and loop[-1].startswith("b."):
+                found["q8_sdot_5x16"] = loop
+            continue
+        elif sdot == 64 and not fmla:
+            # ... the 4 x 16 tile (LLVM's loop).
             name = f"q8_sdot_{sdot // 16}x16"
         elif "gelu_slice" in fn and mix["tbl"] == 5 and mix["fcvtn2"] == 1 and not mix["bl"]:
             # The half-precision GELU of eight values (Precision::Fp16): `g` by segment

@@ -374,6 +374,18 @@ unsafe impl<const SDOT: bool, const HALF: bool> Dot for NeonDot<SDOT, HALF> {
         residual_5x16(acc, k, rs, cs, ra, out, ldo)
     }
     #[inline(always)]
+    unsafe fn sdot_5x16(
+        acc: &mut [[int32x4_t; 4]; 5],
+        a: [*const i8; 5],
+        b: *const i8,
+        n: usize,
+    ) -> bool {
+        if SDOT {
+            sdot_5x16(acc, a, b, n);
+        }
+        SDOT
+    }
+    #[inline(always)]
     unsafe fn park_5x16(acc: [[int32x4_t; 4]; 5], k: usize, rs: *const f32, tp: *mut f32) -> bool {
         park_5x16(acc, k, rs, tp);
         true
@@ -404,6 +416,111 @@ macro_rules! residual_pair {
             "add {o}, {o}, {ldo}\n",
         )
     };
+}
+
+/// One k-group of [`sdot_5x16`]: the tile's four weight vectors for it (64 consecutive
+/// bytes of the panel) by one `ld1`, then each row's four sums `+=` them times the row's
+/// four activations of group `$g` (`sdot` by element).
+#[rustfmt::skip]
+macro_rules! sdot_group {
+    ($g:literal) => {
+        concat!(
+            "ld1 {{v25.16b, v26.16b, v27.16b, v28.16b}}, [{b}], #64\n",
+            sdot_row!(0, 1, 2, 3, 20, $g),
+            sdot_row!(4, 5, 6, 7, 21, $g),
+            sdot_row!(8, 9, 10, 11, 22, $g),
+            sdot_row!(12, 13, 14, 15, 23, $g),
+            sdot_row!(16, 17, 18, 19, 24, $g),
+        )
+    };
+}
+
+/// Row sums `v$s0..v$s3` `+=` weights v25-v28 times lane `$g` of activations `v$a`.
+#[rustfmt::skip]
+macro_rules! sdot_row {
+    ($s0:literal, $s1:literal, $s2:literal, $s3:literal, $a:literal, $g:literal) => {
+        concat!(
+            "sdot v", $s0, ".4s, v25.16b, v", $a, ".4b[", $g, "]\n",
+            "sdot v", $s1, ".4s, v26.16b, v", $a, ".4b[", $g, "]\n",
+            "sdot v", $s2, ".4s, v27.16b, v", $a, ".4b[", $g, "]\n",
+            "sdot v", $s3, ".4s, v28.16b, v", $a, ".4b[", $g, "]\n",
+        )
+    };
+}
+
+/// The sdot GEMM's 5 x 16 tile, `n` (>= 1) times sixteen inner steps, in assembly: per
+/// iteration each row's sixteen activations (`ldr q`, post-indexed), then four k-groups of
+/// one `ld1` of the tile's four weight vectors and 20 `sdot` by element; the sums stay in
+/// v0-v19 (row `i`'s four in v4i..v4i+3, where the tile's exits want them). LLVM loaded the
+/// weight vectors one `ldr q` each (two micro-ops apiece in the N1 model, against four for
+/// an `ld1` of four): 125 micro-ops an iteration, dispatch-bound at 43.1 cycles for 80
+/// `sdot` (92.8% of two a cycle); this is 112, 97.4%. Integer sums: the same whatever the
+/// order.
+///
+/// # Safety
+/// NEON and DotProd; `a[i]` valid for `16·n` bytes, `b` for `256·n` (the tile's panel
+/// from the first step on).
+#[inline(always)]
+unsafe fn sdot_5x16(acc: &mut [[int32x4_t; 4]; 5], a: [*const i8; 5], b: *const i8, n: usize) {
+    debug_assert!(n >= 1);
+    // SAFETY: reads `16·n` bytes from each row pointer and `256·n` from `b`, as the caller
+    // guarantees; writes nothing in memory; registers as declared (the sums in v0-v19
+    // updated, v20-v28 clobbered, the pointers and the count advanced); the flags are
+    // clobbered by `subs` (not `preserves_flags`), no stack.
+    unsafe {
+        core::arch::asm!(
+            "// quadra-mca: q8_sdot_5x16",
+            "2:",
+            "ldr q20, [{a0}], #16",
+            "ldr q21, [{a1}], #16",
+            "ldr q22, [{a2}], #16",
+            "ldr q23, [{a3}], #16",
+            "ldr q24, [{a4}], #16",
+            sdot_group!(0),
+            sdot_group!(1),
+            sdot_group!(2),
+            sdot_group!(3),
+            "subs {n}, {n}, #1",
+            "b.ne 2b",
+            a0 = inout(reg) a[0] => _,
+            a1 = inout(reg) a[1] => _,
+            a2 = inout(reg) a[2] => _,
+            a3 = inout(reg) a[3] => _,
+            a4 = inout(reg) a[4] => _,
+            b = inout(reg) b => _,
+            n = inout(reg) n => _,
+            inout("v0") acc[0][0],
+            inout("v1") acc[0][1],
+            inout("v2") acc[0][2],
+            inout("v3") acc[0][3],
+            inout("v4") acc[1][0],
+            inout("v5") acc[1][1],
+            inout("v6") acc[1][2],
+            inout("v7") acc[1][3],
+            inout("v8") acc[2][0],
+            inout("v9") acc[2][1],
+            inout("v10") acc[2][2],
+            inout("v11") acc[2][3],
+            inout("v12") acc[3][0],
+            inout("v13") acc[3][1],
+            inout("v14") acc[3][2],
+            inout("v15") acc[3][3],
+            inout("v16") acc[4][0],
+            inout("v17") acc[4][1],
+            inout("v18") acc[4][2],
+            inout("v19") acc[4][3],
+            out("v20") _,
+            out("v21") _,
+            out("v22") _,
+            out("v23") _,
+            out("v24") _,
+            out("v25") _,
+            out("v26") _,
+            out("v27") _,
+            out("v28") _,
+            options(nostack, readonly),
+        );
+    }
 }
 
 /// One row of [`park_5x16`]: its four sums (registers `v$a` to `v$d`, consecutive)

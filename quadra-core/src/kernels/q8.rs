@@ -740,6 +740,18 @@ pub(crate) unsafe trait Dot {
     /// [`finish`]'s epilogue? (NEON: in the A76 model the parked tile's stores and reloads
     /// were most of that epilogue's cost, which PW2 pays once per hidden slice.)
     const RESIDUAL: bool = false;
+    /// The inner loop of a whole 5 x 16 tile (5 rows of four `COLS`-column vectors), `n`
+    /// times sixteen steps, where the ISA has a version of its own (NEON with DotProd:
+    /// assembly, `aarch64_neon::sdot_5x16`): `a`, the five rows' activations, and `b`, the
+    /// tile's panel, both at the first step. Returns false, having done nothing, where not.
+    unsafe fn sdot_5x16(
+        _acc: &mut [[Self::Acc; 4]; 5],
+        _a: [*const i8; 5],
+        _b: *const i8,
+        _n: usize,
+    ) -> bool {
+        false
+    }
     /// PW2's residual epilogue of a whole 5 x 16 tile (5 rows of four `COLS`-column
     /// vectors) straight from its registers, bit for bit as [`simd::residual`] computes it,
     /// where the ISA has a version of its own (NEON: assembly,
@@ -860,6 +872,16 @@ unsafe fn tile<D: Dot, S: Simd<V = D::F>, const M: usize, const NV: usize>(
             g.b.add((col / PANEL) * g.pstride + (col % PANEL) * 4)
         });
         let mut kk = 0;
+        if M == 5 && NV == 4 && g.k >= 16 {
+            // (The identity on the 5 x 16 tile, whose 16 columns are one panel: vector `j`
+            // at `bcol[0] + 16·j`.)
+            let mut a5 = five_by_four(&acc);
+            let rows = core::array::from_fn(|i| a[i % M]);
+            if D::sdot_5x16(&mut a5, rows, bcol[0], g.k / 16) {
+                acc = core::array::from_fn(|i| core::array::from_fn(|j| a5[i % 5][j % 4]));
+                kk = g.k / 16 * 16;
+            }
+        }
         if D::LANES4 {
             // Sixteen k at a time: one activation load per row, then four k-groups by lane.
             while kk + 16 <= g.k {
