@@ -369,6 +369,13 @@ ELEMENTWISE = {
 STRIP_BUDGET, HIDDEN_CHUNK, WIDE_K = 40 * 1024, 128, 512
 FP16_CHUNK = 64  # isa::FP16_CHUNK: inner steps an fp16 GEMM sums in f16 before its f32 fold
 ROW_BLOCK = 32  # neon_fp16::ROW_BLOCK: activation rows per block of the fp16 GEMM
+FP16_MAX_K = 2 * WIDE_K  # kernels::FP16_MAX_K: the deepest GEMM the fp16 GEMM takes
+
+
+def block_rows(k):
+    """`neon_fp16::block_rows`: activation rows per block of an fp16 GEMM with inner
+    dimension k (its copy holds WIDE_K · ROW_BLOCK halves, groups of 4 rows)."""
+    return min(ROW_BLOCK, WIDE_K * ROW_BLOCK // (4 * -(-k // 8) * 8) * 4)
 
 
 def strip_rows(h, w, c, e=4, budget=STRIP_BUDGET):
@@ -487,16 +494,16 @@ def network_estimate(t, ghz):
             fraction of the peak is `f_in_loop`)."""
             return sum((m / (rate * fg) + w * widen if wide and k <= WIDE_K else m / (rate * f_in_loop))
                        + o * per["epi_bias"] for m, k, w, wide, o in other)
-        # fp16 mode: the other layers' GEMMs in half precision where k <= WIDE_K (f16
+        # fp16 mode: the other layers' GEMMs in half precision where k <= FP16_MAX_K (f16
         # weights read in place; their inputs rounded once per row), else the f32 GEMM
-        # widening its f16 weights in its loop (36-T's last downsample, k = 1024).
-        other_fp16 = sum((cyc16(m, k) + m * k / w * narrow16 if k <= WIDE_K else m / (rate * fg16))
+        # widening its f16 weights in its loop.
+        other_fp16 = sum((cyc16(m, k) + m * k / w * narrow16 if k <= FP16_MAX_K else m / (rate * fg16))
                          + o * per["epi_bias"] for m, k, w, wide, o in other)
         # w8a8 with Precision::Fp16: the other layers' int8 (weight-only) GEMMs in half
-        # precision where k <= WIDE_K, each weight panel converted to f16 once per block of
-        # ROW_BLOCK rows (`neon_fp16::gemm`); else the int8-weight f32 path.
+        # precision where k <= FP16_MAX_K, each weight panel converted to f16 once per block
+        # of rows (`neon_fp16::gemm`, `block_rows`); else the int8-weight f32 path.
         other_fp16_i8 = sum((cyc16(m, k) + m * k / w * narrow16
-                             + w * -(-(m // w) // ROW_BLOCK) * per["panel_i8_f16"] if k <= WIDE_K
+                             + w * -(-(m // w) // block_rows(k)) * per["panel_i8_f16"] if k <= FP16_MAX_K
                              else m / (rate * t["gemm_5x16_int8"]["fraction"]))
                             + o * per["epi_bias"] for m, k, w, wide, o in other)
         for mode in MODES:

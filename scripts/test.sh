@@ -98,6 +98,12 @@ step "aarch64 under qemu: core, runtime (threads), PyTorch fixtures, digits mode
     -p quadra-core -p quadra-cpu -p quadra-tests -p quadra-firmware-example
 )
 
+step "aarch64 debug build (as a user builds while developing: the fp16 asm must assemble outside its leaves)"
+(
+  source scripts/aarch64-env.sh
+  cargo build --quiet --target aarch64-unknown-linux-gnu -p quadra-core -p quadra-cpu -p quadra-ffi
+)
+
 step "the aarch64 quadra-bench binary, built as documented and run end to end under qemu"
 bash scripts/build-bench-aarch64.sh
 qemu-aarch64-static target/cross/aarch64-unknown-linux-gnu/release/quadra-bench \

@@ -72,11 +72,17 @@ pub use types::{
     Dtype, Epilogue, FloatBlocks, MatData, MatMut, MatRef, PackedB, QdwWeights, CBLOCK, MAX_K,
 };
 
-/// Deepest inner dimension a half-precision GEMM takes (its activations and weight panels
-/// are converted into stack copies that deep); deeper ones run the f32 GEMM. Every
-/// pointwise layer of the presets up to QuadraNet36-T fits.
+/// Deepest inner dimension whose half-precision rows the fp16 GEMM reads in place
+/// ([`half_rows`]), and of the f16 and int8 panels NEON's f32 GEMM widens once per call.
+/// Every pointwise layer of the presets up to QuadraNet36-T fits.
 #[doc(hidden)]
 pub const WIDE_K: usize = simd::WIDE_K;
+
+/// Deepest inner dimension the half-precision GEMM takes from f32 rows (its f32 or int8
+/// weight panels are converted into a stack copy that deep); deeper ones run the f32 GEMM.
+/// Every layer of the presets up to QuadraNet36-T fits (its last downsample has 1024).
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))] // the NEON fp16 GEMM's, and tests'
+pub(crate) const FP16_MAX_K: usize = 2 * WIDE_K;
 
 /// Width of a packed weight panel, in columns. Every ISA reads the same packed layout.
 pub const PANEL: usize = 16;

@@ -4,7 +4,10 @@
 //! pipes of a Cortex-A76. Stable Rust has no f16 vector type or FEAT_FP16 intrinsics, so
 //! the eight-lane values travel in `uint16x8_t` registers and each half-precision
 //! instruction is a one-line `asm!` block (registers only: `pure, nomem`); LLVM still
-//! allocates the registers and schedules the loads around them.
+//! allocates the registers and schedules the loads around them. Each block opens with
+//! `.arch_extension fp16`: the blocks are only ever run inside leaves with FEAT_FP16
+//! enabled, but a debug build also emits the wrappers as functions of their own, without
+//! it, and the assembler then refused them (release builds inline them all and drop those).
 //!
 //! The arithmetic, which [`crate::kernels::scalar::gemm_fp16`] defines bit for
 //! bit: activations and weights rounded to f16 (round to nearest even, `fcvtn`); for each
@@ -21,6 +24,7 @@ use core::mem::MaybeUninit;
 
 use super::aarch64_neon::Neon;
 use super::simd::{epilogue, ld_any, residual, st_any, EpiPtrs, GemmArgs, TILE_COLS, WIDE_K};
+use super::FP16_MAX_K;
 use super::PANEL;
 use crate::isa::FP16_CHUNK;
 
@@ -43,6 +47,7 @@ unsafe fn fmla_lane<const L: i32>(mut acc: H8, b: H8, a: H8) -> H8 {
     // SAFETY: registers only; FEAT_FP16 is the caller's contract.
     unsafe {
         asm!(
+            ".arch_extension fp16",
             "fmla {acc:v}.8h, {b:v}.8h, {a:v}.h[{l}]",
             acc = inout(vreg) acc,
             b = in(vreg) b,
@@ -125,6 +130,7 @@ macro_rules! half_op {
             // SAFETY: registers only; FEAT_FP16 is the caller's contract.
             unsafe {
                 asm!(
+                    ".arch_extension fp16",
                     concat!($ins, " {r:v}.8h, {a:v}.8h" $(, ", {", stringify!($b), ":v}.8h")?),
                     r = lateout(vreg) r,
                     a = in(vreg) $a,
@@ -164,6 +170,7 @@ pub(super) unsafe fn fmaxv(a: H8) -> u16 {
     // SAFETY: registers only; FEAT_FP16 is the caller's contract.
     unsafe {
         asm!(
+            ".arch_extension fp16",
             "fmaxv {r:h}, {a:v}.8h",
             r = lateout(vreg) r,
             a = in(vreg) a,
@@ -190,6 +197,7 @@ pub(super) unsafe fn fmla(mut acc: H8, b: H8, c: H8) -> H8 {
     // SAFETY: registers only; FEAT_FP16 is the caller's contract.
     unsafe {
         asm!(
+            ".arch_extension fp16",
             "fmla {acc:v}.8h, {b:v}.8h, {c:v}.8h",
             acc = inout(vreg) acc,
             b = in(vreg) b,
@@ -543,6 +551,7 @@ unsafe fn blocks4(acc: &mut [[H8; 2]; 4], a: &mut *const u16, b: &mut *const u16
     unsafe {
         asm!(
             "// quadra-mca: gemm_fp16_4x16",
+            ".arch_extension fp16",
             "2:",
             "ld1 {{v0.8h, v1.8h, v2.8h, v3.8h}}, [{a}], #64",
             "ld1 {{v4.8h, v5.8h, v6.8h, v7.8h}}, [{b}], #64",
@@ -796,10 +805,25 @@ pub(super) unsafe fn narrow_run(src: *const f32, n: usize, dst: *mut u16) {
     }
 }
 
-/// Can [`gemm`] take inner dimension `k`? (The activations and f32 or int8 panels are
-/// converted into stack copies of [`WIDE_K`] columns or rows; deeper GEMMs run in f32.)
+/// Can [`gemm`] take inner dimension `k`? Up to [`FP16_MAX_K`]: its f32 or int8 weight
+/// panels are converted into a stack copy that deep (32 KB), and past [`WIDE_K`] fewer
+/// activation rows fit its other copy ([`block_rows`]); deeper GEMMs run in f32.
+/// QuadraNet36-T's last downsample has k = 1024 (it ran the f32 GEMM widening its f16 or
+/// int8 weights in its loop: 2.2 and 2.6 ms of the modeled A76's 36-T, 0.8 and 1.1 here).
 pub(crate) const fn takes(k: usize) -> bool {
-    k <= WIDE_K
+    k <= FP16_MAX_K
+}
+
+/// Activation rows per block for inner dimension `k`: [`ROW_BLOCK`], or as many groups of
+/// [`MR`] as the copy of `WIDE_K · ROW_BLOCK` halves holds in the tiles' layout (16 rows at
+/// k = 1024).
+const fn block_rows(k: usize) -> usize {
+    let rows = (WIDE_K * ROW_BLOCK / group_stride(k)) * MR;
+    if rows < ROW_BLOCK {
+        rows
+    } else {
+        ROW_BLOCK
+    }
 }
 
 /// `out = epi(scales ⊙ A·B)` in half precision (see the module comment). Blocks of
@@ -820,14 +844,18 @@ pub(crate) unsafe fn gemm<W: HalfPanel, const HALF_A: bool, const HALF_OUT: bool
     // SAFETY: every pointer is used within the extents `kernels::gemm` checked; the stack
     // copies are written before they are read.
     unsafe {
-        let mut panel = MaybeUninit::<[u16; WIDE_K * PANEL]>::uninit();
+        let mut panel = MaybeUninit::<[u16; FP16_MAX_K * PANEL]>::uninit();
         let mut act = MaybeUninit::<[u16; WIDE_K * ROW_BLOCK]>::uninit();
         let mut tile_buf = MaybeUninit::<[[f32; TILE_COLS]; MR]>::uninit();
         let tp = tile_buf.as_mut_ptr().cast::<f32>();
         let gs = group_stride(g.k);
+        // (With HALF_A the rows are read in place: `k <= WIDE_K`, whole blocks.)
+        let block = if HALF_A { ROW_BLOCK } else { block_rows(g.k) };
+        // The copy holds a block's groups: `block_rows` divides the copy by the group size.
+        debug_assert!(HALF_A || block.div_ceil(MR) * gs <= WIDE_K * ROW_BLOCK);
         let mut r0 = 0;
         while r0 < g.m {
-            let rows = (g.m - r0).min(ROW_BLOCK);
+            let rows = (g.m - r0).min(block);
             // `r0` is a multiple of MR: the block starts a group.
             let ah = if HALF_A {
                 g.a.cast::<u16>().add(r0 / MR * gs)

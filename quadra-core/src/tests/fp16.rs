@@ -163,13 +163,49 @@ fn fp16_gemm_is_its_definition_bit_for_bit() {
     let ms = [1usize, 2, 3, 4, 5, 7, 8, 9, 12, 13, 15, 25, 33, 49, 70];
     let ks = [1usize, 3, 7, 8, 9, 31, 33, 48, 63, 64, 65, 128, 129, 200];
     let ns = [1usize, 3, 8, 15, 16, 17, 33, 48];
+    let checked = check_fp16_gemm(&mut rng, &kerns, &ms, &ks, &ns);
+    std::eprintln!("fp16 GEMM: {checked} outputs equal to the definition bit for bit");
+}
+
+/// ... and past `WIDE_K` up to `FP16_MAX_K` (1024), where the activation rows are copied 16
+/// (at k = 1024) rather than 32 at a time: row counts around both blocks.
+#[test]
+fn fp16_gemm_is_its_definition_bit_for_bit_up_to_k_1024() {
+    let kerns = fp16_kernels();
+    if kerns.is_empty() {
+        std::eprintln!("no FEAT_FP16 here: the fp16 GEMM is not run");
+        return;
+    }
+    let mut rng = Rng::new(12);
+    let checked = check_fp16_gemm(
+        &mut rng,
+        &kerns,
+        &[1, 5, 15, 16, 17, 33, 49],
+        &[511, 513, 777, 1024],
+        &[16, 33],
+    );
+    std::eprintln!(
+        "fp16 GEMM, k 511 to 1024: {checked} outputs equal to the definition bit for bit"
+    );
+}
+
+/// Every `m x k x n` of the lists on every fp16 kernel against the definition, bit for bit:
+/// random activations (strided), f32, f16 and int8 weights, bias and half-precision GELU
+/// epilogues alternating by shape; the outputs compared.
+fn check_fp16_gemm(
+    rng: &mut Rng,
+    kerns: &[Kernels],
+    ms: &[usize],
+    ks: &[usize],
+    ns: &[usize],
+) -> usize {
     let mut checked = 0usize;
-    for &m in &ms {
-        for &k in &ks {
-            for &n in &ns {
+    for &m in ms {
+        for &k in ks {
+            for &n in ns {
                 let lda = k + rng.usize(0, 3);
                 let a = rng.vec(m * lda, -2.0, 2.0);
-                let stored = random_b(&mut rng, k, n);
+                let stored = random_b(rng, k, n);
                 let ldo = n + rng.usize(0, 2);
                 let init = rng.vec(m * ldo, -1.0, 1.0);
                 for dtype in DTYPES {
@@ -195,7 +231,7 @@ fn fp16_gemm_is_its_definition_bit_for_bit() {
                         ldo,
                     };
                     let want = reference(g);
-                    for &kern in &kerns {
+                    for &kern in kerns {
                         let got = g.run(kern);
                         let what = std::format!("fp16 {dtype:?} m={m} k={k} n={n} gelu {gelu}");
                         assert_bits(&got, &want, &what);
@@ -205,7 +241,7 @@ fn fp16_gemm_is_its_definition_bit_for_bit() {
             }
         }
     }
-    std::eprintln!("fp16 GEMM: {checked} outputs equal to the definition bit for bit");
+    checked
 }
 
 /// `k` half-precision rows of `w` pixels and `c` channels (every half, padding included,
@@ -498,13 +534,13 @@ fn fp16_gemm_epilogues_within_one_rounding() {
     }
 }
 
-/// GEMMs deeper than the stack copies run the f32 GEMM (bit for bit the f32 token's
-/// result).
+/// GEMMs deeper than the stack copies (`FP16_MAX_K`) run the f32 GEMM (bit for bit the
+/// f32 token's result).
 #[test]
 fn fp16_gemm_past_the_stack_copy() {
     let kerns = fp16_kernels();
     let mut rng = Rng::new(13);
-    let (m, k, n) = (6usize, crate::kernels::WIDE_K + 9, 20usize);
+    let (m, k, n) = (6usize, crate::kernels::FP16_MAX_K + 9, 20usize);
     let a = rng.vec(m * k, -1.0, 1.0);
     let stored = random_b(&mut rng, k, n);
     let bias = std::vec![0.0; n];
