@@ -227,11 +227,11 @@ def find(blks):
             elif vec["fsub"] == 4 and vec["fmul"] == 4 and vec["fmla"] == 4 and sum(
                     1 for t in body if t.startswith("str\tq")) == 4:  # whole vectors, not a tail
                 name = "ln_norm_blocked" if mix["lsr"] else "ln_norm"
-        elif ("layer_norm_rows_half" in fn and mix["fcvtn"] == 4 and mix["fsub"] == 4
-              and mix["fmul"] == 4 and mix["fmla"] == 4 and body[-1].startswith("b.")):
-            # ... the normalise pass into half-precision rows (Precision::Fp16): each vector
-            # rounded to f16 (`fcvtn`) and stored as four halves; the QDW's blocked rows
-            # (LN1) or PW1's channels-last ones (LN2).
+        elif ("layer_norm_rows_half" in fn and mix["fcvtn"] == 4 and mix["fcvtn2"] == 4
+              and mix["fsub"] == mix["fmul"] == mix["fmla"] == 8 and body[-1].startswith("b.")):
+            # ... the normalise pass into half-precision rows (Precision::Fp16): eight
+            # channels of each of four rows, rounded to f16 (`fcvtn`, `fcvtn2`) and stored as
+            # eight halves; the QDW's blocked rows (LN1) or PW1's channels-last ones (LN2).
             name = "ln_norm_blocked_fp16" if mix["lsr"] else "ln_norm_fp16"
         elif "ln_simd" in fn and mix["faddp"] == 8 and any(t.startswith("fsqrt\tv") for t in body):
             # Per four rows: the variance sums, then one square root and one division of the
@@ -331,8 +331,8 @@ def describe(name):
         return "LayerNorm", {"ln_sum": "4 rows, sum", "ln_var": "4 rows x 4 ch, deviations",
                              "ln_norm": "4 rows x 4 ch, normalise", "ln_norm_blocked":
                              "4 rows x 4 ch, normalise to QDW layout", "ln_norm_blocked_fp16":
-                             "4 rows x 4 ch, normalise to an f16 QDW row", "ln_norm_fp16":
-                             "4 rows x 4 ch, normalise to f16 rows", "ln_rows4": "per 4 rows: sqrt, div",
+                             "4 rows x 8 ch, normalise to an f16 QDW row", "ln_norm_fp16":
+                             "4 rows x 8 ch, normalise to f16 rows", "ln_rows4": "per 4 rows: sqrt, div",
                              "ln_means4": "per 4 rows: means"}[name]
     m = re.match(r"q8_sdot_(\d)x16", name)
     return "GEMM int8 sdot", f"{m.group(1)}x16, by element"
@@ -458,10 +458,12 @@ def network_estimate(t, ghz):
     # of the peak; its rows are rounded to f16 by LN1's normalise pass (cycles per value
     # beyond the f32 pass's).
     rate_qdw16 = 8 * PEAK * t["qdw_k7_fp16"]["fraction"]
-    ln1_half = t["ln_norm_blocked_fp16"]["cycles"] / 16 - t["ln_norm"]["cycles"] / t["ln_norm"]["values"]
+    ln1_half = (t["ln_norm_blocked_fp16"]["cycles"] / t["ln_norm_blocked_fp16"]["values"]
+                - t["ln_norm"]["cycles"] / t["ln_norm"]["values"])
     # ... and with float weights LN2 writes PW1's input rows in f16 (once, not at each
     # hidden slice).
-    ln2_half = t["ln_norm_fp16"]["cycles"] / 16 - t["ln_norm"]["cycles"] / t["ln_norm"]["values"]
+    ln2_half = (t["ln_norm_fp16"]["cycles"] / t["ln_norm_fp16"]["values"]
+                - t["ln_norm"]["cycles"] / t["ln_norm"]["values"])
     out = {}
     for name, c, depths in (("QuadraNet36-T", 64, (3, 3, 27, 3)), ("QuadraNet25-XXS", 16, (2, 3, 18, 2))):
         dims = [c, 2 * c, 4 * c, 8 * c]

@@ -88,6 +88,10 @@ unsafe impl Simd for Neon {
         vst1q_f32(p, v)
     }
     #[inline(always)]
+    unsafe fn store_half2(p: *mut u16, lo: float32x4_t, hi: float32x4_t) {
+        vst1q_u16(p, neon_fp16::narrow(lo, hi));
+    }
+    #[inline(always)]
     unsafe fn store_half(p: *mut u16, v: float32x4_t, n: usize) {
         let h: uint16x4_t;
         // SAFETY: FCVTN (ARMv8.0) reads and writes registers only.

@@ -88,6 +88,15 @@ pub(crate) unsafe trait Simd {
             }
         }
     }
+    /// Two whole vectors rounded to f16 into `2·LANES` consecutive halves at `p` (the same
+    /// bits as [`Simd::store_half`] of each; NEON: one `fcvtn`/`fcvtn2` pair and one store).
+    unsafe fn store_half2(p: *mut u16, lo: Self::V, hi: Self::V) {
+        // SAFETY: `p` valid for `2·LANES` halves, the caller's contract.
+        unsafe {
+            Self::store_half(p, lo, Self::LANES);
+            Self::store_half(p.add(Self::LANES), hi, Self::LANES);
+        }
+    }
     /// Loads `n < LANES` lanes, the rest zero.
     unsafe fn load_n(p: *const f32, n: usize) -> Self::V;
     /// Stores the first `n < LANES` lanes.
