@@ -422,6 +422,34 @@ macro_rules! residual_pair {
     };
 }
 
+/// `asm!` over the sdot GEMM's 5 x 16 tile of sums in v0-v19 (row `i`'s four in
+/// v4i..v4i+3, consecutive for `ld1`/`st1`), the template and other operands as given:
+/// `keep acc` reads them and writes them back into `acc`, `spent acc` reads them (the
+/// block leaves other values in those registers).
+#[rustfmt::skip]
+macro_rules! tile_asm {
+    (keep $acc:ident; $($rest:tt)*) => {
+        core::arch::asm!(
+            $($rest)*
+            inout("v0") $acc[0][0], inout("v1") $acc[0][1], inout("v2") $acc[0][2], inout("v3") $acc[0][3],
+            inout("v4") $acc[1][0], inout("v5") $acc[1][1], inout("v6") $acc[1][2], inout("v7") $acc[1][3],
+            inout("v8") $acc[2][0], inout("v9") $acc[2][1], inout("v10") $acc[2][2], inout("v11") $acc[2][3],
+            inout("v12") $acc[3][0], inout("v13") $acc[3][1], inout("v14") $acc[3][2], inout("v15") $acc[3][3],
+            inout("v16") $acc[4][0], inout("v17") $acc[4][1], inout("v18") $acc[4][2], inout("v19") $acc[4][3],
+        )
+    };
+    (spent $acc:ident; $($rest:tt)*) => {
+        core::arch::asm!(
+            $($rest)*
+            inout("v0") $acc[0][0] => _, inout("v1") $acc[0][1] => _, inout("v2") $acc[0][2] => _, inout("v3") $acc[0][3] => _,
+            inout("v4") $acc[1][0] => _, inout("v5") $acc[1][1] => _, inout("v6") $acc[1][2] => _, inout("v7") $acc[1][3] => _,
+            inout("v8") $acc[2][0] => _, inout("v9") $acc[2][1] => _, inout("v10") $acc[2][2] => _, inout("v11") $acc[2][3] => _,
+            inout("v12") $acc[3][0] => _, inout("v13") $acc[3][1] => _, inout("v14") $acc[3][2] => _, inout("v15") $acc[3][3] => _,
+            inout("v16") $acc[4][0] => _, inout("v17") $acc[4][1] => _, inout("v18") $acc[4][2] => _, inout("v19") $acc[4][3] => _,
+        )
+    };
+}
+
 /// One k-group of [`sdot_5x16`]: the tile's four weight vectors for it (64 consecutive
 /// bytes of the panel) by one `ld1`, then each row's four sums `+=` them times the row's
 /// four activations of group `$g` (`sdot` by element).
@@ -472,7 +500,8 @@ unsafe fn sdot_5x16(acc: &mut [[int32x4_t; 4]; 5], a: [*const i8; 5], b: *const 
     // updated, v20-v28 clobbered, the pointers and the count advanced); the flags are
     // clobbered by `subs` (not `preserves_flags`), no stack.
     unsafe {
-        core::arch::asm!(
+        tile_asm!(
+            keep acc;
             "// quadra-mca: q8_sdot_5x16",
             "2:",
             "ldr q20, [{a0}], #16",
@@ -493,26 +522,6 @@ unsafe fn sdot_5x16(acc: &mut [[int32x4_t; 4]; 5], a: [*const i8; 5], b: *const 
             a4 = inout(reg) a[4] => _,
             b = inout(reg) b => _,
             n = inout(reg) n => _,
-            inout("v0") acc[0][0],
-            inout("v1") acc[0][1],
-            inout("v2") acc[0][2],
-            inout("v3") acc[0][3],
-            inout("v4") acc[1][0],
-            inout("v5") acc[1][1],
-            inout("v6") acc[1][2],
-            inout("v7") acc[1][3],
-            inout("v8") acc[2][0],
-            inout("v9") acc[2][1],
-            inout("v10") acc[2][2],
-            inout("v11") acc[2][3],
-            inout("v12") acc[3][0],
-            inout("v13") acc[3][1],
-            inout("v14") acc[3][2],
-            inout("v15") acc[3][3],
-            inout("v16") acc[4][0],
-            inout("v17") acc[4][1],
-            inout("v18") acc[4][2],
-            inout("v19") acc[4][3],
             out("v20") _,
             out("v21") _,
             out("v22") _,
@@ -566,7 +575,8 @@ macro_rules! scvtf_cvt {
 /// [`park_5x16`]'s assembly with one conversion (`magic_cvt` or `scvtf_cvt`).
 macro_rules! park_asm {
     ($cvt:ident, $acc:ident, $rs:ident, $tp:ident) => {
-        core::arch::asm!(
+        tile_asm!(
+            spent $acc;
             "// quadra-mca: q8_dequant_5x16",
             "dup v30.4s, {m:w}",
             "ld1 {{v28.4s}}, [{rs}]",
@@ -580,26 +590,6 @@ macro_rules! park_asm {
             rs = in(reg) $rs,
             tp = inout(reg) $tp => _,
             stride = in(reg) TILE_COLS * 4,
-            inout("v0") $acc[0][0] => _,
-            inout("v1") $acc[0][1] => _,
-            inout("v2") $acc[0][2] => _,
-            inout("v3") $acc[0][3] => _,
-            inout("v4") $acc[1][0] => _,
-            inout("v5") $acc[1][1] => _,
-            inout("v6") $acc[1][2] => _,
-            inout("v7") $acc[1][3] => _,
-            inout("v8") $acc[2][0] => _,
-            inout("v9") $acc[2][1] => _,
-            inout("v10") $acc[2][2] => _,
-            inout("v11") $acc[2][3] => _,
-            inout("v12") $acc[3][0] => _,
-            inout("v13") $acc[3][1] => _,
-            inout("v14") $acc[3][2] => _,
-            inout("v15") $acc[3][3] => _,
-            inout("v16") $acc[4][0] => _,
-            inout("v17") $acc[4][1] => _,
-            inout("v18") $acc[4][2] => _,
-            inout("v19") $acc[4][3] => _,
             out("v28") _,
             out("v29") _,
             out("v30") _,
@@ -666,7 +656,8 @@ unsafe fn residual_5x16(
     // the pointer registers advanced), no stack, and the flags untouched (`cbz` reads
     // none).
     unsafe {
-        core::arch::asm!(
+        tile_asm!(
+            spent acc;
             "// quadra-mca: q8_residual_5x16",
             "dup v30.4s, {m:w}",
             "ld1 {{v28.4s}}, [{rs}]",
@@ -703,26 +694,6 @@ unsafe fn residual_5x16(
             o = out(reg) _,
             out = in(reg) out,
             ldo = in(reg) ldo * 4,
-            inout("v0") acc[0][0] => _,
-            inout("v1") acc[0][1] => _,
-            inout("v2") acc[0][2] => _,
-            inout("v3") acc[0][3] => _,
-            inout("v4") acc[1][0] => _,
-            inout("v5") acc[1][1] => _,
-            inout("v6") acc[1][2] => _,
-            inout("v7") acc[1][3] => _,
-            inout("v8") acc[2][0] => _,
-            inout("v9") acc[2][1] => _,
-            inout("v10") acc[2][2] => _,
-            inout("v11") acc[2][3] => _,
-            inout("v12") acc[3][0] => _,
-            inout("v13") acc[3][1] => _,
-            inout("v14") acc[3][2] => _,
-            inout("v15") acc[3][3] => _,
-            inout("v16") acc[4][0] => _,
-            inout("v17") acc[4][1] => _,
-            inout("v18") acc[4][2] => _,
-            inout("v19") acc[4][3] => _,
             out("v20") _,
             out("v21") _,
             out("v22") _,
