@@ -4,10 +4,8 @@
 //! pipes of a Cortex-A76. Stable Rust has no f16 vector type or FEAT_FP16 intrinsics, so
 //! the eight-lane values travel in `uint16x8_t` registers and each half-precision
 //! instruction is a one-line `asm!` block (registers only: `pure, nomem`); LLVM still
-//! allocates the registers and schedules the loads around them. Each block opens with
-//! `.arch_extension fp16`: the blocks are only ever run inside leaves with FEAT_FP16
-//! enabled, but a debug build also emits the wrappers as functions of their own, without
-//! it, and the assembler then refused them (release builds inline them all and drop those).
+//! allocates the registers and schedules the loads around them. Each block is written with
+//! `fp16_asm!` (below).
 //!
 //! The arithmetic, which [`crate::kernels::scalar::gemm_fp16`] defines bit for
 //! bit: activations and weights rounded to f16 (round to nearest even, `fcvtn`); for each
@@ -20,6 +18,16 @@
 
 use core::arch::aarch64::*;
 use core::arch::asm;
+
+/// `asm!` for FEAT_FP16 instructions: the block opens with `.arch_extension fp16`. The
+/// blocks only ever run inside leaves with FEAT_FP16 enabled, but a debug build also emits
+/// the one-instruction wrappers as functions of their own, without it, and the assembler
+/// refused them there (release builds inline every wrapper and drop those copies).
+macro_rules! fp16_asm {
+    ($($t:tt)*) => {
+        asm!(".arch_extension fp16", $($t)*)
+    };
+}
 use core::mem::MaybeUninit;
 
 use super::aarch64_neon::Neon;
@@ -46,8 +54,7 @@ const MR: usize = 4;
 unsafe fn fmla_lane<const L: i32>(mut acc: H8, b: H8, a: H8) -> H8 {
     // SAFETY: registers only; FEAT_FP16 is the caller's contract.
     unsafe {
-        asm!(
-            ".arch_extension fp16",
+        fp16_asm!(
             "fmla {acc:v}.8h, {b:v}.8h, {a:v}.h[{l}]",
             acc = inout(vreg) acc,
             b = in(vreg) b,
@@ -101,7 +108,7 @@ pub(super) unsafe fn widen(h: H8) -> (float32x4_t, float32x4_t) {
 /// the bits of 1536.0 (0x6600; f16's step is 1 in [1024, 2048], so the bits of `1536 + x`),
 /// then 1536 subtracted in f16. Two single-micro-op instructions on either SIMD pipe, where
 /// `scvtf .8h` is four micro-ops on one in the A76 model (the panel conversion: 0.57 cycles
-/// per weight, 0.35 so).
+/// per weight, 0.32 so).
 ///
 /// # Safety
 /// FEAT_FP16 enabled in the calling leaf.
@@ -129,8 +136,7 @@ macro_rules! half_op {
             let r: H8;
             // SAFETY: registers only; FEAT_FP16 is the caller's contract.
             unsafe {
-                asm!(
-                    ".arch_extension fp16",
+                fp16_asm!(
                     concat!($ins, " {r:v}.8h, {a:v}.8h" $(, ", {", stringify!($b), ":v}.8h")?),
                     r = lateout(vreg) r,
                     a = in(vreg) $a,
@@ -169,8 +175,7 @@ pub(super) unsafe fn fmaxv(a: H8) -> u16 {
     let r: H8;
     // SAFETY: registers only; FEAT_FP16 is the caller's contract.
     unsafe {
-        asm!(
-            ".arch_extension fp16",
+        fp16_asm!(
             "fmaxv {r:h}, {a:v}.8h",
             r = lateout(vreg) r,
             a = in(vreg) a,
@@ -196,8 +201,7 @@ half_op!(
 pub(super) unsafe fn fmla(mut acc: H8, b: H8, c: H8) -> H8 {
     // SAFETY: registers only; FEAT_FP16 is the caller's contract.
     unsafe {
-        asm!(
-            ".arch_extension fp16",
+        fp16_asm!(
             "fmla {acc:v}.8h, {b:v}.8h, {c:v}.8h",
             acc = inout(vreg) acc,
             b = in(vreg) b,
@@ -549,9 +553,8 @@ unsafe fn blocks4(acc: &mut [[H8; 2]; 4], a: &mut *const u16, b: &mut *const u16
     // SAFETY: reads within the contract's extents; every register written is an operand
     // or a clobber.
     unsafe {
-        asm!(
+        fp16_asm!(
             "// quadra-mca: gemm_fp16_4x16",
-            ".arch_extension fp16",
             "2:",
             "ld1 {{v0.8h, v1.8h, v2.8h, v3.8h}}, [{a}], #64",
             "ld1 {{v4.8h, v5.8h, v6.8h, v7.8h}}, [{b}], #64",
